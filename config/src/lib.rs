@@ -1,0 +1,232 @@
+//! Latch's configuration (SPEC §2).
+//!
+//! External formats — the TOML file and `LATCH_<SECTION>_<KEY>` environment variables — are
+//! layered into one raw TOML table, which is then converted into the single internal [`Config`]
+//! type. Precedence is stated once, in [`Config::load`]: built-in defaults, then the file, then
+//! the environment. Command-line flags are applied by the binary on the finished `Config`.
+//!
+//! Loading never stops at the first problem: every problem is collected as an [`Issue`] naming
+//! the file, the key and the reason, so `latch check` can print them all at once.
+//!
+//! This crate knows the shape of the configuration and how to read the files it names (keys,
+//! JWKS). It must not know how the proxy or the control plane use it.
+
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::ENV_PREFIX;
+
+/// One configuration problem: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// The file (or `environment`) the value came from.
+    pub source: String,
+    /// Dotted key, e.g. `auth.secret`. Empty for whole-file problems such as a syntax error.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.source, self.key, self.message)
+        }
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub auth: AuthConfig,
+    pub locks: LocksConfig,
+    pub rules: RulesConfig,
+    pub control_plane: ControlPlaneConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    /// Reserved path prefix served by the proxy itself; starts with `/`, no trailing slash.
+    pub prefix: String,
+    /// Worker threads for the proxy service. Default 2: pingora's own default of 1 leaves a
+    /// second core idle on the smallest machines we target.
+    pub threads: usize,
+    /// Identifies this instance in lock records and metrics. Default: hostname-pid.
+    pub instance: String,
+}
+
+/// Where the protected app lives. Only plain HTTP: the proxy is built without a TLS stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Require {
+    /// Only rule-matched requests need a token (the default).
+    Protected,
+    /// Every request needs a valid token.
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub settings: auth::AuthSettings,
+    pub cookie: String,
+    /// `{url}` is replaced by the percent-encoded URL of the refused request.
+    pub login_url: Option<String>,
+    pub require: Require,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStoreError {
+    Deny,
+    Allow,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockStoreKind {
+    Memory,
+    /// A `redis://`, `rediss://` or `redis+cluster://` URL.
+    Redis(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct LocksConfig {
+    pub store: LockStoreKind,
+    pub lease: Duration,
+    pub grace: Duration,
+    pub on_store_error: OnStoreError,
+    /// How long a request waits on the lock store before `on_store_error` applies. Default 500 ms.
+    pub store_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleStoreKind {
+    File(PathBuf),
+    Mongo(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct RulesConfig {
+    pub store: RuleStoreKind,
+    pub poll: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ControlPlaneConfig {
+    pub listen: SocketAddr,
+    pub admin_roles: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Loads `path`, applies the environment, and validates everything.
+    ///
+    /// Precedence, lowest first: built-in defaults, the file, `LATCH_<SECTION>_<KEY>` variables.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<Issue>> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![Issue {
+                source: source.clone(),
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }]
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_str(&text, &source, base, env)
+    }
+
+    /// Like [`Config::load`] for text already in memory; relative file paths resolve against `base`.
+    pub fn from_toml_str(
+        text: &str,
+        source: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<Issue>> {
+        let mut issues = Vec::new();
+        let mut table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(vec![Issue {
+                    source: source.to_string(),
+                    key: String::new(),
+                    message: format!("not valid TOML: {}", e.message().trim()),
+                }])
+            }
+        };
+        raw::apply_env(&mut table, env, &mut issues);
+        let config = raw::convert(table, source, base, &mut issues);
+        match config {
+            Some(c) if issues.is_empty() => Ok(c),
+            _ => Err(issues),
+        }
+    }
+
+    /// The configuration `latch demo` runs on: loopback addresses, memory locks, the given secret.
+    pub fn demo(port: u16, upstream_port: u16, secret: &str) -> Config {
+        let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        Config {
+            proxy: ProxyConfig {
+                listen: loopback(port),
+                upstream: Upstream {
+                    host: "127.0.0.1".into(),
+                    port: upstream_port,
+                },
+                prefix: "/__latch".into(),
+                threads: 2,
+                instance: raw::default_instance(),
+            },
+            auth: AuthConfig {
+                settings: auth::AuthSettings {
+                    key: auth::KeySource::Secret(secret.as_bytes().to_vec()),
+                    ..auth::AuthSettings::default()
+                },
+                cookie: "latch_token".into(),
+                login_url: None,
+                require: Require::Protected,
+            },
+            locks: LocksConfig {
+                store: LockStoreKind::Memory,
+                lease: Duration::from_secs(30),
+                grace: Duration::from_secs(10),
+                on_store_error: OnStoreError::Deny,
+                store_timeout: Duration::from_millis(500),
+            },
+            rules: RulesConfig {
+                store: RuleStoreKind::File(PathBuf::from("rules.toml")),
+                poll: Duration::from_secs(2),
+            },
+            control_plane: ControlPlaneConfig {
+                listen: loopback(port.wrapping_add(1)),
+                admin_roles: vec!["admin".into()],
+            },
+            admin: AdminConfig {
+                listen: loopback(port.wrapping_add(2)),
+            },
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The subcommands (SPEC §1). Each returns every problem it found; `main` prints them and
+//! exits 2.
+
+mod check;
+mod demo;
+mod proxy;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "latch",
+    version,
+    about = "Give one person at a time exclusive use of a page in any web app."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a sample app, the proxy and its admin port in one process, on embedded defaults.
+    Demo {
+        /// Port for the proxy; the admin port is PORT+2.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Run the proxy only (for scale-out, many instances share Redis).
+    Proxy {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate the config and every rule; print every problem and exit 2 if there are any.
+    Check {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Mint an HS256 JWT for tests and development.
+    Token {
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        sub: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Comma-separated roles, e.g. admin,editor.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Lifetime: 90s, 15m, 1h, 7d or plain seconds.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        audience: Option<String>,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<(), Vec<String>> {
+    match cli.command {
+        Command::Demo { port } => demo::run(port),
+        Command::Proxy { config } => proxy::run(&config),
+        Command::Check { config } => check::run(&config),
+        Command::Token {
+            secret,
+            sub,
+            name,
+            roles,
+            ttl,
+            issuer,
+            audience,
+        } => token::run(secret, sub, name, roles, &ttl, issuer, audience),
+    }
+}
+
+/// Logs go to stderr; `LATCH_LOG` (tracing's env-filter syntax) sets the level, default `info`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Loads the config file with the process environment, as every config-taking command does.
+fn load_config(path: &std::path::Path) -> Result<config::Config, Vec<String>> {
+    config::Config::load(path, std::env::vars())
+        .map_err(|issues| issues.iter().map(ToString::to_string).collect())
+}

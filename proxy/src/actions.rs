@@ -1,0 +1,154 @@
+//! Lock actions a user asks for explicitly — release, take over, request access — shared by the
+//! POST endpoints and the banner WebSocket so both enforce exactly the same permissions.
+
+use std::time::Duration;
+
+use auth::Identity;
+use rules::Owner;
+use store::{ClaimRequest, Lock, ReleaseReason, StoreError, Takeover};
+
+use crate::state::Latch;
+
+/// How long a lock outlives a `pagehide` release: long enough for a reload to re-claim it
+/// (keeping its fence), short enough that a closed tab frees it at once for the next person.
+const PAGEHIDE_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("you do not hold this lock")]
+    NotHolder,
+    #[error("this resource is not locked")]
+    NotLocked,
+    #[error("your roles do not allow taking over this lock")]
+    Forbidden,
+    #[error("the lock store is unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ActionError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ActionError::NotHolder | ActionError::NotLocked => 409,
+            ActionError::Forbidden => 403,
+            ActionError::Store(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ActionError::NotHolder => "not_holder",
+            ActionError::NotLocked => "not_locked",
+            ActionError::Forbidden => "forbidden",
+            ActionError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// Does this identity (in this browser session) hold the lock?
+pub fn holds(lock: &Lock, identity: &Identity, session: Option<&str>) -> bool {
+    lock.holder.user == identity.user
+        && (lock.holder.session.is_none() || lock.holder.session.as_deref() == session)
+}
+
+/// Releases the requester's lock. A `pagehide` release only shortens the lease (see
+/// [`PAGEHIDE_GRACE`]). Releasing a free lock is not an error.
+pub async fn release(
+    latch: &Latch,
+    identity: &Identity,
+    session: Option<&str>,
+    resource: &str,
+    pagehide: bool,
+) -> Result<Option<Lock>, ActionError> {
+    let Some(lock) = latch.store_op("get", latch.store.get(resource)).await? else {
+        return Ok(None);
+    };
+    if !holds(&lock, identity, session) {
+        return Err(ActionError::NotHolder);
+    }
+    let owner = lock.holder.owner_key();
+    if pagehide {
+        let grace = latch
+            .rules
+            .load()
+            .get(&lock.rule)
+            .map(|r| latch.grace_for(r))
+            .unwrap_or(latch.config.locks.grace)
+            .min(PAGEHIDE_GRACE);
+        latch
+            .store_op("renew", latch.store.renew(resource, &owner, grace))
+            .await?;
+        return Ok(None);
+    }
+    Ok(latch
+        .store_op(
+            "release",
+            latch.store.release(resource, &owner, ReleaseReason::Client),
+        )
+        .await?)
+}
+
+/// Who may take a lock over: `takeover_roles` of the rule that granted it, and the holder's
+/// own other session for `owner = "session"` rules.
+pub fn may_take_over(latch: &Latch, lock: &Lock, identity: &Identity) -> bool {
+    let rules = latch.rules.load();
+    match rules.get(&lock.rule) {
+        Some(rule) => {
+            identity.has_any_role(&rule.takeover_roles)
+                || (rule.owner == Owner::Session && lock.holder.user == identity.user)
+        }
+        // The rule was deleted since the claim: only the default takeover role may break it.
+        None => identity.has_any_role(&["admin".to_string()]),
+    }
+}
+
+pub async fn takeover(
+    latch: &Latch,
+    identity: &Identity,
+    session: Option<&str>,
+    resource: &str,
+) -> Result<Takeover, ActionError> {
+    let Some(lock) = latch.store_op("get", latch.store.get(resource)).await? else {
+        return Err(ActionError::NotLocked);
+    };
+    if holds(&lock, identity, session) {
+        return Ok(Takeover {
+            lock,
+            previous: None,
+        });
+    }
+    if !may_take_over(latch, &lock, identity) {
+        return Err(ActionError::Forbidden);
+    }
+    let (holder, lease) = {
+        let rules = latch.rules.load();
+        match rules.get(&lock.rule) {
+            Some(rule) => (latch.holder(identity, rule, session), latch.lease_for(rule)),
+            None => (
+                store::Holder {
+                    user: identity.user.clone(),
+                    name: identity.name.clone(),
+                    session: None,
+                },
+                latch.config.locks.lease,
+            ),
+        }
+    };
+    let request = ClaimRequest {
+        resource: resource.to_string(),
+        rule: lock.rule.clone(),
+        holder,
+        lease,
+        instance: latch.config.proxy.instance.clone(),
+        unsafe_method: false,
+    };
+    let result = latch
+        .store_op("takeover", latch.store.takeover(&request))
+        .await?;
+    tracing::info!(
+        resource = %resource,
+        by = %identity.user,
+        from = result.previous.as_ref().map(|l| l.holder.user.as_str()).unwrap_or("-"),
+        "taken over"
+    );
+    Ok(result)
+}

@@ -1,0 +1,53 @@
+//! The proxy's operational endpoints on `admin.listen`: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Kept off the proxy port so that a scraper or a load balancer's probe never competes with,
+//! or leaks into, the protected app's traffic.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::state::Latch;
+
+pub fn router(latch: Arc<Latch>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(latch)
+}
+
+/// Ready when the lock store answers within its timeout and the rules are loaded.
+async fn readyz(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
+    let mut problems = Vec::new();
+    if let Err(e) = latch.store_op("ping", latch.store.ping()).await {
+        problems.push(format!("lock store: {e}"));
+    }
+    if let Some(p) = latch.rules_problem.lock().ok().and_then(|p| p.clone()) {
+        problems.push(format!("rules: {p}"));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({ "ready": true })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "problems": problems })),
+        )
+    }
+}
+
+async fn metrics(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
+    if let Ok(locks) = latch.store_op("list", latch.store.list()).await {
+        latch.metrics.locks.set(locks.len() as i64);
+    }
+    latch.metrics.banner_sockets.set(latch.hub.socket_count() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        latch.metrics.render(),
+    )
+}

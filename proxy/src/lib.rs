@@ -1,0 +1,26 @@
+//! Latch's proxy: a pingora service that enforces exclusive locks on rule-matched URLs.
+//!
+//! It owns the request path (normalize, match, authenticate, claim/renew/deny), the reserved
+//! endpoints under `proxy.prefix`, banner injection and the banner WebSocket, and the admin
+//! port. It knows lock state only through `store::LockStore` and rules only through
+//! `rules::RuleSet`, so it runs the same on the embedded stores and on Redis/MongoDB.
+
+mod actions;
+pub mod admin;
+mod banner;
+mod endpoints;
+mod inject_body;
+mod login;
+pub mod metrics;
+mod origin;
+mod respond;
+pub mod rules_source;
+pub mod server;
+mod service;
+mod state;
+mod time_fmt;
+mod ws;
+
+pub use endpoints::BANNER_JS;
+pub use server::{build, open_store, run, Task};
+pub use state::{Latch, StartError};

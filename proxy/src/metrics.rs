@@ -1,0 +1,193 @@
+//! Prometheus metrics for the proxy, served on the admin port.
+//!
+//! Counters are pre-resolved per label value at start so the request path does one atomic add
+//! and no label lookup or allocation.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// What happened to one request, as counted in `latch_requests_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No rule matched; forwarded as is.
+    Passed,
+    /// A rule matched and the requester claimed a free lock.
+    Claimed,
+    /// A rule matched and the requester already held the lock.
+    Renewed,
+    /// Someone else holds the lock and the read-only mode let a safe method through.
+    ReadOnly,
+    /// Someone else holds the lock: 423.
+    Denied,
+    /// Someone else holds the lock: 303 to the rule's target.
+    Redirected,
+    /// A rule matched and the request had no valid token.
+    Unauthenticated,
+    /// The path was refused by normalization (400).
+    BadRequest,
+    /// The lock store failed or timed out.
+    StoreError,
+    /// Served by the proxy itself under the reserved prefix.
+    Internal,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 10] = [
+        Outcome::Passed,
+        Outcome::Claimed,
+        Outcome::Renewed,
+        Outcome::ReadOnly,
+        Outcome::Denied,
+        Outcome::Redirected,
+        Outcome::Unauthenticated,
+        Outcome::BadRequest,
+        Outcome::StoreError,
+        Outcome::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Claimed => "claimed",
+            Outcome::Renewed => "renewed",
+            Outcome::ReadOnly => "read_only",
+            Outcome::Denied => "denied",
+            Outcome::Redirected => "redirected",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::BadRequest => "bad_request",
+            Outcome::StoreError => "store_error",
+            Outcome::Internal => "internal",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    outcomes: Vec<IntCounter>,
+    pub locks: IntGauge,
+    pub store_latency: HistogramVec,
+    pub store_errors: IntCounter,
+    pub rules_reload_errors: IntCounter,
+    pub rules_loaded: IntGauge,
+    pub banner_sockets: IntGauge,
+    pub banner_skipped: IntCounterVec,
+    pub injected: IntCounter,
+    pub event_fanout: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("latch_requests_total", "Requests by outcome."),
+            &["outcome"],
+        )
+        .expect("static metric definition");
+        let outcomes = Outcome::ALL
+            .iter()
+            .map(|o| requests.with_label_values(&[o.as_str()]))
+            .collect();
+        let locks = IntGauge::new("latch_locks", "Locks currently held (sampled at scrape).")
+            .expect("static metric definition");
+        let store_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "latch_store_latency_seconds",
+                "Latency of lock store operations.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+            &["op"],
+        )
+        .expect("static metric definition");
+        let store_errors = IntCounter::new(
+            "latch_store_errors_total",
+            "Lock store operations that failed or timed out.",
+        )
+        .expect("static metric definition");
+        let rules_reload_errors = IntCounter::new(
+            "latch_rules_reload_errors_total",
+            "Rule reloads that failed; the last good rules stay in force.",
+        )
+        .expect("static metric definition");
+        let rules_loaded = IntGauge::new("latch_rules", "Rules in the active rule set.")
+            .expect("static metric definition");
+        let banner_sockets = IntGauge::new("latch_banner_sockets", "Open banner WebSockets.")
+            .expect("static metric definition");
+        let banner_skipped = IntCounterVec::new(
+            Opts::new(
+                "latch_banner_skipped_total",
+                "HTML responses of matched requests that did not get the banner, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let injected = IntCounter::new(
+            "latch_banner_injected_total",
+            "HTML responses the banner script was injected into.",
+        )
+        .expect("static metric definition");
+        let event_fanout = Histogram::with_opts(
+            HistogramOpts::new(
+                "latch_event_fanout_seconds",
+                "Time from a lock event to its delivery to local banner sockets.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(requests) as Box<dyn prometheus::core::Collector>,
+            Box::new(locks.clone()),
+            Box::new(store_latency.clone()),
+            Box::new(store_errors.clone()),
+            Box::new(rules_reload_errors.clone()),
+            Box::new(rules_loaded.clone()),
+            Box::new(banner_sockets.clone()),
+            Box::new(banner_skipped.clone()),
+            Box::new(injected.clone()),
+            Box::new(event_fanout.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            outcomes,
+            locks,
+            store_latency,
+            store_errors,
+            rules_reload_errors,
+            rules_loaded,
+            banner_sockets,
+            banner_skipped,
+            injected,
+            event_fanout,
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) {
+        if let Some(c) = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .and_then(|i| self.outcomes.get(i))
+        {
+            c.inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

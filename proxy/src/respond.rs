@@ -1,0 +1,221 @@
+//! Responses the proxy answers itself: problem+json, the 423 page, redirects, static files.
+//!
+//! Every answer carries a Content-Type and a Content-Length and keeps the connection reusable
+//! (pingora's `respond_error_with_body` does neither). When the client may still be sending a
+//! body we did not read, keepalive is switched off so pingora does not drain a large upload.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::{json, Value};
+
+use crate::time_fmt::rfc3339;
+use store::Lock;
+
+/// A response built by the proxy, written in one go.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(header::HeaderName, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status,
+            headers: vec![(header::CONTENT_TYPE, content_type.to_string())],
+            body: body.into(),
+        }
+    }
+
+    pub fn json(status: u16, value: &Value) -> Reply {
+        Reply::new(status, "application/json", value.to_string())
+    }
+
+    /// An RFC 9457 problem document.
+    pub fn problem(status: u16, title: &str, detail: &str) -> Reply {
+        Reply::problem_with(status, title, detail, Value::Null)
+    }
+
+    /// A problem document with extra members merged in.
+    pub fn problem_with(status: u16, title: &str, detail: &str, extra: Value) -> Reply {
+        let mut doc = json!({ "title": title, "status": status, "detail": detail });
+        if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+            doc.extend(extra);
+        }
+        Reply::new(status, "application/problem+json", doc.to_string())
+    }
+
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Writes the reply. `unread_body` says the client may still be sending a request body.
+    pub async fn send(self, session: &mut Session, unread_body: bool) -> Result<()> {
+        let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 2))?;
+        for (name, value) in self.headers {
+            resp.insert_header(name, value)?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())?;
+        if !resp.headers.contains_key(header::CACHE_CONTROL) {
+            resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        }
+        if unread_body {
+            session.set_keepalive(None);
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only || self.body.is_empty())
+            .await?;
+        if !head_only && !self.body.is_empty() {
+            session.write_response_body(Some(self.body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Does the client want a page rather than data? Browsers navigating send `Accept: text/html`.
+pub fn wants_html(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
+}
+
+/// Minimal HTML escaping for text and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Seconds until the lock's lease ends, at least 1: what `Retry-After` tells a client.
+pub fn retry_after(lock: &Lock, now_ms: u64) -> u64 {
+    lock.expires.saturating_sub(now_ms).div_ceil(1000).max(1)
+}
+
+/// Why a 423 was given, which changes the page's wording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockedWhy {
+    /// Another user holds it.
+    OtherUser,
+    /// The same user holds it from another session (owner = session rules).
+    OtherSession,
+    /// Read-only mode refused an unsafe method.
+    ReadOnly,
+    /// The requester held it once and lost it; unsafe methods wait for a reload.
+    Displaced,
+}
+
+/// The 423 answer: an HTML page with the live banner for browsers, problem+json otherwise.
+pub fn locked(
+    html: bool,
+    why: LockedWhy,
+    resource: &str,
+    lock: Option<&Lock>,
+    banner_tag: Option<&str>,
+    now_ms: u64,
+) -> Reply {
+    let (title, detail) = match (why, lock) {
+        (LockedWhy::Displaced, _) => (
+            "Lock lost",
+            "You no longer hold this resource (it was taken over, released by an admin, or \
+             expired). Reload the page before making changes."
+                .to_string(),
+        ),
+        (LockedWhy::OtherSession, Some(l)) => (
+            "Locked",
+            format!(
+                "You have this open in another tab or window (since {}).",
+                rfc3339(l.since)
+            ),
+        ),
+        (LockedWhy::ReadOnly, Some(l)) => (
+            "Locked",
+            format!(
+                "{} is editing this; it is read-only for you until they finish.",
+                l.holder.name
+            ),
+        ),
+        (_, Some(l)) => (
+            "Locked",
+            format!("Locked by {} since {}.", l.holder.name, rfc3339(l.since)),
+        ),
+        (_, None) => ("Locked", "This resource is locked.".to_string()),
+    };
+    let retry = lock.map(|l| retry_after(l, now_ms)).unwrap_or(1);
+    let reply = if html {
+        Reply::new(
+            423,
+            "text/html; charset=utf-8",
+            locked_page(title, &detail, lock, banner_tag),
+        )
+    } else {
+        let extra = match lock {
+            Some(l) => json!({
+                "resource": resource,
+                "holder": { "id": l.holder.user, "name": l.holder.name },
+                "since": rfc3339(l.since),
+                "expires": rfc3339(l.expires),
+            }),
+            None => json!({ "resource": resource }),
+        };
+        Reply::problem_with(423, title, &detail, extra)
+    };
+    reply.header(header::RETRY_AFTER, retry.to_string())
+}
+
+fn locked_page(title: &str, detail: &str, lock: Option<&Lock>, banner_tag: Option<&str>) -> String {
+    let holder = lock
+        .map(|l| {
+            format!(
+                r#"<p class="who">Held by <strong id="latch-holder">{}</strong> since <time id="latch-since" datetime="{}">{}</time>.</p>"#,
+                escape(&l.holder.name),
+                rfc3339(l.since),
+                rfc3339(l.since)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — Latch</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}
+h1{{font-size:1.6rem}}.who{{background:#fff4e5;border-left:4px solid #f0a020;padding:.75rem 1rem}}</style>
+</head><body>
+<h1>{title}</h1>
+<p id="latch-detail">{detail}</p>
+{holder}
+<p>This page updates by itself when the lock is released.</p>
+<script>document.querySelectorAll('time').forEach(function(t){{var d=new Date(t.dateTime);if(!isNaN(d))t.textContent=d.toLocaleString();}});</script>
+{banner}
+</body></html>
+"#,
+        title = escape(title),
+        detail = escape(detail),
+        holder = holder,
+        banner = banner_tag.unwrap_or(""),
+    )
+}

@@ -1,0 +1,141 @@
+//! Assembling one proxy instance: the pingora server, its HTTP proxy service and the
+//! background service that runs the lock reaper, the banner hub, the rule poller and the
+//! admin port.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::banner::Hub;
+use crate::rules_source::{self, RuleSource};
+use crate::service::LatchProxy;
+use crate::state::{Latch, StartError};
+
+/// A task that runs for the life of the process on the background runtime.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Everything one instance runs besides the proxy itself.
+pub struct Background {
+    latch: Arc<Latch>,
+    admin: std::sync::Mutex<Option<std::net::TcpListener>>,
+    tasks: std::sync::Mutex<Vec<Task>>,
+}
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks: Vec<Task> = self
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for task in tasks {
+            tokio::spawn(task);
+        }
+        tokio::spawn(Hub::run(self.latch.clone()));
+        let admin = self.admin.lock().ok().and_then(|mut a| a.take());
+        if let Some(listener) = admin {
+            let router = crate::admin::router(self.latch.clone());
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(listener, router).await {
+                            tracing::error!(error = %e, "admin port stopped");
+                        }
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "admin port unusable"),
+            }
+        }
+        let _ = shutdown.changed().await;
+    }
+}
+
+/// Builds the server for `latch`. `tasks` run on the background runtime (the lock store's
+/// reaper, extra services such as the demo app); `rules` is polled for changes when given.
+pub fn build(
+    latch: Arc<Latch>,
+    rules: Option<(Arc<dyn RuleSource>, Option<String>)>,
+    mut tasks: Vec<Task>,
+) -> Result<Server, StartError> {
+    let admin = std::net::TcpListener::bind(latch.config.admin.listen).map_err(|e| {
+        StartError::Other(format!(
+            "admin.listen: cannot listen on {}: {e}",
+            latch.config.admin.listen
+        ))
+    })?;
+    admin
+        .set_nonblocking(true)
+        .map_err(|e| StartError::Other(format!("admin.listen: {e}")))?;
+    // Fail now, with a clear message, rather than inside pingora's listener setup.
+    drop(std::net::TcpListener::bind(latch.config.proxy.listen).map_err(|e| {
+        StartError::Other(format!(
+            "proxy.listen: cannot listen on {}: {e}",
+            latch.config.proxy.listen
+        ))
+    })?);
+
+    if let Some((source, seen)) = rules {
+        tasks.push(Box::pin(rules_source::poll(
+            latch.clone(),
+            source,
+            latch.config.rules.poll,
+            seen,
+        )));
+    }
+
+    let conf = ServerConf {
+        threads: latch.config.proxy.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        LatchProxy {
+            latch: latch.clone(),
+        },
+        "latch proxy",
+    );
+    proxy.add_tcp(&latch.config.proxy.listen.to_string());
+    let background = background_service(
+        "latch",
+        Background {
+            latch,
+            admin: std::sync::Mutex::new(Some(admin)),
+            tasks: std::sync::Mutex::new(tasks),
+        },
+    );
+    server.add_service(proxy);
+    server.add_service(background);
+    Ok(server)
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub fn run(server: Server) {
+    server.run(RunArgs::default());
+}
+
+/// Opens the configured lock store. Its background work (lease expiry) is returned as tasks
+/// for the background runtime.
+pub fn open_store(
+    config: &config::Config,
+) -> Result<(Arc<dyn store::LockStore>, Vec<Task>), StartError> {
+    match &config.locks.store {
+        config::LockStoreKind::Memory => {
+            let memory = store::MemoryLockStore::new();
+            let reaper: Task = Box::pin(memory.clone().run_reaper());
+            Ok((memory, vec![reaper]))
+        }
+        config::LockStoreKind::Redis(url) => Err(StartError::Other(format!(
+            "locks.store: {url}: the Redis lock store is not available in this build"
+        ))),
+    }
+}

@@ -1,0 +1,416 @@
+//! The pingora `ProxyHttp` implementation: the path of one request through the hooks.
+//!
+//! `request_filter` does all the deciding — strip spoofed headers, normalize, serve the reserved
+//! prefix, match, authenticate, claim/renew/deny — and leaves what the later hooks need in
+//! [`Ctx`]. `upstream_request_filter` adds the identity and lock headers; `response_filter` and
+//! `response_body_filter` inject the banner into HTML pages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use auth::Identity;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use rules::Mode;
+use store::{ClaimOutcome, ClaimRequest};
+
+use crate::inject_body::{self, InjectPlan};
+use crate::metrics::Outcome;
+use crate::respond::{self, LockedWhy, Reply};
+use crate::state::{self, Latch, SESSION_COOKIE};
+use crate::time_fmt::now_ms;
+use crate::{endpoints, login};
+
+/// Headers in this namespace are Latch's to set; anything a client sends there is removed.
+const HEADER_NAMESPACE: &str = "x-latch-";
+
+/// What the upstream is told about a lock the request goes through under.
+#[derive(Debug)]
+pub struct Granted {
+    pub resource: String,
+    /// Set when the requester holds the lock; `None` for a read-only viewer.
+    pub fence: Option<u64>,
+}
+
+/// Per-request state carried between hooks.
+#[derive(Default)]
+pub struct Ctx {
+    pub identity: Option<Identity>,
+    pub granted: Option<Granted>,
+    /// A `Set-Cookie` value to add to the response (a new browser-session id).
+    pub set_cookie: Option<String>,
+    /// Set when this response should get the banner if it turns out to be an HTML page.
+    pub inject: Option<InjectPlan>,
+    pub injector: Option<inject_body::BodyInjector>,
+}
+
+pub struct LatchProxy {
+    pub latch: Arc<Latch>,
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Does the request carry a body we have not read (so we must not let pingora drain it)?
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+fn strip_latch_headers(req: &mut RequestHeader) {
+    let spoofed: Vec<_> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(HEADER_NAMESPACE))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
+    }
+}
+
+/// Header values may not carry control characters; a display name could.
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| {
+        let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+        HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""))
+    })
+}
+
+impl LatchProxy {
+    /// Normalizes the path in place. Returns the 400 reply for a refused path.
+    fn normalize(&self, session: &mut Session) -> Result<Option<Reply>> {
+        let uri = &session.req_header().uri;
+        let path = uri.path();
+        let normalized = match rules::normalize_path(path) {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Some(Reply::problem(400, "Bad request path", &e.to_string())));
+            }
+        };
+        if let std::borrow::Cow::Owned(new_path) = normalized {
+            let target = match uri.query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            let new_uri = target.parse::<http::Uri>().map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e)
+            })?;
+            session.req_header_mut().set_uri(new_uri);
+        }
+        Ok(None)
+    }
+
+    async fn unauthenticated(
+        &self,
+        session: &mut Session,
+        err: auth::AuthError,
+    ) -> Result<bool> {
+        self.latch.metrics.count(Outcome::Unauthenticated);
+        let reply = login::challenge(&self.latch, session, &err);
+        let body = has_body(session.req_header());
+        reply.send(session, body).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for LatchProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        inject_body::init_downstream_modules(modules);
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        strip_latch_headers(session.req_header_mut());
+
+        if let Some(reply) = self.normalize(session)? {
+            self.latch.metrics.count(Outcome::BadRequest);
+            let body = has_body(session.req_header());
+            reply.send(session, body).await?;
+            return Ok(true);
+        }
+
+        let prefix = &self.latch.config.proxy.prefix;
+        let path = session.req_header().uri.path();
+        if path.len() > prefix.len()
+            && path.starts_with(prefix.as_str())
+            && path.as_bytes()[prefix.len()] == b'/'
+        {
+            self.latch.metrics.count(Outcome::Internal);
+            endpoints::serve(&self.latch, session).await?;
+            return Ok(true);
+        }
+
+        let rules = self.latch.rules.load();
+        let method = session.req_header().method.clone();
+        let Some(matched) = rules.find(method.as_str(), path) else {
+            if self.latch.config.auth.require == config::Require::All {
+                match self.latch.authenticate(&session.req_header().headers) {
+                    Ok(id) => ctx.identity = Some(id),
+                    Err(e) => return self.unauthenticated(session, e).await,
+                }
+            }
+            self.latch.metrics.count(Outcome::Passed);
+            return Ok(false);
+        };
+
+        // Preflights carry no credentials and change nothing: they pass unclaimed.
+        if method == Method::OPTIONS {
+            self.latch.metrics.count(Outcome::Passed);
+            return Ok(false);
+        }
+
+        let identity = match self.latch.authenticate(&session.req_header().headers) {
+            Ok(id) => id,
+            Err(e) => return self.unauthenticated(session, e).await,
+        };
+
+        let rule = matched.rule;
+        let resource = matched.resource;
+        let headers = &session.req_header().headers;
+        let sid = match rule.owner {
+            rules::Owner::User => None,
+            rules::Owner::Session => match state::cookie(headers, SESSION_COOKIE) {
+                Some(sid) => Some(sid.to_string()),
+                None => {
+                    let sid = state::new_session_id();
+                    ctx.set_cookie = Some(format!(
+                        "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+                    ));
+                    Some(sid)
+                }
+            },
+        };
+        let holder = self.latch.holder(&identity, rule, sid.as_deref());
+        let lease = self.latch.lease_for(rule);
+        let unsafe_method = !is_safe(&method);
+        let request = ClaimRequest {
+            resource: resource.clone(),
+            rule: rule.id.clone(),
+            holder,
+            lease,
+            instance: self.latch.config.proxy.instance.clone(),
+            unsafe_method,
+        };
+        let html = respond::wants_html(session);
+        let body = has_body(session.req_header());
+        let normalized_path = path.to_string();
+        let outcome = self
+            .latch
+            .store_op("claim", self.latch.store.claim(&request))
+            .await;
+        match &outcome {
+            Ok(ClaimOutcome::Claimed(_)) => self.latch.metrics.count(Outcome::Claimed),
+            Ok(ClaimOutcome::Renewed(_)) => self.latch.metrics.count(Outcome::Renewed),
+            _ => {}
+        }
+
+        let inject_plan = |page_path: &str| {
+            rule.inject.then(|| InjectPlan {
+                path: page_path.to_string(),
+                lease,
+            })
+        };
+        let now = now_ms();
+        let denied = |why: LockedWhy, lock: Option<&store::Lock>| {
+            tracing::info!(
+                rule = %rule.id,
+                resource = %resource,
+                holder = lock.map(|l| l.holder.user.as_str()).unwrap_or("-"),
+                requester = %identity.user,
+                method = %method,
+                reason = ?why,
+                "denied"
+            );
+            let tag = (html && rule.inject)
+                .then(|| self.latch.banner_tag(&normalized_path, lease, "blocked", None));
+            respond::locked(html, why, &resource, lock, tag.as_deref(), now)
+        };
+
+        let reply = match outcome {
+            Ok(ClaimOutcome::Claimed(lock)) | Ok(ClaimOutcome::Renewed(lock)) => {
+                ctx.granted = Some(Granted {
+                    resource,
+                    fence: Some(lock.fence),
+                });
+                ctx.inject = inject_plan(&normalized_path);
+                if ctx.inject.is_some() {
+                    inject_body::enable_decompression(session);
+                }
+                ctx.identity = Some(identity);
+                return Ok(false);
+            }
+            Ok(ClaimOutcome::Held(lock)) => {
+                let same_user = lock.holder.user == identity.user;
+                match rule.mode {
+                    Mode::ReadOnly if !unsafe_method => {
+                        self.latch.metrics.count(Outcome::ReadOnly);
+                        ctx.granted = Some(Granted {
+                            resource,
+                            fence: None,
+                        });
+                        ctx.inject = inject_plan(&normalized_path);
+                        if ctx.inject.is_some() {
+                            inject_body::enable_decompression(session);
+                        }
+                        ctx.identity = Some(identity);
+                        return Ok(false);
+                    }
+                    Mode::Redirect if !unsafe_method && !same_user => {
+                        match matched.redirect_to {
+                            Some(target) => {
+                                self.latch.metrics.count(Outcome::Redirected);
+                                tracing::info!(
+                                    rule = %rule.id, resource = %resource,
+                                    holder = %lock.holder.user, requester = %identity.user,
+                                    "redirected"
+                                );
+                                Reply::empty(303).header(header::LOCATION, target)
+                            }
+                            None => {
+                                tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
+                                self.latch.metrics.count(Outcome::Denied);
+                                denied(LockedWhy::OtherUser, Some(&lock))
+                            }
+                        }
+                    }
+                    Mode::ReadOnly => {
+                        self.latch.metrics.count(Outcome::Denied);
+                        denied(LockedWhy::ReadOnly, Some(&lock))
+                    }
+                    _ => {
+                        self.latch.metrics.count(Outcome::Denied);
+                        let why = if same_user {
+                            LockedWhy::OtherSession
+                        } else {
+                            LockedWhy::OtherUser
+                        };
+                        denied(why, Some(&lock))
+                    }
+                }
+            }
+            Ok(ClaimOutcome::Displaced { current }) => {
+                self.latch.metrics.count(Outcome::Denied);
+                denied(LockedWhy::Displaced, current.as_ref())
+            }
+            Err(e) => {
+                self.latch.metrics.count(Outcome::StoreError);
+                match self.latch.config.locks.on_store_error {
+                    config::OnStoreError::Allow => {
+                        tracing::warn!(resource = %resource, error = %e, "lock store unavailable; allowing (on_store_error = allow)");
+                        ctx.identity = Some(identity);
+                        return Ok(false);
+                    }
+                    config::OnStoreError::Deny => {
+                        tracing::warn!(resource = %resource, error = %e, "lock store unavailable; denying");
+                        let reply = if html {
+                            Reply::new(
+                                503,
+                                "text/html; charset=utf-8",
+                                "<!doctype html><title>Temporarily unavailable</title><h1>Temporarily unavailable</h1>\
+                                 <p>The lock service cannot be reached, so this page cannot be opened safely. Try again in a few seconds.</p>",
+                            )
+                        } else {
+                            Reply::problem(
+                                503,
+                                "Lock store unavailable",
+                                "The lock service cannot be reached; try again shortly.",
+                            )
+                        };
+                        reply.header(header::RETRY_AFTER, "5")
+                    }
+                }
+            }
+        };
+        let reply = match ctx.set_cookie.take() {
+            Some(c) => reply.header(header::SET_COOKIE, c),
+            None => reply,
+        };
+        reply.send(session, body).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.latch.upstream, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        // Long-lived responses (the app's WebSockets, server-sent events) may sit idle; ordinary
+        // responses get a generous bound so a hung upstream cannot pin a connection forever.
+        if !session.is_upgrade_req() {
+            peer.options.read_timeout = Some(Duration::from_secs(300));
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        inject_body::upstream_request(upstream, ctx.inject.is_some());
+        if let Some(id) = &ctx.identity {
+            upstream.insert_header("x-latch-user", header_value(&id.user))?;
+            upstream.insert_header("x-latch-user-name", header_value(&id.name))?;
+        }
+        if let Some(granted) = &ctx.granted {
+            upstream.insert_header("x-latch-resource", header_value(&granted.resource))?;
+            match granted.fence {
+                Some(fence) => {
+                    upstream.insert_header("x-latch-fence", fence.to_string())?;
+                    upstream.insert_header("x-latch-access", "exclusive")?;
+                }
+                None => {
+                    upstream.insert_header("x-latch-access", "read_only")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(cookie) = ctx.set_cookie.take() {
+            resp.append_header(header::SET_COOKIE, cookie)?;
+        }
+        if let Some(plan) = ctx.inject.take() {
+            ctx.injector = inject_body::prepare(&self.latch, session, resp, &plan);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(injector) = ctx.injector.as_mut() {
+            injector.filter(&self.latch, body, end_of_stream);
+        }
+        Ok(None)
+    }
+}

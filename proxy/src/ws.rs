@@ -1,0 +1,569 @@
+//! The banner WebSocket (`{prefix}/ws`, SPEC §5), served by the proxy itself.
+//!
+//! pingora's `ProxyHttp` cannot hand over the downstream connection, so the handshake is
+//! answered in `request_filter` and the upgraded byte stream is bridged into a
+//! `tokio::io::duplex`, whose other end runs tokio-tungstenite. The socket task owns the
+//! protocol; the bridge only moves bytes.
+//!
+//! Limits: messages over [`MAX_MESSAGE`] close with 1009; more than [`RATE_BURST`] messages
+//! in a burst get an error, and sustained flooding closes with 1008; a socket silent for
+//! [`IDLE_TIMEOUT`] (no pong, no message) is closed; the JWT's expiry ends the socket with
+//! `session_expired` and close code 4401.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::Identity;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{EventKind, Lock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::actions::{self, holds};
+use crate::banner::{free_json, lock_json, Push};
+use crate::origin::check_same_origin;
+use crate::respond::Reply;
+use crate::state::{cookie, Latch, SESSION_COOKIE};
+
+/// Largest client message. The protocol's messages are a few hundred bytes.
+pub const MAX_MESSAGE: usize = 8 * 1024;
+/// Messages allowed in a burst; the bucket refills at [`RATE_PER_SEC`].
+pub const RATE_BURST: f64 = 20.0;
+pub const RATE_PER_SEC: f64 = 5.0;
+/// Over-limit messages tolerated before the socket is closed.
+const RATE_STRIKES: u32 = 20;
+/// Resources one socket may watch.
+const MAX_WATCHES: usize = 16;
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CLOSE_SESSION_EXPIRED: u16 = 4401;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMsg {
+    Watch { path: String },
+    Heartbeat,
+    Release { resource: String },
+    Takeover { resource: String },
+    RequestAccess { resource: String },
+}
+
+/// Answers the handshake, then bridges the upgraded connection until either side ends.
+pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
+    let headers = &session.req_header().headers;
+    let is_ws = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (true, Some(key), true) = (is_ws, key, version_ok) else {
+        return Reply::problem(400, "Not a WebSocket handshake", "connect with a WebSocket client")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .send(session, false)
+            .await;
+    };
+    if let Err(refused) = check_same_origin(headers) {
+        return Reply::problem(403, "Forbidden", refused.message())
+            .send(session, false)
+            .await;
+    }
+    let identity = match latch.authenticate(headers) {
+        Ok(id) => id,
+        Err(e) => {
+            return Reply::problem(401, "Unauthorized", &e.to_string())
+                .header(header::WWW_AUTHENTICATE, "Bearer realm=\"latch\"")
+                .send(session, false)
+                .await
+        }
+    };
+    let sid = cookie(headers, SESSION_COOKIE).map(str::to_string);
+    let (socket_id, pushes) = match latch.hub.register(&identity.user) {
+        Ok(r) => r,
+        Err(e) => {
+            return Reply::problem(429, "Too many banner sockets", &e.to_string())
+                .header(header::RETRY_AFTER, "10")
+                .send(session, false)
+                .await
+        }
+    };
+
+    let mut resp = ResponseHeader::build(101, Some(3))?;
+    resp.insert_header(header::UPGRADE, "websocket")?;
+    resp.insert_header(header::CONNECTION, "Upgrade")?;
+    resp.insert_header(
+        header::SEC_WEBSOCKET_ACCEPT,
+        tungstenite::handshake::derive_accept_key(key.as_bytes()),
+    )?;
+    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+        latch.hub.unregister(socket_id);
+        return Err(e);
+    }
+
+    let (bridge, theirs) = tokio::io::duplex(16 * 1024);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, Some(config)).await;
+    latch.metrics.banner_sockets.inc();
+    let task = tokio::spawn(run_socket(
+        latch.clone(),
+        socket_id,
+        identity,
+        sid,
+        ws,
+        pushes,
+    ));
+    pump(session, bridge).await;
+    // The client is gone; the socket task sees EOF on its side and cleans up.
+    let _ = task.await;
+    latch.metrics.banner_sockets.dec();
+    latch.hub.unregister(socket_id);
+    Ok(())
+}
+
+/// Moves bytes between the upgraded downstream connection and the duplex until either closes.
+async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream) {
+    let (mut from_ws, mut to_ws) = tokio::io::split(bridge);
+    let mut buf = vec![0u8; 4 * 1024];
+    loop {
+        tokio::select! {
+            incoming = session.read_request_body() => match incoming {
+                Ok(Some(bytes)) => {
+                    if to_ws.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            },
+            n = from_ws.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if session
+                        .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), false)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let _ = to_ws.shutdown().await;
+    let _ = session.write_response_body(None, true).await;
+}
+
+/// A resource this socket watches, with what the viewer's permissions depend on.
+struct Watched {
+    resource: String,
+    rule: String,
+    /// Shorter of the rule's lease/3 and grace/2: how often the server renews a held lock
+    /// while the socket is open, so a lease never lapses under a live banner.
+    renew_every: Duration,
+    lease: Duration,
+    grace: Duration,
+    /// Did this socket last see its viewer holding the lock?
+    held: bool,
+}
+
+struct Conn {
+    latch: Arc<Latch>,
+    id: u64,
+    identity: Identity,
+    sid: Option<String>,
+    watched: Vec<Watched>,
+    tokens: f64,
+    last_refill: Instant,
+    strikes: u32,
+}
+
+type Ws = WebSocketStream<tokio::io::DuplexStream>;
+
+async fn send(ws: &mut Ws, value: Value) -> bool {
+    ws.send(Message::Text(value.to_string().into())).await.is_ok()
+}
+
+async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
+    let _ = ws
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        })))
+        .await;
+    let _ = ws.flush().await;
+}
+
+fn error_json(code: &str, message: &str) -> Value {
+    json!({ "type": "error", "code": code, "message": message })
+}
+
+impl Conn {
+    /// The `lock` message this viewer should see for `resource`.
+    fn view(&self, resource: &str, lock: Option<&Lock>) -> Value {
+        match lock {
+            None => free_json(resource),
+            Some(lock) => {
+                let you = holds(lock, &self.identity, self.sid.as_deref());
+                let same_user = !you && lock.holder.user == self.identity.user;
+                let can_takeover =
+                    !you && actions::may_take_over(&self.latch, lock, &self.identity);
+                lock_json(lock, you, same_user, can_takeover)
+            }
+        }
+    }
+
+    fn take_token(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_refill).as_secs_f64();
+        self.last_refill = now;
+        self.tokens = (self.tokens + elapsed * RATE_PER_SEC).min(RATE_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.strikes += 1;
+            false
+        }
+    }
+
+    async fn current(&self, resource: &str) -> Result<Option<Lock>, store::StoreError> {
+        self.latch
+            .store_op("get", self.latch.store.get(resource))
+            .await
+    }
+
+    /// Renews every lock this socket's viewer holds.
+    async fn renew_held(&mut self) {
+        for w in &self.watched {
+            if !w.held {
+                continue;
+            }
+            let owner = self.owner_key(w);
+            let _ = self
+                .latch
+                .store_op("renew", self.latch.store.renew(&w.resource, &owner, w.lease))
+                .await;
+        }
+    }
+
+    fn owner_key(&self, w: &Watched) -> String {
+        let rules = self.latch.rules.load();
+        match rules.get(&w.rule) {
+            Some(rule) => self
+                .latch
+                .holder(&self.identity, rule, self.sid.as_deref())
+                .owner_key(),
+            None => self.identity.user.clone(),
+        }
+    }
+
+    async fn handle(&mut self, ws: &mut Ws, text: &str) -> bool {
+        let msg: ClientMsg = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                return send(ws, error_json("bad_message", &format!("cannot read this message: {e}")))
+                    .await
+            }
+        };
+        match msg {
+            ClientMsg::Watch { path } => self.watch(ws, &path).await,
+            ClientMsg::Heartbeat => {
+                self.renew_held().await;
+                true
+            }
+            ClientMsg::Release { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                match actions::release(&self.latch, &self.identity, self.sid.as_deref(), &resource, false).await {
+                    Ok(_) => true,
+                    Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
+                }
+            }
+            ClientMsg::Takeover { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                match actions::takeover(&self.latch, &self.identity, self.sid.as_deref(), &resource).await {
+                    Ok(_) => true,
+                    Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
+                }
+            }
+            ClientMsg::RequestAccess { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                let holder = store::Holder {
+                    user: self.identity.user.clone(),
+                    name: self.identity.name.clone(),
+                    session: None,
+                };
+                match self
+                    .latch
+                    .store_op("request_access", self.latch.store.request_access(&resource, &holder))
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+                }
+            }
+        }
+    }
+
+    fn is_watching(&self, resource: &str) -> bool {
+        self.watched.iter().any(|w| w.resource == resource)
+    }
+
+    async fn watch(&mut self, ws: &mut Ws, path: &str) -> bool {
+        let path = match rules::normalize_path(path) {
+            Ok(p) => p.into_owned(),
+            Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
+        };
+        let (resource, rule_id, lease, grace) = {
+            let rules = self.latch.rules.load();
+            let Some(m) = rules.find("GET", &path) else {
+                return send(ws, error_json("not_protected", "no rule protects this path")).await;
+            };
+            (
+                m.resource,
+                m.rule.id.clone(),
+                self.latch.lease_for(m.rule),
+                self.latch.grace_for(m.rule),
+            )
+        };
+        if !self.is_watching(&resource) {
+            if self.watched.len() >= MAX_WATCHES {
+                return send(ws, error_json("too_many_watches", "this socket watches too many pages")).await;
+            }
+            let renew_every = (lease / 3).min(grace / 2).max(Duration::from_secs(1));
+            self.watched.push(Watched {
+                resource: resource.clone(),
+                rule: rule_id,
+                renew_every,
+                lease,
+                grace,
+                held: false,
+            });
+            self.latch.hub.watch(self.id, &resource);
+        }
+        self.resend(ws, &resource).await
+    }
+
+    /// Re-reads one resource's state and sends it.
+    async fn resend(&mut self, ws: &mut Ws, resource: &str) -> bool {
+        match self.current(resource).await {
+            Ok(lock) => {
+                let msg = self.view(resource, lock.as_ref());
+                let you = msg["you"].as_bool().unwrap_or(false);
+                if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
+                    w.held = you;
+                }
+                send(ws, msg).await
+            }
+            Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+        }
+    }
+
+    async fn on_event(&mut self, ws: &mut Ws, event: &store::LockEvent) -> bool {
+        let me_before = event
+            .previous
+            .as_ref()
+            .is_some_and(|l| holds(l, &self.identity, self.sid.as_deref()));
+        match &event.kind {
+            EventKind::AccessRequested { by } => {
+                let i_hold = self
+                    .watched
+                    .iter()
+                    .any(|w| w.resource == event.resource && w.held);
+                if i_hold && by.user != self.identity.user {
+                    return send(
+                        ws,
+                        json!({ "type": "access_requested", "resource": event.resource,
+                                "by": { "id": by.user, "name": by.name } }),
+                    )
+                    .await;
+                }
+                true
+            }
+            EventKind::TakenOver { by } => {
+                if me_before
+                    && !event
+                        .lock
+                        .as_ref()
+                        .is_some_and(|l| holds(l, &self.identity, self.sid.as_deref()))
+                {
+                    let ok = send(
+                        ws,
+                        json!({ "type": "taken_over", "resource": event.resource,
+                                "by": { "id": by.user, "name": by.name } }),
+                    )
+                    .await;
+                    if !ok {
+                        return false;
+                    }
+                }
+                self.push_state(ws, &event.resource, event.lock.as_ref()).await
+            }
+            EventKind::Claimed | EventKind::Released { .. } => {
+                self.push_state(ws, &event.resource, event.lock.as_ref()).await
+            }
+        }
+    }
+
+    async fn push_state(&mut self, ws: &mut Ws, resource: &str, lock: Option<&Lock>) -> bool {
+        let msg = self.view(resource, lock);
+        let you = msg["you"].as_bool().unwrap_or(false);
+        if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
+            w.held = you;
+        }
+        send(ws, msg).await
+    }
+
+    /// The socket is closing: locks its viewer holds here start their grace period unless
+    /// another local banner of the same user still watches them.
+    async fn start_grace(&self) {
+        for w in self.watched.iter().filter(|w| w.held) {
+            if self
+                .latch
+                .hub
+                .others_watching(&w.resource, &self.identity.user, self.id)
+                > 0
+            {
+                continue;
+            }
+            let owner = self.owner_key(w);
+            let _ = self
+                .latch
+                .store_op("renew", self.latch.store.renew(&w.resource, &owner, w.grace))
+                .await;
+            tracing::debug!(resource = %w.resource, user = %self.identity.user, grace = ?w.grace, "last banner closed; grace started");
+        }
+    }
+}
+
+async fn run_socket(
+    latch: Arc<Latch>,
+    id: u64,
+    identity: Identity,
+    sid: Option<String>,
+    mut ws: Ws,
+    mut pushes: tokio::sync::mpsc::Receiver<Push>,
+) {
+    let expires_at = {
+        let now_unix = crate::time_fmt::now_ms() / 1000;
+        Instant::now() + Duration::from_secs(identity.expires_at.saturating_sub(now_unix))
+    };
+    let mut conn = Conn {
+        latch,
+        id,
+        identity,
+        sid,
+        watched: Vec::new(),
+        tokens: RATE_BURST,
+        last_refill: Instant::now(),
+        strikes: 0,
+    };
+    let mut ping = interval(PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut renew = interval(Duration::from_secs(1));
+    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_renew = Instant::now();
+    let mut last_seen = Instant::now();
+
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let Some(incoming) = incoming else { break };
+                last_seen = Instant::now();
+                match incoming {
+                    Ok(Message::Text(text)) => {
+                        if !conn.take_token() {
+                            if conn.strikes > RATE_STRIKES {
+                                let _ = send(&mut ws, error_json("rate_limited", "too many messages; closing")).await;
+                                close(&mut ws, CloseCode::Policy, "rate limit").await;
+                                break;
+                            }
+                            if !send(&mut ws, error_json("rate_limited", "too many messages; slow down")).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        if !conn.handle(&mut ws, &text).await {
+                            break;
+                        }
+                    }
+                    Ok(Message::Binary(_)) => {
+                        if !send(&mut ws, error_json("bad_message", "binary messages are not part of the protocol")).await {
+                            break;
+                        }
+                    }
+                    Ok(Message::Close(_)) => break,
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Capacity(e)) => {
+                        let _ = send(&mut ws, error_json("too_big", &format!("message too large (limit {MAX_MESSAGE} bytes): {e}"))).await;
+                        close(&mut ws, CloseCode::Size, "message too big").await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            push = pushes.recv() => {
+                let ok = match push {
+                    Some(Push::Event(event)) => conn.on_event(&mut ws, &event).await,
+                    Some(Push::Resync) => {
+                        let resources: Vec<String> = conn.watched.iter().map(|w| w.resource.clone()).collect();
+                        let mut ok = true;
+                        for r in resources {
+                            ok &= conn.resend(&mut ws, &r).await;
+                        }
+                        ok
+                    }
+                    None => false,
+                };
+                if !ok {
+                    break;
+                }
+            }
+            _ = sleep_until(expires_at) => {
+                let _ = send(&mut ws, json!({ "type": "session_expired" })).await;
+                close(&mut ws, CloseCode::from(CLOSE_SESSION_EXPIRED), "session expired").await;
+                break;
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > IDLE_TIMEOUT {
+                    close(&mut ws, CloseCode::Away, "idle").await;
+                    break;
+                }
+                if ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+            _ = renew.tick() => {
+                let every = conn.watched.iter().filter(|w| w.held).map(|w| w.renew_every).min();
+                if every.is_some_and(|e| last_renew.elapsed() >= e) {
+                    last_renew = Instant::now();
+                    conn.renew_held().await;
+                }
+            }
+        }
+    }
+    conn.start_grace().await;
+    let _ = ws.close(None).await;
+}
