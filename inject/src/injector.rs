@@ -1,0 +1,204 @@
+//! The streaming rewriter that inserts the banner tag into one HTML document.
+//!
+//! It sees the document as a token stream (lol_html), never as raw bytes, so a `</body>` inside
+//! a comment, a script, an attribute value or split across two network chunks is handled the
+//! way a browser would handle it. It keeps no more of the page than the token being parsed.
+//! It must not know where the bytes come from or how they are framed or compressed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use encoding_rs::Encoding;
+use lol_html::errors::RewritingError;
+use lol_html::html_content::{ContentType, DocumentEnd, EndTag};
+use lol_html::send::{DocumentContentHandlers, EndTagHandler, HtmlRewriter, Settings};
+use lol_html::{element, AsciiCompatibleEncoding, OutputSink};
+
+/// Why a document cannot be (or can no longer be) rewritten.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The charset is unknown or not ASCII-compatible (UTF-16, ISO-2022-JP, …). Tokenizing such
+    /// bytes as ASCII would corrupt the page, so the caller must pass the body through untouched.
+    #[error("cannot rewrite HTML in charset {0:?}")]
+    Encoding(String),
+    /// The HTML rewriter failed; the document cannot be completed by this injector.
+    #[error("HTML rewriting failed: {0}")]
+    Rewrite(#[from] RewritingError),
+    /// `write` or `finish` was called after `finish` or after an error.
+    #[error("the injector has already finished")]
+    Finished,
+}
+
+type Output = Arc<Mutex<BytesMut>>;
+
+/// Collects what the rewriter emits until the caller takes it after each call.
+struct Sink(Output);
+
+impl OutputSink for Sink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        // Nothing panics while the buffer is held, and plain bytes stay valid even if it did.
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(chunk);
+    }
+}
+
+/// Rewrites one HTML document, chunk by chunk, inserting the banner tag exactly once: before the
+/// end tag that closes the body, or at the end of the document when there is none (a browser
+/// moves content after `</html>` into the body, so the script still runs there).
+///
+/// `Send + Sync`, so it can live in a pingora request context. lol_html's rewriter is only
+/// `Send` (its handlers are `FnMut`), so it sits behind a `Mutex` that is never locked: every
+/// use goes through `&mut self` and `Mutex::get_mut`.
+pub struct Injector {
+    rewriter: Option<Mutex<HtmlRewriter<'static, Sink>>>,
+    output: Output,
+    injected: Arc<AtomicBool>,
+}
+
+impl Injector {
+    /// Prepares to rewrite a document whose bytes are in `charset` (the `charset` parameter of
+    /// its `Content-Type`, a WHATWG encoding label).
+    ///
+    /// Without a charset the document is read as UTF-8 and a `<meta charset>` in it is honoured,
+    /// as a browser would. Only the structure is parsed, so any ASCII-compatible encoding is
+    /// rewritten byte-exactly; `tag_html` is written in the document's encoding.
+    pub fn new(tag_html: String, charset: Option<&str>) -> Result<Injector, InjectError> {
+        let encoding = match charset {
+            None => AsciiCompatibleEncoding::utf_8(),
+            Some(label) => encoding_for_label(label)?,
+        };
+        let tag: Arc<str> = tag_html.into();
+        let injected = Arc::new(AtomicBool::new(false));
+        let output = Output::default();
+
+        // A `</body>` inside a template or SVG/MathML content still ends lol_html's body, but a
+        // browser would not run a script placed there. lol_html runs the inner element's
+        // handler first, with the `</body>` token; such an element is then never counted as
+        // left, so the body handler declines and the tag goes at the very end instead.
+        let inert_depth = Arc::new(AtomicUsize::new(0));
+        let inert_start = Arc::clone(&inert_depth);
+        let inert = element!("template, svg, math", move |el| {
+            let name = el.tag_name();
+            // Self-closed foreign elements have no end tag and hold nothing.
+            if let Some(handlers) = el.end_tag_handlers() {
+                inert_start.fetch_add(1, Ordering::Relaxed);
+                let depth = Arc::clone(&inert_start);
+                let leave: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
+                    if end.name().eq_ignore_ascii_case(&name) {
+                        depth.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                });
+                handlers.push(leave);
+            }
+            Ok(())
+        });
+
+        let body_tag = Arc::clone(&tag);
+        let body_injected = Arc::clone(&injected);
+        let body_end = element!("body", move |el| {
+            // Absent only for elements that cannot have content, which `body` is not.
+            if let Some(handlers) = el.end_tag_handlers() {
+                let tag = Arc::clone(&body_tag);
+                let injected = Arc::clone(&body_injected);
+                let depth = Arc::clone(&inert_depth);
+                let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
+                    if depth.load(Ordering::Relaxed) == 0 && !injected.swap(true, Ordering::Relaxed)
+                    {
+                        end.before(&tag, ContentType::Html);
+                    }
+                    Ok(())
+                });
+                handlers.push(before_end);
+            }
+            Ok(())
+        });
+
+        let end_injected = Arc::clone(&injected);
+        let document_end =
+            DocumentContentHandlers::default().end(move |end: &mut DocumentEnd<'_>| {
+                if !end_injected.swap(true, Ordering::Relaxed) {
+                    end.append(&tag, ContentType::Html);
+                }
+                Ok(())
+            });
+
+        let settings = Settings {
+            element_content_handlers: vec![inert, body_end],
+            document_content_handlers: vec![document_end],
+            encoding,
+            // Strict mode aborts on rare ambiguous markup, which would cut the page off
+            // mid-stream. The worst a misparse can do here is make the banner tag inert.
+            strict: false,
+            adjust_charset_on_meta_tag: charset.is_none(),
+            ..Settings::new_send()
+        };
+        let rewriter = HtmlRewriter::new(settings, Sink(Arc::clone(&output)));
+        Ok(Injector {
+            rewriter: Some(Mutex::new(rewriter)),
+            output,
+            injected,
+        })
+    }
+
+    /// Feeds the next chunk of the document and returns the rewritten output produced so far
+    /// (possibly empty while a tag is still incomplete).
+    ///
+    /// After an error the injector is spent: later calls return [`InjectError::Finished`].
+    pub fn write(&mut self, chunk: &[u8]) -> Result<Bytes, InjectError> {
+        let rewriter = self.rewriter.as_mut().ok_or(InjectError::Finished)?;
+        let written = rewriter
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write(chunk);
+        if let Err(error) = written {
+            // lol_html panics if a failed rewriter is used again.
+            self.rewriter = None;
+            return Err(error.into());
+        }
+        Ok(self.take_output())
+    }
+
+    /// Ends the document and returns the remaining output, including the tag if no body end tag
+    /// was seen.
+    pub fn finish(&mut self) -> Result<Bytes, InjectError> {
+        let rewriter = self.rewriter.take().ok_or(InjectError::Finished)?;
+        rewriter
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end()?;
+        Ok(self.take_output())
+    }
+
+    /// Whether the tag has been written into the output.
+    pub fn injected(&self) -> bool {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    fn take_output(&self) -> Bytes {
+        self.output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .split()
+            .freeze()
+    }
+}
+
+impl std::fmt::Debug for Injector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injector")
+            .field("finished", &self.rewriter.is_none())
+            .field("injected", &self.injected())
+            .finish_non_exhaustive()
+    }
+}
+
+fn encoding_for_label(label: &str) -> Result<AsciiCompatibleEncoding, InjectError> {
+    let unquoted = label.trim().trim_matches('"');
+    Encoding::for_label_no_replacement(unquoted.as_bytes())
+        .and_then(AsciiCompatibleEncoding::new)
+        .ok_or_else(|| InjectError::Encoding(label.to_owned()))
+}

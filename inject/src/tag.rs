@@ -1,0 +1,57 @@
+//! The `<script>` tag that loads the banner.
+//!
+//! Every attribute value is escaped here, because values such as the request path come from the
+//! client and end up inside the page's markup. It must not know what the data attributes mean.
+
+use std::fmt::Write as _;
+
+/// Builds `<script src="…" defer data-k="v" … nonce="…"></script>`.
+///
+/// `data` keys are the part after `data-`; they are programmer-chosen identifiers, and a key
+/// that is not lowercase ASCII letters, digits and `-` is left out rather than written as
+/// broken markup. `defer` lets the page finish parsing first, and is what makes the banner's
+/// `document.currentScript` point at this tag.
+pub fn script_tag(src: &str, data: &[(&str, &str)], nonce: Option<&str>) -> String {
+    let mut tag = String::with_capacity(64 + src.len() + data.len() * 32);
+    tag.push_str("<script src=\"");
+    push_escaped(&mut tag, src);
+    tag.push_str("\" defer");
+    for (key, value) in data {
+        if !is_valid_data_key(key) {
+            continue;
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(tag, " data-{key}=\"");
+        push_escaped(&mut tag, value);
+        tag.push('"');
+    }
+    if let Some(nonce) = nonce {
+        tag.push_str(" nonce=\"");
+        push_escaped(&mut tag, nonce);
+        tag.push('"');
+    }
+    tag.push_str("></script>");
+    tag
+}
+
+fn is_valid_data_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Escapes for a double-quoted attribute value; `<`, `>` and `'` too, so the value is inert in
+/// any context a careless caller might copy it into.
+fn push_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+}

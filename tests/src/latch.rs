@@ -1,0 +1,205 @@
+//! The real `latch` binary as a child process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, SECRET};
+
+/// Where cargo put the `latch` binary for this build profile.
+///
+/// Test executables live in `target/<profile>/deps/`; the binary is one level up. The test
+/// command (`scripts/test.sh`) builds it first.
+pub fn latch_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("LATCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let bin = dir.join("latch");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p latch` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Builds the config for one proxy instance.
+pub struct LatchBuilder {
+    upstream: String,
+    rules: String,
+    sections: Vec<String>,
+    env: Vec<(String, String)>,
+    locks: String,
+    auth_extra: String,
+}
+
+impl LatchBuilder {
+    pub fn new(upstream_port: u16) -> LatchBuilder {
+        LatchBuilder {
+            upstream: format!("http://127.0.0.1:{upstream_port}"),
+            rules: String::new(),
+            sections: Vec::new(),
+            env: Vec::new(),
+            locks: "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\n".into(),
+            auth_extra: String::new(),
+        }
+    }
+
+    /// The rule file's content (`[[rule]]` tables).
+    pub fn rules(mut self, rules: &str) -> Self {
+        self.rules = rules.to_string();
+        self
+    }
+
+    /// Replaces the body of the `[locks]` section.
+    pub fn locks(mut self, body: &str) -> Self {
+        self.locks = body.to_string();
+        self
+    }
+
+    /// Extra lines for the `[auth]` section (after the secret).
+    pub fn auth(mut self, lines: &str) -> Self {
+        self.auth_extra = lines.to_string();
+        self
+    }
+
+    /// A whole extra section, e.g. `"[control_plane]\nlisten = ..."`.
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push(text.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Writes the files, starts `latch proxy`, and waits until it serves.
+    pub fn start(self) -> Latch {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\nthreads = 2\n\n\
+             [auth]\nsecret = \"{SECRET}\"\n{}\n\n\
+             [locks]\n{}\n\n[rules]\nstore = \"rules.toml\"\npoll_seconds = 1\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}\n",
+            self.upstream,
+            self.auth_extra,
+            self.locks,
+            self.sections.join("\n\n")
+        );
+        let config_path = dir.path().join("latch.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        std::fs::write(dir.path().join("rules.toml"), &self.rules).expect("write rules");
+        let log_path = dir.path().join("latch.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(latch_bin());
+        cmd.arg("proxy")
+            .arg("--config")
+            .arg(&config_path)
+            .env("LATCH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn latch");
+        let latch = Latch {
+            child,
+            port,
+            admin_port,
+            dir,
+            log_path,
+        };
+        latch.wait_ready();
+        latch
+    }
+}
+
+/// A running `latch proxy`; killed when dropped.
+pub struct Latch {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl Latch {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Everything the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Replaces the rule file (the proxy polls it every second).
+    pub fn write_rules(&self, rules: &str) {
+        let tmp = self.dir.path().join("rules.toml.tmp");
+        let mut f = std::fs::File::create(&tmp).expect("rules tmp");
+        f.write_all(rules.as_bytes()).expect("write rules");
+        f.sync_all().ok();
+        std::fs::rename(&tmp, self.dir.path().join("rules.toml")).expect("rename rules");
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let proxy_up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            let admin_up = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok();
+            if proxy_up && admin_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "latch did not start; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Latch {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `latch <args>` to completion: (exit code, stdout, stderr).
+pub fn run_latch(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(latch_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run latch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,316 @@
+//! A real upstream app for the end-to-end tests, served by axum on a free loopback port.
+//!
+//! Routes:
+//! - `/echo/**` (any method): JSON `{method, path, query, headers, body_len}` of what arrived;
+//! - `/html/cl`, `/html/chunked`, `/html/gzip`, `/html/br`, `/html/zstd`: one HTML page in
+//!   each framing/encoding (`/html/gzip` and `/html/br` compress whatever the client asked for);
+//! - `/html/split`: `</body>` split across two chunks sent 50 ms apart;
+//! - `/html/nobody`: a page with no `</body>`;
+//! - `/html/csp-nonce`, `/html/csp-strict`: pages with a nonce CSP and a CSP that forbids
+//!   the banner; `/html/no-transform`: `Cache-Control: no-transform`; `/html/etag`: with an ETag;
+//! - `/html/big?mb=5`: a large page streamed in 64 KiB chunks; `/html/slow`: first chunk, then
+//!   the rest after 1 s (to show the first byte does not wait for the last);
+//! - `/upload` (POST): counts the body bytes;
+//! - `/stream`: five text chunks 100 ms apart;
+//! - `/ws`: a WebSocket echo;
+//! - `/status/{code}`: an empty response with that status; `/json`: a JSON body.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use futures::StreamExt;
+use serde_json::json;
+
+/// A sample page with a recognisable end.
+pub const PAGE: &str = "<!doctype html><html><head><title>t</title></head><body><h1>Hello</h1><p>content</p></body></html>";
+
+/// A running upstream; stopped when dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts on a free port on the current tokio runtime.
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router()).await;
+        });
+        Upstream { addr, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn router() -> Router {
+    Router::new()
+        .route("/echo", any(echo))
+        .route("/echo/{*rest}", any(echo))
+        .route("/html/cl", get(html_cl))
+        .route("/html/chunked", get(html_chunked))
+        .route("/html/gzip", get(html_gzip))
+        .route("/html/br", get(html_br))
+        .route("/html/zstd", get(html_zstd))
+        .route("/html/split", get(html_split))
+        .route("/html/nobody", get(html_nobody))
+        .route("/html/csp-nonce", get(html_csp_nonce))
+        .route("/html/csp-strict", get(html_csp_strict))
+        .route("/html/no-transform", get(html_no_transform))
+        .route("/html/etag", get(html_etag))
+        .route("/html/big", get(html_big))
+        .route("/html/slow", get(html_slow))
+        .route("/upload", post(upload))
+        .route("/stream", get(stream))
+        .route("/ws", get(ws))
+        .route("/status/{code}", any(status))
+        .route("/json", get(|| async { axum::Json(json!({"ok": true})) }))
+}
+
+async fn echo(req: Request) -> impl IntoResponse {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        headers.insert(
+            k.as_str().to_string(),
+            json!(String::from_utf8_lossy(v.as_bytes())),
+        );
+    }
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .map(|b| b.len())
+        .unwrap_or(0);
+    axum::Json(json!({
+        "method": method, "path": path, "query": query, "headers": headers, "body_len": body,
+    }))
+}
+
+fn html_headers() -> [(header::HeaderName, &'static str); 1] {
+    [(header::CONTENT_TYPE, "text/html; charset=utf-8")]
+}
+
+async fn html_cl() -> impl IntoResponse {
+    (html_headers(), PAGE)
+}
+
+fn chunked(parts: Vec<Bytes>, delay: Duration) -> Body {
+    let stream = futures::stream::iter(parts).then(move |p| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, std::io::Error>(p)
+    });
+    Body::from_stream(stream)
+}
+
+async fn html_chunked() -> impl IntoResponse {
+    let parts = PAGE
+        .as_bytes()
+        .chunks(17)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    (html_headers(), chunked(parts, Duration::from_millis(1)))
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+pub fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).expect("br");
+    }
+    out
+}
+
+async fn html_gzip() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_ENCODING, "gzip"),
+        ],
+        gzip(PAGE.as_bytes()),
+    )
+}
+
+async fn html_br() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_ENCODING, "br"),
+        ],
+        brotli(PAGE.as_bytes()),
+    )
+}
+
+/// Not real zstd: the proxy must leave an encoding it does not decode byte-for-byte intact.
+pub const ZSTD_BYTES: &[u8] = b"\x28\xb5\x2f\xfd-opaque-zstd-payload";
+
+async fn html_zstd() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::CONTENT_ENCODING, "zstd"),
+        ],
+        ZSTD_BYTES,
+    )
+}
+
+async fn html_split() -> impl IntoResponse {
+    let parts = vec![
+        Bytes::from_static(b"<!doctype html><html><body><p>split</p></bo"),
+        Bytes::from_static(b"dy></html>"),
+    ];
+    (html_headers(), chunked(parts, Duration::from_millis(50)))
+}
+
+async fn html_nobody() -> impl IntoResponse {
+    (html_headers(), "<p>fragment without a body end tag</p>")
+}
+
+async fn html_csp_nonce() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "script-src 'nonce-abc123' 'strict-dynamic'",
+            ),
+        ],
+        PAGE,
+    )
+}
+
+async fn html_csp_strict() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::CONTENT_SECURITY_POLICY, "script-src https://cdn.example"),
+        ],
+        PAGE,
+    )
+}
+
+async fn html_no_transform() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::CACHE_CONTROL, "no-transform"),
+        ],
+        PAGE,
+    )
+}
+
+async fn html_etag() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::ETAG, "\"v1\""),
+        ],
+        PAGE,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct Big {
+    mb: Option<usize>,
+}
+
+/// The body of `/html/big?mb=N`: a document of about N MiB.
+pub fn big_page(mb: usize) -> Vec<u8> {
+    let mut page = b"<!doctype html><html><body>".to_vec();
+    let line = b"<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.</p>\n";
+    while page.len() < mb * 1024 * 1024 {
+        page.extend_from_slice(line);
+    }
+    page.extend_from_slice(b"<p id=\"last\">end</p></body></html>");
+    page
+}
+
+async fn html_big(Query(q): Query<Big>) -> impl IntoResponse {
+    let page = big_page(q.mb.unwrap_or(5));
+    let parts = page
+        .chunks(64 * 1024)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    (html_headers(), chunked(parts, Duration::ZERO))
+}
+
+async fn html_slow() -> impl IntoResponse {
+    let parts = vec![
+        Bytes::from_static(b"<!doctype html><html><body><p>first</p>"),
+        Bytes::from_static(b"<p>second</p></body></html>"),
+    ];
+    let stream = futures::stream::iter(parts.into_iter().enumerate()).then(|(i, p)| async move {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok::<_, std::io::Error>(p)
+    });
+    (html_headers(), Body::from_stream(stream))
+}
+
+async fn upload(body: Body) -> impl IntoResponse {
+    let mut stream = body.into_data_stream();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => total += c.len(),
+            Err(_) => return (StatusCode::BAD_REQUEST, "broken upload".to_string()),
+        }
+    }
+    (StatusCode::OK, total.to_string())
+}
+
+async fn stream() -> impl IntoResponse {
+    let parts = (0..5).map(|i| Bytes::from(format!("tick {i}\n"))).collect();
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        chunked(parts, Duration::from_millis(100)),
+    )
+}
+
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            let reply = match msg {
+                Message::Text(t) => Message::Text(format!("echo: {t}").into()),
+                Message::Binary(b) => Message::Binary(b),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+async fn status(Path(code): Path<u16>, _headers: HeaderMap) -> Response {
+    StatusCode::from_u16(code)
+        .unwrap_or(StatusCode::BAD_REQUEST)
+        .into_response()
+}
