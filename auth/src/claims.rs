@@ -1,0 +1,126 @@
+//! Mapping a verified token's claims to an [`Identity`].
+//!
+//! Runs only after the signature and the time, issuer and audience checks passed; it decides
+//! who the token names, never whether to trust it. Values that could not travel safely in an
+//! HTTP header (control characters) are treated as absent.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{AuthError, KeyError};
+
+/// Who a valid token names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub user: String,
+    /// Display name; the user id when the token has none.
+    pub name: String,
+    pub roles: Vec<String>,
+    /// The token's `exp`, in unix seconds: when sessions built on this token must end.
+    pub expires_at: u64,
+}
+
+impl Identity {
+    /// Role names compare exactly (case-sensitive), as IdPs issue them.
+    pub fn has_any_role(&self, roles: &[String]) -> bool {
+        self.roles.iter().any(|held| roles.contains(held))
+    }
+}
+
+/// A configured claim: a top-level name, or a dotted path into nested objects.
+#[derive(Debug)]
+pub(crate) struct ClaimPath {
+    text: String,
+    segments: Vec<String>,
+}
+
+impl ClaimPath {
+    pub(crate) fn new(setting: &'static str, text: &str) -> Result<ClaimPath, KeyError> {
+        let invalid = |reason| KeyError::InvalidClaimPath {
+            setting,
+            path: text.to_owned(),
+            reason,
+        };
+        if text.trim().is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if text.split('.').any(str::is_empty) {
+            return Err(invalid("it has an empty segment between dots"));
+        }
+        Ok(ClaimPath {
+            text: text.to_owned(),
+            segments: text.split('.').map(str::to_owned).collect(),
+        })
+    }
+
+    /// A top-level claim named exactly like the path wins, so namespaced claims such as
+    /// `https://example.com/roles` work without escaping; otherwise the dots are followed.
+    fn lookup<'v>(&self, claims: &'v Value) -> Option<&'v Value> {
+        let found = match claims.get(&self.text) {
+            Some(value) => Some(value),
+            None if self.segments.len() > 1 => self
+                .segments
+                .iter()
+                .try_fold(claims, |value, segment| value.get(segment)),
+            None => None,
+        };
+        found.filter(|value| !value.is_null())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ClaimMap {
+    pub(crate) user: ClaimPath,
+    pub(crate) name: ClaimPath,
+    pub(crate) roles: ClaimPath,
+}
+
+impl ClaimMap {
+    pub(crate) fn identity(&self, claims: &Value) -> Result<Identity, AuthError> {
+        let user = match self.user.lookup(claims) {
+            Some(Value::String(user)) if usable(user) => user.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            _ => return Err(AuthError::MissingClaim(self.user.text.clone())),
+        };
+        let name = match self.name.lookup(claims) {
+            Some(Value::String(name)) if usable(name) => name.clone(),
+            _ => user.clone(),
+        };
+        let roles = match self.roles.lookup(claims) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|role| usable(role))
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(joined)) => joined
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|role| usable(role))
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let expires_at = expiry(claims).ok_or(AuthError::Malformed)?;
+        Ok(Identity {
+            user,
+            name,
+            roles,
+            expires_at,
+        })
+    }
+}
+
+fn usable(text: &str) -> bool {
+    !text.trim().is_empty() && !text.chars().any(char::is_control)
+}
+
+/// `exp` as the JWT library reads it: a non-negative number, fractions rounded.
+fn expiry(claims: &Value) -> Option<u64> {
+    let exp = claims.get("exp")?;
+    exp.as_u64().or_else(|| {
+        exp.as_f64()
+            .filter(|secs| secs.is_finite() && *secs >= 0.0 && *secs < u64::MAX as f64)
+            .map(|secs| secs.round() as u64)
+    })
+}

@@ -1,0 +1,68 @@
+//! What the operator configured for token verification, before any of it is checked.
+//!
+//! These types are plain data so the config crate can layer TOML, environment and defaults
+//! into them; [`crate::Verifier::new`] and [`crate::Verifier::check_settings`] are where they
+//! are judged.
+
+use std::fmt;
+
+/// Where the verification key comes from. The caller reads any file and hands over its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Shared secret for HS256/384/512, used as raw bytes (not base64-decoded).
+    Secret(Vec<u8>),
+    /// A PEM public key (`PUBLIC KEY`, `RSA PUBLIC KEY`) or an X.509 `CERTIFICATE`.
+    PublicKeyPem(Vec<u8>),
+    /// A JSON Web Key Set document; keys are chosen by the token's `kid`.
+    Jwks(String),
+}
+
+/// Redacts the secret so settings can be logged or shown in a panic-free debug dump.
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Secret(secret) => write!(f, "Secret([redacted; {} bytes])", secret.len()),
+            KeySource::PublicKeyPem(pem) => write!(f, "PublicKeyPem({} bytes)", pem.len()),
+            KeySource::Jwks(doc) => write!(f, "Jwks({} bytes)", doc.len()),
+        }
+    }
+}
+
+/// The `[auth]` settings that decide which tokens are accepted and how claims map to a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Allow-list of JWS algorithm names exactly as written in config, e.g. `["HS256"]`.
+    /// Tokens whose header names any other algorithm are refused before signature work.
+    pub algorithms: Vec<String>,
+    pub key: KeySource,
+    /// Expected `iss`; when set, tokens without it or with another value are refused.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; empty means the audience is not checked at all.
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+    /// Claim holding the user id. Dotted paths reach into nested objects
+    /// (`"realm_access.roles"`); a top-level claim whose name contains dots wins over the path.
+    pub user_claim: String,
+    /// Claim holding the display name; falls back to the user id when absent.
+    pub name_claim: String,
+    /// Claim holding the roles: an array of strings, or one string separated by spaces or commas.
+    pub roles_claim: String,
+}
+
+/// HS256 with an empty secret: a starting point for config layering that does not verify
+/// until a real secret is layered on top (an empty secret is a configuration error).
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            algorithms: vec!["HS256".to_owned()],
+            key: KeySource::Secret(Vec::new()),
+            issuer: None,
+            audience: Vec::new(),
+            leeway_seconds: 30,
+            user_claim: "sub".to_owned(),
+            name_claim: "name".to_owned(),
+            roles_claim: "roles".to_owned(),
+        }
+    }
+}

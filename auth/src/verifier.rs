@@ -1,0 +1,279 @@
+//! Turning settings into a [`Verifier`], and a presented token into an [`Identity`].
+//!
+//! Checks run cheapest and most decisive first: the header's algorithm against the allow-list,
+//! then the key choice, then the signature, and only then the claims, so an unsigned or
+//! foreign token never reaches signature or claim work.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::algorithm;
+use crate::claims::{ClaimMap, ClaimPath, Identity};
+use crate::error::{AuthError, KeyError};
+use crate::jwks::{self, SetKey};
+use crate::key::{check_secret, KeyKind, SecretProblem};
+use crate::pem;
+use crate::settings::{AuthSettings, KeySource};
+
+/// More skew than this is a misconfigured clock, and would make `exp` meaningless.
+pub(crate) const MAX_LEEWAY_SECONDS: u64 = 3600;
+
+/// Far beyond any cookie or sane header; refusing early bounds the decoding work per request.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Verifies tokens against one set of [`AuthSettings`]. Immutable after construction, so it is
+/// shared behind an `Arc` and rebuilt (not mutated) when the settings change.
+#[derive(Debug)]
+pub struct Verifier {
+    algorithms: Vec<AllowedAlgorithm>,
+    keys: KeyRing,
+    claims: ClaimMap,
+}
+
+/// One allow-listed algorithm with its ready-made validation rules. The rules name only this
+/// algorithm, which the library also requires to agree with the key's family.
+#[derive(Debug)]
+struct AllowedAlgorithm {
+    alg: Algorithm,
+    name: &'static str,
+    validation: Validation,
+}
+
+#[derive(Debug)]
+enum KeyRing {
+    Single(DecodingKey),
+    Set(Vec<SetKey>),
+}
+
+/// The two header members needed before any cryptography.
+#[derive(Deserialize)]
+struct PeekedHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    /// Present only to be refused: no critical extension is understood here.
+    crit: Option<serde_json::Value>,
+}
+
+impl Verifier {
+    /// Builds a verifier, or returns the first problem with the settings
+    /// ([`Verifier::check_settings`] lists them all).
+    pub fn new(settings: AuthSettings) -> Result<Verifier, KeyError> {
+        // `compile` never fails without a reason; the fallback only keeps this panic-free.
+        compile(&settings)
+            .map_err(|errors| errors.into_iter().next().unwrap_or(KeyError::NoAlgorithms))
+    }
+
+    /// Every problem with the settings, as messages for `latch check`; empty when usable.
+    pub fn check_settings(settings: &AuthSettings) -> Vec<String> {
+        match compile(settings) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The identity a token proves, or why it proves none.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        let header = peek_header(token)?;
+        let alg_name = header.alg.as_deref().ok_or(AuthError::Malformed)?;
+        let allowed = self
+            .algorithms
+            .iter()
+            .find(|allowed| allowed.name == alg_name)
+            .ok_or_else(|| AuthError::AlgorithmNotAllowed(algorithm::echo(alg_name)))?;
+        let key = match &self.keys {
+            KeyRing::Single(key) => key,
+            KeyRing::Set(keys) => jwks::select(keys, allowed.alg, header.kid.as_deref())?,
+        };
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &allowed.validation)
+            .map_err(|error| refusal(error.kind(), allowed.name))?;
+        self.claims.identity(&data.claims)
+    }
+}
+
+fn peek_header(token: &str) -> Result<PeekedHeader, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    let json = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthError::Malformed)?;
+    let peeked: PeekedHeader = serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+    if peeked.crit.is_some() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(peeked)
+}
+
+/// What a library error means for the client. Key problems cannot occur for keys that passed
+/// construction; if one does, the token is simply not verifiable.
+fn refusal(kind: &ErrorKind, alg_name: &str) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            AuthError::AlgorithmNotAllowed(alg_name.to_owned())
+        }
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
+        _ => AuthError::Malformed,
+    }
+}
+
+fn compile(settings: &AuthSettings) -> Result<Verifier, Vec<KeyError>> {
+    let mut errors = Vec::new();
+    let allowed = algorithm::parse_allow_list(&settings.algorithms, &mut errors);
+    let keys = compile_keys(&settings.key, &allowed, &mut errors);
+
+    if settings.leeway_seconds > MAX_LEEWAY_SECONDS {
+        errors.push(KeyError::LeewayTooLarge(settings.leeway_seconds));
+    }
+    if settings
+        .issuer
+        .as_deref()
+        .is_some_and(|iss| iss.trim().is_empty())
+    {
+        errors.push(KeyError::EmptyIssuer);
+    }
+    if settings.audience.iter().any(|aud| aud.trim().is_empty()) {
+        errors.push(KeyError::EmptyAudience);
+    }
+    let mut claim = |setting, text: &str| {
+        ClaimPath::new(setting, text)
+            .map_err(|error| errors.push(error))
+            .ok()
+    };
+    let user = claim("user_claim", &settings.user_claim);
+    let name = claim("name_claim", &settings.name_claim);
+    let roles = claim("roles_claim", &settings.roles_claim);
+
+    match (keys, user, name, roles) {
+        (Some(keys), Some(user), Some(name), Some(roles)) if errors.is_empty() => Ok(Verifier {
+            algorithms: allowed
+                .iter()
+                .map(|alg| AllowedAlgorithm {
+                    alg: *alg,
+                    name: algorithm::name(*alg),
+                    validation: validation(*alg, settings),
+                })
+                .collect(),
+            keys,
+            claims: ClaimMap { user, name, roles },
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn validation(alg: Algorithm, settings: &AuthSettings) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = settings.leeway_seconds;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp"];
+    if let Some(issuer) = &settings.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    // Left unconfigured, the library would refuse every token that carries an `aud`.
+    validation.validate_aud = !settings.audience.is_empty();
+    if validation.validate_aud {
+        validation.set_audience(&settings.audience);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+fn compile_keys(
+    source: &KeySource,
+    allowed: &[Algorithm],
+    errors: &mut Vec<KeyError>,
+) -> Option<KeyRing> {
+    match source {
+        KeySource::Secret(secret) => {
+            if secret.trim_ascii_start().starts_with(b"-----BEGIN") {
+                errors.push(KeyError::SecretIsPem);
+            } else {
+                match check_secret(secret) {
+                    Ok(()) => {}
+                    Err(SecretProblem::Empty) => errors.push(KeyError::EmptySecret),
+                    Err(SecretProblem::TooShort(len)) => {
+                        errors.push(KeyError::SecretTooShort { len })
+                    }
+                }
+            }
+            report_mismatches(KeyKind::Secret, allowed, errors);
+            Some(KeyRing::Single(DecodingKey::from_secret(secret)))
+        }
+        KeySource::PublicKeyPem(pem) => match pem::parse_public_key(pem) {
+            Ok(public) => {
+                report_mismatches(public.kind, allowed, errors);
+                Some(KeyRing::Single(public.key))
+            }
+            Err(error) => {
+                errors.push(error);
+                None
+            }
+        },
+        KeySource::Jwks(document) => {
+            let asymmetric: Vec<Algorithm> = allowed
+                .iter()
+                .copied()
+                .filter(|alg| !KeyKind::Secret.algorithms().contains(alg))
+                .collect();
+            for alg in allowed.iter().filter(|alg| !asymmetric.contains(alg)) {
+                errors.push(KeyError::AlgorithmKeyMismatch {
+                    algorithm: algorithm::name(*alg).to_owned(),
+                    key: "a JWKS document".to_owned(),
+                    allowed: "public-key algorithms (RS*, PS*, ES256, ES384, EdDSA)".to_owned(),
+                });
+            }
+            match jwks::parse(document, &asymmetric) {
+                Ok(keys) if keys.is_empty() => {
+                    if !asymmetric.is_empty() {
+                        errors.push(KeyError::NoUsableJwk {
+                            algorithms: algorithm::list(&asymmetric),
+                        });
+                    }
+                    None
+                }
+                Ok(keys) => Some(KeyRing::Set(keys)),
+                Err(jwks_errors) => {
+                    errors.extend(jwks_errors);
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// A single key verifies only its own family; each allowed algorithm outside it is a problem.
+fn report_mismatches(kind: KeyKind, allowed: &[Algorithm], errors: &mut Vec<KeyError>) {
+    for alg in allowed
+        .iter()
+        .filter(|alg| !kind.algorithms().contains(alg))
+    {
+        errors.push(KeyError::AlgorithmKeyMismatch {
+            algorithm: algorithm::name(*alg).to_owned(),
+            key: kind.describe().to_owned(),
+            allowed: algorithm::list(kind.algorithms()),
+        });
+    }
+}
