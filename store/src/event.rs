@@ -1,0 +1,114 @@
+//! Lock events: the one record every state change of a lock produces.
+//!
+//! An event is self-contained (it carries the lock before and after), so it can cross process
+//! boundaries over pub/sub and be understood without asking the store again. Consumers are the
+//! banner sockets, the admin UI's live views and the audit trail; this module knows none of them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lock::{Holder, Lock, UnixMillis};
+
+/// Why a lock stopped being held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ReleaseReason {
+    /// The holder let go (a release message or beacon).
+    Client,
+    /// The holder's last banner socket closed and did not come back in time.
+    Grace,
+    /// The lease lapsed without renewal.
+    Expired,
+    /// Someone took it over.
+    TakenOver,
+    /// An admin released it.
+    Forced { by: String },
+}
+
+impl ReleaseReason {
+    /// Whether the former holder must be treated as having lost the lock, so that a stale tab
+    /// cannot write. A voluntary release leaves nothing stale behind.
+    pub fn displaces_holder(&self) -> bool {
+        !matches!(self, Self::Client | Self::Grace)
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A free resource got a holder.
+    Claimed,
+    /// A resource became free.
+    Released { reason: ReleaseReason },
+    /// A held resource went straight to another holder.
+    TakenOver { by: Holder },
+    /// Someone asked the holder to let go. Changes nothing.
+    AccessRequested { by: Holder },
+}
+
+/// One change to one resource, in the order the store applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockEvent {
+    pub kind: EventKind,
+    pub resource: String,
+    /// The lock after the event; `None` when the resource is now free.
+    pub lock: Option<Lock>,
+    /// The lock before the event, when the event changed the holder (release, takeover).
+    pub previous: Option<Lock>,
+    /// When the store applied it.
+    pub at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voluntary_releases_do_not_displace() {
+        assert!(!ReleaseReason::Client.displaces_holder());
+        assert!(!ReleaseReason::Grace.displaces_holder());
+        assert!(ReleaseReason::Expired.displaces_holder());
+        assert!(ReleaseReason::TakenOver.displaces_holder());
+        assert!(ReleaseReason::Forced {
+            by: "root".to_owned()
+        }
+        .displaces_holder());
+    }
+
+    #[test]
+    fn event_json_is_snake_case_and_round_trips() {
+        let event = LockEvent {
+            kind: EventKind::Released {
+                reason: ReleaseReason::Forced {
+                    by: "root".to_owned(),
+                },
+            },
+            resource: "doc:1".to_owned(),
+            lock: None,
+            previous: None,
+            at: 7,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": {"type": "released", "reason": {"type": "forced", "by": "root"}},
+                "resource": "doc:1",
+                "lock": null,
+                "previous": null,
+                "at": 7
+            })
+        );
+        let back: LockEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+
+        let kind = EventKind::TakenOver {
+            by: Holder {
+                user: "bob".to_owned(),
+                name: "Bob".to_owned(),
+                session: None,
+            },
+        };
+        assert_eq!(serde_json::to_value(&kind).unwrap()["type"], "taken_over");
+    }
+}

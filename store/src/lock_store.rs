@@ -1,0 +1,87 @@
+//! The [`LockStore`] contract every backend fulfils.
+//!
+//! Each method is one atomic step: a backend must be able to run it as a single server-side
+//! script (for Redis, one Lua script that also publishes the events it produces). That is why
+//! ownership checks take an owner key rather than being done by the caller, and why lease
+//! expiry is re-checked inside every operation instead of trusting a background sweep.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::error::StoreError;
+use crate::event::{LockEvent, ReleaseReason};
+use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover};
+
+/// How long a store remembers that an owner lost a resource. A tab left open longer than this
+/// can write again after the lock is free; a day comfortably outlives any working session.
+pub const DISPLACED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest lease a store will grant. Longer requests are clamped so deadline arithmetic cannot
+/// overflow; no sane configuration comes near it.
+pub const MAX_LEASE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Shared lock state for the proxy and the control plane.
+///
+/// Invariants every implementation keeps:
+/// - at most one holder per resource at any time;
+/// - a resource's fence strictly increases on every change of holder and never goes back, even
+///   across releases;
+/// - a lock whose lease has lapsed is treated as released with [`ReleaseReason::Expired`] by
+///   whichever operation notices first, and is never renewed back to life;
+/// - every state change emits exactly one [`LockEvent`], in the order the changes were applied;
+///   renewals emit none;
+/// - an owner that loses a resource by takeover, expiry or force release is remembered as
+///   displaced for [`DISPLACED_TTL`], and its unsafe claims are refused until it makes a safe one.
+#[async_trait::async_trait]
+pub trait LockStore: Send + Sync + 'static {
+    /// Claims `req.resource` for `req.holder`, or renews it if that owner already holds it
+    /// (extending, never shortening, the lease). Emits `Claimed` only for a new holder.
+    async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
+
+    /// Sets `expires = now + lease` if `owner_key` holds the resource. This may shorten the lease,
+    /// which is how the grace period after the last banner socket closes is applied.
+    /// `None` if it does not hold it (including when its lease has already lapsed).
+    async fn renew(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        lease: Duration,
+    ) -> Result<Option<Lock>, StoreError>;
+
+    /// Releases the resource only if `owner_key` holds it, and returns the released lock.
+    /// `Client` and `Grace` releases do not mark the owner displaced; other reasons do.
+    async fn release(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        reason: ReleaseReason,
+    ) -> Result<Option<Lock>, StoreError>;
+
+    /// Gives the resource to `req.holder` whoever holds it. The previous owner is marked
+    /// displaced. Emits `TakenOver` when there was a holder, `Claimed` when it was free. If the
+    /// requester already holds it this is a renewal: no new fence, no event, `previous` is `None`.
+    /// Permission to take over is the caller's decision; `req.unsafe_method` is not consulted.
+    async fn takeover(&self, req: &ClaimRequest) -> Result<Takeover, StoreError>;
+
+    /// Releases the resource whoever holds it, on an admin's behalf (`by` names the admin).
+    /// The holder is marked displaced. `None` if it was free.
+    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError>;
+
+    /// The current lock on a resource, if any.
+    async fn get(&self, resource: &str) -> Result<Option<Lock>, StoreError>;
+
+    /// Every current lock, sorted by resource.
+    async fn list(&self) -> Result<Vec<Lock>, StoreError>;
+
+    /// Tells the holder that `by` would like the resource. Changes no state; only emits
+    /// `AccessRequested` carrying the current lock (if any).
+    async fn request_access(&self, resource: &str, by: &Holder) -> Result<(), StoreError>;
+
+    /// Succeeds when the store can serve requests; used by readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A new receiver for every event emitted from now on. A receiver that falls too far behind
+    /// gets `RecvError::Lagged` and should re-read the state it cares about.
+    fn subscribe(&self) -> broadcast::Receiver<LockEvent>;
+}

@@ -1,0 +1,593 @@
+//! [`MemoryLockStore`]: the lock store for a single process (the demo, tests, one-node setups).
+//!
+//! All state sits behind one `std::sync::Mutex`, held only for the few map operations of a
+//! single call and never across an `.await`, so each trait method is atomic just as a Redis
+//! script would be. Events are sent while the mutex is held, so their order is the order the
+//! changes were applied. Deadlines use `tokio::time::Instant`, which lets tests drive leases
+//! with a paused clock.
+//!
+//! Fences come from one store-wide counter: they still strictly increase for every resource,
+//! and a released resource needs no remembered state, so memory stays proportional to the
+//! locks currently held plus the displaced markers (which are capped).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+use crate::error::StoreError;
+use crate::event::{EventKind, LockEvent, ReleaseReason};
+use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover, UnixMillis};
+use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_LEASE};
+
+/// Room for bursts of events while a slow subscriber catches up.
+const EVENT_CAPACITY: usize = 4096;
+
+/// Most displaced markers kept at once. Past this, the oldest are forgotten early: the memory a
+/// burst of takeovers can pin stays bounded, at the cost of a very old stale tab being let through.
+const MAX_DISPLACED: usize = 100_000;
+
+/// How often an idle reaper wakes to notice that its store has been dropped.
+const IDLE_RECHECK: Duration = Duration::from_secs(10);
+
+/// In-process [`LockStore`]. Create it with [`MemoryLockStore::new`] and spawn
+/// [`MemoryLockStore::run_reaper`] so leases expire, and watchers hear of it, without traffic.
+pub struct MemoryLockStore {
+    clock: Clock,
+    state: Mutex<State>,
+    events: broadcast::Sender<LockEvent>,
+    /// Wakes the reaper when a deadline earlier than the one it sleeps towards appears.
+    reaper_wake: Arc<Notify>,
+}
+
+impl MemoryLockStore {
+    /// An empty store. Callers share it through the `Arc`.
+    pub fn new() -> Arc<Self> {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Arc::new(Self {
+            clock: Clock::start(),
+            state: Mutex::new(State {
+                locks: BTreeMap::new(),
+                deadlines: BTreeMap::new(),
+                displaced: Displaced::new(MAX_DISPLACED),
+                last_fence: 0,
+                reaper_target: None,
+            }),
+            events,
+            reaper_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Expires leases at their deadline and prunes old displaced markers, until the store is
+    /// dropped. Spawn it once on a runtime that lives as long as the store.
+    ///
+    /// It holds only a weak reference while sleeping, so dropping every other handle to the store
+    /// frees it, and the reaper returns at its next wake-up.
+    pub async fn run_reaper(self: Arc<Self>) {
+        let wake = Arc::clone(&self.reaper_wake);
+        let store = Arc::downgrade(&self);
+        drop(self);
+        loop {
+            let next = match store.upgrade() {
+                Some(store) => store.reap(),
+                None => return,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = wake.notified() => {}
+            }
+        }
+    }
+
+    /// One reaper pass; returns when the next one is due.
+    fn reap(&self) -> Instant {
+        let mut op = self.begin();
+        op.expire_due();
+        let now = op.now;
+        op.state.displaced.prune(now);
+        let idle = now + IDLE_RECHECK;
+        let next = [op.state.next_deadline(), op.state.displaced.next_expiry()]
+            .into_iter()
+            .flatten()
+            .fold(idle, Instant::min);
+        op.state.reaper_target = Some(next);
+        next
+    }
+
+    /// Locks the state and reads the clock under the lock, so time never runs backwards between
+    /// consecutive operations. A poisoned mutex is recovered: every multi-step change re-checks
+    /// what it finds (deadline entries are verified against the lock they name), so a panic
+    /// elsewhere cannot leave state this store would misread.
+    fn begin(&self) -> Op<'_> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        Op {
+            state,
+            now,
+            at: self.clock.unix(now),
+            store: self,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LockStore for MemoryLockStore {
+    async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(&req.resource);
+        let owner = req.holder.owner_key();
+        let wanted = op.deadline_after(req.lease);
+        if let Some(lock) = op.extend_if_held(&req.resource, &owner, wanted, false) {
+            return Ok(ClaimOutcome::Renewed(lock));
+        }
+        let now = op.now;
+        if req.unsafe_method {
+            if op.state.displaced.is_marked(&req.resource, &owner, now) {
+                return Ok(ClaimOutcome::Displaced {
+                    current: op.current(&req.resource),
+                });
+            }
+        } else {
+            op.state.displaced.clear(&req.resource, &owner);
+        }
+        if let Some(current) = op.current(&req.resource) {
+            return Ok(ClaimOutcome::Held(current));
+        }
+        let lock = op.install(req, owner);
+        op.emit(EventKind::Claimed, &req.resource, Some(lock.clone()), None);
+        Ok(ClaimOutcome::Claimed(lock))
+    }
+
+    async fn renew(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        lease: Duration,
+    ) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        let deadline = op.deadline_after(lease);
+        Ok(op.extend_if_held(resource, owner_key, deadline, true))
+    }
+
+    async fn release(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        reason: ReleaseReason,
+    ) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        if !op.held_by(resource, owner_key) {
+            return Ok(None);
+        }
+        Ok(op.remove_with(resource, reason))
+    }
+
+    async fn takeover(&self, req: &ClaimRequest) -> Result<Takeover, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(&req.resource);
+        let owner = req.holder.owner_key();
+        let wanted = op.deadline_after(req.lease);
+        if let Some(lock) = op.extend_if_held(&req.resource, &owner, wanted, false) {
+            return Ok(Takeover {
+                lock,
+                previous: None,
+            });
+        }
+        let previous = op.take(&req.resource);
+        if let Some(previous) = &previous {
+            let now = op.now;
+            op.state
+                .displaced
+                .mark(&req.resource, &previous.owner_key(), now + DISPLACED_TTL);
+        }
+        let lock = op.install(req, owner);
+        let kind = match previous {
+            Some(_) => EventKind::TakenOver {
+                by: req.holder.clone(),
+            },
+            None => EventKind::Claimed,
+        };
+        op.emit(kind, &req.resource, Some(lock.clone()), previous.clone());
+        Ok(Takeover { lock, previous })
+    }
+
+    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        Ok(op.remove_with(resource, ReleaseReason::Forced { by: by.to_owned() }))
+    }
+
+    async fn get(&self, resource: &str) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        Ok(op.current(resource))
+    }
+
+    async fn list(&self) -> Result<Vec<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_due();
+        Ok(op
+            .state
+            .locks
+            .values()
+            .map(|held| held.lock.clone())
+            .collect())
+    }
+
+    async fn request_access(&self, resource: &str, by: &Holder) -> Result<(), StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        let current = op.current(resource);
+        op.emit(
+            EventKind::AccessRequested { by: by.clone() },
+            resource,
+            current,
+            None,
+        );
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<LockEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Converts the monotonic clock into wall-clock milliseconds from one fixed reading, so times
+/// shown to people move exactly as deadlines do (also under a paused test clock).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: Instant,
+    origin_unix: UnixMillis,
+}
+
+impl Clock {
+    fn start() -> Self {
+        let origin_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, millis);
+        Self {
+            origin: Instant::now(),
+            origin_unix,
+        }
+    }
+
+    fn unix(&self, at: Instant) -> UnixMillis {
+        self.origin_unix
+            .saturating_add(millis(at.saturating_duration_since(self.origin)))
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct State {
+    /// Current locks by resource; a `BTreeMap` so `list` comes out sorted.
+    locks: BTreeMap<String, Held>,
+    /// Lease deadlines in expiry order. Keyed by fence as well, which is unique store-wide, so
+    /// two locks expiring in the same instant never collide.
+    deadlines: BTreeMap<(Instant, u64), String>,
+    displaced: Displaced,
+    last_fence: u64,
+    /// When the reaper next wakes on its own; `None` until a reaper has run.
+    reaper_target: Option<Instant>,
+}
+
+impl State {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.keys().next().map(|(deadline, _)| *deadline)
+    }
+}
+
+struct Held {
+    lock: Lock,
+    /// `lock.owner_key()`, kept so ownership checks do not allocate.
+    owner: String,
+    deadline: Instant,
+}
+
+/// One atomic operation: the locked state plus the time it runs at.
+struct Op<'a> {
+    state: MutexGuard<'a, State>,
+    now: Instant,
+    at: UnixMillis,
+    store: &'a MemoryLockStore,
+}
+
+impl Op<'_> {
+    fn emit(&self, kind: EventKind, resource: &str, lock: Option<Lock>, previous: Option<Lock>) {
+        tracing::debug!(resource, ?kind, "lock event");
+        let event = LockEvent {
+            kind,
+            resource: resource.to_owned(),
+            lock,
+            previous,
+            at: self.at,
+        };
+        // No subscribers is normal (nobody is watching); the event is simply not needed.
+        let _ = self.store.events.send(event);
+    }
+
+    fn current(&self, resource: &str) -> Option<Lock> {
+        self.state.locks.get(resource).map(|held| held.lock.clone())
+    }
+
+    fn held_by(&self, resource: &str, owner: &str) -> bool {
+        self.state
+            .locks
+            .get(resource)
+            .is_some_and(|held| held.owner == owner)
+    }
+
+    fn deadline_after(&self, lease: Duration) -> Instant {
+        self.now + lease.min(MAX_LEASE)
+    }
+
+    /// Releases `resource` as expired if its lease has run out, so no operation ever acts on a
+    /// lapsed lock whether or not the reaper has caught up.
+    fn expire_if_lapsed(&mut self, resource: &str) {
+        let lapsed = self
+            .state
+            .locks
+            .get(resource)
+            .is_some_and(|held| held.deadline <= self.now);
+        if lapsed {
+            self.remove_with(resource, ReleaseReason::Expired);
+        }
+    }
+
+    /// Expires every lock whose deadline has passed, in deadline order.
+    fn expire_due(&mut self) {
+        while let Some(entry) = self.state.deadlines.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let resource = entry.remove();
+            self.expire_if_lapsed(&resource);
+        }
+    }
+
+    /// Removes the lock, marks its owner displaced if `reason` calls for it, and emits the release.
+    fn remove_with(&mut self, resource: &str, reason: ReleaseReason) -> Option<Lock> {
+        let previous = self.take(resource)?;
+        if reason.displaces_holder() {
+            let until = self.now + DISPLACED_TTL;
+            self.state
+                .displaced
+                .mark(resource, &previous.owner_key(), until);
+        }
+        self.emit(
+            EventKind::Released { reason },
+            resource,
+            None,
+            Some(previous.clone()),
+        );
+        Some(previous)
+    }
+
+    /// Removes the lock without any event or marker; callers decide what it means.
+    fn take(&mut self, resource: &str) -> Option<Lock> {
+        let held = self.state.locks.remove(resource)?;
+        self.state
+            .deadlines
+            .remove(&(held.deadline, held.lock.fence));
+        Some(held.lock)
+    }
+
+    /// Gives a free resource to the requester under a new fence.
+    fn install(&mut self, req: &ClaimRequest, owner: String) -> Lock {
+        let deadline = self.deadline_after(req.lease);
+        self.state.last_fence += 1;
+        let lock = Lock {
+            resource: req.resource.clone(),
+            rule: req.rule.clone(),
+            holder: req.holder.clone(),
+            since: self.at,
+            expires: self.store.clock.unix(deadline),
+            fence: self.state.last_fence,
+            instance: req.instance.clone(),
+        };
+        self.state.displaced.clear(&req.resource, &owner);
+        self.state
+            .deadlines
+            .insert((deadline, lock.fence), req.resource.clone());
+        self.state.locks.insert(
+            req.resource.clone(),
+            Held {
+                lock: lock.clone(),
+                owner,
+                deadline,
+            },
+        );
+        self.wake_reaper_for(deadline);
+        lock
+    }
+
+    /// Moves the lease deadline to `deadline` if `owner` holds the resource; with
+    /// `may_shorten = false` only ever later.
+    fn extend_if_held(
+        &mut self,
+        resource: &str,
+        owner: &str,
+        deadline: Instant,
+        may_shorten: bool,
+    ) -> Option<Lock> {
+        let state = &mut *self.state;
+        let held = state
+            .locks
+            .get_mut(resource)
+            .filter(|held| held.owner == owner)?;
+        if deadline > held.deadline || (may_shorten && deadline < held.deadline) {
+            state.deadlines.remove(&(held.deadline, held.lock.fence));
+            state
+                .deadlines
+                .insert((deadline, held.lock.fence), resource.to_owned());
+            held.deadline = deadline;
+            held.lock.expires = self.store.clock.unix(deadline);
+        }
+        let lock = held.lock.clone();
+        self.wake_reaper_for(deadline);
+        Some(lock)
+    }
+
+    fn wake_reaper_for(&mut self, deadline: Instant) {
+        if self
+            .state
+            .reaper_target
+            .is_some_and(|target| deadline < target)
+        {
+            self.state.reaper_target = Some(deadline);
+            self.store.reaper_wake.notify_one();
+        }
+    }
+}
+
+/// Owners that lost a resource, remembered until a deadline.
+///
+/// Markers are found by resource then owner (no allocation on lookup) and pruned in the order
+/// they were set, which is also their expiry order because the time-to-live is constant.
+/// Re-marking or clearing leaves a stale queue entry behind; it is recognised on pop by its
+/// deadline no longer matching.
+struct Displaced {
+    by_resource: HashMap<String, HashMap<String, Instant>>,
+    order: VecDeque<(Instant, String, String)>,
+    capacity: usize,
+}
+
+impl Displaced {
+    fn new(capacity: usize) -> Self {
+        Self {
+            by_resource: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn mark(&mut self, resource: &str, owner: &str, until: Instant) {
+        while self.order.len() >= self.capacity {
+            let Some((expiry, resource, owner)) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(&resource, &owner, expiry);
+        }
+        self.by_resource
+            .entry(resource.to_owned())
+            .or_default()
+            .insert(owner.to_owned(), until);
+        self.order
+            .push_back((until, resource.to_owned(), owner.to_owned()));
+    }
+
+    fn is_marked(&self, resource: &str, owner: &str, now: Instant) -> bool {
+        self.by_resource
+            .get(resource)
+            .and_then(|owners| owners.get(owner))
+            .is_some_and(|until| *until > now)
+    }
+
+    fn clear(&mut self, resource: &str, owner: &str) {
+        if let Some(owners) = self.by_resource.get_mut(resource) {
+            owners.remove(owner);
+            if owners.is_empty() {
+                self.by_resource.remove(resource);
+            }
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(until, _, _)| *until <= now)
+        {
+            if let Some((until, resource, owner)) = self.order.pop_front() {
+                self.forget(&resource, &owner, until);
+            }
+        }
+    }
+
+    /// Drops the marker only if it is still the one this queue entry was made for.
+    fn forget(&mut self, resource: &str, owner: &str, until: Instant) {
+        let current = self
+            .by_resource
+            .get(resource)
+            .and_then(|owners| owners.get(owner));
+        if current == Some(&until) {
+            self.clear(resource, owner);
+        }
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.order.front().map(|(until, _, _)| *until)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_resource.values().map(HashMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displaced_markers_expire_and_are_pruned() {
+        let t0 = Instant::now();
+        let mut displaced = Displaced::new(10);
+        displaced.mark("doc:1", "alice", t0 + Duration::from_secs(5));
+        assert!(displaced.is_marked("doc:1", "alice", t0));
+        assert!(!displaced.is_marked("doc:1", "bob", t0));
+        assert!(!displaced.is_marked("doc:1", "alice", t0 + Duration::from_secs(5)));
+
+        displaced.prune(t0 + Duration::from_secs(4));
+        assert_eq!(displaced.len(), 1);
+        displaced.prune(t0 + Duration::from_secs(5));
+        assert_eq!(displaced.len(), 0);
+        assert!(displaced.by_resource.is_empty());
+        assert!(displaced.order.is_empty());
+    }
+
+    #[test]
+    fn remarking_survives_the_stale_queue_entry() {
+        let t0 = Instant::now();
+        let mut displaced = Displaced::new(10);
+        displaced.mark("doc:1", "alice", t0 + Duration::from_secs(5));
+        displaced.mark("doc:1", "alice", t0 + Duration::from_secs(8));
+        displaced.prune(t0 + Duration::from_secs(6));
+        assert!(displaced.is_marked("doc:1", "alice", t0 + Duration::from_secs(6)));
+        displaced.prune(t0 + Duration::from_secs(8));
+        assert_eq!(displaced.len(), 0);
+    }
+
+    #[test]
+    fn displaced_markers_are_capped_oldest_first() {
+        let t0 = Instant::now();
+        let mut displaced = Displaced::new(3);
+        for (i, owner) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            displaced.mark("doc:1", owner, t0 + Duration::from_secs(10 + i as u64));
+        }
+        assert_eq!(displaced.len(), 3);
+        assert_eq!(displaced.order.len(), 3);
+        assert!(!displaced.is_marked("doc:1", "a", t0));
+        assert!(displaced.is_marked("doc:1", "d", t0));
+    }
+
+    #[test]
+    fn clock_moves_with_the_monotonic_clock() {
+        let clock = Clock::start();
+        let later = clock.origin + Duration::from_millis(1_234);
+        assert_eq!(clock.unix(later) - clock.unix(clock.origin), 1_234);
+        if let Some(earlier) = clock.origin.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(clock.unix(earlier), clock.origin_unix);
+        }
+    }
+}
