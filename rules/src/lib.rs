@@ -1,0 +1,39 @@
+//! Latch's pure core: the rule model, rule validation, request path normalization and the
+//! compiled rule set every request is matched against.
+//!
+//! Invariant: this crate does no I/O and knows nothing of async runtimes, HTTP servers, lock
+//! stores or where rules are kept. The proxy, `latch check` and the control plane all build on
+//! it, so one rule means the same thing everywhere.
+
+mod file;
+mod model;
+mod normalize;
+mod pattern;
+mod redirect;
+mod set;
+mod template;
+mod validate;
+
+pub use file::parse_rules_toml;
+pub use model::{Mode, Owner, Rule, RULE_FIELDS};
+pub use normalize::{normalize_path, PathError};
+pub use redirect::{check_same_site, OffSite};
+pub use set::{Match, RuleSet};
+pub use validate::{validate_rule, validate_rules, Issue};
+
+/// The bounds validation enforces, for callers that want to show or reuse them.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Longest rule id, in characters.
+    pub const ID_MAX_LEN: usize = 64;
+    /// Allowed `lease_seconds`: long enough to survive a slow renewal, at most a day.
+    pub const LEASE_SECONDS: RangeInclusive<u64> = 5..=86_400;
+    /// Allowed `grace_seconds`; it must also be shorter than the lease.
+    pub const GRACE_SECONDS: RangeInclusive<u64> = 0..=3_600;
+    /// Allowed `priority`.
+    pub const PRIORITY: RangeInclusive<i32> = -1_000..=1_000;
+    /// Largest compiled regex for one pattern, in bytes. It stops patterns such as
+    /// `(a{100}){100}` from costing every proxy instance unbounded memory.
+    pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+}

@@ -1,0 +1,198 @@
+//! Request path normalization: the one canonical spelling of a path that rules are matched
+//! against and that is forwarded upstream.
+//!
+//! Matching and forwarding the same canonical path is what makes rules hard to bypass: an
+//! upstream never sees a spelling (`/docs/%31/edit`, `/docs/./1/edit`) that the rules did not.
+//! Spellings that upstreams disagree about and that cannot be canonicalized safely are
+//! rejected instead (see [`PathError`]).
+//!
+//! This module owns only the path text. It knows nothing about queries, HTTP or rules.
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+
+/// Why a request path was rejected. The proxy answers 400 to every one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Error)]
+pub enum PathError {
+    /// The path is empty or does not start with `/`.
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("invalid percent-encoding: '%' must be followed by two hex digits")]
+    InvalidPercentEncoding,
+    /// A NUL byte, raw or as `%00`.
+    #[error("NUL byte in path")]
+    NulByte,
+    /// `%2F`: upstreams disagree on whether it separates segments.
+    #[error("encoded '/' (%2F) in path")]
+    EncodedSlash,
+    /// `%5C`: some upstreams decode it and then treat it as `/`.
+    #[error("encoded '\\' (%5C) in path")]
+    EncodedBackslash,
+    /// A raw `\`: some upstreams treat it as `/`, which would let a path dodge the rules.
+    #[error("backslash in path")]
+    Backslash,
+    /// A `.` or `..` segment carrying path parameters (`..;x`), which servers that strip
+    /// parameters (Tomcat, for one) resolve as a dot segment after the rules have matched.
+    #[error("dot segment with path parameters (such as '..;') in path")]
+    DotSegmentParameters,
+}
+
+/// Normalizes the path part of a request target (no query) to its canonical form.
+///
+/// - percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded, every other
+///   escape is kept with uppercase hex digits;
+/// - empty segments are dropped (`//` becomes `/`), then `.` and `..` segments are resolved,
+///   `..` never climbing above the root (so `/a//../b` is `/b`);
+/// - a trailing slash is kept, and a path ending in a dot segment ends in `/` (`/a/b/..` is
+///   `/a/`), as in RFC 3986.
+///
+/// The result is idempotent. An already-canonical path, the common case, is returned
+/// borrowed without allocating.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(PathError::NotAbsolute);
+    };
+    if is_canonical(rest)? {
+        Ok(Cow::Borrowed(path))
+    } else {
+        rewrite(rest).map(Cow::Owned)
+    }
+}
+
+/// Whether the path after its leading `/` needs no rewriting. Reports every error it meets
+/// before the first spot that needs rewriting; [`rewrite`] checks the rest, in the same order.
+fn is_canonical(rest: &str) -> Result<bool, PathError> {
+    let mut segments = rest.split('/').peekable();
+    while let Some(raw) = segments.next() {
+        let segment = decode_segment(raw)?;
+        let is_last = segments.peek().is_none();
+        match classify(&segment)? {
+            Segment::Normal if matches!(segment, Cow::Borrowed(_)) => {}
+            Segment::Empty if is_last => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Builds the canonical form of the path after its leading `/`.
+fn rewrite(rest: &str) -> Result<String, PathError> {
+    // Invariant: `out` is empty or `/seg/seg...` without a trailing slash, and no segment in
+    // it contains `/`, so popping a segment is truncating at the last `/`.
+    let mut out = String::with_capacity(rest.len() + 1);
+    let mut ends_with_slash = false;
+    for raw in rest.split('/') {
+        let segment = decode_segment(raw)?;
+        match classify(&segment)? {
+            Segment::Empty | Segment::Dot => ends_with_slash = true,
+            Segment::DotDot => {
+                if let Some(cut) = out.rfind('/') {
+                    out.truncate(cut);
+                }
+                ends_with_slash = true;
+            }
+            Segment::Normal => {
+                out.push('/');
+                out.push_str(&segment);
+                ends_with_slash = false;
+            }
+        }
+    }
+    if out.is_empty() || ends_with_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+enum Segment {
+    Empty,
+    Dot,
+    DotDot,
+    Normal,
+}
+
+/// Classifies a decoded segment, rejecting dot segments that carry path parameters.
+fn classify(segment: &str) -> Result<Segment, PathError> {
+    match segment {
+        "" => return Ok(Segment::Empty),
+        "." => return Ok(Segment::Dot),
+        ".." => return Ok(Segment::DotDot),
+        _ => {}
+    }
+    if let Some((base, _params)) = segment.split_once(';') {
+        if base == "." || base == ".." {
+            return Err(PathError::DotSegmentParameters);
+        }
+    }
+    Ok(Segment::Normal)
+}
+
+/// Decodes escaped unreserved characters and uppercases the hex of every other escape in one
+/// segment (text between two `/`). Borrows when nothing changes.
+fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out: Option<String> = None;
+    // `raw[..copied]` is already reflected in `out` when `out` is `Some`.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(PathError::Backslash),
+            0 => return Err(PathError::NulByte),
+            b'%' => {
+                let (hi, lo) = match (bytes.get(i + 1), bytes.get(i + 2)) {
+                    (Some(&hi), Some(&lo)) => (hi, lo),
+                    _ => return Err(PathError::InvalidPercentEncoding),
+                };
+                let (Some(hi_val), Some(lo_val)) = (hex_value(hi), hex_value(lo)) else {
+                    return Err(PathError::InvalidPercentEncoding);
+                };
+                let byte = (hi_val << 4) | lo_val;
+                match byte {
+                    0 => return Err(PathError::NulByte),
+                    b'/' => return Err(PathError::EncodedSlash),
+                    b'\\' => return Err(PathError::EncodedBackslash),
+                    _ => {}
+                }
+                let unreserved = is_unreserved(byte);
+                if unreserved || hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
+                    let buf = out.get_or_insert_with(|| String::with_capacity(raw.len()));
+                    buf.push_str(&raw[copied..i]);
+                    if unreserved {
+                        buf.push(char::from(byte));
+                    } else {
+                        buf.push('%');
+                        buf.push(char::from(hi.to_ascii_uppercase()));
+                        buf.push(char::from(lo.to_ascii_uppercase()));
+                    }
+                    copied = i + 3;
+                }
+                i += 3;
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(match out {
+        None => Cow::Borrowed(raw),
+        Some(mut buf) => {
+            buf.push_str(&raw[copied..]);
+            Cow::Owned(buf)
+        }
+    })
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 unreserved characters: ALPHA DIGIT `-` `.` `_` `~`.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}

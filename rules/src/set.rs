@@ -1,0 +1,242 @@
+//! The compiled, immutable rule set the proxy matches every request against.
+//!
+//! A `RuleSet` is built once per rule change and shared behind an `Arc`; requests never wait
+//! on its construction. Matching is a single `RegexSet` scan, and a path that matches no rule,
+//! by far the common case, is answered without allocating. This module knows nothing about
+//! locks, users or HTTP beyond a method name.
+
+use std::collections::HashMap;
+
+use regex::{Captures, Regex, RegexSet, RegexSetBuilder, SetMatches};
+
+use crate::limits::PATTERN_SIZE_LIMIT;
+use crate::model::{Mode, Rule};
+use crate::redirect::check_same_site;
+use crate::template::{push_capture, Template};
+use crate::validate::{check_rules, CompiledRule, Issue};
+
+/// The rule that applies to a request, with its templates rendered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match<'a> {
+    pub rule: &'a Rule,
+    /// The lock key.
+    pub resource: String,
+    /// The rendered target for `mode = "redirect"`. `None` for other modes, and also when the
+    /// captures made the target leave the site (say `//evil.example`): the proxy then blocks.
+    pub redirect_to: Option<String>,
+}
+
+/// Validated rules compiled for matching.
+#[derive(Clone, Debug)]
+pub struct RuleSet {
+    /// Every rule as given, disabled ones included, in the given order.
+    rules: Vec<Rule>,
+    by_id: HashMap<String, usize>,
+    /// One pattern per enabled rule, in `entries` order.
+    set: RegexSet,
+    /// Enabled rules from the highest priority down, ties by id ascending, so the first
+    /// match that accepts the method wins.
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    /// Position in `rules`.
+    rule: usize,
+    regex: Regex,
+    resource: Option<Template>,
+    redirect: Option<Template>,
+    methods: Option<Vec<String>>,
+    case_insensitive: bool,
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        RuleSet::empty()
+    }
+}
+
+impl RuleSet {
+    /// A set without rules, which matches nothing.
+    pub fn empty() -> Self {
+        RuleSet {
+            rules: Vec::new(),
+            by_id: HashMap::new(),
+            set: RegexSet::empty(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Validates `rules` and compiles them. Fails with every issue if any rule has one.
+    /// Disabled rules must be valid too: enabling one later should not surprise anybody.
+    pub fn compile(rules: Vec<Rule>) -> Result<RuleSet, Vec<Issue>> {
+        let (issues, compiled) = check_rules(&rules);
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut prepared: Vec<(Entry, String)> = Vec::new();
+        for (index, (rule, compiled)) in rules.iter().zip(compiled).enumerate() {
+            // `check_rules` yields compiled parts for every rule without issues.
+            let Some(CompiledRule {
+                pattern,
+                resource,
+                redirect,
+                methods,
+            }) = compiled
+            else {
+                return Err(vec![Issue::new(
+                    Some(&rule.id),
+                    Some(index),
+                    "pattern",
+                    "could not be compiled",
+                )]);
+            };
+            if rule.enabled {
+                let entry = Entry {
+                    rule: index,
+                    regex: pattern.regex,
+                    resource,
+                    redirect,
+                    methods,
+                    case_insensitive: rule.case_insensitive,
+                };
+                prepared.push((entry, pattern.source));
+            }
+        }
+        prepared.sort_by(|(a, _), (b, _)| {
+            let (a, b) = (&rules[a.rule], &rules[b.rule]);
+            b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id))
+        });
+        let (entries, sources): (Vec<Entry>, Vec<String>) = prepared.into_iter().unzip();
+
+        let set = RegexSetBuilder::new(&sources)
+            // Every pattern fits the per-rule limit on its own; the set holds all of them.
+            .size_limit(PATTERN_SIZE_LIMIT.saturating_mul(sources.len().max(1)))
+            .build()
+            .map_err(|err| {
+                vec![Issue::new(
+                    None,
+                    None,
+                    "pattern",
+                    format!("the rule set could not be compiled: {err}"),
+                )]
+            })?;
+
+        let by_id = rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| (rule.id.clone(), index))
+            .collect();
+        Ok(RuleSet {
+            rules,
+            by_id,
+            set,
+            entries,
+        })
+    }
+
+    /// Every rule as given to [`RuleSet::compile`], disabled ones included.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The rule with this id, enabled or not.
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.by_id.get(id).and_then(|&index| self.rules.get(index))
+    }
+
+    /// Number of rules, disabled ones included.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rule that applies to `method` on `path`, which must already be normalized (see
+    /// [`crate::normalize_path`]).
+    ///
+    /// Patterns match the whole path, and one trailing slash is ignored: a rule matches when
+    /// its pattern matches the path, or the path without its trailing slash. Captures are
+    /// taken from the path without the slash whenever the pattern matches it, so `/docs/1`
+    /// and `/docs/1/` name the same resource even for a pattern like `/docs/(?P<rest>.*)`.
+    /// Of the enabled rules that match and accept the method (compared ignoring ASCII case),
+    /// the highest priority wins, ties going to the smaller id.
+    pub fn find(&self, method: &str, path: &str) -> Option<Match<'_>> {
+        let trimmed = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        let with_slash = (trimmed.len() != path.len()).then_some(path);
+        if !self.set.is_match(trimmed) && !with_slash.is_some_and(|p| self.set.is_match(p)) {
+            return None;
+        }
+
+        let trimmed_hits = self.set.matches(trimmed);
+        let slash_hits: Option<SetMatches> = with_slash.map(|p| self.set.matches(p));
+        for (position, entry) in self.entries.iter().enumerate() {
+            let haystack = if trimmed_hits.matched(position) {
+                trimmed
+            } else if slash_hits
+                .as_ref()
+                .is_some_and(|hits| hits.matched(position))
+            {
+                path
+            } else {
+                continue;
+            };
+            if !entry.accepts(method) {
+                continue;
+            }
+            let (Some(rule), Some(captures)) =
+                (self.rules.get(entry.rule), entry.regex.captures(haystack))
+            else {
+                continue;
+            };
+            return Some(entry.render(rule, &captures));
+        }
+        None
+    }
+}
+
+impl Entry {
+    fn accepts(&self, method: &str) -> bool {
+        self.methods.as_ref().is_none_or(|methods| {
+            methods
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(method))
+        })
+    }
+
+    fn render<'a>(&self, rule: &'a Rule, captures: &Captures<'_>) -> Match<'a> {
+        let mut resource = String::new();
+        match &self.resource {
+            Some(template) => template.render_into(captures, self.case_insensitive, &mut resource),
+            None => {
+                resource.push_str(&rule.id);
+                for group in captures.iter().skip(1) {
+                    resource.push(':');
+                    push_capture(
+                        &mut resource,
+                        group.map_or("", |m| m.as_str()),
+                        self.case_insensitive,
+                    );
+                }
+            }
+        }
+        let redirect_to = match (&self.redirect, rule.mode) {
+            (Some(template), Mode::Redirect) => {
+                let mut target = String::new();
+                template.render_into(captures, false, &mut target);
+                check_same_site(&target).is_ok().then_some(target)
+            }
+            _ => None,
+        };
+        Match {
+            rule,
+            resource,
+            redirect_to,
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! Rule matching, one case per line: `check(&set, method, path, Some((rule_id, resource)))` or
+//! `None` for no match; `check_redirect` does the same for the rendered redirect target.
+
+use rules::{Mode, Rule, RuleSet};
+
+fn set(rules: Vec<Rule>) -> RuleSet {
+    match RuleSet::compile(rules) {
+        Ok(set) => set,
+        Err(issues) => panic!("test rules should be valid: {issues:#?}"),
+    }
+}
+
+fn check(set: &RuleSet, method: &str, path: &str, expected: Option<(&str, &str)>) {
+    let got = set.find(method, path);
+    let got = got
+        .as_ref()
+        .map(|m| (m.rule.id.as_str(), m.resource.as_str()));
+    assert_eq!(got, expected, "find({method:?}, {path:?})");
+}
+
+fn check_redirect(set: &RuleSet, path: &str, expected: Option<&str>) {
+    let found = set.find("GET", path);
+    let Some(found) = found else {
+        panic!("find(GET, {path:?}) should match a rule");
+    };
+    assert_eq!(
+        found.redirect_to.as_deref(),
+        expected,
+        "redirect for {path:?}"
+    );
+}
+
+fn rule(id: &str, pattern: &str) -> Rule {
+    Rule::new(id, pattern)
+}
+
+/// Terse tweaks so that every rule fits on one line.
+trait Tweak {
+    fn priority(self, priority: i32) -> Self;
+    fn methods(self, methods: &[&str]) -> Self;
+    fn resource(self, template: &str) -> Self;
+    fn redirect(self, template: &str) -> Self;
+    fn ci(self) -> Self;
+    fn disabled(self) -> Self;
+}
+
+impl Tweak for Rule {
+    fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+    fn methods(mut self, methods: &[&str]) -> Self {
+        self.methods = Some(methods.iter().map(|m| m.to_string()).collect());
+        self
+    }
+    fn resource(mut self, template: &str) -> Self {
+        self.resource = Some(template.to_owned());
+        self
+    }
+    fn redirect(mut self, template: &str) -> Self {
+        self.mode = Mode::Redirect;
+        self.redirect_to = Some(template.to_owned());
+        self
+    }
+    fn ci(mut self) -> Self {
+        self.case_insensitive = true;
+        self
+    }
+    fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+}
+
+#[test]
+fn patterns_match_the_whole_path() {
+    let s = set(vec![rule("edit", r"/docs/\d+/edit")]);
+    check(&s, "GET", "/docs/1/edit", Some(("edit", "edit")));
+    check(&s, "GET", "/docs/12345/edit", Some(("edit", "edit")));
+    check(&s, "GET", "/docs/1/edit/x", None);
+    check(&s, "GET", "/x/docs/1/edit", None);
+    check(&s, "GET", "/docs/1/edits", None);
+    check(&s, "GET", "/docs/1/edi", None);
+    check(&s, "GET", "/docs//edit", None);
+    check(&s, "GET", "/docs/a/edit", None);
+    check(&s, "GET", "/docs/1/edit.json", None);
+    check(&s, "GET", "/", None);
+    check(&s, "GET", "", None);
+}
+
+#[test]
+fn alternations_are_anchored_as_a_whole() {
+    let s = set(vec![rule("alt", "/a|/b")]);
+    check(&s, "GET", "/a", Some(("alt", "alt")));
+    check(&s, "GET", "/b", Some(("alt", "alt")));
+    check(&s, "GET", "/ab", None);
+    check(&s, "GET", "/a/b", None);
+    check(&s, "GET", "/xb", None);
+    check(&s, "GET", "/bx", None);
+}
+
+#[test]
+fn explicit_anchors_in_a_pattern_still_work() {
+    let s = set(vec![rule("anchored", r"^/docs/\d+$")]);
+    check(&s, "GET", "/docs/1", Some(("anchored", "anchored")));
+    check(&s, "GET", "/docs/1/", Some(("anchored", "anchored")));
+    check(&s, "GET", "/docs/1/x", None);
+    check(&s, "GET", "/x/docs/1", None);
+}
+
+#[test]
+fn one_trailing_slash_is_ignored() {
+    let s = set(vec![
+        rule("edit", r"/docs/\d+/edit"),
+        rule("dir", "/dir/"),
+        rule("root", "/"),
+        rule("admin", "/admin/.*"),
+    ]);
+    check(&s, "GET", "/docs/1/edit/", Some(("edit", "edit")));
+    check(&s, "GET", "/docs/1/edit//", None);
+    check(&s, "GET", "/dir/", Some(("dir", "dir")));
+    check(&s, "GET", "/dir", None);
+    check(&s, "GET", "/", Some(("root", "root")));
+    check(&s, "GET", "/x", None);
+    check(&s, "GET", "/admin/", Some(("admin", "admin")));
+    check(&s, "GET", "/admin/users/1", Some(("admin", "admin")));
+    check(&s, "GET", "/admin/users/1/", Some(("admin", "admin")));
+    check(&s, "GET", "/admin", None);
+}
+
+#[test]
+fn a_trailing_slash_never_changes_the_resource() {
+    let s = set(vec![
+        rule("files", "/files/(?P<rest>.*)").resource("file:{rest}"),
+        rule("f", "/f/(.*)"),
+        rule("doc", r"/docs/(?P<id>[^/]+)").resource("doc:{id}"),
+    ]);
+    check(&s, "GET", "/files/a/b", Some(("files", "file:a/b")));
+    check(&s, "GET", "/files/a/b/", Some(("files", "file:a/b")));
+    check(&s, "GET", "/files/", Some(("files", "file:")));
+    check(&s, "GET", "/f/x", Some(("f", "f:x")));
+    check(&s, "GET", "/f/x/", Some(("f", "f:x")));
+    check(&s, "GET", "/docs/7", Some(("doc", "doc:7")));
+    check(&s, "GET", "/docs/7/", Some(("doc", "doc:7")));
+}
+
+#[test]
+fn case_insensitive_rules_ignore_case_and_lowercase_captures() {
+    let s = set(vec![
+        rule("ci", r"/docs/(?P<id>[a-z]+)/edit").ci(),
+        rule("named", r"/notes/(?P<id>[a-z]+)")
+            .ci()
+            .resource("note:{id}"),
+        rule("cs", r"/pages/(?P<id>[a-z]+)"),
+    ]);
+    check(&s, "GET", "/docs/abc/edit", Some(("ci", "ci:abc")));
+    check(&s, "GET", "/DOCS/ABC/EDIT", Some(("ci", "ci:abc")));
+    check(&s, "GET", "/Docs/AbC/Edit", Some(("ci", "ci:abc")));
+    check(&s, "GET", "/Docs/AbC/Edit/", Some(("ci", "ci:abc")));
+    check(&s, "GET", "/NOTES/XY", Some(("named", "note:xy")));
+    check(&s, "GET", "/notes/xy", Some(("named", "note:xy")));
+    check(&s, "GET", "/pages/abc", Some(("cs", "cs:abc")));
+    check(&s, "GET", "/PAGES/abc", None);
+    check(&s, "GET", "/pages/ABC", None);
+}
+
+#[test]
+fn case_insensitive_and_sensitive_rules_share_a_set() {
+    let s = set(vec![rule("cs", "/x"), rule("ci", "/y").ci()]);
+    check(&s, "GET", "/x", Some(("cs", "cs")));
+    check(&s, "GET", "/X", None);
+    check(&s, "GET", "/y", Some(("ci", "ci")));
+    check(&s, "GET", "/Y", Some(("ci", "ci")));
+}
+
+#[test]
+fn the_highest_priority_wins() {
+    let s = set(vec![
+        rule("low", "/docs/.*"),
+        rule("high", r"/docs/\d+/edit").priority(10),
+        rule("neg", r"/docs/\d+/view").priority(-5),
+        rule("max", "/docs/top").priority(1000),
+        rule("almost", "/docs/top").priority(999),
+    ]);
+    check(&s, "GET", "/docs/1/edit", Some(("high", "high")));
+    check(&s, "GET", "/docs/1/view", Some(("low", "low")));
+    check(&s, "GET", "/docs/anything", Some(("low", "low")));
+    check(&s, "GET", "/docs/top", Some(("max", "max")));
+    check(&s, "GET", "/other", None);
+}
+
+#[test]
+fn priority_ties_go_to_the_smallest_id() {
+    let s = set(vec![rule("b", "/t"), rule("a", "/t"), rule("c", "/t")]);
+    check(&s, "GET", "/t", Some(("a", "a")));
+    let s = set(vec![rule("c", "/t"), rule("b", "/t"), rule("a", "/t")]);
+    check(&s, "GET", "/t", Some(("a", "a")));
+    let s = set(vec![
+        rule("b", "/t"),
+        rule("a", "/t"),
+        rule("c", "/t").priority(1),
+    ]);
+    check(&s, "GET", "/t", Some(("c", "c")));
+    let s = set(vec![
+        rule("a-2", "/t"),
+        rule("a-10", "/t"),
+        rule("a_1", "/t"),
+    ]);
+    check(&s, "GET", "/t", Some(("a-10", "a-10")));
+    let s = set(vec![
+        rule("z", "/t").priority(-1),
+        rule("y", "/t").priority(-1),
+    ]);
+    check(&s, "GET", "/t", Some(("y", "y")));
+}
+
+#[test]
+fn methods_filter_before_priority() {
+    let s = set(vec![
+        rule("save", r"/docs/(\d+)").methods(&["POST", "put"]),
+        rule("view", r"/docs/(\d+)").priority(-1),
+        rule("purge", "/purge").methods(&["DELETE"]),
+        rule("dav", "/dav/.*").methods(&["PROPFIND", "MKCOL"]),
+    ]);
+    check(&s, "POST", "/docs/1", Some(("save", "save:1")));
+    check(&s, "PUT", "/docs/1", Some(("save", "save:1")));
+    check(&s, "put", "/docs/1", Some(("save", "save:1")));
+    check(&s, "Post", "/docs/1", Some(("save", "save:1")));
+    check(&s, "GET", "/docs/1", Some(("view", "view:1")));
+    check(&s, "HEAD", "/docs/1", Some(("view", "view:1")));
+    check(&s, "DELETE", "/docs/1", Some(("view", "view:1")));
+    check(&s, "PATCH", "/docs/1", Some(("view", "view:1")));
+    check(&s, "DELETE", "/purge", Some(("purge", "purge")));
+    check(&s, "GET", "/purge", None);
+    check(&s, "POST", "/purge", None);
+    check(&s, "PROPFIND", "/dav/x", Some(("dav", "dav")));
+    check(&s, "MKCOL", "/dav/x", Some(("dav", "dav")));
+    check(&s, "GET", "/dav/x", None);
+    check(&s, "", "/dav/x", None);
+}
+
+#[test]
+fn disabled_rules_never_match() {
+    let s = set(vec![
+        rule("off", "/x").disabled(),
+        rule("on", "/x").priority(-1),
+    ]);
+    check(&s, "GET", "/x", Some(("on", "on")));
+    let s = set(vec![
+        rule("off", "/x").priority(1000).disabled(),
+        rule("on", "/x"),
+    ]);
+    check(&s, "GET", "/x", Some(("on", "on")));
+    let s = set(vec![rule("off", "/x").disabled()]);
+    check(&s, "GET", "/x", None);
+    check(&s, "POST", "/x/", None);
+}
+
+#[test]
+fn default_resource_is_the_id_and_every_capture() {
+    let s = set(vec![
+        rule("doc-edit", r"/docs/(?P<id>\d+)/edit"),
+        rule("two", r"/two/(\w+)/(?P<n>\d+)"),
+        rule("opt", r"/o(/(\d+))?"),
+        rule("nc", r"/nc/(?:a|b)/(\d)"),
+        rule("plain", "/plain"),
+        rule("three", r"/3/(\d)/(\d)/(\d)"),
+    ]);
+    check(&s, "GET", "/docs/1/edit", Some(("doc-edit", "doc-edit:1")));
+    check(
+        &s,
+        "GET",
+        "/docs/42/edit/",
+        Some(("doc-edit", "doc-edit:42")),
+    );
+    check(&s, "GET", "/two/a/5", Some(("two", "two:a:5")));
+    check(&s, "GET", "/o", Some(("opt", "opt::")));
+    check(&s, "GET", "/o/7", Some(("opt", "opt:/7:7")));
+    check(&s, "GET", "/nc/a/1", Some(("nc", "nc:1")));
+    check(&s, "GET", "/nc/b/2", Some(("nc", "nc:2")));
+    check(&s, "GET", "/plain", Some(("plain", "plain")));
+    check(&s, "GET", "/3/1/2/3", Some(("three", "three:1:2:3")));
+}
+
+#[test]
+fn resource_templates_render_captures_and_escaped_braces() {
+    let s = set(vec![
+        rule("plain", r"/p/(?P<id>\d+)").resource("doc:{id}"),
+        rule("open", r"/o/(?P<id>\d+)").resource("{{doc}}:{id}"),
+        rule("wrap", r"/w/(?P<id>\d+)").resource("doc:{{{id}}}"),
+        rule("close", r"/c/(?P<id>\d+)").resource("x}}y"),
+        rule("fixed", r"/f/(?P<id>\d+)").resource("static"),
+        rule("pair", r"/pair/(?P<a>\w+)/(?P<b>\w+)").resource("{b}-{a}"),
+        rule("twice", r"/twice/(?P<a>\w+)").resource("{a}/{a}"),
+        rule("absent", r"/absent(/(?P<id>\d+))?").resource("doc:{id}"),
+        rule("unnamed", r"/u/(\d+)/(?P<id>\d+)").resource("u:{id}"),
+    ]);
+    check(&s, "GET", "/p/1", Some(("plain", "doc:1")));
+    check(&s, "GET", "/o/1", Some(("open", "{doc}:1")));
+    check(&s, "GET", "/w/1", Some(("wrap", "doc:{1}")));
+    check(&s, "GET", "/c/1", Some(("close", "x}y")));
+    check(&s, "GET", "/f/1", Some(("fixed", "static")));
+    check(&s, "GET", "/f/2", Some(("fixed", "static")));
+    check(&s, "GET", "/pair/x/y", Some(("pair", "y-x")));
+    check(&s, "GET", "/twice/k", Some(("twice", "k/k")));
+    check(&s, "GET", "/absent", Some(("absent", "doc:")));
+    check(&s, "GET", "/absent/3", Some(("absent", "doc:3")));
+    check(&s, "GET", "/u/8/9", Some(("unnamed", "u:9")));
+}
+
+#[test]
+fn rules_may_share_a_resource() {
+    let s = set(vec![
+        rule("edit", r"/docs/(?P<id>\d+)/edit").resource("doc:{id}"),
+        rule("save", r"/api/docs/(?P<id>\d+)")
+            .methods(&["POST"])
+            .resource("doc:{id}"),
+    ]);
+    check(&s, "GET", "/docs/5/edit", Some(("edit", "doc:5")));
+    check(&s, "POST", "/api/docs/5", Some(("save", "doc:5")));
+    check(&s, "GET", "/api/docs/5", None);
+}
+
+#[test]
+fn redirect_targets_are_rendered() {
+    let s = set(vec![
+        rule("edit", r"/docs/(?P<id>\d+)/edit").redirect("/docs/{id}/view"),
+        rule("busy", "/busy-page").redirect("/busy"),
+        rule("query", r"/q/(?P<id>\d+)").redirect("/docs/{id}?locked=1"),
+        rule("brace", r"/b/(?P<id>\d+)").redirect("/x{{{id}}}"),
+        rule("keep", r"/k/(?P<id>[a-z]+)")
+            .ci()
+            .redirect("/view/{id}"),
+        rule("block", "/blocked"),
+        rule("ro", "/ro").resource("r"),
+    ]);
+    check_redirect(&s, "/docs/1/edit", Some("/docs/1/view"));
+    check_redirect(&s, "/docs/1/edit/", Some("/docs/1/view"));
+    check_redirect(&s, "/busy-page", Some("/busy"));
+    check_redirect(&s, "/q/9", Some("/docs/9?locked=1"));
+    check_redirect(&s, "/b/4", Some("/x{4}"));
+    check_redirect(&s, "/K/AbC", Some("/view/AbC"));
+    check_redirect(&s, "/blocked", None);
+    check_redirect(&s, "/ro", None);
+    check(&s, "GET", "/docs/1/edit", Some(("edit", "edit:1")));
+    check(&s, "GET", "/K/AbC", Some(("keep", "keep:abc")));
+}
+
+#[test]
+fn redirect_targets_that_leave_the_site_are_dropped() {
+    let s = set(vec![
+        rule("go", r"/go(?P<to>/.*)").redirect("/{to}"),
+        rule("raw", r"/raw/(?P<to>.*)").redirect("/{to}"),
+        rule("pair", r"/pair/(?P<a>[^/]*)-(?P<b>.*)").redirect("/{a}/{b}"),
+    ]);
+    check_redirect(&s, "/go/evil.example", None);
+    check_redirect(&s, "/go/x", None);
+    check_redirect(&s, "/raw/evil.example", Some("/evil.example"));
+    check_redirect(&s, "/raw/\\evil.example", None);
+    check_redirect(&s, "/raw/a\tb", None);
+    check_redirect(&s, "/raw/a b", None);
+    check_redirect(&s, "/raw/é", None);
+    check_redirect(&s, "/raw/%2F%2Fevil", Some("/%2F%2Fevil"));
+    check_redirect(&s, "/pair/-evil.example", None);
+    check_redirect(&s, "/pair/a-b", Some("/a/b"));
+    check(
+        &s,
+        "GET",
+        "/go/evil.example",
+        Some(("go", "go:/evil.example")),
+    );
+}
+
+#[test]
+fn the_rule_set_keeps_every_rule() {
+    let s = set(vec![rule("b", "/b"), rule("a", "/a").disabled()]);
+    assert_eq!(s.len(), 2);
+    assert!(!s.is_empty());
+    let ids: Vec<&str> = s.rules().iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    assert_eq!(s.get("a").map(|r| r.enabled), Some(false));
+    assert_eq!(s.get("b").map(|r| r.pattern.as_str()), Some("/b"));
+    assert_eq!(s.get("c"), None);
+}
+
+#[test]
+fn the_empty_set_matches_nothing() {
+    let s = RuleSet::empty();
+    assert!(s.is_empty());
+    assert_eq!(s.len(), 0);
+    check(&s, "GET", "/", None);
+    check(&s, "GET", "/docs/1/edit", None);
+    let s = set(Vec::new());
+    check(&s, "GET", "/", None);
+    let s = RuleSet::default();
+    check(&s, "GET", "/", None);
+}
+
+#[test]
+fn match_exposes_the_whole_rule() {
+    let s = set(vec![rule("r", "/r").methods(&["get"]).priority(3)]);
+    let found = s.find("GET", "/r");
+    let Some(found) = found else {
+        panic!("/r should match");
+    };
+    assert_eq!(found.rule.priority, 3);
+    assert_eq!(found.rule.methods.as_deref(), Some(&["get".to_owned()][..]));
+    assert_eq!(found.rule.mode, Mode::Block);
+}
+
+#[test]
+fn a_shared_rule_set_is_usable_from_threads() {
+    let s = std::sync::Arc::new(set(vec![rule("edit", r"/docs/(?P<id>\d+)/edit")]));
+    let handles: Vec<_> = (0..4)
+        .map(|n| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.find("GET", &format!("/docs/{n}/edit"))
+                    .map(|m| m.resource)
+            })
+        })
+        .collect();
+    for (n, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.join().ok().flatten(), Some(format!("edit:{n}")));
+    }
+}
+
+#[test]
+fn a_realistic_rule_file() {
+    let s = set(vec![
+        rule("doc-edit", r"/docs/(?P<id>\d+)/edit").resource("doc:{id}"),
+        rule("doc-save", r"/docs/(?P<id>\d+)")
+            .methods(&["POST", "PUT", "PATCH", "DELETE"])
+            .resource("doc:{id}"),
+        rule("doc-live", r"/docs/(?P<id>\d+)/live")
+            .resource("doc:{id}")
+            .priority(5),
+        rule("admin", "/admin(/.*)?").priority(-10),
+        rule("wiki", r"/wiki/(?P<page>[A-Za-z0-9_-]+)/edit")
+            .ci()
+            .resource("wiki:{page}"),
+        rule("report", r"/reports/(?P<year>\d{4})/(?P<month>\d{2})")
+            .resource("report:{year}-{month}"),
+    ]);
+    check(&s, "GET", "/docs/1/edit", Some(("doc-edit", "doc:1")));
+    check(&s, "POST", "/docs/1/edit", Some(("doc-edit", "doc:1")));
+    check(&s, "GET", "/docs/1", None);
+    check(&s, "POST", "/docs/1", Some(("doc-save", "doc:1")));
+    check(&s, "DELETE", "/docs/1/", Some(("doc-save", "doc:1")));
+    check(&s, "GET", "/docs/1/live", Some(("doc-live", "doc:1")));
+    check(&s, "GET", "/docs/1/view", None);
+    check(&s, "GET", "/docs", None);
+    check(&s, "GET", "/admin", Some(("admin", "admin:")));
+    check(&s, "GET", "/admin/", Some(("admin", "admin:")));
+    check(&s, "GET", "/admin/users", Some(("admin", "admin:/users")));
+    check(&s, "GET", "/administrator", None);
+    check(&s, "GET", "/wiki/Home/edit", Some(("wiki", "wiki:home")));
+    check(&s, "GET", "/WIKI/HOME/EDIT", Some(("wiki", "wiki:home")));
+    check(&s, "GET", "/wiki/Home", None);
+    check(
+        &s,
+        "GET",
+        "/reports/2024/05",
+        Some(("report", "report:2024-05")),
+    );
+    check(&s, "GET", "/reports/2024/5", None);
+    check(&s, "GET", "/reports/24/05", None);
+}
+
+#[test]
+fn normalized_spellings_cannot_dodge_a_rule() {
+    let s = set(vec![
+        rule("doc-edit", r"/docs/(?P<id>\d+)/edit").resource("doc:{id}")
+    ]);
+    let norm = |path: &str| match rules::normalize_path(path) {
+        Ok(path) => path.into_owned(),
+        Err(err) => panic!("{path:?} should normalize: {err}"),
+    };
+    check(
+        &s,
+        "GET",
+        &norm("/docs//1/edit"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/docs/./1/edit"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/docs/%31/edit"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/docs/1/%65dit"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/public/../docs/1/edit"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/docs/1/x/../edit/"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("//docs//1//edit//"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/docs/%2E/1/edit"),
+        Some(("doc-edit", "doc:1")),
+    );
+    check(
+        &s,
+        "GET",
+        &norm("/docs/0%31/edit"),
+        Some(("doc-edit", "doc:01")),
+    );
+}
