@@ -1,5 +1,131 @@
-//! The control plane (SPEC §6), not built yet.
+//! Latch's control plane (SPEC §6): the admin REST API under `/api/v1` and the admin web UI
+//! at `/`.
 //!
-//! It will own the admin REST API (`/api/v1/rules`, `/api/v1/locks`, `/api/v1/events`), the
-//! embedded admin web UI, the MongoDB and file rule stores, and the audit trail. It must not
-//! know about pingora: it talks to lock state only through `store::LockStore`.
+//! It owns rule editing (validated, ETag-guarded, audited), the live lock list and force
+//! release, the audit trail's API and its recorder, and the OpenAPI description. It reaches
+//! shared state only through the `store` traits ([`store::RuleStore`], [`store::LockStore`],
+//! [`store::EventLog`]), so it runs the same embedded (files, memory) and in a fleet
+//! (MongoDB, Redis). It must not know about pingora or how proxies enforce rules: a force
+//! release is a store operation whose event reaches the banners by itself.
+
+mod access;
+mod error;
+mod events_api;
+mod locks_api;
+mod openapi;
+mod recorder;
+mod rule_json;
+mod rules_api;
+mod ui;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use auth::Verifier;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use store::{EventLog, LockStore, RuleStore, UnixMillis};
+
+pub use error::{ApiError, FieldError};
+pub use openapi::ApiDoc;
+pub use recorder::{Recorder, MAX_PENDING};
+
+/// Everything the control plane is built from.
+pub struct Parts {
+    pub rules: Arc<dyn RuleStore>,
+    pub events: Arc<dyn EventLog>,
+    pub locks: Arc<dyn LockStore>,
+    /// Verifies admins' tokens; the same settings as the proxy's, so one sign-in serves both.
+    pub verifier: Verifier,
+    /// The cookie the proxy reads the token from (`auth.cookie`).
+    pub cookie: String,
+    /// `control_plane.admin_roles`.
+    pub admin_roles: Vec<String>,
+    /// In demo mode, a link that signs the visitor in as the demo admin.
+    pub demo_sign_in: Option<String>,
+}
+
+/// The control plane's shared state.
+pub struct ControlPlane {
+    rules: Arc<dyn RuleStore>,
+    events: Arc<dyn EventLog>,
+    locks: Arc<dyn LockStore>,
+    verifier: Verifier,
+    cookie: String,
+    admin_roles: Vec<String>,
+    demo_sign_in: Option<String>,
+    recorder: Recorder,
+}
+
+impl ControlPlane {
+    /// The control plane and its background task, which records lock events into the audit
+    /// trail; run the task for as long as the control plane serves.
+    pub fn new(parts: Parts) -> (Arc<ControlPlane>, impl Future<Output = ()> + Send + 'static) {
+        let (recorder, task) = recorder::recorder(parts.events.clone(), parts.locks.as_ref());
+        let control_plane = ControlPlane {
+            rules: parts.rules,
+            events: parts.events,
+            locks: parts.locks,
+            verifier: parts.verifier,
+            cookie: parts.cookie,
+            admin_roles: parts.admin_roles,
+            demo_sign_in: parts.demo_sign_in,
+            recorder,
+        };
+        (Arc::new(control_plane), task)
+    }
+}
+
+/// Every route of SPEC §6.
+pub fn router(control_plane: Arc<ControlPlane>) -> Router {
+    let api = Router::new()
+        .route("/rules", get(rules_api::list).post(rules_api::create))
+        .route("/rules/validate", post(rules_api::validate))
+        .route(
+            "/rules/{id}",
+            get(rules_api::get)
+                .put(rules_api::replace)
+                .delete(rules_api::delete),
+        )
+        .route("/match", post(rules_api::matching))
+        .route("/locks", get(locks_api::list))
+        .route("/locks/{resource}", delete(locks_api::force_release))
+        .route("/events", get(events_api::list))
+        .route("/events/stream", get(events_api::stream))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::NotFound("No such API route.".into()) });
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{name}", get(ui::asset))
+        .nest("/api/v1", api)
+        .layer(DefaultBodyLimit::max(rule_json::MAX_BODY))
+        .with_state(control_plane)
+}
+
+/// Serves `router` on an already bound listener until the process ends. Binding first lets
+/// the caller report a busy port before anything starts.
+pub async fn serve(listener: std::net::TcpListener, router: Router) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    axum::serve(listener, router).await
+}
+
+pub(crate) fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds as RFC 3339 (UTC), as the banner protocol shows times.
+pub(crate) fn rfc3339(ms: UnixMillis) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

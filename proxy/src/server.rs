@@ -12,7 +12,7 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use crate::banner::Hub;
-use crate::rules_source::{self, RuleSource};
+use crate::rules_source::{self, Polling};
 use crate::service::LatchProxy;
 use crate::state::{Latch, StartError};
 
@@ -60,7 +60,7 @@ impl BackgroundService for Background {
 /// reaper, extra services such as the demo app); `rules` is polled for changes when given.
 pub fn build(
     latch: Arc<Latch>,
-    rules: Option<(Arc<dyn RuleSource>, Option<String>)>,
+    rules: Option<Polling>,
     mut tasks: Vec<Task>,
 ) -> Result<Server, StartError> {
     let admin = std::net::TcpListener::bind(latch.config.admin.listen).map_err(|e| {
@@ -80,12 +80,13 @@ pub fn build(
         ))
     })?);
 
-    if let Some((source, seen)) = rules {
+    if let Some(polling) = rules {
         tasks.push(Box::pin(rules_source::poll(
             latch.clone(),
-            source,
+            polling.store,
             latch.config.rules.poll,
-            seen,
+            polling.seen,
+            polling.snapshot,
         )));
     }
 
@@ -123,8 +124,12 @@ pub fn run(server: Server) {
     server.run(RunArgs::default());
 }
 
-/// Opens the configured lock store. Its background work (lease expiry) is returned as tasks
-/// for the background runtime.
+/// Opens the configured lock store. Its background work is returned as tasks for the
+/// background runtime: lease expiry, and for Redis also the event subscription that carries
+/// every instance's lock changes to this one's banners.
+///
+/// Opening Redis only checks its URL; connections are made on first use, so an instance starts
+/// (and reports not ready on `/readyz`) while Redis is still down, and recovers when it is up.
 pub fn open_store(
     config: &config::Config,
 ) -> Result<(Arc<dyn store::LockStore>, Vec<Task>), StartError> {
@@ -134,8 +139,13 @@ pub fn open_store(
             let reaper: Task = Box::pin(memory.clone().run_reaper());
             Ok((memory, vec![reaper]))
         }
-        config::LockStoreKind::Redis(url) => Err(StartError::Other(format!(
-            "locks.store: {url}: the Redis lock store is not available in this build"
-        ))),
+        config::LockStoreKind::Redis(url) => {
+            let redis = store::RedisOptions::from_url(url)
+                .and_then(store::RedisLockStore::open)
+                .map_err(|e| StartError::Other(format!("locks.store: {e}")))?;
+            let listener: Task = Box::pin(redis.clone().run_listener());
+            let reaper: Task = Box::pin(redis.clone().run_reaper());
+            Ok((redis, vec![listener, reaper]))
+        }
     }
 }

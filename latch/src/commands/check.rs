@@ -3,27 +3,23 @@
 use std::path::Path;
 
 use config::RuleStoreKind;
+use store::RuleStoreError;
 
 pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let config = super::load_config(path)?;
-    let count = match &config.rules.store {
-        RuleStoreKind::File(file) => {
-            let source = file.display().to_string();
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| vec![format!("{source}: cannot read the rule file: {e}")])?;
-            let rules = rules::parse_rules_toml(&text)
-                .map_err(|issues| prefixed(&source, issues))?;
-            let count = rules.len();
-            rules::RuleSet::compile(rules).map_err(|issues| prefixed(&source, issues))?;
-            count
-        }
-        RuleStoreKind::Mongo(url) => {
-            return Err(vec![format!(
-                "{}: rules.store: {url}: MongoDB rule stores are checked by the control plane, not yet by `latch check`",
-                path.display()
-            )])
-        }
+    let source = match &config.rules.store {
+        RuleStoreKind::File(file) => file.display().to_string(),
+        RuleStoreKind::Mongo(_) => format!("{}: rules.store", path.display()),
     };
+    let runtime = super::proxy::store_runtime()?;
+    let (store, _) = super::proxy::open_rule_store(&config, &runtime)?;
+    let list = runtime.block_on(store.list()).map_err(|e| match e {
+        RuleStoreError::Invalid(issues) => prefixed(&source, issues),
+        other => vec![format!("{source}: {other}")],
+    })?;
+    let rules = list.into_rules();
+    let count = rules.len();
+    rules::RuleSet::compile(rules).map_err(|issues| prefixed(&source, issues))?;
     println!("{}: ok ({count} rules)", path.display());
     Ok(())
 }

@@ -1,8 +1,18 @@
-//! `latch demo`: the sample content app, the proxy in front of it and the admin port, in one
-//! process, with no config file, no Redis and no MongoDB.
+//! `latch demo`: the sample content app, the proxy in front of it, the control plane with its
+//! admin UI and the admin port, in one process, with no config file, no Redis and no MongoDB.
+//!
+//! The rules live in a file store in a fresh temporary directory, seeded with the demo rules,
+//! so the admin UI can edit them and the proxy picks the edits up by polling, as it would in
+//! production.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use config::RuleStoreKind;
+use proxy::rules_source::Polling;
+use store::{FileEventLog, FileRuleStore, RuleStore};
+
+use super::control_plane;
 use crate::demo_app;
 
 /// The demo's rules: an edit page that blocks, its save endpoint on the same resource, a
@@ -46,27 +56,64 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
         .local_addr()
         .map_err(|e| vec![format!("cannot start the sample app: {e}")])?
         .port();
-    let config = config::Config::demo(port, app_port, &secret);
+    let mut config = config::Config::demo(port, app_port, &secret);
+    let dir = demo_dir()?;
+    let rules_file = dir.join("rules.toml");
+    std::fs::write(&rules_file, DEMO_RULES.trim_start())
+        .map_err(|e| vec![format!("cannot write {}: {e}", rules_file.display())])?;
+    config.rules.store = RuleStoreKind::File(rules_file.clone());
+    config.rules.poll = std::time::Duration::from_secs(1);
     let rules = rules::parse_rules_toml(DEMO_RULES)
         .and_then(rules::RuleSet::compile)
         .map_err(|issues| issues.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let rule_store: Arc<dyn RuleStore> = Arc::new(FileRuleStore::new(rules_file));
+    let events = Arc::new(FileEventLog::new(dir.join("events.jsonl")));
+    let listener = control_plane::bind(&config)?;
     let (store, mut tasks) = proxy::open_store(&config).map_err(|e| vec![e.to_string()])?;
     tasks.push(Box::pin(demo_app::serve(app, Arc::new(secret))));
+    let sign_in_admin = format!("http://{}/login?user=admin&next=/", config.proxy.listen);
+    tasks.push(control_plane::task(
+        &config,
+        listener,
+        rule_store.clone(),
+        events,
+        store.clone(),
+        Some(sign_in_admin),
+    )?);
 
     let base = format!("http://{}", config.proxy.listen);
     let admin = format!("http://{}", config.admin.listen);
+    let console = format!("http://{}", config.control_plane.listen);
     println!(
         "Latch demo is running.\n\n  \
          App (through Latch): {base}/\n  \
          Sign in as Alice:    {base}/login?user=alice\n  \
          Sign in as Bob:      {base}/login?user=bob\n  \
          Sign in as Admin:    {base}/login?user=admin\n  \
-         Metrics and health:  {admin}/metrics  {admin}/readyz\n\n\
+         Admin console:       {console}/  (sign in as Admin first)\n  \
+         Metrics and health:  {admin}/metrics  {admin}/readyz\n  \
+         Rules and activity:  {}\n\n\
          Open a document's edit page as Alice in one browser and as Bob in another\n\
-         (or a private window): Bob is blocked with a page naming Alice. Ctrl-C stops."
+         (or a private window): Bob is blocked with a page naming Alice. Ctrl-C stops.",
+        dir.display()
     );
     let latch = proxy::Latch::new(config, store, rules).map_err(|e| vec![e.to_string()])?;
-    let server = proxy::build(latch, None, tasks).map_err(|e| vec![e.to_string()])?;
+    let polling = Polling {
+        store: rule_store,
+        seen: None,
+        snapshot: None,
+    };
+    let server = proxy::build(latch, Some(polling), tasks).map_err(|e| vec![e.to_string()])?;
     proxy::run(server);
     Ok(())
+}
+
+/// A fresh directory for this demo's rules and activity, kept after exit so the edits made in
+/// the admin UI can be looked at (or copied into a real deployment).
+fn demo_dir() -> Result<PathBuf, Vec<String>> {
+    let suffix: u32 = rand::random();
+    let dir = std::env::temp_dir().join(format!("latch-demo-{}-{suffix:08x}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| vec![format!("cannot create {}: {e}", dir.display())])?;
+    Ok(dir)
 }

@@ -2,8 +2,10 @@
 //! exits 2.
 
 mod check;
+mod control_plane;
 mod demo;
 mod proxy;
+mod run;
 mod token;
 
 use std::path::PathBuf;
@@ -23,14 +25,25 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a sample app, the proxy and its admin port in one process, on embedded defaults.
+    /// Run a sample app, the proxy, the control plane and the admin port in one process, on
+    /// embedded defaults.
     Demo {
-        /// Port for the proxy; the admin port is PORT+2.
+        /// Port for the proxy; the control plane is on PORT+1, the admin port on PORT+2.
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
-    /// Run the proxy only (for scale-out, many instances share Redis).
+    /// Run the proxy and the control plane in one process.
+    Run {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the proxy only (for scale-out, many instances share Redis and MongoDB).
     Proxy {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the control plane only: the admin API and web UI.
+    ControlPlane {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
@@ -63,7 +76,9 @@ enum Command {
 pub fn run(cli: Cli) -> Result<(), Vec<String>> {
     match cli.command {
         Command::Demo { port } => demo::run(port),
+        Command::Run { config } => run::run(&config),
         Command::Proxy { config } => proxy::run(&config),
+        Command::ControlPlane { config } => control_plane::run(&config),
         Command::Check { config } => check::run(&config),
         Command::Token {
             secret,

@@ -1,0 +1,123 @@
+//! Who may use the API: a verified JWT carrying one of `control_plane.admin_roles`.
+//!
+//! The token comes from the same cookie the proxy reads, so an admin signed in to the
+//! protected site is signed in here, or from `Authorization: Bearer` for scripts. Because a
+//! cookie is sent by the browser on its own, requests that change something must also come
+//! from this origin: a foreign `Origin` is refused, which stops cross-site form posts.
+
+use std::sync::Arc;
+
+use auth::Identity;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+
+use crate::error::ApiError;
+use crate::ControlPlane;
+
+/// The admin making a request. Extracting it is the access check.
+pub struct Admin(pub Identity);
+
+/// What a request's credentials amount to, for the UI page, which shows a sign-in form
+/// instead of failing.
+pub enum Access {
+    Admin(Identity),
+    /// No token, or one that does not verify: the reason.
+    Anonymous(String),
+    /// A valid token without an admin role.
+    NotAdmin(Identity),
+}
+
+impl ControlPlane {
+    pub(crate) fn access(&self, headers: &HeaderMap) -> Access {
+        let token = auth::token_from_headers(
+            headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+            headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+            &self.cookie,
+        );
+        let Some(token) = token else {
+            return Access::Anonymous(auth::AuthError::Missing.to_string());
+        };
+        match self.verifier.verify(token) {
+            Ok(identity) if identity.has_any_role(&self.admin_roles) => Access::Admin(identity),
+            Ok(identity) => Access::NotAdmin(identity),
+            Err(e) => Access::Anonymous(e.to_string()),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<ControlPlane>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ControlPlane>,
+    ) -> Result<Admin, ApiError> {
+        let identity = match state.access(&parts.headers) {
+            Access::Admin(identity) => identity,
+            Access::Anonymous(reason) => return Err(ApiError::Unauthorized(reason)),
+            Access::NotAdmin(identity) => {
+                return Err(ApiError::Forbidden(format!(
+                    "{} is signed in but has none of the admin roles ({}).",
+                    identity.user,
+                    state.admin_roles.join(", ")
+                )))
+            }
+        };
+        if !is_safe(&parts.method) && !same_origin(&parts.headers) {
+            return Err(ApiError::Forbidden(
+                "Changes must come from the control plane's own pages or from a script without an Origin header.".into(),
+            ));
+        }
+        Ok(Admin(identity))
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// True when there is no `Origin` (scripts, same-origin GETs) or it names the `Host` the
+/// request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn origin_must_match_host_when_present() {
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:9090")])));
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:9090"),
+            ("origin", "http://127.0.0.1:9090")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "127.0.0.1:9090"),
+            ("origin", "http://127.0.0.1:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "admin.example"),
+            ("origin", "null")
+        ])));
+    }
+}

@@ -1,0 +1,162 @@
+//! `/api/v1/events`: the audit trail, as pages and as a live Server-Sent Events stream.
+//!
+//! Pages are newest first; `next` is the cursor for the following page (`before=`). The
+//! stream carries events as this control plane records them, with the same filters, and
+//! tells a client that fell behind to re-read a page instead of silently skipping.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
+use store::{AuditEvent, AuditKind, EventQuery, MAX_QUERY_LIMIT};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::Admin;
+use crate::error::{ApiError, FieldError, Problem};
+use crate::ControlPlane;
+
+/// Filters, all optional.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilter {
+    /// Only this lock key.
+    pub resource: Option<String>,
+    /// Only events this user caused.
+    pub user: Option<String>,
+    /// Only this kind: claimed, released, expired, taken_over, force_released, denied,
+    /// access_requested, rule_created, rule_updated, rule_deleted.
+    pub kind: Option<String>,
+    /// Page size, 1 to 500; default 100.
+    pub limit: Option<String>,
+    /// Cursor: only events older than the one with this id.
+    pub before: Option<String>,
+}
+
+impl EventFilter {
+    fn into_query(self) -> Result<EventQuery, ApiError> {
+        let mut errors = Vec::new();
+        let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let kind = match non_empty(self.kind) {
+            None => None,
+            Some(name) => match AuditKind::parse(&name) {
+                Some(kind) => Some(kind),
+                None => {
+                    let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+                    errors.push(FieldError::new(
+                        "kind",
+                        format!("unknown kind {name:?}; known kinds: {}", known.join(", ")),
+                    ));
+                    None
+                }
+            },
+        };
+        let limit = match non_empty(self.limit) {
+            None => None,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_QUERY_LIMIT).contains(&n) => Some(n),
+                _ => {
+                    errors.push(FieldError::new(
+                        "limit",
+                        format!("must be a whole number from 1 to {MAX_QUERY_LIMIT}"),
+                    ));
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Unprocessable(errors));
+        }
+        Ok(EventQuery {
+            resource: non_empty(self.resource),
+            user: non_empty(self.user),
+            kind,
+            limit,
+            before: non_empty(self.before),
+        })
+    }
+}
+
+/// An audit event as the API shows it. See `store::AuditEvent` for each field.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AuditEvent)]
+pub struct AuditEventDoc {
+    pub id: String,
+    /// Unix milliseconds.
+    pub at: u64,
+    pub kind: String,
+    pub resource: Option<String>,
+    /// Who acted.
+    pub user: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub holder: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub previous_holder: Option<serde_json::Value>,
+    pub rule: Option<String>,
+    pub instance: Option<String>,
+    pub reason: Option<String>,
+    /// For rule changes: `{"before", "after"}`.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    #[schema(value_type = Vec<AuditEventDoc>)]
+    pub events: Vec<AuditEvent>,
+    /// Pass as `before` for the next (older) page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventFilter),
+    responses((status = 200, body = EventPage), (status = 422, body = Problem),
+              (status = 503, body = Problem)))]
+pub async fn list(
+    State(cp): State<Arc<ControlPlane>>,
+    _admin: Admin,
+    Query(filter): Query<EventFilter>,
+) -> Result<Json<EventPage>, ApiError> {
+    let query = filter.into_query()?;
+    let events = cp.events.query(&query).await?;
+    let next = (events.len() == query.effective_limit())
+        .then(|| events.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(Json(EventPage { events, next }))
+}
+
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(EventFilter),
+    responses((status = 200, description = "text/event-stream: `audit` events with an AuditEvent as data; `lagged` when events were skipped", content_type = "text/event-stream")))]
+pub async fn stream(
+    State(cp): State<Arc<ControlPlane>>,
+    _admin: Admin,
+    Query(filter): Query<EventFilter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let query = filter.into_query()?;
+    let receiver = cp.events.subscribe();
+    let events = stream::unfold((receiver, query), |(mut receiver, query)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) if query.matches(&event) => {
+                    let sse = Event::default()
+                        .event("audit")
+                        .id(event.id.clone())
+                        .json_data(&event)
+                        .unwrap_or_else(|_| Event::default().event("audit"));
+                    return Some((Ok(sse), (receiver, query)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(skipped)) => {
+                    let sse = Event::default().event("lagged").data(skipped.to_string());
+                    return Some((Ok(sse), (receiver, query)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,117 @@
+//! `/api/v1/locks`: who holds what right now, and breaking a lock.
+//!
+//! The list comes straight from the shared lock store, so it covers every proxy instance on
+//! that store. A force release goes through the store too: its event reaches the holder's and
+//! the watchers' banners on every instance, and the audit trail, without anything here
+//! knowing about banners.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use store::{Holder, Lock};
+use utoipa::ToSchema;
+
+use crate::access::Admin;
+use crate::error::{ApiError, Problem};
+use crate::{rfc3339, ControlPlane};
+
+#[derive(Serialize, ToSchema)]
+pub struct HolderView {
+    pub id: String,
+    pub name: String,
+    /// The browser session, for `owner = "session"` rules.
+    pub session: Option<String>,
+}
+
+impl From<Holder> for HolderView {
+    fn from(holder: Holder) -> HolderView {
+        HolderView {
+            id: holder.user,
+            name: holder.name,
+            session: holder.session,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LockView {
+    pub resource: String,
+    /// The rule that claimed it.
+    pub rule: String,
+    pub holder: HolderView,
+    /// RFC 3339.
+    pub since: String,
+    /// RFC 3339: when the lease lapses unless renewed.
+    pub expires: String,
+    pub since_ms: u64,
+    pub expires_ms: u64,
+    pub fence: u64,
+    /// The proxy instance that claimed it.
+    pub instance: String,
+}
+
+impl From<Lock> for LockView {
+    fn from(lock: Lock) -> LockView {
+        LockView {
+            since: rfc3339(lock.since),
+            expires: rfc3339(lock.expires),
+            since_ms: lock.since,
+            expires_ms: lock.expires,
+            resource: lock.resource,
+            rule: lock.rule,
+            holder: lock.holder.into(),
+            fence: lock.fence,
+            instance: lock.instance,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LockList {
+    pub locks: Vec<LockView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Released {
+    /// The lock as it was when it was released.
+    pub released: LockView,
+}
+
+#[utoipa::path(get, path = "/api/v1/locks", tag = "locks",
+    responses((status = 200, body = LockList), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 503, body = Problem)))]
+pub async fn list(
+    State(cp): State<Arc<ControlPlane>>,
+    _admin: Admin,
+) -> Result<Json<LockList>, ApiError> {
+    let locks = cp.locks.list().await?;
+    Ok(Json(LockList {
+        locks: locks.into_iter().map(LockView::from).collect(),
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/locks/{resource}", tag = "locks",
+    params(("resource" = String, Path, description = "The lock key, e.g. doc:42")),
+    responses(
+        (status = 200, description = "Released; the holder and watchers are told", body = Released),
+        (status = 404, description = "Nobody holds it", body = Problem),
+        (status = 503, body = Problem)))]
+pub async fn force_release(
+    State(cp): State<Arc<ControlPlane>>,
+    Admin(admin): Admin,
+    Path(resource): Path<String>,
+) -> Result<Json<Released>, ApiError> {
+    match cp.locks.force_release(&resource, &admin.user).await? {
+        Some(lock) => {
+            tracing::info!(resource = %resource, holder = %lock.holder.user, by = %admin.user, "lock force-released");
+            Ok(Json(Released {
+                released: lock.into(),
+            }))
+        }
+        None => Err(ApiError::NotFound(format!(
+            "Nobody holds {resource:?} now; it may have been released already."
+        ))),
+    }
+}

@@ -1,0 +1,712 @@
+//! The control-plane API (SPEC §6) over real sockets, on both rule stores: a MongoDB-compatible
+//! server (nx-27017) and the embedded rule file. Also: locks and force release seen from a
+//! banner socket, the audit trail and its live stream, rule changes reaching a separate proxy,
+//! and what happens while MongoDB is down.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, ETAG, IF_MATCH, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use support::{admin_bearer, eventually, Mode, MongoServer, Node, NodeConfig};
+use tests::{client, token, Upstream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A rule over the upstream's echo route, so a test can see what the proxy decided.
+fn doc_rule(id: &str) -> Value {
+    json!({
+        "id": id,
+        "pattern": "/echo/doc/(?P<id>[0-9]+)",
+        "resource": "doc:{id}",
+    })
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Response {
+    request.send().await.expect("the control plane answers")
+}
+
+fn etag(response: &Response) -> String {
+    response
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .expect("an ETag header")
+        .to_owned()
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "application/problem+json")
+}
+
+struct Api<'a> {
+    node: &'a Node,
+}
+
+impl Api<'_> {
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .get(self.node.api(path))
+            .header(AUTHORIZATION, admin_bearer())
+    }
+
+    fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        client()
+            .post(self.node.api(path))
+            .header(AUTHORIZATION, admin_bearer())
+            .json(body)
+    }
+
+    fn put(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        client()
+            .put(self.node.api(path))
+            .header(AUTHORIZATION, admin_bearer())
+            .json(body)
+    }
+
+    fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .delete(self.node.api(path))
+            .header(AUTHORIZATION, admin_bearer())
+    }
+}
+
+/// The whole rules API contract, run against whichever store `node` uses.
+async fn rules_api_contract(node: &Node) {
+    let api = Api { node };
+
+    // Access: 401 without a token (with a Bearer challenge), 403 with a non-admin role.
+    let anonymous = send(client().get(node.api("/api/v1/rules"))).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(is_problem(&anonymous));
+    assert!(anonymous.headers().contains_key(WWW_AUTHENTICATE));
+    let editor = format!("Bearer {}", token("ed", "Ed", &["editor"]));
+    let forbidden = send(
+        client()
+            .post(node.api("/api/v1/rules"))
+            .header(AUTHORIZATION, editor)
+            .json(&doc_rule("x")),
+    )
+    .await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert!(is_problem(&forbidden));
+    let cookie = format!("latch_token={}", token("root", "Root", &["admin"]));
+    let by_cookie = send(
+        client()
+            .get(node.api("/api/v1/rules"))
+            .header(COOKIE, cookie),
+    )
+    .await;
+    assert_eq!(by_cookie.status(), StatusCode::OK);
+
+    // 422 lists every field problem at once.
+    let bad = json!({
+        "id": "Bad Id", "pattern": "/docs/(?P<id>[0-9]+", "mode": "redirect",
+        "lease_seconds": 1, "colour": "red"
+    });
+    let refused = send(api.post("/api/v1/rules", &bad)).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(is_problem(&refused));
+    let problem: Value = refused.json().await.unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["colour"],
+        "type and unknown-field errors come first: {problem}"
+    );
+    let mut bad = bad;
+    bad.as_object_mut().unwrap().remove("colour");
+    let problem: Value = send(api.post("/api/v1/rules", &bad))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for field in ["id", "pattern", "redirect_to", "lease_seconds"] {
+        assert!(fields.contains(&field), "{field} missing from {problem}");
+    }
+
+    // Validation stores nothing.
+    let validation: Value = send(api.post("/api/v1/rules/validate", &bad))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(validation["valid"], false);
+    assert!(validation["errors"].as_array().unwrap().len() >= 4);
+    let valid: Value = send(api.post("/api/v1/rules/validate", &doc_rule("ok")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(valid, json!({"valid": true, "errors": []}));
+    let listed: Value = send(api.get("/api/v1/rules")).await.json().await.unwrap();
+    assert_eq!(listed["rules"], json!([]));
+
+    // Create, read, conflict.
+    let created = send(api.post("/api/v1/rules", &doc_rule("doc"))).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let first_tag = etag(&created);
+    let read = send(api.get("/api/v1/rules/doc")).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(etag(&read), first_tag);
+    let body: Value = read.json().await.unwrap();
+    assert_eq!(body["resource"], "doc:{id}");
+    assert_eq!(body["mode"], "block");
+    assert_eq!(
+        send(api.post("/api/v1/rules", &doc_rule("doc")))
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+
+    // ETags: 428 without If-Match, 200 with the current one, 412 with the old one.
+    let mut changed = doc_rule("doc");
+    changed["priority"] = json!(5);
+    let no_tag = send(api.put("/api/v1/rules/doc", &changed)).await;
+    assert_eq!(no_tag.status(), StatusCode::PRECONDITION_REQUIRED);
+    assert!(is_problem(&no_tag));
+    let updated = send(
+        api.put("/api/v1/rules/doc", &changed)
+            .header(IF_MATCH, &first_tag),
+    )
+    .await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    let second_tag = etag(&updated);
+    assert_ne!(second_tag, first_tag);
+    changed["priority"] = json!(6);
+    let stale = send(
+        api.put("/api/v1/rules/doc", &changed)
+            .header(IF_MATCH, &first_tag),
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(is_problem(&stale));
+    let stale_delete = send(api.delete("/api/v1/rules/doc").header(IF_MATCH, &first_tag)).await;
+    assert_eq!(stale_delete.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        send(api.delete("/api/v1/rules/doc")).await.status(),
+        StatusCode::PRECONDITION_REQUIRED
+    );
+
+    // Match: normalized path, rule and resource; 400 for a path the proxy refuses.
+    let matched: Value = send(api.post(
+        "/api/v1/match",
+        &json!({"method": "get", "path": "/echo/doc//./7/"}),
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(matched["normalized_path"], "/echo/doc/7/");
+    assert_eq!(matched["matched"], true);
+    assert_eq!(matched["rule"]["id"], "doc");
+    assert_eq!(matched["resource"], "doc:7");
+    let unmatched: Value = send(api.post("/api/v1/match", &json!({"path": "/elsewhere"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unmatched["matched"], false);
+    assert_eq!(unmatched["rule"], Value::Null);
+    let refused = send(api.post("/api/v1/match", &json!({"path": "/echo/doc/1%2F2"}))).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(is_problem(&refused));
+
+    // Delete with the current tag.
+    let deleted = send(
+        api.delete("/api/v1/rules/doc")
+            .header(IF_MATCH, &second_tag),
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(api.get("/api/v1/rules/doc")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Every change is audited with who, before and after.
+    let page = eventually(Duration::from_secs(5), || async {
+        let page: Value = send(api.get("/api/v1/events?resource=&limit=10"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (page["events"].as_array()?.len() >= 3).then_some(page)
+    })
+    .await
+    .expect("three rule events");
+    let kinds: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["rule_deleted", "rule_updated", "rule_created"]);
+    let update = &page["events"][1];
+    assert_eq!(update["user"], "root");
+    assert_eq!(update["rule"], "doc");
+    assert_eq!(update["detail"]["before"]["priority"], 0);
+    assert_eq!(update["detail"]["after"]["priority"], 5);
+    let only_created: Value = send(api.get("/api/v1/events?kind=rule_created"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(only_created["events"].as_array().unwrap().len(), 1);
+    let bad_filter = send(api.get("/api/v1/events?kind=renewed&limit=0")).await;
+    assert_eq!(bad_filter.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let paged: Value = send(api.get("/api/v1/events?limit=2"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = paged["next"].as_str().expect("a cursor for the next page");
+    let older: Value = send(api.get(&format!("/api/v1/events?limit=2&before={cursor}")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(older["events"][0]["kind"], "rule_created");
+
+    // The OpenAPI description is served and names the routes.
+    let doc: Value = send(api.get("/api/v1/openapi.json"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/v1/rules/{id}"]["put"].is_object());
+}
+
+fn write_empty_rules(dir: &std::path::Path) {
+    std::fs::write(dir.join("rules.toml"), "").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_api_on_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    write_empty_rules(dir.path());
+    let node = Node::start(
+        Mode::ControlPlane,
+        NodeConfig {
+            dir: dir.path(),
+            upstream_port: 9,
+            rules_store: "rules.toml",
+            poll_seconds: 1,
+        },
+    );
+    rules_api_contract(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_api_on_mongodb() {
+    let mongo = MongoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        Mode::ControlPlane,
+        NodeConfig {
+            dir: dir.path(),
+            upstream_port: 9,
+            rules_store: &mongo.url(),
+            poll_seconds: 1,
+        },
+    );
+    rules_api_contract(&node).await;
+}
+
+/// What the upstream was told about a request: the lock resource, if the proxy applied a rule.
+async fn resource_seen(node: &Node, user: &str, path: &str) -> Option<String> {
+    let response = client()
+        .get(node.proxy_url(path))
+        .header(COOKIE, format!("latch_token={}", token(user, user, &[])))
+        .send()
+        .await
+        .ok()?;
+    if response.status() != StatusCode::OK {
+        return None;
+    }
+    let echo: Value = response.json().await.ok()?;
+    echo["headers"]["x-latch-resource"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn status_for(node: &Node, user: &str, path: &str) -> StatusCode {
+    client()
+        .get(node.proxy_url(path))
+        .header(COOKIE, format!("latch_token={}", token(user, user, &[])))
+        .send()
+        .await
+        .expect("the proxy answers")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_created_through_the_api_is_enforced_by_a_separate_proxy_in_time() {
+    let mongo = MongoServer::start();
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = mongo.url();
+    let config = || NodeConfig {
+        dir: dir.path(),
+        upstream_port: upstream.port(),
+        rules_store: &url,
+        poll_seconds: 1,
+    };
+    let control_plane = Node::start(Mode::ControlPlane, config());
+    let proxy = Node::start(Mode::Proxy, config());
+    assert_eq!(resource_seen(&proxy, "alice", "/echo/doc/1").await, None);
+
+    let created = send(
+        Api {
+            node: &control_plane,
+        }
+        .post("/api/v1/rules", &doc_rule("doc")),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let saved = Instant::now();
+    let enforced = eventually(Duration::from_secs(3), || async {
+        resource_seen(&proxy, "alice", "/echo/doc/1").await
+    })
+    .await;
+    let took = saved.elapsed();
+    assert_eq!(
+        enforced.as_deref(),
+        Some("doc:1"),
+        "proxy log:\n{}",
+        proxy.log()
+    );
+    assert!(
+        took <= Duration::from_secs(2),
+        "took {took:?}, more than poll_seconds + 1 s"
+    );
+    assert_eq!(
+        status_for(&proxy, "bob", "/echo/doc/1").await,
+        StatusCode::LOCKED
+    );
+}
+
+/// A banner socket for `user`, watching `path`.
+async fn banner(
+    node: &Node,
+    user: &str,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = node.ws_url("/__latch/ws").into_client_request().unwrap();
+    let cookie = format!("latch_token={}", token(user, user, &[]));
+    request
+        .headers_mut()
+        .insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the banner socket opens");
+    ws.send(Message::text(
+        json!({"type": "watch", "path": path}).to_string(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
+/// The next `lock` message for `resource`, skipping others.
+async fn next_lock_message(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    resource: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("a lock message in time")
+            .expect("the socket stays open")
+            .expect("a readable frame");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == "lock" && value["resource"] == resource {
+                return value;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_are_listed_and_a_force_release_reaches_the_holder_and_the_trail() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_empty_rules(dir.path());
+    let node = Node::start(
+        Mode::Run,
+        NodeConfig {
+            dir: dir.path(),
+            upstream_port: upstream.port(),
+            rules_store: "rules.toml",
+            poll_seconds: 1,
+        },
+    );
+    let api = Api { node: &node };
+    assert_eq!(
+        send(api.post("/api/v1/rules", &doc_rule("doc")))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let claimed = eventually(Duration::from_secs(3), || async {
+        resource_seen(&node, "alice", "/echo/doc/1").await
+    })
+    .await;
+    assert_eq!(claimed.as_deref(), Some("doc:1"));
+
+    // The live stream, opened before the release.
+    let mut stream = send(api.get("/api/v1/events/stream?resource=doc:1"))
+        .await
+        .bytes_stream();
+
+    let locks: Value = send(api.get("/api/v1/locks")).await.json().await.unwrap();
+    assert_eq!(locks["locks"][0]["resource"], "doc:1");
+    assert_eq!(locks["locks"][0]["holder"]["id"], "alice");
+    assert_eq!(locks["locks"][0]["rule"], "doc");
+    assert!(locks["locks"][0]["instance"]
+        .as_str()
+        .is_some_and(|i| !i.is_empty()));
+
+    let mut holder = banner(&node, "alice", "/echo/doc/1").await;
+    let mut watcher = banner(&node, "bob", "/echo/doc/1").await;
+    assert_eq!(next_lock_message(&mut holder, "doc:1").await["you"], true);
+    assert_eq!(
+        next_lock_message(&mut watcher, "doc:1").await["state"],
+        "held"
+    );
+
+    let released = send(api.delete("/api/v1/locks/doc:1")).await;
+    assert_eq!(released.status(), StatusCode::OK);
+    let released: Value = released.json().await.unwrap();
+    assert_eq!(released["released"]["holder"]["id"], "alice");
+    assert_eq!(
+        next_lock_message(&mut holder, "doc:1").await["state"],
+        "free"
+    );
+    assert_eq!(
+        next_lock_message(&mut watcher, "doc:1").await["state"],
+        "free"
+    );
+    assert_eq!(
+        send(api.delete("/api/v1/locks/doc:1")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The stream carries the force release, naming the admin and the former holder.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains("force_released") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.next())
+            .await
+            .expect("the stream delivers the release in time")
+            .expect("the stream stays open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: audit"), "{seen}");
+    let page: Value = send(api.get("/api/v1/events?resource=doc:1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let release = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "force_released")
+        .expect("the release is in the trail");
+    assert_eq!(release["user"], "root");
+    assert_eq!(release["previous_holder"]["user"], "alice");
+    assert!(page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "claimed" && e["user"] == "alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mongodb_down_proxies_keep_their_rules_and_the_api_answers_503() {
+    let mut mongo = MongoServer::start();
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = mongo.url();
+    let config = || NodeConfig {
+        dir: dir.path(),
+        upstream_port: upstream.port(),
+        rules_store: &url,
+        poll_seconds: 1,
+    };
+    let node = Node::start(Mode::Run, config());
+    let api = Api { node: &node };
+    assert_eq!(
+        send(api.post("/api/v1/rules", &doc_rule("doc")))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let enforced = eventually(Duration::from_secs(3), || async {
+        resource_seen(&node, "alice", "/echo/doc/1").await
+    })
+    .await;
+    assert_eq!(enforced.as_deref(), Some("doc:1"));
+
+    mongo.stop();
+    // Proxies keep enforcing the last good rules.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        status_for(&node, "bob", "/echo/doc/1").await,
+        StatusCode::LOCKED
+    );
+    // The API says clearly why it cannot answer.
+    let down = send(api.get("/api/v1/rules")).await;
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(is_problem(&down));
+    let detail = down.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("unreachable"), "{detail}");
+    assert_eq!(
+        send(api.post("/api/v1/rules", &doc_rule("other")))
+            .await
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // A proxy starting now uses the snapshot the first one saved beside the shared config dir.
+    let late = Node::start(Mode::Proxy, config());
+    assert_eq!(
+        resource_seen(&late, "carol", "/echo/doc/2")
+            .await
+            .as_deref(),
+        Some("doc:2"),
+        "log:\n{}",
+        late.log()
+    );
+    let ready = client()
+        .get(late.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    // A force release while MongoDB is down is still recorded once it is back.
+    assert_eq!(
+        send(api.delete("/api/v1/locks/doc:1")).await.status(),
+        StatusCode::OK
+    );
+
+    mongo.start_again();
+    let back = eventually(Duration::from_secs(10), || async {
+        let response = send(api.get("/api/v1/rules")).await;
+        (response.status() == StatusCode::OK).then_some(())?;
+        response.json::<Value>().await.ok()
+    })
+    .await
+    .expect("the API recovers");
+    assert_eq!(back["rules"][0]["id"], "doc");
+    assert_eq!(
+        send(api.post("/api/v1/rules", &doc_rule("other")))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let trail = eventually(Duration::from_secs(10), || async {
+        let page: Value = send(api.get("/api/v1/events?resource=doc:1"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        page["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "force_released")
+            .then_some(page)
+    })
+    .await;
+    assert!(
+        trail.is_some(),
+        "the release made during the outage was lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_file_survives_kill_9_during_a_burst_of_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_empty_rules(dir.path());
+    let mut node = Node::start(
+        Mode::ControlPlane,
+        NodeConfig {
+            dir: dir.path(),
+            upstream_port: 9,
+            rules_store: "rules.toml",
+            poll_seconds: 1,
+        },
+    );
+    let url = node.api("/api/v1/rules");
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let url = url.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..1000 {
+                let id = format!("w{writer}-{n}");
+                let body = json!({"id": id, "pattern": format!("/w{writer}/{n}")});
+                let sent = client()
+                    .post(&url)
+                    .header(AUTHORIZATION, admin_bearer())
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == StatusCode::CREATED => {
+                        acknowledged.lock().unwrap().push(id);
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let the burst run, then crash the control plane in the middle of it.
+    let started = Instant::now();
+    while acknowledged.lock().unwrap().len() < 40 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.kill();
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 40, "the burst did not get going");
+
+    let text = std::fs::read_to_string(dir.path().join("rules.toml")).unwrap();
+    let stored = rules::parse_rules_toml(&text).expect("the file is always parseable");
+    let ids: std::collections::HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+    for id in &acknowledged {
+        assert!(ids.contains(id.as_str()), "acknowledged rule {id} was lost");
+    }
+}
