@@ -7,6 +7,7 @@
 
 mod actions;
 pub mod admin;
+mod audit;
 mod banner;
 mod endpoints;
 mod inject_body;

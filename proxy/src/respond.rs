@@ -145,12 +145,9 @@ pub fn locked(
              expired). Reload the page before making changes."
                 .to_string(),
         ),
-        (LockedWhy::OtherSession, Some(l)) => (
+        (LockedWhy::OtherSession, Some(_)) => (
             "Locked",
-            format!(
-                "You have this open in another tab or window (since {}).",
-                rfc3339(l.since)
-            ),
+            "You have this open in another tab or window.".to_string(),
         ),
         (LockedWhy::ReadOnly, Some(l)) => (
             "Locked",
@@ -158,6 +155,10 @@ pub fn locked(
                 "{} is editing this; it is read-only for you until they finish.",
                 l.holder.name
             ),
+        ),
+        (_, Some(l)) if html => (
+            "Locked",
+            format!("{} is working on this page.", l.holder.name),
         ),
         (_, Some(l)) => (
             "Locked",

@@ -97,7 +97,11 @@ impl LatchProxy {
         let normalized = match rules::normalize_path(path) {
             Ok(p) => p,
             Err(e) => {
-                return Ok(Some(Reply::problem(400, "Bad request path", &e.to_string())));
+                return Ok(Some(Reply::problem(
+                    400,
+                    "Bad request path",
+                    &e.to_string(),
+                )));
             }
         };
         if let std::borrow::Cow::Owned(new_path) = normalized {
@@ -105,19 +109,15 @@ impl LatchProxy {
                 Some(q) => format!("{new_path}?{q}"),
                 None => new_path,
             };
-            let new_uri = target.parse::<http::Uri>().map_err(|e| {
-                Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e)
-            })?;
+            let new_uri = target
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e))?;
             session.req_header_mut().set_uri(new_uri);
         }
         Ok(None)
     }
 
-    async fn unauthenticated(
-        &self,
-        session: &mut Session,
-        err: auth::AuthError,
-    ) -> Result<bool> {
+    async fn unauthenticated(&self, session: &mut Session, err: auth::AuthError) -> Result<bool> {
         self.latch.metrics.count(Outcome::Unauthenticated);
         let reply = login::challenge(&self.latch, session, &err);
         let body = has_body(session.req_header());
@@ -240,8 +240,19 @@ impl ProxyHttp for LatchProxy {
                 reason = ?why,
                 "denied"
             );
-            let tag = (html && rule.inject)
-                .then(|| self.latch.banner_tag(&normalized_path, lease, "blocked", None));
+            if let Some(audit) = self.latch.audit.get() {
+                audit.denied(
+                    &rule.id,
+                    &resource,
+                    &identity.user,
+                    lock,
+                    &self.latch.config.proxy.instance,
+                );
+            }
+            let tag = (html && rule.inject).then(|| {
+                self.latch
+                    .banner_tag(&normalized_path, lease, "blocked", None)
+            });
             respond::locked(html, why, &resource, lock, tag.as_deref(), now)
         };
 
@@ -274,24 +285,22 @@ impl ProxyHttp for LatchProxy {
                         ctx.identity = Some(identity);
                         return Ok(false);
                     }
-                    Mode::Redirect if !unsafe_method && !same_user => {
-                        match matched.redirect_to {
-                            Some(target) => {
-                                self.latch.metrics.count(Outcome::Redirected);
-                                tracing::info!(
-                                    rule = %rule.id, resource = %resource,
-                                    holder = %lock.holder.user, requester = %identity.user,
-                                    "redirected"
-                                );
-                                Reply::empty(303).header(header::LOCATION, target)
-                            }
-                            None => {
-                                tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
-                                self.latch.metrics.count(Outcome::Denied);
-                                denied(LockedWhy::OtherUser, Some(&lock))
-                            }
+                    Mode::Redirect if !unsafe_method && !same_user => match matched.redirect_to {
+                        Some(target) => {
+                            self.latch.metrics.count(Outcome::Redirected);
+                            tracing::info!(
+                                rule = %rule.id, resource = %resource,
+                                holder = %lock.holder.user, requester = %identity.user,
+                                "redirected"
+                            );
+                            Reply::empty(303).header(header::LOCATION, target)
                         }
-                    }
+                        None => {
+                            tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
+                            self.latch.metrics.count(Outcome::Denied);
+                            denied(LockedWhy::OtherUser, Some(&lock))
+                        }
+                    },
                     Mode::ReadOnly => {
                         self.latch.metrics.count(Outcome::Denied);
                         denied(LockedWhy::ReadOnly, Some(&lock))

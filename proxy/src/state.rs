@@ -42,6 +42,8 @@ pub struct Latch {
     pub upstream: SocketAddr,
     /// Why the rule source is not usable, if it is not (shown by `/readyz`).
     pub rules_problem: std::sync::Mutex<Option<String>>,
+    /// Where denials are recorded, when an audit log is attached.
+    pub audit: std::sync::OnceLock<crate::audit::Auditor>,
 }
 
 impl Latch {
@@ -68,6 +70,7 @@ impl Latch {
             hub: Hub::default(),
             upstream,
             rules_problem: std::sync::Mutex::new(None),
+            audit: std::sync::OnceLock::new(),
         }))
     }
 
@@ -95,7 +98,10 @@ impl Latch {
     /// The verified identity of the request's token (cookie or bearer).
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, auth::AuthError> {
         let token = auth::token_from_headers(
-            headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()),
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
             headers
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
@@ -131,7 +137,13 @@ impl Latch {
     }
 
     /// The banner script tag for a page at `path` (`page` is `app` or `blocked`).
-    pub fn banner_tag(&self, path: &str, lease: Duration, page: &str, nonce: Option<&str>) -> String {
+    pub fn banner_tag(
+        &self,
+        path: &str,
+        lease: Duration,
+        page: &str,
+        nonce: Option<&str>,
+    ) -> String {
         let prefix = &self.config.proxy.prefix;
         inject::script_tag(
             &format!("{prefix}/banner.js"),
@@ -143,6 +155,13 @@ impl Latch {
             ],
             nonce,
         )
+    }
+
+    /// Records this instance's denials in `log`. Returns the task that writes them, to run on
+    /// the background runtime; `None` if a log was already attached.
+    pub fn attach_audit(&self, log: Arc<dyn store::EventLog>) -> Option<crate::server::Task> {
+        let (auditor, task) = crate::audit::Auditor::new(log);
+        self.audit.set(auditor).ok().map(|()| task)
     }
 
     pub fn set_rules_problem(&self, problem: Option<String>) {

@@ -76,7 +76,7 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
         &config,
         listener,
         rule_store.clone(),
-        events,
+        events.clone(),
         store.clone(),
         Some(sign_in_admin),
     )?);
@@ -98,6 +98,7 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
         dir.display()
     );
     let latch = proxy::Latch::new(config, store, rules).map_err(|e| vec![e.to_string()])?;
+    tasks.extend(latch.attach_audit(events));
     let polling = Polling {
         store: rule_store,
         seen: None,

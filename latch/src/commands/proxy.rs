@@ -76,9 +76,10 @@ pub fn initial_rules(
 pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let config = super::load_config(path)?;
     let runtime = store_runtime()?;
-    let (rule_store, _) = open_rule_store(&config, &runtime)?;
+    let (rule_store, mongo) = open_rule_store(&config, &runtime)?;
     let (initial, polling) = initial_rules(&config, path, rule_store, &runtime)?;
-    let (store, tasks) = proxy::open_store(&config).map_err(|e| vec![e.to_string()])?;
+    let events = super::control_plane::open_event_log(&config, mongo.as_ref());
+    let (store, mut tasks) = proxy::open_store(&config).map_err(|e| vec![e.to_string()])?;
     tracing::info!(
         listen = %config.proxy.listen,
         upstream = %config.proxy.upstream.address(),
@@ -88,6 +89,7 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     );
     let latch = proxy::Latch::new(config, store, initial.rules).map_err(|e| vec![e.to_string()])?;
     latch.set_rules_problem(initial.problem);
+    tasks.extend(latch.attach_audit(events));
     let server = proxy::build(latch, Some(polling), tasks).map_err(|e| vec![e.to_string()])?;
     proxy::run(server);
     drop(runtime);

@@ -26,7 +26,7 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
         &config,
         listener,
         rule_store,
-        events,
+        events.clone(),
         locks.clone(),
         None,
     )?);
@@ -39,6 +39,7 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     );
     let latch = proxy::Latch::new(config, locks, initial.rules).map_err(|e| vec![e.to_string()])?;
     latch.set_rules_problem(initial.problem);
+    tasks.extend(latch.attach_audit(events));
     let server = proxy::build(latch, Some(polling), tasks).map_err(|e| vec![e.to_string()])?;
     proxy::run(server);
     drop(runtime);
