@@ -14,8 +14,11 @@
 
   var config = script.dataset;
   var prefix = (config.latchPrefix || "").replace(/\/+$/, "");
-  // Only a same-origin absolute path may become a link target.
+  // The path whose lock this page shows, as the proxy matched it.
   var path = /^\/(?![\/\\])/.test(config.latchPath || "") ? config.latchPath : location.pathname;
+  // Where "open" leads: this very address, query included (the 423 page is served at the URL the
+  // person asked for), fetched again with GET and without the fragment.
+  var here = location.href.split("#")[0];
   var lease = Number(config.latchLease) > 0 ? Number(config.latchLease) : 30;
   var blockedPage = config.latchPage === "blocked";
   var wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + prefix + "/ws";
@@ -159,7 +162,7 @@
       return show("released", ["Your lock was released — reload to continue editing"],
         [button("Reload", function () { location.reload(); })], false);
     }
-    return show("free", ["Free now — ", ["open", path]], [], false);
+    return show("free", ["Free now — ", ["open", here]], [], false);
   }
 
   function showNotice(text, items, seconds) {
@@ -203,7 +206,7 @@
     if (holding) {
       hadHeld = true;
       // Taken over from the 423 page: the page itself is now ours to load.
-      if (blockedPage && takeoverSent) return location.assign(path);
+      if (blockedPage && takeoverSent) return location.assign(here);
     } else {
       hideNotice();
     }

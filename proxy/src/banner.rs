@@ -20,7 +20,8 @@ use crate::time_fmt::{now_ms, rfc3339};
 /// Banner sockets one user may have open on one instance (tabs, windows, devices).
 pub const MAX_SOCKETS_PER_USER: usize = 32;
 
-/// Queue depth per socket. A socket this far behind is resynced rather than buffered further.
+/// Queue depth per socket. A socket this far behind is resynced rather than buffered further:
+/// the last slot is kept for that [`Push::Resync`], so it can always be queued.
 const QUEUE: usize = 64;
 
 /// What the hub pushes to a socket task.
@@ -40,8 +41,25 @@ struct Inner {
 
 struct Socket {
     user: String,
+    /// The browser session (`latch_sid`) the socket came from, if it sent one.
+    session: Option<String>,
     tx: mpsc::Sender<Push>,
     watching: Vec<String>,
+}
+
+impl Socket {
+    /// Queues a push without waiting. Events stop one slot short of full, so that the slot
+    /// left can take the resync that stands in for everything dropped after it. Every sender
+    /// holds the hub's lock, so nothing can take that slot between the check and the send.
+    fn push(&self, push: Push) {
+        let room = self.tx.capacity();
+        let push = match push {
+            Push::Event(_) if room <= 1 => Push::Resync,
+            push => push,
+        };
+        // Full means a resync is already queued last; closed means the socket is going away.
+        let _ = self.tx.try_send(push);
+    }
 }
 
 #[derive(Default)]
@@ -55,8 +73,13 @@ pub struct Hub {
 pub struct TooManySockets;
 
 impl Hub {
-    /// Registers a socket for `user`; its pushes arrive on the returned receiver.
-    pub fn register(&self, user: &str) -> Result<(u64, mpsc::Receiver<Push>), TooManySockets> {
+    /// Registers a socket for `user` from browser `session`; its pushes arrive on the returned
+    /// receiver.
+    pub fn register(
+        &self,
+        user: &str,
+        session: Option<&str>,
+    ) -> Result<(u64, mpsc::Receiver<Push>), TooManySockets> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let count = inner.per_user.entry(user.to_string()).or_default();
         if *count >= MAX_SOCKETS_PER_USER {
@@ -69,6 +92,7 @@ impl Hub {
             id,
             Socket {
                 user: user.to_string(),
+                session: session.map(str::to_string),
                 tx,
                 watching: Vec::new(),
             },
@@ -113,16 +137,27 @@ impl Hub {
             .push(id);
     }
 
-    /// How many local sockets other than `except` watch `resource` for `user`.
-    pub fn others_watching(&self, resource: &str, user: &str, except: u64) -> usize {
+    /// How many local sockets other than `except` watch `resource` for `user` — and, when
+    /// `session` is given (a lock owned by one browser session), from that session only: the
+    /// same user's other tabs do not keep such a lock alive.
+    pub fn others_watching(
+        &self,
+        resource: &str,
+        user: &str,
+        session: Option<&str>,
+        except: u64,
+    ) -> usize {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let same_owner = |s: &Socket| {
+            s.user == user && session.is_none_or(|sid| s.session.as_deref() == Some(sid))
+        };
         inner
             .by_resource
             .get(resource)
             .map(|ids| {
                 ids.iter()
                     .filter(|i| **i != except)
-                    .filter(|i| inner.sockets.get(i).is_some_and(|s| s.user == user))
+                    .filter(|i| inner.sockets.get(i).is_some_and(same_owner))
                     .count()
             })
             .unwrap_or(0)
@@ -144,10 +179,7 @@ impl Hub {
         };
         for id in ids {
             if let Some(socket) = inner.sockets.get(id) {
-                if socket.tx.try_send(Push::Event(event.clone())).is_err() {
-                    // Full: the socket will re-read the state instead of replaying the backlog.
-                    let _ = socket.tx.try_send(Push::Resync);
-                }
+                socket.push(Push::Event(event.clone()));
             }
         }
     }
@@ -155,7 +187,7 @@ impl Hub {
     fn resync_all(&self) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for socket in inner.sockets.values() {
-            let _ = socket.tx.try_send(Push::Resync);
+            socket.push(Push::Resync);
         }
     }
 
@@ -167,13 +199,13 @@ impl Hub {
                 Ok(event) => {
                     let lag = now_ms().saturating_sub(event.at);
                     latch.hub.dispatch(event);
-                    latch
-                        .metrics
-                        .event_fanout
-                        .observe(lag as f64 / 1000.0);
+                    latch.metrics.event_fanout.observe(lag as f64 / 1000.0);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "banner hub fell behind the lock events; resyncing sockets");
+                    tracing::warn!(
+                        missed,
+                        "banner hub fell behind the lock events; resyncing sockets"
+                    );
                     latch.hub.resync_all();
                 }
                 Err(broadcast::error::RecvError::Closed) => {
@@ -217,4 +249,103 @@ pub fn free_json(resource: &str) -> Value {
         "can_takeover": false,
         "same_user": false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::EventKind;
+
+    fn event(at: u64) -> LockEvent {
+        LockEvent {
+            kind: EventKind::Claimed,
+            resource: "doc:1".into(),
+            lock: None,
+            previous: None,
+            at,
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Push>) -> Vec<Push> {
+        let mut got = Vec::new();
+        while let Ok(push) = rx.try_recv() {
+            got.push(push);
+        }
+        got
+    }
+
+    #[test]
+    fn a_socket_that_falls_behind_gets_a_resync_last() {
+        let hub = Hub::default();
+        let (id, mut rx) = hub.register("alice", None).unwrap();
+        hub.watch(id, "doc:1");
+        for at in 0..(QUEUE as u64 * 2) {
+            hub.dispatch(event(at));
+        }
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), QUEUE);
+        assert!(got[..QUEUE - 1].iter().all(|p| matches!(p, Push::Event(_))));
+        assert!(matches!(got.last(), Some(Push::Resync)));
+
+        // Once it has caught up, events flow again.
+        hub.dispatch(event(999));
+        let got = drain(&mut rx);
+        assert!(matches!(got.as_slice(), [Push::Event(e)] if e.at == 999));
+    }
+
+    #[test]
+    fn a_resync_for_everyone_reaches_even_a_full_queue() {
+        let hub = Hub::default();
+        let (id, mut rx) = hub.register("alice", None).unwrap();
+        hub.watch(id, "doc:1");
+        for at in 0..(QUEUE as u64 - 1) {
+            hub.dispatch(event(at));
+        }
+        hub.resync_all();
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), QUEUE);
+        assert!(matches!(got.last(), Some(Push::Resync)));
+    }
+
+    #[test]
+    fn only_watchers_of_the_resource_get_its_events() {
+        let hub = Hub::default();
+        let (a, mut ra) = hub.register("alice", None).unwrap();
+        let (b, mut rb) = hub.register("bob", None).unwrap();
+        hub.watch(a, "doc:1");
+        hub.watch(b, "doc:2");
+        hub.dispatch(event(1));
+        assert_eq!(drain(&mut ra).len(), 1);
+        assert!(drain(&mut rb).is_empty());
+        hub.unregister(a);
+        hub.dispatch(event(2));
+        assert!(drain(&mut ra).is_empty());
+    }
+
+    #[test]
+    fn others_watching_counts_sockets_of_the_same_owner() {
+        let hub = Hub::default();
+        let (a1, _r1) = hub.register("alice", Some("s1")).unwrap();
+        let (a2, _r2) = hub.register("alice", Some("s2")).unwrap();
+        let (b, _r3) = hub.register("bob", Some("s1")).unwrap();
+        for id in [a1, a2, b] {
+            hub.watch(id, "doc:1");
+        }
+        assert_eq!(hub.others_watching("doc:1", "alice", None, a1), 1);
+        assert_eq!(hub.others_watching("doc:1", "alice", Some("s1"), a1), 0);
+        assert_eq!(hub.others_watching("doc:1", "alice", Some("s2"), a1), 1);
+        assert_eq!(hub.others_watching("doc:2", "alice", None, a1), 0);
+    }
+
+    #[test]
+    fn sockets_per_user_are_capped_and_freed_on_unregister() {
+        let hub = Hub::default();
+        let ids: Vec<u64> = (0..MAX_SOCKETS_PER_USER)
+            .map(|_| hub.register("alice", None).unwrap().0)
+            .collect();
+        assert!(hub.register("alice", None).is_err());
+        assert!(hub.register("bob", None).is_ok());
+        hub.unregister(ids[0]);
+        assert!(hub.register("alice", None).is_ok());
+    }
 }

@@ -4,9 +4,10 @@
 //! Only rule-matched requests are candidates. For them the proxy asks the upstream for an
 //! uncompressed body and lets pingora's upstream module decompress gzip/br anyway (apps ignore
 //! `Accept-Encoding` more often than one would hope); the downstream compression module then
-//! re-compresses for clients that accept it and fixes `Vary`. Pass-through requests are never
-//! touched, so they pay nothing for any of this.
+//! gzips rewritten pages for clients that accept gzip and fixes `Vary`. Pass-through requests
+//! are never touched, so they pay nothing for any of this.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -42,9 +43,74 @@ pub fn upstream_request(upstream: &mut RequestHeader, will_inject: bool) {
     }
 }
 
-/// Turns on upstream decompression for a request whose page may get the banner.
+/// Turns on upstream decompression, and gzip re-compression for clients that accept it, for a
+/// request whose page may get the banner.
+///
+/// The compression module reads `Accept-Encoding` in its own request hook, which runs before
+/// `request_filter` and ignores the request while the module is disabled; so it is told here,
+/// once it is on. It is only ever offered gzip: pingora's brotli encoder ends a response with a
+/// flush instead of a final block, which decoders reject. [`prepare`] turns re-compression back
+/// off for any response that is not rewritten, so those go out as the upstream module left them.
 pub fn enable_decompression(session: &mut Session) {
     session.upstream_compression.adjust_decompression(true);
+    if !accepts_gzip(session.req_header()) {
+        return;
+    }
+    let Some(gzip_only) = gzip_only_request() else {
+        return;
+    };
+    if let Some(compression) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        compression.adjust_level(RECOMPRESS_LEVEL);
+        compression.request_filter(gzip_only);
+    }
+}
+
+/// Does the client list `gzip` (or `x-gzip`) in `Accept-Encoding` without `q=0`?
+fn accepts_gzip(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q")
+                        && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip"))
+                && !refused
+        })
+}
+
+/// The request the compression module is shown: one that accepts gzip and nothing else.
+fn gzip_only_request() -> Option<&'static RequestHeader> {
+    static GZIP_ONLY: OnceLock<Option<RequestHeader>> = OnceLock::new();
+    GZIP_ONLY
+        .get_or_init(|| {
+            let mut req = RequestHeader::build("GET", b"/", None).ok()?;
+            req.insert_header(header::ACCEPT_ENCODING, "gzip").ok()?;
+            Some(req)
+        })
+        .as_ref()
+}
+
+/// Switches re-compression off again for a response that keeps its body as it is.
+fn disable_recompression(session: &mut Session) {
+    if let Some(compression) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        if compression.is_header_phase() {
+            compression.adjust_level(0);
+        }
+    }
 }
 
 /// Why a matched page went out without the banner (metric label and log).
@@ -64,9 +130,19 @@ pub fn prepare(
     resp: &mut ResponseHeader,
     plan: &InjectPlan,
 ) -> Option<BodyInjector> {
-    if session.req_header().method == http::Method::HEAD {
-        return None;
+    let injector = decide(latch, session, resp, plan);
+    if injector.is_none() {
+        disable_recompression(session);
     }
+    injector
+}
+
+fn decide(
+    latch: &Latch,
+    session: &mut Session,
+    resp: &mut ResponseHeader,
+    plan: &InjectPlan,
+) -> Option<BodyInjector> {
     if session.was_upgraded() || resp.status.as_u16() != 200 {
         return None;
     }
@@ -135,9 +211,13 @@ pub fn prepare(
         }
     };
 
-    // The body changes length, so the upstream's framing and validators no longer hold.
+    // The body changes length, so the upstream's framing and validators no longer hold. A HEAD
+    // gets the same headers as its GET would, so caches and conditional requests agree.
     resp.remove_header(&header::CONTENT_LENGTH);
-    let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+    let head = session.req_header().method == http::Method::HEAD;
+    if !head {
+        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
     if let Some(etag) = resp.headers.get(header::ETAG).cloned() {
         if !etag.as_bytes().starts_with(b"W/") {
             let mut weak = BytesMut::from(&b"W/"[..]);
@@ -147,11 +227,8 @@ pub fn prepare(
             }
         }
     }
-    if let Some(compression) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    {
-        compression.adjust_level(RECOMPRESS_LEVEL);
+    if head {
+        return None;
     }
     latch.metrics.injected.inc();
     Some(BodyInjector {
@@ -200,5 +277,35 @@ impl BodyInjector {
         } else {
             Some(out.freeze())
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(accept_encoding: Option<&str>, want: bool) {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        if let Some(v) = accept_encoding {
+            req.insert_header(header::ACCEPT_ENCODING, v).unwrap();
+        }
+        assert_eq!(accepts_gzip(&req), want, "{accept_encoding:?}");
+    }
+
+    #[test]
+    fn accepts_gzip_table() {
+        check(None, false);
+        check(Some(""), false);
+        check(Some("identity"), false);
+        check(Some("br"), false);
+        check(Some("gzip"), true);
+        check(Some("GZip"), true);
+        check(Some("x-gzip"), true);
+        check(Some("gzip, deflate, br, zstd"), true);
+        check(Some("br;q=1.0, gzip;q=0.8, *;q=0.1"), true);
+        check(Some("gzip;q=0"), false);
+        check(Some("gzip; q=0.000"), false);
+        check(Some("gzipped"), false);
+        check(Some("*"), false);
     }
 }

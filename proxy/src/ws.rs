@@ -47,6 +47,9 @@ const RATE_STRIKES: u32 = 20;
 const MAX_WATCHES: usize = 16;
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one write to the client may take. A client that stops reading would otherwise pin
+/// its socket task, its bridge and its slot in the per-user limit for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CLOSE_SESSION_EXPIRED: u16 = 4401;
 
@@ -71,10 +74,14 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
     let (true, Some(key), true) = (is_ws, key, version_ok) else {
-        return Reply::problem(400, "Not a WebSocket handshake", "connect with a WebSocket client")
-            .header(header::SEC_WEBSOCKET_VERSION, "13")
-            .send(session, false)
-            .await;
+        return Reply::problem(
+            400,
+            "Not a WebSocket handshake",
+            "connect with a WebSocket client",
+        )
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .send(session, false)
+        .await;
     };
     if let Err(refused) = check_same_origin(headers) {
         return Reply::problem(403, "Forbidden", refused.message())
@@ -91,7 +98,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
         }
     };
     let sid = cookie(headers, SESSION_COOKIE).map(str::to_string);
-    let (socket_id, pushes) = match latch.hub.register(&identity.user) {
+    let (socket_id, pushes) = match latch.hub.register(&identity.user, sid.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             return Reply::problem(429, "Too many banner sockets", &e.to_string())
@@ -154,11 +161,9 @@ async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream) {
             n = from_ws.read(&mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if session
-                        .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), false)
-                        .await
-                        .is_err()
-                    {
+                    let write = session
+                        .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), false);
+                    if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -166,7 +171,7 @@ async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream) {
         }
     }
     let _ = to_ws.shutdown().await;
-    let _ = session.write_response_body(None, true).await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, session.write_response_body(None, true)).await;
 }
 
 /// A resource this socket watches, with what the viewer's permissions depend on.
@@ -196,17 +201,20 @@ struct Conn {
 type Ws = WebSocketStream<tokio::io::DuplexStream>;
 
 async fn send(ws: &mut Ws, value: Value) -> bool {
-    ws.send(Message::Text(value.to_string().into())).await.is_ok()
+    let write = ws.send(Message::Text(value.to_string().into()));
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
-    let _ = ws
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_string().into(),
-        })))
-        .await;
-    let _ = ws.flush().await;
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }));
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let _ = ws.send(frame).await;
+        let _ = ws.flush().await;
+    })
+    .await;
 }
 
 fn error_json(code: &str, message: &str) -> Value {
@@ -257,28 +265,41 @@ impl Conn {
             let owner = self.owner_key(w);
             let _ = self
                 .latch
-                .store_op("renew", self.latch.store.renew(&w.resource, &owner, w.lease))
+                .store_op(
+                    "renew",
+                    self.latch.store.renew(&w.resource, &owner, w.lease),
+                )
                 .await;
         }
     }
 
-    fn owner_key(&self, w: &Watched) -> String {
+    /// The lock holder this socket's viewer is for `w`: the user, plus this browser session
+    /// when the rule gives locks to sessions.
+    fn holder(&self, w: &Watched) -> store::Holder {
         let rules = self.latch.rules.load();
         match rules.get(&w.rule) {
-            Some(rule) => self
-                .latch
-                .holder(&self.identity, rule, self.sid.as_deref())
-                .owner_key(),
-            None => self.identity.user.clone(),
+            Some(rule) => self.latch.holder(&self.identity, rule, self.sid.as_deref()),
+            None => store::Holder {
+                user: self.identity.user.clone(),
+                name: self.identity.name.clone(),
+                session: None,
+            },
         }
+    }
+
+    fn owner_key(&self, w: &Watched) -> String {
+        self.holder(w).owner_key()
     }
 
     async fn handle(&mut self, ws: &mut Ws, text: &str) -> bool {
         let msg: ClientMsg = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
-                return send(ws, error_json("bad_message", &format!("cannot read this message: {e}")))
-                    .await
+                return send(
+                    ws,
+                    error_json("bad_message", &format!("cannot read this message: {e}")),
+                )
+                .await
             }
         };
         match msg {
@@ -291,7 +312,15 @@ impl Conn {
                 if !self.is_watching(&resource) {
                     return send(ws, error_json("not_watching", "watch the page first")).await;
                 }
-                match actions::release(&self.latch, &self.identity, self.sid.as_deref(), &resource, false).await {
+                match actions::release(
+                    &self.latch,
+                    &self.identity,
+                    self.sid.as_deref(),
+                    &resource,
+                    false,
+                )
+                .await
+                {
                     Ok(_) => true,
                     Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
                 }
@@ -300,7 +329,9 @@ impl Conn {
                 if !self.is_watching(&resource) {
                     return send(ws, error_json("not_watching", "watch the page first")).await;
                 }
-                match actions::takeover(&self.latch, &self.identity, self.sid.as_deref(), &resource).await {
+                match actions::takeover(&self.latch, &self.identity, self.sid.as_deref(), &resource)
+                    .await
+                {
                     Ok(_) => true,
                     Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
                 }
@@ -316,7 +347,10 @@ impl Conn {
                 };
                 match self
                     .latch
-                    .store_op("request_access", self.latch.store.request_access(&resource, &holder))
+                    .store_op(
+                        "request_access",
+                        self.latch.store.request_access(&resource, &holder),
+                    )
                     .await
                 {
                     Ok(()) => true,
@@ -338,7 +372,11 @@ impl Conn {
         let (resource, rule_id, lease, grace) = {
             let rules = self.latch.rules.load();
             let Some(m) = rules.find("GET", &path) else {
-                return send(ws, error_json("not_protected", "no rule protects this path")).await;
+                return send(
+                    ws,
+                    error_json("not_protected", "no rule protects this path"),
+                )
+                .await;
             };
             (
                 m.resource,
@@ -349,7 +387,11 @@ impl Conn {
         };
         if !self.is_watching(&resource) {
             if self.watched.len() >= MAX_WATCHES {
-                return send(ws, error_json("too_many_watches", "this socket watches too many pages")).await;
+                return send(
+                    ws,
+                    error_json("too_many_watches", "this socket watches too many pages"),
+                )
+                .await;
             }
             let renew_every = (lease / 3).min(grace / 2).max(Duration::from_secs(1));
             self.watched.push(Watched {
@@ -418,10 +460,12 @@ impl Conn {
                         return false;
                     }
                 }
-                self.push_state(ws, &event.resource, event.lock.as_ref()).await
+                self.push_state(ws, &event.resource, event.lock.as_ref())
+                    .await
             }
             EventKind::Claimed | EventKind::Released { .. } => {
-                self.push_state(ws, &event.resource, event.lock.as_ref()).await
+                self.push_state(ws, &event.resource, event.lock.as_ref())
+                    .await
             }
         }
     }
@@ -439,18 +483,23 @@ impl Conn {
     /// another local banner of the same user still watches them.
     async fn start_grace(&self) {
         for w in self.watched.iter().filter(|w| w.held) {
-            if self
-                .latch
-                .hub
-                .others_watching(&w.resource, &self.identity.user, self.id)
-                > 0
+            let holder = self.holder(w);
+            if self.latch.hub.others_watching(
+                &w.resource,
+                &holder.user,
+                holder.session.as_deref(),
+                self.id,
+            ) > 0
             {
                 continue;
             }
-            let owner = self.owner_key(w);
+            let owner = holder.owner_key();
             let _ = self
                 .latch
-                .store_op("renew", self.latch.store.renew(&w.resource, &owner, w.grace))
+                .store_op(
+                    "renew",
+                    self.latch.store.renew(&w.resource, &owner, w.grace),
+                )
                 .await;
             tracing::debug!(resource = %w.resource, user = %self.identity.user, grace = ?w.grace, "last banner closed; grace started");
         }
@@ -493,7 +542,9 @@ async fn run_socket(
                 let Some(incoming) = incoming else { break };
                 last_seen = Instant::now();
                 match incoming {
-                    Ok(Message::Text(text)) => {
+                    // Every frame the client chooses to send costs a token, whatever its kind:
+                    // binary frames and pings cost the server a reply too.
+                    Ok(msg @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_))) => {
                         if !conn.take_token() {
                             if conn.strikes > RATE_STRIKES {
                                 let _ = send(&mut ws, error_json("rate_limited", "too many messages; closing")).await;
@@ -505,12 +556,14 @@ async fn run_socket(
                             }
                             continue;
                         }
-                        if !conn.handle(&mut ws, &text).await {
-                            break;
-                        }
-                    }
-                    Ok(Message::Binary(_)) => {
-                        if !send(&mut ws, error_json("bad_message", "binary messages are not part of the protocol")).await {
+                        let ok = match msg {
+                            Message::Text(text) => conn.handle(&mut ws, &text).await,
+                            Message::Binary(_) => {
+                                send(&mut ws, error_json("bad_message", "binary messages are not part of the protocol")).await
+                            }
+                            _ => true,
+                        };
+                        if !ok {
                             break;
                         }
                     }

@@ -1,0 +1,619 @@
+//! What a person sees: headless Chromium (through ChromeDriver) opening a protected page
+//! through the real proxy. Alice edits, Bob is blocked and watches the banner turn into
+//! "Free now" when Alice leaves, opens the page himself, and is told live when an admin takes
+//! it over.
+//!
+//! Chromium and ChromeDriver are Debian's `chromium` and `chromium-driver` (`scripts/setup.sh
+//! test` installs them). Each browser is its own WebDriver session with its own profile, so
+//! each has its own cookie jar. On failure, screenshots of every open browser are written to
+//! `artifacts/` at the repository root.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::cookies::Cookie;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use reqwest::header::{COOKIE, ORIGIN};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tests::{client, free_port, token, token_ttl, Latch, LatchBuilder, Upstream};
+
+/// Every test page is protected; `/html/chunked` is held by one browser session rather than
+/// by the user.
+const RULES: &str = r#"
+[[rule]]
+id = "page"
+pattern = "/html/(?P<kind>.+)"
+resource = "page:{kind}"
+mode = "block"
+inject = true
+
+[[rule]]
+id = "tab"
+pattern = "/html/chunked"
+resource = "tab:chunked"
+owner = "session"
+priority = 10
+"#;
+
+const GRACE_SECONDS: u64 = 2;
+
+/// How long the browser may take to show what the test waits for, when nothing else bounds it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn program(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/setup.sh test` (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// A ChromeDriver child on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new(program("CHROMEDRIVER", "/usr/bin/chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        driver
+    }
+
+    /// A new browser with a fresh profile, signed in as `jwt` on the proxy's site.
+    async fn browser(&self, name: &'static str, latch: &Latch, jwt: &str) -> Browser {
+        let profile = tempfile::tempdir().expect("a profile dir");
+        let args = [
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--window-size=1200,800".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let chromium = program("CHROMIUM", "/usr/bin/chromium");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": args }),
+        );
+        let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session");
+        let browser = Browser {
+            name,
+            session: Some(session),
+            _profile: profile,
+        };
+        // A cookie can only be set for the site the browser is on.
+        // fantoccini sends `SameSite=None` unless told otherwise, which Chrome refuses without
+        // `Secure`; Lax is what a sign-in cookie on plain HTTP gets.
+        let mut cookie =
+            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
+        cookie.set_domain("127.0.0.1");
+        let signed_in = async {
+            browser
+                .session()
+                .goto(&latch.url("/__latch/banner.js"))
+                .await?;
+            browser.session().add_cookie(cookie).await
+        }
+        .await;
+        if let Err(e) = signed_in {
+            browser.quit().await;
+            panic!("could not sign {name} in: {e}");
+        }
+        browser
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Browser {
+    name: &'static str,
+    /// `None` once the browser was closed on purpose.
+    session: Option<Client>,
+    _profile: tempfile::TempDir,
+}
+
+/// What the banner shows: its `data-state` and the text of its shadow root.
+#[derive(Debug, Clone, PartialEq)]
+struct Banner {
+    state: String,
+    text: String,
+}
+
+impl Browser {
+    fn session(&self) -> &Client {
+        self.session.as_ref().expect("the browser is open")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.session().goto(url).await.expect("navigate");
+    }
+
+    async fn banner(&self) -> Option<Banner> {
+        let read = "var b = document.getElementById('latch-banner');\
+                    return b && b.shadowRoot ? [b.dataset.state, b.shadowRoot.textContent] : null;";
+        match self.session().execute(read, vec![]).await.ok()? {
+            Value::Array(v) => Some(Banner {
+                state: v.first()?.as_str()?.to_string(),
+                text: v.get(1)?.as_str()?.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Waits until the banner is in `state` with `text` in it; returns how long that took.
+    async fn wait_banner(&self, state: &str, text: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < within {
+            last = self.banner().await;
+            if last
+                .as_ref()
+                .is_some_and(|b| b.state == state && b.text.contains(text))
+            {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{}'s banner did not show {state:?} with {text:?} within {within:?}; last seen {last:?}",
+            self.name
+        );
+    }
+
+    async fn url(&self) -> String {
+        self.session()
+            .current_url()
+            .await
+            .map(|u| u.to_string())
+            .unwrap_or_default()
+    }
+
+    async fn page_text(&self) -> String {
+        self.session()
+            .execute(
+                "return document.body ? document.body.innerText : '';",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Clicks the link inside the banner's shadow root, as a person would.
+    async fn click_banner_link(&self) {
+        let banner = self
+            .session()
+            .find(Locator::Id("latch-banner"))
+            .await
+            .expect("the banner");
+        let root = banner.shadow_root().await.expect("its shadow root");
+        root.find(Locator::Css("a"))
+            .await
+            .expect("a link in the banner")
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Clicks the banner's button labelled `label`.
+    async fn click_banner_button(&self, label: &str) {
+        let banner = self
+            .session()
+            .find(Locator::Id("latch-banner"))
+            .await
+            .expect("the banner");
+        let root = banner.shadow_root().await.expect("its shadow root");
+        let buttons = root
+            .find_all(Locator::Css("button"))
+            .await
+            .expect("the banner's buttons");
+        let mut labels = Vec::new();
+        for button in buttons {
+            let text = button.text().await.unwrap_or_default();
+            if text.trim() == label {
+                button.click().await.expect("click");
+                return;
+            }
+            labels.push(text);
+        }
+        panic!(
+            "{}'s banner has no {label:?} button, only {labels:?}",
+            self.name
+        );
+    }
+
+    /// Closes the whole browser, as a person closing the window would.
+    async fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.close().await.expect("close the browser");
+        }
+    }
+
+    async fn screenshot(&self, test: &str) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("artifacts");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        if let Ok(png) = session.screenshot().await {
+            let file = dir.join(format!("{test}-{}.png", self.name));
+            if std::fs::write(&file, png).is_ok() {
+                eprintln!("screenshot: {}", file.display());
+            }
+        }
+    }
+
+    async fn quit(mut self) {
+        self.close().await;
+    }
+}
+
+/// Everything one browser test runs against.
+struct Scene {
+    latch: Latch,
+    _upstream: Upstream,
+    browsers: Vec<Browser>,
+    /// Kept last so that it outlives the sessions closed before it.
+    driver: Driver,
+}
+
+impl Scene {
+    async fn start() -> Scene {
+        let upstream = Upstream::start().await;
+        let latch = LatchBuilder::new(upstream.port())
+            .rules(RULES)
+            .locks(&format!(
+                "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = {GRACE_SECONDS}"
+            ))
+            .start();
+        let driver = Driver::start().await;
+        Scene {
+            latch,
+            _upstream: upstream,
+            browsers: Vec::new(),
+            driver,
+        }
+    }
+
+    /// Opens a browser signed in with `jwt`; it is then found by `name`.
+    async fn open(&mut self, name: &'static str, jwt: &str) {
+        let browser = self.driver.browser(name, &self.latch, jwt).await;
+        self.browsers.push(browser);
+    }
+
+    fn get(&self, name: &str) -> &Browser {
+        self.browsers
+            .iter()
+            .find(|b| b.name == name)
+            .expect("a browser of that name")
+    }
+
+    fn get_mut(&mut self, name: &str) -> &mut Browser {
+        self.browsers
+            .iter_mut()
+            .find(|b| b.name == name)
+            .expect("a browser of that name")
+    }
+
+    fn page(&self) -> String {
+        self.latch.url("/html/cl")
+    }
+
+    async fn close_all(self) {
+        for browser in self.browsers {
+            browser.quit().await;
+        }
+    }
+}
+
+/// Starts a scene and runs `scenario` on it; if it fails, saves a screenshot of every browser
+/// still open and prints the proxy's log first. The browsers are closed either way, so no
+/// Chromium outlives the test.
+async fn run<F>(test: &str, scenario: F)
+where
+    F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
+{
+    // One scene at a time: several Chromiums at once on a small machine make the timings
+    // these tests assert (grace + 1 s, under 2 s) depend on the scheduler.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut scene = Scene::start().await;
+    let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
+    if outcome.is_err() {
+        for browser in &scene.browsers {
+            browser.screenshot(test).await;
+        }
+        eprintln!("the proxy's log:\n{}", scene.latch.log());
+    }
+    scene.close_all().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn alice_token() -> String {
+    token("alice", "Alice", &[])
+}
+
+fn bob_token() -> String {
+    token("bob", "Bob", &[])
+}
+
+fn admin_token() -> String {
+    token("root", "Admin", &["admin"])
+}
+
+/// Alice opens the page and edits; Bob is blocked.
+async fn alice_edits_bob_is_blocked(s: &mut Scene) {
+    let page = s.page();
+    let (alice, bob) = (s.get("alice"), s.get("bob"));
+    alice.goto(&page).await;
+    assert!(
+        alice.page_text().await.contains("Hello"),
+        "Alice got the app's page"
+    );
+    alice
+        .wait_banner(
+            "editing",
+            "You are editing — others see this as locked",
+            PATIENCE,
+        )
+        .await;
+
+    // Bob's address has a query of its own, which "open" must keep.
+    bob.goto(&format!("{page}?from=bob")).await;
+    let blocked = bob.page_text().await;
+    assert!(
+        blocked.contains("Locked") && blocked.contains("Alice") && !blocked.contains("Hello"),
+        "Bob should get the 423 page, got: {blocked}"
+    );
+    bob.wait_banner("locked", "Locked by Alice since ", PATIENCE)
+        .await;
+    let banner = bob.banner().await.expect("Bob's banner");
+    assert!(banner.text.contains("Request access"), "{banner:?}");
+    assert!(
+        !banner.text.contains("Take over"),
+        "Bob may not take over: {banner:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_user_sees_the_lock_change_hands_live() {
+    run("blocked_user_sees_the_lock_change_hands_live", |s| {
+        Box::pin(lock_changes_hands(s))
+    })
+    .await;
+}
+
+async fn lock_changes_hands(s: &mut Scene) {
+    s.open("alice", &alice_token()).await;
+    s.open("bob", &bob_token()).await;
+    alice_edits_bob_is_blocked(s).await;
+
+    s.get_mut("alice").close().await;
+    let grace = Duration::from_secs(GRACE_SECONDS);
+    let bob = s.get("bob");
+    let took = bob
+        .wait_banner("free", "Free now — open", grace + Duration::from_secs(1))
+        .await;
+    eprintln!("Bob saw the lock free {took:?} after Alice closed her browser");
+
+    bob.click_banner_link().await;
+    bob.wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+    assert!(
+        bob.page_text().await.contains("Hello"),
+        "Bob now has the app's page"
+    );
+    assert!(
+        bob.url().await.ends_with("/html/cl?from=bob"),
+        "{}",
+        bob.url().await
+    );
+
+    let takeover = client()
+        .post(s.latch.url("/__latch/takeover"))
+        .header(COOKIE, format!("latch_token={}", admin_token()))
+        .header(ORIGIN, format!("http://127.0.0.1:{}", s.latch.port))
+        .body(json!({ "resource": "page:cl" }).to_string())
+        .send()
+        .await
+        .expect("takeover");
+    assert_eq!(takeover.status(), StatusCode::OK);
+    bob.wait_banner(
+        "taken_over",
+        "Admin took over; your changes were not saved",
+        Duration::from_secs(2),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_is_requested_handed_over_and_taken_over_from_the_banner() {
+    run(
+        "access_is_requested_handed_over_and_taken_over_from_the_banner",
+        |s| Box::pin(hand_over_and_take_over(s)),
+    )
+    .await;
+}
+
+async fn hand_over_and_take_over(s: &mut Scene) {
+    s.open("alice", &alice_token()).await;
+    s.open("bob", &bob_token()).await;
+    s.open("admin", &admin_token()).await;
+    alice_edits_bob_is_blocked(s).await;
+    let (alice, bob, admin) = (s.get("alice"), s.get("bob"), s.get("admin"));
+
+    bob.click_banner_button("Request access").await;
+    bob.wait_banner("locked", "Access requested", PATIENCE)
+        .await;
+    alice
+        .wait_banner("editing", "Bob asks for access", Duration::from_secs(2))
+        .await;
+    alice.click_banner_button("Hand over").await;
+    let took = bob
+        .wait_banner("free", "Free now — open", Duration::from_secs(1))
+        .await;
+    eprintln!("Bob saw the hand-over after {took:?}");
+    alice
+        .wait_banner("released", "Your lock was released", PATIENCE)
+        .await;
+
+    bob.click_banner_link().await;
+    bob.wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+    assert!(
+        bob.url().await.ends_with("/html/cl?from=bob"),
+        "{}",
+        bob.url().await
+    );
+
+    // The admin is blocked too, but may take over from the banner and then gets the page.
+    admin.goto(&format!("{}?from=admin", s.page())).await;
+    admin
+        .wait_banner("locked", "Locked by Bob since ", PATIENCE)
+        .await;
+    admin.click_banner_button("Take over").await;
+    admin
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+    assert!(
+        admin.page_text().await.contains("Hello"),
+        "the admin now has the app's page"
+    );
+    assert!(
+        admin.url().await.ends_with("/html/cl?from=admin"),
+        "{}",
+        admin.url().await
+    );
+    bob.wait_banner(
+        "taken_over",
+        "Admin took over; your changes were not saved",
+        Duration::from_secs(2),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_session_is_shown_in_the_banner() {
+    run("expired_session_is_shown_in_the_banner", |s| {
+        Box::pin(session_expires(s))
+    })
+    .await;
+}
+
+async fn session_expires(s: &mut Scene) {
+    s.open("carol", &token_ttl("carol", "Carol", &[], 8)).await;
+    let carol = s.get("carol");
+    carol.goto(&s.page()).await;
+    carol
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+    carol
+        .wait_banner(
+            "expired",
+            "Session expired — sign in again",
+            Duration::from_secs(10),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_user_moves_a_session_lock_to_another_browser() {
+    run("same_user_moves_a_session_lock_to_another_browser", |s| {
+        Box::pin(move_here(s))
+    })
+    .await;
+}
+
+async fn move_here(s: &mut Scene) {
+    s.open("laptop", &alice_token()).await;
+    s.open("desktop", &alice_token()).await;
+    let page = s.latch.url("/html/chunked");
+    let (laptop, desktop) = (s.get("laptop"), s.get("desktop"));
+    laptop.goto(&page).await;
+    laptop
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+
+    desktop.goto(&page).await;
+    assert!(
+        !desktop.page_text().await.contains("Hello"),
+        "the desktop is blocked"
+    );
+    desktop
+        .wait_banner("other_session", "Open in another tab or window", PATIENCE)
+        .await;
+    desktop.click_banner_button("Move here").await;
+    desktop
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+    assert!(
+        desktop.page_text().await.contains("Hello"),
+        "the desktop now has the page"
+    );
+    laptop
+        .wait_banner("taken_over", "Alice took over", Duration::from_secs(2))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn banner_runs_under_the_pages_nonce_policy() {
+    run("banner_runs_under_the_pages_nonce_policy", |s| {
+        Box::pin(nonce_page(s))
+    })
+    .await;
+}
+
+async fn nonce_page(s: &mut Scene) {
+    s.open("alice", &alice_token()).await;
+    let alice = s.get("alice");
+    alice.goto(&s.latch.url("/html/csp-nonce")).await;
+    alice
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+}
