@@ -86,21 +86,53 @@ mod tests {
 
     #[test]
     fn origin_table() {
-        let cases: &[(&[(&str, &str)], Result<(), Refused>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<(), Refused>);
+        let cases: &[Case<'_>] = &[
             (&[("host", "a.test")], Ok(())),
             (&[("host", "a.test"), ("origin", "http://a.test")], Ok(())),
-            (&[("host", "a.test:8080"), ("origin", "http://a.test:8080")], Ok(())),
-            (&[("host", "A.test"), ("origin", "https://a.TEST:443")], Ok(())),
+            (
+                &[("host", "a.test:8080"), ("origin", "http://a.test:8080")],
+                Ok(()),
+            ),
+            (
+                &[("host", "A.test"), ("origin", "https://a.TEST:443")],
+                Ok(()),
+            ),
             (&[("host", "a.test"), ("origin", "https://a.test")], Ok(())),
-            (&[("host", "a.test:8080"), ("origin", "http://a.test")], Err(Refused::ForeignOrigin)),
-            (&[("host", "a.test"), ("origin", "http://evil.test")], Err(Refused::ForeignOrigin)),
-            (&[("host", "a.test"), ("origin", "null")], Err(Refused::ForeignOrigin)),
-            (&[("host", "a.test"), ("origin", "http://a.test.evil.test")], Err(Refused::ForeignOrigin)),
+            (
+                &[("host", "a.test:8080"), ("origin", "http://a.test")],
+                Err(Refused::ForeignOrigin),
+            ),
+            (
+                &[("host", "a.test"), ("origin", "http://evil.test")],
+                Err(Refused::ForeignOrigin),
+            ),
+            (
+                &[("host", "a.test"), ("origin", "null")],
+                Err(Refused::ForeignOrigin),
+            ),
+            (
+                &[("host", "a.test"), ("origin", "http://a.test.evil.test")],
+                Err(Refused::ForeignOrigin),
+            ),
             (&[("origin", "http://a.test")], Err(Refused::ForeignOrigin)),
             (&[("host", "[::1]:80"), ("origin", "http://[::1]")], Ok(())),
-            (&[("host", "a.test"), ("sec-fetch-site", "cross-site")], Err(Refused::CrossSite)),
-            (&[("host", "a.test"), ("sec-fetch-site", "same-site")], Err(Refused::CrossSite)),
-            (&[("host", "a.test"), ("sec-fetch-site", "same-origin"), ("origin", "http://a.test")], Ok(())),
+            (
+                &[("host", "a.test"), ("sec-fetch-site", "cross-site")],
+                Err(Refused::CrossSite),
+            ),
+            (
+                &[("host", "a.test"), ("sec-fetch-site", "same-site")],
+                Err(Refused::CrossSite),
+            ),
+            (
+                &[
+                    ("host", "a.test"),
+                    ("sec-fetch-site", "same-origin"),
+                    ("origin", "http://a.test"),
+                ],
+                Ok(()),
+            ),
             (&[("host", "a.test"), ("sec-fetch-site", "none")], Ok(())),
         ];
         for (pairs, want) in cases {
