@@ -289,19 +289,39 @@ $("#match-form").addEventListener("submit", async (event) => {
 
 // ---------------------------------------------------------------- active locks
 
-async function loadLocks() {
-  const res = await api("GET", "/locks");
-  if (res.status !== 200) return;
-  const tbody = $("#locks-table tbody");
-  tbody.replaceChildren(...res.data.locks.map((lock) => el("tr", { "data-resource": lock.resource },
+const EXPIRES_COLUMN = 4;
+
+function lockRow(lock) {
+  return el("tr", { "data-resource": lock.resource, "data-key": lockKey(lock) },
     el("td", {}, el("code", {}, lock.resource)),
     el("td", {}, `${lock.holder.name} (${lock.holder.id})`),
     el("td", {}, lock.rule),
     el("td", {}, time(lock.since_ms)),
     el("td", {}, time(lock.expires_ms)),
     el("td", {}, lock.instance),
-    el("td", {}, el("button", { type: "button", class: "danger force-release", onclick: () => forceRelease(lock) }, "Force release")))));
-  $("#locks-empty").hidden = res.data.locks.length > 0;
+    el("td", {}, el("button", { type: "button", class: "danger force-release", onclick: () => forceRelease(lock) }, "Force release")));
+}
+
+/** What a row shows, but the expiry: renewals move that, and it is updated in place. */
+const lockKey = (lock) => JSON.stringify({ ...lock, expires: undefined, expires_ms: undefined });
+
+/** Refreshed every second, so rows are kept rather than rebuilt: a row rebuilt between the
+ *  press and the release of a mouse button would lose the click. */
+async function loadLocks() {
+  const res = await api("GET", "/locks");
+  if (res.status !== 200) return;
+  const tbody = $("#locks-table tbody");
+  const shown = new Map([...tbody.rows].map((row) => [row.dataset.key, row]));
+  const rows = res.data.locks.map((lock) => {
+    const row = shown.get(lockKey(lock)) || lockRow(lock);
+    const expires = time(lock.expires_ms);
+    if (row.cells[EXPIRES_COLUMN].textContent !== expires) row.cells[EXPIRES_COLUMN].textContent = expires;
+    return row;
+  });
+  if (rows.length !== tbody.rows.length || rows.some((row, i) => tbody.rows[i] !== row)) {
+    tbody.replaceChildren(...rows);
+  }
+  $("#locks-empty").hidden = rows.length > 0;
 }
 
 async function forceRelease(lock) {

@@ -208,7 +208,10 @@ async fn html_csp_strict() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html"),
-            (header::CONTENT_SECURITY_POLICY, "script-src https://cdn.example"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "script-src https://cdn.example",
+            ),
         ],
         PAGE,
     )
@@ -252,10 +255,7 @@ pub fn big_page(mb: usize) -> Vec<u8> {
 
 async fn html_big(Query(q): Query<Big>) -> impl IntoResponse {
     let page = big_page(q.mb.unwrap_or(5));
-    let parts = page
-        .chunks(64 * 1024)
-        .map(Bytes::copy_from_slice)
-        .collect();
+    let parts = page.chunks(64 * 1024).map(Bytes::copy_from_slice).collect();
     (html_headers(), chunked(parts, Duration::ZERO))
 }
 

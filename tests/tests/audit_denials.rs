@@ -51,7 +51,12 @@ async fn repeated_denials_are_recorded_once_with_rule_and_holder() {
     let alice = token("alice", "Alice", &[]);
     let bob = token("bob", "Bob", &[]);
     let url = node.proxy_url("/echo/docs/7/edit");
-    let claim = http.get(&url).bearer_auth(&alice).send().await.expect("alice");
+    let claim = http
+        .get(&url)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("alice");
     assert_eq!(claim.status(), StatusCode::OK);
     for _ in 0..3 {
         let denied = http.get(&url).bearer_auth(&bob).send().await.expect("bob");
@@ -67,7 +72,11 @@ async fn repeated_denials_are_recorded_once_with_rule_and_holder() {
     // Give any duplicate a moment to arrive before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let denials_now = events(&node, "kind=denied&resource=doc:7").await;
-    assert_eq!(denials_now.len(), 1, "three denials in a row are recorded once: {denials:?}");
+    assert_eq!(
+        denials_now.len(),
+        1,
+        "three denials in a row are recorded once: {denials:?}"
+    );
     let d = &denials_now[0];
     assert_eq!(d["user"], "bob");
     assert_eq!(d["rule"], "doc-edit");

@@ -1,0 +1,800 @@
+//! The admin web UI in a real browser: headless Chromium (through ChromeDriver) against
+//! `latch run` on the embedded rule file.
+//!
+//! An admin signs in with the site's cookie, writes a rule whose typo the editor flags beside
+//! the field while they type, fixes and saves it, watches a lock taken through the proxy show
+//! up in Active locks without reloading, breaks it, and finds the force release in the
+//! Activity feed. Two admins editing one rule: the second save is refused with a conflict
+//! message instead of overwriting the first.
+//!
+//! Chromium and ChromeDriver are Debian's `chromium` and `chromium-driver` (`scripts/setup.sh
+//! test` installs them). On failure, a screenshot of every open browser is written to
+//! `artifacts/` at the repository root.
+
+mod support;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::cookies::Cookie;
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use reqwest::header::{AUTHORIZATION, COOKIE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{admin_bearer, eventually, Mode, Node, NodeConfig};
+use tests::{client, free_port, token, Upstream};
+
+/// How long the page may take to show what a step waits for. Generous, because Chromium
+/// shares two cores with the proxy and the test; every wait polls and returns as soon as the
+/// page is ready.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// How soon a lock taken through the proxy must show in the open Active locks table: the
+/// page hears of it over the event stream, and polls the list every second besides.
+const LIVE: Duration = Duration::from_secs(5);
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// Column of the Active locks table that shows when the lease lapses.
+const EXPIRES_CELL: usize = 4;
+
+/// The pattern of the rule under edit; its `resource` template gets a typo first.
+const PATTERN: &str = "/echo/doc/(?P<id>[0-9]+)";
+
+fn program(env: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/setup.sh test` (or set {env})",
+        path.display()
+    );
+    path
+}
+
+/// A ChromeDriver child on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new(program("CHROMEDRIVER", "/usr/bin/chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(POLL).await;
+        }
+        driver
+    }
+
+    /// A new browser with a fresh profile (so its own cookie jar), not yet signed in.
+    async fn browser(&self, name: &'static str) -> Browser {
+        let profile = tempfile::tempdir().expect("a profile dir");
+        let args = [
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--window-size=1280,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let chromium = program("CHROMIUM", "/usr/bin/chromium");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": args }),
+        );
+        // Dialogs are the test's to answer; left to ChromeDriver they would be dismissed.
+        caps.insert("unhandledPromptBehavior".into(), json!("ignore"));
+        let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session");
+        Browser {
+            name,
+            session: Some(session),
+            _profile: profile,
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Is the element matching `arguments[0]` on screen? Then its text, else `null`.
+const SHOWN_TEXT: &str = "const el = document.querySelector(arguments[0]);\
+     return el && el.getClientRects().length > 0 ? el.innerText : null;";
+
+/// Set once the admin is signed in; still there later means the page was never reloaded.
+const MARK_PAGE: &str = "window.latchTestPage = 'first load';\
+     performance.setResourceTimingBufferSize(100000);\
+     return null;";
+const READ_MARK: &str = "return window.latchTestPage || null;";
+
+/// What the editor shows for one field: the error beside it and how the input is marked.
+const FIELD_STATE: &str = "const field = arguments[0];\
+     const slot = document.querySelector(`#rule-editor .error[data-for=\"${field}\"]`);\
+     const input = document.querySelector(`#rule-editor [name=\"${field}\"]`);\
+     return {\
+       error: slot.textContent,\
+       beside: slot.parentElement === input.closest('.field'),\
+       invalid: input.getAttribute('aria-invalid'),\
+       validity: document.getElementById('validity').textContent,\
+       others: [...document.querySelectorAll('#rule-editor .error[data-for]')]\
+         .filter((s) => s !== slot && s.textContent).map((s) => s.dataset.for + ': ' + s.textContent),\
+     };";
+
+/// How many times the page has fetched the locks list so far.
+const LOCK_REFRESHES: &str = "return performance.getEntriesByType('resource')\
+       .filter((e) => new URL(e.name).pathname === '/api/v1/locks').length;";
+
+/// Tags the lock row for `arguments[0]`, to tell later whether it is still the same element.
+const MARK_LOCK_ROW: &str =
+    "document.querySelector(`#locks-table tr[data-resource=\"${arguments[0]}\"]`)\
+       .latchTestRow = true;\
+     return null;";
+
+/// Whether the lock row for `arguments[0]` is still the element [`MARK_LOCK_ROW`] tagged.
+const READ_LOCK_ROW_MARK: &str =
+    "const row = document.querySelector(`#locks-table tr[data-resource=\"${arguments[0]}\"]`);\
+     return Boolean(row && row.latchTestRow);";
+
+/// The cells of the row matching `arguments[0]`, if it is on screen.
+const ROW_CELLS: &str = "const row = document.querySelector(arguments[0]);\
+     return row && row.getClientRects().length > 0\
+       ? [...row.cells].map((c) => c.innerText.trim()) : null;";
+
+struct Browser {
+    name: &'static str,
+    session: Option<Client>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn session(&self) -> &Client {
+        self.session.as_ref().expect("the browser is open")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.session().goto(url).await.expect("navigate");
+    }
+
+    async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value, CmdError> {
+        self.session().execute(script, args).await
+    }
+
+    /// Runs `script` until what it returns satisfies `ready`, and returns that. The page
+    /// changes under the test (the locks list refreshes every second), so a failed run of
+    /// the script counts as "not yet".
+    async fn wait(
+        &self,
+        what: &str,
+        script: &str,
+        args: Vec<Value>,
+        within: Duration,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let last = self.js(script, args.clone()).await;
+            if let Ok(value) = &last {
+                if ready(value) {
+                    return value.clone();
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{}: {what} within {within:?}; last seen {last:?}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the element matching `selector` is on screen with text that satisfies
+    /// `ready`; returns the text.
+    async fn wait_text(&self, selector: &str, ready: impl Fn(&str) -> bool) -> String {
+        let what = format!("{selector} shown with the expected text");
+        let value = self
+            .wait(&what, SHOWN_TEXT, vec![json!(selector)], PATIENCE, |v| {
+                v.as_str().is_some_and(&ready)
+            })
+            .await;
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn wait_hidden(&self, selector: &str) {
+        let what = format!("{selector} hidden");
+        self.wait(&what, SHOWN_TEXT, vec![json!(selector)], PATIENCE, |v| {
+            v.is_null()
+        })
+        .await;
+    }
+
+    /// The cells of the table row `selector` once it is on screen and `ready` accepts them.
+    async fn wait_row(
+        &self,
+        selector: &str,
+        within: Duration,
+        ready: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let what = format!("row {selector} shown as expected");
+        let value = self
+            .wait(&what, ROW_CELLS, vec![json!(selector)], within, |v| {
+                cells(v).is_some_and(|c| ready(&c))
+            })
+            .await;
+        cells(&value).unwrap_or_default()
+    }
+
+    /// Clicks like a person: the element must be on screen and not covered. A click lost to
+    /// a re-render or a passing toast is tried again.
+    async fn click(&self, selector: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let clicked = async {
+                self.session()
+                    .find(Locator::Css(selector))
+                    .await?
+                    .click()
+                    .await
+            }
+            .await;
+            match clicked {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("{}: could not click {selector}: {e}", self.name)
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Replaces what the input `selector` holds by typing `text`, key by key.
+    async fn type_into(&self, selector: &str, text: &str) {
+        let input = self
+            .session()
+            .find(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {selector}: {e}", self.name));
+        input.clear().await.expect("clear the input");
+        input.send_keys(text).await.expect("type");
+    }
+
+    /// Waits for the page's confirmation dialog, accepts it and returns its text.
+    async fn accept_dialog(&self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.session().get_alert_text().await {
+                Ok(text) => {
+                    self.session()
+                        .accept_alert()
+                        .await
+                        .expect("accept the dialog");
+                    return text;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("{}: no dialog appeared: {e}", self.name)
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Opens the control plane signed out, sees the sign-in panel, then signs in the way the
+    /// protected site does: the token in the `latch_token` cookie on 127.0.0.1.
+    async fn sign_in(&self, node: &Node, jwt: &str, name: &str) {
+        self.goto(&node.api("/")).await;
+        self.wait_text("#signin", |t| t.contains("Sign in")).await;
+        let mut cookie =
+            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
+        cookie.set_domain("127.0.0.1");
+        self.session()
+            .add_cookie(cookie)
+            .await
+            .expect("set the sign-in cookie");
+        self.goto(&node.api("/")).await;
+        self.wait_text("#who", |t| t == format!("Signed in as {name}"))
+            .await;
+        // The Activity tab is not shown yet, but its live stream is already open.
+        self.wait(
+            "the event stream open",
+            "return document.getElementById('stream-state').textContent;",
+            vec![],
+            PATIENCE,
+            |v| v == "live",
+        )
+        .await;
+        self.js(MARK_PAGE, vec![]).await.expect("mark the page");
+    }
+
+    async fn assert_not_reloaded(&self) {
+        assert_eq!(
+            self.js(READ_MARK, vec![])
+                .await
+                .expect("read the page mark"),
+            json!("first load"),
+            "{}'s page was reloaded",
+            self.name
+        );
+    }
+
+    async fn screenshot(&self, test: &str) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("artifacts");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        if let Ok(png) = session.screenshot().await {
+            let file = dir.join(format!("{test}-{}.png", self.name));
+            if std::fs::write(&file, png).is_ok() {
+                eprintln!("screenshot: {}", file.display());
+            }
+        }
+    }
+
+    async fn quit(mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.close().await;
+        }
+    }
+}
+
+fn cells(value: &Value) -> Option<Vec<String>> {
+    value.as_array().map(|cells| {
+        cells
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default().to_owned())
+            .collect()
+    })
+}
+
+/// Everything one UI test runs against.
+struct Scene {
+    node: Node,
+    _upstream: Upstream,
+    browsers: Vec<Browser>,
+    /// Kept last so that it outlives the sessions closed before it.
+    driver: Driver,
+    _dir: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn start(mode: Mode) -> Scene {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("rules.toml"), "").expect("an empty rule file");
+        let node = Node::start(
+            mode,
+            NodeConfig {
+                dir: dir.path(),
+                upstream_port: upstream.port(),
+                rules_store: "rules.toml",
+                poll_seconds: 1,
+            },
+        );
+        let driver = Driver::start().await;
+        Scene {
+            node,
+            _upstream: upstream,
+            browsers: Vec::new(),
+            driver,
+            _dir: dir,
+        }
+    }
+
+    /// Opens a browser and signs it in as the admin `user` called `name`.
+    async fn open(&mut self, label: &'static str, user: &str, name: &str) {
+        let browser = self.driver.browser(label).await;
+        self.browsers.push(browser);
+        let jwt = token(user, name, &["admin"]);
+        self.get(label).sign_in(&self.node, &jwt, name).await;
+    }
+
+    fn get(&self, label: &str) -> &Browser {
+        self.browsers
+            .iter()
+            .find(|b| b.name == label)
+            .expect("a browser of that name")
+    }
+
+    /// The API as a script sees it, for checking what the UI did.
+    async fn api_get(&self, path: &str) -> Value {
+        let response = client()
+            .get(self.node.api(path))
+            .header(AUTHORIZATION, admin_bearer())
+            .send()
+            .await
+            .expect("the control plane answers");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.expect("a JSON body")
+    }
+
+    async fn close_all(self) {
+        for browser in self.browsers {
+            browser.quit().await;
+        }
+    }
+}
+
+/// Starts a scene and runs `scenario` on it; if it fails, saves a screenshot of every browser
+/// and prints the node's log. The browsers are closed either way, so no Chromium outlives the
+/// test.
+async fn run<F>(test: &str, mode: Mode, scenario: F)
+where
+    F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
+{
+    // One scene at a time: one or two Chromiums are plenty for a small machine.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let mut scene = Scene::start(mode).await;
+    let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
+    if outcome.is_err() {
+        for browser in &scene.browsers {
+            browser.screenshot(test).await;
+        }
+        eprintln!("the node's log:\n{}", scene.node.log());
+    }
+    scene.close_all().await;
+    eprintln!("{test} took {:?}", started.elapsed());
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// What the upstream was told about a request signed with `jwt`: the lock resource, if one
+/// was claimed.
+async fn resource_claimed(node: &Node, jwt: &str, path: &str) -> Option<String> {
+    let response = client()
+        .get(node.proxy_url(path))
+        .header(COOKIE, format!("latch_token={jwt}"))
+        .send()
+        .await
+        .ok()?;
+    if response.status() != StatusCode::OK {
+        return None;
+    }
+    let echo: Value = response.json().await.ok()?;
+    echo["headers"]["x-latch-resource"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_fixes_a_rule_then_watches_and_breaks_a_lock_live() {
+    run(
+        "an_admin_fixes_a_rule_then_watches_and_breaks_a_lock_live",
+        Mode::Run,
+        |s| Box::pin(rule_then_lock(s)),
+    )
+    .await;
+}
+
+async fn rule_then_lock(s: &mut Scene) {
+    s.open("admin", "root", "Root").await;
+    let ui = s.get("admin");
+    ui.wait_text("#rules-empty", |t| t.contains("No rules yet"))
+        .await;
+
+    // A new rule whose resource names a capture the pattern does not have.
+    ui.click("#new-rule").await;
+    ui.wait_text("#editor-title", |t| t == "New rule").await;
+    ui.type_into("#rule-editor [name=id]", "doc").await;
+    ui.type_into("#rule-editor [name=pattern]", PATTERN).await;
+    let typed = Instant::now();
+    ui.type_into("#rule-editor [name=resource]", "doc:{di}")
+        .await;
+    let flagged = ui
+        .wait(
+            "the resource typo flagged",
+            FIELD_STATE,
+            vec![json!("resource")],
+            PATIENCE,
+            |v| {
+                v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("unknown capture 'di'"))
+            },
+        )
+        .await;
+    eprintln!(
+        "the typo was flagged {:?} after typing began",
+        typed.elapsed()
+    );
+    assert!(
+        flagged["error"].as_str().is_some_and(|e| e.contains("id")),
+        "the error names the captures there are: {flagged}"
+    );
+    assert_eq!(flagged["beside"], true, "the error sits beside its input");
+    assert_eq!(flagged["invalid"], "true", "the input is marked invalid");
+    assert_eq!(flagged["others"], json!([]), "no other field is blamed");
+    assert_eq!(flagged["validity"], "1 problem(s)");
+    assert_eq!(
+        s.api_get("/api/v1/rules").await["rules"],
+        json!([]),
+        "validating as you type stores nothing"
+    );
+
+    // Fixing the typo clears the error, still without saving.
+    ui.type_into("#rule-editor [name=resource]", "doc:{id}")
+        .await;
+    let fixed = ui
+        .wait(
+            "the fixed rule shown valid",
+            FIELD_STATE,
+            vec![json!("resource")],
+            PATIENCE,
+            |v| v["validity"] == "Valid",
+        )
+        .await;
+    assert_eq!(fixed["error"], "", "{fixed}");
+    assert_eq!(fixed["invalid"], "false", "{fixed}");
+    assert_eq!(fixed["others"], json!([]), "{fixed}");
+
+    ui.click("#save-rule").await;
+    ui.wait_hidden("#rule-editor").await;
+    let row = ui
+        .wait_row("#rules-table tr[data-id=\"doc\"]", PATIENCE, |_| true)
+        .await;
+    assert_eq!(&row[..5], ["doc", PATTERN, "doc:{id}", "block", "0"]);
+    ui.wait_text("#toast", |t| t.contains("Rule doc saved"))
+        .await;
+    let stored = s.api_get("/api/v1/rules/doc").await;
+    assert_eq!(stored["resource"], "doc:{id}");
+    assert_eq!(stored["pattern"], PATTERN);
+
+    // Nobody holds anything yet.
+    ui.click("nav a[data-tab=\"locks\"]").await;
+    ui.wait_text("#locks-empty", |t| t.contains("Nobody holds a lock"))
+        .await;
+
+    // Bob opens document 7 through the proxy once the rule has reached it.
+    let bob = token("bob", "Bob", &[]);
+    let claimed = eventually(Duration::from_secs(5), || async {
+        resource_claimed(&s.node, &bob, "/echo/doc/7").await
+    })
+    .await;
+    assert_eq!(
+        claimed.as_deref(),
+        Some("doc:7"),
+        "the saved rule reaches the proxy and Bob's request claims doc:7"
+    );
+    let taken = Instant::now();
+    let lock = ui
+        .wait_row("#locks-table tr[data-resource=\"doc:7\"]", LIVE, |_| true)
+        .await;
+    eprintln!(
+        "the lock showed in Active locks {:?} after it was taken",
+        taken.elapsed()
+    );
+    assert_eq!(&lock[..3], ["doc:7", "Bob (bob)", "doc"]);
+    assert!(!lock[5].is_empty(), "the instance is shown: {lock:?}");
+    ui.wait_hidden("#locks-empty").await;
+    ui.assert_not_reloaded().await;
+
+    // The list refreshes every second; an unchanged row must stay the same element, or a
+    // click landing during a refresh would be lost.
+    ui.js(MARK_LOCK_ROW, vec![json!("doc:7")])
+        .await
+        .expect("mark the row");
+    let refreshes = ui
+        .js(LOCK_REFRESHES, vec![])
+        .await
+        .expect("count the refreshes");
+    let later = refreshes.as_u64().unwrap_or_default() + 2;
+    ui.wait(
+        "two more refreshes of the locks list",
+        LOCK_REFRESHES,
+        vec![],
+        PATIENCE,
+        |v| v.as_u64().is_some_and(|n| n >= later),
+    )
+    .await;
+    assert_eq!(
+        ui.js(READ_LOCK_ROW_MARK, vec![json!("doc:7")])
+            .await
+            .expect("read the row"),
+        true,
+        "the refresh rebuilt an unchanged row"
+    );
+    // Bob's next request renews the lease: the new expiry shows in the same row.
+    assert_eq!(
+        resource_claimed(&s.node, &bob, "/echo/doc/7")
+            .await
+            .as_deref(),
+        Some("doc:7")
+    );
+    let expires = lock[EXPIRES_CELL].clone();
+    ui.wait_row("#locks-table tr[data-resource=\"doc:7\"]", LIVE, |c| {
+        c[EXPIRES_CELL] != expires
+    })
+    .await;
+    assert_eq!(
+        ui.js(READ_LOCK_ROW_MARK, vec![json!("doc:7")])
+            .await
+            .expect("read the row"),
+        true,
+        "a renewal rebuilt the row instead of updating its expiry"
+    );
+
+    // Force release, confirming the dialog.
+    ui.click("#locks-table tr[data-resource=\"doc:7\"] button.force-release")
+        .await;
+    let question = ui.accept_dialog().await;
+    assert!(
+        question.contains("doc:7") && question.contains("Bob"),
+        "the dialog names the lock and its holder: {question}"
+    );
+    ui.wait_text("#toast", |t| t.contains("doc:7 released"))
+        .await;
+    ui.wait_text("#locks-empty", |t| t.contains("Nobody holds a lock"))
+        .await;
+    assert_eq!(
+        ui.js(SHOWN_TEXT, vec![json!("#locks-table tr[data-resource]")])
+            .await
+            .expect("look for lock rows"),
+        Value::Null,
+        "the released lock left the table"
+    );
+    assert_eq!(s.api_get("/api/v1/locks").await["locks"], json!([]));
+
+    // The Activity feed got the release live, naming the admin and the former holder.
+    ui.click("nav a[data-tab=\"activity\"]").await;
+    let release = ui
+        .wait_text("#events li[data-kind=\"force_released\"]", |_| true)
+        .await;
+    assert!(
+        release.contains("force released")
+            && release.contains("doc:7")
+            && release.contains("by root")
+            && release.contains("was Bob"),
+        "{release}"
+    );
+    let claim = ui
+        .wait_text("#events li[data-kind=\"claimed\"]", |_| true)
+        .await;
+    assert!(
+        claim.contains("doc:7") && claim.contains("by bob"),
+        "{claim}"
+    );
+    assert_eq!(
+        ui.js(
+            "return document.querySelector('#events li[data-kind=\"force_released\"]')\
+                 .classList.contains('fresh');",
+            vec![],
+        )
+        .await
+        .expect("read the feed"),
+        true,
+        "the release came over the live stream, not a page load"
+    );
+    ui.assert_not_reloaded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_editing_one_rule_the_later_save_is_refused_with_a_conflict() {
+    run(
+        "two_admins_editing_one_rule_the_later_save_is_refused_with_a_conflict",
+        Mode::ControlPlane,
+        |s| Box::pin(conflicting_edits(s)),
+    )
+    .await;
+}
+
+const DOC_ROW: &str = "#rules-table tr[data-id=\"doc\"]";
+const PRIORITY_CELL: usize = 4;
+
+async fn conflicting_edits(s: &mut Scene) {
+    let created = client()
+        .post(s.node.api("/api/v1/rules"))
+        .header(AUTHORIZATION, admin_bearer())
+        .json(&json!({ "id": "doc", "pattern": PATTERN, "resource": "doc:{id}" }))
+        .send()
+        .await
+        .expect("the control plane answers");
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    s.open("first", "root", "Root").await;
+    s.open("second", "ops", "Ops").await;
+    let (first, second) = (s.get("first"), s.get("second"));
+    for ui in [first, second] {
+        ui.wait_row(DOC_ROW, PATIENCE, |_| true).await;
+        ui.click(&format!("{DOC_ROW} button.edit")).await;
+        ui.wait_text("#editor-title", |t| t == "Edit rule doc")
+            .await;
+    }
+
+    first.type_into("#rule-editor [name=priority]", "5").await;
+    first.click("#save-rule").await;
+    first.wait_hidden("#rule-editor").await;
+    first
+        .wait_row(DOC_ROW, PATIENCE, |c| c[PRIORITY_CELL] == "5")
+        .await;
+
+    // The second admin still edits the version they opened.
+    second.type_into("#rule-editor [name=priority]", "9").await;
+    second.click("#save-rule").await;
+    let message = second.wait_text("#editor-message", |t| !t.is_empty()).await;
+    assert!(
+        message.contains("Someone else changed rule doc")
+            && message.contains("Your changes were not saved"),
+        "a clear conflict message: {message}"
+    );
+    second.wait_text("#rule-editor", |_| true).await;
+    assert_eq!(
+        second
+            .js(
+                "return document.querySelector('#rule-editor [name=priority]').value;",
+                vec![]
+            )
+            .await
+            .expect("read the field"),
+        "9",
+        "what the second admin typed is still in the form"
+    );
+    assert_eq!(
+        s.api_get("/api/v1/rules/doc").await["priority"],
+        5,
+        "the first admin's save was not overwritten"
+    );
+
+    // Their list shows the first admin's change live; reopening the rule from it and saving
+    // again goes through.
+    second
+        .wait_row(DOC_ROW, PATIENCE, |c| c[PRIORITY_CELL] == "5")
+        .await;
+    second.click(&format!("{DOC_ROW} button.edit")).await;
+    second.wait_hidden("#editor-message").await;
+    assert_eq!(
+        second
+            .js(
+                "return document.querySelector('#rule-editor [name=priority]').value;",
+                vec![]
+            )
+            .await
+            .expect("read the field"),
+        "5",
+        "the reopened rule is the current version"
+    );
+    second.type_into("#rule-editor [name=priority]", "9").await;
+    second.click("#save-rule").await;
+    second.wait_hidden("#rule-editor").await;
+    second
+        .wait_row(DOC_ROW, PATIENCE, |c| c[PRIORITY_CELL] == "9")
+        .await;
+    assert_eq!(s.api_get("/api/v1/rules/doc").await["priority"], 9);
+    second.assert_not_reloaded().await;
+}
