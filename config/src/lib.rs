@@ -72,8 +72,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// `host:port`, with an IPv6 host in brackets, as socket address resolution expects.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -178,12 +183,27 @@ impl Config {
                 }])
             }
         };
-        raw::apply_env(&mut table, env, &mut issues);
-        let config = raw::convert(table, source, base, &mut issues);
+        let origins = raw::apply_env(&mut table, env, &mut issues);
+        let config = raw::convert(table, source, base, &origins, &mut issues);
         match config {
             Some(c) if issues.is_empty() => Ok(c),
             _ => Err(issues),
         }
+    }
+
+    /// Where the rules live according to `path` and the environment, read even when other keys
+    /// are broken, so `latch check` can report the rules' problems together with the config's.
+    /// `None` when the file cannot be read or parsed, or `rules.store` itself is unusable.
+    pub fn rule_store_of(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Option<RuleStoreKind> {
+        let mut table = std::fs::read_to_string(path)
+            .ok()?
+            .parse::<toml::Table>()
+            .ok()?;
+        raw::apply_env(&mut table, env, &mut Vec::new());
+        raw::rule_store_only(table, path.parent().unwrap_or(Path::new(".")))
     }
 
     /// The configuration `latch demo` runs on: loopback addresses, memory locks, the given secret.

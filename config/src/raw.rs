@@ -18,52 +18,111 @@ pub const ENV_PREFIX: &str = "LATCH_";
 /// Environment variables under [`ENV_PREFIX`] that are not config keys.
 const ENV_RESERVED: &[&str] = &["LATCH_LOG"];
 
+/// What kind of value a key takes. The environment layer needs it: an environment variable is
+/// always text, and only the key knows whether `1` means a number or the string "1".
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Integer,
+    /// A list of strings: TOML array syntax, or comma-separated in the environment.
+    List,
+}
+
 /// Every section and its keys. A key not listed here is an error, not silently ignored.
-const SCHEMA: &[(&str, &[&str])] = &[
+const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
     (
         "proxy",
-        &["listen", "upstream", "prefix", "threads", "instance"],
+        &[
+            ("listen", Kind::Text),
+            ("upstream", Kind::Text),
+            ("prefix", Kind::Text),
+            ("threads", Kind::Integer),
+            ("instance", Kind::Text),
+        ],
     ),
     (
         "auth",
         &[
-            "algorithms",
-            "secret",
-            "public_key_file",
-            "jwks_file",
-            "cookie",
-            "issuer",
-            "audience",
-            "leeway_seconds",
-            "user_claim",
-            "name_claim",
-            "roles_claim",
-            "login_url",
-            "require",
+            ("algorithms", Kind::List),
+            ("secret", Kind::Text),
+            ("public_key_file", Kind::Text),
+            ("jwks_file", Kind::Text),
+            ("cookie", Kind::Text),
+            ("issuer", Kind::Text),
+            ("audience", Kind::List),
+            ("leeway_seconds", Kind::Integer),
+            ("user_claim", Kind::Text),
+            ("name_claim", Kind::Text),
+            ("roles_claim", Kind::Text),
+            ("login_url", Kind::Text),
+            ("require", Kind::Text),
         ],
     ),
     (
         "locks",
         &[
-            "store",
-            "lease_seconds",
-            "grace_seconds",
-            "on_store_error",
-            "store_timeout_ms",
+            ("store", Kind::Text),
+            ("lease_seconds", Kind::Integer),
+            ("grace_seconds", Kind::Integer),
+            ("on_store_error", Kind::Text),
+            ("store_timeout_ms", Kind::Integer),
         ],
     ),
-    ("rules", &["store", "poll_seconds"]),
-    ("control_plane", &["listen", "admin_roles"]),
-    ("admin", &["listen"]),
+    (
+        "rules",
+        &[("store", Kind::Text), ("poll_seconds", Kind::Integer)],
+    ),
+    (
+        "control_plane",
+        &[("listen", Kind::Text), ("admin_roles", Kind::List)],
+    ),
+    ("admin", &[("listen", Kind::Text)]),
 ];
 
-/// Applies `LATCH_<SECTION>_<KEY>` variables onto the table. Values parse as TOML when they can
-/// (`30`, `true`, `["a","b"]`) and are taken as plain strings otherwise.
+fn known_keys(section: &str) -> &'static [(&'static str, Kind)] {
+    SCHEMA
+        .iter()
+        .find(|(s, _)| *s == section)
+        .map(|(_, keys)| *keys)
+        .unwrap_or(&[])
+}
+
+/// Which dotted keys (`locks.lease_seconds`) were set by which environment variable, so a bad
+/// value is blamed on the variable rather than on a file that may not even contain the key.
+pub(crate) type EnvOrigins = std::collections::HashMap<String, String>;
+
+/// An environment variable's text as the value its key expects. Text keys take the text
+/// verbatim (a secret or an instance name may look like a number); integers that do not parse
+/// stay text, so validation reports them with the key's own message.
+fn env_value(kind: Kind, raw: String) -> Result<Value, String> {
+    match kind {
+        Kind::Text => Ok(Value::String(raw)),
+        Kind::Integer => Ok(raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .unwrap_or(Value::String(raw))),
+        Kind::List if raw.trim_start().starts_with('[') => format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .ok_or_else(|| format!("{raw:?} is not a TOML list such as [\"a\", \"b\"]")),
+        Kind::List => Ok(Value::Array(
+            raw.split(',')
+                .map(|item| Value::String(item.trim().to_string()))
+                .collect(),
+        )),
+    }
+}
+
+/// Applies `LATCH_<SECTION>_<KEY>` variables onto the table and returns where each came from.
+/// Each value is read as its key's [`Kind`].
 pub(crate) fn apply_env(
     table: &mut Table,
     env: impl IntoIterator<Item = (String, String)>,
     issues: &mut Vec<Issue>,
-) {
+) -> EnvOrigins {
+    let mut origins = EnvOrigins::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_RESERVED.contains(&k.as_str()))
@@ -76,10 +135,11 @@ pub(crate) fn apply_env(
             .iter()
             .filter_map(|(section, keys)| {
                 let key = rest.strip_prefix(section)?.strip_prefix('_')?;
-                keys.contains(&key).then_some((*section, key.to_string()))
+                let (key, kind) = keys.iter().find(|(k, _)| *k == key)?;
+                Some((*section, *key, *kind))
             })
-            .max_by_key(|(s, _)| s.len());
-        let Some((section, key)) = found else {
+            .max_by_key(|(s, _, _)| s.len());
+        let Some((section, key, kind)) = found else {
             issues.push(Issue {
                 source: "environment".into(),
                 key: name.clone(),
@@ -87,17 +147,24 @@ pub(crate) fn apply_env(
             });
             continue;
         };
-        let parsed = format!("v = {value}")
-            .parse::<Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(Value::String(value));
+        let parsed = match env_value(kind, value) {
+            Ok(v) => v,
+            Err(message) => {
+                issues.push(Issue {
+                    source: format!("environment ({name})"),
+                    key: format!("{section}.{key}"),
+                    message,
+                });
+                continue;
+            }
+        };
         let entry = table
             .entry(section.to_string())
             .or_insert_with(|| Value::Table(Table::new()));
         match entry {
             Value::Table(t) => {
-                t.insert(key, parsed);
+                t.insert(key.to_string(), parsed);
+                origins.insert(format!("{section}.{key}"), name);
             }
             _ => issues.push(Issue {
                 source: "environment".into(),
@@ -106,6 +173,7 @@ pub(crate) fn apply_env(
             }),
         }
     }
+    origins
 }
 
 /// Typed access to one section, recording a problem for every bad value.
@@ -113,23 +181,36 @@ struct Section<'a> {
     name: &'static str,
     table: Table,
     source: &'a str,
+    origins: &'a EnvOrigins,
     issues: &'a mut Vec<Issue>,
 }
 
 impl Section<'_> {
     fn issue(&mut self, key: &str, message: impl Into<String>) {
+        let key = format!("{}.{}", self.name, key);
+        let source = match self.origins.get(&key) {
+            Some(var) => format!("environment ({var})"),
+            None => self.source.to_string(),
+        };
         self.issues.push(Issue {
-            source: self.source.to_string(),
-            key: format!("{}.{}", self.name, key),
+            source,
+            key,
             message: message.into(),
         });
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.table.contains_key(key)
     }
 
     fn string(&mut self, key: &str) -> Option<String> {
         match self.table.remove(key)? {
             Value::String(s) => Some(s),
             other => {
-                self.issue(key, format!("expected a string, found {}", other.type_str()));
+                self.issue(
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
                 None
             }
         }
@@ -183,7 +264,9 @@ impl Section<'_> {
     }
 
     fn socket(&mut self, key: &str, default: &str) -> SocketAddr {
-        let fallback: SocketAddr = default.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let fallback: SocketAddr = default
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         match self.string(key) {
             None => fallback,
             Some(s) => s.parse().unwrap_or_else(|_| {
@@ -207,6 +290,7 @@ fn take_section<'a>(
     root: &mut Table,
     name: &'static str,
     source: &'a str,
+    origins: &'a EnvOrigins,
     issues: &'a mut Vec<Issue>,
 ) -> Section<'a> {
     let table = match root.remove(name) {
@@ -221,17 +305,14 @@ fn take_section<'a>(
             Table::new()
         }
     };
-    let known = SCHEMA
-        .iter()
-        .find(|(s, _)| *s == name)
-        .map(|(_, k)| *k)
-        .unwrap_or(&[]);
+    let known = known_keys(name);
     for key in table.keys() {
-        if !known.contains(&key.as_str()) {
+        if !known.iter().any(|(k, _)| k == key) {
+            let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
             issues.push(Issue {
                 source: source.to_string(),
                 key: format!("{name}.{key}"),
-                message: format!("unknown key (known keys: {})", known.join(", ")),
+                message: format!("unknown key (known keys: {})", names.join(", ")),
             });
         }
     }
@@ -239,6 +320,7 @@ fn take_section<'a>(
         name,
         table,
         source,
+        origins,
         issues,
     }
 }
@@ -256,22 +338,45 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
     let rest = if let Some(r) = s.strip_prefix("http://") {
         r
     } else if s.starts_with("https://") {
-        return Err("https upstreams are not supported; put the app on plain HTTP behind the proxy".into());
+        return Err(
+            "https upstreams are not supported; put the app on plain HTTP behind the proxy".into(),
+        );
     } else {
-        return Err(format!("{s:?} must be an http:// URL such as http://127.0.0.1:3000"));
+        return Err(format!(
+            "{s:?} must be an http:// URL such as http://127.0.0.1:3000"
+        ));
     };
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') || authority.contains('?') || authority.contains('@') {
         return Err(format!("{s:?} must name only a scheme, host and port"));
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("{s:?} has an invalid port"))?;
-            (h.trim_start_matches('[').trim_end_matches(']'), port)
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?} has an invalid port"))
+    };
+    // An IPv6 literal is bracketed and carries colons of its own; anything else splits at
+    // its only colon, if any.
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?} has an unclosed '[' in its host"))?;
+        match after {
+            "" => (host, 80),
+            after => match after.strip_prefix(':') {
+                Some(p) => (host, port_of(p)?),
+                None => return Err(format!("{s:?} has text after its bracketed host")),
+            },
         }
-        _ => (authority, 80),
+    } else {
+        match authority.split_once(':') {
+            Some((host, p)) if !p.contains(':') => (host, port_of(p)?),
+            Some(_) => {
+                return Err(format!(
+                    "{s:?} has an IPv6 host without brackets; write http://[::1]:3000"
+                ))
+            }
+            None => (authority, 80),
+        }
     };
     if host.is_empty() {
         return Err(format!("{s:?} has no host"));
@@ -282,10 +387,62 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
     })
 }
 
+/// The `[auth]` key an `auth` settings problem is about. The auth crate reports problems as
+/// sentences that open with the setting they concern ("algorithms is empty", "leeway_seconds is
+/// 9999", "user_claim \"\" is not ..."); anything else is about the verification key.
+fn auth_setting_of(message: &str, key_setting: &'static str) -> &'static str {
+    const BY_OPENING: &[(&str, &str)] = &[
+        ("algorithms ", "algorithms"),
+        ("algorithm ", "algorithms"),
+        ("unknown algorithm ", "algorithms"),
+        ("leeway_seconds ", "leeway_seconds"),
+        ("user_claim ", "user_claim"),
+        ("name_claim ", "name_claim"),
+        ("roles_claim ", "roles_claim"),
+        ("issuer ", "issuer"),
+        ("audience ", "audience"),
+    ];
+    BY_OPENING
+        .iter()
+        .find(|(opening, _)| message.starts_with(opening))
+        .map_or(key_setting, |(_, setting)| setting)
+}
+
+/// `rules.store`: a MongoDB URL, or a file path relative to the config's directory.
+fn rule_store(s: &mut Section<'_>, base: &Path) -> RuleStoreKind {
+    match s.string("store") {
+        None => RuleStoreKind::File(resolve(base, "rules.toml")),
+        Some(url) if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") => {
+            RuleStoreKind::Mongo(url)
+        }
+        Some(path) if path.contains("://") => {
+            s.issue(
+                "store",
+                format!("{path:?} is neither a file path nor a mongodb:// URL"),
+            );
+            RuleStoreKind::File(PathBuf::from(path))
+        }
+        Some(path) => RuleStoreKind::File(resolve(base, &path)),
+    }
+}
+
+/// Only `rules.store` from an already layered table, ignoring every other key and problem.
+pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<RuleStoreKind> {
+    let origins = EnvOrigins::new();
+    let mut issues = Vec::new();
+    let mut s = take_section(&mut root, "rules", "", &origins, &mut issues);
+    let store = rule_store(&mut s, base);
+    let usable = !issues
+        .iter()
+        .any(|i| i.key == "rules" || i.key == "rules.store");
+    usable.then_some(store)
+}
+
 pub(crate) fn convert(
     mut root: Table,
     source: &str,
     base: &Path,
+    origins: &EnvOrigins,
     issues: &mut Vec<Issue>,
 ) -> Option<Config> {
     let sections: Vec<&str> = SCHEMA.iter().map(|(s, _)| *s).collect();
@@ -300,17 +457,22 @@ pub(crate) fn convert(
     }
 
     // [proxy]
-    let mut s = take_section(&mut root, "proxy", source, issues);
+    let mut s = take_section(&mut root, "proxy", source, origins, issues);
     let listen = s.socket("listen", "127.0.0.1:8080");
+    let upstream_given = s.has("upstream");
     let upstream = match s.string("upstream") {
-        None => {
+        None if !upstream_given => {
             s.issue("upstream", "required: the URL of the protected app");
             None
         }
+        None => None,
         Some(u) => parse_upstream(&u).map_err(|m| s.issue("upstream", m)).ok(),
     };
     let prefix = s.string("prefix").unwrap_or_else(|| "/__latch".into());
-    if !prefix.starts_with('/')
+    // Requests are matched against the prefix after normalization, so a prefix that is not
+    // itself normalized (`//x`, `/a/../b`) could never be reached.
+    let normalized = rules::normalize_path(&prefix).is_ok_and(|p| p == prefix.as_str());
+    if !normalized
         || prefix.len() < 2
         || prefix.ends_with('/')
         || !prefix[1..]
@@ -319,20 +481,38 @@ pub(crate) fn convert(
     {
         s.issue(
             "prefix",
-            format!("{prefix:?} must be a path like /__latch (no trailing slash, plain characters)"),
+            format!(
+                "{prefix:?} must be a path like /__latch (plain characters, no trailing slash, \
+                 no empty, '.' or '..' segments)"
+            ),
         );
     }
     let threads = s.integer("threads", 1, 64).unwrap_or(2) as usize;
     let instance = s.string("instance").unwrap_or_else(default_instance);
 
     // [auth]
-    let mut s = take_section(&mut root, "auth", source, issues);
+    let mut s = take_section(&mut root, "auth", source, origins, issues);
     let defaults = auth::AuthSettings::default();
-    let algorithms = s.strings("algorithms").unwrap_or(defaults.algorithms.clone());
+    let algorithms = s
+        .strings("algorithms")
+        .unwrap_or(defaults.algorithms.clone());
+    // Counted before reading, so a key given with the wrong type is reported once, for its
+    // type, and not a second time as missing.
+    let given = ["secret", "public_key_file", "jwks_file"]
+        .iter()
+        .filter(|k| s.has(k))
+        .count();
     let secret = s.string("secret");
     let public_key_file = s.string("public_key_file");
     let jwks_file = s.string("jwks_file");
     let key = match (secret, public_key_file, jwks_file) {
+        _ if given > 1 => {
+            s.issue(
+                "secret",
+                "give only one of secret, public_key_file or jwks_file",
+            );
+            None
+        }
         (Some(secret), None, None) => Some(auth::KeySource::Secret(secret.into_bytes())),
         (None, Some(file), None) => match std::fs::read(resolve(base, &file)) {
             Ok(bytes) => Some(auth::KeySource::PublicKeyPem(bytes)),
@@ -348,20 +528,14 @@ pub(crate) fn convert(
                 None
             }
         },
-        (None, None, None) => {
+        _ if given == 0 => {
             s.issue(
                 "secret",
                 "one of secret, public_key_file or jwks_file is required",
             );
             None
         }
-        _ => {
-            s.issue(
-                "secret",
-                "give only one of secret, public_key_file or jwks_file",
-            );
-            None
-        }
+        _ => None,
     };
     let cookie = s.string("cookie").unwrap_or_else(|| "latch_token".into());
     if cookie.is_empty()
@@ -373,10 +547,18 @@ pub(crate) fn convert(
     }
     let issuer = s.string("issuer");
     let audience = s.strings("audience").unwrap_or_default();
-    let leeway_seconds = s.integer("leeway_seconds", 0, 600).unwrap_or(defaults.leeway_seconds);
-    let user_claim = s.string("user_claim").unwrap_or(defaults.user_claim.clone());
-    let name_claim = s.string("name_claim").unwrap_or(defaults.name_claim.clone());
-    let roles_claim = s.string("roles_claim").unwrap_or(defaults.roles_claim.clone());
+    let leeway_seconds = s
+        .integer("leeway_seconds", 0, 600)
+        .unwrap_or(defaults.leeway_seconds);
+    let user_claim = s
+        .string("user_claim")
+        .unwrap_or(defaults.user_claim.clone());
+    let name_claim = s
+        .string("name_claim")
+        .unwrap_or(defaults.name_claim.clone());
+    let roles_claim = s
+        .string("roles_claim")
+        .unwrap_or(defaults.roles_claim.clone());
     let login_url = s.string("login_url");
     if let Some(url) = &login_url {
         if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/')) {
@@ -405,20 +587,18 @@ pub(crate) fn convert(
         roles_claim,
     });
     if let Some(settings) = &settings {
+        let key_setting = match settings.key {
+            auth::KeySource::Secret(_) => "secret",
+            auth::KeySource::PublicKeyPem(_) => "public_key_file",
+            auth::KeySource::Jwks(_) => "jwks_file",
+        };
         for message in auth::Verifier::check_settings(settings) {
-            s.issue(
-                match settings.key {
-                    auth::KeySource::Secret(_) => "secret",
-                    auth::KeySource::PublicKeyPem(_) => "public_key_file",
-                    auth::KeySource::Jwks(_) => "jwks_file",
-                },
-                message,
-            );
+            s.issue(auth_setting_of(&message, key_setting), message);
         }
     }
 
     // [locks]
-    let mut s = take_section(&mut root, "locks", source, issues);
+    let mut s = take_section(&mut root, "locks", source, origins, issues);
     let store = match s.string("store").as_deref() {
         None | Some("memory") => LockStoreKind::Memory,
         Some(url)
@@ -459,25 +639,12 @@ pub(crate) fn convert(
     let store_timeout = s.integer("store_timeout_ms", 10, 1_000).unwrap_or(500);
 
     // [rules]
-    let mut s = take_section(&mut root, "rules", source, issues);
-    let rule_store = match s.string("store") {
-        None => RuleStoreKind::File(resolve(base, "rules.toml")),
-        Some(url) if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") => {
-            RuleStoreKind::Mongo(url)
-        }
-        Some(path) if path.contains("://") => {
-            s.issue(
-                "store",
-                format!("{path:?} is neither a file path nor a mongodb:// URL"),
-            );
-            RuleStoreKind::File(PathBuf::from(path))
-        }
-        Some(path) => RuleStoreKind::File(resolve(base, &path)),
-    };
+    let mut s = take_section(&mut root, "rules", source, origins, issues);
+    let rule_store = rule_store(&mut s, base);
     let poll = s.integer("poll_seconds", 1, 3_600).unwrap_or(2);
 
     // [control_plane]
-    let mut s = take_section(&mut root, "control_plane", source, issues);
+    let mut s = take_section(&mut root, "control_plane", source, origins, issues);
     let cp_listen = s.socket("listen", "127.0.0.1:9090");
     let admin_roles = s
         .strings("admin_roles")
@@ -487,7 +654,7 @@ pub(crate) fn convert(
     }
 
     // [admin]
-    let mut s = take_section(&mut root, "admin", source, issues);
+    let mut s = take_section(&mut root, "admin", source, origins, issues);
     let admin_listen = s.socket("listen", "127.0.0.1:9100");
 
     Some(Config {

@@ -51,14 +51,20 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
         ("ws", &Method::GET) => return ws::serve(latch, session).await,
         ("release" | "takeover", &Method::POST) => action(latch, session, &name).await?,
         ("status", &Method::GET | &Method::HEAD) => status(latch, session).await,
-        ("banner.js" | "status", _) => Reply::problem(405, "Method not allowed", "use GET")
-            .header(header::ALLOW, "GET, HEAD"),
-        ("ws", _) => Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET"),
-        ("release" | "takeover", _) => Reply::problem(405, "Method not allowed", "use POST")
-            .header(header::ALLOW, "POST"),
+        ("banner.js" | "status", _) => {
+            Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET, HEAD")
+        }
+        ("ws", _) => {
+            Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET")
+        }
+        ("release" | "takeover", _) => {
+            Reply::problem(405, "Method not allowed", "use POST").header(header::ALLOW, "POST")
+        }
         _ => Reply::problem(404, "Not found", "no such Latch endpoint"),
     };
-    let unread = method == Method::POST;
+    // Release and takeover read their small body in full; anything left unread (a refused
+    // oversized body, a POST to another endpoint) must not be drained on a kept-alive connection.
+    let unread = method == Method::POST && !session.is_body_done();
     reply.send(session, unread).await
 }
 
@@ -120,9 +126,15 @@ async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result
         }
     };
     let result = if name == "release" {
-        actions::release(latch, &identity, sid.as_deref(), &body.resource, body.pagehide)
-            .await
-            .map(|_| Reply::empty(204))
+        actions::release(
+            latch,
+            &identity,
+            sid.as_deref(),
+            &body.resource,
+            body.pagehide,
+        )
+        .await
+        .map(|_| Reply::empty(204))
     } else {
         actions::takeover(latch, &identity, sid.as_deref(), &body.resource)
             .await

@@ -67,7 +67,11 @@ impl Reply {
         for (name, value) in self.headers {
             resp.insert_header(name, value)?;
         }
-        resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())?;
+        // 204 and 304 have no body by definition, and RFC 9110 forbids a Content-Length on
+        // them that differs from the full response's: a cache could store a 304's `0`.
+        if !matches!(self.status, 204 | 304) {
+            resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())?;
+        }
         if !resp.headers.contains_key(header::CACHE_CONTROL) {
             resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         }

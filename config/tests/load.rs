@@ -1,0 +1,824 @@
+//! `Config::from_toml_str` against tables of good and bad configurations: every key's
+//! validation, unknown keys and sections, and how the environment layers over the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Issue, LockStoreKind, OnStoreError, Require, RuleStoreKind};
+
+const SECRET: &str = "config-test-secret-long-enough-for-hs256";
+const SOURCE: &str = "latch.toml";
+
+fn base() -> &'static Path {
+    Path::new("/etc/latch")
+}
+
+/// The smallest valid file, with `extra` appended (later tables may repeat a section header
+/// only when the minimal part does not have it, so tests add whole sections).
+fn minimal(extra: &str) -> String {
+    format!(
+        "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n[auth]\nsecret = \"{SECRET}\"\n\n{extra}"
+    )
+}
+
+fn load_env(text: &str, env: &[(&str, &str)]) -> Result<Config, Vec<Issue>> {
+    Config::from_toml_str(
+        text,
+        SOURCE,
+        base(),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn load(text: &str) -> Result<Config, Vec<Issue>> {
+    load_env(text, &[])
+}
+
+fn good(text: &str) -> Config {
+    load(text).unwrap_or_else(|issues| panic!("expected a valid config, got {issues:#?}\n{text}"))
+}
+
+fn issues(text: &str, env: &[(&str, &str)]) -> Vec<Issue> {
+    match load_env(text, env) {
+        Ok(_) => panic!("expected problems with:\n{text}\n{env:?}"),
+        Err(issues) => issues,
+    }
+}
+
+/// The file must be refused with exactly one problem, at `key`, whose message mentions `says`.
+fn bad(text: &str, key: &str, says: &str) {
+    let found = issues(text, &[]);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one problem at {key}, got {found:#?}\n{text}"
+    );
+    let issue = &found[0];
+    assert_eq!(issue.key, key, "{issue}\n{text}");
+    assert_eq!(issue.source, SOURCE, "{issue}");
+    assert!(
+        issue.message.contains(says),
+        "{key}: {:?} does not mention {says:?}",
+        issue.message
+    );
+}
+
+/// A `[proxy]` section with `lines` besides the required upstream.
+fn proxy(lines: &str) -> String {
+    format!(
+        "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n{lines}\n\n[auth]\nsecret = \"{SECRET}\"\n"
+    )
+}
+
+/// An `[auth]` section made only of `lines` (no secret unless given).
+fn auth_only(lines: &str) -> String {
+    format!("[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n[auth]\n{lines}\n")
+}
+
+/// An `[auth]` section with the test secret and `lines`.
+fn auth(lines: &str) -> String {
+    auth_only(&format!("secret = \"{SECRET}\"\n{lines}"))
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn defaults_fill_every_optional_key() {
+    let c = good(&minimal(""));
+    assert_eq!(c.proxy.listen, addr("127.0.0.1:8080"));
+    assert_eq!(c.proxy.upstream.host, "127.0.0.1");
+    assert_eq!(c.proxy.upstream.port, 3000);
+    assert_eq!(c.proxy.prefix, "/__latch");
+    assert_eq!(c.proxy.threads, 2);
+    assert!(!c.proxy.instance.is_empty());
+    assert_eq!(c.auth.cookie, "latch_token");
+    assert_eq!(c.auth.login_url, None);
+    assert_eq!(c.auth.require, Require::Protected);
+    assert_eq!(c.auth.settings.algorithms, vec!["HS256".to_string()]);
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Secret(SECRET.as_bytes().to_vec())
+    );
+    assert_eq!(c.auth.settings.leeway_seconds, 30);
+    assert_eq!(c.auth.settings.user_claim, "sub");
+    assert_eq!(c.auth.settings.name_claim, "name");
+    assert_eq!(c.auth.settings.roles_claim, "roles");
+    assert_eq!(c.auth.settings.issuer, None);
+    assert!(c.auth.settings.audience.is_empty());
+    assert_eq!(c.locks.store, LockStoreKind::Memory);
+    assert_eq!(c.locks.lease, Duration::from_secs(30));
+    assert_eq!(c.locks.grace, Duration::from_secs(10));
+    assert_eq!(c.locks.on_store_error, OnStoreError::Deny);
+    assert_eq!(c.locks.store_timeout, Duration::from_millis(500));
+    assert_eq!(
+        c.rules.store,
+        RuleStoreKind::File(PathBuf::from("/etc/latch/rules.toml"))
+    );
+    assert_eq!(c.rules.poll, Duration::from_secs(2));
+    assert_eq!(c.control_plane.listen, addr("127.0.0.1:9090"));
+    assert_eq!(c.control_plane.admin_roles, vec!["admin".to_string()]);
+    assert_eq!(c.admin.listen, addr("127.0.0.1:9100"));
+}
+
+#[test]
+fn every_key_is_read_from_the_file() {
+    let c = good(&format!(
+        r#"
+[proxy]
+listen = "0.0.0.0:80"
+upstream = "http://app.internal:8081/"
+prefix = "/_gate/v1"
+threads = 8
+instance = "edge-1"
+
+[auth]
+algorithms = ["HS256", "HS512"]
+secret = "{SECRET}"
+cookie = "sso.token-1"
+issuer = "https://idp.example"
+audience = ["latch", "api"]
+leeway_seconds = 0
+user_claim = "preferred_username"
+name_claim = "profile.display"
+roles_claim = "realm_access.roles"
+login_url = "https://idp.example/login?return_to={{url}}"
+require = "all"
+
+[locks]
+store = "redis://127.0.0.1:6379/0"
+lease_seconds = 60
+grace_seconds = 0
+on_store_error = "allow"
+store_timeout_ms = 1000
+
+[rules]
+store = "mongodb://127.0.0.1:27017/latch"
+poll_seconds = 3600
+
+[control_plane]
+listen = "[::1]:9090"
+admin_roles = ["ops", "admin"]
+
+[admin]
+listen = "127.0.0.1:0"
+"#
+    ));
+    assert_eq!(c.proxy.listen, addr("0.0.0.0:80"));
+    assert_eq!(c.proxy.upstream.host, "app.internal");
+    assert_eq!(c.proxy.upstream.port, 8081);
+    assert_eq!(c.proxy.prefix, "/_gate/v1");
+    assert_eq!(c.proxy.threads, 8);
+    assert_eq!(c.proxy.instance, "edge-1");
+    assert_eq!(c.auth.settings.algorithms, vec!["HS256", "HS512"]);
+    assert_eq!(c.auth.cookie, "sso.token-1");
+    assert_eq!(
+        c.auth.settings.issuer.as_deref(),
+        Some("https://idp.example")
+    );
+    assert_eq!(c.auth.settings.audience, vec!["latch", "api"]);
+    assert_eq!(c.auth.settings.leeway_seconds, 0);
+    assert_eq!(c.auth.settings.user_claim, "preferred_username");
+    assert_eq!(c.auth.settings.name_claim, "profile.display");
+    assert_eq!(c.auth.settings.roles_claim, "realm_access.roles");
+    assert_eq!(
+        c.auth.login_url.as_deref(),
+        Some("https://idp.example/login?return_to={url}")
+    );
+    assert_eq!(c.auth.require, Require::All);
+    assert_eq!(
+        c.locks.store,
+        LockStoreKind::Redis("redis://127.0.0.1:6379/0".into())
+    );
+    assert_eq!(c.locks.lease, Duration::from_secs(60));
+    assert_eq!(c.locks.grace, Duration::ZERO);
+    assert_eq!(c.locks.on_store_error, OnStoreError::Allow);
+    assert_eq!(c.locks.store_timeout, Duration::from_millis(1000));
+    assert_eq!(
+        c.rules.store,
+        RuleStoreKind::Mongo("mongodb://127.0.0.1:27017/latch".into())
+    );
+    assert_eq!(c.rules.poll, Duration::from_secs(3600));
+    assert_eq!(c.control_plane.listen, addr("[::1]:9090"));
+    assert_eq!(c.control_plane.admin_roles, vec!["ops", "admin"]);
+    assert_eq!(c.admin.listen, addr("127.0.0.1:0"));
+}
+
+#[test]
+fn good_values_table() {
+    let cases: &[&str] = &[
+        // upstream spellings
+        "[proxy]\nupstream = \"http://127.0.0.1\"",
+        "[proxy]\nupstream = \"http://localhost:3000/\"",
+        "[proxy]\nupstream = \"http://[::1]:3000\"",
+        "[proxy]\nupstream = \"http://[::1]\"",
+        // prefixes
+        "[proxy]\nupstream = \"http://a:1\"\nprefix = \"/x\"",
+        "[proxy]\nupstream = \"http://a:1\"\nprefix = \"/_latch-2.v1/sub_dir\"",
+        // threads bounds
+        "[proxy]\nupstream = \"http://a:1\"\nthreads = 1",
+        "[proxy]\nupstream = \"http://a:1\"\nthreads = 64",
+    ];
+    for proxy_section in cases {
+        good(&format!(
+            "{proxy_section}\n\n[auth]\nsecret = \"{SECRET}\"\n"
+        ));
+    }
+    let auth_cases: &[&str] = &[
+        "algorithms = \"HS384\"",
+        "algorithms = [\"HS256\", \"HS384\", \"HS512\"]",
+        "audience = \"latch\"",
+        "leeway_seconds = 600",
+        "login_url = \"/login?next={url}\"",
+        "login_url = \"http://idp.local/login\"",
+        "require = \"protected\"",
+        "cookie = \"__Host-latch\"",
+    ];
+    for lines in auth_cases {
+        good(&auth(lines));
+    }
+    let other: &[&str] = &[
+        "[locks]\nlease_seconds = 5\ngrace_seconds = 4",
+        "[locks]\nlease_seconds = 86400\ngrace_seconds = 3600",
+        "[locks]\nstore = \"rediss://cache:6380\"",
+        "[locks]\nstore = \"redis+cluster://a:1,b:2\"",
+        "[locks]\nstore_timeout_ms = 10",
+        "[locks]\non_store_error = \"deny\"",
+        "[rules]\nstore = \"mongodb+srv://cluster.example/latch\"",
+        "[rules]\npoll_seconds = 1",
+        "[control_plane]\nadmin_roles = \"root\"",
+        "[admin]\nlisten = \"[::]:9100\"",
+    ];
+    for extra in other {
+        good(&minimal(extra));
+    }
+}
+
+#[test]
+fn upstream_addresses_are_usable_for_ipv6() {
+    let c = good(&minimal("").replace("127.0.0.1:3000", "[::1]:3000"));
+    assert_eq!(c.proxy.upstream.host, "::1");
+    assert_eq!(c.proxy.upstream.address(), "[::1]:3000");
+    let c = good(&minimal("").replace("127.0.0.1:3000", "[::1]"));
+    assert_eq!(c.proxy.upstream.port, 80);
+    assert_eq!(c.proxy.upstream.address(), "[::1]:80");
+    let c = good(&minimal(""));
+    assert_eq!(c.proxy.upstream.address(), "127.0.0.1:3000");
+}
+
+#[test]
+fn bad_proxy_values() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("listen = \"nowhere\"", "proxy.listen", "nowhere"),
+        ("listen = \"127.0.0.1\"", "proxy.listen", "127.0.0.1"),
+        ("listen = \"127.0.0.1:99999\"", "proxy.listen", "99999"),
+        ("listen = 8080", "proxy.listen", "integer"),
+        ("prefix = \"\"", "proxy.prefix", "\"\""),
+        ("prefix = \"/\"", "proxy.prefix", "\"/\""),
+        ("prefix = \"latch\"", "proxy.prefix", "latch"),
+        ("prefix = \"/latch/\"", "proxy.prefix", "/latch/"),
+        ("prefix = \"/la tch\"", "proxy.prefix", "/la tch"),
+        ("prefix = \"/la%74ch\"", "proxy.prefix", "/la%74ch"),
+        ("prefix = \"//latch\"", "proxy.prefix", "//latch"),
+        ("prefix = \"/a//b\"", "proxy.prefix", "/a//b"),
+        ("prefix = \"/a/../b\"", "proxy.prefix", "/a/../b"),
+        ("prefix = \"/./latch\"", "proxy.prefix", "/./latch"),
+        ("prefix = \"/latch/..\"", "proxy.prefix", "/latch/.."),
+        ("prefix = 5", "proxy.prefix", "integer"),
+        ("threads = 0", "proxy.threads", "0"),
+        ("threads = 65", "proxy.threads", "65"),
+        ("threads = -1", "proxy.threads", "-1"),
+        ("threads = \"2\"", "proxy.threads", "string"),
+        ("threads = 2.5", "proxy.threads", "float"),
+        ("instance = 7", "proxy.instance", "integer"),
+        ("colour = \"blue\"", "proxy.colour", "unknown key"),
+    ];
+    for (lines, key, says) in cases {
+        bad(&proxy(lines), key, says);
+    }
+}
+
+#[test]
+fn bad_upstreams() {
+    let cases: &[(&str, &str)] = &[
+        ("ftp://example.com", "http://"),
+        ("https://example.com", "https"),
+        ("example.com:3000", "http://"),
+        ("http://", "no host"),
+        ("http://:3000", "no host"),
+        ("http://example.com/app", "only"),
+        ("http://example.com?x=1", "only"),
+        ("http://user@example.com", "only"),
+        ("http://example.com:99999", "port"),
+        ("http://example.com:http", "port"),
+        ("http://example.com:", "port"),
+        ("http://[::1", "host"),
+    ];
+    for (upstream, says) in cases {
+        let text = format!("[proxy]\nupstream = \"{upstream}\"\n\n[auth]\nsecret = \"{SECRET}\"\n");
+        bad(&text, "proxy.upstream", says);
+    }
+    bad(
+        &format!("[proxy]\n\n[auth]\nsecret = \"{SECRET}\"\n"),
+        "proxy.upstream",
+        "required",
+    );
+    bad(
+        &format!("[proxy]\nupstream = 3000\n\n[auth]\nsecret = \"{SECRET}\"\n"),
+        "proxy.upstream",
+        "integer",
+    );
+}
+
+#[test]
+fn bad_auth_values() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("", "auth.secret", "required"),
+        ("secret = \"\"", "auth.secret", "empty"),
+        ("secret = \"short\"", "auth.secret", "5 bytes"),
+        (
+            "secret = \"-----BEGIN PUBLIC KEY-----\\nMIIB\\n-----END PUBLIC KEY-----\"",
+            "auth.secret",
+            "PEM",
+        ),
+        ("secret = 42", "auth.secret", "integer"),
+        (
+            "secret = \"x\"\npublic_key_file = \"k.pem\"",
+            "auth.secret",
+            "only one",
+        ),
+        (
+            "public_key_file = \"/nonexistent/key.pem\"",
+            "auth.public_key_file",
+            "/nonexistent/key.pem",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_file = \"/nonexistent/jwks.json\"",
+            "auth.jwks_file",
+            "/nonexistent/jwks.json",
+        ),
+    ];
+    for (lines, key, says) in cases {
+        bad(&auth_only(lines), key, says);
+    }
+    let with_secret: &[(&str, &str, &str)] = &[
+        ("algorithms = []", "auth.algorithms", "empty"),
+        ("algorithms = [\"none\"]", "auth.algorithms", "none"),
+        ("algorithms = [\"HS999\"]", "auth.algorithms", "HS999"),
+        ("algorithms = [\"hs256\"]", "auth.algorithms", "hs256"),
+        ("algorithms = [\"RS256\"]", "auth.algorithms", "RS256"),
+        ("algorithms = 256", "auth.algorithms", "integer"),
+        ("algorithms = [\"HS256\", 1]", "auth.algorithms", "integer"),
+        ("cookie = \"\"", "auth.cookie", "cookie"),
+        ("cookie = \"a b\"", "auth.cookie", "a b"),
+        ("cookie = \"a;b\"", "auth.cookie", "a;b"),
+        ("cookie = \"a=b\"", "auth.cookie", "a=b"),
+        ("issuer = \"\"", "auth.issuer", "issuer"),
+        ("issuer = 1", "auth.issuer", "integer"),
+        ("audience = [\"\"]", "auth.audience", "audience"),
+        ("audience = [1]", "auth.audience", "integer"),
+        ("leeway_seconds = -1", "auth.leeway_seconds", "-1"),
+        ("leeway_seconds = 601", "auth.leeway_seconds", "601"),
+        ("leeway_seconds = \"30\"", "auth.leeway_seconds", "string"),
+        ("user_claim = \"\"", "auth.user_claim", "empty"),
+        ("name_claim = \"a..b\"", "auth.name_claim", "a..b"),
+        ("roles_claim = \".roles\"", "auth.roles_claim", ".roles"),
+        ("login_url = \"ftp://idp\"", "auth.login_url", "http"),
+        (
+            "login_url = \"idp.example/login\"",
+            "auth.login_url",
+            "http",
+        ),
+        ("require = \"sometimes\"", "auth.require", "sometimes"),
+        ("require = true", "auth.require", "boolean"),
+        ("expiry = 5", "auth.expiry", "unknown key"),
+    ];
+    for (lines, key, says) in with_secret {
+        bad(&auth(lines), key, says);
+    }
+}
+
+#[test]
+fn key_files_are_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a usable key: the point is that the file was found and judged, at its own key.
+    std::fs::write(dir.path().join("key.pem"), "not a pem").unwrap();
+    let text = auth_only("algorithms = [\"RS256\"]\npublic_key_file = \"key.pem\"");
+    let found = Config::from_toml_str(&text, SOURCE, dir.path(), Vec::new()).unwrap_err();
+    assert!(!found.is_empty());
+    for issue in &found {
+        assert_eq!(issue.key, "auth.public_key_file", "{issue}");
+        assert!(!issue.message.contains("cannot read"), "{issue}");
+    }
+}
+
+#[test]
+fn bad_locks_rules_control_plane_and_admin_values() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[locks]\nstore = \"etcd://x\"", "locks.store", "etcd://x"),
+        ("[locks]\nstore = \"Memory\"", "locks.store", "Memory"),
+        ("[locks]\nlease_seconds = 4", "locks.lease_seconds", "4"),
+        (
+            "[locks]\nlease_seconds = 86401",
+            "locks.lease_seconds",
+            "86401",
+        ),
+        (
+            "[locks]\nlease_seconds = \"30s\"",
+            "locks.lease_seconds",
+            "string",
+        ),
+        ("[locks]\ngrace_seconds = -1", "locks.grace_seconds", "-1"),
+        (
+            "[locks]\ngrace_seconds = 3601\nlease_seconds = 7200",
+            "locks.grace_seconds",
+            "3601",
+        ),
+        (
+            "[locks]\ngrace_seconds = 30",
+            "locks.grace_seconds",
+            "shorter",
+        ),
+        (
+            "[locks]\nlease_seconds = 10\ngrace_seconds = 10",
+            "locks.grace_seconds",
+            "shorter",
+        ),
+        (
+            "[locks]\non_store_error = \"maybe\"",
+            "locks.on_store_error",
+            "maybe",
+        ),
+        (
+            "[locks]\nstore_timeout_ms = 9",
+            "locks.store_timeout_ms",
+            "9",
+        ),
+        (
+            "[locks]\nstore_timeout_ms = 1001",
+            "locks.store_timeout_ms",
+            "1001",
+        ),
+        (
+            "[rules]\nstore = \"http://rules.example\"",
+            "rules.store",
+            "http://",
+        ),
+        ("[rules]\nstore = 1", "rules.store", "integer"),
+        ("[rules]\npoll_seconds = 0", "rules.poll_seconds", "0"),
+        ("[rules]\npoll_seconds = 3601", "rules.poll_seconds", "3601"),
+        (
+            "[control_plane]\nlisten = \"x\"",
+            "control_plane.listen",
+            "\"x\"",
+        ),
+        (
+            "[control_plane]\nadmin_roles = []",
+            "control_plane.admin_roles",
+            "at least one",
+        ),
+        (
+            "[control_plane]\nadmin_roles = [\"\"]",
+            "control_plane.admin_roles",
+            "non-empty",
+        ),
+        (
+            "[control_plane]\nadmin_roles = 1",
+            "control_plane.admin_roles",
+            "integer",
+        ),
+        (
+            "[admin]\nlisten = \"localhost\"",
+            "admin.listen",
+            "localhost",
+        ),
+        ("[admin]\nlisten = 9100", "admin.listen", "integer"),
+        ("[admin]\nmetrics = true", "admin.metrics", "unknown key"),
+    ];
+    for (extra, key, says) in cases {
+        bad(&minimal(extra), key, says);
+    }
+}
+
+#[test]
+fn rule_file_paths_resolve_against_the_config_directory() {
+    let c = good(&minimal("[rules]\nstore = \"conf.d/rules.toml\""));
+    assert_eq!(
+        c.rules.store,
+        RuleStoreKind::File(PathBuf::from("/etc/latch/conf.d/rules.toml"))
+    );
+    let c = good(&minimal("[rules]\nstore = \"/srv/rules.toml\""));
+    assert_eq!(
+        c.rules.store,
+        RuleStoreKind::File(PathBuf::from("/srv/rules.toml"))
+    );
+}
+
+#[test]
+fn unknown_sections_and_misshapen_sections_are_errors() {
+    bad(&minimal("[extras]\nx = 1"), "extras", "unknown section");
+    bad(
+        &format!("debug = true\n{}", minimal("")),
+        "debug",
+        "unknown section",
+    );
+    // A section that is not a table is reported as such (its required keys are then missing too).
+    let found = issues(&format!("proxy = 5\n[auth]\nsecret = \"{SECRET}\"\n"), &[]);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.key == "proxy" && i.message.contains("table")),
+        "{found:#?}"
+    );
+    // `[[proxy]]` is an array of tables, not a section.
+    bad(
+        &format!("[[locks]]\nstore = \"memory\"\n\n{}", minimal("")),
+        "locks",
+        "table",
+    );
+}
+
+#[test]
+fn syntax_errors_are_one_whole_file_problem() {
+    let found = issues("[proxy\nupstream = ", &[]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "");
+    assert_eq!(found[0].source, SOURCE);
+    assert!(found[0].message.contains("TOML"), "{}", found[0]);
+    assert_eq!(
+        found[0].to_string(),
+        format!("{SOURCE}: {}", found[0].message)
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+[proxy]
+listen = "x"
+prefix = "y"
+threads = 0
+bogus = 1
+
+[auth]
+secret = "short"
+algorithms = ["none", "HS256"]
+cookie = ""
+leeway_seconds = 9999
+user_claim = ""
+
+[locks]
+lease_seconds = 1
+store_timeout_ms = 0
+
+[rules]
+poll_seconds = -5
+
+[control_plane]
+admin_roles = []
+
+[admin]
+listen = "z"
+
+[nope]
+"#;
+    let found = issues(text, &[("LATCH_NOT_A_THING", "1")]);
+    let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+    for key in [
+        "proxy.listen",
+        "proxy.upstream",
+        "proxy.prefix",
+        "proxy.threads",
+        "proxy.bogus",
+        "auth.secret",
+        "auth.algorithms",
+        "auth.cookie",
+        "auth.leeway_seconds",
+        "auth.user_claim",
+        "locks.lease_seconds",
+        "locks.store_timeout_ms",
+        "rules.poll_seconds",
+        "control_plane.admin_roles",
+        "admin.listen",
+        "nope",
+        "LATCH_NOT_A_THING",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    for issue in &found {
+        let shown = issue.to_string();
+        assert!(shown.contains(&issue.key), "{shown}");
+        assert!(shown.starts_with(&issue.source), "{shown}");
+    }
+}
+
+#[test]
+fn the_environment_overrides_the_file_which_overrides_defaults() {
+    let text = minimal("[locks]\nlease_seconds = 20\n");
+    assert_eq!(good(&text).locks.lease, Duration::from_secs(20));
+    let c = load_env(&text, &[("LATCH_LOCKS_LEASE_SECONDS", "40")]).unwrap();
+    assert_eq!(c.locks.lease, Duration::from_secs(40));
+    // Keys the file leaves out, and whole sections it leaves out, can come from the environment.
+    let c = load_env(
+        &text,
+        &[
+            ("LATCH_LOCKS_GRACE_SECONDS", "3"),
+            ("LATCH_CONTROL_PLANE_LISTEN", "127.0.0.1:9999"),
+            ("LATCH_CONTROL_PLANE_ADMIN_ROLES", "[\"ops\", \"root\"]"),
+            ("LATCH_AUTH_ALGORITHMS", "[\"HS384\"]"),
+            ("LATCH_AUTH_REQUIRE", "all"),
+            ("LATCH_PROXY_THREADS", "4"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.locks.lease, Duration::from_secs(20));
+    assert_eq!(c.locks.grace, Duration::from_secs(3));
+    assert_eq!(c.control_plane.listen, addr("127.0.0.1:9999"));
+    assert_eq!(c.control_plane.admin_roles, vec!["ops", "root"]);
+    assert_eq!(c.auth.settings.algorithms, vec!["HS384"]);
+    assert_eq!(c.auth.require, Require::All);
+    assert_eq!(c.proxy.threads, 4);
+
+    // The environment can repair the file: a too-short secret replaced by a good one.
+    let broken = auth_only("secret = \"short\"");
+    assert!(load(&broken).is_err());
+    let c = load_env(&broken, &[("LATCH_AUTH_SECRET", SECRET)]).unwrap();
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Secret(SECRET.as_bytes().to_vec())
+    );
+}
+
+#[test]
+fn environment_values_take_the_type_their_key_needs() {
+    let c = load_env(
+        &minimal(""),
+        &[
+            // Strings that happen to look like TOML numbers or booleans stay strings.
+            ("LATCH_PROXY_INSTANCE", "1"),
+            ("LATCH_AUTH_ISSUER", "true"),
+            ("LATCH_AUTH_COOKIE", "2024"),
+            // Lists may be written comma-separated, as a single value, or in TOML syntax.
+            ("LATCH_CONTROL_PLANE_ADMIN_ROLES", "admin, ops"),
+            ("LATCH_AUTH_AUDIENCE", "latch"),
+            ("LATCH_AUTH_ALGORITHMS", "HS256,HS512"),
+        ],
+    )
+    .unwrap_or_else(|issues| panic!("{issues:#?}"));
+    assert_eq!(c.proxy.instance, "1");
+    assert_eq!(c.auth.settings.issuer.as_deref(), Some("true"));
+    assert_eq!(c.auth.cookie, "2024");
+    assert_eq!(c.control_plane.admin_roles, vec!["admin", "ops"]);
+    assert_eq!(c.auth.settings.audience, vec!["latch"]);
+    assert_eq!(c.auth.settings.algorithms, vec!["HS256", "HS512"]);
+
+    // A secret is taken verbatim, even one that reads as TOML.
+    let odd = "[\"0123456789\", \"0123456789abcdefghijklmnop\"]";
+    let c = load_env(&minimal(""), &[("LATCH_AUTH_SECRET", odd)]).unwrap();
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Secret(odd.as_bytes().to_vec())
+    );
+}
+
+#[test]
+fn bad_environment_values_name_the_variable_not_the_file() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("LATCH_LOCKS_LEASE_SECONDS", "1", "locks.lease_seconds"),
+        ("LATCH_LOCKS_LEASE_SECONDS", "thirty", "locks.lease_seconds"),
+        ("LATCH_LOCKS_LEASE_SECONDS", "", "locks.lease_seconds"),
+        ("LATCH_PROXY_LISTEN", "nowhere", "proxy.listen"),
+        ("LATCH_AUTH_SECRET", "short", "auth.secret"),
+        ("LATCH_AUTH_ALGORITHMS", "none", "auth.algorithms"),
+        ("LATCH_PROXY_UPSTREAM", "ftp://x", "proxy.upstream"),
+    ];
+    for (name, value, key) in cases {
+        let found = issues(&minimal(""), &[(name, value)]);
+        assert_eq!(found.len(), 1, "{name}={value}: {found:#?}");
+        assert_eq!(found[0].key, *key, "{name}={value}");
+        assert!(
+            found[0].source.contains(name),
+            "{name}={value}: blamed on {:?}",
+            found[0].source
+        );
+    }
+}
+
+#[test]
+fn unknown_environment_variables_are_errors() {
+    for name in [
+        "LATCH_NOPE",
+        "LATCH_AUTH_SECRETS",
+        "LATCH_AUTH",
+        "LATCH_PROXY_",
+        "LATCH_CONTROL_LISTEN",
+        "LATCH_PLANE_LISTEN",
+        "LATCH_ADMIN_LISTEN_PORT",
+    ] {
+        let found = issues(&minimal(""), &[(name, "x")]);
+        assert_eq!(found.len(), 1, "{name}: {found:#?}");
+        assert_eq!(found[0].key, name);
+        assert_eq!(found[0].source, "environment");
+    }
+    // Logging has its own variable; everything outside the prefix is not ours.
+    good_env(&[
+        ("LATCH_LOG", "debug"),
+        ("PATH", "/bin"),
+        ("latch_nope", "1"),
+    ]);
+}
+
+fn good_env(env: &[(&str, &str)]) {
+    load_env(&minimal(""), env).unwrap_or_else(|issues| panic!("{env:?}: {issues:#?}"));
+}
+
+#[test]
+fn lowercase_and_mixed_case_keys_match_their_section() {
+    // `LATCH_CONTROL_PLANE_LISTEN` must not be read as section `control` key `plane_listen`.
+    let c = load_env(
+        &minimal(""),
+        &[("LATCH_CONTROL_PLANE_LISTEN", "127.0.0.1:1")],
+    )
+    .unwrap();
+    assert_eq!(c.control_plane.listen, addr("127.0.0.1:1"));
+}
+
+#[test]
+fn an_environment_override_of_a_non_table_section_is_reported() {
+    let found = issues(
+        &format!("locks = 1\n{}", minimal("")),
+        &[("LATCH_LOCKS_LEASE_SECONDS", "10")],
+    );
+    let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+    assert!(keys.contains(&"locks"), "{found:#?}");
+    assert!(keys.contains(&"LATCH_LOCKS_LEASE_SECONDS"), "{found:#?}");
+}
+
+#[test]
+fn load_reads_the_file_and_resolves_paths_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latch.toml");
+    std::fs::write(&path, minimal("")).unwrap();
+    let c = Config::load(&path, Vec::new()).unwrap();
+    assert_eq!(
+        c.rules.store,
+        RuleStoreKind::File(dir.path().join("rules.toml"))
+    );
+    let missing = dir.path().join("absent.toml");
+    let found = Config::load(&missing, Vec::new()).unwrap_err();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].source, missing.display().to_string());
+    assert!(found[0].message.contains("cannot read"), "{}", found[0]);
+}
+
+#[test]
+fn demo_config_is_self_consistent() {
+    let c = Config::demo(8080, 3000, SECRET);
+    assert_eq!(c.proxy.listen, addr("127.0.0.1:8080"));
+    assert_eq!(c.proxy.upstream.address(), "127.0.0.1:3000");
+    assert!(auth::Verifier::new(c.auth.settings.clone()).is_ok());
+    assert!(c.locks.grace < c.locks.lease);
+}
+
+#[test]
+fn the_rule_store_can_be_found_in_an_otherwise_broken_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latch.toml");
+    std::fs::write(
+        &path,
+        "[proxy]\nlisten = \"x\"\n\n[auth]\nsecret = 1\n\n[rules]\nstore = \"conf/rules.toml\"\npoll_seconds = 0\n",
+    )
+    .unwrap();
+    assert!(Config::load(&path, Vec::new()).is_err());
+    assert_eq!(
+        Config::rule_store_of(&path, Vec::new()),
+        Some(RuleStoreKind::File(dir.path().join("conf/rules.toml")))
+    );
+    // The environment is layered as for a full load.
+    assert_eq!(
+        Config::rule_store_of(
+            &path,
+            vec![(
+                "LATCH_RULES_STORE".to_string(),
+                "/srv/rules.toml".to_string()
+            )]
+        ),
+        Some(RuleStoreKind::File(PathBuf::from("/srv/rules.toml")))
+    );
+    // Without a [rules] section the default file beside the config applies.
+    std::fs::write(&path, "[proxy]\nlisten = 1\n").unwrap();
+    assert_eq!(
+        Config::rule_store_of(&path, Vec::new()),
+        Some(RuleStoreKind::File(dir.path().join("rules.toml")))
+    );
+    for unusable in ["[rules]\nstore = \"ftp://x\"\n", "rules = 1\n", "[rules\n"] {
+        std::fs::write(&path, unusable).unwrap();
+        assert_eq!(Config::rule_store_of(&path, Vec::new()), None, "{unusable}");
+    }
+    assert_eq!(
+        Config::rule_store_of(&dir.path().join("absent.toml"), Vec::new()),
+        None
+    );
+}
