@@ -18,6 +18,16 @@ pub const ENV_PREFIX: &str = "LATCH_";
 /// Environment variables under [`ENV_PREFIX`] that are not config keys.
 const ENV_RESERVED: &[&str] = &["LATCH_LOG"];
 
+/// Is `name` an environment variable under [`ENV_PREFIX`] that is not a config key? Besides
+/// [`ENV_RESERVED`], Kubernetes injects `LATCH_SERVICE_*` and `LATCH_PORT*` into every pod of a
+/// namespace with a Service named `latch`; refusing those would stop the proxy from starting.
+fn env_reserved(name: &str) -> bool {
+    ENV_RESERVED.contains(&name)
+        || name == "LATCH_PORT"
+        || name.starts_with("LATCH_PORT_")
+        || name.starts_with("LATCH_SERVICE_")
+}
+
 /// What kind of value a key takes. The environment layer needs it: an environment variable is
 /// always text, and only the key knows whether `1` means a number or the string "1".
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,7 +135,7 @@ pub(crate) fn apply_env(
     let mut origins = EnvOrigins::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_RESERVED.contains(&k.as_str()))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !env_reserved(k))
         .collect();
     vars.sort();
     for (name, value) in vars {

@@ -822,3 +822,26 @@ fn the_rule_store_can_be_found_in_an_otherwise_broken_config() {
         None
     );
 }
+
+#[test]
+fn kubernetes_service_variables_are_not_config_keys() {
+    let text = "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let env = [
+        ("LATCH_SERVICE_HOST", "10.0.0.7"),
+        ("LATCH_SERVICE_PORT", "8080"),
+        ("LATCH_PORT", "tcp://10.0.0.7:8080"),
+        ("LATCH_PORT_8080_TCP_ADDR", "10.0.0.7"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = config::Config::from_toml_str(text, "latch.toml", std::path::Path::new("."), env)
+        .expect("service-discovery variables are ignored");
+    assert_eq!(config.proxy.upstream.port, 3000);
+
+    let typo = [("LATCH_PROXY_LISTN".to_string(), "127.0.0.1:1".to_string())];
+    let issues = config::Config::from_toml_str(text, "latch.toml", std::path::Path::new("."), typo)
+        .expect_err("a misspelt key is still an error");
+    assert!(
+        issues.iter().any(|i| i.key.contains("LATCH_PROXY_LISTN")),
+        "{issues:?}"
+    );
+}

@@ -101,6 +101,7 @@ impl LatchBuilder {
         let log_path = dir.path().join("latch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(latch_bin());
+        clean_env(&mut cmd);
         cmd.arg("proxy")
             .arg("--config")
             .arg(&config_path)
@@ -111,7 +112,7 @@ impl LatchBuilder {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn latch");
-        let latch = Latch {
+        let mut latch = Latch {
             child,
             port,
             admin_port,
@@ -165,9 +166,12 @@ impl Latch {
         let _ = self.child.wait();
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("latch exited at start ({status}); its log:\n{}", self.log());
+            }
             let proxy_up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
             let admin_up = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok();
             if proxy_up && admin_up {
@@ -192,6 +196,7 @@ impl Drop for Latch {
 /// Runs `latch <args>` to completion: (exit code, stdout, stderr).
 pub fn run_latch(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(latch_bin());
+    clean_env(&mut cmd);
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -202,4 +207,14 @@ pub fn run_latch(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Removes `LATCH_*` variables the test process inherited (such as `LATCH_BIN`), which the
+/// child would otherwise read as config overrides. Tests set the ones they mean explicitly.
+pub fn clean_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LATCH_") {
+            cmd.env_remove(key);
+        }
+    }
 }

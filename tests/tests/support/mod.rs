@@ -168,7 +168,9 @@ impl Node {
             Mode::Proxy => "proxy",
             Mode::ControlPlane => "control-plane",
         };
-        let child = Command::new(latch_bin())
+        let mut cmd = Command::new(latch_bin());
+        tests::latch::clean_env(&mut cmd);
+        let child = cmd
             .arg(command)
             .arg("--config")
             .arg(&self.config)
