@@ -73,12 +73,14 @@ pub fn build(
         .set_nonblocking(true)
         .map_err(|e| StartError::Other(format!("admin.listen: {e}")))?;
     // Fail now, with a clear message, rather than inside pingora's listener setup.
-    drop(std::net::TcpListener::bind(latch.config.proxy.listen).map_err(|e| {
-        StartError::Other(format!(
-            "proxy.listen: cannot listen on {}: {e}",
-            latch.config.proxy.listen
-        ))
-    })?);
+    drop(
+        std::net::TcpListener::bind(latch.config.proxy.listen).map_err(|e| {
+            StartError::Other(format!(
+                "proxy.listen: cannot listen on {}: {e}",
+                latch.config.proxy.listen
+            ))
+        })?,
+    );
 
     if let Some(polling) = rules {
         tasks.push(Box::pin(rules_source::poll(

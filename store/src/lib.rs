@@ -9,14 +9,40 @@
 //! request needs, *who* the holder is, and whether a takeover is allowed; the store only
 //! decides, atomically, who holds what.
 
+mod atomic_file;
+mod audit;
 mod error;
 mod event;
+mod file_events;
+mod file_rules;
 mod lock;
 mod lock_store;
 mod memory;
+mod mongo;
+mod mongo_events;
+mod mongo_rules;
+mod redis;
+mod redis_keys;
+mod redis_options;
+mod redis_scripts;
+mod redis_wire;
+mod rule_store;
 
+pub use atomic_file::write_atomically;
+pub use audit::{
+    AuditEvent, AuditKind, EventLog, EventLogError, EventQuery, DEFAULT_QUERY_LIMIT,
+    MAX_QUERY_LIMIT,
+};
 pub use error::StoreError;
 pub use event::{EventKind, LockEvent, ReleaseReason};
+pub use file_events::FileEventLog;
+pub use file_rules::{render_rules_toml, FileRuleStore};
 pub use lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover, UnixMillis};
 pub use lock_store::{LockStore, DISPLACED_TTL, MAX_LEASE};
 pub use memory::MemoryLockStore;
+pub use mongo::{Mongo, SELECTION_TIMEOUT};
+pub use mongo_events::MongoEventLog;
+pub use mongo_rules::MongoRuleStore;
+pub use redis::RedisLockStore;
+pub use redis_options::{RedisOpenError, RedisOptions, DEFAULT_KEY_PREFIX};
+pub use rule_store::{rule_etag, RuleList, RuleStore, RuleStoreError, StoredRule};

@@ -1,0 +1,713 @@
+//! [`RedisLockStore`]: the lock store many proxy instances share.
+//!
+//! Redis is the one source of truth. Every operation is one Lua script
+//! ([`crate::redis_scripts`]) that reads the time from Redis, expires a lapsed lease first, and
+//! publishes the events it causes on one pub/sub channel. Keys are laid out by
+//! [`crate::redis_keys`] so that every script touches one Redis Cluster slot.
+//!
+//! Two background tasks belong to each store, and the owner spawns them once:
+//! - [`run_listener`](RedisLockStore::run_listener) subscribes to the event channel and turns
+//!   each message into a [`LockEvent`] on [`subscribe`](LockStore::subscribe). Events from this
+//!   instance take the same path as everyone else's, so every instance sees one resource's
+//!   events in the order Redis applied them. It reconnects by itself.
+//! - [`run_reaper`](RedisLockStore::run_reaper) finds lapsed leases through the per-bucket
+//!   index and expires them, so watchers hear of an expiry without any traffic on the resource.
+//!   Every instance runs one; the expiry script deletes and announces in one atomic step, so an
+//!   expiry is announced exactly once however many reapers race for it.
+//!
+//! Connections are made lazily, on the first operation, and re-made whenever one breaks: the
+//! store opens without Redis being up, answers [`StoreError::Unavailable`] while it is down,
+//! and recovers on its own when it returns. Nothing here panics on what Redis sends.
+//!
+//! This module knows nothing about HTTP, rules or banners, like the rest of the crate.
+
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, FromRedisValue, RedisError, Script, ScriptInvocation};
+use tokio::sync::{broadcast, watch};
+
+use crate::error::StoreError;
+use crate::event::{LockEvent, ReleaseReason};
+use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover};
+use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_LEASE};
+use crate::redis_keys::{check_prefix, KeyLayout, BUCKETS};
+use crate::redis_options::{redact, RedisOpenError, RedisOptions, Target};
+use crate::redis_scripts::scripts;
+use crate::redis_wire::{parse_event, Reply};
+
+/// How long a resource's last fence is remembered after its last grant, so idle resources cost
+/// no memory for ever. Fences also carry the Redis clock, so forgetting one only matters if
+/// that clock has since stepped back by more than the time since the grant.
+pub(crate) const FENCE_MEMORY: Duration = MAX_LEASE;
+
+/// How long a lock record outlives its lease deadline in Redis. The scripts treat it as expired
+/// at the deadline; the record's own TTL only collects it if no reaper runs at all, and is long
+/// enough that a reaper always announces the expiry first.
+const RECORD_SLACK: Duration = Duration::from_secs(60);
+
+/// Room for bursts of events while a slow subscriber catches up.
+const EVENT_CAPACITY: usize = 4096;
+
+/// Most lapsed resources the reaper takes from one bucket per pass.
+const REAP_BATCH: usize = 100;
+
+/// Scripts in flight at once when listing or reaping many resources.
+const FAN_OUT: usize = 32;
+
+/// How often the event listener checks that its connection still answers. A closed connection
+/// is noticed at once; this bounds how long a silently dead one (a network partition) goes
+/// unnoticed.
+const LISTENER_PING: Duration = Duration::from_secs(3);
+
+/// Reconnection backoff for the event listener.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// [`LockStore`] on Redis or Redis Cluster. Create it with [`RedisLockStore::open`] and spawn
+/// [`run_listener`](Self::run_listener) and [`run_reaper`](Self::run_reaper).
+pub struct RedisLockStore {
+    clients: Clients,
+    /// Made on first use, inside whichever runtime asks first; see [`Self::conn`].
+    conn: OnceLock<Conn>,
+    layout: KeyLayout,
+    channel: String,
+    options: RedisOptions,
+    feed: Arc<EventFeed>,
+}
+
+/// How to reach Redis. Commands go to `nodes[0]` unless `cluster` is set; the event
+/// subscription goes to any of `nodes` (pub/sub messages reach every node of a cluster, so
+/// one subscription hears them all; the others are fallbacks while that node is down).
+struct Clients {
+    nodes: Vec<Client>,
+    cluster: Option<Box<ClusterClient>>,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn invoke<T: FromRedisValue>(
+        &mut self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Self::Single(conn) => invocation.invoke_async(conn).await,
+            Self::Cluster(conn) => invocation.invoke_async(conn).await,
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Self::Single(conn) => cmd.query_async(conn).await,
+            Self::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// The local end of the event stream.
+struct EventFeed {
+    /// Replaced (closing every receiver) when the subscription is re-established, because
+    /// events published while it was down are lost: a closed receiver tells its owner to
+    /// subscribe again and re-read what it shows.
+    sender: RwLock<broadcast::Sender<LockEvent>>,
+    /// Whether the listener is subscribed right now.
+    subscribed: watch::Sender<bool>,
+}
+
+impl EventFeed {
+    fn new() -> Self {
+        Self {
+            sender: RwLock::new(broadcast::channel(EVENT_CAPACITY).0),
+            subscribed: watch::channel(false).0,
+        }
+    }
+
+    fn send(&self, event: LockEvent) {
+        let sender = self.sender.read().unwrap_or_else(PoisonError::into_inner);
+        // No subscribers is normal (nobody is watching); the event is simply not needed.
+        let _ = sender.send(event);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<LockEvent> {
+        self.sender
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .subscribe()
+    }
+
+    fn restart(&self) {
+        let mut sender = self.sender.write().unwrap_or_else(PoisonError::into_inner);
+        *sender = broadcast::channel(EVENT_CAPACITY).0;
+    }
+}
+
+impl RedisLockStore {
+    /// Checks the options and prepares the clients. Opens no connection, so it works before
+    /// Redis is up and outside any async runtime.
+    pub fn open(options: RedisOptions) -> Result<Arc<Self>, RedisOpenError> {
+        check_prefix(&options.key_prefix).map_err(|reason| RedisOpenError::InvalidPrefix {
+            prefix: options.key_prefix.clone(),
+            reason,
+        })?;
+        let target = Target::parse(&options.url)?;
+        if target.uses_tls() {
+            // The TLS stack needs a process-wide crypto provider; an error only means one is
+            // already installed, which is what we want.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let invalid = |e: RedisError| RedisOpenError::InvalidUrl {
+            url: redact(&options.url),
+            reason: e.to_string(),
+        };
+        let clients = match target {
+            Target::Single(url) => Clients {
+                nodes: vec![Client::open(url.as_str()).map_err(invalid)?],
+                cluster: None,
+            },
+            Target::Cluster(nodes) => {
+                let cluster = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .connection_timeout(options.timeout)
+                    .response_timeout(options.timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(invalid)?;
+                let nodes = nodes
+                    .iter()
+                    .map(|node| Client::open(node.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(invalid)?;
+                Clients {
+                    nodes,
+                    cluster: Some(Box::new(cluster)),
+                }
+            }
+        };
+        let layout = KeyLayout::new(&options.key_prefix);
+        Ok(Arc::new(Self {
+            clients,
+            conn: OnceLock::new(),
+            channel: layout.channel(),
+            layout,
+            options,
+            feed: Arc::new(EventFeed::new()),
+        }))
+    }
+
+    /// The command connection. The first call creates it (without connecting: that happens on
+    /// the first command and again after any failure), so it must run inside a tokio runtime,
+    /// which every trait method does.
+    fn conn(&self) -> Result<Conn, StoreError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let timeout = Some(self.options.timeout);
+        let conn = match (&self.clients.cluster, self.clients.nodes.first()) {
+            (Some(cluster), _) => {
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(self.options.timeout)
+                    .set_response_timeout(self.options.timeout);
+                Conn::Cluster(cluster.get_pending_async_connection_with_config(config))
+            }
+            (None, Some(client)) => {
+                // No retries inside a command: while Redis is down each command fails at once
+                // (and triggers the next reconnection attempt) instead of queueing behind
+                // backoff sleeps that the caller's timeout would cut short anyway.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout)
+                    .set_number_of_retries(0);
+                Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client.clone(), config)
+                        .map_err(store_error)?,
+                )
+            }
+            (None, None) => {
+                return Err(StoreError::Unavailable(
+                    "no Redis node configured".to_owned(),
+                ))
+            }
+        };
+        // Two first callers may both get here; one connection wins and the other is dropped.
+        Ok(self.conn.get_or_init(|| conn).clone())
+    }
+
+    /// Runs one lock script on `resource` with the shared arguments plus `args`.
+    async fn run(
+        &self,
+        script: &Script,
+        resource: &str,
+        args: &[String],
+    ) -> Result<Reply, StoreError> {
+        let keys = self.layout.resource(resource);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.lock)
+            .key(keys.fence)
+            .key(keys.displaced)
+            .key(keys.index)
+            .arg(resource)
+            .arg(&self.channel)
+            .arg(millis(DISPLACED_TTL))
+            .arg(millis(RECORD_SLACK))
+            .arg(millis(FENCE_MEMORY));
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn()?;
+        let raw: String = conn.invoke(&invocation).await.map_err(store_error)?;
+        Reply::parse(&raw)
+    }
+
+    /// Waits until the event listener is subscribed, for at most `timeout`. Events published
+    /// before that are not delivered, so tests and start-up checks wait for this.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let mut subscribed = self.feed.subscribed.subscribe();
+        tokio::time::timeout(timeout, subscribed.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Follows the event channel for as long as the store lives, reconnecting with backoff.
+    ///
+    /// After a lost subscription is re-established, every existing receiver from
+    /// [`subscribe`](LockStore::subscribe) is closed (events published in between are gone);
+    /// its owner should subscribe again and re-read the state it shows.
+    pub async fn run_listener(self: Arc<Self>) {
+        let feed = Arc::clone(&self.feed);
+        let nodes = self.clients.nodes.clone();
+        let channel = self.channel.clone();
+        let timeout = self.options.timeout;
+        let url = self.options.redacted_url();
+        let store = Arc::downgrade(&self);
+        drop(self);
+
+        let mut failures: u32 = 0;
+        let mut was_subscribed = false;
+        let mut node = 0;
+        while store.strong_count() > 0 {
+            let Some(client) = nodes.get(node % nodes.len().max(1)) else {
+                tracing::error!(url = %url, "lock events: no Redis node configured");
+                return;
+            };
+            match subscribe(client, &channel, timeout).await {
+                Ok(pubsub) => {
+                    if was_subscribed {
+                        feed.restart();
+                    }
+                    if failures > 0 || was_subscribed {
+                        tracing::info!(url = %url, "lock events: subscribed again");
+                    }
+                    was_subscribed = true;
+                    failures = 0;
+                    feed.subscribed.send_replace(true);
+                    let ended = pump(pubsub, &feed, &store, timeout).await;
+                    feed.subscribed.send_replace(false);
+                    match ended {
+                        Ended::StoreDropped => return,
+                        Ended::Lost(why) => {
+                            tracing::warn!(url = %url, reason = %why, "lock events: subscription lost; reconnecting");
+                        }
+                    }
+                }
+                Err(why) => {
+                    if failures == 0 {
+                        tracing::warn!(url = %url, reason = %why, "lock events: cannot subscribe; retrying");
+                    } else {
+                        tracing::debug!(url = %url, reason = %why, "lock events: still cannot subscribe");
+                    }
+                    failures = failures.saturating_add(1);
+                    node += 1;
+                }
+            }
+            tokio::time::sleep(backoff(failures)).await;
+        }
+    }
+
+    /// Expires lapsed leases every [`RedisOptions::reap_interval`], for as long as the store
+    /// lives. Holds only a weak reference between passes.
+    pub async fn run_reaper(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.options.reap_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let store = Arc::downgrade(&self);
+        drop(self);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            match store.reap().await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("lock reaper: the lock store answers again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "lock reaper: cannot reach the lock store; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One reaper pass: every resource whose lease deadline has passed, in every bucket, is
+    /// expired (announcing `Released{Expired}`). Returns how many were due. Buckets that
+    /// answer are reaped even when others (another cluster node) do not.
+    pub async fn reap(&self) -> Result<usize, StoreError> {
+        let conn = self.conn()?;
+        let scans = (0..BUCKETS).map(|bucket| {
+            let mut conn = conn.clone();
+            let index = self.layout.index(bucket);
+            async move {
+                let mut invocation = scripts().due.prepare_invoke();
+                invocation.key(index).arg(REAP_BATCH);
+                conn.invoke::<Vec<String>>(&invocation).await
+            }
+        });
+        let mut due = Vec::new();
+        let mut first_error = None;
+        for scan in futures::future::join_all(scans).await {
+            match scan {
+                Ok(resources) => due.extend(resources),
+                Err(e) => {
+                    first_error.get_or_insert(store_error(e));
+                }
+            }
+        }
+        let count = due.len();
+        let expired: Vec<_> = stream::iter(due)
+            .map(|resource| async move { self.get(&resource).await })
+            .buffer_unordered(FAN_OUT)
+            .collect()
+            .await;
+        for result in expired {
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+}
+
+/// The arguments claim and takeover share (`ARGV[6..=13]`).
+fn grant_args(req: &ClaimRequest, owner: &str) -> Vec<String> {
+    let (has_session, session) = session_args(&req.holder);
+    vec![
+        req.rule.clone(),
+        req.holder.user.clone(),
+        req.holder.name.clone(),
+        has_session,
+        session,
+        owner.to_owned(),
+        req.instance.clone(),
+        millis(req.lease.min(MAX_LEASE)).to_string(),
+    ]
+}
+
+fn session_args(holder: &Holder) -> (String, String) {
+    match &holder.session {
+        Some(session) => ("1".to_owned(), session.clone()),
+        None => ("0".to_owned(), String::new()),
+    }
+}
+
+fn flag(value: bool) -> String {
+    if value { "1" } else { "0" }.to_owned()
+}
+
+#[async_trait::async_trait]
+impl LockStore for RedisLockStore {
+    async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
+        let owner = req.holder.owner_key();
+        let mut args = grant_args(req, &owner);
+        args.push(flag(req.unsafe_method));
+        let Reply { outcome, lock, .. } = self.run(&scripts().claim, &req.resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("claimed", Some(lock)) => Ok(ClaimOutcome::Claimed(lock)),
+            ("renewed", Some(lock)) => Ok(ClaimOutcome::Renewed(lock)),
+            ("held", Some(lock)) => Ok(ClaimOutcome::Held(lock)),
+            ("displaced", current) => Ok(ClaimOutcome::Displaced { current }),
+            _ => Err(unexpected("claim", &outcome)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        lease: Duration,
+    ) -> Result<Option<Lock>, StoreError> {
+        let args = [
+            owner_key.to_owned(),
+            millis(lease.min(MAX_LEASE)).to_string(),
+        ];
+        let Reply { outcome, lock, .. } = self.run(&scripts().renew, resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("none", _) => Ok(None),
+            ("renewed", Some(lock)) => Ok(Some(lock)),
+            _ => Err(unexpected("renew", &outcome)),
+        }
+    }
+
+    async fn release(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        reason: ReleaseReason,
+    ) -> Result<Option<Lock>, StoreError> {
+        let reason_json = serde_json::to_string(&reason)
+            .map_err(|e| StoreError::Corrupt(format!("release reason: {e}")))?;
+        let args = [
+            owner_key.to_owned(),
+            reason_json,
+            flag(reason.displaces_holder()),
+        ];
+        let Reply {
+            outcome, previous, ..
+        } = self.run(&scripts().release, resource, &args).await?;
+        match (outcome.as_str(), previous) {
+            ("none", _) => Ok(None),
+            ("released", Some(previous)) => Ok(Some(previous)),
+            _ => Err(unexpected("release", &outcome)),
+        }
+    }
+
+    async fn takeover(&self, req: &ClaimRequest) -> Result<Takeover, StoreError> {
+        let owner = req.holder.owner_key();
+        let args = grant_args(req, &owner);
+        let Reply {
+            outcome,
+            lock,
+            previous,
+        } = self.run(&scripts().takeover, &req.resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("renewed", Some(lock)) => Ok(Takeover {
+                lock,
+                previous: None,
+            }),
+            ("taken", Some(lock)) => Ok(Takeover { lock, previous }),
+            _ => Err(unexpected("takeover", &outcome)),
+        }
+    }
+
+    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {
+        let args = [by.to_owned()];
+        let Reply {
+            outcome, previous, ..
+        } = self.run(&scripts().force_release, resource, &args).await?;
+        match (outcome.as_str(), previous) {
+            ("none", _) => Ok(None),
+            ("released", Some(previous)) => Ok(Some(previous)),
+            _ => Err(unexpected("force_release", &outcome)),
+        }
+    }
+
+    async fn get(&self, resource: &str) -> Result<Option<Lock>, StoreError> {
+        let Reply { outcome, lock, .. } = self.run(&scripts().get, resource, &[]).await?;
+        match outcome.as_str() {
+            "current" => Ok(lock),
+            _ => Err(unexpected("get", &outcome)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Lock>, StoreError> {
+        let conn = self.conn()?;
+        let scans = (0..BUCKETS).map(|bucket| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("ZRANGE");
+            cmd.arg(self.layout.index(bucket)).arg(0).arg(-1);
+            async move { conn.query::<Vec<String>>(&cmd).await }
+        });
+        let mut resources = Vec::new();
+        for scan in futures::future::join_all(scans).await {
+            resources.extend(scan.map_err(store_error)?);
+        }
+        // Index entries are verified: `get` expires lapsed leases and skips vanished records.
+        let found: Vec<_> = stream::iter(resources)
+            .map(|resource| async move { self.get(&resource).await })
+            .buffer_unordered(FAN_OUT)
+            .collect()
+            .await;
+        let mut locks = Vec::with_capacity(found.len());
+        for lock in found {
+            locks.extend(lock?);
+        }
+        locks.sort_by(|a, b| a.resource.cmp(&b.resource));
+        Ok(locks)
+    }
+
+    async fn request_access(&self, resource: &str, by: &Holder) -> Result<(), StoreError> {
+        let (has_session, session) = session_args(by);
+        let args = [by.user.clone(), by.name.clone(), has_session, session];
+        let Reply { outcome, .. } = self.run(&scripts().request_access, resource, &args).await?;
+        match outcome.as_str() {
+            "requested" => Ok(()),
+            _ => Err(unexpected("request_access", &outcome)),
+        }
+    }
+
+    /// Ready when Redis answers and the event subscription is up: without it this instance's
+    /// banners would not hear of changes made elsewhere.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.query::<redis::Value>(&redis::cmd("PING"))
+            .await
+            .map_err(store_error)?;
+        if !*self.feed.subscribed.borrow() {
+            return Err(StoreError::Unavailable(
+                "not subscribed to lock events".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// See [`run_listener`](RedisLockStore::run_listener) for when receivers are closed.
+    fn subscribe(&self) -> broadcast::Receiver<LockEvent> {
+        self.feed.subscribe()
+    }
+}
+
+fn unexpected(op: &str, outcome: &str) -> StoreError {
+    StoreError::Corrupt(format!("{op}: unexpected script outcome {outcome:?}"))
+}
+
+/// Maps a Redis client error onto what callers distinguish: no answer in time, data this
+/// version cannot read, or a server that cannot serve (down, loading, read-only replica, …).
+fn store_error(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Timeout;
+    }
+    match e.kind() {
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.min(8));
+    BACKOFF_MIN.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// Why the listener stopped reading.
+enum Ended {
+    StoreDropped,
+    Lost(String),
+}
+
+async fn subscribe(client: &Client, channel: &str, timeout: Duration) -> Result<PubSub, String> {
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, RedisError>(pubsub)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// Delivers messages until the connection fails or the store is dropped.
+async fn pump(
+    pubsub: PubSub,
+    feed: &EventFeed,
+    store: &Weak<RedisLockStore>,
+    timeout: Duration,
+) -> Ended {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut ping = tokio::time::interval(LISTENER_PING);
+    ping.reset();
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => match parse_event(message.get_payload_bytes()) {
+                    Ok(event) => feed.send(event),
+                    Err(e) => tracing::warn!(error = %e, "lock events: skipped a message"),
+                },
+                None => return Ended::Lost("connection closed".to_owned()),
+            },
+            _ = ping.tick() => {
+                if store.strong_count() == 0 {
+                    return Ended::StoreDropped;
+                }
+                match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Ended::Lost(e.to_string()),
+                    Err(_) => return Ended::Lost(format!("no answer to a ping within {timeout:?}")),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), BACKOFF_MIN);
+        assert_eq!(backoff(1), BACKOFF_MIN * 2);
+        assert_eq!(backoff(3), BACKOFF_MIN * 8);
+        assert_eq!(backoff(50), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn open_checks_without_connecting() {
+        let options = RedisOptions::from_url("redis://127.0.0.1:1/0").unwrap();
+        assert!(RedisLockStore::open(options).is_ok());
+        let mut options = RedisOptions::from_url("redis://127.0.0.1:1/0").unwrap();
+        options.key_prefix = "a{b".into();
+        assert!(matches!(
+            RedisLockStore::open(options),
+            Err(RedisOpenError::InvalidPrefix { .. })
+        ));
+        let options = RedisOptions::from_url("redis+cluster://127.0.0.1:1,127.0.0.1:2").unwrap();
+        assert!(RedisLockStore::open(options).is_ok());
+        for url in [
+            "redis://u:hunter2@127.0.0.1:notaport/0",
+            "redis+cluster://u:hunter2@127.0.0.1:1,127.0.0.1:x",
+        ] {
+            let options = RedisOptions::from_url(url).unwrap();
+            let Err(err) = RedisLockStore::open(options) else {
+                panic!("{url} was accepted");
+            };
+            assert!(matches!(err, RedisOpenError::InvalidUrl { .. }), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable_not_a_hang() {
+        // Port 1 on loopback refuses connections.
+        let options = RedisOptions::from_url("redis://127.0.0.1:1/0").unwrap();
+        let store = RedisLockStore::open(options).unwrap();
+        let started = std::time::Instant::now();
+        let err = store.get("doc:1").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(matches!(
+            store.ping().await.unwrap_err(),
+            StoreError::Unavailable(_)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,305 @@
+//! The Lua scripts that are the Redis lock store's only way of changing state.
+//!
+//! Each [`LockStore`](crate::LockStore) operation is one script, so Redis runs it atomically:
+//! no other command interleaves between reading a lock and writing it. Every script:
+//! - reads the time from Redis (`TIME`), never from the proxy, so all instances judge leases by
+//!   one clock per resource;
+//! - first expires a lapsed lease (announcing `Released{Expired}` and marking the holder
+//!   displaced), exactly as the memory store's `expire_if_lapsed` does, so no operation ever
+//!   acts on a lapsed lock whether or not a reaper got there first;
+//! - touches only the four keys of one resource's bucket (see [`crate::redis_keys`]), all in one
+//!   cluster slot;
+//! - publishes the events it causes before it returns, so their order on the channel is the
+//!   order Redis applied the changes.
+//!
+//! Numbers cross the Lua boundary as decimal strings: Redis' `cjson` prints numbers with 14
+//! significant digits, which would round fences (microsecond timestamps, 16 digits).
+//!
+//! Fences: a grant's fence is `max(last recorded fence + 1, Redis TIME in µs)`. The first term
+//! makes fences strictly increase while Redis keeps its data, whatever the clock does. The
+//! second makes them increase across a loss of data: every fence handed out before the loss was
+//! at most the issuing node's clock reading at the time (plus one per grant made within the same
+//! microsecond, which does not happen: a script takes longer than that), and a grant after the
+//! loss reads a later clock, because restarting Redis or failing over takes far longer than a
+//! microsecond. The argument needs only that Redis' wall clock does not step back by more than
+//! the outage lasted; while the fence record survives (it is kept for [`FENCE_MEMORY`] after a
+//! resource's last grant), not even that.
+//!
+//! Argument layout shared by every lock script: `KEYS` = lock, fence, displaced, index;
+//! `ARGV[1..=5]` = resource, event channel, displaced TTL (ms), record slack (ms), fence memory
+//! (ms); operation arguments start at `ARGV[6]`.
+//!
+//! [`FENCE_MEMORY`]: crate::redis::FENCE_MEMORY
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Helpers every lock script starts with.
+const PRELUDE: &str = r#"
+local LOCK, FENCE, DISPLACED, INDEX = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local RESOURCE, CHANNEL = ARGV[1], ARGV[2]
+local DISPLACED_TTL = tonumber(ARGV[3])
+local SLACK = tonumber(ARGV[4])
+local FENCE_MEMORY = tonumber(ARGV[5])
+
+local clock = redis.call('TIME')
+local NOW_US = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local NOW = math.floor(NOW_US / 1000)
+
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+local function load()
+  local flat = redis.call('HGETALL', LOCK)
+  if #flat == 0 then
+    return nil
+  end
+  local lock = {}
+  for i = 1, #flat, 2 do
+    lock[flat[i]] = flat[i + 1]
+  end
+  return lock
+end
+
+local function wire(lock)
+  if not lock then
+    return nil
+  end
+  return {
+    resource = RESOURCE, rule = lock.rule, user = lock.user, name = lock.name,
+    session = lock.session, since = lock.since, expires = lock.expires,
+    fence = lock.fence, instance = lock.instance,
+  }
+end
+
+local function publish(kind, lock, previous)
+  redis.call('PUBLISH', CHANNEL, cjson.encode({
+    kind = kind, resource = RESOURCE, lock = wire(lock), previous = wire(previous), at = int(NOW),
+  }))
+end
+
+local function reply(outcome, lock, previous)
+  return cjson.encode({ outcome = outcome, lock = wire(lock), previous = wire(previous) })
+end
+
+local function is_displaced(owner)
+  local until_ms = redis.call('HGET', DISPLACED, owner)
+  return until_ms and tonumber(until_ms) > NOW
+end
+
+local function mark_displaced(owner)
+  local flat = redis.call('HGETALL', DISPLACED)
+  for i = 1, #flat, 2 do
+    if tonumber(flat[i + 1]) <= NOW then
+      redis.call('HDEL', DISPLACED, flat[i])
+    end
+  end
+  redis.call('HSET', DISPLACED, owner, int(NOW + DISPLACED_TTL))
+  redis.call('PEXPIRE', DISPLACED, DISPLACED_TTL)
+end
+
+local function set_deadline(lock, deadline)
+  lock.expires = int(deadline)
+  redis.call('HSET', LOCK, 'expires', lock.expires)
+  redis.call('PEXPIREAT', LOCK, deadline + SLACK)
+  redis.call('ZADD', INDEX, deadline, RESOURCE)
+end
+
+local function remove(lock, reason, displaces)
+  redis.call('DEL', LOCK)
+  redis.call('ZREM', INDEX, RESOURCE)
+  if displaces then
+    mark_displaced(lock.owner)
+  end
+  publish({ type = 'released', reason = reason }, nil, lock)
+end
+
+local function current()
+  local lock = load()
+  if lock and tonumber(lock.expires) <= NOW then
+    remove(lock, { type = 'expired' }, true)
+    return nil
+  end
+  return lock
+end
+"#;
+
+/// Granting, shared by claim and takeover. `ARGV[6..=13]` = rule, user, name, has session
+/// (`1`/`0`), session, owner key, instance, lease (ms).
+const GRANT: &str = r#"
+local RULE, USER, NAME = ARGV[6], ARGV[7], ARGV[8]
+local SESSION = nil
+if ARGV[9] == '1' then
+  SESSION = ARGV[10]
+end
+local OWNER, INSTANCE, LEASE = ARGV[11], ARGV[12], tonumber(ARGV[13])
+
+local function holder()
+  return { user = USER, name = NAME, session = SESSION }
+end
+
+local function install()
+  local last = tonumber(redis.call('GET', FENCE) or '0') or 0
+  local fence = math.max(last + 1, NOW_US)
+  redis.call('SET', FENCE, int(fence), 'PX', FENCE_MEMORY)
+  local deadline = NOW + LEASE
+  local lock = {
+    rule = RULE, user = USER, name = NAME, session = SESSION, since = int(NOW),
+    expires = int(deadline), fence = int(fence), instance = INSTANCE, owner = OWNER,
+  }
+  redis.call('DEL', LOCK)
+  redis.call('HSET', LOCK, 'rule', RULE, 'user', USER, 'name', NAME, 'since', lock.since,
+    'expires', lock.expires, 'fence', lock.fence, 'instance', INSTANCE, 'owner', OWNER)
+  if SESSION then
+    redis.call('HSET', LOCK, 'session', SESSION)
+  end
+  redis.call('PEXPIREAT', LOCK, deadline + SLACK)
+  redis.call('ZADD', INDEX, deadline, RESOURCE)
+  redis.call('HDEL', DISPLACED, OWNER)
+  return lock
+end
+
+local function extend(lock)
+  local wanted = NOW + LEASE
+  if wanted > tonumber(lock.expires) then
+    set_deadline(lock, wanted)
+  end
+  return lock
+end
+"#;
+
+/// `ARGV[14]` = unsafe method (`1`/`0`). Outcomes: renewed, displaced, held, claimed.
+const CLAIM: &str = r#"
+local lock = current()
+if lock and lock.owner == OWNER then
+  return reply('renewed', extend(lock))
+end
+if ARGV[14] == '1' then
+  if is_displaced(OWNER) then
+    return reply('displaced', lock)
+  end
+else
+  redis.call('HDEL', DISPLACED, OWNER)
+end
+if lock then
+  return reply('held', lock)
+end
+lock = install()
+publish({ type = 'claimed' }, lock, nil)
+return reply('claimed', lock)
+"#;
+
+/// Outcomes: renewed (the requester already held it), taken (with the previous lock, if any).
+const TAKEOVER: &str = r#"
+local previous = current()
+if previous and previous.owner == OWNER then
+  return reply('renewed', extend(previous))
+end
+if previous then
+  redis.call('DEL', LOCK)
+  mark_displaced(previous.owner)
+end
+local lock = install()
+if previous then
+  publish({ type = 'taken_over', by = holder() }, lock, previous)
+else
+  publish({ type = 'claimed' }, lock, nil)
+end
+return reply('taken', lock, previous)
+"#;
+
+/// `ARGV[6]` = owner key, `ARGV[7]` = lease (ms). Outcomes: none, renewed.
+const RENEW: &str = r#"
+local lock = current()
+if not lock or lock.owner ~= ARGV[6] then
+  return reply('none')
+end
+local deadline = NOW + tonumber(ARGV[7])
+if deadline ~= tonumber(lock.expires) then
+  set_deadline(lock, deadline)
+end
+return reply('renewed', lock)
+"#;
+
+/// `ARGV[6]` = owner key, `ARGV[7]` = reason (JSON), `ARGV[8]` = displaces (`1`/`0`).
+/// Outcomes: none, released (with the previous lock).
+const RELEASE: &str = r#"
+local lock = current()
+if not lock or lock.owner ~= ARGV[6] then
+  return reply('none')
+end
+remove(lock, cjson.decode(ARGV[7]), ARGV[8] == '1')
+return reply('released', nil, lock)
+"#;
+
+/// `ARGV[6]` = the admin. Outcomes: none, released.
+const FORCE_RELEASE: &str = r#"
+local lock = current()
+if not lock then
+  return reply('none')
+end
+remove(lock, { type = 'forced', by = ARGV[6] }, true)
+return reply('released', nil, lock)
+"#;
+
+/// Outcome: current. Also drops an index entry whose lock is gone (the record's own TTL ran
+/// out while no reaper was running), so the index cannot grow stale.
+const GET: &str = r#"
+local lock = current()
+if not lock then
+  redis.call('ZREM', INDEX, RESOURCE)
+end
+return reply('current', lock)
+"#;
+
+/// `ARGV[6..=9]` = user, name, has session, session of the requester. Outcome: requested.
+const REQUEST_ACCESS: &str = r#"
+local lock = current()
+local by = { user = ARGV[6], name = ARGV[7] }
+if ARGV[8] == '1' then
+  by.session = ARGV[9]
+end
+publish({ type = 'access_requested', by = by }, lock, nil)
+return reply('requested', lock)
+"#;
+
+/// The reaper's scan of one bucket: `KEYS[1]` = index, `ARGV[1]` = most resources to return.
+/// Resources whose lease deadline has passed by Redis' clock.
+const DUE: &str = r#"
+local clock = redis.call('TIME')
+local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+"#;
+
+pub(crate) struct Scripts {
+    pub claim: Script,
+    pub takeover: Script,
+    pub renew: Script,
+    pub release: Script,
+    pub force_release: Script,
+    pub get: Script,
+    pub request_access: Script,
+    pub due: Script,
+}
+
+/// The scripts, hashed once per process (the client sends `EVALSHA` and loads a script only
+/// when Redis answers that it does not know it, e.g. after a restart).
+pub(crate) fn scripts() -> &'static Scripts {
+    static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+        let lock = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        let grant = |body: &str| Script::new(&format!("{PRELUDE}{GRANT}{body}"));
+        Scripts {
+            claim: grant(CLAIM),
+            takeover: grant(TAKEOVER),
+            renew: lock(RENEW),
+            release: lock(RELEASE),
+            force_release: lock(FORCE_RELEASE),
+            get: lock(GET),
+            request_access: lock(REQUEST_ACCESS),
+            due: Script::new(DUE),
+        }
+    });
+    &SCRIPTS
+}
