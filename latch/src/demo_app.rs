@@ -225,10 +225,16 @@ async fn view_doc(
 ) -> Response {
     let docs = app.docs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(d) = docs.get(&id) else {
-        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such document.</p>")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            page("Not found", "<p>No such document.</p>"),
+        )
+            .into_response();
     };
     let notice = match n.notice.as_deref() {
-        Some("review-in-progress") => "<p><b>Someone else is reviewing this document; here is the read-only view.</b></p>",
+        Some("review-in-progress") => {
+            "<p><b>Someone else is reviewing this document; here is the read-only view.</b></p>"
+        }
         _ => "",
     };
     let saved = d
@@ -255,7 +261,11 @@ async fn view_doc(
 async fn edit_doc(State(app): State<Shared>, Path(id): Path<u32>, headers: HeaderMap) -> Response {
     let docs = app.docs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(d) = docs.get(&id) else {
-        return (StatusCode::NOT_FOUND, page("Not found", "<p>No such document.</p>")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            page("Not found", "<p>No such document.</p>"),
+        )
+            .into_response();
     };
     page(
         &format!("Editing: {}", d.title),
@@ -319,7 +329,11 @@ async fn review_doc(Path(id): Path<u32>, headers: HeaderMap) -> Html<String> {
 }
 
 async fn settings(State(app): State<Shared>, headers: HeaderMap) -> Html<String> {
-    let value = app.settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let value = app
+        .settings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     page(
         "Settings",
         &format!(

@@ -45,7 +45,10 @@ async fn metrics(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
     if let Ok(locks) = latch.store_op("list", latch.store.list()).await {
         latch.metrics.locks.set(locks.len() as i64);
     }
-    latch.metrics.banner_sockets.set(latch.hub.socket_count() as i64);
+    latch
+        .metrics
+        .banner_sockets
+        .set(latch.hub.socket_count() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         latch.metrics.render(),
