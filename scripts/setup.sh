@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Latch needs beyond the Rust toolchain, gcc and python3, for one purpose:
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
-#   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), the MongoDB-wire test server
+#   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
+#                            openssl (Redis and TLS tests), the MongoDB-wire test server
 #   scripts/setup.sh bench   + wrk (load generator) and nginx (baseline)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
@@ -16,6 +17,9 @@ case "$purpose" in
   test)
     need_cmd chromium chromium
     need_cmd chromedriver chromium-driver
+    need_cmd redis-server redis-server   # each Redis test starts its own on a free port
+    need_cmd redis-cli redis-tools       # builds the local Redis Cluster for the cluster tests
+    need_cmd openssl openssl             # makes the CA and keys for the rediss:// and JWT tests
     ;;
   bench)
     need_cmd wrk wrk

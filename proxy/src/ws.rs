@@ -185,7 +185,14 @@ struct Watched {
     grace: Duration,
     /// Did this socket last see its viewer holding the lock?
     held: bool,
+    /// When a renewal first found the held lock gone without any event saying so — what a
+    /// lock store that lost its data looks like (see [`Conn::rebuild`]).
+    lost_at: Option<Instant>,
 }
+
+/// How long a held lock must stay silently gone before the socket re-claims it. A release,
+/// takeover or expiry reaches the socket as an event well within this, clearing `held`.
+const REBUILD_AFTER: Duration = Duration::from_secs(1);
 
 struct Conn {
     latch: Arc<Latch>,
@@ -258,18 +265,56 @@ impl Conn {
 
     /// Renews every lock this socket's viewer holds.
     async fn renew_held(&mut self) {
-        for w in &self.watched {
+        for i in 0..self.watched.len() {
+            let w = &self.watched[i];
             if !w.held {
                 continue;
             }
             let owner = self.owner_key(w);
-            let _ = self
+            let renewed = self
                 .latch
                 .store_op(
                     "renew",
                     self.latch.store.renew(&w.resource, &owner, w.lease),
                 )
                 .await;
+            if let Ok(None) = renewed {
+                let w = &mut self.watched[i];
+                match w.lost_at {
+                    None => w.lost_at = Some(Instant::now()),
+                    Some(at) if at.elapsed() >= REBUILD_AFTER => self.rebuild(i).await,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims again a lock this socket's viewer held and that vanished with no event: the
+    /// lock store lost its data (a Redis restart without persistence). The claim counts as an
+    /// unsafe one, so an owner the store marked displaced (taken over, force-released,
+    /// expired) is refused instead of silently undoing that decision.
+    async fn rebuild(&mut self, i: usize) {
+        let w = &self.watched[i];
+        let request = store::ClaimRequest {
+            resource: w.resource.clone(),
+            rule: w.rule.clone(),
+            holder: self.holder(w),
+            lease: w.lease,
+            instance: self.latch.config.proxy.instance.clone(),
+            unsafe_method: true,
+        };
+        let outcome = self
+            .latch
+            .store_op("claim", self.latch.store.claim(&request))
+            .await;
+        let w = &mut self.watched[i];
+        w.lost_at = None;
+        match outcome {
+            Ok(store::ClaimOutcome::Claimed(lock)) | Ok(store::ClaimOutcome::Renewed(lock)) => {
+                tracing::info!(resource = %lock.resource, user = %lock.holder.user, fence = lock.fence, "lock rebuilt from its holder's banner after the store lost it");
+            }
+            Ok(_) => w.held = false,
+            Err(_) => {}
         }
     }
 
@@ -401,6 +446,7 @@ impl Conn {
                 lease,
                 grace,
                 held: false,
+                lost_at: None,
             });
             self.latch.hub.watch(self.id, &resource);
         }
@@ -409,6 +455,15 @@ impl Conn {
 
     /// Re-reads one resource's state and sends it.
     async fn resend(&mut self, ws: &mut Ws, resource: &str) -> bool {
+        let lost = self
+            .watched
+            .iter()
+            .position(|w| w.resource == resource && w.held);
+        if let (Some(i), Ok(None)) = (lost, self.current(resource).await) {
+            // A resync (the store's event stream was interrupted) found a lock this viewer
+            // held gone: rebuild it unless the store says the viewer was displaced.
+            self.rebuild(i).await;
+        }
         match self.current(resource).await {
             Ok(lock) => {
                 let msg = self.view(resource, lock.as_ref());
@@ -475,6 +530,7 @@ impl Conn {
         let you = msg["you"].as_bool().unwrap_or(false);
         if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
             w.held = you;
+            w.lost_at = None;
         }
         send(ws, msg).await
     }
