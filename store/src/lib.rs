@@ -1,13 +1,16 @@
-//! Shared lock state for Latch.
+//! Shared state for Latch: what both the proxy and the control plane read and write.
 //!
-//! This crate owns who holds which resource: the [`LockStore`] contract, the lock and event
-//! types, and the backends that implement them ([`MemoryLockStore`] for a single process).
-//! The proxy and the control plane both talk to it, and events published here are how a change
-//! made on one proxy instance reaches watchers on every other.
+//! - **Locks:** the [`LockStore`] contract, the lock and event types, and its backends,
+//!   [`MemoryLockStore`] for one process and [`RedisLockStore`] for many. Events published
+//!   here are how a change made on one proxy instance reaches watchers on every other.
+//! - **Rules at rest:** the [`RuleStore`] contract with [`FileRuleStore`] and
+//!   [`MongoRuleStore`]; rules are stored and versioned here, compiled and matched by `rules`.
+//! - **The audit trail:** the [`EventLog`] contract with [`FileEventLog`] and
+//!   [`MongoEventLog`].
 //!
-//! It must not know about HTTP, tokens, rules or banners: callers decide *which* resource a
-//! request needs, *who* the holder is, and whether a takeover is allowed; the store only
-//! decides, atomically, who holds what.
+//! It must not know about HTTP, tokens or banners: callers decide *which* resource a request
+//! needs, *who* the holder is, and whether a takeover is allowed; the lock store only decides,
+//! atomically, who holds what.
 
 mod atomic_file;
 mod audit;
