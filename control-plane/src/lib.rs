@@ -59,6 +59,15 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Tells every proxy sharing the lock store to reload rules now (a Redis publish, or an
+    /// in-process signal); their polling would pick the change up anyway within
+    /// `poll_seconds`, so a failure here is only logged.
+    pub async fn rules_changed(&self) {
+        if let Err(e) = self.locks.nudge_rules().await {
+            tracing::warn!(error = %e, "could not nudge proxies about the rule change; they will poll it");
+        }
+    }
+
     /// The control plane and its background task, which records lock events into the audit
     /// trail; run the task for as long as the control plane serves.
     pub fn new(parts: Parts) -> (Arc<ControlPlane>, impl Future<Output = ()> + Send + 'static) {

@@ -167,6 +167,7 @@ pub async fn create(
         .create(rule)
         .await
         .map_err(|e| ApiError::from_rule_store(e, &id))?;
+    cp.rules_changed().await;
     cp.recorder
         .record(AuditEvent::rule_change(
             AuditKind::RuleCreated,
@@ -210,6 +211,7 @@ pub async fn replace(
         .replace(&id, rule, &tag)
         .await
         .map_err(|e| ApiError::from_rule_store(e, &id))?;
+    cp.rules_changed().await;
     cp.recorder
         .record(AuditEvent::rule_change(
             AuditKind::RuleUpdated,
@@ -238,6 +240,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let tag = cp.resolve(&id, if_match(&headers)?).await?;
     let deleted = cp.rules.delete(&id, &tag).await?;
+    cp.rules_changed().await;
     cp.recorder
         .record(AuditEvent::rule_change(
             AuditKind::RuleDeleted,

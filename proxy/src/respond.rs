@@ -85,7 +85,24 @@ impl Reply {
         if !head_only && !self.body.is_empty() {
             session.write_response_body(Some(self.body), true).await?;
         }
+        if unread_body {
+            linger(session).await;
+        }
         Ok(())
+    }
+}
+
+/// How long a refused request's unread body is read and discarded after the answer.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards what is left of the request body, for at most [`LINGER`], before the
+/// connection closes. Closing a socket with unread data makes the kernel send a reset, and a
+/// client still uploading then sees a broken pipe instead of our answer (the "lingering
+/// close" every HTTP server needs). The connection is not reused either way.
+async fn linger(session: &mut Session) {
+    session.set_total_drain_timeout(Some(LINGER));
+    if session.drain_request_body().await.is_err() {
+        tracing::debug!("request body not drained within the linger time; closing");
     }
 }
 

@@ -183,8 +183,23 @@ pub async fn poll(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // A nudge from the control plane (through the lock store) reloads at once; the tick stays
+    // the guarantee when there is no nudge channel or a nudge is lost.
+    let mut nudges = latch.store.rule_nudges();
     loop {
-        tick.tick().await;
+        match nudges.as_mut() {
+            Some(rx) => tokio::select! {
+                _ = tick.tick() => {}
+                heard = rx.recv() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = heard {
+                        nudges = None;
+                    }
+                }
+            },
+            None => {
+                tick.tick().await;
+            }
+        }
         let version = match tokio::time::timeout(POLL_TIMEOUT, store.version()).await {
             Ok(Ok(version)) => version,
             Ok(Err(e)) => {

@@ -84,4 +84,17 @@ pub trait LockStore: Send + Sync + 'static {
     /// A new receiver for every event emitted from now on. A receiver that falls too far behind
     /// gets `RecvError::Lagged` and should re-read the state it cares about.
     fn subscribe(&self) -> broadcast::Receiver<LockEvent>;
+
+    /// Tells every instance sharing this store that the rule set changed, so their rule
+    /// pollers reload now instead of at their next tick. Only a hint: polling stays the
+    /// guarantee, so a lost nudge costs at most one poll interval.
+    async fn nudge_rules(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Nudges from [`LockStore::nudge_rules`] on any instance sharing this store, this one
+    /// included. `None` for a store that has no way to hear other instances.
+    fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {
+        None
+    }
 }

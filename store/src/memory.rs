@@ -38,6 +38,8 @@ pub struct MemoryLockStore {
     clock: Clock,
     state: Mutex<State>,
     events: broadcast::Sender<LockEvent>,
+    /// Rule-change nudges between the control plane and the proxy of one process.
+    nudges: broadcast::Sender<()>,
     /// Wakes the reaper when a deadline earlier than the one it sleeps towards appears.
     reaper_wake: Arc<Notify>,
 }
@@ -46,7 +48,9 @@ impl MemoryLockStore {
     /// An empty store. Callers share it through the `Arc`.
     pub fn new() -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (nudges, _) = broadcast::channel(16);
         Arc::new(Self {
+            nudges,
             clock: Clock::start(),
             state: Mutex::new(State {
                 locks: BTreeMap::new(),
@@ -237,6 +241,16 @@ impl LockStore for MemoryLockStore {
 
     fn subscribe(&self) -> broadcast::Receiver<LockEvent> {
         self.events.subscribe()
+    }
+
+    async fn nudge_rules(&self) -> Result<(), StoreError> {
+        // Nobody listening is normal: no proxy in this process polls rules.
+        let _ = self.nudges.send(());
+        Ok(())
+    }
+
+    fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {
+        Some(self.nudges.subscribe())
     }
 }
 

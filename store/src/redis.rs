@@ -76,6 +76,7 @@ pub struct RedisLockStore {
     conn: OnceLock<Conn>,
     layout: KeyLayout,
     channel: String,
+    rules_channel: String,
     options: RedisOptions,
     feed: Arc<EventFeed>,
 }
@@ -121,6 +122,9 @@ struct EventFeed {
     sender: RwLock<broadcast::Sender<LockEvent>>,
     /// Whether the listener is subscribed right now.
     subscribed: watch::Sender<bool>,
+    /// Rule-change nudges heard on the rules channel. Never replaced: a missed nudge only
+    /// delays a reload until the next poll.
+    nudges: broadcast::Sender<()>,
 }
 
 impl EventFeed {
@@ -128,6 +132,7 @@ impl EventFeed {
         Self {
             sender: RwLock::new(broadcast::channel(EVENT_CAPACITY).0),
             subscribed: watch::channel(false).0,
+            nudges: broadcast::channel(16).0,
         }
     }
 
@@ -196,6 +201,7 @@ impl RedisLockStore {
             clients,
             conn: OnceLock::new(),
             channel: layout.channel(),
+            rules_channel: layout.rules_channel(),
             layout,
             options,
             feed: Arc::new(EventFeed::new()),
@@ -285,6 +291,7 @@ impl RedisLockStore {
         let feed = Arc::clone(&self.feed);
         let nodes = self.clients.nodes.clone();
         let channel = self.channel.clone();
+        let rules_channel = self.rules_channel.clone();
         let timeout = self.options.timeout;
         let url = self.options.redacted_url();
         let store = Arc::downgrade(&self);
@@ -298,7 +305,7 @@ impl RedisLockStore {
                 tracing::error!(url = %url, "lock events: no Redis node configured");
                 return;
             };
-            match subscribe(client, &channel, timeout).await {
+            match subscribe(client, &[&channel, &rules_channel], timeout).await {
                 Ok(pubsub) => {
                     if was_subscribed {
                         feed.restart();
@@ -309,7 +316,7 @@ impl RedisLockStore {
                     was_subscribed = true;
                     failures = 0;
                     feed.subscribed.send_replace(true);
-                    let ended = pump(pubsub, &feed, &store, timeout).await;
+                    let ended = pump(pubsub, &feed, &store, &rules_channel, timeout).await;
                     feed.subscribed.send_replace(false);
                     match ended {
                         Ended::StoreDropped => return,
@@ -578,6 +585,23 @@ impl LockStore for RedisLockStore {
     fn subscribe(&self) -> broadcast::Receiver<LockEvent> {
         self.feed.subscribe()
     }
+
+    async fn nudge_rules(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let publish = redis::cmd("PUBLISH")
+            .arg(&self.rules_channel)
+            .arg("changed")
+            .clone();
+        match tokio::time::timeout(self.options.timeout, conn.query::<redis::Value>(&publish)).await
+        {
+            Ok(result) => result.map(|_| ()).map_err(store_error),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {
+        Some(self.feed.nudges.subscribe())
+    }
 }
 
 fn unexpected(op: &str, outcome: &str) -> StoreError {
@@ -613,10 +637,16 @@ enum Ended {
     Lost(String),
 }
 
-async fn subscribe(client: &Client, channel: &str, timeout: Duration) -> Result<PubSub, String> {
+async fn subscribe(
+    client: &Client,
+    channels: &[&String],
+    timeout: Duration,
+) -> Result<PubSub, String> {
     let attempt = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
+        for channel in channels {
+            pubsub.subscribe(channel.as_str()).await?;
+        }
         Ok::<_, RedisError>(pubsub)
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -631,6 +661,7 @@ async fn pump(
     pubsub: PubSub,
     feed: &EventFeed,
     store: &Weak<RedisLockStore>,
+    rules_channel: &str,
     timeout: Duration,
 ) -> Ended {
     let (mut sink, mut messages) = pubsub.split();
@@ -639,6 +670,9 @@ async fn pump(
     loop {
         tokio::select! {
             message = messages.next() => match message {
+                Some(message) if message.get_channel_name() == rules_channel => {
+                    let _ = feed.nudges.send(());
+                }
                 Some(message) => match parse_event(message.get_payload_bytes()) {
                     Ok(event) => feed.send(event),
                     Err(e) => tracing::warn!(error = %e, "lock events: skipped a message"),

@@ -95,6 +95,11 @@ impl KeyLayout {
     pub fn channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
+
+    /// Where rule-change nudges are published (see `LockStore::nudge_rules`).
+    pub fn rules_channel(&self) -> String {
+        format!("{}:rules", self.prefix)
+    }
 }
 
 #[cfg(test)]
