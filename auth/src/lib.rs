@@ -11,6 +11,7 @@
 
 mod algorithm;
 mod bearer;
+mod cache;
 mod claims;
 mod der;
 mod error;

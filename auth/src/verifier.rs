@@ -2,7 +2,9 @@
 //!
 //! Checks run cheapest and most decisive first: the header's algorithm against the allow-list,
 //! then the key choice, then the signature, and only then the claims, so an unsigned or
-//! foreign token never reaches signature or claim work.
+//! foreign token never reaches signature or claim work. A token that passed is remembered
+//! until its expiry (see [`crate::cache`]), because a browser session presents the same token
+//! on every request.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -11,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::algorithm;
+use crate::cache::{self, TokenCache};
 use crate::claims::{ClaimMap, ClaimPath, Identity};
 use crate::error::{AuthError, KeyError};
 use crate::jwks::{self, SetKey};
@@ -31,6 +34,11 @@ pub struct Verifier {
     algorithms: Vec<AllowedAlgorithm>,
     keys: KeyRing,
     claims: ClaimMap,
+    /// The configured `exp` leeway. A cached token stops answering at `exp + leeway`, one
+    /// second before the library would refuse it, so the cache never extends a token's life
+    /// (even when `exp` had a fraction the claim mapping rounded up).
+    leeway_seconds: u64,
+    verified: TokenCache,
 }
 
 /// One allow-listed algorithm with its ready-made validation rules. The rules name only this
@@ -82,6 +90,19 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        let key = TokenCache::key(token);
+        if let Some(identity) = self.verified.get(&key, now) {
+            return Ok(identity);
+        }
+        let identity = self.verify_uncached(token)?;
+        let refuse_from = identity.expires_at.saturating_add(self.leeway_seconds);
+        self.verified.insert(key, &identity, refuse_from, now);
+        Ok(identity)
+    }
+
+    /// Every check, with no memory of earlier tokens.
+    fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
         let header = peek_header(token)?;
         let alg_name = header.alg.as_deref().ok_or(AuthError::Malformed)?;
         let allowed = self
@@ -176,6 +197,8 @@ fn compile(settings: &AuthSettings) -> Result<Verifier, Vec<KeyError>> {
                 .collect(),
             keys,
             claims: ClaimMap { user, name, roles },
+            leeway_seconds: settings.leeway_seconds,
+            verified: TokenCache::new(cache::CAPACITY),
         }),
         _ => Err(errors),
     }
@@ -275,5 +298,79 @@ fn report_mismatches(kind: KeyKind, allowed: &[Algorithm], errors: &mut Vec<KeyE
             key: kind.describe().to_owned(),
             allowed: algorithm::list(kind.algorithms()),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"a-secret-that-is-long-enough-for-hs256-tests";
+
+    fn verifier(leeway_seconds: u64) -> Verifier {
+        Verifier::new(AuthSettings {
+            key: KeySource::Secret(SECRET.to_vec()),
+            leeway_seconds,
+            ..AuthSettings::default()
+        })
+        .unwrap()
+    }
+
+    fn token(sub: &str, exp: u64) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &json!({ "sub": sub, "exp": exp }),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_answers_the_same_identity() {
+        let v = verifier(30);
+        let t = token("alice", now() + 600);
+        let first = v.verify(&t).unwrap();
+        assert_eq!(v.verified.len(), 1);
+        assert_eq!(v.verify(&t).unwrap(), first);
+        assert_eq!(v.verified.len(), 1);
+    }
+
+    #[test]
+    fn a_cached_tokens_signature_on_other_claims_is_still_refused() {
+        let v = verifier(30);
+        let alice = token("alice", now() + 600);
+        v.verify(&alice).unwrap();
+        let mallory = token("mallory", now() + 600);
+        let parts: Vec<&str> = alice.split('.').collect();
+        let payload = mallory.split('.').nth(1).unwrap();
+        let forged = format!("{}.{payload}.{}", parts[0], parts[2]);
+        assert_eq!(v.verify(&forged), Err(AuthError::BadSignature));
+        assert_eq!(v.verified.len(), 1, "refusals are not remembered");
+    }
+
+    #[test]
+    fn a_cached_token_stops_answering_when_its_leeway_runs_out() {
+        let v = verifier(30);
+        let exp = now() - 10;
+        let t = token("alice", exp);
+        v.verify(&t).unwrap();
+        let key = TokenCache::key(&t);
+        assert!(v.verified.get(&key, exp + 29).is_some());
+        assert_eq!(v.verified.get(&key, exp + 30), None);
+    }
+
+    #[test]
+    fn an_expired_token_is_neither_accepted_nor_remembered() {
+        let v = verifier(0);
+        let t = token("alice", now() - 10);
+        assert_eq!(v.verify(&t), Err(AuthError::Expired));
+        assert_eq!(v.verified.len(), 0);
     }
 }

@@ -1,4 +1,27 @@
-//! The benchmark harness (not built yet).
+//! Latch's benchmark harness.
 //!
-//! It will own the bare pingora baseline proxy, the static upstream, and the runner that drives
-//! wrk against each system in alternating rounds and reports ratios against the baseline.
+//! It owns everything a run needs besides the binaries under test: the static site the
+//! upstream serves, the child processes (upstream, baselines, Latch instances, Redis), the wrk
+//! runs that alternate between systems round by round, the banner-socket scenarios, and the
+//! table of medians and ratios. Every figure is a ratio measured in the same run, because
+//! absolute rates on a small shared machine drift from minute to minute.
+//!
+//! It must not know how Latch works inside: it talks to `latch proxy` only through its config
+//! file, its HTTP port, its banner WebSocket and `/proc`, exactly as an operator would.
+
+pub mod cpu;
+pub mod error;
+pub mod fanout;
+pub mod jwt;
+pub mod latch;
+pub mod nginx;
+pub mod process;
+pub mod report;
+pub mod rounds;
+pub mod site;
+pub mod stats;
+pub mod suite;
+pub mod tokens;
+pub mod wrk;
+
+pub use error::BenchError;

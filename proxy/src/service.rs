@@ -89,6 +89,28 @@ fn header_value(s: &str) -> HeaderValue {
     })
 }
 
+/// Lets the request through to the upstream under `resource`: as the holder with `fence`, or
+/// as a read-only viewer (`None`). Pages of injecting rules become candidates for the banner.
+fn grant(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    rule: &rules::Rule,
+    resource: String,
+    fence: Option<u64>,
+    identity: Identity,
+    lease: Duration,
+) {
+    ctx.granted = Some(Granted { resource, fence });
+    if rule.inject {
+        ctx.inject = Some(InjectPlan {
+            path: session.req_header().uri.path().to_string(),
+            lease,
+        });
+        inject_body::enable_decompression(session);
+    }
+    ctx.identity = Some(identity);
+}
+
 impl LatchProxy {
     /// Normalizes the path in place. Returns the 400 reply for a refused path.
     fn normalize(&self, session: &mut Session) -> Result<Option<Reply>> {
@@ -155,6 +177,11 @@ impl ProxyHttp for LatchProxy {
             && path.as_bytes()[prefix.len()] == b'/'
         {
             self.latch.metrics.count(Outcome::Internal);
+            if session.req_header().method == Method::POST {
+                // Release and takeover: a `pagehide` release shortens a lease without any lock
+                // event, so what this instance remembers of recent claims no longer holds.
+                self.latch.recent.forget_all();
+            }
             endpoints::serve(&self.latch, session).await?;
             return Ok(true);
         }
@@ -199,9 +226,24 @@ impl ProxyHttp for LatchProxy {
                 }
             },
         };
-        let holder = self.latch.holder(&identity, rule, sid.as_deref());
         let lease = self.latch.lease_for(rule);
         let unsafe_method = !is_safe(&method);
+        let owner_session = match rule.owner {
+            rules::Owner::User => None,
+            rules::Owner::Session => sid.as_deref(),
+        };
+        if !unsafe_method {
+            if let Some(fence) = self
+                .latch
+                .recent
+                .fence(&resource, &identity.user, owner_session)
+            {
+                self.latch.metrics.count(Outcome::Renewed);
+                grant(session, ctx, rule, resource, Some(fence), identity, lease);
+                return Ok(false);
+            }
+        }
+        let holder = self.latch.holder(&identity, rule, sid.as_deref());
         let request = ClaimRequest {
             resource: resource.clone(),
             rule: rule.id.clone(),
@@ -212,7 +254,7 @@ impl ProxyHttp for LatchProxy {
         };
         let html = respond::wants_html(session);
         let body = has_body(session.req_header());
-        let normalized_path = path.to_string();
+        let generation = self.latch.recent.generation();
         let outcome = self
             .latch
             .store_op("claim", self.latch.store.claim(&request))
@@ -223,14 +265,8 @@ impl ProxyHttp for LatchProxy {
             _ => {}
         }
 
-        let inject_plan = |page_path: &str| {
-            rule.inject.then(|| InjectPlan {
-                path: page_path.to_string(),
-                lease,
-            })
-        };
         let now = now_ms();
-        let denied = |why: LockedWhy, lock: Option<&store::Lock>| {
+        let denied = |why: LockedWhy, lock: Option<&store::Lock>, page_path: &str| {
             tracing::info!(
                 rule = %rule.id,
                 resource = %resource,
@@ -249,24 +285,29 @@ impl ProxyHttp for LatchProxy {
                     &self.latch.config.proxy.instance,
                 );
             }
-            let tag = (html && rule.inject).then(|| {
-                self.latch
-                    .banner_tag(&normalized_path, lease, "blocked", None)
-            });
+            let tag = (html && rule.inject)
+                .then(|| self.latch.banner_tag(page_path, lease, "blocked", None));
             respond::locked(html, why, &resource, lock, tag.as_deref(), now)
         };
 
         let reply = match outcome {
             Ok(ClaimOutcome::Claimed(lock)) | Ok(ClaimOutcome::Renewed(lock)) => {
-                ctx.granted = Some(Granted {
+                self.latch.recent.remember(
+                    &resource,
+                    &identity.user,
+                    owner_session,
+                    lock.fence,
+                    generation,
+                );
+                grant(
+                    session,
+                    ctx,
+                    rule,
                     resource,
-                    fence: Some(lock.fence),
-                });
-                ctx.inject = inject_plan(&normalized_path);
-                if ctx.inject.is_some() {
-                    inject_body::enable_decompression(session);
-                }
-                ctx.identity = Some(identity);
+                    Some(lock.fence),
+                    identity,
+                    lease,
+                );
                 return Ok(false);
             }
             Ok(ClaimOutcome::Held(lock)) => {
@@ -274,15 +315,7 @@ impl ProxyHttp for LatchProxy {
                 match rule.mode {
                     Mode::ReadOnly if !unsafe_method => {
                         self.latch.metrics.count(Outcome::ReadOnly);
-                        ctx.granted = Some(Granted {
-                            resource,
-                            fence: None,
-                        });
-                        ctx.inject = inject_plan(&normalized_path);
-                        if ctx.inject.is_some() {
-                            inject_body::enable_decompression(session);
-                        }
-                        ctx.identity = Some(identity);
+                        grant(session, ctx, rule, resource, None, identity, lease);
                         return Ok(false);
                     }
                     Mode::Redirect if !unsafe_method && !same_user => match matched.redirect_to {
@@ -298,12 +331,20 @@ impl ProxyHttp for LatchProxy {
                         None => {
                             tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
                             self.latch.metrics.count(Outcome::Denied);
-                            denied(LockedWhy::OtherUser, Some(&lock))
+                            denied(
+                                LockedWhy::OtherUser,
+                                Some(&lock),
+                                session.req_header().uri.path(),
+                            )
                         }
                     },
                     Mode::ReadOnly => {
                         self.latch.metrics.count(Outcome::Denied);
-                        denied(LockedWhy::ReadOnly, Some(&lock))
+                        denied(
+                            LockedWhy::ReadOnly,
+                            Some(&lock),
+                            session.req_header().uri.path(),
+                        )
                     }
                     _ => {
                         self.latch.metrics.count(Outcome::Denied);
@@ -312,13 +353,17 @@ impl ProxyHttp for LatchProxy {
                         } else {
                             LockedWhy::OtherUser
                         };
-                        denied(why, Some(&lock))
+                        denied(why, Some(&lock), session.req_header().uri.path())
                     }
                 }
             }
             Ok(ClaimOutcome::Displaced { current }) => {
                 self.latch.metrics.count(Outcome::Denied);
-                denied(LockedWhy::Displaced, current.as_ref())
+                denied(
+                    LockedWhy::Displaced,
+                    current.as_ref(),
+                    session.req_header().uri.path(),
+                )
             }
             Err(e) => {
                 self.latch.metrics.count(Outcome::StoreError);
@@ -384,11 +429,13 @@ impl ProxyHttp for LatchProxy {
             upstream.insert_header("x-latch-resource", header_value(&granted.resource))?;
             match granted.fence {
                 Some(fence) => {
-                    upstream.insert_header("x-latch-fence", fence.to_string())?;
-                    upstream.insert_header("x-latch-access", "exclusive")?;
+                    upstream.insert_header("x-latch-fence", HeaderValue::from(fence))?;
+                    upstream
+                        .insert_header("x-latch-access", HeaderValue::from_static("exclusive"))?;
                 }
                 None => {
-                    upstream.insert_header("x-latch-access", "read_only")?;
+                    upstream
+                        .insert_header("x-latch-access", HeaderValue::from_static("read_only"))?;
                 }
             }
         }

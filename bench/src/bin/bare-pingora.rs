@@ -1,0 +1,65 @@
+//! The floor every Latch figure is compared against: a pingora reverse proxy with the same
+//! pingora version and thread count as `latch proxy`, and nothing else — no rules, no tokens,
+//! no locks, no body filters.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use async_trait::async_trait;
+use clap::Parser;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+
+#[derive(Parser)]
+#[command(about = "A bare pingora reverse proxy: the baseline for Latch's benchmarks.")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The upstream's address (plain HTTP).
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// Worker threads of the proxy service; give the same number as the Latch under test.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+struct Bare {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let conf = ServerConf {
+        threads: args.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Bare {
+            upstream: args.upstream,
+        },
+        "bare pingora",
+    );
+    proxy.add_tcp(&args.listen.to_string());
+    server.add_service(proxy);
+    server.run(RunArgs::default());
+    ExitCode::SUCCESS
+}

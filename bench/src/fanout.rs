@@ -1,0 +1,320 @@
+//! The banner-socket scenarios: how fast a release reaches N watchers, and what N idle
+//! sockets cost in memory. The clients behave like the banner script: a token cookie and a
+//! same-origin `Origin` on the handshake, then a `watch` for a page's path.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::BenchError;
+
+/// Latch's default reserved prefix, which the benchmark config keeps.
+pub const PREFIX: &str = "/__latch";
+
+/// How long one watcher may take to connect and get its first state.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long all watchers together may take to hear of one change.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Handshakes in flight at once while opening many sockets.
+const CONNECT_CONCURRENCY: usize = 128;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A `lock` message's state, as a watcher saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Held,
+    Free,
+}
+
+/// The `state` of a `lock` message, or `None` for any other message.
+pub fn lock_state(text: &str) -> Option<State> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if v.get("type")?.as_str()? != "lock" {
+        return None;
+    }
+    match v.get("state")?.as_str()? {
+        "held" => Some(State::Held),
+        "free" => Some(State::Free),
+        _ => None,
+    }
+}
+
+fn check(what: impl Into<String>) -> BenchError {
+    BenchError::Check(what.into())
+}
+
+/// Opens one banner socket for `token`, watches `path`, and waits for the first state.
+pub async fn connect(port: u16, token: &str, path: &str) -> Result<(Ws, State), BenchError> {
+    let attempt = async {
+        let mut request = format!("ws://127.0.0.1:{port}{PREFIX}/ws")
+            .into_client_request()
+            .map_err(|e| check(format!("banner socket request: {e}")))?;
+        let headers = request.headers_mut();
+        let cookie = HeaderValue::from_str(&format!("latch_token={token}"))
+            .map_err(|e| check(format!("cookie header: {e}")))?;
+        headers.insert("cookie", cookie);
+        let origin = HeaderValue::from_str(&format!("http://127.0.0.1:{port}"))
+            .map_err(|e| check(format!("origin header: {e}")))?;
+        headers.insert("origin", origin);
+        // Small buffers, as a browser would hold for a socket that carries a few short messages.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .map_err(|e| check(format!("banner socket handshake: {e}")))?;
+        let watch = serde_json::json!({ "type": "watch", "path": path }).to_string();
+        ws.send(Message::Text(watch.into()))
+            .await
+            .map_err(|e| check(format!("sending watch: {e}")))?;
+        while let Some(msg) = ws.next().await {
+            let msg = msg.map_err(|e| check(format!("banner socket: {e}")))?;
+            if let Message::Text(text) = msg {
+                if let Some(state) = lock_state(&text) {
+                    return Ok((ws, state));
+                }
+                if text.contains("\"error\"") {
+                    return Err(check(format!("watch refused: {text}")));
+                }
+            }
+        }
+        Err(check("banner socket closed before the first state"))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| check("banner socket: no state within the connect timeout"))?
+}
+
+/// Opens `tokens.len()` sockets watching `path_of(i)`, a bounded number at a time.
+async fn open_many(
+    port: u16,
+    tokens: &[String],
+    path_of: impl Fn(usize) -> String,
+) -> Result<Vec<Ws>, BenchError> {
+    let results: Vec<Result<(Ws, State), BenchError>> =
+        futures::stream::iter(tokens.iter().enumerate().map(|(i, token)| {
+            let path = path_of(i);
+            async move { connect(port, token, &path).await }
+        }))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().map(|r| r.map(|(ws, _)| ws)).collect()
+}
+
+/// Release-to-watchers latencies, one per watcher per round.
+#[derive(Clone, Debug)]
+pub struct Fanout {
+    pub watchers: usize,
+    pub rounds: usize,
+    pub latencies_ms: Vec<f64>,
+}
+
+/// Sends `request` and checks its status.
+async fn expect_status(
+    request: reqwest::RequestBuilder,
+    expect: u16,
+    what: &str,
+) -> Result<(), BenchError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| check(format!("{what}: {e}")))?;
+    let status = response.status().as_u16();
+    if status != expect {
+        let body = response.text().await.unwrap_or_default();
+        return Err(check(format!(
+            "{what}: status {status}, expected {expect}: {body}"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until every watcher reported `want` at least once.
+async fn await_all(
+    events: &mut mpsc::UnboundedReceiver<(usize, State, Instant)>,
+    watchers: usize,
+    want: State,
+    mut on_event: impl FnMut(Instant),
+) -> Result<(), BenchError> {
+    let mut seen = HashSet::with_capacity(watchers);
+    let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
+    while seen.len() < watchers {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some((who, state, at))) => {
+                if state == want && seen.insert(who) {
+                    on_event(at);
+                }
+            }
+            Ok(None) => return Err(check("every watcher socket closed")),
+            Err(_) => {
+                return Err(check(format!(
+                    "only {} of {watchers} watchers saw {want:?} within {CHANGE_TIMEOUT:?}",
+                    seen.len()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tokens.len()` watchers on `/watch/1/…`; per round the holder claims the page, everyone
+/// sees it held, then the holder releases it by POST and each watcher's arrival of "free" is
+/// timed from just before the POST was sent.
+pub async fn release_to_watchers(
+    port: u16,
+    holder: &str,
+    tokens: &[String],
+    rounds: usize,
+) -> Result<Fanout, BenchError> {
+    let page = "/watch/1/asset.bin";
+    let sockets = open_many(port, tokens, |_| page.to_string()).await?;
+    let watchers = sockets.len();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for (who, mut ws) in sockets.into_iter().enumerate() {
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(text) = msg {
+                    if let Some(state) = lock_state(&text) {
+                        let _ = tx.send((who, state, Instant::now()));
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| check(format!("http client: {e}")))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut latencies_ms = Vec::with_capacity(watchers * rounds);
+    for _ in 0..rounds {
+        expect_status(
+            client.get(format!("{base}{page}")).bearer_auth(holder),
+            200,
+            "holder's claim",
+        )
+        .await?;
+        await_all(&mut events, watchers, State::Held, |_| {}).await?;
+        // Let the claim's traffic settle so the release is timed on a quiet proxy.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        expect_status(
+            client
+                .post(format!("{base}{PREFIX}/release"))
+                .bearer_auth(holder)
+                .body(r#"{"resource":"watch:1"}"#),
+            204,
+            "holder's release",
+        )
+        .await?;
+        await_all(&mut events, watchers, State::Free, |at| {
+            latencies_ms.push(at.duration_since(sent).as_secs_f64() * 1000.0)
+        })
+        .await?;
+    }
+    tasks.abort_all();
+    Ok(Fanout {
+        watchers,
+        rounds,
+        latencies_ms,
+    })
+}
+
+/// Memory of one instance before and after `tokens.len()` idle banner sockets.
+#[derive(Clone, Debug)]
+pub struct Idle {
+    pub sockets: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    /// `latch_banner_sockets` from the admin port once all were open.
+    pub server_count: Option<u64>,
+    pub open_seconds: f64,
+}
+
+async fn banner_gauge(admin_port: u16) -> Option<u64> {
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .ok()?
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("latch_banner_sockets "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// Opens one idle banner socket per token (each watching one of 1,000 pages), keeps them open
+/// while `rss` is read, then closes them all.
+pub async fn idle_sockets(
+    port: u16,
+    admin_port: u16,
+    tokens: &[String],
+    rss: impl Fn() -> Option<u64>,
+) -> Result<Idle, BenchError> {
+    let rss_before_kib = rss().ok_or_else(|| check("cannot read the proxy's memory"))?;
+    let start = Instant::now();
+    let sockets = open_many(port, tokens, |i| format!("/watch/{}/page.html", i % 1000)).await?;
+    let open_seconds = start.elapsed().as_secs_f64();
+    let mut tasks = JoinSet::new();
+    for mut ws in sockets {
+        // Reading answers the server's pings, as an idle browser tab does.
+        tasks.spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    }
+    // Let allocator caches and the sockets' first buffers settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server_count = banner_gauge(admin_port).await;
+    let rss_after_kib = rss().ok_or_else(|| check("cannot read the proxy's memory"))?;
+    let open = tasks.len();
+    tasks.abort_all();
+    Ok(Idle {
+        sockets: open,
+        rss_before_kib,
+        rss_after_kib,
+        server_count,
+        open_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_messages_are_told_apart() {
+        assert_eq!(
+            lock_state(r#"{"type":"lock","resource":"r","state":"free","holder":null}"#),
+            Some(State::Free)
+        );
+        assert_eq!(
+            lock_state(r#"{"type":"lock","resource":"r","state":"held"}"#),
+            Some(State::Held)
+        );
+        assert_eq!(lock_state(r#"{"type":"taken_over","resource":"r"}"#), None);
+        assert_eq!(lock_state("not json"), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! `latch proxy` instances under test, each with its own config, rule file and log in the
+//! run's temp dir.
+
+use crate::process::{free_port, Cpus, Proc};
+use crate::BenchError;
+use std::path::{Path, PathBuf};
+
+/// The rule file every instance loads. The filler rules give the matcher a realistic set to
+/// reject before a pass-through request goes on; the others back the scenarios:
+/// `held` (the requester holds the lock, banner injected), `plain` (the same without
+/// injection), `denied` (someone else holds it) and `watch` (banner-socket scenarios).
+pub const RULES: &str = r#"
+[[rule]]
+id = "held"
+pattern = "/held/.*"
+resource = "held"
+lease_seconds = 3600
+
+[[rule]]
+id = "plain"
+pattern = "/plain/.*"
+resource = "plain"
+inject = false
+lease_seconds = 3600
+
+[[rule]]
+id = "denied"
+pattern = "/denied/.*"
+resource = "denied"
+lease_seconds = 3600
+
+[[rule]]
+id = "watch"
+pattern = "/watch/(?P<n>[0-9]+)/.*"
+resource = "watch:{n}"
+lease_seconds = 3600
+
+[[rule]]
+id = "doc-edit"
+pattern = "/docs/(?P<id>[0-9]+)/edit"
+resource = "doc:{id}"
+
+[[rule]]
+id = "doc-save"
+pattern = "/docs/(?P<id>[0-9]+)/save"
+resource = "doc:{id}"
+methods = ["POST"]
+inject = false
+
+[[rule]]
+id = "invoice"
+pattern = "/billing/invoices/(?P<id>[A-Z0-9-]+)/(edit|approve)"
+resource = "invoice:{id}"
+
+[[rule]]
+id = "settings"
+pattern = "/admin/settings(/.*)?"
+resource = "settings"
+mode = "read_only"
+
+[[rule]]
+id = "wiki"
+pattern = "/wiki/(?P<page>[^/]+)/edit"
+resource = "wiki:{page}"
+case_insensitive = true
+"#;
+
+/// How an instance verifies tokens.
+pub enum Auth {
+    /// HS256 with [`crate::tokens::SECRET`].
+    Secret,
+    /// `algorithm` with the public key in `public_key_file`.
+    PublicKey {
+        algorithm: &'static str,
+        public_key_file: PathBuf,
+    },
+}
+
+/// One instance's settings.
+pub struct Settings {
+    pub upstream_port: u16,
+    pub threads: usize,
+    pub auth: Auth,
+    /// `memory` or a `redis://` URL.
+    pub store: String,
+}
+
+/// A running `latch proxy`.
+pub struct Latch {
+    pub proc: Proc,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
+impl Latch {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// The config file for `settings`, listening on `port` with its admin port on `admin_port`.
+pub fn config(settings: &Settings, port: u16, admin_port: u16) -> String {
+    let auth = match &settings.auth {
+        Auth::Secret => format!(
+            "algorithms = [\"HS256\"]\nsecret = \"{}\"",
+            crate::tokens::SECRET
+        ),
+        Auth::PublicKey {
+            algorithm,
+            public_key_file,
+        } => format!(
+            "algorithms = [\"{algorithm}\"]\npublic_key_file = \"{}\"",
+            public_key_file.display()
+        ),
+    };
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:{up}\"\n\
+         threads = {threads}\n\n[auth]\n{auth}\n\n\
+         [locks]\nstore = \"{store}\"\nlease_seconds = 3600\n\n\
+         [rules]\nstore = \"rules.toml\"\npoll_seconds = 60\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
+        up = settings.upstream_port,
+        threads = settings.threads,
+        store = settings.store,
+    )
+}
+
+/// Writes the files into `dir` and starts `bin proxy` on them.
+pub fn start(
+    name: &str,
+    bin: &Path,
+    dir: &Path,
+    settings: &Settings,
+    cpus: &Cpus,
+) -> Result<Latch, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir.display().to_string(), e))?;
+    let port = free_port()?;
+    let admin_port = free_port()?;
+    let conf = dir.join("latch.toml");
+    std::fs::write(&conf, config(settings, port, admin_port))
+        .map_err(|e| BenchError::io(conf.display().to_string(), e))?;
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, RULES).map_err(|e| BenchError::io(rules.display().to_string(), e))?;
+    let mut cmd = cpus.server_command(bin);
+    cmd.current_dir(dir).arg("proxy").arg("--config").arg(&conf);
+    let mut proc = Proc::spawn(name, cmd, &dir.join("latch.log"))?;
+    proc.wait_listening(&[port, admin_port])?;
+    Ok(Latch {
+        proc,
+        port,
+        admin_port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_the_store_the_key_and_the_threads() {
+        let settings = Settings {
+            upstream_port: 7000,
+            threads: 2,
+            auth: Auth::PublicKey {
+                algorithm: "ES256",
+                public_key_file: PathBuf::from("es.pub.pem"),
+            },
+            store: "redis://127.0.0.1:7001/0".into(),
+        };
+        let conf = config(&settings, 7002, 7003);
+        assert!(conf.contains("upstream = \"http://127.0.0.1:7000\""));
+        assert!(conf.contains("listen = \"127.0.0.1:7002\""));
+        assert!(conf.contains("threads = 2"));
+        assert!(conf.contains("algorithms = [\"ES256\"]"));
+        assert!(conf.contains("public_key_file = \"es.pub.pem\""));
+        assert!(conf.contains("store = \"redis://127.0.0.1:7001/0\""));
+        assert!(conf.contains("listen = \"127.0.0.1:7003\""));
+    }
+}
