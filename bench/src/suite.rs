@@ -524,7 +524,7 @@ fn at_least(mut row: Row, target: &str, ratio: Option<f64>, min: f64) -> Row {
     row.target = target.into();
     if matches!(row.verdict, Verdict::Reference) {
         row.verdict = match ratio {
-            Some(r) => Verdict::judge(r >= min, format!("{r:.2}×")),
+            Some(r) => Verdict::judge(r >= min, format!("{r:.3}×")),
             None => Verdict::Failed("no baseline to compare with".into()),
         };
     }
