@@ -7,7 +7,9 @@
 //! absolute rates on a small shared machine drift from minute to minute.
 //!
 //! It must not know how Latch works inside: it talks to `latch proxy` only through its config
-//! file, its HTTP port, its banner WebSocket and `/proc`, exactly as an operator would.
+//! file, its HTTP port, its banner WebSocket and `/proc`, exactly as an operator would. The one
+//! exception is the `auth` crate's verifier, timed in-process to show what a token costs
+//! before any cache.
 
 pub mod cpu;
 pub mod error;
@@ -21,6 +23,8 @@ pub mod rounds;
 pub mod site;
 pub mod stats;
 pub mod suite;
+pub mod systems;
+pub mod throughput;
 pub mod tokens;
 pub mod wrk;
 

@@ -53,6 +53,14 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row for a scenario that could not run here, with the reason.
+    pub fn not_run(scenario: &str, system: &str, target: &str, why: &str) -> Row {
+        let mut row = Row::new(scenario, system);
+        row.target = target.into();
+        row.verdict = Verdict::NotRun(why.into());
+        row
+    }
+
     pub fn new(scenario: &str, system: &str) -> Row {
         Row {
             scenario: scenario.into(),

@@ -1,0 +1,486 @@
+//! The throughput scenarios, in two families measured in alternating rounds: the 1.4 KB
+//! responses (pass-through, held on each store and key type, denied, and the small page with
+//! the banner) and the 100 KB page with and without injection. Each family's rows carry the
+//! ratio to bare pingora serving the same bytes and the verdict on its target.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::tree_rss_kib;
+use crate::report::{Row, Verdict};
+use crate::rounds::{self, Case, Measured};
+use crate::site::{self, ASSET, BIG, PAGE};
+use crate::suite::Options;
+use crate::systems::{Systems, Tokens};
+use crate::wrk::{self, Load};
+use crate::BenchError;
+
+/// Runs repeated or kept despite other programs' CPU use, over the whole suite.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) runs: usize,
+    pub(crate) repeated: usize,
+    pub(crate) disturbed: usize,
+}
+
+/// A throughput case and the process whose memory its row reports.
+struct Entry {
+    key: &'static str,
+    case: Case,
+    pid: u32,
+}
+
+struct Family {
+    entries: Vec<Entry>,
+    scripts: PathBuf,
+}
+
+impl Family {
+    fn add(
+        &mut self,
+        key: &'static str,
+        label: &str,
+        load: Load,
+        pid: u32,
+    ) -> Result<(), BenchError> {
+        let script = wrk::write_script(&self.scripts, key, &load)?;
+        self.entries.push(Entry {
+            key,
+            case: Case {
+                label: label.to_string(),
+                load,
+                script,
+            },
+            pid,
+        });
+        Ok(())
+    }
+
+    /// Runs the rounds; returns each key's measurement and the memory of its process after.
+    async fn run(
+        self,
+        opts: &Options,
+        tally: &mut Tally,
+    ) -> HashMap<&'static str, (Measured, Option<u64>)> {
+        let cases: Vec<Case> = self
+            .entries
+            .iter()
+            .map(|e| Case {
+                label: e.case.label.clone(),
+                load: e.case.load.clone(),
+                script: e.case.script.clone(),
+            })
+            .collect();
+        let options = wrk::Options {
+            threads: opts.wrk_threads,
+            connections: opts.connections,
+            duration: Duration::from_secs(opts.seconds),
+        };
+        let measured = rounds::measure(
+            &cases,
+            opts.rounds,
+            options,
+            Duration::from_secs(opts.warmup_seconds),
+            opts.noise,
+        )
+        .await;
+        for m in &measured {
+            tally.repeated += m.repeated;
+            tally.disturbed += m.disturbed;
+            tally.runs += m.rounds.iter().flatten().count();
+        }
+        self.entries
+            .iter()
+            .zip(measured)
+            .map(|(e, m)| (e.key, (m, tree_rss_kib(e.pid))))
+            .collect()
+    }
+}
+
+/// Fills a row from a measurement; `bare` is the baseline of the same response.
+fn throughput_row(
+    scenario: &str,
+    system: &str,
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    key: &str,
+    bare: &str,
+) -> Row {
+    let mut row = Row::new(scenario, system);
+    let Some((m, rss)) = results.get(key) else {
+        row.verdict = Verdict::NotRun("not measured".into());
+        return row;
+    };
+    if let Some(why) = &m.failure {
+        row.verdict = Verdict::Failed(why.clone());
+        return row;
+    }
+    row.rps = m.median_rps();
+    row.p50_ms = m.median_p50_us().map(|v| v / 1000.0);
+    row.p99_ms = m.median_p99_us().map(|v| v / 1000.0);
+    row.rss_kib = *rss;
+    row.ratio = results.get(bare).and_then(|(b, _)| m.ratio_to(b));
+    row
+}
+
+/// Judges `row` as at least `min` times `ratio` (a same-round ratio against another case).
+fn at_least(mut row: Row, target: &str, ratio: Option<f64>, min: f64) -> Row {
+    row.target = target.into();
+    if matches!(row.verdict, Verdict::Reference) {
+        row.verdict = match ratio {
+            Some(r) => Verdict::judge(r >= min, format!("{r:.3}×")),
+            None => Verdict::Failed("no baseline to compare with".into()),
+        };
+    }
+    row
+}
+
+fn same_round_ratio(
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    a: &str,
+    b: &str,
+) -> Option<f64> {
+    let (ma, _) = results.get(a)?;
+    let (mb, _) = results.get(b)?;
+    ma.ratio_to(mb)
+}
+
+pub(crate) async fn small_family(
+    opts: &Options,
+    systems: &Systems,
+    tokens: &Tokens,
+    scripts: &Path,
+    tally: &mut Tally,
+) -> Result<Vec<Row>, BenchError> {
+    let mut family = Family {
+        entries: Vec::new(),
+        scripts: scripts.to_path_buf(),
+    };
+    let up = |path: &str| format!("http://127.0.0.1:{}{path}", systems.upstream_port);
+    let asset = site::path("", ASSET);
+    let held = site::path("held", ASSET);
+    family.add(
+        "direct",
+        "1.4 KB / upstream direct",
+        Load::get(up(&asset), 200),
+        systems.upstream.pid(),
+    )?;
+    if let Some((proc, port)) = &systems.nginx {
+        let url = format!("http://127.0.0.1:{port}{asset}");
+        family.add(
+            "nginx",
+            "1.4 KB / nginx proxy",
+            Load::get(url, 200),
+            proc.pid(),
+        )?;
+    }
+    let (bare, bare_port) = &systems.bare;
+    let bare_url = |path: &str| format!("http://127.0.0.1:{bare_port}{path}");
+    family.add(
+        "bare",
+        "1.4 KB / bare pingora",
+        Load::get(bare_url(&asset), 200),
+        bare.pid(),
+    )?;
+    let latch = &systems.latch;
+    let pid = latch.proc.pid();
+    family.add(
+        "pass",
+        "pass-through / latch",
+        Load::get(latch.url(&asset), 200),
+        pid,
+    )?;
+    family.add(
+        "held",
+        "held, memory / latch",
+        Load::get(latch.url(&held), 200).bearer(&tokens.alice),
+        pid,
+    )?;
+    if let Ok(redis) = &systems.latch_redis {
+        family.add(
+            "held-redis",
+            "held, Redis / latch",
+            Load::get(redis.url(&held), 200).bearer(&tokens.alice),
+            redis.proc.pid(),
+        )?;
+    }
+    family.add(
+        "denied",
+        "denied 423 / latch",
+        Load::get(latch.url(&site::path("denied", ASSET)), 423).bearer(&tokens.alice),
+        pid,
+    )?;
+    if let (Ok((l, _)), Ok(token)) = (&systems.latch_rs, &tokens.alice_rs) {
+        family.add(
+            "held-rs",
+            "held, RS256 / latch",
+            Load::get(l.url(&held), 200).bearer(token),
+            l.proc.pid(),
+        )?;
+    }
+    if let (Ok((l, _)), Ok(token)) = (&systems.latch_es, &tokens.alice_es) {
+        family.add(
+            "held-es",
+            "held, ES256 / latch",
+            Load::get(l.url(&held), 200).bearer(token),
+            l.proc.pid(),
+        )?;
+    }
+    let page = site::path("", PAGE);
+    family.add(
+        "bare-page",
+        "1.4 KB HTML / bare pingora",
+        Load::get(bare_url(&page), 200),
+        bare.pid(),
+    )?;
+    family.add(
+        "held-page",
+        "1.4 KB HTML, held + banner / latch",
+        Load::get(latch.url(&site::path("held", PAGE)), 200).bearer(&tokens.alice),
+        pid,
+    )?;
+
+    let r = family.run(opts, tally).await;
+    let pass_s = "pass-through (no rule), 1.4 KB";
+    let mut rows = vec![throughput_row(
+        pass_s,
+        "upstream direct",
+        &r,
+        "direct",
+        "bare",
+    )];
+    if systems.nginx.is_some() {
+        rows.push(throughput_row(pass_s, "nginx proxy", &r, "nginx", "bare"));
+    }
+    rows.push(throughput_row(pass_s, "bare pingora", &r, "bare", "bare"));
+    let row = throughput_row(pass_s, "latch", &r, "pass", "bare");
+    let ratio = row.ratio;
+    rows.push(at_least(row, "≥ 0.95× bare", ratio, 0.95));
+
+    let row = throughput_row(
+        "lock held by requester, memory, 1.4 KB",
+        "latch",
+        &r,
+        "held",
+        "bare",
+    );
+    let ratio = row.ratio;
+    rows.push(at_least(row, "≥ 0.90× bare", ratio, 0.90));
+
+    let redis_s = "lock held by requester, Redis, 1.4 KB";
+    match &systems.latch_redis {
+        Ok(_) => {
+            let row = throughput_row(redis_s, "latch", &r, "held-redis", "bare");
+            let ratio = row.ratio;
+            rows.push(at_least(row, "≥ 0.75× bare", ratio, 0.75));
+        }
+        Err(why) => rows.push(Row::not_run(redis_s, "latch", "≥ 0.75× bare", why)),
+    }
+
+    let row = throughput_row("denied: 423 from the proxy", "latch", &r, "denied", "bare");
+    let vs_pass = same_round_ratio(&r, "denied", "pass");
+    let mut row = at_least(row, "not slower than pass-through", vs_pass, 1.0);
+    if let Verdict::Met(d) | Verdict::Missed(d) = &mut row.verdict {
+        *d = format!("{d} pass-through");
+    }
+    rows.push(row);
+
+    for (key, alg, latch) in [
+        ("held-rs", "RS256", systems.latch_rs.as_ref().map(|_| ())),
+        ("held-es", "ES256", systems.latch_es.as_ref().map(|_| ())),
+    ] {
+        let scenario = format!("lock held, {alg} token (vs HS256)");
+        match latch {
+            Ok(()) => {
+                let mut row = throughput_row(&scenario, "latch", &r, key, "bare");
+                row.target = "report".into();
+                if matches!(row.verdict, Verdict::Reference) {
+                    row.verdict = Verdict::Info(match same_round_ratio(&r, key, "held") {
+                        Some(v) => format!("{v:.2}× HS256"),
+                        None => "no HS256 figure".into(),
+                    });
+                }
+                rows.push(row);
+            }
+            Err(why) => rows.push(Row::not_run(&scenario, "latch", "report", why)),
+        }
+    }
+
+    let html_s = "1.4 KB HTML page";
+    rows.push(throughput_row(
+        html_s,
+        "bare pingora",
+        &r,
+        "bare-page",
+        "bare-page",
+    ));
+    let mut row = throughput_row(html_s, "latch, held + banner", &r, "held-page", "bare-page");
+    row.target = "report".into();
+    rows.push(row);
+    Ok(rows)
+}
+
+pub(crate) async fn html_family(
+    opts: &Options,
+    systems: &Systems,
+    tokens: &Tokens,
+    scripts: &Path,
+    tally: &mut Tally,
+) -> Result<Vec<Row>, BenchError> {
+    let mut family = Family {
+        entries: Vec::new(),
+        scripts: scripts.to_path_buf(),
+    };
+    let big = site::path("", BIG);
+    let up = format!("http://127.0.0.1:{}{big}", systems.upstream_port);
+    family.add(
+        "direct-big",
+        "100 KB / upstream direct",
+        Load::get(up, 200),
+        systems.upstream.pid(),
+    )?;
+    if let Some((proc, port)) = &systems.nginx {
+        let url = format!("http://127.0.0.1:{port}{big}");
+        family.add(
+            "nginx-big",
+            "100 KB / nginx proxy",
+            Load::get(url, 200),
+            proc.pid(),
+        )?;
+    }
+    let (bare, bare_port) = &systems.bare;
+    let url = format!("http://127.0.0.1:{bare_port}{big}");
+    family.add(
+        "bare-big",
+        "100 KB / bare pingora",
+        Load::get(url, 200),
+        bare.pid(),
+    )?;
+    let latch = &systems.latch;
+    family.add(
+        "plain-big",
+        "100 KB, held, inject=false / latch",
+        Load::get(latch.url(&site::path("plain", BIG)), 200).bearer(&tokens.alice),
+        latch.proc.pid(),
+    )?;
+    family.add(
+        "inject-big",
+        "100 KB, held + banner / latch",
+        Load::get(latch.url(&site::path("held", BIG)), 200).bearer(&tokens.alice),
+        latch.proc.pid(),
+    )?;
+    let r = family.run(opts, tally).await;
+    let s = "100 KB HTML page";
+    let mut rows = vec![throughput_row(
+        s,
+        "upstream direct",
+        &r,
+        "direct-big",
+        "bare-big",
+    )];
+    if systems.nginx.is_some() {
+        rows.push(throughput_row(
+            s,
+            "nginx proxy",
+            &r,
+            "nginx-big",
+            "bare-big",
+        ));
+    }
+    rows.push(throughput_row(
+        s,
+        "bare pingora",
+        &r,
+        "bare-big",
+        "bare-big",
+    ));
+    rows.push(throughput_row(
+        s,
+        "latch, held, inject=false",
+        &r,
+        "plain-big",
+        "bare-big",
+    ));
+    let row = throughput_row(s, "latch, held + banner", &r, "inject-big", "bare-big");
+    let ratio = row.ratio;
+    rows.push(at_least(row, "≥ 0.85× bare", ratio, 0.85));
+    let mut cost = Row::new(
+        "100 KB HTML: injection cost",
+        "latch, banner vs inject=false",
+    );
+    cost.target = "≤ 15% slower".into();
+    cost.verdict = match same_round_ratio(&r, "inject-big", "plain-big") {
+        Some(v) => Verdict::judge(v >= 0.85, format!("{:.0}% slower", (1.0 - v) * 100.0)),
+        None => Verdict::Failed("a case failed; see above".into()),
+    };
+    rows.push(cost);
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wrk::Sample;
+
+    fn measured(rates: &[f64]) -> Measured {
+        Measured {
+            rounds: rates
+                .iter()
+                .map(|&rps| {
+                    Some(Sample {
+                        rps,
+                        p50_us: 1000.0,
+                        p99_us: 3000.0,
+                        requests: 1,
+                    })
+                })
+                .collect(),
+            ..Measured::default()
+        }
+    }
+
+    fn results() -> HashMap<&'static str, (Measured, Option<u64>)> {
+        let mut failed = measured(&[]);
+        failed.failure = Some("3 responses were 502".into());
+        HashMap::from([
+            ("bare", (measured(&[100.0, 200.0, 100.0]), Some(2048))),
+            ("latch", (measured(&[95.0, 180.0, 90.0]), None)),
+            ("broken", (failed, None)),
+        ])
+    }
+
+    #[test]
+    fn a_row_carries_medians_and_the_same_round_ratio() {
+        let row = throughput_row("s", "latch", &results(), "latch", "bare");
+        assert_eq!(row.rps, Some(95.0));
+        assert_eq!(row.ratio, Some(0.9));
+        assert_eq!(row.p50_ms, Some(1.0));
+        assert_eq!(row.p99_ms, Some(3.0));
+        assert_eq!(row.verdict, Verdict::Reference);
+    }
+
+    #[test]
+    fn a_failed_case_fails_its_row_whatever_the_target() {
+        let row = throughput_row("s", "latch", &results(), "broken", "bare");
+        assert!(matches!(row.verdict, Verdict::Failed(ref why) if why.contains("502")));
+        let judged = at_least(row, "≥ 0.9×", Some(2.0), 0.9);
+        assert!(matches!(judged.verdict, Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn targets_are_met_at_the_threshold_and_missed_below_it() {
+        let row = || throughput_row("s", "latch", &results(), "latch", "bare");
+        assert!(matches!(
+            at_least(row(), "t", Some(0.9), 0.9).verdict,
+            Verdict::Met(_)
+        ));
+        assert!(matches!(
+            at_least(row(), "t", Some(0.899), 0.9).verdict,
+            Verdict::Missed(_)
+        ));
+        assert!(matches!(
+            at_least(row(), "t", None, 0.9).verdict,
+            Verdict::Failed(_)
+        ));
+    }
+}
