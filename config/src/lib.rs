@@ -62,6 +62,9 @@ pub struct ProxyConfig {
     pub threads: usize,
     /// Identifies this instance in lock records and metrics. Default: hostname-pid.
     pub instance: String,
+    /// Where the banner tag goes in an HTML page. Default: before `</head>`, which parses only
+    /// the head; `body_end` parses the whole page to put it before `</body>`.
+    pub inject_at: inject::Placement,
 }
 
 /// Where the protected app lives. Only plain HTTP: the proxy is built without a TLS stack.
@@ -219,6 +222,7 @@ impl Config {
                 prefix: "/__latch".into(),
                 threads: 2,
                 instance: raw::default_instance(),
+                inject_at: inject::Placement::Head,
             },
             auth: AuthConfig {
                 settings: auth::AuthSettings {

@@ -48,6 +48,7 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("prefix", Kind::Text),
             ("threads", Kind::Integer),
             ("instance", Kind::Text),
+            ("inject_at", Kind::Text),
         ],
     ),
     (
@@ -499,6 +500,17 @@ pub(crate) fn convert(
     }
     let threads = s.integer("threads", 1, 64).unwrap_or(2) as usize;
     let instance = s.string("instance").unwrap_or_else(default_instance);
+    let inject_at = match s.string("inject_at").as_deref() {
+        None | Some("head") => inject::Placement::Head,
+        Some("body_end") => inject::Placement::BodyEnd,
+        Some(other) => {
+            s.issue(
+                "inject_at",
+                format!("{other:?} is not one of \"head\", \"body_end\""),
+            );
+            inject::Placement::Head
+        }
+    };
 
     // [auth]
     let mut s = take_section(&mut root, "auth", source, origins, issues);
@@ -673,6 +685,7 @@ pub(crate) fn convert(
             upstream: upstream?,
             prefix,
             threads,
+            inject_at,
             instance,
         },
         auth: AuthConfig {

@@ -94,6 +94,7 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(c.proxy.prefix, "/__latch");
     assert_eq!(c.proxy.threads, 2);
     assert!(!c.proxy.instance.is_empty());
+    assert_eq!(c.proxy.inject_at, inject::Placement::Head);
     assert_eq!(c.auth.cookie, "latch_token");
     assert_eq!(c.auth.login_url, None);
     assert_eq!(c.auth.require, Require::Protected);
@@ -133,6 +134,7 @@ upstream = "http://app.internal:8081/"
 prefix = "/_gate/v1"
 threads = 8
 instance = "edge-1"
+inject_at = "body_end"
 
 [auth]
 algorithms = ["HS256", "HS512"]
@@ -172,6 +174,7 @@ listen = "127.0.0.1:0"
     assert_eq!(c.proxy.prefix, "/_gate/v1");
     assert_eq!(c.proxy.threads, 8);
     assert_eq!(c.proxy.instance, "edge-1");
+    assert_eq!(c.proxy.inject_at, inject::Placement::BodyEnd);
     assert_eq!(c.auth.settings.algorithms, vec!["HS256", "HS512"]);
     assert_eq!(c.auth.cookie, "sso.token-1");
     assert_eq!(
@@ -293,6 +296,11 @@ fn bad_proxy_values() {
         ("threads = \"2\"", "proxy.threads", "string"),
         ("threads = 2.5", "proxy.threads", "float"),
         ("instance = 7", "proxy.instance", "integer"),
+        (
+            "inject_at = \"body\"",
+            "proxy.inject_at",
+            "\"head\", \"body_end\"",
+        ),
         ("colour = \"blue\"", "proxy.colour", "unknown key"),
     ];
     for (lines, key, says) in cases {

@@ -1,9 +1,12 @@
 //! The streaming rewriter that inserts the banner tag into one HTML document.
 //!
-//! It sees the document as a token stream (lol_html), never as raw bytes, so a `</body>` inside
+//! It sees the document as a token stream (lol_html), never as raw bytes, so an end tag inside
 //! a comment, a script, an attribute value or split across two network chunks is handled the
 //! way a browser would handle it. It keeps no more of the page than the token being parsed.
 //! It must not know where the bytes come from or how they are framed or compressed.
+//!
+//! With [`Placement::Head`] it stops parsing as soon as the tag is in and hands every later
+//! byte back untouched, so a page costs the parse of its head, not of its whole length.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,6 +33,24 @@ pub enum InjectError {
     Finished,
 }
 
+/// Where the tag goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// Before `</head>`; before the body's first child when the head end tag is omitted; at the
+    /// end of the document when there is neither. After the page's own `<meta charset>` and
+    /// `<meta http-equiv="Content-Security-Policy">`, which therefore apply to the tag. The rest
+    /// of the document is passed through unparsed.
+    #[default]
+    Head,
+    /// Before the end tag that closes the body, or at the end of the document when there is
+    /// none. Every byte of the page is parsed.
+    BodyEnd,
+}
+
+/// How much of a chunk is parsed at a time while the tag is not in yet, so that the parse
+/// stops shortly after the insertion point instead of at the end of a large network chunk.
+const SLICE: usize = 1024;
+
 type Output = Arc<Mutex<BytesMut>>;
 
 /// Collects what the rewriter emits until the caller takes it after each call.
@@ -45,9 +66,9 @@ impl OutputSink for Sink {
     }
 }
 
-/// Rewrites one HTML document, chunk by chunk, inserting the banner tag exactly once: before the
-/// end tag that closes the body, or at the end of the document when there is none (a browser
-/// moves content after `</html>` into the body, so the script still runs there).
+/// Rewrites one HTML document, chunk by chunk, inserting the banner tag exactly once at its
+/// [`Placement`]; at the end of the document when that point never comes (a browser moves
+/// content after `</html>` into the body, so the script still runs there).
 ///
 /// `Send + Sync`, so it can live in a pingora request context. lol_html's rewriter is only
 /// `Send` (its handlers are `FnMut`), so it sits behind a `Mutex` that is never locked: every
@@ -56,6 +77,9 @@ pub struct Injector {
     rewriter: Option<Mutex<HtmlRewriter<'static, Sink>>>,
     output: Output,
     injected: Arc<AtomicBool>,
+    placement: Placement,
+    /// The tag is in and the rewriter flushed: every later byte passes through as it is.
+    passing_through: bool,
 }
 
 impl Injector {
@@ -65,7 +89,11 @@ impl Injector {
     /// Without a charset the document is read as UTF-8 and a `<meta charset>` in it is honoured,
     /// as a browser would. Only the structure is parsed, so any ASCII-compatible encoding is
     /// rewritten byte-exactly; `tag_html` is written in the document's encoding.
-    pub fn new(tag_html: String, charset: Option<&str>) -> Result<Injector, InjectError> {
+    pub fn new(
+        tag_html: String,
+        charset: Option<&str>,
+        placement: Placement,
+    ) -> Result<Injector, InjectError> {
         let encoding = match charset {
             None => AsciiCompatibleEncoding::utf_8(),
             Some(label) => encoding_for_label(label)?,
@@ -97,25 +125,10 @@ impl Injector {
             Ok(())
         });
 
-        let body_tag = Arc::clone(&tag);
-        let body_injected = Arc::clone(&injected);
-        let body_end = element!("body", move |el| {
-            // Absent only for elements that cannot have content, which `body` is not.
-            if let Some(handlers) = el.end_tag_handlers() {
-                let tag = Arc::clone(&body_tag);
-                let injected = Arc::clone(&body_injected);
-                let depth = Arc::clone(&inert_depth);
-                let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
-                    if depth.load(Ordering::Relaxed) == 0 && !injected.swap(true, Ordering::Relaxed)
-                    {
-                        end.before(&tag, ContentType::Html);
-                    }
-                    Ok(())
-                });
-                handlers.push(before_end);
-            }
-            Ok(())
-        });
+        let point = match placement {
+            Placement::Head => head_end(&tag, &injected, &inert_depth),
+            Placement::BodyEnd => body_end(&tag, &injected, &inert_depth),
+        };
 
         let end_injected = Arc::clone(&injected);
         let document_end =
@@ -127,7 +140,7 @@ impl Injector {
             });
 
         let settings = Settings {
-            element_content_handlers: vec![inert, body_end],
+            element_content_handlers: std::iter::once(inert).chain(point).collect(),
             document_content_handlers: vec![document_end],
             encoding,
             // Strict mode aborts on rare ambiguous markup, which would cut the page off
@@ -141,36 +154,82 @@ impl Injector {
             rewriter: Some(Mutex::new(rewriter)),
             output,
             injected,
+            placement,
+            passing_through: false,
         })
     }
 
     /// Feeds the next chunk of the document and returns the rewritten output produced so far
-    /// (possibly empty while a tag is still incomplete).
+    /// (possibly empty while a tag is still incomplete). Once the tag is in at
+    /// [`Placement::Head`], chunks come back as they are, without a copy.
     ///
     /// After an error the injector is spent: later calls return [`InjectError::Finished`].
-    pub fn write(&mut self, chunk: &[u8]) -> Result<Bytes, InjectError> {
+    pub fn write(&mut self, chunk: Bytes) -> Result<Bytes, InjectError> {
+        if self.passing_through {
+            return Ok(chunk);
+        }
+        if self.placement == Placement::BodyEnd {
+            self.feed(&chunk)?;
+            return Ok(self.take_output());
+        }
+        let mut at = 0;
+        while at < chunk.len() {
+            let end = (at + SLICE).min(chunk.len());
+            self.feed(&chunk[at..end])?;
+            at = end;
+            if self.injected() {
+                // Flush what lol_html still holds (at most the token it was reading), then
+                // append the rest of this chunk unparsed.
+                self.end_rewriter()?;
+                self.passing_through = true;
+                let mut out = self.take_output_mut();
+                if out.is_empty() {
+                    return Ok(chunk.slice(at..));
+                }
+                out.extend_from_slice(&chunk[at..]);
+                return Ok(out.freeze());
+            }
+        }
+        Ok(self.take_output())
+    }
+
+    /// Ends the document and returns the remaining output, including the tag if its insertion
+    /// point never came.
+    pub fn finish(&mut self) -> Result<Bytes, InjectError> {
+        if self.passing_through {
+            self.passing_through = false;
+            return Ok(Bytes::new());
+        }
+        self.end_rewriter()?;
+        Ok(self.take_output())
+    }
+
+    /// Whether the tag is in and later chunks pass through untouched.
+    pub fn passing_through(&self) -> bool {
+        self.passing_through
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), InjectError> {
         let rewriter = self.rewriter.as_mut().ok_or(InjectError::Finished)?;
         let written = rewriter
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
-            .write(chunk);
+            .write(bytes);
         if let Err(error) = written {
             // lol_html panics if a failed rewriter is used again.
             self.rewriter = None;
             return Err(error.into());
         }
-        Ok(self.take_output())
+        Ok(())
     }
 
-    /// Ends the document and returns the remaining output, including the tag if no body end tag
-    /// was seen.
-    pub fn finish(&mut self) -> Result<Bytes, InjectError> {
+    fn end_rewriter(&mut self) -> Result<(), InjectError> {
         let rewriter = self.rewriter.take().ok_or(InjectError::Finished)?;
         rewriter
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
             .end()?;
-        Ok(self.take_output())
+        Ok(())
     }
 
     /// Whether the tag has been written into the output.
@@ -179,11 +238,14 @@ impl Injector {
     }
 
     fn take_output(&self) -> Bytes {
+        self.take_output_mut().freeze()
+    }
+
+    fn take_output_mut(&self) -> BytesMut {
         self.output
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .split()
-            .freeze()
     }
 }
 
@@ -192,6 +254,7 @@ impl std::fmt::Debug for Injector {
         f.debug_struct("Injector")
             .field("finished", &self.rewriter.is_none())
             .field("injected", &self.injected())
+            .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
 }
@@ -201,4 +264,63 @@ fn encoding_for_label(label: &str) -> Result<AsciiCompatibleEncoding, InjectErro
     Encoding::for_label_no_replacement(unquoted.as_bytes())
         .and_then(AsciiCompatibleEncoding::new)
         .ok_or_else(|| InjectError::Encoding(label.to_owned()))
+}
+
+type Handlers = Vec<(
+    std::borrow::Cow<'static, lol_html::Selector>,
+    lol_html::send::ElementContentHandlers<'static>,
+)>;
+
+/// Before `</head>`, or first in the body when the head's end tag is omitted.
+fn head_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>) -> Handlers {
+    let (head_tag, head_injected, head_inert) =
+        (Arc::clone(tag), Arc::clone(injected), Arc::clone(inert));
+    let head = element!("head", move |el| {
+        if let Some(handlers) = el.end_tag_handlers() {
+            let tag = Arc::clone(&head_tag);
+            let injected = Arc::clone(&head_injected);
+            let depth = Arc::clone(&head_inert);
+            let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
+                if depth.load(Ordering::Relaxed) == 0 && !injected.swap(true, Ordering::Relaxed) {
+                    end.before(&tag, ContentType::Html);
+                }
+                Ok(())
+            });
+            handlers.push(before_end);
+        }
+        Ok(())
+    });
+    let (body_tag, body_injected, body_inert) =
+        (Arc::clone(tag), Arc::clone(injected), Arc::clone(inert));
+    let body = element!("body", move |el| {
+        if body_inert.load(Ordering::Relaxed) == 0 && !body_injected.swap(true, Ordering::Relaxed) {
+            el.prepend(&body_tag, ContentType::Html);
+        }
+        Ok(())
+    });
+    vec![head, body]
+}
+
+/// Before the end tag that closes the body.
+fn body_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>) -> Handlers {
+    let inert = Arc::clone(inert);
+    let body_tag = Arc::clone(tag);
+    let body_injected = Arc::clone(injected);
+    let body_end = element!("body", move |el| {
+        // Absent only for elements that cannot have content, which `body` is not.
+        if let Some(handlers) = el.end_tag_handlers() {
+            let tag = Arc::clone(&body_tag);
+            let injected = Arc::clone(&body_injected);
+            let depth = Arc::clone(&inert);
+            let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
+                if depth.load(Ordering::Relaxed) == 0 && !injected.swap(true, Ordering::Relaxed) {
+                    end.before(&tag, ContentType::Html);
+                }
+                Ok(())
+            });
+            handlers.push(before_end);
+        }
+        Ok(())
+    });
+    vec![body_end]
 }

@@ -1,7 +1,7 @@
 //! Puts the Latch banner script into HTML pages on their way to the browser.
 //!
 //! This crate owns three things: the streaming rewriter that inserts one `<script>` tag before
-//! `</body>` ([`Injector`]), the builder of that tag ([`script_tag`]), and the reading of the
+//! `</head>` or before `</body>` ([`Injector`], [`Placement`]), the builder of that tag ([`script_tag`]), and the reading of the
 //! page's Content-Security-Policy that decides whether the tag may be inserted at all and with
 //! which nonce ([`csp_verdict`]).
 //!
@@ -14,5 +14,5 @@ mod injector;
 mod tag;
 
 pub use csp::{csp_verdict, CspVerdict};
-pub use injector::{InjectError, Injector};
+pub use injector::{InjectError, Injector, Placement};
 pub use tag::script_tag;

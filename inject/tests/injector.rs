@@ -1,4 +1,8 @@
-use inject::{script_tag, InjectError, Injector};
+//! The injector at [`Placement::BodyEnd`]: every byte is parsed, the tag goes before the end tag
+//! that closes the body. `head.rs` covers [`Placement::Head`].
+
+use bytes::Bytes;
+use inject::{script_tag, InjectError, Injector, Placement};
 
 const TAG: &str = r#"<script src="/_latch/banner.js" defer></script>"#;
 
@@ -7,10 +11,10 @@ fn rewrite_chunks<'a>(
     tag: &str,
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> Vec<u8> {
-    let mut injector = Injector::new(tag.to_owned(), charset).unwrap();
+    let mut injector = Injector::new(tag.to_owned(), charset, Placement::BodyEnd).unwrap();
     let mut out = Vec::new();
     for chunk in chunks {
-        out.extend_from_slice(&injector.write(chunk).unwrap());
+        out.extend_from_slice(&injector.write(Bytes::copy_from_slice(chunk)).unwrap());
     }
     out.extend_from_slice(&injector.finish().unwrap());
     assert!(injector.injected(), "finished document must carry the tag");
@@ -166,11 +170,11 @@ fn a_large_page_streams_without_buffering() {
     }
     html.push_str("</body></html>");
 
-    let mut injector = Injector::new(TAG.to_owned(), Some("utf-8")).unwrap();
+    let mut injector = Injector::new(TAG.to_owned(), Some("utf-8"), Placement::BodyEnd).unwrap();
     let mut out = Vec::with_capacity(html.len() + TAG.len());
     let mut fed = 0;
     for (i, chunk) in html.as_bytes().chunks(CHUNK).enumerate() {
-        let produced = injector.write(chunk).unwrap();
+        let produced = injector.write(Bytes::copy_from_slice(chunk)).unwrap();
         fed += chunk.len();
         if i == 0 {
             assert!(!produced.is_empty(), "no output after the first chunk");
@@ -237,7 +241,7 @@ fn charset_labels_are_read_like_a_browser_reads_them() {
         "shift_jis",
     ] {
         assert!(
-            Injector::new(TAG.to_owned(), Some(label)).is_ok(),
+            Injector::new(TAG.to_owned(), Some(label), Placement::BodyEnd).is_ok(),
             "{label:?} refused"
         );
     }
@@ -254,7 +258,7 @@ fn charsets_that_are_not_ascii_compatible_or_unknown_are_refused() {
         "klingon",
         "",
     ] {
-        match Injector::new(TAG.to_owned(), Some(label)) {
+        match Injector::new(TAG.to_owned(), Some(label), Placement::BodyEnd) {
             Err(InjectError::Encoding(got)) => assert_eq!(got, label),
             other => panic!("{label:?} gave {other:?}"),
         }
@@ -275,19 +279,26 @@ fn meta_charset_is_honoured_when_the_header_has_none() {
 
 #[test]
 fn injected_reports_when_the_tag_was_written() {
-    let mut injector = Injector::new(TAG.to_owned(), None).unwrap();
-    injector.write(b"<html><body><p>x</p>").unwrap();
+    let mut injector = Injector::new(TAG.to_owned(), None, Placement::BodyEnd).unwrap();
+    injector
+        .write(Bytes::from_static(b"<html><body><p>x</p>"))
+        .unwrap();
     assert!(!injector.injected());
-    let out = injector.write(b"</body></html>").unwrap();
+    let out = injector
+        .write(Bytes::from_static(b"</body></html>"))
+        .unwrap();
     assert!(injector.injected());
     assert_eq!(out, format!("{TAG}</body></html>").as_bytes());
 }
 
 #[test]
 fn use_after_finish_is_an_error() {
-    let mut injector = Injector::new(TAG.to_owned(), None).unwrap();
+    let mut injector = Injector::new(TAG.to_owned(), None, Placement::BodyEnd).unwrap();
     injector.finish().unwrap();
-    assert!(matches!(injector.write(b"<p>"), Err(InjectError::Finished)));
+    assert!(matches!(
+        injector.write(Bytes::from_static(b"<p>")),
+        Err(InjectError::Finished)
+    ));
     assert!(matches!(injector.finish(), Err(InjectError::Finished)));
 }
 

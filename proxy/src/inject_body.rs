@@ -203,20 +203,39 @@ fn decide(
         }
     };
     let tag = latch.banner_tag(&plan.path, plan.lease, "app", nonce.as_deref());
-    let injector = match inject::Injector::new(tag, charset.as_deref()) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(path = %plan.path, error = %e, "banner not injected");
-            return skip(latch, "charset");
-        }
-    };
+    let tag_len = tag.len() as u64;
+    let tag_len_is_exact = tag.is_ascii();
+    let injector =
+        match inject::Injector::new(tag, charset.as_deref(), latch.config.proxy.inject_at) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(path = %plan.path, error = %e, "banner not injected");
+                return skip(latch, "charset");
+            }
+        };
 
-    // The body changes length, so the upstream's framing and validators no longer hold. A HEAD
-    // gets the same headers as its GET would, so caches and conditional requests agree.
-    resp.remove_header(&header::CONTENT_LENGTH);
+    // The body grows by exactly the tag. An identity body of known length keeps an exact
+    // Content-Length (the tag is ASCII, so its length is the same in any ASCII-compatible
+    // charset); otherwise the body is sent chunked. A HEAD gets the same headers as its GET
+    // would, so caches and conditional requests agree.
+    let promised = resp
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| tag_len_is_exact)
+        .and_then(|n| n.checked_add(tag_len));
     let head = session.req_header().method == http::Method::HEAD;
-    if !head {
-        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+    match promised {
+        Some(length) => {
+            let _ = resp.insert_header(header::CONTENT_LENGTH, length);
+        }
+        None => {
+            resp.remove_header(&header::CONTENT_LENGTH);
+            if !head {
+                let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+            }
+        }
     }
     if let Some(etag) = resp.headers.get(header::ETAG).cloned() {
         if !etag.as_bytes().starts_with(b"W/") {
@@ -234,6 +253,7 @@ fn decide(
     Some(BodyInjector {
         injector,
         failed: false,
+        length_promised: promised.is_some(),
     })
 }
 
@@ -241,42 +261,71 @@ fn decide(
 pub struct BodyInjector {
     injector: inject::Injector,
     failed: bool,
+    /// The client was told the body's length, which counts the tag.
+    length_promised: bool,
 }
+
+/// The rewriter failed on a body whose length, tag included, was already promised: the
+/// response cannot be completed truthfully, so it is aborted rather than sent short.
+#[derive(Debug)]
+pub struct BrokenPromise;
 
 impl BodyInjector {
     /// Rewrites one body chunk in place. On a rewriter error the rest of the body passes
-    /// through unchanged: a page without a banner beats a broken page.
-    pub fn filter(&mut self, latch: &Latch, body: &mut Option<Bytes>, end: bool) {
-        if self.failed {
-            return;
+    /// through unchanged (a page without a banner beats a broken page), unless a length that
+    /// counts the tag was promised.
+    pub fn filter(
+        &mut self,
+        latch: &Latch,
+        body: &mut Option<Bytes>,
+        end: bool,
+    ) -> Result<(), BrokenPromise> {
+        if self.failed || (self.injector.passing_through() && !end) {
+            return Ok(());
         }
-        let mut out = BytesMut::new();
-        if let Some(chunk) = body.as_ref() {
-            match self.injector.write(chunk) {
-                Ok(b) => out.extend_from_slice(&b),
+        let mut out = Bytes::new();
+        if let Some(chunk) = body.take() {
+            match self.injector.write(chunk.clone()) {
+                Ok(b) => out = b,
                 Err(e) => {
-                    tracing::warn!(error = %e, "banner injection failed mid-body; passing the rest through");
-                    latch
-                        .metrics
-                        .banner_skipped
-                        .with_label_values(&["rewrite_error"])
-                        .inc();
-                    self.failed = true;
-                    return;
+                    *body = Some(chunk);
+                    return self.fail(latch, &e);
                 }
             }
         }
         if end {
             match self.injector.finish() {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(e) => tracing::warn!(error = %e, "banner injection failed at end of body"),
+                Ok(rest) if out.is_empty() => out = rest,
+                Ok(rest) if !rest.is_empty() => {
+                    let mut joined = BytesMut::with_capacity(out.len() + rest.len());
+                    joined.extend_from_slice(&out);
+                    joined.extend_from_slice(&rest);
+                    out = joined.freeze();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    *body = Some(out);
+                    return self.fail(latch, &e);
+                }
             }
         }
-        *body = if out.is_empty() && !end {
-            Some(Bytes::new())
-        } else {
-            Some(out.freeze())
-        };
+        *body = Some(out);
+        Ok(())
+    }
+
+    fn fail(&mut self, latch: &Latch, error: &inject::InjectError) -> Result<(), BrokenPromise> {
+        latch
+            .metrics
+            .banner_skipped
+            .with_label_values(&["rewrite_error"])
+            .inc();
+        self.failed = true;
+        if self.length_promised {
+            tracing::warn!(%error, "banner injection failed; aborting the response, whose length counted the banner");
+            return Err(BrokenPromise);
+        }
+        tracing::warn!(%error, "banner injection failed; passing the rest through");
+        Ok(())
     }
 }
 

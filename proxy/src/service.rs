@@ -465,7 +465,12 @@ impl ProxyHttp for LatchProxy {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         if let Some(injector) = ctx.injector.as_mut() {
-            injector.filter(&self.latch, body, end_of_stream);
+            if injector.filter(&self.latch, body, end_of_stream).is_err() {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "banner injection failed after the length was promised",
+                );
+            }
         }
         Ok(None)
     }

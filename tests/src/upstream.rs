@@ -4,7 +4,8 @@
 //! - `/echo/**` (any method): JSON `{method, path, query, headers, body_len}` of what arrived;
 //! - `/html/cl`, `/html/chunked`, `/html/gzip`, `/html/br`, `/html/zstd`: one HTML page in
 //!   each framing/encoding (`/html/gzip` and `/html/br` compress whatever the client asked for);
-//! - `/html/split`: `</body>` split across two chunks sent 50 ms apart;
+//! - `/html/split`: `</body>` split across two chunks sent 50 ms apart; `/html/split-head`: the
+//!   same for `</head>`;
 //! - `/html/nobody`: a page with no `</body>`;
 //! - `/html/csp-nonce`, `/html/csp-strict`: pages with a nonce CSP and a CSP that forbids
 //!   the banner; `/html/no-transform`: `Cache-Control: no-transform`; `/html/etag`: with an ETag;
@@ -72,6 +73,7 @@ fn router() -> Router {
         .route("/html/br", get(html_br))
         .route("/html/zstd", get(html_zstd))
         .route("/html/split", get(html_split))
+        .route("/html/split-head", get(html_split_head))
         .route("/html/nobody", get(html_nobody))
         .route("/html/csp-nonce", get(html_csp_nonce))
         .route("/html/csp-strict", get(html_csp_strict))
@@ -183,6 +185,14 @@ async fn html_split() -> impl IntoResponse {
     let parts = vec![
         Bytes::from_static(b"<!doctype html><html><body><p>split</p></bo"),
         Bytes::from_static(b"dy></html>"),
+    ];
+    (html_headers(), chunked(parts, Duration::from_millis(50)))
+}
+
+async fn html_split_head() -> impl IntoResponse {
+    let parts = vec![
+        Bytes::from_static(b"<!doctype html><html><head><title>split</title></he"),
+        Bytes::from_static(b"ad><body><p>split</p></body></html>"),
     ];
     (html_headers(), chunked(parts, Duration::from_millis(50)))
 }

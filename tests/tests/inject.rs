@@ -59,10 +59,35 @@ fn tag(path: &str, nonce: Option<&str>) -> String {
     )
 }
 
-/// `page` with the tag inserted right before its only `</body>`.
+/// `page` with the tag where the default placement puts it: right before its only `</head>`,
+/// or, for a page without one, right after its `<body>` start tag.
 fn injected(page: &str, tag: &str) -> String {
+    if page.contains("</head>") {
+        assert_eq!(page.matches("</head>").count(), 1, "test page shape");
+        return page.replace("</head>", &format!("{tag}</head>"));
+    }
+    assert_eq!(page.matches("<body>").count(), 1, "test page shape");
+    page.replace("<body>", &format!("<body>{tag}"))
+}
+
+/// `page` with the tag right before its only `</body>` (`inject_at = "body_end"`).
+fn injected_at_body_end(page: &str, tag: &str) -> String {
     assert_eq!(page.matches("</body>").count(), 1, "test page shape");
     page.replace("</body>", &format!("{tag}</body>"))
+}
+
+/// A proxy that puts the tag before `</body>`.
+async fn setup_body_end() -> Setup {
+    let upstream = Upstream::start().await;
+    let latch = LatchBuilder::new(upstream.port())
+        .rules(RULES)
+        .env("LATCH_PROXY_INJECT_AT", "body_end")
+        .start();
+    Setup {
+        latch,
+        _upstream: upstream,
+        cookie: format!("latch_token={}", token("alice", "Alice", &[])),
+    }
 }
 
 fn header(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str> {
@@ -91,16 +116,20 @@ fn unbrotli(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn content_length_page_gets_the_tag_before_body_end() {
+async fn content_length_page_gets_the_tag_before_head_end() {
     let s = setup(RULES).await;
     let resp = s.get("/html/cl", None).await;
     assert_eq!(
         header(&resp, CONTENT_TYPE),
         Some("text/html; charset=utf-8")
     );
-    // The body grew, so the upstream's length must not be forwarded.
-    assert_eq!(header(&resp, CONTENT_LENGTH), None);
-    assert_eq!(text_of(resp).await, injected(PAGE, &tag("/html/cl", None)));
+    // The body grew by exactly the tag, and the length says so.
+    let want = injected(PAGE, &tag("/html/cl", None));
+    assert_eq!(
+        header(&resp, CONTENT_LENGTH),
+        Some(&*want.len().to_string())
+    );
+    assert_eq!(text_of(resp).await, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,11 +216,22 @@ async fn pages_left_alone_are_not_compressed_by_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_end_split_across_chunks_gets_the_tag() {
+async fn head_end_split_across_chunks_gets_the_tag() {
     let s = setup(RULES).await;
+    let body = text_of(s.get("/html/split-head", None).await).await;
+    let page =
+        "<!doctype html><html><head><title>split</title></head><body><p>split</p></body></html>";
+    assert_eq!(body, injected(page, &tag("/html/split-head", None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_end_split_across_chunks_gets_the_tag_when_placed_at_body_end() {
+    let s = setup_body_end().await;
     let body = text_of(s.get("/html/split", None).await).await;
     let page = "<!doctype html><html><body><p>split</p></body></html>";
-    assert_eq!(body, injected(page, &tag("/html/split", None)));
+    assert_eq!(body, injected_at_body_end(page, &tag("/html/split", None)));
+    let body = text_of(s.get("/html/cl", None).await).await;
+    assert_eq!(body, injected_at_body_end(PAGE, &tag("/html/cl", None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,13 +313,16 @@ async fn head_of_a_page_has_no_body_and_the_headers_of_its_get() {
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         let content_type = header(&resp, CONTENT_TYPE).map(str::to_string);
         let etag = header(&resp, ETAG).map(str::to_string);
-        // The upstream's length is that of the page without the banner, which a GET is not.
-        assert_eq!(header(&resp, CONTENT_LENGTH), None, "{path}");
+        let length = header(&resp, CONTENT_LENGTH).map(str::to_string);
         assert!(resp.bytes().await.expect("body").is_empty(), "{path}");
 
         let get = s.get(path, None).await;
         assert_eq!(header(&get, CONTENT_TYPE).map(str::to_string), content_type);
         assert_eq!(header(&get, ETAG).map(str::to_string), etag);
+        // The length counts the banner, as the GET's body does.
+        assert_eq!(header(&get, CONTENT_LENGTH).map(str::to_string), length);
+        let body = text_of(get).await;
+        assert_eq!(length, Some(body.len().to_string()), "{path}");
     }
 }
 
@@ -327,6 +370,15 @@ async fn five_megabyte_page_arrives_complete_with_one_tag() {
     assert_eq!(body.matches("/__latch/banner.js").count(), 1);
     assert_eq!(body.len(), page.len() + tag("/html/big", None).len());
     assert!(body == injected(&page, &tag("/html/big", None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_megabyte_page_gets_the_tag_at_its_end_when_placed_at_body_end() {
+    let s = setup_body_end().await;
+    let body = text_of(s.get("/html/big?mb=5", None).await).await;
+    let page = String::from_utf8(big_page(5)).expect("utf-8 page");
+    assert_eq!(body.len(), page.len() + tag("/html/big", None).len());
+    assert!(body == injected_at_body_end(&page, &tag("/html/big", None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
