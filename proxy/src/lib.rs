@@ -10,6 +10,7 @@ pub mod admin;
 mod audit;
 mod banner;
 mod endpoints;
+mod front;
 mod inject_body;
 mod login;
 pub mod metrics;

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub rules_reload_errors: IntCounter,
     pub rules_loaded: IntGauge,
     pub banner_sockets: IntGauge,
+    pub banner_sockets_opened: IntCounterVec,
     pub banner_skipped: IntCounterVec,
     pub injected: IntCounter,
     pub event_fanout: Histogram,
@@ -117,6 +118,15 @@ impl Metrics {
             .expect("static metric definition");
         let banner_sockets = IntGauge::new("latch_banner_sockets", "Open banner WebSockets.")
             .expect("static metric definition");
+        let banner_sockets_opened = IntCounterVec::new(
+            Opts::new(
+                "latch_banner_sockets_opened_total",
+                "Banner WebSockets opened, by how: on a connection of their own (\"connection\", \
+                 the light way) or inside a kept-alive HTTP session (\"session\").",
+            ),
+            &["via"],
+        )
+        .expect("static metric definition");
         let banner_skipped = IntCounterVec::new(
             Opts::new(
                 "latch_banner_skipped_total",
@@ -146,6 +156,7 @@ impl Metrics {
             Box::new(rules_reload_errors.clone()),
             Box::new(rules_loaded.clone()),
             Box::new(banner_sockets.clone()),
+            Box::new(banner_sockets_opened.clone()),
             Box::new(banner_skipped.clone()),
             Box::new(injected.clone()),
             Box::new(event_fanout.clone()),
@@ -161,6 +172,7 @@ impl Metrics {
             rules_reload_errors,
             rules_loaded,
             banner_sockets,
+            banner_sockets_opened,
             banner_skipped,
             injected,
             event_fanout,

@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 
 use crate::banner::Hub;
+use crate::front::Front;
 use crate::rules_source::{self, Polling};
 use crate::service::LatchProxy;
 use crate::state::{Latch, StartError};
@@ -100,13 +102,13 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let proxy = pingora::proxy::http_proxy(
         &server.configuration,
         LatchProxy {
             latch: latch.clone(),
         },
-        "latch proxy",
     );
+    let mut proxy = Service::new("latch proxy".into(), Front::new(proxy, latch.clone()));
     proxy.add_tcp(&latch.config.proxy.listen.to_string());
     let background = background_service(
         "latch",

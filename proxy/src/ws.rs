@@ -1,9 +1,11 @@
 //! The banner WebSocket (`{prefix}/ws`, SPEC §5), served by the proxy itself.
 //!
-//! pingora's `ProxyHttp` cannot hand over the downstream connection, so the handshake is
-//! answered in `request_filter` and the upgraded byte stream is bridged into a
-//! `tokio::io::duplex`, whose other end runs tokio-tungstenite. The socket task owns the
-//! protocol; the bridge only moves bytes.
+//! A handshake that opens its own connection is taken by [`crate::front`] and runs on the bare
+//! TCP stream ([`serve_tcp`]). One that arrives inside an HTTP session (a kept-alive
+//! connection) is answered in `request_filter`: pingora's `ProxyHttp` cannot hand over the
+//! downstream connection, so the upgraded byte stream is bridged into a `tokio::io::duplex`
+//! whose other end runs tokio-tungstenite ([`serve`]). Either way the socket task owns the
+//! protocol and [`admit`] decides who may open one.
 //!
 //! Limits: messages over [`MAX_MESSAGE`] close with 1009; more than [`RATE_BURST`] messages
 //! in a burst get an error, and sustained flooding closes with 1008; a socket silent for
@@ -16,14 +18,15 @@ use std::time::Duration;
 use auth::Identity;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use http::header;
+use http::{header, HeaderMap, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::proxy::Session;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{EventKind, Lock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -38,6 +41,9 @@ use crate::state::{cookie, Latch, SESSION_COOKIE};
 
 /// Largest client message. The protocol's messages are a few hundred bytes.
 pub const MAX_MESSAGE: usize = 8 * 1024;
+/// Read buffer of a socket. Larger messages are read in several steps; a small buffer keeps
+/// ten thousand idle sockets cheap.
+const READ_BUFFER: usize = 1024;
 /// Messages allowed in a burst; the bucket refills at [`RATE_PER_SEC`].
 pub const RATE_BURST: f64 = 20.0;
 pub const RATE_PER_SEC: f64 = 5.0;
@@ -63,91 +69,151 @@ enum ClientMsg {
     RequestAccess { resource: String },
 }
 
-/// Answers the handshake, then bridges the upgraded connection until either side ends.
-pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
-    let headers = &session.req_header().headers;
-    let is_ws = headers
+/// The key of a WebSocket handshake (`Upgrade: websocket`, a key, version 13), or `None` when
+/// `headers` are not one.
+pub fn handshake_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
-    let (true, Some(key), true) = (is_ws, key, version_ok) else {
-        return Reply::problem(
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    (upgrade && version_ok).then(|| key.clone())
+}
+
+/// A banner socket that may open: who it is for, and its place in the hub.
+pub struct Admitted {
+    key: HeaderValue,
+    identity: Identity,
+    sid: Option<String>,
+    socket_id: u64,
+    pushes: tokio::sync::mpsc::Receiver<Push>,
+}
+
+/// Decides whether a WebSocket handshake may open a banner socket (same origin, a valid token,
+/// under the per-user limit) and registers it with the hub if so. The refusal is the reply to
+/// send instead of the 101.
+pub fn admit(latch: &Latch, headers: &HeaderMap) -> Result<Admitted, Reply> {
+    let Some(key) = handshake_key(headers) else {
+        return Err(Reply::problem(
             400,
             "Not a WebSocket handshake",
             "connect with a WebSocket client",
         )
-        .header(header::SEC_WEBSOCKET_VERSION, "13")
-        .send(session, false)
-        .await;
+        .header(header::SEC_WEBSOCKET_VERSION, "13"));
     };
     if let Err(refused) = check_same_origin(headers) {
-        return Reply::problem(403, "Forbidden", refused.message())
-            .send(session, false)
-            .await;
+        return Err(Reply::problem(403, "Forbidden", refused.message()));
     }
-    let identity = match latch.authenticate(headers) {
-        Ok(id) => id,
-        Err(e) => {
-            return Reply::problem(401, "Unauthorized", &e.to_string())
-                .header(header::WWW_AUTHENTICATE, "Bearer realm=\"latch\"")
-                .send(session, false)
-                .await
-        }
-    };
+    let identity = latch.authenticate(headers).map_err(|e| {
+        Reply::problem(401, "Unauthorized", &e.to_string())
+            .header(header::WWW_AUTHENTICATE, "Bearer realm=\"latch\"")
+    })?;
     let sid = cookie(headers, SESSION_COOKIE).map(str::to_string);
-    let (socket_id, pushes) = match latch.hub.register(&identity.user, sid.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            return Reply::problem(429, "Too many banner sockets", &e.to_string())
+    let (socket_id, pushes) = latch
+        .hub
+        .register(&identity.user, sid.as_deref())
+        .map_err(|e| {
+            Reply::problem(429, "Too many banner sockets", &e.to_string())
                 .header(header::RETRY_AFTER, "10")
-                .send(session, false)
-                .await
-        }
-    };
+        })?;
+    Ok(Admitted {
+        key,
+        identity,
+        sid,
+        socket_id,
+        pushes,
+    })
+}
 
+/// The tungstenite settings of every banner socket.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// Serves a banner socket whose handshake opened its own connection, on that bare connection:
+/// the 101, then the protocol until either side ends.
+pub async fn serve_tcp(latch: &Arc<Latch>, mut tcp: Box<TcpStream>, admitted: Admitted) {
+    let accept = tungstenite::handshake::derive_accept_key(admitted.key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.flush().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        latch.hub.unregister(admitted.socket_id);
+        return;
+    }
+    let stream: Box<dyn Transport> = tcp;
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(socket_config())).await;
+    run_admitted(latch, ws, admitted, "connection").await;
+}
+
+/// Runs an open banner socket to its end, then takes it out of the hub.
+async fn run_admitted(latch: &Arc<Latch>, ws: Ws, admitted: Admitted, via: &'static str) {
+    let Admitted {
+        identity,
+        sid,
+        socket_id,
+        pushes,
+        ..
+    } = admitted;
+    latch.metrics.banner_sockets.inc();
+    latch
+        .metrics
+        .banner_sockets_opened
+        .with_label_values(&[via])
+        .inc();
+    run_socket(latch.clone(), socket_id, identity, sid, ws, pushes).await;
+    latch.metrics.banner_sockets.dec();
+    latch.hub.unregister(socket_id);
+}
+
+/// Answers a handshake that arrived inside an HTTP session (on a kept-alive connection, or
+/// refused at the front), then bridges the upgraded connection until either side ends.
+pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
+    let admitted = match admit(latch, &session.req_header().headers) {
+        Ok(admitted) => admitted,
+        Err(reply) => return reply.send(session, false).await,
+    };
     let mut resp = ResponseHeader::build(101, Some(3))?;
     resp.insert_header(header::UPGRADE, "websocket")?;
     resp.insert_header(header::CONNECTION, "Upgrade")?;
     resp.insert_header(
         header::SEC_WEBSOCKET_ACCEPT,
-        tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        tungstenite::handshake::derive_accept_key(admitted.key.as_bytes()),
     )?;
     if let Err(e) = session.write_response_header(Box::new(resp), false).await {
-        latch.hub.unregister(socket_id);
+        latch.hub.unregister(admitted.socket_id);
         return Err(e);
     }
 
-    let (bridge, theirs) = tokio::io::duplex(16 * 1024);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, Some(config)).await;
-    latch.metrics.banner_sockets.inc();
-    let task = tokio::spawn(run_socket(
-        latch.clone(),
-        socket_id,
-        identity,
-        sid,
-        ws,
-        pushes,
-    ));
+    let (bridge, theirs) = tokio::io::duplex(4 * 1024);
+    let stream: Box<dyn Transport> = Box::new(theirs);
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(socket_config())).await;
+    let task = tokio::spawn({
+        let latch = latch.clone();
+        async move { run_admitted(&latch, ws, admitted, "session").await }
+    });
     pump(session, bridge).await;
     // The client is gone; the socket task sees EOF on its side and cleans up.
     let _ = task.await;
-    latch.metrics.banner_sockets.dec();
-    latch.hub.unregister(socket_id);
     Ok(())
 }
 
 /// Moves bytes between the upgraded downstream connection and the duplex until either closes.
 async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream) {
     let (mut from_ws, mut to_ws) = tokio::io::split(bridge);
-    let mut buf = vec![0u8; 4 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER];
     loop {
         tokio::select! {
             incoming = session.read_request_body() => match incoming {
@@ -205,7 +271,11 @@ struct Conn {
     strikes: u32,
 }
 
-type Ws = WebSocketStream<tokio::io::DuplexStream>;
+/// What a banner socket runs over: the bare connection, or the bridge out of an HTTP session.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+type Ws = WebSocketStream<Box<dyn Transport>>;
 
 async fn send(ws: &mut Ws, value: Value) -> bool {
     let write = ws.send(Message::Text(value.to_string().into()));
@@ -660,7 +730,8 @@ async fn run_socket(
                     close(&mut ws, CloseCode::Away, "idle").await;
                     break;
                 }
-                if ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                let ping = ws.send(Message::Ping(Bytes::new()));
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ping).await, Ok(Ok(()))) {
                     break;
                 }
             }

@@ -471,6 +471,83 @@ async fn bad_messages_get_errors_and_the_socket_stays_open() {
     assert_eq!(next_of(&mut ws, "lock").await["resource"], "doc:1");
 }
 
+/// `latch_banner_sockets_opened_total{via}` from the admin port.
+async fn opened_via(s: &Setup, via: &str) -> u64 {
+    let text = client()
+        .get(s.latch.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series = format!("latch_banner_sockets_opened_total{{via=\"{via}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().expect("a counter"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_on_its_own_connection_is_served_at_the_front() {
+    let s = setup().await;
+    let (_ws, lock) = s.watch(&alice(), "/echo/doc/1").await;
+    assert_eq!(lock["state"], "free");
+    assert_eq!(opened_via(&s, "connection").await, 1);
+    assert_eq!(opened_via(&s, "session").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_on_a_kept_alive_connection_still_opens_a_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup().await;
+    let who = alice();
+    // One ordinary request first, answered in full, so the connection is kept alive.
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.latch.port))
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /__latch/banner.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).expect("ASCII head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().expect("a length"))
+        })
+        .expect("banner.js has a length");
+    let mut body = vec![0u8; length];
+    tcp.read_exact(&mut body).await.expect("response body");
+
+    let mut req = s
+        .latch
+        .ws_url("/__latch/ws")
+        .into_client_request()
+        .expect("a WebSocket request");
+    let headers = req.headers_mut();
+    headers.insert(ORIGIN, HeaderValue::from_str(&s.origin()).expect("origin"));
+    headers.insert(COOKIE, HeaderValue::from_str(&who.cookie).expect("cookie"));
+    let (mut ws, _) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .expect("the handshake timed out")
+    .expect("the banner socket opens");
+    send(&mut ws, json!({ "type": "watch", "path": "/echo/doc/1" })).await;
+    assert_eq!(next_of(&mut ws, "lock").await["state"], "free");
+    assert_eq!(opened_via(&s, "session").await, 1);
+    assert_eq!(opened_via(&s, "connection").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_origin_gets_403() {
     let s = setup().await;
