@@ -78,10 +78,14 @@ impl ServerApp for Front {
         match self.opening(&mut tcp, &mut read).await {
             Opening::Gone => return None,
             Opening::Banner { headers, head_len } => {
-                if let Ok(admitted) = ws::admit(&self.latch, &headers) {
+                let admitted = ws::admit(&self.latch, &headers);
+                drop(headers);
+                if let Ok(admitted) = admitted {
                     // A client may not send frames before the 101, but anything it did send
                     // after the head belongs to the WebSocket.
                     tcp.rewind(&read[head_len..]);
+                    // Nothing of the handshake is kept for the socket's long life.
+                    drop(read);
                     ws::serve_tcp(&self.latch, tcp, admitted).await;
                     return None;
                 }

@@ -7,6 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -109,7 +111,12 @@ pub fn build(
         },
     );
     let mut proxy = Service::new("latch proxy".into(), Front::new(proxy, latch.clone()));
-    proxy.add_tcp(&latch.config.proxy.listen.to_string());
+    // No read buffer under pingora's own: HTTP sessions read into their own buffers, and a
+    // banner socket would otherwise keep a buffer page of its own for its whole idle life.
+    proxy.add_listener(
+        ListenerConfig::tcp(latch.config.proxy.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0)),
+    );
     let background = background_service(
         "latch",
         Background {

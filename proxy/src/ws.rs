@@ -161,12 +161,13 @@ pub async fn serve_tcp(latch: &Arc<Latch>, mut tcp: Box<TcpStream>, admitted: Ad
 /// Runs an open banner socket to its end, then takes it out of the hub.
 async fn run_admitted(latch: &Arc<Latch>, ws: Ws, admitted: Admitted, via: &'static str) {
     let Admitted {
+        key,
         identity,
         sid,
         socket_id,
         pushes,
-        ..
     } = admitted;
+    drop(key);
     latch.metrics.banner_sockets.inc();
     latch
         .metrics
