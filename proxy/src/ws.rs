@@ -58,6 +58,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CLOSE_SESSION_EXPIRED: u16 = 4401;
+/// How long a closing socket keeps reading for the client's answer to its close frame.
+const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -747,4 +749,9 @@ async fn run_socket(
     }
     conn.start_grace().await;
     let _ = ws.close(None).await;
+    // Read what the client still sends until it answers the close or goes quiet: closing a
+    // connection with unread bytes in it resets it, and the reset can destroy the close frame
+    // (and the error before it) before the client has read them.
+    let _ =
+        tokio::time::timeout(LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
