@@ -266,61 +266,76 @@ fn encoding_for_label(label: &str) -> Result<AsciiCompatibleEncoding, InjectErro
         .ok_or_else(|| InjectError::Encoding(label.to_owned()))
 }
 
-type Handlers = Vec<(
+type Handler = (
     std::borrow::Cow<'static, lol_html::Selector>,
     lol_html::send::ElementContentHandlers<'static>,
-)>;
+);
+type Handlers = Vec<Handler>;
+
+/// Shared by the handlers of one document: the tag, whether it is in, and how deep the parser
+/// is inside inert content (template, SVG, MathML), where a script would not run.
+struct Point {
+    tag: Arc<str>,
+    injected: Arc<AtomicBool>,
+    inert: Arc<AtomicUsize>,
+}
+
+impl Point {
+    /// Claims the one insertion, unless it is taken or the parser is inside inert content.
+    fn take(&self) -> bool {
+        self.inert.load(Ordering::Relaxed) == 0 && !self.injected.swap(true, Ordering::Relaxed)
+    }
+
+    fn share(&self) -> Point {
+        Point {
+            tag: Arc::clone(&self.tag),
+            injected: Arc::clone(&self.injected),
+            inert: Arc::clone(&self.inert),
+        }
+    }
+}
 
 /// Before `</head>`, or first in the body when the head's end tag is omitted.
 fn head_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>) -> Handlers {
-    let (head_tag, head_injected, head_inert) =
-        (Arc::clone(tag), Arc::clone(injected), Arc::clone(inert));
-    let head = element!("head", move |el| {
-        if let Some(handlers) = el.end_tag_handlers() {
-            let tag = Arc::clone(&head_tag);
-            let injected = Arc::clone(&head_injected);
-            let depth = Arc::clone(&head_inert);
-            let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
-                if depth.load(Ordering::Relaxed) == 0 && !injected.swap(true, Ordering::Relaxed) {
-                    end.before(&tag, ContentType::Html);
-                }
-                Ok(())
-            });
-            handlers.push(before_end);
-        }
-        Ok(())
-    });
-    let (body_tag, body_injected, body_inert) =
-        (Arc::clone(tag), Arc::clone(injected), Arc::clone(inert));
+    let point = Point {
+        tag: Arc::clone(tag),
+        injected: Arc::clone(injected),
+        inert: Arc::clone(inert),
+    };
+    let first_in_body = point.share();
     let body = element!("body", move |el| {
-        if body_inert.load(Ordering::Relaxed) == 0 && !body_injected.swap(true, Ordering::Relaxed) {
-            el.prepend(&body_tag, ContentType::Html);
+        if first_in_body.take() {
+            el.prepend(&first_in_body.tag, ContentType::Html);
         }
         Ok(())
     });
-    vec![head, body]
+    vec![before_end_tag_of("head", point), body]
 }
 
 /// Before the end tag that closes the body.
 fn body_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>) -> Handlers {
-    let inert = Arc::clone(inert);
-    let body_tag = Arc::clone(tag);
-    let body_injected = Arc::clone(injected);
-    let body_end = element!("body", move |el| {
-        // Absent only for elements that cannot have content, which `body` is not.
+    let point = Point {
+        tag: Arc::clone(tag),
+        injected: Arc::clone(injected),
+        inert: Arc::clone(inert),
+    };
+    vec![before_end_tag_of("body", point)]
+}
+
+/// Inserts the tag before the end tag of the `element`.
+fn before_end_tag_of(element: &str, point: Point) -> Handler {
+    element!(element, move |el| {
+        // Absent only for elements that cannot have content, which head and body are not.
         if let Some(handlers) = el.end_tag_handlers() {
-            let tag = Arc::clone(&body_tag);
-            let injected = Arc::clone(&body_injected);
-            let depth = Arc::clone(&inert);
+            let point = point.share();
             let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
-                if depth.load(Ordering::Relaxed) == 0 && !injected.swap(true, Ordering::Relaxed) {
-                    end.before(&tag, ContentType::Html);
+                if point.take() {
+                    end.before(&point.tag, ContentType::Html);
                 }
                 Ok(())
             });
             handlers.push(before_end);
         }
         Ok(())
-    });
-    vec![body_end]
+    })
 }
