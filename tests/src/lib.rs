@@ -5,6 +5,7 @@
 //! Every test starts its own upstream and its own proxy on free loopback ports, so tests run
 //! in parallel and never share state.
 
+pub mod chrome;
 pub mod latch;
 pub mod upstream;
 

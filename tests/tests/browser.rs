@@ -11,7 +11,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::cookies::Cookie;
@@ -20,7 +19,8 @@ use futures::FutureExt;
 use reqwest::header::{COOKIE, ORIGIN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tests::{client, free_port, token, token_ttl, Latch, LatchBuilder, Upstream};
+use tests::chrome::ChromeDriver;
+use tests::{client, token, token_ttl, Latch, LatchBuilder, Upstream};
 
 /// Every test page is protected; `/html/chunked` is held by one browser session rather than
 /// by the user.
@@ -45,43 +45,16 @@ const GRACE_SECONDS: u64 = 2;
 /// How long the browser may take to show what the test waits for, when nothing else bounds it.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-fn program(env: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(default));
-    assert!(
-        path.exists(),
-        "{} is missing: run `scripts/setup.sh test` (or set {env})",
-        path.display()
-    );
-    path
-}
-
-/// A ChromeDriver child on a free port; killed when dropped.
+/// ChromeDriver, with the browsers this test opens through it.
 struct Driver {
-    child: Child,
-    port: u16,
+    chrome: ChromeDriver,
 }
 
 impl Driver {
     async fn start() -> Driver {
-        let port = free_port();
-        let child = Command::new(program("CHROMEDRIVER", "/usr/bin/chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let driver = Driver { child, port };
-        let deadline = Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        Driver {
+            chrome: ChromeDriver::start().await,
         }
-        driver
     }
 
     /// A new browser with a fresh profile, signed in as `jwt` on the proxy's site.
@@ -99,7 +72,7 @@ impl Driver {
             "--window-size=1200,800".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
-        let chromium = program("CHROMIUM", "/usr/bin/chromium");
+        let chromium = tests::chrome::chromium();
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -107,7 +80,7 @@ impl Driver {
         );
         let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .connect(&self.chrome.url())
             .await
             .expect("a WebDriver session");
         let browser = Browser {
@@ -134,13 +107,6 @@ impl Driver {
             panic!("could not sign {name} in: {e}");
         }
         browser
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

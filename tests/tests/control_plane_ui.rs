@@ -16,7 +16,6 @@ mod support;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::cookies::Cookie;
@@ -27,7 +26,8 @@ use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{admin_bearer, eventually, Mode, Node, NodeConfig};
-use tests::{client, free_port, token, Upstream};
+use tests::chrome::ChromeDriver;
+use tests::{client, token, Upstream};
 
 /// How long the page may take to show what a step waits for. Generous, because Chromium
 /// shares two cores with the proxy and the test; every wait polls and returns as soon as the
@@ -46,43 +46,16 @@ const EXPIRES_CELL: usize = 4;
 /// The pattern of the rule under edit; its `resource` template gets a typo first.
 const PATTERN: &str = "/echo/doc/(?P<id>[0-9]+)";
 
-fn program(env: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(default));
-    assert!(
-        path.exists(),
-        "{} is missing: run `scripts/setup.sh test` (or set {env})",
-        path.display()
-    );
-    path
-}
-
-/// A ChromeDriver child on a free port; killed when dropped.
+/// ChromeDriver, with the browsers this test opens through it.
 struct Driver {
-    child: Child,
-    port: u16,
+    chrome: ChromeDriver,
 }
 
 impl Driver {
     async fn start() -> Driver {
-        let port = free_port();
-        let child = Command::new(program("CHROMEDRIVER", "/usr/bin/chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let driver = Driver { child, port };
-        let deadline = Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(POLL).await;
+        Driver {
+            chrome: ChromeDriver::start().await,
         }
-        driver
     }
 
     /// A new browser with a fresh profile (so its own cookie jar), not yet signed in.
@@ -100,7 +73,7 @@ impl Driver {
             "--window-size=1280,900".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
-        let chromium = program("CHROMIUM", "/usr/bin/chromium");
+        let chromium = tests::chrome::chromium();
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -110,7 +83,7 @@ impl Driver {
         caps.insert("unhandledPromptBehavior".into(), json!("ignore"));
         let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .connect(&self.chrome.url())
             .await
             .expect("a WebDriver session");
         Browser {
@@ -118,13 +91,6 @@ impl Driver {
             session: Some(session),
             _profile: profile,
         }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
