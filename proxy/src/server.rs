@@ -100,6 +100,12 @@ pub fn build(
         threads: latch.config.proxy.threads,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(2),
+        // Every timeout runs on tokio's timers. Pingora's fast timers keep each timer, cancelled
+        // or not, in a map until its deadline, and every request arms two long ones (the
+        // upstream read timeout, the pooled connection's idle timeout) that are almost always
+        // cancelled; tokio drops a cancelled timer at once, and costs fewer instructions per
+        // request (measured with callgrind).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

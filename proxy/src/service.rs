@@ -36,6 +36,9 @@ pub struct Granted {
     pub fence: Option<u64>,
 }
 
+/// How long an ordinary upstream response may go without sending a byte.
+const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Per-request state carried between hooks.
 #[derive(Default)]
 pub struct Ctx {
@@ -45,7 +48,8 @@ pub struct Ctx {
     pub set_cookie: Option<String>,
     /// Set when this response should get the banner if it turns out to be an HTML page.
     pub inject: Option<InjectPlan>,
-    pub injector: Option<inject_body::BodyInjector>,
+    /// Boxed: the rewriter is large, and the context lives inside every request's future.
+    pub injector: Option<Box<inject_body::BodyInjector>>,
 }
 
 pub struct LatchProxy {
@@ -166,7 +170,7 @@ impl ProxyHttp for LatchProxy {
         if let Some(reply) = self.normalize(session)? {
             self.latch.metrics.count(Outcome::BadRequest);
             let body = has_body(session.req_header());
-            reply.send(session, body).await?;
+            Box::pin(reply.send(session, body)).await?;
             return Ok(true);
         }
 
@@ -182,7 +186,7 @@ impl ProxyHttp for LatchProxy {
                 // event, so what this instance remembers of recent claims no longer holds.
                 self.latch.recent.forget_all();
             }
-            endpoints::serve(&self.latch, session).await?;
+            Box::pin(endpoints::serve(&self.latch, session)).await?;
             return Ok(true);
         }
 
@@ -192,7 +196,7 @@ impl ProxyHttp for LatchProxy {
             if self.latch.config.auth.require == config::Require::All {
                 match self.latch.authenticate(&session.req_header().headers) {
                     Ok(id) => ctx.identity = Some(id),
-                    Err(e) => return self.unauthenticated(session, e).await,
+                    Err(e) => return Box::pin(self.unauthenticated(session, e)).await,
                 }
             }
             self.latch.metrics.count(Outcome::Passed);
@@ -207,7 +211,7 @@ impl ProxyHttp for LatchProxy {
 
         let identity = match self.latch.authenticate(&session.req_header().headers) {
             Ok(id) => id,
-            Err(e) => return self.unauthenticated(session, e).await,
+            Err(e) => return Box::pin(self.unauthenticated(session, e)).await,
         };
 
         let rule = matched.rule;
@@ -255,10 +259,11 @@ impl ProxyHttp for LatchProxy {
         let html = respond::wants_html(session);
         let body = has_body(session.req_header());
         let generation = self.latch.recent.generation();
-        let outcome = self
-            .latch
-            .store_op("claim", self.latch.store.claim(&request))
-            .await;
+        let outcome = Box::pin(
+            self.latch
+                .store_op("claim", self.latch.store.claim(&request)),
+        )
+        .await;
         match &outcome {
             Ok(ClaimOutcome::Claimed(_)) => self.latch.metrics.count(Outcome::Claimed),
             Ok(ClaimOutcome::Renewed(_)) => self.latch.metrics.count(Outcome::Renewed),
@@ -398,7 +403,7 @@ impl ProxyHttp for LatchProxy {
             Some(c) => reply.header(header::SET_COOKIE, c),
             None => reply,
         };
-        reply.send(session, body).await?;
+        Box::pin(reply.send(session, body)).await?;
         Ok(true)
     }
 
@@ -409,7 +414,7 @@ impl ProxyHttp for LatchProxy {
         // Long-lived responses (the app's WebSockets, server-sent events) may sit idle; ordinary
         // responses get a generous bound so a hung upstream cannot pin a connection forever.
         if !session.is_upgrade_req() {
-            peer.options.read_timeout = Some(Duration::from_secs(300));
+            peer.options.read_timeout = Some(UPSTREAM_READ_TIMEOUT);
         }
         Ok(Box::new(peer))
     }
@@ -452,7 +457,7 @@ impl ProxyHttp for LatchProxy {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
         if let Some(plan) = ctx.inject.take() {
-            ctx.injector = inject_body::prepare(&self.latch, session, resp, &plan);
+            ctx.injector = inject_body::prepare(&self.latch, session, resp, &plan).map(Box::new);
         }
         Ok(())
     }
