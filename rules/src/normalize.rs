@@ -54,11 +54,27 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::NotAbsolute);
     };
-    if is_canonical(rest)? {
+    if is_plain(rest) || is_canonical(rest)? {
         Ok(Cow::Borrowed(path))
     } else {
         rewrite(rest).map(Cow::Owned)
     }
+}
+
+/// A quick, conservative test for the common canonical path: no escape, backslash or NUL, no
+/// empty segment but a last one, and no segment starting with `.` (which rules out dot
+/// segments and their parameters). `false` only means [`is_canonical`] must decide.
+fn is_plain(rest: &str) -> bool {
+    let mut segment_start = 0;
+    for (i, &byte) in rest.as_bytes().iter().enumerate() {
+        match byte {
+            b'%' | b'\\' | 0 => return false,
+            b'/' | b'.' if i == segment_start => return false,
+            b'/' => segment_start = i + 1,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Whether the path after its leading `/` needs no rewriting. Reports every error it meets
@@ -195,4 +211,34 @@ fn hex_value(digit: u8) -> Option<u8> {
 /// RFC 3986 unreserved characters: ALPHA DIGIT `-` `.` `_` `~`.
 fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_canonical, is_plain};
+
+    /// Every string of up to six characters over an alphabet of the characters that matter:
+    /// whatever the quick test accepts, the full test accepts too.
+    #[test]
+    fn the_quick_test_accepts_only_canonical_paths() {
+        const ALPHABET: &[char] = &['a', '.', '/', '%', '2', 'F', ';', '\\'];
+        fn walk(rest: &mut String, left: usize, accepted: &mut usize) {
+            if is_plain(rest) {
+                *accepted += 1;
+                assert_eq!(is_canonical(rest), Ok(true), "{rest:?}");
+            }
+            if left == 0 {
+                return;
+            }
+            for &c in ALPHABET {
+                rest.push(c);
+                walk(rest, left - 1, accepted);
+                rest.pop();
+            }
+        }
+        let mut accepted = 0;
+        walk(&mut String::new(), 6, &mut accepted);
+        // The quick test is meant for the common case, so it must accept plenty.
+        assert!(accepted > 1000, "only {accepted} accepted");
+    }
 }

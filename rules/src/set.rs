@@ -48,6 +48,9 @@ struct Entry {
     redirect: Option<Template>,
     methods: Option<Vec<String>>,
     case_insensitive: bool,
+    /// Whether rendering the resource or the redirect reads capture groups. When not, a hit
+    /// in the set is enough and the pattern is not run again for its captures.
+    needs_captures: bool,
 }
 
 impl Default for RuleSet {
@@ -92,6 +95,11 @@ impl RuleSet {
                 )]);
             };
             if rule.enabled {
+                let needs_captures = match &resource {
+                    Some(template) => template.uses_groups(),
+                    // The default resource is the rule id followed by every group.
+                    None => pattern.regex.captures_len() > 1,
+                } || redirect.as_ref().is_some_and(Template::uses_groups);
                 let entry = Entry {
                     rule: index,
                     regex: pattern.regex,
@@ -99,6 +107,7 @@ impl RuleSet {
                     redirect,
                     methods,
                     case_insensitive: rule.case_insensitive,
+                    needs_captures,
                 };
                 prepared.push((entry, pattern.source));
             }
@@ -189,12 +198,16 @@ impl RuleSet {
             if !entry.accepts(method) {
                 continue;
             }
-            let (Some(rule), Some(captures)) =
-                (self.rules.get(entry.rule), entry.regex.captures(haystack))
-            else {
+            let Some(rule) = self.rules.get(entry.rule) else {
                 continue;
             };
-            return Some(entry.render(rule, &captures));
+            if !entry.needs_captures {
+                return Some(entry.render(rule, None));
+            }
+            let Some(captures) = entry.regex.captures(haystack) else {
+                continue;
+            };
+            return Some(entry.render(rule, Some(&captures)));
         }
         None
     }
@@ -209,13 +222,13 @@ impl Entry {
         })
     }
 
-    fn render<'a>(&self, rule: &'a Rule, captures: &Captures<'_>) -> Match<'a> {
+    fn render<'a>(&self, rule: &'a Rule, captures: Option<&Captures<'_>>) -> Match<'a> {
         let mut resource = String::new();
         match &self.resource {
             Some(template) => template.render_into(captures, self.case_insensitive, &mut resource),
             None => {
                 resource.push_str(&rule.id);
-                for group in captures.iter().skip(1) {
+                for group in captures.into_iter().flat_map(|c| c.iter().skip(1)) {
                     resource.push(':');
                     push_capture(
                         &mut resource,

@@ -141,12 +141,18 @@ impl ParsedTemplate {
 }
 
 impl Template {
+    /// Whether rendering reads any capture group (a template of literals alone does not).
+    pub(crate) fn uses_groups(&self) -> bool {
+        self.parts.iter().any(|part| matches!(part, Part::Group(_)))
+    }
+
     /// Appends the rendering to `out`. A group that did not take part in the match renders
-    /// as nothing. With `lowercase_captures`, captured text is ASCII-lowercased so that paths
-    /// differing only in case name one resource.
+    /// as nothing, as does every group when `captures` is `None` (for a template that
+    /// [uses no groups](Self::uses_groups)). With `lowercase_captures`, captured text is
+    /// ASCII-lowercased so that paths differing only in case name one resource.
     pub(crate) fn render_into(
         &self,
-        captures: &Captures<'_>,
+        captures: Option<&Captures<'_>>,
         lowercase_captures: bool,
         out: &mut String,
     ) {
@@ -154,7 +160,9 @@ impl Template {
             match part {
                 Part::Literal(text) => out.push_str(text),
                 Part::Group(group) => {
-                    let text = captures.get(*group).map_or("", |m| m.as_str());
+                    let text = captures
+                        .and_then(|c| c.get(*group))
+                        .map_or("", |m| m.as_str());
                     push_capture(out, text, lowercase_captures);
                 }
             }

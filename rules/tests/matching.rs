@@ -531,3 +531,21 @@ fn normalized_spellings_cannot_dodge_a_rule() {
         Some(("doc-edit", "doc:01")),
     );
 }
+
+#[test]
+fn a_resource_without_placeholders_names_one_resource_whatever_the_groups_caught() {
+    let s = set(vec![
+        rule("literal", "/held/(?P<rest>.*)").resource("held"),
+        rule("grouped", "/docs/(?P<id>[0-9]+)/(edit|view)"),
+        rule("mixed", "/w/(?P<page>[^/]+)/edit").resource("wiki"),
+    ]);
+    check(&s, "GET", "/held/a", Some(("literal", "held")));
+    check(&s, "GET", "/held/b/c", Some(("literal", "held")));
+    check(
+        &s,
+        "GET",
+        "/docs/7/edit",
+        Some(("grouped", "grouped:7:edit")),
+    );
+    check(&s, "GET", "/w/Home/edit", Some(("mixed", "wiki")));
+}
