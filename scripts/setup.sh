@@ -3,7 +3,7 @@
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
 #                            openssl (Redis and TLS tests), the MongoDB-wire test server
-#   scripts/setup.sh bench   + wrk (load generator) and nginx (baseline)
+#   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
 
@@ -24,6 +24,7 @@ case "$purpose" in
   bench)
     need_cmd wrk wrk
     need_cmd nginx nginx-light
+    need_cmd valgrind valgrind            # instructions per request (callgrind)
     ;;
   *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac

@@ -52,10 +52,18 @@ pub enum Group {
     Sockets,
     /// In-process verification cost per algorithm.
     Jwt,
+    /// Instructions per request under callgrind.
+    Instructions,
 }
 
 impl Group {
-    pub const ALL: [Group; 4] = [Group::Small, Group::Html, Group::Sockets, Group::Jwt];
+    pub const ALL: [Group; 5] = [
+        Group::Small,
+        Group::Html,
+        Group::Sockets,
+        Group::Jwt,
+        Group::Instructions,
+    ];
 
     pub fn parse(name: &str) -> Option<Group> {
         match name {
@@ -63,6 +71,7 @@ impl Group {
             "html" => Some(Group::Html),
             "sockets" => Some(Group::Sockets),
             "jwt" => Some(Group::Jwt),
+            "instructions" => Some(Group::Instructions),
             _ => None,
         }
     }
@@ -342,6 +351,12 @@ pub async fn run(opts: &Options) -> Result<Outcome, BenchError> {
     if opts.groups.contains(&Group::Jwt) {
         eprintln!("bench: token verification");
         rows.extend(tokio::task::block_in_place(|| jwt_rows(&systems, &tokens)));
+    }
+    if opts.groups.contains(&Group::Instructions) {
+        eprintln!("bench: instructions per request (callgrind)");
+        rows.extend(
+            crate::instructions::rows(opts, &systems, &tokens, work.path(), &scripts).await?,
+        );
     }
     drop(systems);
     let failed = rows.iter().any(|r| matches!(r.verdict, Verdict::Failed(_)));

@@ -47,7 +47,7 @@ struct Args {
     /// Repeats of one disturbed run before it is kept anyway (and counted as disturbed).
     #[arg(long, default_value_t = 2)]
     retries: usize,
-    /// Only these parts: small, html, sockets, jwt (comma-separated).
+    /// Only these parts: small, html, sockets, jwt, instructions (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the latch, bare-pingora and static-upstream binaries are (default: next to this one).
@@ -72,7 +72,7 @@ fn options(args: Args) -> Result<(Options, Option<PathBuf>), String> {
             .iter()
             .map(|g| {
                 Group::parse(g).ok_or_else(|| {
-                    format!("--only: unknown part {g:?} (small, html, sockets, jwt)")
+                    format!("--only: unknown part {g:?} (small, html, sockets, jwt, instructions)")
                 })
             })
             .collect::<Result<_, _>>()?

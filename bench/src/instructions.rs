@@ -1,0 +1,232 @@
+//! Instructions per request, counted by callgrind: bare pingora and Latch (pass-through, and a
+//! lock held by the requester with the memory store) serving the 1.4 KB file.
+//!
+//! Throughput on a small shared VM moves by a quarter from one round to the next; an
+//! instruction count does not move at all for the same binary and load, whatever else the
+//! machine is doing. It counts only user-space work (the kernel's share of a request, the
+//! same for every proxy, is left out), so its ratios overstate the throughput difference.
+//! Each server runs alone under `valgrind --tool=callgrind`; after a warm-up its counters are
+//! zeroed, wrk runs a fixed time, and the counters are dumped and divided by the requests
+//! wrk completed (every one checked for its status, as in the throughput scenarios).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::latch::{self, Auth, Settings};
+use crate::process::{self, free_port, installed, Proc};
+use crate::report::{thousands, Row, Verdict};
+use crate::site::{self, ASSET};
+use crate::suite::Options;
+use crate::systems::{self, Systems, Tokens};
+use crate::wrk::{self, Load};
+use crate::BenchError;
+
+const SCENARIO: &str = "instructions per request (callgrind), 1.4 KB";
+const WARMUP: Duration = Duration::from_secs(3);
+const MEASURED: Duration = Duration::from_secs(8);
+
+/// The `totals:` (or, in older formats, `summary:`) figure of a callgrind output file: the
+/// event count of the whole dump. `None` when the file has neither.
+pub fn parse_totals(callgrind_out: &str) -> Option<u64> {
+    callgrind_out.lines().find_map(|line| {
+        let rest = line
+            .strip_prefix("totals:")
+            .or_else(|| line.strip_prefix("summary:"))?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// One server under callgrind.
+struct Profiled {
+    proc: Proc,
+    out_prefix: String,
+    dumps: usize,
+}
+
+impl Profiled {
+    fn start(
+        name: &str,
+        dir: &Path,
+        program: &Path,
+        args: &[String],
+        opts: &Options,
+        ports: &[u16],
+    ) -> Result<Profiled, BenchError> {
+        systems::mkdir(dir)?;
+        let out_prefix = dir.join("callgrind.out").display().to_string();
+        let mut cmd = opts.cpus.server_command("valgrind");
+        cmd.current_dir(dir)
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={out_prefix}"))
+            .arg(program)
+            .args(args);
+        let mut proc = Proc::spawn(name, cmd, &dir.join("server.log"))?;
+        proc.wait_listening(ports)?;
+        Ok(Profiled {
+            proc,
+            out_prefix,
+            dumps: 0,
+        })
+    }
+
+    fn control(&self, option: &str) -> Result<(), BenchError> {
+        let status = Command::new("callgrind_control")
+            .arg(option)
+            .arg(self.proc.pid().to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| BenchError::io("running callgrind_control", e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(BenchError::Check(format!(
+                "callgrind_control {option} failed for {}",
+                self.proc.name
+            )))
+        }
+    }
+
+    /// Instructions per request for `load`: warm-up, zero, measure, dump.
+    async fn per_request(&mut self, load: &Load, scripts: &Path) -> Result<f64, BenchError> {
+        let script = wrk::write_script(scripts, &format!("cg-{}", self.dumps), load)?;
+        let options = |duration| wrk::Options {
+            threads: 1,
+            connections: 4,
+            duration,
+        };
+        // The warm-up also claims the lock for a held scenario.
+        wrk::run(load, &script, options(WARMUP)).await?;
+        self.control("-z")?;
+        let sample = wrk::run(load, &script, options(MEASURED)).await?;
+        self.control("-d")?;
+        self.dumps += 1;
+        let file = format!("{}.{}", self.out_prefix, self.dumps);
+        // callgrind writes the dump after answering; give it a moment.
+        let mut text = String::new();
+        for _ in 0..50 {
+            text = std::fs::read_to_string(&file).unwrap_or_default();
+            if parse_totals(&text).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let totals =
+            parse_totals(&text).ok_or_else(|| BenchError::Check(format!("no totals in {file}")))?;
+        if sample.requests == 0 {
+            return Err(BenchError::Check(format!("no requests to {}", load.url)));
+        }
+        Ok(totals as f64 / sample.requests as f64)
+    }
+}
+
+fn row(system: &str, per_request: Result<f64, BenchError>, bare: Option<f64>) -> Row {
+    let mut row = Row::new(SCENARIO, system);
+    row.target = "report".into();
+    row.verdict = match per_request {
+        Ok(n) => match bare {
+            Some(b) if b > 0.0 => Verdict::Info(format!(
+                "{} instructions, {:.3}× bare pingora's",
+                thousands(n),
+                n / b
+            )),
+            _ => Verdict::Info(format!("{} instructions", thousands(n))),
+        },
+        Err(e) => Verdict::Failed(e.to_string()),
+    };
+    row
+}
+
+/// The rows, or one "not run" row when valgrind is missing.
+pub(crate) async fn rows(
+    opts: &Options,
+    systems: &Systems,
+    tokens: &Tokens,
+    work: &Path,
+    scripts: &Path,
+) -> Result<Vec<Row>, BenchError> {
+    if !installed("valgrind") || !installed("callgrind_control") {
+        return Ok(vec![Row::not_run(
+            SCENARIO,
+            "all",
+            "report",
+            "valgrind is not installed (scripts/setup.sh bench installs it)",
+        )]);
+    }
+    let dir = work.join("callgrind");
+    let asset = site::path("", ASSET);
+    let held = site::path("held", ASSET);
+
+    let bare_port = free_port()?;
+    let mut bare = Profiled::start(
+        "bare pingora under callgrind",
+        &dir.join("bare"),
+        &opts.bin_dir.join("bare-pingora"),
+        &[
+            "--listen".into(),
+            process::loopback(bare_port).to_string(),
+            "--upstream".into(),
+            process::loopback(systems.upstream_port).to_string(),
+            "--threads".into(),
+            opts.proxy_threads.to_string(),
+        ],
+        opts,
+        &[bare_port],
+    )?;
+    let load = Load::get(format!("http://127.0.0.1:{bare_port}{asset}"), 200);
+    let bare_n = bare.per_request(&load, scripts).await;
+    drop(bare);
+    let base = bare_n.as_ref().ok().copied();
+    let mut rows = vec![row("bare pingora", bare_n, None)];
+
+    let latch_dir = dir.join("latch");
+    systems::mkdir(&latch_dir)?;
+    let (port, admin_port) = (free_port()?, free_port()?);
+    let settings = Settings {
+        upstream_port: systems.upstream_port,
+        threads: opts.proxy_threads,
+        auth: Auth::Secret,
+        store: "memory".into(),
+    };
+    let conf = latch_dir.join("latch.toml");
+    std::fs::write(&conf, latch::config(&settings, port, admin_port))
+        .map_err(|e| BenchError::io(conf.display().to_string(), e))?;
+    let rules = latch_dir.join("rules.toml");
+    std::fs::write(&rules, latch::RULES)
+        .map_err(|e| BenchError::io(rules.display().to_string(), e))?;
+    let mut profiled = Profiled::start(
+        "latch under callgrind",
+        &latch_dir,
+        &opts.bin_dir.join("latch"),
+        &[
+            "proxy".into(),
+            "--config".into(),
+            conf.display().to_string(),
+        ],
+        opts,
+        &[port, admin_port],
+    )?;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let pass = profiled
+        .per_request(&Load::get(url(&asset), 200), scripts)
+        .await;
+    rows.push(row("latch, pass-through", pass, base));
+    let held_n = profiled
+        .per_request(&Load::get(url(&held), 200).bearer(&tokens.alice), scripts)
+        .await;
+    rows.push(row("latch, held, memory", held_n, base));
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_come_from_the_totals_line() {
+        let dump = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\n\nfn=(1) main\n3 7\n\ntotals: 613463151\n";
+        assert_eq!(parse_totals(dump), Some(613_463_151));
+        assert_eq!(parse_totals("events: Ir\nsummary: 42\n"), Some(42));
+        assert_eq!(parse_totals("events: Ir\nfn=(1) main\n"), None);
+    }
+}
