@@ -8,15 +8,18 @@
 //! With [`Placement::Head`] it stops parsing as soon as the tag is in and hands every later
 //! byte back untouched, so a page costs the parse of its head, not of its whole length.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use encoding_rs::Encoding;
 use lol_html::errors::RewritingError;
 use lol_html::html_content::{ContentType, DocumentEnd, EndTag};
-use lol_html::send::{DocumentContentHandlers, EndTagHandler, HtmlRewriter, Settings};
-use lol_html::{element, AsciiCompatibleEncoding, OutputSink};
+use lol_html::send::{
+    DocumentContentHandlers, ElementContentHandlers, EndTagHandler, HtmlRewriter, Settings,
+};
+use lol_html::{AsciiCompatibleEncoding, OutputSink, Selector};
 
 /// Why a document cannot be (or can no longer be) rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +111,7 @@ impl Injector {
         // left, so the body handler declines and the tag goes at the very end instead.
         let inert_depth = Arc::new(AtomicUsize::new(0));
         let inert_start = Arc::clone(&inert_depth);
-        let inert = element!("template, svg, math", move |el| {
+        let inert = handler(&INERT, move |el| {
             let name = el.tag_name();
             // Self-closed foreign elements have no end tag and hold nothing.
             if let Some(handlers) = el.end_tag_handlers() {
@@ -266,11 +269,33 @@ fn encoding_for_label(label: &str) -> Result<AsciiCompatibleEncoding, InjectErro
         .ok_or_else(|| InjectError::Encoding(label.to_owned()))
 }
 
-type Handler = (
-    std::borrow::Cow<'static, lol_html::Selector>,
-    lol_html::send::ElementContentHandlers<'static>,
-);
+type Handler = (Cow<'static, Selector>, ElementContentHandlers<'static>);
 type Handlers = Vec<Handler>;
+
+/// The selectors, parsed once for every document rather than once per document.
+static INERT: LazyLock<Selector> = LazyLock::new(|| parse_selector("template, svg, math"));
+static HEAD: LazyLock<Selector> = LazyLock::new(|| parse_selector("head"));
+static BODY: LazyLock<Selector> = LazyLock::new(|| parse_selector("body"));
+
+fn parse_selector(source: &str) -> Selector {
+    match source.parse() {
+        Ok(selector) => selector,
+        // Only ever called on the constant selectors above, which the tests parse.
+        Err(e) => unreachable!("invalid built-in selector {source:?}: {e}"),
+    }
+}
+
+fn handler(
+    selector: &'static LazyLock<Selector>,
+    on_element: impl FnMut(&mut lol_html::send::Element<'_, '_>) -> lol_html::HandlerResult
+        + Send
+        + 'static,
+) -> Handler {
+    (
+        Cow::Borrowed(&**selector),
+        ElementContentHandlers::default().element(on_element),
+    )
+}
 
 /// Shared by the handlers of one document: the tag, whether it is in, and how deep the parser
 /// is inside inert content (template, SVG, MathML), where a script would not run.
@@ -303,13 +328,13 @@ fn head_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>
         inert: Arc::clone(inert),
     };
     let first_in_body = point.share();
-    let body = element!("body", move |el| {
+    let body = handler(&BODY, move |el| {
         if first_in_body.take() {
             el.prepend(&first_in_body.tag, ContentType::Html);
         }
         Ok(())
     });
-    vec![before_end_tag_of("head", point), body]
+    vec![before_end_tag_of(&HEAD, point), body]
 }
 
 /// Before the end tag that closes the body.
@@ -319,12 +344,12 @@ fn body_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>
         injected: Arc::clone(injected),
         inert: Arc::clone(inert),
     };
-    vec![before_end_tag_of("body", point)]
+    vec![before_end_tag_of(&BODY, point)]
 }
 
 /// Inserts the tag before the end tag of the `element`.
-fn before_end_tag_of(element: &str, point: Point) -> Handler {
-    element!(element, move |el| {
+fn before_end_tag_of(element: &'static LazyLock<Selector>, point: Point) -> Handler {
+    handler(element, move |el| {
         // Absent only for elements that cannot have content, which head and body are not.
         if let Some(handlers) = el.end_tag_handlers() {
             let point = point.share();
