@@ -52,7 +52,10 @@ pub enum Placement {
 
 /// How much of a chunk is parsed at a time while the tag is not in yet, so that the parse
 /// stops shortly after the insertion point instead of at the end of a large network chunk.
-const SLICE: usize = 1024;
+/// The first slice is small, because most heads end early, and each next one doubles up to
+/// the largest, because each write into the rewriter has a cost of its own.
+const FIRST_SLICE: usize = 256;
+const LARGEST_SLICE: usize = 1024;
 
 type Output = Arc<Mutex<BytesMut>>;
 
@@ -83,6 +86,8 @@ pub struct Injector {
     placement: Placement,
     /// The tag is in and the rewriter flushed: every later byte passes through as it is.
     passing_through: bool,
+    /// How many bytes the next slice parses (see [`FIRST_SLICE`]).
+    slice: usize,
 }
 
 impl Injector {
@@ -159,6 +164,7 @@ impl Injector {
             injected,
             placement,
             passing_through: false,
+            slice: FIRST_SLICE,
         })
     }
 
@@ -177,9 +183,10 @@ impl Injector {
         }
         let mut at = 0;
         while at < chunk.len() {
-            let end = (at + SLICE).min(chunk.len());
+            let end = (at + self.slice).min(chunk.len());
             self.feed(&chunk[at..end])?;
             at = end;
+            self.slice = (self.slice * 2).min(LARGEST_SLICE);
             if self.injected() {
                 // Flush what lol_html still holds (at most the token it was reading), then
                 // append the rest of this chunk unparsed.
