@@ -36,7 +36,92 @@ struct Family {
     scripts: PathBuf,
 }
 
+/// The keys of the reference systems serving one file: the upstream itself, nginx as a proxy
+/// (when installed) and bare pingora, the floor every ratio is taken against.
+struct Baselines {
+    direct: &'static str,
+    nginx: &'static str,
+    bare: &'static str,
+}
+
+const SMALL: Baselines = Baselines {
+    direct: "direct",
+    nginx: "nginx",
+    bare: "bare",
+};
+
+const BIG_BASELINES: Baselines = Baselines {
+    direct: "direct-big",
+    nginx: "nginx-big",
+    bare: "bare-big",
+};
+
+/// The reference rows of a scenario, in the order the table shows them.
+fn baseline_rows(
+    scenario: &str,
+    systems: &Systems,
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    keys: &Baselines,
+) -> Vec<Row> {
+    let mut rows = vec![throughput_row(
+        scenario,
+        "upstream direct",
+        results,
+        keys.direct,
+        keys.bare,
+    )];
+    if systems.nginx.is_some() {
+        rows.push(throughput_row(
+            scenario,
+            "nginx proxy",
+            results,
+            keys.nginx,
+            keys.bare,
+        ));
+    }
+    rows.push(throughput_row(
+        scenario,
+        "bare pingora",
+        results,
+        keys.bare,
+        keys.bare,
+    ));
+    rows
+}
+
 impl Family {
+    /// Adds the reference systems serving `path` (see [`Baselines`]); `size` starts the labels.
+    fn add_baselines(
+        &mut self,
+        systems: &Systems,
+        keys: &Baselines,
+        size: &str,
+        path: &str,
+    ) -> Result<(), BenchError> {
+        let url = |port: u16| format!("http://127.0.0.1:{port}{path}");
+        self.add(
+            keys.direct,
+            &format!("{size} / upstream direct"),
+            Load::get(url(systems.upstream_port), 200),
+            systems.upstream.pid(),
+        )?;
+        if let Some((proc, port)) = &systems.nginx {
+            self.add(
+                keys.nginx,
+                &format!("{size} / nginx proxy"),
+                Load::get(url(*port), 200),
+                proc.pid(),
+            )?;
+        }
+        let (bare, port) = &systems.bare;
+        self.add(
+            keys.bare,
+            &format!("{size} / bare pingora"),
+            Load::get(url(*port), 200),
+            bare.pid(),
+        )
+    }
+
     fn add(
         &mut self,
         key: &'static str,
@@ -156,32 +241,11 @@ pub(crate) async fn small_family(
         entries: Vec::new(),
         scripts: scripts.to_path_buf(),
     };
-    let up = |path: &str| format!("http://127.0.0.1:{}{path}", systems.upstream_port);
     let asset = site::path("", ASSET);
     let held = site::path("held", ASSET);
-    family.add(
-        "direct",
-        "1.4 KB / upstream direct",
-        Load::get(up(&asset), 200),
-        systems.upstream.pid(),
-    )?;
-    if let Some((proc, port)) = &systems.nginx {
-        let url = format!("http://127.0.0.1:{port}{asset}");
-        family.add(
-            "nginx",
-            "1.4 KB / nginx proxy",
-            Load::get(url, 200),
-            proc.pid(),
-        )?;
-    }
+    family.add_baselines(systems, &SMALL, "1.4 KB", &asset)?;
     let (bare, bare_port) = &systems.bare;
     let bare_url = |path: &str| format!("http://127.0.0.1:{bare_port}{path}");
-    family.add(
-        "bare",
-        "1.4 KB / bare pingora",
-        Load::get(bare_url(&asset), 200),
-        bare.pid(),
-    )?;
     let latch = &systems.latch;
     let pid = latch.proc.pid();
     family.add(
@@ -242,18 +306,8 @@ pub(crate) async fn small_family(
 
     let r = family.run(opts, tally).await;
     let pass_s = "pass-through (no rule), 1.4 KB";
-    let mut rows = vec![throughput_row(
-        pass_s,
-        "upstream direct",
-        &r,
-        "direct",
-        "bare",
-    )];
-    if systems.nginx.is_some() {
-        rows.push(throughput_row(pass_s, "nginx proxy", &r, "nginx", "bare"));
-    }
-    rows.push(throughput_row(pass_s, "bare pingora", &r, "bare", "bare"));
-    let row = throughput_row(pass_s, "latch", &r, "pass", "bare");
+    let mut rows = baseline_rows(pass_s, systems, &r, &SMALL);
+    let row = throughput_row(pass_s, "latch", &r, "pass", SMALL.bare);
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.95× bare", ratio, 0.95));
 
@@ -262,7 +316,7 @@ pub(crate) async fn small_family(
         "latch",
         &r,
         "held",
-        "bare",
+        SMALL.bare,
     );
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.90× bare", ratio, 0.90));
@@ -270,14 +324,20 @@ pub(crate) async fn small_family(
     let redis_s = "lock held by requester, Redis, 1.4 KB";
     match &systems.latch_redis {
         Ok(_) => {
-            let row = throughput_row(redis_s, "latch", &r, "held-redis", "bare");
+            let row = throughput_row(redis_s, "latch", &r, "held-redis", SMALL.bare);
             let ratio = row.ratio;
             rows.push(at_least(row, "≥ 0.75× bare", ratio, 0.75));
         }
         Err(why) => rows.push(Row::not_run(redis_s, "latch", "≥ 0.75× bare", why)),
     }
 
-    let row = throughput_row("denied: 423 from the proxy", "latch", &r, "denied", "bare");
+    let row = throughput_row(
+        "denied: 423 from the proxy",
+        "latch",
+        &r,
+        "denied",
+        SMALL.bare,
+    );
     let vs_pass = same_round_ratio(&r, "denied", "pass");
     let mut row = at_least(row, "not slower than pass-through", vs_pass, 1.0);
     if let Verdict::Met(d) | Verdict::Missed(d) = &mut row.verdict {
@@ -292,7 +352,7 @@ pub(crate) async fn small_family(
         let scenario = format!("lock held, {alg} token (vs HS256)");
         match latch {
             Ok(()) => {
-                let mut row = throughput_row(&scenario, "latch", &r, key, "bare");
+                let mut row = throughput_row(&scenario, "latch", &r, key, SMALL.bare);
                 row.target = "report".into();
                 if matches!(row.verdict, Verdict::Reference) {
                     row.verdict = Verdict::Info(match same_round_ratio(&r, key, "held") {
@@ -331,31 +391,7 @@ pub(crate) async fn html_family(
         entries: Vec::new(),
         scripts: scripts.to_path_buf(),
     };
-    let big = site::path("", BIG);
-    let up = format!("http://127.0.0.1:{}{big}", systems.upstream_port);
-    family.add(
-        "direct-big",
-        "100 KB / upstream direct",
-        Load::get(up, 200),
-        systems.upstream.pid(),
-    )?;
-    if let Some((proc, port)) = &systems.nginx {
-        let url = format!("http://127.0.0.1:{port}{big}");
-        family.add(
-            "nginx-big",
-            "100 KB / nginx proxy",
-            Load::get(url, 200),
-            proc.pid(),
-        )?;
-    }
-    let (bare, bare_port) = &systems.bare;
-    let url = format!("http://127.0.0.1:{bare_port}{big}");
-    family.add(
-        "bare-big",
-        "100 KB / bare pingora",
-        Load::get(url, 200),
-        bare.pid(),
-    )?;
+    family.add_baselines(systems, &BIG_BASELINES, "100 KB", &site::path("", BIG))?;
     let latch = &systems.latch;
     family.add(
         "plain-big",
@@ -371,37 +407,21 @@ pub(crate) async fn html_family(
     )?;
     let r = family.run(opts, tally).await;
     let s = "100 KB HTML page";
-    let mut rows = vec![throughput_row(
-        s,
-        "upstream direct",
-        &r,
-        "direct-big",
-        "bare-big",
-    )];
-    if systems.nginx.is_some() {
-        rows.push(throughput_row(
-            s,
-            "nginx proxy",
-            &r,
-            "nginx-big",
-            "bare-big",
-        ));
-    }
-    rows.push(throughput_row(
-        s,
-        "bare pingora",
-        &r,
-        "bare-big",
-        "bare-big",
-    ));
+    let mut rows = baseline_rows(s, systems, &r, &BIG_BASELINES);
     rows.push(throughput_row(
         s,
         "latch, held, inject=false",
         &r,
         "plain-big",
-        "bare-big",
+        BIG_BASELINES.bare,
     ));
-    let row = throughput_row(s, "latch, held + banner", &r, "inject-big", "bare-big");
+    let row = throughput_row(
+        s,
+        "latch, held + banner",
+        &r,
+        "inject-big",
+        BIG_BASELINES.bare,
+    );
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.85× bare", ratio, 0.85));
     let mut cost = Row::new(
