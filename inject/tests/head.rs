@@ -1,24 +1,18 @@
 //! The injector at [`Placement::Head`]: the tag goes before `</head>` (or first in the body when
 //! the head end tag is omitted), and the rest of the document passes through unparsed.
 
-use bytes::Bytes;
-use inject::{Injector, Placement};
+mod common;
 
-const TAG: &str = r#"<script src="/_latch/banner.js" defer></script>"#;
+use bytes::Bytes;
+use common::TAG;
+use inject::{Injector, Placement};
 
 fn injector(charset: Option<&str>) -> Injector {
     Injector::new(TAG.to_owned(), charset, Placement::Head).unwrap()
 }
 
 fn rewrite_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut injector = injector(None);
-    let mut out = Vec::new();
-    for chunk in chunks {
-        out.extend_from_slice(&injector.write(Bytes::copy_from_slice(chunk)).unwrap());
-    }
-    out.extend_from_slice(&injector.finish().unwrap());
-    assert!(injector.injected(), "finished document must carry the tag");
-    out
+    common::rewrite_chunks(Placement::Head, None, TAG, chunks)
 }
 
 fn rewrite(html: &str) -> String {

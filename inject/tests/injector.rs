@@ -1,24 +1,18 @@
 //! The injector at [`Placement::BodyEnd`]: every byte is parsed, the tag goes before the end tag
 //! that closes the body. `head.rs` covers [`Placement::Head`].
 
-use bytes::Bytes;
-use inject::{script_tag, InjectError, Injector, Placement};
+mod common;
 
-const TAG: &str = r#"<script src="/_latch/banner.js" defer></script>"#;
+use bytes::Bytes;
+use common::TAG;
+use inject::{script_tag, InjectError, Injector, Placement};
 
 fn rewrite_chunks<'a>(
     charset: Option<&str>,
     tag: &str,
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> Vec<u8> {
-    let mut injector = Injector::new(tag.to_owned(), charset, Placement::BodyEnd).unwrap();
-    let mut out = Vec::new();
-    for chunk in chunks {
-        out.extend_from_slice(&injector.write(Bytes::copy_from_slice(chunk)).unwrap());
-    }
-    out.extend_from_slice(&injector.finish().unwrap());
-    assert!(injector.injected(), "finished document must carry the tag");
-    out
+    common::rewrite_chunks(Placement::BodyEnd, charset, tag, chunks)
 }
 
 fn rewrite(html: &str) -> String {
