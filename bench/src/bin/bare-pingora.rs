@@ -12,6 +12,10 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
+/// The same allocator as the latch binary, so the ratios compare Latch's work, not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "A bare pingora reverse proxy: the baseline for Latch's benchmarks.")]
 struct Args {
