@@ -183,7 +183,8 @@ impl Injector {
         }
         let mut at = 0;
         while at < chunk.len() {
-            let end = (at + self.slice).min(chunk.len());
+            let limit = (at + self.slice).min(chunk.len());
+            let end = past_head_end_tag(&chunk, at, limit).unwrap_or(limit);
             self.feed(&chunk[at..end])?;
             at = end;
             self.slice = (self.slice * 2).min(LARGEST_SLICE);
@@ -267,6 +268,31 @@ impl std::fmt::Debug for Injector {
             .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
+}
+
+/// Just past the first `</head>` (any case, any attributes) whose `<` lies in
+/// `chunk[from..limit]`, when its `>` is in the chunk too.
+///
+/// This is only where a slice ends, so that lol_html meets the likely insertion point at the
+/// end of what it is given and parses nothing after it. lol_html still decides: a `</head>`
+/// inside a comment, a script or an attribute value is not the insertion point, and parsing
+/// simply carries on from there.
+fn past_head_end_tag(chunk: &[u8], from: usize, limit: usize) -> Option<usize> {
+    const NAME: &[u8] = b"</head";
+    memchr::memchr_iter(b'<', &chunk[from..limit])
+        .map(|at| from + at)
+        .find_map(|open| {
+            let name_end = open + NAME.len();
+            let tag = chunk.get(open..name_end)?;
+            let ends_name = matches!(
+                chunk.get(name_end),
+                Some(b'>' | b'/' | b' ' | b'\t' | b'\n' | b'\x0C' | b'\r')
+            );
+            if !tag.eq_ignore_ascii_case(NAME) || !ends_name {
+                return None;
+            }
+            memchr::memchr(b'>', &chunk[name_end..]).map(|close| name_end + close + 1)
+        })
 }
 
 fn encoding_for_label(label: &str) -> Result<AsciiCompatibleEncoding, InjectError> {
@@ -370,4 +396,35 @@ fn before_end_tag_of(element: &'static LazyLock<Selector>, point: Point) -> Hand
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::past_head_end_tag;
+
+    fn end(chunk: &str, from: usize, limit: usize) -> Option<usize> {
+        past_head_end_tag(chunk.as_bytes(), from, limit)
+    }
+
+    #[test]
+    fn a_slice_ends_just_past_the_head_end_tag() {
+        let page = "<html><head><title>t</title></head><body><p>x</p>";
+        let after = page.find("<body>").unwrap();
+        assert_eq!(end(page, 0, page.len()), Some(after));
+        assert_eq!(end(page, 0, 30), Some(after), "the `<` is before the limit");
+        assert_eq!(end("</HEAD\n>rest", 0, 12), Some(8), "any case, any space");
+        assert_eq!(end("</head/>", 0, 8), Some(8));
+        assert_eq!(end("</head a=\"1\">", 0, 13), Some(13));
+    }
+
+    #[test]
+    fn only_an_end_tag_named_head_that_starts_in_range_and_closes_in_the_chunk_counts() {
+        assert_eq!(end("<header></header>", 0, 17), None);
+        assert_eq!(end("<head><headline>", 0, 16), None);
+        assert_eq!(end("x</head", 0, 7), None, "its `>` is in a later chunk");
+        assert_eq!(end("x</hea", 0, 6), None);
+        assert_eq!(end("</head>", 1, 7), None, "its `<` is before the slice");
+        assert_eq!(end("ab</head>", 0, 2), None, "its `<` is at the limit");
+        assert_eq!(end("<p></head><x></head>", 3, 20), Some(10));
+    }
 }

@@ -98,6 +98,22 @@ fn head_end_tag_in_comment_script_style_or_attribute_is_not_the_insertion_point(
 }
 
 #[test]
+fn unusual_head_end_tags_give_the_same_bytes_at_every_split() {
+    // An end tag in another case, with space before its `>`, or with an attribute whose value
+    // holds a `>`: the slice may end inside the tag, and lol_html must still find it whole.
+    for head_end in ["</HEAD>", "</head\n>", "</head a=\">\">"] {
+        let page = format!("<html><head><!-- </head> --><title>t</title>{head_end}<body><p>x</p>");
+        let want = page.replacen(head_end, &format!("{TAG}{head_end}"), 1);
+        assert_eq!(rewrite(&page), want, "{head_end}");
+        for at in 0..=page.len() {
+            let (a, b) = page.as_bytes().split_at(at);
+            let out = String::from_utf8(rewrite_chunks([a, b])).unwrap();
+            assert_eq!(out, want, "{head_end} split at {at}");
+        }
+    }
+}
+
+#[test]
 fn head_end_tag_inside_a_template_falls_back_to_the_document_end() {
     // lol_html closes the head at the inner `</head>`, where a browser would not run a script;
     // the template is then never left, so the only safe place is the very end.
