@@ -3,8 +3,6 @@
 //! Every attribute value is escaped here, because values such as the request path come from the
 //! client and end up inside the page's markup. It must not know what the data attributes mean.
 
-use std::fmt::Write as _;
-
 /// Builds `<script src="…" defer data-k="v" … nonce="…"></script>`.
 ///
 /// `data` keys are the part after `data-`; they are programmer-chosen identifiers, and a key
@@ -20,8 +18,9 @@ pub fn script_tag(src: &str, data: &[(&str, &str)], nonce: Option<&str>) -> Stri
         if !is_valid_data_key(key) {
             continue;
         }
-        // Writing into a String cannot fail.
-        let _ = write!(tag, " data-{key}=\"");
+        tag.push_str(" data-");
+        tag.push_str(key);
+        tag.push_str("=\"");
         push_escaped(&mut tag, value);
         tag.push('"');
     }
@@ -44,14 +43,24 @@ fn is_valid_data_key(key: &str) -> bool {
 /// Escapes for a double-quoted attribute value; `<`, `>` and `'` too, so the value is inert in
 /// any context a careless caller might copy it into.
 fn push_escaped(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
+    let mut rest = value;
+    // Every character that needs escaping is ASCII, so each byte position found is a char
+    // boundary, and the runs in between are copied whole.
+    while let Some(at) = rest.bytes().position(|b| escape(b).is_some()) {
+        out.push_str(&rest[..at]);
+        out.push_str(escape(rest.as_bytes()[at]).unwrap_or_default());
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
+fn escape(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'&' => Some("&amp;"),
+        b'"' => Some("&quot;"),
+        b'\'' => Some("&#39;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        _ => None,
     }
 }

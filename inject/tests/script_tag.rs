@@ -51,6 +51,14 @@ fn non_ascii_values_are_kept_as_text() {
 }
 
 #[test]
+fn escapes_next_to_non_ascii_characters_keep_them_whole() {
+    assert_eq!(
+        script_tag("/b.js", &[("latch-path", "é<日\"ü>&")], None),
+        "<script src=\"/b.js\" defer data-latch-path=\"é&lt;日&quot;ü&gt;&amp;\"></script>"
+    );
+}
+
+#[test]
 fn a_key_that_is_not_a_plain_name_is_left_out() {
     let tag = script_tag(
         "/b.js",
