@@ -35,6 +35,27 @@ pub fn init_downstream_modules(modules: &mut HttpModules) {
     modules.add_module(ResponseCompressionBuilder::enable(0));
 }
 
+/// Whether the response may be shown as a page of its own, the only place a banner belongs.
+///
+/// Browsers say what a request is for in `Sec-Fetch-Dest`. A script, a stylesheet, an image or
+/// a `fetch()` (`empty`) is never shown as a page, and an HTML fragment fetched to be spliced
+/// into the page (htmx, Turbo frames) must not bring a second banner with it. Without the
+/// header (older browsers, other clients) any response may be a page.
+pub fn may_be_a_page(req: &RequestHeader) -> bool {
+    req.headers.get("sec-fetch-dest").is_none_or(|dest| {
+        [
+            "document",
+            "iframe",
+            "frame",
+            "fencedframe",
+            "embed",
+            "object",
+        ]
+        .iter()
+        .any(|page| dest.as_bytes().eq_ignore_ascii_case(page.as_bytes()))
+    })
+}
+
 /// Prepares the upstream request of a page that may get the banner.
 pub fn upstream_request(upstream: &mut RequestHeader, will_inject: bool) {
     if will_inject {

@@ -105,7 +105,7 @@ fn grant(
     lease: Duration,
 ) {
     ctx.granted = Some(Granted { resource, fence });
-    if rule.inject {
+    if rule.inject && inject_body::may_be_a_page(session.req_header()) {
         ctx.inject = Some(InjectPlan {
             path: session.req_header().uri.path().to_string(),
             lease,

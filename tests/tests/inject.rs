@@ -351,6 +351,50 @@ resource = "page:cl"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_requests_for_a_page_get_the_tag() {
+    let s = setup(RULES).await;
+    let with_dest = |path: &str, dest: &str| {
+        client()
+            .get(s.latch.url(path))
+            .header(COOKIE, &s.cookie)
+            .header("sec-fetch-dest", dest)
+            .send()
+    };
+    // What a browser fetches for a script, a style sheet, an image or fetch()/XHR (an HTML
+    // fragment included) is never shown as a page: it comes through untouched.
+    for dest in ["empty", "script", "style", "image"] {
+        let resp = with_dest("/html/cl", dest).await.expect("GET");
+        assert_eq!(resp.status(), StatusCode::OK, "{dest}");
+        assert_eq!(
+            header(&resp, CONTENT_LENGTH),
+            Some(&*PAGE.len().to_string()),
+            "{dest}"
+        );
+        assert_eq!(text_of(resp).await, PAGE, "{dest}");
+    }
+    // Nor is a gzip body decoded for them: the client gets the upstream's bytes.
+    let resp = client()
+        .get(s.latch.url("/html/gzip"))
+        .header(COOKIE, &s.cookie)
+        .header("sec-fetch-dest", "empty")
+        .header(ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(header(&resp, CONTENT_ENCODING), Some("gzip"));
+    assert_eq!(gunzip(&resp.bytes().await.expect("body")), PAGE);
+    // Navigations and frames do get it.
+    for dest in ["document", "iframe"] {
+        let resp = with_dest("/html/cl", dest).await.expect("GET");
+        assert_eq!(
+            text_of(resp).await,
+            injected(PAGE, &tag("/html/cl", None)),
+            "{dest}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strong_etag_becomes_weak() {
     let s = setup(RULES).await;
     let resp = s.get("/html/etag", None).await;
