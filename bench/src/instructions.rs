@@ -71,20 +71,11 @@ impl Profiled {
     }
 
     fn control(&self, option: &str) -> Result<(), BenchError> {
-        let status = Command::new("callgrind_control")
-            .arg(option)
-            .arg(self.proc.pid().to_string())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|e| BenchError::io("running callgrind_control", e))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(BenchError::Check(format!(
-                "callgrind_control {option} failed for {}",
-                self.proc.name
-            )))
-        }
+        let mut cmd = Command::new("callgrind_control");
+        cmd.arg(option).arg(self.proc.pid().to_string());
+        process::run_quietly(cmd, || {
+            format!("callgrind_control {option} failed for {}", self.proc.name)
+        })
     }
 
     /// Instructions per request for `load`: warm-up, zero, measure, dump.

@@ -13,6 +13,21 @@ use crate::BenchError;
 /// How long a server gets to start listening.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs a short command to completion, its output discarded; `failed` says what went wrong
+/// when it exits unsuccessfully.
+pub fn run_quietly(mut cmd: Command, failed: impl FnOnce() -> String) -> Result<(), BenchError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let status = cmd
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| BenchError::io(format!("running {program}"), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Check(failed()))
+    }
+}
+
 /// A port nothing listens on right now (the usual race with other programs is accepted).
 pub fn free_port() -> Result<u16, BenchError> {
     TcpListener::bind("127.0.0.1:0")
@@ -91,19 +106,13 @@ impl Cpus {
         let Some(list) = &self.load else {
             return Ok(());
         };
-        let status = Command::new("taskset")
+        let mut taskset = Command::new("taskset");
+        taskset
             .args(["-a", "-p", "-c", list])
-            .arg(std::process::id().to_string())
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| BenchError::io("running taskset", e))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(BenchError::Check(format!(
-                "taskset could not pin this process to CPU {list}"
-            )))
-        }
+            .arg(std::process::id().to_string());
+        run_quietly(taskset, || {
+            format!("taskset could not pin this process to CPU {list}")
+        })
     }
 }
 
