@@ -65,6 +65,22 @@ pub struct ProxyConfig {
     /// Where the banner tag goes in an HTML page. Default: before `</head>`, which parses only
     /// the head; `body_end` parses the whole page to put it before `</body>`.
     pub inject_at: inject::Placement,
+    /// How the names of a request's headers are spelled when Latch adds its own to it.
+    pub header_case: HeaderCase,
+}
+
+/// How the header names of a request Latch adds its own headers to reach the upstream.
+///
+/// Header names are case-insensitive (RFC 9110 §5.1), and pingora keeps the client's spelling
+/// in a second map, which makes every added header cost a name parse, two copies and two map
+/// inserts. Only the spelling of the client's non-standard names is at stake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderCase {
+    /// Lower-case, as HTTP/2 requires and HAProxy and Envoy send them, except a dozen common
+    /// names pingora title-cases (`Host`, `Content-Type`, …). The default.
+    Canonical,
+    /// Every name exactly as the client sent it.
+    Preserve,
 }
 
 /// Where the protected app lives. Only plain HTTP: the proxy is built without a TLS stack.
@@ -223,6 +239,7 @@ impl Config {
                 threads: 2,
                 instance: raw::default_instance(),
                 inject_at: inject::Placement::Head,
+                header_case: HeaderCase::Canonical,
             },
             auth: AuthConfig {
                 settings: auth::AuthSettings {

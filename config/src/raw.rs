@@ -8,8 +8,8 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use crate::{
-    AdminConfig, AuthConfig, Config, ControlPlaneConfig, Issue, LockStoreKind, LocksConfig,
-    OnStoreError, ProxyConfig, Require, RuleStoreKind, RulesConfig, Upstream,
+    AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, Issue, LockStoreKind,
+    LocksConfig, OnStoreError, ProxyConfig, Require, RuleStoreKind, RulesConfig, Upstream,
 };
 
 /// Environment variables starting with this override config keys: `LATCH_AUTH_SECRET`.
@@ -49,6 +49,7 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("threads", Kind::Integer),
             ("instance", Kind::Text),
             ("inject_at", Kind::Text),
+            ("header_case", Kind::Text),
         ],
     ),
     (
@@ -511,6 +512,17 @@ pub(crate) fn convert(
             inject::Placement::Head
         }
     };
+    let header_case = match s.string("header_case").as_deref() {
+        None | Some("canonical") => HeaderCase::Canonical,
+        Some("preserve") => HeaderCase::Preserve,
+        Some(other) => {
+            s.issue(
+                "header_case",
+                format!("{other:?} is not one of \"canonical\", \"preserve\""),
+            );
+            HeaderCase::Canonical
+        }
+    };
 
     // [auth]
     let mut s = take_section(&mut root, "auth", source, origins, issues);
@@ -686,6 +698,7 @@ pub(crate) fn convert(
             prefix,
             threads,
             inject_at,
+            header_case,
             instance,
         },
         auth: AuthConfig {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Issue, LockStoreKind, OnStoreError, Require, RuleStoreKind};
+use config::{Config, HeaderCase, Issue, LockStoreKind, OnStoreError, Require, RuleStoreKind};
 
 const SECRET: &str = "config-test-secret-long-enough-for-hs256";
 const SOURCE: &str = "latch.toml";
@@ -95,6 +95,7 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(c.proxy.threads, 2);
     assert!(!c.proxy.instance.is_empty());
     assert_eq!(c.proxy.inject_at, inject::Placement::Head);
+    assert_eq!(c.proxy.header_case, HeaderCase::Canonical);
     assert_eq!(c.auth.cookie, "latch_token");
     assert_eq!(c.auth.login_url, None);
     assert_eq!(c.auth.require, Require::Protected);
@@ -135,6 +136,7 @@ prefix = "/_gate/v1"
 threads = 8
 instance = "edge-1"
 inject_at = "body_end"
+header_case = "preserve"
 
 [auth]
 algorithms = ["HS256", "HS512"]
@@ -175,6 +177,7 @@ listen = "127.0.0.1:0"
     assert_eq!(c.proxy.threads, 8);
     assert_eq!(c.proxy.instance, "edge-1");
     assert_eq!(c.proxy.inject_at, inject::Placement::BodyEnd);
+    assert_eq!(c.proxy.header_case, HeaderCase::Preserve);
     assert_eq!(c.auth.settings.algorithms, vec!["HS256", "HS512"]);
     assert_eq!(c.auth.cookie, "sso.token-1");
     assert_eq!(
@@ -301,6 +304,12 @@ fn bad_proxy_values() {
             "proxy.inject_at",
             "\"head\", \"body_end\"",
         ),
+        (
+            "header_case = \"lower\"",
+            "proxy.header_case",
+            "\"canonical\", \"preserve\"",
+        ),
+        ("header_case = true", "proxy.header_case", "boolean"),
         ("colour = \"blue\"", "proxy.colour", "unknown key"),
     ];
     for (lines, key, says) in cases {

@@ -56,14 +56,6 @@ pub fn may_be_a_page(req: &RequestHeader) -> bool {
     })
 }
 
-/// Prepares the upstream request of a page that may get the banner.
-pub fn upstream_request(upstream: &mut RequestHeader, will_inject: bool) {
-    if will_inject {
-        // An identity body is cheapest to rewrite; gzip/br that arrive anyway are decoded.
-        let _ = upstream.insert_header(header::ACCEPT_ENCODING, "identity");
-    }
-}
-
 /// Turns on upstream decompression, and gzip re-compression for clients that accept it, for a
 /// request whose page may get the banner.
 ///

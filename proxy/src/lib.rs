@@ -21,6 +21,7 @@ pub mod server;
 mod service;
 mod state;
 mod time_fmt;
+mod upstream_headers;
 mod ws;
 
 pub use endpoints::BANNER_JS;

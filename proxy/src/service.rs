@@ -2,8 +2,9 @@
 //!
 //! `request_filter` does all the deciding — strip spoofed headers, normalize, serve the reserved
 //! prefix, match, authenticate, claim/renew/deny — and leaves what the later hooks need in
-//! [`Ctx`]. `upstream_request_filter` adds the identity and lock headers; `response_filter` and
-//! `response_body_filter` inject the banner into HTML pages.
+//! [`Ctx`]. `upstream_request_filter` adds the identity and lock headers (see
+//! [`crate::upstream_headers`]); `response_filter` and `response_body_filter` inject the banner
+//! into HTML pages.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::metrics::Outcome;
 use crate::respond::{self, LockedWhy, Reply};
 use crate::state::{self, Latch, SESSION_COOKIE};
 use crate::time_fmt::now_ms;
+use crate::upstream_headers::UpstreamHeaders;
 use crate::{endpoints, login};
 
 /// Headers in this namespace are Latch's to set; anything a client sends there is removed.
@@ -425,26 +427,24 @@ impl ProxyHttp for LatchProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        inject_body::upstream_request(upstream, ctx.inject.is_some());
+        let mut add = UpstreamHeaders {
+            // An identity body is cheapest to rewrite; gzip/br that arrive anyway are decoded.
+            accept_identity: ctx.inject.is_some(),
+            ..UpstreamHeaders::default()
+        };
         if let Some(id) = &ctx.identity {
-            upstream.insert_header("x-latch-user", header_value(&id.user))?;
-            upstream.insert_header("x-latch-user-name", header_value(&id.name))?;
+            add.user = Some(header_value(&id.user));
+            add.user_name = Some(header_value(&id.name));
         }
         if let Some(granted) = &ctx.granted {
-            upstream.insert_header("x-latch-resource", header_value(&granted.resource))?;
-            match granted.fence {
-                Some(fence) => {
-                    upstream.insert_header("x-latch-fence", HeaderValue::from(fence))?;
-                    upstream
-                        .insert_header("x-latch-access", HeaderValue::from_static("exclusive"))?;
-                }
-                None => {
-                    upstream
-                        .insert_header("x-latch-access", HeaderValue::from_static("read_only"))?;
-                }
-            }
+            add.resource = Some(header_value(&granted.resource));
+            add.fence = granted.fence.map(HeaderValue::from);
+            add.access = Some(HeaderValue::from_static(match granted.fence {
+                Some(_) => "exclusive",
+                None => "read_only",
+            }));
         }
-        Ok(())
+        add.apply(upstream, self.latch.config.proxy.header_case)
     }
 
     async fn response_filter(
