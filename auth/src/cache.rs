@@ -9,9 +9,9 @@
 //! nothing of how a token is checked; the verifier decides what goes in.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use jsonwebtoken::jwk::ThumbprintHash;
+use sha2::{Digest, Sha256};
 
 use crate::claims::Identity;
 
@@ -23,7 +23,8 @@ pub(crate) const CAPACITY: usize = 10_000;
 pub(crate) type Key = [u8; 32];
 
 struct Entry {
-    identity: Identity,
+    /// Shared with every request the token authenticates: a hit copies no strings.
+    identity: Arc<Identity>,
     /// Unix second from which the verifier would refuse the token as expired.
     refuse_from: u64,
 }
@@ -50,30 +51,23 @@ impl TokenCache {
         }
     }
 
-    /// The key for `token`. The digest comes from the JWT library's own crypto provider (the
-    /// one it uses for JWK thumbprints), so the cache adds no hashing code or dependency.
+    /// The key for `token`: a fixed-size digest, computed without allocating.
     pub(crate) fn key(token: &str) -> Key {
-        let digest = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
-            .jwk_utils
-            .compute_digest)(token.as_bytes(), ThumbprintHash::SHA256);
-        let mut key = [0u8; 32];
-        let len = digest.len().min(key.len());
-        key[..len].copy_from_slice(&digest[..len]);
-        key
+        Sha256::digest(token.as_bytes()).into()
     }
 
     /// The identity of a token verified earlier, if its entry is still good at `now`.
-    pub(crate) fn get(&self, key: &Key, now: u64) -> Option<Identity> {
+    pub(crate) fn get(&self, key: &Key, now: u64) -> Option<Arc<Identity>> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries
             .get(key)
             .filter(|entry| now < entry.refuse_from)
-            .map(|entry| entry.identity.clone())
+            .map(|entry| Arc::clone(&entry.identity))
     }
 
     /// Remembers a verified token until `refuse_from`. When full, expired entries go first,
     /// then arbitrary ones: a burst of new sessions costs re-verification, never memory.
-    pub(crate) fn insert(&self, key: Key, identity: &Identity, refuse_from: u64, now: u64) {
+    pub(crate) fn insert(&self, key: Key, identity: &Arc<Identity>, refuse_from: u64, now: u64) {
         if now >= refuse_from {
             return;
         }
@@ -90,7 +84,7 @@ impl TokenCache {
         entries.insert(
             key,
             Entry {
-                identity: identity.clone(),
+                identity: Arc::clone(identity),
                 refuse_from,
             },
         );
@@ -108,13 +102,13 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn identity(user: &str) -> Identity {
-        Identity {
+    fn identity(user: &str) -> Arc<Identity> {
+        Arc::new(Identity {
             user: user.to_owned(),
             name: user.to_owned(),
             roles: vec!["editor".to_owned()],
             expires_at: 1_000,
-        }
+        })
     }
 
     #[test]
@@ -126,6 +120,17 @@ mod tests {
         assert_eq!(cache.get(&key, 1_029), Some(identity("alice")));
         assert_eq!(cache.get(&key, 1_030), None);
         assert_eq!(cache.get(&key, 5_000), None);
+    }
+
+    #[test]
+    fn the_key_is_the_sha256_of_the_token() {
+        // FIPS 180-2, appendix B.1.
+        let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let got: String = TokenCache::key("abc")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! until its expiry (see [`crate::cache`]), because a browser session presents the same token
 //! on every request.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -83,7 +85,7 @@ impl Verifier {
     }
 
     /// The identity a token proves, or why it proves none.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
@@ -95,7 +97,7 @@ impl Verifier {
         if let Some(identity) = self.verified.get(&key, now) {
             return Ok(identity);
         }
-        let identity = self.verify_uncached(token)?;
+        let identity = Arc::new(self.verify_uncached(token)?);
         let refuse_from = identity.expires_at.saturating_add(self.leeway_seconds);
         self.verified.insert(key, &identity, refuse_from, now);
         Ok(identity)
@@ -338,7 +340,12 @@ mod tests {
         let t = token("alice", now() + 600);
         let first = v.verify(&t).unwrap();
         assert_eq!(v.verified.len(), 1);
-        assert_eq!(v.verify(&t).unwrap(), first);
+        let again = v.verify(&t).unwrap();
+        assert_eq!(again, first);
+        assert!(
+            Arc::ptr_eq(&again, &first),
+            "a hit shares the cached identity"
+        );
         assert_eq!(v.verified.len(), 1);
     }
 

@@ -233,7 +233,7 @@ fn verifier_can_be_shared_across_threads() {
     let token = hs256(&base_claims());
     let worker = {
         let v = v.clone();
-        std::thread::spawn(move || v.verify(&token).map(|id| id.user))
+        std::thread::spawn(move || v.verify(&token).map(|id| id.user.clone()))
     };
     assert_eq!(worker.join().unwrap(), Ok("alice".to_owned()));
 }

@@ -16,16 +16,16 @@ use crate::error::ApiError;
 use crate::ControlPlane;
 
 /// The admin making a request. Extracting it is the access check.
-pub struct Admin(pub Identity);
+pub struct Admin(pub Arc<Identity>);
 
 /// What a request's credentials amount to, for the UI page, which shows a sign-in form
 /// instead of failing.
 pub enum Access {
-    Admin(Identity),
+    Admin(Arc<Identity>),
     /// No token, or one that does not verify: the reason.
     Anonymous(String),
     /// A valid token without an admin role.
-    NotAdmin(Identity),
+    NotAdmin(Arc<Identity>),
 }
 
 impl ControlPlane {

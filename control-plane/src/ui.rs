@@ -25,7 +25,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 pub async fn index(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> Response {
     let (status, state, user, reason) = match cp.access(&headers) {
-        Access::Admin(identity) => (StatusCode::OK, "ok", identity.name, String::new()),
+        Access::Admin(identity) => (StatusCode::OK, "ok", identity.name.clone(), String::new()),
         Access::Anonymous(reason) => (
             StatusCode::UNAUTHORIZED,
             "signed-out",
@@ -35,7 +35,7 @@ pub async fn index(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> R
         Access::NotAdmin(identity) => (
             StatusCode::FORBIDDEN,
             "forbidden",
-            identity.name,
+            identity.name.clone(),
             format!(
                 "You are signed in but have none of the admin roles ({}).",
                 cp.admin_roles.join(", ")

@@ -44,7 +44,7 @@ const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Per-request state carried between hooks.
 #[derive(Default)]
 pub struct Ctx {
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     pub granted: Option<Granted>,
     /// A `Set-Cookie` value to add to the response (a new browser-session id).
     pub set_cookie: Option<String>,
@@ -103,7 +103,7 @@ fn grant(
     rule: &rules::Rule,
     resource: String,
     fence: Option<u64>,
-    identity: Identity,
+    identity: Arc<Identity>,
     lease: Duration,
 ) {
     ctx.granted = Some(Granted { resource, fence });

@@ -136,7 +136,7 @@ impl Latch {
     }
 
     /// The verified identity of the request's token (cookie or bearer).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, auth::AuthError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, auth::AuthError> {
         let token = auth::token_from_headers(
             headers
                 .get_all(http::header::COOKIE)

@@ -87,7 +87,7 @@ pub fn handshake_key(headers: &HeaderMap) -> Option<HeaderValue> {
 /// A banner socket that may open: who it is for, and its place in the hub.
 pub struct Admitted {
     key: HeaderValue,
-    identity: Identity,
+    identity: Arc<Identity>,
     sid: Option<String>,
     socket_id: u64,
     pushes: tokio::sync::mpsc::Receiver<Push>,
@@ -266,7 +266,7 @@ const REBUILD_AFTER: Duration = Duration::from_secs(1);
 struct Conn {
     latch: Arc<Latch>,
     id: u64,
-    identity: Identity,
+    identity: Arc<Identity>,
     sid: Option<String>,
     watched: Vec<Watched>,
     tokens: f64,
@@ -638,7 +638,7 @@ impl Conn {
 async fn run_socket(
     latch: Arc<Latch>,
     id: u64,
-    identity: Identity,
+    identity: Arc<Identity>,
     sid: Option<String>,
     mut ws: Ws,
     mut pushes: tokio::sync::mpsc::Receiver<Push>,
