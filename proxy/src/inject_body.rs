@@ -2,19 +2,22 @@
 //! banner, then stream its body through [`inject::Injector`].
 //!
 //! Only rule-matched requests are candidates. For them the proxy asks the upstream for an
-//! uncompressed body and lets pingora's upstream module decompress gzip/br anyway (apps ignore
-//! `Accept-Encoding` more often than one would hope); the downstream compression module then
-//! gzips rewritten pages for clients that accept gzip and fixes `Vary`. Pass-through requests
-//! are never touched, so they pay nothing for any of this.
+//! uncompressed body. Apps ignore `Accept-Encoding` more often than one would hope, so an HTML
+//! page that arrives gzip- or br-encoded anyway is decoded here, with pingora's decoders, before
+//! it is rewritten; every other response (scripts, images, downloads) goes to the client exactly
+//! as the upstream sent it, compressed or not. The downstream compression module then gzips
+//! rewritten pages for clients that accept gzip and fixes `Vary`. Pass-through requests are
+//! never touched, so they pay nothing for any of this.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header;
+use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
+use pingora::protocols::http::compression::{Algorithm, Encode};
 use pingora::proxy::Session;
 
 use crate::state::Latch;
@@ -22,12 +25,13 @@ use crate::state::Latch;
 /// Re-compression level for injected pages (gzip/br), a middle ground between CPU and size.
 const RECOMPRESS_LEVEL: u32 = 5;
 
-/// What a matched request's page needs to get the banner.
+/// What a matched request's page needs to get the banner, besides the request itself (whose
+/// normalized path the banner watches).
 #[derive(Debug, Clone)]
 pub struct InjectPlan {
-    /// The normalized path the banner watches.
-    pub path: String,
     pub lease: Duration,
+    /// The rewritten page is to be gzipped for the client (see [`enable_recompression`]).
+    pub recompress: bool,
 }
 
 /// Registers the downstream compression module, disabled unless a response turns it on.
@@ -42,7 +46,8 @@ pub fn init_downstream_modules(modules: &mut HttpModules) {
 /// into the page (htmx, Turbo frames) must not bring a second banner with it. Without the
 /// header (older browsers, other clients) any response may be a page.
 pub fn may_be_a_page(req: &RequestHeader) -> bool {
-    req.headers.get("sec-fetch-dest").is_none_or(|dest| {
+    static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    req.headers.get(&SEC_FETCH_DEST).is_none_or(|dest| {
         [
             "document",
             "iframe",
@@ -56,29 +61,30 @@ pub fn may_be_a_page(req: &RequestHeader) -> bool {
     })
 }
 
-/// Turns on upstream decompression, and gzip re-compression for clients that accept it, for a
-/// request whose page may get the banner.
+/// Turns on gzip re-compression of the rewritten page for a client that accepts it.
 ///
 /// The compression module reads `Accept-Encoding` in its own request hook, which runs before
 /// `request_filter` and ignores the request while the module is disabled; so it is told here,
 /// once it is on. It is only ever offered gzip: pingora's brotli encoder ends a response with a
 /// flush instead of a final block, which decoders reject. [`prepare`] turns re-compression back
-/// off for any response that is not rewritten, so those go out as the upstream module left them.
-pub fn enable_decompression(session: &mut Session) {
-    session.upstream_compression.adjust_decompression(true);
+/// off for any response that is not rewritten, so those go out as the upstream sent them.
+/// Returns whether it was turned on.
+pub fn enable_recompression(session: &mut Session) -> bool {
     if !accepts_gzip(session.req_header()) {
-        return;
+        return false;
     }
     let Some(gzip_only) = gzip_only_request() else {
-        return;
+        return false;
     };
-    if let Some(compression) = session
+    let Some(compression) = session
         .downstream_modules_ctx
         .get_mut::<ResponseCompression>()
-    {
-        compression.adjust_level(RECOMPRESS_LEVEL);
-        compression.request_filter(gzip_only);
-    }
+    else {
+        return false;
+    };
+    compression.adjust_level(RECOMPRESS_LEVEL);
+    compression.request_filter(gzip_only);
+    true
 }
 
 /// Does the client list `gzip` (or `x-gzip`) in `Accept-Encoding` without `q=0`?
@@ -114,6 +120,25 @@ fn gzip_only_request() -> Option<&'static RequestHeader> {
         .as_ref()
 }
 
+/// The decoder for a page's `Content-Encoding`: `Ok(None)` for an identity body, `Err(())` for a
+/// coding this proxy cannot undo (zstd, a list of codings, anything unknown).
+fn decoder_for(resp: &ResponseHeader) -> Result<Option<Box<dyn Encode + Send + Sync>>, ()> {
+    let Some(coding) = resp.headers.get(header::CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    let coding = coding.to_str().map_err(|_| ())?.trim();
+    if coding.eq_ignore_ascii_case("identity") {
+        return Ok(None);
+    }
+    // RFC 9110 §8.4.1.3: `x-gzip` is the same coding as `gzip`.
+    let algorithm = if coding.eq_ignore_ascii_case("x-gzip") {
+        Algorithm::Gzip
+    } else {
+        Algorithm::from(coding)
+    };
+    algorithm.decompressor(true).map(Some).ok_or(())
+}
+
 /// Switches re-compression off again for a response that keeps its body as it is.
 fn disable_recompression(session: &mut Session) {
     if let Some(compression) = session
@@ -144,7 +169,7 @@ pub fn prepare(
     plan: &InjectPlan,
 ) -> Option<BodyInjector> {
     let injector = decide(latch, session, resp, plan);
-    if injector.is_none() {
+    if injector.is_none() && plan.recompress {
         disable_recompression(session);
     }
     injector
@@ -152,13 +177,14 @@ pub fn prepare(
 
 fn decide(
     latch: &Latch,
-    session: &mut Session,
+    session: &Session,
     resp: &mut ResponseHeader,
     plan: &InjectPlan,
 ) -> Option<BodyInjector> {
     if session.was_upgraded() || resp.status.as_u16() != 200 {
         return None;
     }
+    let path = session.req_header().uri.path();
     let content_type = resp
         .headers
         .get(header::CONTENT_TYPE)
@@ -174,12 +200,10 @@ fn decide(
             .eq_ignore_ascii_case("charset")
             .then(|| v.trim().trim_matches('"').to_string())
     });
-    if let Some(enc) = resp.headers.get(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            // zstd or something unknown survived decompression: leave the page intact.
-            return skip(latch, "encoding");
-        }
-    }
+    let Ok(decoder) = decoder_for(resp) else {
+        // zstd or something unknown: leave the page intact.
+        return skip(latch, "encoding");
+    };
     let no_transform = resp
         .headers
         .get_all(header::CACHE_CONTROL)
@@ -203,21 +227,21 @@ fn decide(
         inject::CspVerdict::AllowedWithNonce(n) => Some(n),
         inject::CspVerdict::Forbidden(why) => {
             tracing::warn!(
-                path = %plan.path,
+                path = %path,
                 reason = %why,
                 "banner not injected: the page's Content-Security-Policy forbids the script; the lock is still enforced"
             );
             return skip(latch, "csp");
         }
     };
-    let tag = latch.banner_tag(&plan.path, plan.lease, "app", nonce.as_deref());
+    let tag = latch.banner_tag(path, plan.lease, "app", nonce.as_deref());
     let tag_len = tag.len() as u64;
     let tag_len_is_exact = tag.is_ascii();
     let injector =
         match inject::Injector::new(tag, charset.as_deref(), latch.config.proxy.inject_at) {
             Ok(i) => i,
             Err(e) => {
-                tracing::warn!(path = %plan.path, error = %e, "banner not injected");
+                tracing::warn!(path = %path, error = %e, "banner not injected");
                 return skip(latch, "charset");
             }
         };
@@ -231,8 +255,13 @@ fn decide(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| tag_len_is_exact)
+        .filter(|_| tag_len_is_exact && decoder.is_none())
         .and_then(|n| n.checked_add(tag_len));
+    if decoder.is_some() {
+        // The page goes out decoded: its ranges no longer exist.
+        resp.remove_header(&header::CONTENT_ENCODING);
+        resp.remove_header(&header::ACCEPT_RANGES);
+    }
     let head = session.req_header().method == http::Method::HEAD;
     match promised {
         Some(length) => {
@@ -259,6 +288,7 @@ fn decide(
     }
     latch.metrics.injected.inc();
     Some(BodyInjector {
+        decoder,
         injector,
         failed: false,
         length_promised: promised.is_some(),
@@ -267,27 +297,46 @@ fn decide(
 
 /// The streaming rewriter for one response body.
 pub struct BodyInjector {
+    /// Undoes the upstream's gzip or br before the rewriter sees the page.
+    decoder: Option<Box<dyn Encode + Send + Sync>>,
     injector: inject::Injector,
     failed: bool,
     /// The client was told the body's length, which counts the tag.
     length_promised: bool,
 }
 
-/// The rewriter failed on a body whose length, tag included, was already promised: the
-/// response cannot be completed truthfully, so it is aborted rather than sent short.
+/// The response cannot be completed truthfully, so it must be aborted rather than sent short
+/// or garbled: the rewriter failed on a body whose length, tag included, was already promised,
+/// or the upstream's encoded body does not decode.
 #[derive(Debug)]
-pub struct BrokenPromise;
+pub struct Abort(pub &'static str);
 
 impl BodyInjector {
-    /// Rewrites one body chunk in place. On a rewriter error the rest of the body passes
-    /// through unchanged (a page without a banner beats a broken page), unless a length that
-    /// counts the tag was promised.
+    /// Rewrites one body chunk in place, decoding it first if the upstream encoded it. On a
+    /// rewriter error the rest of the body passes through unchanged (a page without a banner
+    /// beats a broken page), unless a length that counts the tag was promised.
     pub fn filter(
         &mut self,
         latch: &Latch,
         body: &mut Option<Bytes>,
         end: bool,
-    ) -> Result<(), BrokenPromise> {
+    ) -> Result<(), Abort> {
+        if let Some(decoder) = self.decoder.as_mut() {
+            let input = body.take();
+            match decoder.encode(input.as_deref().unwrap_or_default(), end) {
+                Ok(decoded) if input.is_some() || !decoded.is_empty() => *body = Some(decoded),
+                Ok(_) => {}
+                Err(error) => {
+                    latch
+                        .metrics
+                        .banner_skipped
+                        .with_label_values(&["decode_error"])
+                        .inc();
+                    tracing::warn!(%error, "the upstream's encoded page does not decode; aborting the response");
+                    return Err(Abort("the upstream's encoded page does not decode"));
+                }
+            }
+        }
         if self.failed || (self.injector.passing_through() && !end) {
             return Ok(());
         }
@@ -321,7 +370,7 @@ impl BodyInjector {
         Ok(())
     }
 
-    fn fail(&mut self, latch: &Latch, error: &inject::InjectError) -> Result<(), BrokenPromise> {
+    fn fail(&mut self, latch: &Latch, error: &inject::InjectError) -> Result<(), Abort> {
         latch
             .metrics
             .banner_skipped
@@ -330,7 +379,9 @@ impl BodyInjector {
         self.failed = true;
         if self.length_promised {
             tracing::warn!(%error, "banner injection failed; aborting the response, whose length counted the banner");
-            return Err(BrokenPromise);
+            return Err(Abort(
+                "banner injection failed after the length was promised",
+            ));
         }
         tracing::warn!(%error, "banner injection failed; passing the rest through");
         Ok(())

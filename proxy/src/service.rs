@@ -108,11 +108,8 @@ fn grant(
 ) {
     ctx.granted = Some(Granted { resource, fence });
     if rule.inject && inject_body::may_be_a_page(session.req_header()) {
-        ctx.inject = Some(InjectPlan {
-            path: session.req_header().uri.path().to_string(),
-            lease,
-        });
-        inject_body::enable_decompression(session);
+        let recompress = inject_body::enable_recompression(session);
+        ctx.inject = Some(InjectPlan { lease, recompress });
     }
     ctx.identity = Some(identity);
 }
@@ -470,11 +467,9 @@ impl ProxyHttp for LatchProxy {
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         if let Some(injector) = ctx.injector.as_mut() {
-            if injector.filter(&self.latch, body, end_of_stream).is_err() {
-                return Error::e_explain(
-                    ErrorType::InternalError,
-                    "banner injection failed after the length was promised",
-                );
+            if let Err(inject_body::Abort(why)) = injector.filter(&self.latch, body, end_of_stream)
+            {
+                return Error::e_explain(ErrorType::InternalError, why);
             }
         }
         Ok(None)

@@ -2,8 +2,10 @@
 //!
 //! Routes:
 //! - `/echo/**` (any method): JSON `{method, path, query, headers, body_len}` of what arrived;
-//! - `/html/cl`, `/html/chunked`, `/html/gzip`, `/html/br`, `/html/zstd`: one HTML page in
-//!   each framing/encoding (`/html/gzip` and `/html/br` compress whatever the client asked for);
+//! - `/html/cl`, `/html/chunked`, `/html/gzip`, `/html/x-gzip`, `/html/br`, `/html/zstd`: one
+//!   HTML page in each framing/encoding (the compressed ones whatever the client asked for);
+//! - `/html/gzip-script`: a gzip-encoded script; `/html/gzip-broken`: an HTML page that says
+//!   gzip but is not;
 //! - `/html/split`: `</body>` split across two chunks sent 50 ms apart; `/html/split-head`: the
 //!   same for `</head>`;
 //! - `/html/nobody`: a page with no `</body>`;
@@ -70,6 +72,9 @@ fn router() -> Router {
         .route("/html/cl", get(html_cl))
         .route("/html/chunked", get(html_chunked))
         .route("/html/gzip", get(html_gzip))
+        .route("/html/x-gzip", get(html_x_gzip))
+        .route("/html/gzip-script", get(gzip_script))
+        .route("/html/gzip-broken", get(html_gzip_broken))
         .route("/html/br", get(html_br))
         .route("/html/zstd", get(html_zstd))
         .route("/html/split", get(html_split))
@@ -155,6 +160,39 @@ async fn html_gzip() -> impl IntoResponse {
             (header::CONTENT_ENCODING, "gzip"),
         ],
         gzip(PAGE.as_bytes()),
+    )
+}
+
+async fn html_x_gzip() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_ENCODING, "x-gzip"),
+        ],
+        gzip(PAGE.as_bytes()),
+    )
+}
+
+/// The script `/html/gzip-script` serves, before gzip.
+pub const SCRIPT: &str = "document.title = 'from the app';\n";
+
+async fn gzip_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript"),
+            (header::CONTENT_ENCODING, "gzip"),
+        ],
+        gzip(SCRIPT.as_bytes()),
+    )
+}
+
+async fn html_gzip_broken() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_ENCODING, "gzip"),
+        ],
+        PAGE,
     )
 }
 

@@ -8,7 +8,7 @@ use reqwest::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, IF_NONE_MATCH,
 };
 use reqwest::{Response, StatusCode};
-use tests::upstream::{big_page, PAGE, ZSTD_BYTES};
+use tests::upstream::{big_page, gzip, PAGE, SCRIPT, ZSTD_BYTES};
 use tests::{client, token, Latch, LatchBuilder, Upstream};
 
 /// Every `/html/*` page is protected, so a signed-in request to it may get the banner.
@@ -133,6 +133,14 @@ async fn content_length_page_gets_the_tag_before_head_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tag_names_the_normalized_path_the_rule_matched() {
+    let s = setup(RULES).await;
+    // `%63` is `c`: the proxy matches, forwards and watches `/html/cl`.
+    let body = text_of(s.get("/html/%63l", None).await).await;
+    assert_eq!(body, injected(PAGE, &tag("/html/cl", None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_page_gets_the_tag() {
     let s = setup(RULES).await;
     let body = text_of(s.get("/html/chunked", None).await).await;
@@ -173,6 +181,44 @@ async fn gzip_page_is_rewritten_and_recompressed_for_gzip_clients() {
         assert_eq!(encoding, None, "for {accept:?}");
         assert_eq!(body, want, "for {accept:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_gzip_page_is_decoded_and_rewritten() {
+    let s = setup(RULES).await;
+    let (encoding, body) = fetch_decoded(&s, "/html/x-gzip", None).await;
+    assert_eq!(encoding, None);
+    assert_eq!(body, injected(PAGE, &tag("/html/x-gzip", None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_response_that_is_not_a_page_arrives_as_the_upstream_sent_it() {
+    let s = setup(RULES).await;
+    for accept in [Some("gzip"), None] {
+        let resp = s.get("/html/gzip-script", accept).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            header(&resp, CONTENT_ENCODING),
+            Some("gzip"),
+            "for {accept:?}"
+        );
+        let bytes = resp.bytes().await.expect("body");
+        assert_eq!(bytes.as_ref(), gzip(SCRIPT.as_bytes()), "for {accept:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_that_does_not_decode_is_aborted_not_sent_garbled() {
+    let s = setup(RULES).await;
+    let resp = s.get("/html/gzip-broken", None).await;
+    let complete = resp.status() == StatusCode::OK && resp.bytes().await.is_ok();
+    assert!(
+        !complete,
+        "a page that does not decode must not arrive whole"
+    );
+    // The proxy goes on serving.
+    let body = text_of(s.get("/html/cl", None).await).await;
+    assert_eq!(body, injected(PAGE, &tag("/html/cl", None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
