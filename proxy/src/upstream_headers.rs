@@ -15,10 +15,17 @@
 //! gone before this runs.
 
 use config::HeaderCase;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING};
 use http::request::Parts;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
+
+// Built when the program is compiled, so no request pays for checking a name.
+static X_LATCH_USER: HeaderName = HeaderName::from_static("x-latch-user");
+static X_LATCH_USER_NAME: HeaderName = HeaderName::from_static("x-latch-user-name");
+static X_LATCH_RESOURCE: HeaderName = HeaderName::from_static("x-latch-resource");
+static X_LATCH_FENCE: HeaderName = HeaderName::from_static("x-latch-fence");
+static X_LATCH_ACCESS: HeaderName = HeaderName::from_static("x-latch-access");
 
 /// The headers one forwarded request gets; `None` leaves a header out.
 #[derive(Debug, Default)]
@@ -33,18 +40,18 @@ pub struct UpstreamHeaders {
 }
 
 impl UpstreamHeaders {
-    /// Every header by its lower-case name, the left-out ones as `None`.
-    fn into_entries(self) -> [(&'static str, Option<HeaderValue>); 6] {
+    /// Every header by its name, the left-out ones as `None`.
+    fn into_entries(self) -> [(&'static HeaderName, Option<HeaderValue>); 6] {
         let accept = self
             .accept_identity
             .then(|| HeaderValue::from_static("identity"));
         [
-            ("accept-encoding", accept),
-            ("x-latch-user", self.user),
-            ("x-latch-user-name", self.user_name),
-            ("x-latch-resource", self.resource),
-            ("x-latch-fence", self.fence),
-            ("x-latch-access", self.access),
+            (&ACCEPT_ENCODING, accept),
+            (&X_LATCH_USER, self.user),
+            (&X_LATCH_USER_NAME, self.user_name),
+            (&X_LATCH_RESOURCE, self.resource),
+            (&X_LATCH_FENCE, self.fence),
+            (&X_LATCH_ACCESS, self.access),
         ]
     }
 
@@ -61,7 +68,7 @@ impl UpstreamHeaders {
         match case {
             HeaderCase::Preserve => {
                 for (name, value) in entries {
-                    upstream.insert_header(name, value)?;
+                    upstream.insert_header(name.as_str(), value)?;
                 }
                 Ok(())
             }
@@ -80,14 +87,14 @@ impl UpstreamHeaders {
 fn insert_all(
     parts: &mut Parts,
     count: usize,
-    entries: impl Iterator<Item = (&'static str, HeaderValue)>,
+    entries: impl Iterator<Item = (&'static HeaderName, HeaderValue)>,
 ) -> Result<()> {
     let too_many = |_| Error::explain(ErrorType::InvalidHTTPHeader, "too many request headers");
     parts.headers.try_reserve(count).map_err(too_many)?;
     for (name, value) in entries {
         parts
             .headers
-            .try_insert(HeaderName::from_static(name), value)
+            .try_insert(name.clone(), value)
             .map_err(too_many)?;
     }
     Ok(())
