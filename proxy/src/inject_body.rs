@@ -151,13 +151,18 @@ fn disable_recompression(session: &mut Session) {
     }
 }
 
-/// Why a matched page went out without the banner (metric label and log).
-fn skip(latch: &Latch, reason: &'static str) -> Option<BodyInjector> {
+/// Counts a matched page that went out without the banner, by reason (the metric's label).
+fn count_skipped(latch: &Latch, reason: &'static str) {
     latch
         .metrics
         .banner_skipped
         .with_label_values(&[reason])
         .inc();
+}
+
+/// Why a matched page goes out without the banner: counted, and no rewriter.
+fn skip(latch: &Latch, reason: &'static str) -> Option<BodyInjector> {
+    count_skipped(latch, reason);
     None
 }
 
@@ -327,11 +332,7 @@ impl BodyInjector {
                 Ok(decoded) if input.is_some() || !decoded.is_empty() => *body = Some(decoded),
                 Ok(_) => {}
                 Err(error) => {
-                    latch
-                        .metrics
-                        .banner_skipped
-                        .with_label_values(&["decode_error"])
-                        .inc();
+                    count_skipped(latch, "decode_error");
                     tracing::warn!(%error, "the upstream's encoded page does not decode; aborting the response");
                     return Err(Abort("the upstream's encoded page does not decode"));
                 }
@@ -371,11 +372,7 @@ impl BodyInjector {
     }
 
     fn fail(&mut self, latch: &Latch, error: &inject::InjectError) -> Result<(), Abort> {
-        latch
-            .metrics
-            .banner_skipped
-            .with_label_values(&["rewrite_error"])
-            .inc();
+        count_skipped(latch, "rewrite_error");
         self.failed = true;
         if self.length_promised {
             tracing::warn!(%error, "banner injection failed; aborting the response, whose length counted the banner");

@@ -216,6 +216,19 @@ async fn page_that_does_not_decode_is_aborted_not_sent_garbled() {
         !complete,
         "a page that does not decode must not arrive whole"
     );
+    // Aborted for that reason, and counted.
+    let metrics = client()
+        .get(s.latch.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains("latch_banner_skipped_total{reason=\"decode_error\"} 1"),
+        "{metrics}"
+    );
     // The proxy goes on serving.
     let body = text_of(s.get("/html/cl", None).await).await;
     assert_eq!(body, injected(PAGE, &tag("/html/cl", None)));
