@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, SECRET};
+use crate::{client, free_port, SECRET};
 
 /// Where cargo put the `latch` binary for this build profile.
 ///
@@ -140,6 +140,23 @@ impl Latch {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// The value of one counter `series` (name and labels, as `/metrics` spells them) from
+    /// the admin port; 0 while the series has not appeared.
+    pub async fn counter(&self, series: &str) -> u64 {
+        let text = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |v| v.trim().parse().expect("a counter"))
     }
 
     pub fn ws_url(&self, path: &str) -> String {

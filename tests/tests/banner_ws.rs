@@ -473,18 +473,11 @@ async fn bad_messages_get_errors_and_the_socket_stays_open() {
 
 /// `latch_banner_sockets_opened_total{via}` from the admin port.
 async fn opened_via(s: &Setup, via: &str) -> u64 {
-    let text = client()
-        .get(s.latch.admin_url("/metrics"))
-        .send()
+    s.latch
+        .counter(&format!(
+            "latch_banner_sockets_opened_total{{via=\"{via}\"}}"
+        ))
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let series = format!("latch_banner_sockets_opened_total{{via=\"{via}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().expect("a counter"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
