@@ -28,8 +28,11 @@
 //!      (instance killed, store error) overlaps the gap after `T1`'s last grant;
 //!    - `T1`'s holder released it (204) after `T1`'s last grant and before `T2` was seen
 //!      (each client is sequential, so its release follows its own last grant);
-//!    - `T1`'s lease could have lapsed: `T2` was seen at least one lease after the sending of
-//!      `T1`'s last grant (the last renewal happened no earlier than that);
+//!    - `T1`'s lease could have lapsed: `T2` was seen at least one lease after the last
+//!      renewal `T1` can be sure of. A safe request the instance answers from its memory of
+//!      recent claims renews nothing, and that memory is consulted for at most
+//!      [`RECENT_CLAIM_TTL`] after the store last answered, so the last renewal happened no
+//!      earlier than that long before the sending of `T1`'s last grant;
 //!    - Redis lost its data in between: `T2` was seen after Redis went down and `T1` began
 //!      before it came back.
 //!
@@ -74,6 +77,10 @@ const MIN_RUN: Duration = Duration::from_secs(32);
 const MAX_RUN: Duration = Duration::from_secs(75);
 /// Rounding between Redis' millisecond deadlines and this process's clock.
 const CLOCK_SLACK_US: u64 = 25_000;
+/// How long an instance answers a holder's safe requests from its memory of a claim without
+/// asking the store (and so without renewing the lease): the proxy's
+/// `state::RECENT_CLAIM_TTL`, which this test, driving the binary, cannot import.
+const RECENT_CLAIM_TTL: Duration = Duration::from_secs(1);
 
 /// The operations a client makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +314,7 @@ struct Report {
 fn check(ops: &[Op], seen: &[Seen], outage: Outage, lease: Duration) -> Report {
     let mut report = Report::default();
     let lease_us = u64::try_from(lease.as_micros()).unwrap_or(u64::MAX);
+    let unrenewed_us = u64::try_from(RECENT_CLAIM_TTL.as_micros()).unwrap_or(u64::MAX);
     let by_id: HashMap<u64, &Op> = ops.iter().map(|op| (op.id, op)).collect();
 
     let mut grants: Vec<Grant> = Vec::new();
@@ -432,7 +440,8 @@ fn check(ops: &[Op], seen: &[Seen], outage: Outage, lease: Duration) -> Report {
                     && op.send >= t1.last_recv
                     && op.send <= t2.first_seen
             });
-            let lapsed = t2.first_seen + CLOCK_SLACK_US >= t1.last_send + lease_us;
+            let last_renewal = t1.last_send.saturating_sub(unrenewed_us);
+            let lapsed = t2.first_seen + CLOCK_SLACK_US >= last_renewal + lease_us;
             let lost = outage.up > 0 && t2.first_seen >= outage.down && t1.first_send <= outage.up;
             if t2.created_by_takeover || lost_takeover {
                 report.by_takeover += 1;
@@ -697,6 +706,32 @@ mod checker {
             op(2, "b", Kind::Read, 2 * S, 2 * S + 10, 200),
         ];
         let report = run(&ops, &[seen(1, "a", 100, 5), seen(2, "b", 200, 2 * S + 5)]);
+        assert_eq!(report.violations.len(), 1, "{report:?}");
+        assert!(report.violations[0].contains("still held it"));
+    }
+
+    #[test]
+    fn a_last_grant_from_recent_claims_may_leave_the_lease_one_ttl_short() {
+        // `a`'s last grant at 10 s may have come from the instance's memory, renewing
+        // nothing: the store last renewed at 9 s at the earliest, so its lease may end at 14 s.
+        let ops = [
+            op(1, "a", Kind::Read, 9 * S, 9 * S + 10, 200),
+            op(2, "a", Kind::Read, 10 * S, 10 * S + 10, 200),
+            op(3, "b", Kind::Read, 14 * S + 1, 14 * S + 10, 200),
+        ];
+        let seen_a = || vec![seen(1, "a", 100, 9 * S + 5), seen(2, "a", 100, 10 * S + 5)];
+        let mut seen_all = seen_a();
+        seen_all.push(seen(3, "b", 200, 14 * S + 5));
+        let report = run(&ops, &seen_all);
+        assert!(report.violations.is_empty(), "{report:?}");
+        assert_eq!(report.by_lapse, 1);
+
+        // Before 14 s nothing could have lapsed.
+        let mut ops = ops.to_vec();
+        ops[2] = op(3, "b", Kind::Read, 13 * S, 13 * S + 10, 200);
+        let mut seen_all = seen_a();
+        seen_all.push(seen(3, "b", 200, 13 * S + 5));
+        let report = run(&ops, &seen_all);
         assert_eq!(report.violations.len(), 1, "{report:?}");
         assert!(report.violations[0].contains("still held it"));
     }
