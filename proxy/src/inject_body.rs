@@ -3,8 +3,8 @@
 //!
 //! Only rule-matched requests are candidates. For them the proxy asks the upstream for an
 //! uncompressed body. Apps ignore `Accept-Encoding` more often than one would hope, so an HTML
-//! page that arrives gzip- or br-encoded anyway is decoded here, with pingora's decoders, before
-//! it is rewritten; every other response (scripts, images, downloads) goes to the client exactly
+//! page that arrives gzip- or br-encoded anyway is decoded here (see [`crate::decode`], which
+//! also bounds how far a page may inflate) before it is rewritten; every other response (scripts, images, downloads) goes to the client exactly
 //! as the upstream sent it, compressed or not. The downstream compression module then gzips
 //! rewritten pages for clients that accept gzip and fixes `Vary`. Pass-through requests are
 //! never touched, so they pay nothing for any of this.
@@ -17,9 +17,9 @@ use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
-use pingora::protocols::http::compression::{Algorithm, Encode};
 use pingora::proxy::Session;
 
+use crate::decode::{DecodeError, Decoder};
 use crate::state::Latch;
 
 /// Re-compression level for injected pages (gzip/br), a middle ground between CPU and size.
@@ -120,25 +120,6 @@ fn gzip_only_request() -> Option<&'static RequestHeader> {
         .as_ref()
 }
 
-/// The decoder for a page's `Content-Encoding`: `Ok(None)` for an identity body, `Err(())` for a
-/// coding this proxy cannot undo (zstd, a list of codings, anything unknown).
-fn decoder_for(resp: &ResponseHeader) -> Result<Option<Box<dyn Encode + Send + Sync>>, ()> {
-    let Some(coding) = resp.headers.get(header::CONTENT_ENCODING) else {
-        return Ok(None);
-    };
-    let coding = coding.to_str().map_err(|_| ())?.trim();
-    if coding.eq_ignore_ascii_case("identity") {
-        return Ok(None);
-    }
-    // RFC 9110 §8.4.1.3: `x-gzip` is the same coding as `gzip`.
-    let algorithm = if coding.eq_ignore_ascii_case("x-gzip") {
-        Algorithm::Gzip
-    } else {
-        Algorithm::from(coding)
-    };
-    algorithm.decompressor(true).map(Some).ok_or(())
-}
-
 /// Switches re-compression off again for a response that keeps its body as it is.
 fn disable_recompression(session: &mut Session) {
     if let Some(compression) = session
@@ -205,7 +186,7 @@ fn decide(
             .eq_ignore_ascii_case("charset")
             .then(|| v.trim().trim_matches('"').to_string())
     });
-    let Ok(decoder) = decoder_for(resp) else {
+    let Ok(decoder) = Decoder::for_response(resp) else {
         // zstd or something unknown: leave the page intact.
         return skip(latch, "encoding");
     };
@@ -303,7 +284,7 @@ fn decide(
 /// The streaming rewriter for one response body.
 pub struct BodyInjector {
     /// Undoes the upstream's gzip or br before the rewriter sees the page.
-    decoder: Option<Box<dyn Encode + Send + Sync>>,
+    decoder: Option<Decoder>,
     injector: inject::Injector,
     failed: bool,
     /// The client was told the body's length, which counts the tag.
@@ -328,13 +309,16 @@ impl BodyInjector {
     ) -> Result<(), Abort> {
         if let Some(decoder) = self.decoder.as_mut() {
             let input = body.take();
-            match decoder.encode(input.as_deref().unwrap_or_default(), end) {
+            match decoder.decode(input.as_deref().unwrap_or_default(), end) {
                 Ok(decoded) if input.is_some() || !decoded.is_empty() => *body = Some(decoded),
                 Ok(_) => {}
                 Err(error) => {
-                    count_skipped(latch, "decode_error");
-                    tracing::warn!(%error, "the upstream's encoded page does not decode; aborting the response");
-                    return Err(Abort("the upstream's encoded page does not decode"));
+                    count_skipped(latch, error.reason());
+                    tracing::warn!(%error, "aborting the response");
+                    return Err(Abort(match error {
+                        DecodeError::Invalid(_) => "the upstream's encoded page does not decode",
+                        DecodeError::TooLarge => "the upstream's encoded page inflates too far",
+                    }));
                 }
             }
         }

@@ -9,6 +9,7 @@ mod actions;
 pub mod admin;
 mod audit;
 mod banner;
+mod decode;
 mod endpoints;
 mod front;
 mod inject_body;

@@ -5,7 +5,7 @@
 //! - `/html/cl`, `/html/chunked`, `/html/gzip`, `/html/x-gzip`, `/html/br`, `/html/zstd`: one
 //!   HTML page in each framing/encoding (the compressed ones whatever the client asked for);
 //! - `/html/gzip-script`: a gzip-encoded script; `/html/gzip-broken`: an HTML page that says
-//!   gzip but is not;
+//!   gzip but is not; `/html/br-bomb`: a few hundred bytes of br that inflate to a 64 MiB page;
 //! - `/html/split`: `</body>` split across two chunks sent 50 ms apart; `/html/split-head`: the
 //!   same for `</head>`;
 //! - `/html/nobody`: a page with no `</body>`;
@@ -75,6 +75,7 @@ fn router() -> Router {
         .route("/html/x-gzip", get(html_x_gzip))
         .route("/html/gzip-script", get(gzip_script))
         .route("/html/gzip-broken", get(html_gzip_broken))
+        .route("/html/br-bomb", get(html_br_bomb))
         .route("/html/br", get(html_br))
         .route("/html/zstd", get(html_zstd))
         .route("/html/split", get(html_split))
@@ -193,6 +194,38 @@ async fn html_gzip_broken() -> impl IntoResponse {
             (header::CONTENT_ENCODING, "gzip"),
         ],
         PAGE,
+    )
+}
+
+/// A page of 64 MiB, almost all spaces, compressed once (it is never held inflated). Brotli
+/// rather than gzip: gzip inflates at most about 1,000 times, so whether one read of it crosses
+/// the proxy's limit would depend on how the network split the body; this one crosses it in
+/// any read that holds more than a few bytes of it.
+fn br_bomb() -> &'static [u8] {
+    static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| {
+        let mut out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(b"<!doctype html><html><head><title>bomb</title></head><body>")
+                .expect("br");
+            let spaces = vec![b' '; 1024 * 1024];
+            for _ in 0..64 {
+                w.write_all(&spaces).expect("br");
+            }
+            w.write_all(b"</body></html>").expect("br");
+        }
+        out
+    })
+}
+
+async fn html_br_bomb() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_ENCODING, "br"),
+        ],
+        br_bomb(),
     )
 }
 

@@ -229,6 +229,22 @@ async fn page_that_does_not_decode_is_aborted_not_sent_garbled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_that_inflates_past_the_limit_is_aborted() {
+    let s = setup(RULES).await;
+    let resp = s.get("/html/br-bomb", None).await;
+    let complete = resp.status() == StatusCode::OK && resp.bytes().await.is_ok();
+    assert!(!complete, "a decompression bomb must not arrive whole");
+    assert_eq!(
+        s.latch
+            .counter("latch_banner_skipped_total{reason=\"decode_limit\"}")
+            .await,
+        1
+    );
+    let body = text_of(s.get("/html/cl", None).await).await;
+    assert_eq!(body, injected(PAGE, &tag("/html/cl", None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn br_page_is_rewritten_for_every_client() {
     let s = setup(RULES).await;
     let want = injected(PAGE, &tag("/html/br", None));
