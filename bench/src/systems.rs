@@ -20,6 +20,9 @@ pub(crate) struct Systems {
     pub(crate) upstream_kind: &'static str,
     pub(crate) nginx: Option<(Proc, u16)>,
     pub(crate) bare: (Proc, u16),
+    /// A second, identical bare pingora: the A/A control that shows how far two identical
+    /// systems differ in this run.
+    pub(crate) bare_twin: (Proc, u16),
     pub(crate) latch: Latch,
     /// Kept alive for the Redis-backed instance.
     pub(crate) _redis: Option<Proc>,
@@ -45,6 +48,7 @@ pub(crate) fn start_bare(
     opts: &Options,
     work: &Path,
     upstream_port: u16,
+    name: &str,
 ) -> Result<(Proc, u16), BenchError> {
     let port = free_port()?;
     let mut cmd = opts.cpus.server_command(opts.bin_dir.join("bare-pingora"));
@@ -54,7 +58,8 @@ pub(crate) fn start_bare(
         .arg(process::loopback(upstream_port).to_string())
         .arg("--threads")
         .arg(opts.proxy_threads.to_string());
-    let mut proc = Proc::spawn("bare pingora", cmd, &work.join("bare-pingora.log"))?;
+    let log = work.join(format!("{}.log", name.replace(' ', "-")));
+    let mut proc = Proc::spawn(name, cmd, &log)?;
     proc.wait_listening(&[port])?;
     Ok((proc, port))
 }
@@ -157,7 +162,8 @@ pub(crate) fn start_systems(opts: &Options, work: &Path) -> Result<(Systems, Tok
     } else {
         None
     };
-    let bare = start_bare(opts, work, upstream_port)?;
+    let bare = start_bare(opts, work, upstream_port, "bare pingora")?;
+    let bare_twin = start_bare(opts, work, upstream_port, "bare pingora twin")?;
     let latch_bin = opts.bin_dir.join("latch");
     let memory = |store: String| Settings {
         upstream_port,
@@ -225,6 +231,7 @@ pub(crate) fn start_systems(opts: &Options, work: &Path) -> Result<(Systems, Tok
             upstream_kind,
             nginx,
             bare,
+            bare_twin,
             latch,
             _redis: redis,
             latch_redis,

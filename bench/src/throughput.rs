@@ -208,6 +208,23 @@ fn throughput_row(
     row
 }
 
+/// The A/A control: a second bare pingora, identical to the first, measured in the same
+/// rounds. Its ratio would be 1.00× on a quiet machine; how far it is from that is the noise
+/// every other ratio of the run carries.
+fn control_row(scenario: &str, results: &HashMap<&'static str, (Measured, Option<u64>)>) -> Row {
+    let mut row = throughput_row(scenario, "bare pingora, twin", results, "bare-twin", "bare");
+    row.target = "A/A control".into();
+    if matches!(row.verdict, Verdict::Reference) {
+        if let Some(ratio) = row.ratio {
+            row.verdict = Verdict::Info(format!(
+                "identical systems differ by {:.1}% in this run",
+                (ratio - 1.0).abs() * 100.0
+            ));
+        }
+    }
+    row
+}
+
 /// Judges `row` as at least `min` times `ratio` (a same-round ratio against another case).
 fn at_least(mut row: Row, target: &str, ratio: Option<f64>, min: f64) -> Row {
     row.target = target.into();
@@ -246,6 +263,13 @@ pub(crate) async fn small_family(
     family.add_baselines(systems, &SMALL, "1.4 KB", &asset)?;
     let (bare, bare_port) = &systems.bare;
     let bare_url = |path: &str| format!("http://127.0.0.1:{bare_port}{path}");
+    let (twin, twin_port) = &systems.bare_twin;
+    family.add(
+        "bare-twin",
+        "1.4 KB / bare pingora, twin",
+        Load::get(format!("http://127.0.0.1:{twin_port}{asset}"), 200),
+        twin.pid(),
+    )?;
     let latch = &systems.latch;
     let pid = latch.proc.pid();
     family.add(
@@ -307,6 +331,7 @@ pub(crate) async fn small_family(
     let r = family.run(opts, tally).await;
     let pass_s = "pass-through (no rule), 1.4 KB";
     let mut rows = baseline_rows(pass_s, systems, &r, &SMALL);
+    rows.push(control_row(pass_s, &r));
     let row = throughput_row(pass_s, "latch", &r, "pass", SMALL.bare);
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.95× bare", ratio, 0.95));
@@ -465,6 +490,7 @@ mod tests {
         HashMap::from([
             ("bare", (measured(&[100.0, 200.0, 100.0]), Some(2048))),
             ("latch", (measured(&[95.0, 180.0, 90.0]), None)),
+            ("bare-twin", (measured(&[104.0, 186.0, 103.0]), None)),
             ("broken", (failed, None)),
         ])
     }
@@ -485,6 +511,24 @@ mod tests {
         assert!(matches!(row.verdict, Verdict::Failed(ref why) if why.contains("502")));
         let judged = at_least(row, "≥ 0.9×", Some(2.0), 0.9);
         assert!(matches!(judged.verdict, Verdict::Failed(_)));
+    }
+
+    #[test]
+    fn the_control_row_reports_how_far_the_twin_is_from_the_baseline() {
+        let row = control_row("s", &results());
+        // Per-round ratios 1.04, 0.93, 1.03: the median is 1.03.
+        assert_eq!(row.ratio, Some(1.03));
+        assert_eq!(row.target, "A/A control");
+        assert_eq!(
+            row.verdict,
+            Verdict::Info("identical systems differ by 3.0% in this run".into())
+        );
+        let mut missing = results();
+        missing.remove("bare-twin");
+        assert!(matches!(
+            control_row("s", &missing).verdict,
+            Verdict::NotRun(_)
+        ));
     }
 
     #[test]
