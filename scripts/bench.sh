@@ -19,5 +19,12 @@ else
 fi
 
 target=${CARGO_TARGET_DIR:-target}
+# The table goes to target/bench/results.md unless the arguments name another file.
+out=(--out "$target/bench/results.md")
+for arg in "$@"; do
+  case "$arg" in
+    --out | --out=*) out=() ;;
+  esac
+done
 mkdir -p "$target/bench"
-exec "$target/release/latch-bench" --out "$target/bench/results.md" "$@"
+exec "$target/release/latch-bench" "${out[@]}" "$@"
