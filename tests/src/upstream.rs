@@ -118,6 +118,17 @@ fn html_headers() -> [(header::HeaderName, &'static str); 1] {
     [(header::CONTENT_TYPE, "text/html; charset=utf-8")]
 }
 
+/// A `text/html` body sent in `coding`, whatever the client asked for.
+fn encoded_html(coding: &'static str, body: impl IntoResponse) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_ENCODING, coding),
+        ],
+        body,
+    )
+}
+
 async fn html_cl() -> impl IntoResponse {
     (html_headers(), PAGE)
 }
@@ -155,23 +166,11 @@ pub fn brotli(data: &[u8]) -> Vec<u8> {
 }
 
 async fn html_gzip() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_ENCODING, "gzip"),
-        ],
-        gzip(PAGE.as_bytes()),
-    )
+    encoded_html("gzip", gzip(PAGE.as_bytes()))
 }
 
 async fn html_x_gzip() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_ENCODING, "x-gzip"),
-        ],
-        gzip(PAGE.as_bytes()),
-    )
+    encoded_html("x-gzip", gzip(PAGE.as_bytes()))
 }
 
 /// The script `/html/gzip-script` serves, before gzip.
@@ -188,13 +187,7 @@ async fn gzip_script() -> impl IntoResponse {
 }
 
 async fn html_gzip_broken() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_ENCODING, "gzip"),
-        ],
-        PAGE,
-    )
+    encoded_html("gzip", PAGE)
 }
 
 /// A page of 64 MiB, almost all spaces, compressed once (it is never held inflated). Brotli
@@ -220,23 +213,11 @@ fn br_bomb() -> &'static [u8] {
 }
 
 async fn html_br_bomb() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_ENCODING, "br"),
-        ],
-        br_bomb(),
-    )
+    encoded_html("br", br_bomb())
 }
 
 async fn html_br() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_ENCODING, "br"),
-        ],
-        brotli(PAGE.as_bytes()),
-    )
+    encoded_html("br", brotli(PAGE.as_bytes()))
 }
 
 /// Not real zstd: the proxy must leave an encoding it does not decode byte-for-byte intact.
