@@ -33,6 +33,14 @@ impl DecodeError {
             DecodeError::TooLarge => "decode_limit",
         }
     }
+
+    /// Why the response is aborted, in a few words.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            DecodeError::Invalid(_) => "the upstream's encoded page does not decode",
+            DecodeError::TooLarge => "the upstream's encoded page inflates too far",
+        }
+    }
 }
 
 /// The refusal [`Bounded`] gives; told apart from a corrupt stream by [`DecodeError::from`].
@@ -69,6 +77,35 @@ impl Write for Bounded {
     }
 }
 
+/// A `Content-Encoding` this proxy can undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Gzip,
+    Brotli,
+}
+
+impl Encoding {
+    /// The encoding of a page's body: `Ok(None)` for identity, `Err(())` for a coding this
+    /// proxy does not undo (zstd, deflate, a list of codings, anything unknown), which leaves
+    /// the page as it is. Reads the header only; nothing is allocated.
+    pub fn of(resp: &ResponseHeader) -> Result<Option<Encoding>, ()> {
+        let Some(coding) = resp.headers.get(header::CONTENT_ENCODING) else {
+            return Ok(None);
+        };
+        let coding = coding.to_str().map_err(|_| ())?.trim();
+        // RFC 9110 §8.4.1.3: `x-gzip` is the same coding as `gzip`.
+        if coding.eq_ignore_ascii_case("identity") {
+            Ok(None)
+        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            Ok(Some(Encoding::Gzip))
+        } else if coding.eq_ignore_ascii_case("br") {
+            Ok(Some(Encoding::Brotli))
+        } else {
+            Err(())
+        }
+    }
+}
+
 /// A streaming decoder for one page.
 pub struct Decoder(Coding);
 
@@ -79,26 +116,15 @@ enum Coding {
 }
 
 impl Decoder {
-    /// The decoder for a page's `Content-Encoding`: `Ok(None)` for an identity body, `Err(())`
-    /// for a coding this proxy does not undo (zstd, deflate, a list of codings, anything
-    /// unknown), which leaves the page as it is.
-    pub fn for_response(resp: &ResponseHeader) -> Result<Option<Decoder>, ()> {
-        let Some(coding) = resp.headers.get(header::CONTENT_ENCODING) else {
-            return Ok(None);
-        };
-        let coding = coding.to_str().map_err(|_| ())?.trim();
-        // RFC 9110 §8.4.1.3: `x-gzip` is the same coding as `gzip`.
-        if coding.eq_ignore_ascii_case("identity") {
-            Ok(None)
-        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-            let gzip = flate2::write::GzDecoder::new(Bounded::default());
-            Ok(Some(Decoder(Coding::Gzip(Box::new(gzip)))))
-        } else if coding.eq_ignore_ascii_case("br") {
-            let brotli = brotli_decompressor::DecompressorWriter::new(Bounded::default(), 0);
-            Ok(Some(Decoder(Coding::Brotli(Box::new(brotli)))))
-        } else {
-            Err(())
-        }
+    pub fn new(encoding: Encoding) -> Decoder {
+        Decoder(match encoding {
+            Encoding::Gzip => {
+                Coding::Gzip(Box::new(flate2::write::GzDecoder::new(Bounded::default())))
+            }
+            Encoding::Brotli => Coding::Brotli(Box::new(
+                brotli_decompressor::DecompressorWriter::new(Bounded::default(), 0),
+            )),
+        })
     }
 
     /// Decodes the next read of the body; `end` checks that the stream is complete.
@@ -146,9 +172,7 @@ mod tests {
     }
 
     fn decoder(coding: &str) -> Decoder {
-        Decoder::for_response(&response(Some(coding)))
-            .unwrap()
-            .unwrap()
+        Decoder::new(Encoding::of(&response(Some(coding))).unwrap().unwrap())
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -178,23 +202,17 @@ mod tests {
 
     #[test]
     fn codings_are_recognized_by_name_in_any_case() {
-        assert!(Decoder::for_response(&response(None)).unwrap().is_none());
-        assert!(Decoder::for_response(&response(Some("identity")))
-            .unwrap()
-            .is_none());
-        for coding in ["gzip", "GZIP", "x-gzip", " gzip ", "br", "Br"] {
-            assert!(
-                Decoder::for_response(&response(Some(coding)))
-                    .unwrap()
-                    .is_some(),
-                "{coding:?}"
-            );
+        let of = |coding| Encoding::of(&response(coding));
+        assert_eq!(of(None), Ok(None));
+        assert_eq!(of(Some("identity")), Ok(None));
+        for coding in ["gzip", "GZIP", "x-gzip", " gzip "] {
+            assert_eq!(of(Some(coding)), Ok(Some(Encoding::Gzip)), "{coding:?}");
+        }
+        for coding in ["br", "Br"] {
+            assert_eq!(of(Some(coding)), Ok(Some(Encoding::Brotli)), "{coding:?}");
         }
         for coding in ["zstd", "deflate", "gzip, br", "compress", ""] {
-            assert!(
-                Decoder::for_response(&response(Some(coding))).is_err(),
-                "{coding:?}"
-            );
+            assert_eq!(of(Some(coding)), Err(()), "{coding:?}");
         }
     }
 

@@ -4,8 +4,9 @@
 //! Only rule-matched requests are candidates. For them the proxy asks the upstream for an
 //! uncompressed body. Apps ignore `Accept-Encoding` more often than one would hope, so an HTML
 //! page that arrives gzip- or br-encoded anyway is decoded here (see [`crate::decode`], which
-//! also bounds how far a page may inflate) before it is rewritten; every other response (scripts, images, downloads) goes to the client exactly
-//! as the upstream sent it, compressed or not. The downstream compression module then gzips
+//! also bounds how far a page may inflate) before it is rewritten; every other response
+//! (scripts, images, downloads) goes to the client exactly as the upstream sent it, compressed
+//! or not. The downstream compression module then gzips
 //! rewritten pages for clients that accept gzip and fixes `Vary`. Pass-through requests are
 //! never touched, so they pay nothing for any of this.
 
@@ -19,7 +20,7 @@ use pingora::modules::http::compression::{ResponseCompression, ResponseCompressi
 use pingora::modules::http::HttpModules;
 use pingora::proxy::Session;
 
-use crate::decode::{DecodeError, Decoder};
+use crate::decode::{Decoder, Encoding};
 use crate::state::Latch;
 
 /// Re-compression level for injected pages (gzip/br), a middle ground between CPU and size.
@@ -186,7 +187,7 @@ fn decide(
             .eq_ignore_ascii_case("charset")
             .then(|| v.trim().trim_matches('"').to_string())
     });
-    let Ok(decoder) = Decoder::for_response(resp) else {
+    let Ok(encoding) = Encoding::of(resp) else {
         // zstd or something unknown: leave the page intact.
         return skip(latch, "encoding");
     };
@@ -241,9 +242,9 @@ fn decide(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| tag_len_is_exact && decoder.is_none())
+        .filter(|_| tag_len_is_exact && encoding.is_none())
         .and_then(|n| n.checked_add(tag_len));
-    if decoder.is_some() {
+    if encoding.is_some() {
         // The page goes out decoded: its ranges no longer exist.
         resp.remove_header(&header::CONTENT_ENCODING);
         resp.remove_header(&header::ACCEPT_RANGES);
@@ -274,7 +275,7 @@ fn decide(
     }
     latch.metrics.injected.inc();
     Some(BodyInjector {
-        decoder,
+        decoder: encoding.map(Decoder::new),
         injector,
         failed: false,
         length_promised: promised.is_some(),
@@ -315,10 +316,7 @@ impl BodyInjector {
                 Err(error) => {
                     count_skipped(latch, error.reason());
                     tracing::warn!(%error, "aborting the response");
-                    return Err(Abort(match error {
-                        DecodeError::Invalid(_) => "the upstream's encoded page does not decode",
-                        DecodeError::TooLarge => "the upstream's encoded page inflates too far",
-                    }));
+                    return Err(Abort(error.summary()));
                 }
             }
         }
