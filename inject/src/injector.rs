@@ -95,8 +95,10 @@ impl Injector {
     /// its `Content-Type`, a WHATWG encoding label).
     ///
     /// Without a charset the document is read as UTF-8 and a `<meta charset>` in it is honoured,
-    /// as a browser would. Only the structure is parsed, so any ASCII-compatible encoding is
-    /// rewritten byte-exactly; `tag_html` is written in the document's encoding.
+    /// as a browser would, for a tag that is not pure ASCII (an ASCII tag is written the same in
+    /// every encoding the rewriter accepts). Only the structure is parsed, so any
+    /// ASCII-compatible encoding is rewritten byte-exactly; `tag_html` is written in the
+    /// document's encoding.
     pub fn new(
         tag_html: String,
         charset: Option<&str>,
@@ -106,6 +108,10 @@ impl Injector {
             None => AsciiCompatibleEncoding::utf_8(),
             Some(label) => encoding_for_label(label)?,
         };
+        // lol_html follows a `<meta charset>` only to write inserted content in the page's
+        // encoding, which an ASCII tag does not need: it is the same bytes in every
+        // ASCII-compatible encoding. Following it costs a selector compiled for every page.
+        let follow_meta_charset = charset.is_none() && !tag_html.is_ascii();
         let tag: Arc<str> = tag_html.into();
         let injected = Arc::new(AtomicBool::new(false));
         let output = Output::default();
@@ -154,7 +160,7 @@ impl Injector {
             // Strict mode aborts on rare ambiguous markup, which would cut the page off
             // mid-stream. The worst a misparse can do here is make the banner tag inert.
             strict: false,
-            adjust_charset_on_meta_tag: charset.is_none(),
+            adjust_charset_on_meta_tag: follow_meta_charset,
             ..Settings::new_send()
         };
         let rewriter = HtmlRewriter::new(settings, Sink(Arc::clone(&output)));

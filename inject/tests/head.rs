@@ -199,3 +199,15 @@ fn latin1_pages_get_the_tag_in_latin1() {
     .concat();
     assert_eq!(out, want);
 }
+
+#[test]
+fn an_ascii_tag_goes_into_a_page_with_a_meta_charset_byte_for_byte() {
+    let page: &[u8] =
+        b"<html><head><meta charset=\"windows-1252\"><title>caf\xE9</title></head><body>\xE9</body></html>";
+    let out = rewrite_chunks([page]);
+    let at = page.windows(7).position(|w| w == b"</head>").unwrap();
+    let mut want = page[..at].to_vec();
+    want.extend_from_slice(TAG.as_bytes());
+    want.extend_from_slice(&page[at..]);
+    assert_eq!(out, want);
+}
