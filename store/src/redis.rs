@@ -28,7 +28,11 @@ use futures::stream::{self, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, FromRedisValue, RedisError, Script, ScriptInvocation};
+use redis::io::tcp::TcpSettings;
+use redis::{
+    Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult, Script,
+    ScriptInvocation,
+};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::StoreError;
@@ -155,6 +159,18 @@ impl EventFeed {
     }
 }
 
+/// Socket options for every connection to Redis. Nagle's algorithm stays off: a claim is one
+/// small request awaited at once, and commands multiplexed on one connection must not wait for
+/// the ACK of the one before.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
+/// Where and how to connect for one node's URL.
+fn connection_info(url: &str) -> RedisResult<ConnectionInfo> {
+    Ok(url.into_connection_info()?.set_tcp_settings(tcp_settings()))
+}
+
 impl RedisLockStore {
     /// Checks the options and prepares the clients. Opens no connection, so it works before
     /// Redis is up and outside any async runtime.
@@ -175,7 +191,7 @@ impl RedisLockStore {
         };
         let clients = match target {
             Target::Single(url) => Clients {
-                nodes: vec![Client::open(url.as_str()).map_err(invalid)?],
+                nodes: vec![Client::open(connection_info(&url).map_err(invalid)?).map_err(invalid)?],
                 cluster: None,
             },
             Target::Cluster(nodes) => {
@@ -183,11 +199,12 @@ impl RedisLockStore {
                     .connection_timeout(options.timeout)
                     .response_timeout(options.timeout)
                     .retries(1)
+                    .tcp_settings(tcp_settings())
                     .build()
                     .map_err(invalid)?;
                 let nodes = nodes
                     .iter()
-                    .map(|node| Client::open(node.as_str()))
+                    .map(|node| Client::open(connection_info(node)?))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(invalid)?;
                 Clients {
@@ -696,6 +713,15 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_turns_nagle_off() {
+        for url in ["redis://127.0.0.1:6379/0", "rediss://cache.internal:6380"] {
+            let info = connection_info(url).unwrap();
+            assert!(info.tcp_settings().nodelay(), "{url}");
+        }
+        assert!(connection_info("not a url").is_err());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
