@@ -1,7 +1,10 @@
-//! Alternating rounds: every case of a family runs once per round, in an order that rotates
-//! from round to round, so slow drift (thermal, neighbours, page cache) lands on every system
-//! alike, and ratios are taken between runs of the same round. A run during which other
-//! programs took a noticeable share of the CPU is repeated (see [`crate::cpu`]).
+//! Bracketed rounds. Each case that is compared with a reference (bare pingora serving the
+//! same bytes) runs between two runs of that reference, and its figure for the round is its
+//! rate over the mean of those two: a reference, c1, reference, c2, reference, … Drift on this
+//! shared machine moves by the second, so a ratio between runs seconds apart is far steadier
+//! than one between runs a minute apart. Every round visits every case once, in an order that
+//! rotates from round to round. A run during which other programs took a noticeable share of
+//! the CPU is repeated (see [`crate::cpu`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,44 +19,52 @@ pub struct Case {
     pub label: String,
     pub load: Load,
     pub script: PathBuf,
+    /// The index of the case this one is compared with, run just before and just after it.
+    pub reference: Option<usize>,
 }
 
-/// What a case measured: one sample per round (`None` where it did not run), or why it failed.
+/// What a case measured, or why it failed.
 #[derive(Clone, Debug, Default)]
 pub struct Measured {
-    pub rounds: Vec<Option<Sample>>,
+    /// Every kept run of this case (a reference runs several times a round).
+    pub samples: Vec<Sample>,
+    /// Per round: this case's rate over the mean rate of its reference's runs just before and
+    /// just after it. `None` where either side did not run, and for cases without a reference.
+    pub bracketed: Vec<Option<f64>>,
     pub failure: Option<String>,
     /// Runs thrown away because other programs used the CPU meanwhile.
     pub repeated: usize,
-    /// Rounds kept although other programs still used the CPU after every retry.
+    /// Runs kept although other programs still used the CPU after every retry.
     pub disturbed: usize,
 }
 
 impl Measured {
-    fn samples(&self) -> impl Iterator<Item = &Sample> {
-        self.rounds.iter().flatten()
-    }
-
     pub fn median_rps(&self) -> Option<f64> {
-        median(&self.samples().map(|s| s.rps).collect::<Vec<_>>())
+        median(&self.samples.iter().map(|s| s.rps).collect::<Vec<_>>())
     }
 
     pub fn median_p50_us(&self) -> Option<f64> {
-        median(&self.samples().map(|s| s.p50_us).collect::<Vec<_>>())
+        median(&self.samples.iter().map(|s| s.p50_us).collect::<Vec<_>>())
     }
 
     pub fn median_p99_us(&self) -> Option<f64> {
-        median(&self.samples().map(|s| s.p99_us).collect::<Vec<_>>())
+        median(&self.samples.iter().map(|s| s.p99_us).collect::<Vec<_>>())
     }
 
-    /// The median over rounds of this case's rate divided by `other`'s in the same round.
+    /// The median over rounds of the bracketed ratio to this case's reference.
+    pub fn ratio(&self) -> Option<f64> {
+        median(&self.bracketed.iter().flatten().copied().collect::<Vec<_>>())
+    }
+
+    /// The median over rounds of this case's bracketed ratio divided by `other`'s: how two
+    /// cases compare when both were measured against the same reference.
     pub fn ratio_to(&self, other: &Measured) -> Option<f64> {
         let ratios: Vec<f64> = self
-            .rounds
+            .bracketed
             .iter()
-            .zip(&other.rounds)
+            .zip(&other.bracketed)
             .filter_map(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) if b.rps > 0.0 => Some(a.rps / b.rps),
+                (Some(a), Some(b)) if *b > 0.0 => Some(a / b),
                 _ => None,
             })
             .collect();
@@ -70,9 +81,67 @@ pub struct Noise {
     pub retries: usize,
 }
 
-/// The order of case indices in round `round`: a rotation by the round number.
-pub fn order(cases: usize, round: usize) -> Vec<usize> {
-    (0..cases).map(|i| (i + round) % cases.max(1)).collect()
+/// The order of case indices in round `round`, given each case's reference.
+///
+/// Cases are grouped by reference. Each group runs as `reference, c1, reference, c2, …,
+/// reference`; the groups, and the cases within each, rotate by the round number. Cases that
+/// neither have a reference nor are one run once each, after the groups.
+pub fn plan(references: &[Option<usize>], round: usize) -> Vec<usize> {
+    let is_reference = |i: usize| references.contains(&Some(i));
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (case, reference) in references.iter().enumerate() {
+        if let Some(r) = *reference {
+            match groups.iter_mut().find(|(g, _)| *g == r) {
+                Some((_, members)) => members.push(case),
+                None => groups.push((r, vec![case])),
+            }
+        }
+    }
+    let rotate = |v: &mut Vec<usize>| {
+        if !v.is_empty() {
+            let by = round % v.len();
+            v.rotate_left(by);
+        }
+    };
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    rotate(&mut order);
+    let mut steps = Vec::new();
+    for g in order {
+        let (reference, members) = &mut groups[g];
+        rotate(members);
+        steps.push(*reference);
+        for &case in members.iter() {
+            steps.push(case);
+            steps.push(*reference);
+        }
+    }
+    steps.extend((0..references.len()).filter(|&i| references[i].is_none() && !is_reference(i)));
+    steps
+}
+
+/// For each run at position `i` of a round's `runs` (case index, rate if it ran) whose case has
+/// a reference: its rate over the mean rate of the nearest runs of that reference before and
+/// after it. Only one side counts where the other did not run; none, and no ratio, where
+/// neither did.
+pub fn brackets(runs: &[(usize, Option<f64>)], references: &[Option<usize>]) -> Vec<(usize, f64)> {
+    let nearest = |reference: usize, range: &mut dyn Iterator<Item = usize>| {
+        range
+            .map(|j| runs[j])
+            .find(|(case, _)| *case == reference)
+            .and_then(|(_, rate)| rate)
+    };
+    runs.iter()
+        .enumerate()
+        .filter_map(|(i, &(case, rate))| {
+            let reference = references.get(case).copied().flatten()?;
+            let rate = rate?;
+            let before = nearest(reference, &mut (0..i).rev());
+            let after = nearest(reference, &mut (i + 1..runs.len()));
+            let sides: Vec<f64> = [before, after].into_iter().flatten().collect();
+            let mean = sides.iter().sum::<f64>() / sides.len() as f64;
+            (mean > 0.0).then(|| (case, rate / mean))
+        })
+        .collect()
 }
 
 /// One run, repeated while other programs take more than `noise.max_foreign` of the machine.
@@ -109,8 +178,9 @@ async fn clean_run(
     }
 }
 
-/// Runs `cases` for `rounds` rounds after one short warm-up run each. A case whose run fails
-/// (wrong status, socket errors) is reported at once on stderr and dropped from later rounds.
+/// Runs `cases` for `rounds` rounds after one short warm-up run each, as [`plan`] orders them.
+/// A case whose run fails (wrong status, socket errors) is reported at once on stderr and
+/// dropped from later runs; the cases measured against it then get no ratio.
 pub async fn measure(
     cases: &[Case],
     rounds: usize,
@@ -118,9 +188,10 @@ pub async fn measure(
     warmup: Duration,
     noise: Noise,
 ) -> Vec<Measured> {
+    let references: Vec<Option<usize>> = cases.iter().map(|c| c.reference).collect();
     let mut measured = vec![
         Measured {
-            rounds: vec![None; rounds],
+            bracketed: vec![None; rounds],
             ..Measured::default()
         };
         cases.len()
@@ -136,9 +207,11 @@ pub async fn measure(
         }
     }
     for round in 0..rounds {
-        for i in order(cases.len(), round) {
+        let mut runs = Vec::new();
+        for i in plan(&references, round) {
             let (case, m) = (&cases[i], &mut measured[i]);
             if m.failure.is_some() {
+                runs.push((i, None));
                 continue;
             }
             match clean_run(case, options, noise).await {
@@ -152,13 +225,18 @@ pub async fn measure(
                         sample.rps,
                         sample.p99_us / 1000.0
                     );
-                    m.rounds[round] = Some(sample);
+                    m.samples.push(sample);
+                    runs.push((i, Some(sample.rps)));
                 }
                 Err(e) => {
                     eprintln!("FAILED  {}: {e}", case.label);
                     m.failure = Some(e.to_string());
+                    runs.push((i, None));
                 }
             }
+        }
+        for (case, ratio) in brackets(&runs, &references) {
+            measured[case].bracketed[round] = Some(ratio);
         }
     }
     measured
@@ -168,34 +246,68 @@ pub async fn measure(
 mod tests {
     use super::*;
 
-    fn sample(rps: f64) -> Option<Sample> {
-        Some(Sample {
-            rps,
-            p50_us: 1.0,
-            p99_us: 2.0,
-            requests: 1,
-        })
+    fn bracketed(ratios: &[Option<f64>]) -> Measured {
+        Measured {
+            bracketed: ratios.to_vec(),
+            ..Measured::default()
+        }
     }
 
     #[test]
-    fn every_round_visits_every_case_once_starting_elsewhere() {
-        assert_eq!(order(3, 0), vec![0, 1, 2]);
-        assert_eq!(order(3, 1), vec![1, 2, 0]);
-        assert_eq!(order(3, 5), vec![2, 0, 1]);
+    fn each_case_runs_between_two_runs_of_its_reference() {
+        // 0 is the reference of 1 and 2; 3 the reference of 4; 5 stands alone.
+        let refs = [None, Some(0), Some(0), None, Some(3), None];
+        assert_eq!(plan(&refs, 0), vec![0, 1, 0, 2, 0, 3, 4, 3, 5]);
     }
 
     #[test]
-    fn ratios_pair_runs_of_the_same_round() {
-        let a = Measured {
-            rounds: vec![sample(90.0), sample(50.0), None, sample(80.0)],
-            ..Measured::default()
-        };
-        let b = Measured {
-            rounds: vec![sample(100.0), sample(100.0), sample(100.0), sample(100.0)],
-            ..Measured::default()
-        };
-        // Rounds 0, 1 and 3 pair up: ratios 0.9, 0.5, 0.8.
-        assert_eq!(a.ratio_to(&b), Some(0.8));
-        assert_eq!(a.median_rps(), Some(80.0));
+    fn groups_and_their_members_rotate_from_round_to_round() {
+        let refs = [None, Some(0), Some(0), None, Some(3)];
+        assert_eq!(plan(&refs, 1), vec![3, 4, 3, 0, 2, 0, 1, 0]);
+        assert_eq!(plan(&refs, 2), vec![0, 1, 0, 2, 0, 3, 4, 3]);
+        for round in 0..4 {
+            let steps = plan(&refs, round);
+            for case in [1, 2, 4] {
+                assert_eq!(steps.iter().filter(|&&s| s == case).count(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bracket_divides_by_the_mean_of_the_reference_runs_on_either_side() {
+        let refs = [None, Some(0), Some(0)];
+        let runs = [
+            (0, Some(100.0)),
+            (1, Some(90.0)),
+            (0, Some(80.0)),
+            (2, Some(72.0)),
+            (0, Some(100.0)),
+        ];
+        assert_eq!(brackets(&runs, &refs), vec![(1, 1.0), (2, 0.8)]);
+    }
+
+    #[test]
+    fn a_missing_reference_run_leaves_one_side_or_no_ratio() {
+        let refs = [None, Some(0), Some(0)];
+        let one_side = [
+            (0, Some(100.0)),
+            (1, Some(90.0)),
+            (0, None),
+            (2, Some(50.0)),
+            (0, None),
+        ];
+        assert_eq!(brackets(&one_side, &refs), vec![(1, 0.9)]);
+        let failed_case = [(0, Some(100.0)), (1, None), (0, Some(100.0))];
+        assert!(brackets(&failed_case, &refs).is_empty());
+    }
+
+    #[test]
+    fn ratios_are_medians_over_rounds_and_between_cases_pair_rounds() {
+        let a = bracketed(&[Some(0.9), Some(0.5), None, Some(0.8)]);
+        let b = bracketed(&[Some(1.0), Some(1.0), Some(1.0), Some(0.5)]);
+        assert_eq!(a.ratio(), Some(0.8));
+        // Rounds 0, 1 and 3 pair up: 0.9, 0.5, 1.6.
+        assert_eq!(a.ratio_to(&b), Some(0.9));
+        assert_eq!(bracketed(&[None, None]).ratio(), None);
     }
 }

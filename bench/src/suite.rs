@@ -131,7 +131,7 @@ fn machine(opts: &Options, upstream_kind: &str) -> Vec<String> {
         format!("- CPU: {cpu}, {cores} cores; memory {memory}; load average at start {load}"),
         format!("- kernel: {}", version("uname", &["-sr"])),
         format!(
-            "- load: wrk {} threads, {} connections, {} rounds × {} s per system, alternating; medians",
+            "- load: wrk {} threads, {} connections, {} rounds × {} s per run, each case between two runs of its baseline; medians",
             opts.wrk_threads, opts.connections, opts.rounds, opts.seconds
         ),
         format!(

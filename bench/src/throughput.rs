@@ -1,7 +1,8 @@
-//! The throughput scenarios, in two families measured in alternating rounds: the 1.4 KB
-//! responses (pass-through, held on each store and key type, denied, and the small page with
-//! the banner) and the 100 KB page with and without injection. Each family's rows carry the
-//! ratio to bare pingora serving the same bytes and the verdict on its target.
+//! The throughput scenarios, in two families measured in bracketed rounds (see
+//! [`crate::rounds`]): the 1.4 KB responses (pass-through, held on each store and key type,
+//! denied, and the small page with the banner) and the 100 KB page with and without injection.
+//! Every case runs between two runs of bare pingora serving the same bytes; each row carries
+//! that ratio and the verdict on its target.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -99,8 +100,17 @@ impl Family {
         path: &str,
     ) -> Result<(), BenchError> {
         let url = |port: u16| format!("http://127.0.0.1:{port}{path}");
+        let (bare, port) = &systems.bare;
+        self.add(
+            keys.bare,
+            None,
+            &format!("{size} / bare pingora"),
+            Load::get(url(*port), 200),
+            bare.pid(),
+        )?;
         self.add(
             keys.direct,
+            Some(keys.bare),
             &format!("{size} / upstream direct"),
             Load::get(url(systems.upstream_port), 200),
             systems.upstream.pid(),
@@ -108,34 +118,41 @@ impl Family {
         if let Some((proc, port)) = &systems.nginx {
             self.add(
                 keys.nginx,
+                Some(keys.bare),
                 &format!("{size} / nginx proxy"),
                 Load::get(url(*port), 200),
                 proc.pid(),
             )?;
         }
-        let (bare, port) = &systems.bare;
-        self.add(
-            keys.bare,
-            &format!("{size} / bare pingora"),
-            Load::get(url(*port), 200),
-            bare.pid(),
-        )
+        Ok(())
     }
 
+    /// Adds a case; `reference` names an earlier case it runs between two runs of.
     fn add(
         &mut self,
         key: &'static str,
+        reference: Option<&'static str>,
         label: &str,
         load: Load,
         pid: u32,
     ) -> Result<(), BenchError> {
         let script = wrk::write_script(&self.scripts, key, &load)?;
+        let index = |key: &str| self.entries.iter().position(|e| e.key == key);
+        let reference_index = match reference {
+            Some(r) => Some(index(r).ok_or_else(|| {
+                BenchError::Check(format!(
+                    "{key}: reference {r} is not a case added before it"
+                ))
+            })?),
+            None => None,
+        };
         self.entries.push(Entry {
             key,
             case: Case {
                 label: label.to_string(),
                 load,
                 script,
+                reference: reference_index,
             },
             pid,
         });
@@ -155,6 +172,7 @@ impl Family {
                 label: e.case.label.clone(),
                 load: e.case.load.clone(),
                 script: e.case.script.clone(),
+                reference: e.case.reference,
             })
             .collect();
         let options = wrk::Options {
@@ -173,7 +191,7 @@ impl Family {
         for m in &measured {
             tally.repeated += m.repeated;
             tally.disturbed += m.disturbed;
-            tally.runs += m.rounds.iter().flatten().count();
+            tally.runs += m.samples.len();
         }
         self.entries
             .iter()
@@ -183,7 +201,8 @@ impl Family {
     }
 }
 
-/// Fills a row from a measurement; `bare` is the baseline of the same response.
+/// Fills a row from a measurement; `bare` is the baseline of the same response, which the
+/// case ran bracketed by.
 fn throughput_row(
     scenario: &str,
     system: &str,
@@ -204,7 +223,8 @@ fn throughput_row(
     row.p50_ms = m.median_p50_us().map(|v| v / 1000.0);
     row.p99_ms = m.median_p99_us().map(|v| v / 1000.0);
     row.rss_kib = *rss;
-    row.ratio = results.get(bare).and_then(|(b, _)| m.ratio_to(b));
+    // Every case runs bracketed by the baseline it is compared with, which is 1× itself.
+    row.ratio = if key == bare { Some(1.0) } else { m.ratio() };
     row
 }
 
@@ -237,7 +257,9 @@ fn at_least(mut row: Row, target: &str, ratio: Option<f64>, min: f64) -> Row {
     row
 }
 
-fn same_round_ratio(
+/// How case `a` compares with case `b`, both bracketed by the same baseline: the median over
+/// rounds of their ratios to it, divided.
+fn relative_ratio(
     results: &HashMap<&'static str, (Measured, Option<u64>)>,
     a: &str,
     b: &str,
@@ -266,6 +288,7 @@ pub(crate) async fn small_family(
     let (twin, twin_port) = &systems.bare_twin;
     family.add(
         "bare-twin",
+        Some(SMALL.bare),
         "1.4 KB / bare pingora, twin",
         Load::get(format!("http://127.0.0.1:{twin_port}{asset}"), 200),
         twin.pid(),
@@ -274,12 +297,14 @@ pub(crate) async fn small_family(
     let pid = latch.proc.pid();
     family.add(
         "pass",
+        Some(SMALL.bare),
         "pass-through / latch",
         Load::get(latch.url(&asset), 200),
         pid,
     )?;
     family.add(
         "held",
+        Some(SMALL.bare),
         "held, memory / latch",
         Load::get(latch.url(&held), 200).bearer(&tokens.alice),
         pid,
@@ -287,6 +312,7 @@ pub(crate) async fn small_family(
     if let Ok(redis) = &systems.latch_redis {
         family.add(
             "held-redis",
+            Some(SMALL.bare),
             "held, Redis / latch",
             Load::get(redis.url(&held), 200).bearer(&tokens.alice),
             redis.proc.pid(),
@@ -294,6 +320,7 @@ pub(crate) async fn small_family(
     }
     family.add(
         "denied",
+        Some(SMALL.bare),
         "denied 423 / latch",
         Load::get(latch.url(&site::path("denied", ASSET)), 423).bearer(&tokens.alice),
         pid,
@@ -301,6 +328,7 @@ pub(crate) async fn small_family(
     if let (Ok((l, _)), Ok(token)) = (&systems.latch_rs, &tokens.alice_rs) {
         family.add(
             "held-rs",
+            Some(SMALL.bare),
             "held, RS256 / latch",
             Load::get(l.url(&held), 200).bearer(token),
             l.proc.pid(),
@@ -309,6 +337,7 @@ pub(crate) async fn small_family(
     if let (Ok((l, _)), Ok(token)) = (&systems.latch_es, &tokens.alice_es) {
         family.add(
             "held-es",
+            Some(SMALL.bare),
             "held, ES256 / latch",
             Load::get(l.url(&held), 200).bearer(token),
             l.proc.pid(),
@@ -317,12 +346,14 @@ pub(crate) async fn small_family(
     let page = site::path("", PAGE);
     family.add(
         "bare-page",
+        None,
         "1.4 KB HTML / bare pingora",
         Load::get(bare_url(&page), 200),
         bare.pid(),
     )?;
     family.add(
         "held-page",
+        Some("bare-page"),
         "1.4 KB HTML, held + banner / latch",
         Load::get(latch.url(&site::path("held", PAGE)), 200).bearer(&tokens.alice),
         pid,
@@ -363,7 +394,7 @@ pub(crate) async fn small_family(
         "denied",
         SMALL.bare,
     );
-    let vs_pass = same_round_ratio(&r, "denied", "pass");
+    let vs_pass = relative_ratio(&r, "denied", "pass");
     let mut row = at_least(row, "not slower than pass-through", vs_pass, 1.0);
     if let Verdict::Met(d) | Verdict::Missed(d) = &mut row.verdict {
         *d = format!("{d} pass-through");
@@ -380,7 +411,7 @@ pub(crate) async fn small_family(
                 let mut row = throughput_row(&scenario, "latch", &r, key, SMALL.bare);
                 row.target = "report".into();
                 if matches!(row.verdict, Verdict::Reference) {
-                    row.verdict = Verdict::Info(match same_round_ratio(&r, key, "held") {
+                    row.verdict = Verdict::Info(match relative_ratio(&r, key, "held") {
                         Some(v) => format!("{v:.2}× HS256"),
                         None => "no HS256 figure".into(),
                     });
@@ -420,12 +451,14 @@ pub(crate) async fn html_family(
     let latch = &systems.latch;
     family.add(
         "plain-big",
+        Some(BIG_BASELINES.bare),
         "100 KB, held, inject=false / latch",
         Load::get(latch.url(&site::path("plain", BIG)), 200).bearer(&tokens.alice),
         latch.proc.pid(),
     )?;
     family.add(
         "inject-big",
+        Some(BIG_BASELINES.bare),
         "100 KB, held + banner / latch",
         Load::get(latch.url(&site::path("held", BIG)), 200).bearer(&tokens.alice),
         latch.proc.pid(),
@@ -454,7 +487,7 @@ pub(crate) async fn html_family(
         "latch, banner vs inject=false",
     );
     cost.target = "≤ 15% slower".into();
-    cost.verdict = match same_round_ratio(&r, "inject-big", "plain-big") {
+    cost.verdict = match relative_ratio(&r, "inject-big", "plain-big") {
         Some(v) => Verdict::judge(v >= 0.85, format!("{:.0}% slower", (1.0 - v) * 100.0)),
         None => Verdict::Failed("a case failed; see above".into()),
     };
@@ -467,42 +500,68 @@ mod tests {
     use super::*;
     use crate::wrk::Sample;
 
-    fn measured(rates: &[f64]) -> Measured {
+    /// A case's runs at `rates`, and its bracketed ratios per round.
+    fn measured(rates: &[f64], bracketed: &[f64]) -> Measured {
         Measured {
-            rounds: rates
+            samples: rates
                 .iter()
-                .map(|&rps| {
-                    Some(Sample {
-                        rps,
-                        p50_us: 1000.0,
-                        p99_us: 3000.0,
-                        requests: 1,
-                    })
+                .map(|&rps| Sample {
+                    rps,
+                    p50_us: 1000.0,
+                    p99_us: 3000.0,
+                    requests: 1,
                 })
                 .collect(),
+            bracketed: bracketed.iter().map(|&r| Some(r)).collect(),
             ..Measured::default()
         }
     }
 
     fn results() -> HashMap<&'static str, (Measured, Option<u64>)> {
-        let mut failed = measured(&[]);
+        let mut failed = measured(&[], &[]);
         failed.failure = Some("3 responses were 502".into());
         HashMap::from([
-            ("bare", (measured(&[100.0, 200.0, 100.0]), Some(2048))),
-            ("latch", (measured(&[95.0, 180.0, 90.0]), None)),
-            ("bare-twin", (measured(&[104.0, 186.0, 103.0]), None)),
+            (
+                "bare",
+                (measured(&[100.0, 200.0, 100.0, 120.0], &[]), Some(2048)),
+            ),
+            (
+                "latch",
+                (measured(&[95.0, 180.0, 90.0], &[0.92, 0.9, 0.85]), None),
+            ),
+            ("slower", (measured(&[80.0], &[0.46, 0.6, 0.85]), None)),
+            (
+                "bare-twin",
+                (measured(&[104.0, 186.0, 103.0], &[1.04, 0.93, 1.03]), None),
+            ),
             ("broken", (failed, None)),
         ])
     }
 
     #[test]
-    fn a_row_carries_medians_and_the_same_round_ratio() {
+    fn a_row_carries_medians_and_the_bracketed_ratio() {
         let row = throughput_row("s", "latch", &results(), "latch", "bare");
         assert_eq!(row.rps, Some(95.0));
         assert_eq!(row.ratio, Some(0.9));
         assert_eq!(row.p50_ms, Some(1.0));
         assert_eq!(row.p99_ms, Some(3.0));
         assert_eq!(row.verdict, Verdict::Reference);
+    }
+
+    #[test]
+    fn the_baseline_row_is_one_and_its_rate_the_median_of_all_its_runs() {
+        let row = throughput_row("s", "bare pingora", &results(), "bare", "bare");
+        assert_eq!(row.ratio, Some(1.0));
+        assert_eq!(row.rps, Some(110.0));
+        assert_eq!(row.rss_kib, Some(2048));
+    }
+
+    #[test]
+    fn two_cases_compare_round_by_round_through_their_baseline() {
+        // Per round: 0.46 / 0.92, 0.6 / 0.9, 0.85 / 0.85.
+        let r = relative_ratio(&results(), "slower", "latch").unwrap();
+        assert!((r - 2.0 / 3.0).abs() < 1e-9, "{r}");
+        assert_eq!(relative_ratio(&results(), "slower", "missing"), None);
     }
 
     #[test]

@@ -13,11 +13,12 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "Benchmarks Latch against bare pingora, nginx and the upstream itself.")]
 struct Args {
-    /// Rounds per system; every figure is the median over rounds.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds; every ratio is the median over rounds of a case against the baseline runs just
+    /// before and after it.
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
     /// Seconds per wrk run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     seconds: u64,
     /// Seconds of the warm-up run each system gets before the rounds.
     #[arg(long, default_value_t = 1)]
