@@ -1,5 +1,7 @@
 //! Instructions per request, counted by callgrind: bare pingora and Latch (pass-through, and a
-//! lock held by the requester with the memory store) serving the 1.4 KB file.
+//! lock held by the requester with the memory store) serving the 1.4 KB file, and both serving
+//! the 100 KB page, Latch with and without the banner, so the banner's cost is a number that
+//! does not move from run to run.
 //!
 //! Throughput on a small shared VM moves by a quarter from one round to the next; an
 //! instruction count does not move at all for the same binary and load, whatever else the
@@ -16,13 +18,14 @@ use std::time::Duration;
 use crate::latch::{self, Auth, Settings};
 use crate::process::{self, free_port, installed, Proc};
 use crate::report::{thousands, Row, Verdict};
-use crate::site::{self, ASSET};
+use crate::site::{self, ASSET, BIG};
 use crate::suite::Options;
 use crate::systems::{self, Systems, Tokens};
 use crate::wrk::{self, Load};
 use crate::BenchError;
 
 const SCENARIO: &str = "instructions per request (callgrind), 1.4 KB";
+const SCENARIO_BIG: &str = "instructions per request (callgrind), 100 KB HTML";
 const WARMUP: Duration = Duration::from_secs(3);
 const MEASURED: Duration = Duration::from_secs(8);
 
@@ -111,8 +114,13 @@ impl Profiled {
     }
 }
 
-fn row(system: &str, per_request: Result<f64, BenchError>, bare: Option<f64>) -> Row {
-    let mut row = Row::new(SCENARIO, system);
+fn row(
+    scenario: &str,
+    system: &str,
+    per_request: Result<f64, BenchError>,
+    bare: Option<f64>,
+) -> Row {
+    let mut row = Row::new(scenario, system);
     row.target = "report".into();
     row.verdict = match per_request {
         Ok(n) => match bare {
@@ -147,6 +155,7 @@ pub(crate) async fn rows(
     let dir = work.join("callgrind");
     let asset = site::path("", ASSET);
     let held = site::path("held", ASSET);
+    let big = site::path("", BIG);
 
     let bare_port = free_port()?;
     let mut bare = Profiled::start(
@@ -164,11 +173,18 @@ pub(crate) async fn rows(
         opts,
         &[bare_port],
     )?;
-    let load = Load::get(format!("http://127.0.0.1:{bare_port}{asset}"), 200);
-    let bare_n = bare.per_request(&load, scripts).await;
+    let bare_url = |path: &str| format!("http://127.0.0.1:{bare_port}{path}");
+    let bare_n = bare
+        .per_request(&Load::get(bare_url(&asset), 200), scripts)
+        .await;
+    let bare_big = bare
+        .per_request(&Load::get(bare_url(&big), 200), scripts)
+        .await;
     drop(bare);
     let base = bare_n.as_ref().ok().copied();
-    let mut rows = vec![row("bare pingora", bare_n, None)];
+    let base_big = bare_big.as_ref().ok().copied();
+    let mut rows = vec![row(SCENARIO, "bare pingora", bare_n, None)];
+    let mut big_rows = vec![row(SCENARIO_BIG, "bare pingora", bare_big, None)];
 
     let latch_dir = dir.join("latch");
     systems::mkdir(&latch_dir)?;
@@ -201,17 +217,52 @@ pub(crate) async fn rows(
     let pass = profiled
         .per_request(&Load::get(url(&asset), 200), scripts)
         .await;
-    rows.push(row("latch, pass-through", pass, base));
+    rows.push(row(SCENARIO, "latch, pass-through", pass, base));
     let held_n = profiled
         .per_request(&Load::get(url(&held), 200).bearer(&tokens.alice), scripts)
         .await;
-    rows.push(row("latch, held, memory", held_n, base));
+    rows.push(row(SCENARIO, "latch, held, memory", held_n, base));
+    // The same page with and without the banner: their difference is the banner's cost.
+    for (dir, system) in [
+        ("plain", "latch, held, inject=false"),
+        ("held", "latch, held + banner"),
+    ] {
+        let page = url(&site::path(dir, BIG));
+        let n = profiled
+            .per_request(&Load::get(page, 200).bearer(&tokens.alice), scripts)
+            .await;
+        big_rows.push(row(SCENARIO_BIG, system, n, base_big));
+    }
+    rows.extend(big_rows);
     Ok(rows)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_names_its_page_and_compares_with_bare_pingora_on_the_same_page() {
+        let r = row(
+            SCENARIO_BIG,
+            "latch, held + banner",
+            Ok(430_000.0),
+            Some(368_000.0),
+        );
+        assert_eq!(r.scenario, SCENARIO_BIG);
+        assert_eq!(r.system, "latch, held + banner");
+        assert_eq!(
+            r.verdict,
+            Verdict::Info("430,000 instructions, 1.168× bare pingora's".into())
+        );
+        let failed = row(
+            SCENARIO,
+            "bare pingora",
+            Err(BenchError::Check("x".into())),
+            None,
+        );
+        assert_eq!(failed.verdict, Verdict::Failed("x".into()));
+    }
 
     #[test]
     fn totals_come_from_the_totals_line() {
