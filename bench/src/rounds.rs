@@ -29,8 +29,11 @@ pub struct Measured {
     /// Every kept run of this case (a reference runs several times a round).
     pub samples: Vec<Sample>,
     /// Per round: this case's rate over the mean rate of its reference's runs just before and
-    /// just after it. `None` where either side did not run, and for cases without a reference.
+    /// just after it (or the one of them that ran). `None` where the case or both of those did
+    /// not run, and for cases without a reference.
     pub bracketed: Vec<Option<f64>>,
+    /// Other cases are measured against this one, which is therefore 1× itself.
+    pub baseline: bool,
     pub failure: Option<String>,
     /// Runs thrown away because other programs used the CPU meanwhile.
     pub repeated: usize,
@@ -51,8 +54,12 @@ impl Measured {
         median(&self.samples.iter().map(|s| s.p99_us).collect::<Vec<_>>())
     }
 
-    /// The median over rounds of the bracketed ratio to this case's reference.
+    /// The median over rounds of the bracketed ratio to this case's reference; 1 for a
+    /// baseline that ran.
     pub fn ratio(&self) -> Option<f64> {
+        if self.baseline {
+            return (!self.samples.is_empty()).then_some(1.0);
+        }
         median(&self.bracketed.iter().flatten().copied().collect::<Vec<_>>())
     }
 
@@ -189,13 +196,13 @@ pub async fn measure(
     noise: Noise,
 ) -> Vec<Measured> {
     let references: Vec<Option<usize>> = cases.iter().map(|c| c.reference).collect();
-    let mut measured = vec![
-        Measured {
+    let mut measured: Vec<Measured> = (0..cases.len())
+        .map(|i| Measured {
             bracketed: vec![None; rounds],
+            baseline: references.contains(&Some(i)),
             ..Measured::default()
-        };
-        cases.len()
-    ];
+        })
+        .collect();
     let warm = Options {
         duration: warmup,
         ..options
@@ -309,5 +316,19 @@ mod tests {
         // Rounds 0, 1 and 3 pair up: 0.9, 0.5, 1.6.
         assert_eq!(a.ratio_to(&b), Some(0.9));
         assert_eq!(bracketed(&[None, None]).ratio(), None);
+    }
+
+    #[test]
+    fn a_baseline_that_ran_is_one_times_itself() {
+        let mut baseline = bracketed(&[None, None]);
+        baseline.baseline = true;
+        assert_eq!(baseline.ratio(), None, "it never ran");
+        baseline.samples.push(Sample {
+            rps: 100.0,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            requests: 300,
+        });
+        assert_eq!(baseline.ratio(), Some(1.0));
     }
 }

@@ -25,15 +25,11 @@ pub(crate) struct Tally {
     pub(crate) disturbed: usize,
 }
 
-/// A throughput case and the process whose memory its row reports.
-struct Entry {
-    key: &'static str,
-    case: Case,
-    pid: u32,
-}
-
+/// The cases of a family, in the order they were added, with each one's key and the process
+/// whose memory its row reports.
 struct Family {
-    entries: Vec<Entry>,
+    cases: Vec<Case>,
+    owners: Vec<(&'static str, u32)>,
     scripts: PathBuf,
 }
 
@@ -69,24 +65,11 @@ fn baseline_rows(
         "upstream direct",
         results,
         keys.direct,
-        keys.bare,
     )];
     if systems.nginx.is_some() {
-        rows.push(throughput_row(
-            scenario,
-            "nginx proxy",
-            results,
-            keys.nginx,
-            keys.bare,
-        ));
+        rows.push(throughput_row(scenario, "nginx proxy", results, keys.nginx));
     }
-    rows.push(throughput_row(
-        scenario,
-        "bare pingora",
-        results,
-        keys.bare,
-        keys.bare,
-    ));
+    rows.push(throughput_row(scenario, "bare pingora", results, keys.bare));
     rows
 }
 
@@ -137,25 +120,24 @@ impl Family {
         pid: u32,
     ) -> Result<(), BenchError> {
         let script = wrk::write_script(&self.scripts, key, &load)?;
-        let index = |key: &str| self.entries.iter().position(|e| e.key == key);
-        let reference_index = match reference {
-            Some(r) => Some(index(r).ok_or_else(|| {
-                BenchError::Check(format!(
-                    "{key}: reference {r} is not a case added before it"
-                ))
-            })?),
-            None => None,
-        };
-        self.entries.push(Entry {
-            key,
-            case: Case {
-                label: label.to_string(),
-                load,
-                script,
-                reference: reference_index,
-            },
-            pid,
+        let reference =
+            match reference {
+                Some(r) => Some(self.owners.iter().position(|(k, _)| *k == r).ok_or_else(
+                    || {
+                        BenchError::Check(format!(
+                            "{key}: reference {r} is not a case added before it"
+                        ))
+                    },
+                )?),
+                None => None,
+            };
+        self.cases.push(Case {
+            label: label.to_string(),
+            load,
+            script,
+            reference,
         });
+        self.owners.push((key, pid));
         Ok(())
     }
 
@@ -165,23 +147,13 @@ impl Family {
         opts: &Options,
         tally: &mut Tally,
     ) -> HashMap<&'static str, (Measured, Option<u64>)> {
-        let cases: Vec<Case> = self
-            .entries
-            .iter()
-            .map(|e| Case {
-                label: e.case.label.clone(),
-                load: e.case.load.clone(),
-                script: e.case.script.clone(),
-                reference: e.case.reference,
-            })
-            .collect();
         let options = wrk::Options {
             threads: opts.wrk_threads,
             connections: opts.connections,
             duration: Duration::from_secs(opts.seconds),
         };
         let measured = rounds::measure(
-            &cases,
+            &self.cases,
             opts.rounds,
             options,
             Duration::from_secs(opts.warmup_seconds),
@@ -193,22 +165,20 @@ impl Family {
             tally.disturbed += m.disturbed;
             tally.runs += m.samples.len();
         }
-        self.entries
+        self.owners
             .iter()
             .zip(measured)
-            .map(|(e, m)| (e.key, (m, tree_rss_kib(e.pid))))
+            .map(|(&(key, pid), m)| (key, (m, tree_rss_kib(pid))))
             .collect()
     }
 }
 
-/// Fills a row from a measurement; `bare` is the baseline of the same response, which the
-/// case ran bracketed by.
+/// Fills a row from a measurement; its ratio is to the baseline the case ran bracketed by.
 fn throughput_row(
     scenario: &str,
     system: &str,
     results: &HashMap<&'static str, (Measured, Option<u64>)>,
     key: &str,
-    bare: &str,
 ) -> Row {
     let mut row = Row::new(scenario, system);
     let Some((m, rss)) = results.get(key) else {
@@ -223,8 +193,7 @@ fn throughput_row(
     row.p50_ms = m.median_p50_us().map(|v| v / 1000.0);
     row.p99_ms = m.median_p99_us().map(|v| v / 1000.0);
     row.rss_kib = *rss;
-    // Every case runs bracketed by the baseline it is compared with, which is 1× itself.
-    row.ratio = if key == bare { Some(1.0) } else { m.ratio() };
+    row.ratio = m.ratio();
     row
 }
 
@@ -232,7 +201,7 @@ fn throughput_row(
 /// rounds. Its ratio would be 1.00× on a quiet machine; how far it is from that is the noise
 /// every other ratio of the run carries.
 fn control_row(scenario: &str, results: &HashMap<&'static str, (Measured, Option<u64>)>) -> Row {
-    let mut row = throughput_row(scenario, "bare pingora, twin", results, "bare-twin", "bare");
+    let mut row = throughput_row(scenario, "bare pingora, twin", results, "bare-twin");
     row.target = "A/A control".into();
     if matches!(row.verdict, Verdict::Reference) {
         if let Some(ratio) = row.ratio {
@@ -277,7 +246,8 @@ pub(crate) async fn small_family(
     tally: &mut Tally,
 ) -> Result<Vec<Row>, BenchError> {
     let mut family = Family {
-        entries: Vec::new(),
+        cases: Vec::new(),
+        owners: Vec::new(),
         scripts: scripts.to_path_buf(),
     };
     let asset = site::path("", ASSET);
@@ -363,7 +333,7 @@ pub(crate) async fn small_family(
     let pass_s = "pass-through (no rule), 1.4 KB";
     let mut rows = baseline_rows(pass_s, systems, &r, &SMALL);
     rows.push(control_row(pass_s, &r));
-    let row = throughput_row(pass_s, "latch", &r, "pass", SMALL.bare);
+    let row = throughput_row(pass_s, "latch", &r, "pass");
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.95× bare", ratio, 0.95));
 
@@ -372,7 +342,6 @@ pub(crate) async fn small_family(
         "latch",
         &r,
         "held",
-        SMALL.bare,
     );
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.90× bare", ratio, 0.90));
@@ -380,20 +349,14 @@ pub(crate) async fn small_family(
     let redis_s = "lock held by requester, Redis, 1.4 KB";
     match &systems.latch_redis {
         Ok(_) => {
-            let row = throughput_row(redis_s, "latch", &r, "held-redis", SMALL.bare);
+            let row = throughput_row(redis_s, "latch", &r, "held-redis");
             let ratio = row.ratio;
             rows.push(at_least(row, "≥ 0.75× bare", ratio, 0.75));
         }
         Err(why) => rows.push(Row::not_run(redis_s, "latch", "≥ 0.75× bare", why)),
     }
 
-    let row = throughput_row(
-        "denied: 423 from the proxy",
-        "latch",
-        &r,
-        "denied",
-        SMALL.bare,
-    );
+    let row = throughput_row("denied: 423 from the proxy", "latch", &r, "denied");
     let vs_pass = relative_ratio(&r, "denied", "pass");
     let mut row = at_least(row, "not slower than pass-through", vs_pass, 1.0);
     if let Verdict::Met(d) | Verdict::Missed(d) = &mut row.verdict {
@@ -408,7 +371,7 @@ pub(crate) async fn small_family(
         let scenario = format!("lock held, {alg} token (vs HS256)");
         match latch {
             Ok(()) => {
-                let mut row = throughput_row(&scenario, "latch", &r, key, SMALL.bare);
+                let mut row = throughput_row(&scenario, "latch", &r, key);
                 row.target = "report".into();
                 if matches!(row.verdict, Verdict::Reference) {
                     row.verdict = Verdict::Info(match relative_ratio(&r, key, "held") {
@@ -423,14 +386,8 @@ pub(crate) async fn small_family(
     }
 
     let html_s = "1.4 KB HTML page";
-    rows.push(throughput_row(
-        html_s,
-        "bare pingora",
-        &r,
-        "bare-page",
-        "bare-page",
-    ));
-    let mut row = throughput_row(html_s, "latch, held + banner", &r, "held-page", "bare-page");
+    rows.push(throughput_row(html_s, "bare pingora", &r, "bare-page"));
+    let mut row = throughput_row(html_s, "latch, held + banner", &r, "held-page");
     row.target = "report".into();
     rows.push(row);
     Ok(rows)
@@ -444,7 +401,8 @@ pub(crate) async fn html_family(
     tally: &mut Tally,
 ) -> Result<Vec<Row>, BenchError> {
     let mut family = Family {
-        entries: Vec::new(),
+        cases: Vec::new(),
+        owners: Vec::new(),
         scripts: scripts.to_path_buf(),
     };
     family.add_baselines(systems, &BIG_BASELINES, "100 KB", &site::path("", BIG))?;
@@ -471,15 +429,8 @@ pub(crate) async fn html_family(
         "latch, held, inject=false",
         &r,
         "plain-big",
-        BIG_BASELINES.bare,
     ));
-    let row = throughput_row(
-        s,
-        "latch, held + banner",
-        &r,
-        "inject-big",
-        BIG_BASELINES.bare,
-    );
+    let row = throughput_row(s, "latch, held + banner", &r, "inject-big");
     let ratio = row.ratio;
     rows.push(at_least(row, "≥ 0.85× bare", ratio, 0.85));
     let mut cost = Row::new(
@@ -520,11 +471,10 @@ mod tests {
     fn results() -> HashMap<&'static str, (Measured, Option<u64>)> {
         let mut failed = measured(&[], &[]);
         failed.failure = Some("3 responses were 502".into());
+        let mut bare = measured(&[100.0, 200.0, 100.0, 120.0], &[]);
+        bare.baseline = true;
         HashMap::from([
-            (
-                "bare",
-                (measured(&[100.0, 200.0, 100.0, 120.0], &[]), Some(2048)),
-            ),
+            ("bare", (bare, Some(2048))),
             (
                 "latch",
                 (measured(&[95.0, 180.0, 90.0], &[0.92, 0.9, 0.85]), None),
@@ -540,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_row_carries_medians_and_the_bracketed_ratio() {
-        let row = throughput_row("s", "latch", &results(), "latch", "bare");
+        let row = throughput_row("s", "latch", &results(), "latch");
         assert_eq!(row.rps, Some(95.0));
         assert_eq!(row.ratio, Some(0.9));
         assert_eq!(row.p50_ms, Some(1.0));
@@ -550,7 +500,7 @@ mod tests {
 
     #[test]
     fn the_baseline_row_is_one_and_its_rate_the_median_of_all_its_runs() {
-        let row = throughput_row("s", "bare pingora", &results(), "bare", "bare");
+        let row = throughput_row("s", "bare pingora", &results(), "bare");
         assert_eq!(row.ratio, Some(1.0));
         assert_eq!(row.rps, Some(110.0));
         assert_eq!(row.rss_kib, Some(2048));
@@ -566,7 +516,7 @@ mod tests {
 
     #[test]
     fn a_failed_case_fails_its_row_whatever_the_target() {
-        let row = throughput_row("s", "latch", &results(), "broken", "bare");
+        let row = throughput_row("s", "latch", &results(), "broken");
         assert!(matches!(row.verdict, Verdict::Failed(ref why) if why.contains("502")));
         let judged = at_least(row, "≥ 0.9×", Some(2.0), 0.9);
         assert!(matches!(judged.verdict, Verdict::Failed(_)));
@@ -592,7 +542,7 @@ mod tests {
 
     #[test]
     fn targets_are_met_at_the_threshold_and_missed_below_it() {
-        let row = || throughput_row("s", "latch", &results(), "latch", "bare");
+        let row = || throughput_row("s", "latch", &results(), "latch");
         assert!(matches!(
             at_least(row(), "t", Some(0.9), 0.9).verdict,
             Verdict::Met(_)
