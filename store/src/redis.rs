@@ -191,7 +191,9 @@ impl RedisLockStore {
         };
         let clients = match target {
             Target::Single(url) => Clients {
-                nodes: vec![Client::open(connection_info(&url).map_err(invalid)?).map_err(invalid)?],
+                nodes: vec![connection_info(&url)
+                    .and_then(Client::open)
+                    .map_err(invalid)?],
                 cluster: None,
             },
             Target::Cluster(nodes) => {
@@ -204,7 +206,7 @@ impl RedisLockStore {
                     .map_err(invalid)?;
                 let nodes = nodes
                     .iter()
-                    .map(|node| Client::open(connection_info(node)?))
+                    .map(|node| connection_info(node).and_then(Client::open))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(invalid)?;
                 Clients {
