@@ -67,7 +67,14 @@ pub struct ProxyConfig {
     pub inject_at: inject::Placement,
     /// How the names of a request's headers are spelled when Latch adds its own to it.
     pub header_case: HeaderCase,
+    /// How long the upstream may take to send the next bytes of an ordinary response (not a
+    /// WebSocket) before the request fails with 502: a hung app cannot hold a request for
+    /// longer. `None`: no limit, the request lasts as long as its client waits.
+    pub upstream_timeout: Option<Duration>,
 }
+
+/// [`ProxyConfig::upstream_timeout`] unless the config says otherwise.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How the header names of a request Latch adds its own headers to reach the upstream.
 ///
@@ -240,6 +247,7 @@ impl Config {
                 instance: raw::default_instance(),
                 inject_at: inject::Placement::Head,
                 header_case: HeaderCase::Canonical,
+                upstream_timeout: Some(DEFAULT_UPSTREAM_TIMEOUT),
             },
             auth: AuthConfig {
                 settings: auth::AuthSettings {

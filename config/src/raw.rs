@@ -10,6 +10,7 @@ use toml::{Table, Value};
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, Issue, LockStoreKind,
     LocksConfig, OnStoreError, ProxyConfig, Require, RuleStoreKind, RulesConfig, Upstream,
+    DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 /// Environment variables starting with this override config keys: `LATCH_AUTH_SECRET`.
@@ -50,6 +51,7 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("instance", Kind::Text),
             ("inject_at", Kind::Text),
             ("header_case", Kind::Text),
+            ("upstream_timeout_seconds", Kind::Integer),
         ],
     ),
     (
@@ -524,6 +526,12 @@ pub(crate) fn convert(
         }
     };
 
+    let upstream_timeout = match s.integer("upstream_timeout_seconds", 0, 86_400) {
+        Some(0) => None,
+        Some(seconds) => Some(Duration::from_secs(seconds)),
+        None => Some(DEFAULT_UPSTREAM_TIMEOUT),
+    };
+
     // [auth]
     let mut s = take_section(&mut root, "auth", source, origins, issues);
     let defaults = auth::AuthSettings::default();
@@ -699,6 +707,7 @@ pub(crate) fn convert(
             threads,
             inject_at,
             header_case,
+            upstream_timeout,
             instance,
         },
         auth: AuthConfig {

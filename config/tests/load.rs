@@ -96,6 +96,7 @@ fn defaults_fill_every_optional_key() {
     assert!(!c.proxy.instance.is_empty());
     assert_eq!(c.proxy.inject_at, inject::Placement::Head);
     assert_eq!(c.proxy.header_case, HeaderCase::Canonical);
+    assert_eq!(c.proxy.upstream_timeout, Some(Duration::from_secs(300)));
     assert_eq!(c.auth.cookie, "latch_token");
     assert_eq!(c.auth.login_url, None);
     assert_eq!(c.auth.require, Require::Protected);
@@ -137,6 +138,7 @@ threads = 8
 instance = "edge-1"
 inject_at = "body_end"
 header_case = "preserve"
+upstream_timeout_seconds = 0
 
 [auth]
 algorithms = ["HS256", "HS512"]
@@ -178,6 +180,7 @@ listen = "127.0.0.1:0"
     assert_eq!(c.proxy.instance, "edge-1");
     assert_eq!(c.proxy.inject_at, inject::Placement::BodyEnd);
     assert_eq!(c.proxy.header_case, HeaderCase::Preserve);
+    assert_eq!(c.proxy.upstream_timeout, None);
     assert_eq!(c.auth.settings.algorithms, vec!["HS256", "HS512"]);
     assert_eq!(c.auth.cookie, "sso.token-1");
     assert_eq!(
@@ -310,6 +313,16 @@ fn bad_proxy_values() {
             "\"canonical\", \"preserve\"",
         ),
         ("header_case = true", "proxy.header_case", "boolean"),
+        (
+            "upstream_timeout_seconds = -1",
+            "proxy.upstream_timeout_seconds",
+            "-1",
+        ),
+        (
+            "upstream_timeout_seconds = 86401",
+            "proxy.upstream_timeout_seconds",
+            "86401",
+        ),
         ("colour = \"blue\"", "proxy.colour", "unknown key"),
     ];
     for (lines, key, says) in cases {

@@ -38,9 +38,6 @@ pub struct Granted {
     pub fence: Option<u64>,
 }
 
-/// How long an ordinary upstream response may go without sending a byte.
-const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// Per-request state carried between hooks.
 #[derive(Default)]
 pub struct Ctx {
@@ -409,11 +406,15 @@ impl ProxyHttp for LatchProxy {
     async fn upstream_peer(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.latch.upstream, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        // Long-lived responses (the app's WebSockets, server-sent events) may sit idle; ordinary
-        // responses get a generous bound so a hung upstream cannot pin a connection forever.
+        // No idle timeout on pooled upstream connections: each would arm a timer for every
+        // request. A pooled connection is watched for the upstream closing it and dropped then;
+        // the pool is bounded, and a request that fails on a reused connection is retried on a
+        // new one.
+        //
+        // An app's WebSocket may sit idle for as long as its page is open; any other response
+        // is bounded by `proxy.upstream_timeout_seconds` between reads.
         if !session.is_upgrade_req() {
-            peer.options.read_timeout = Some(UPSTREAM_READ_TIMEOUT);
+            peer.options.read_timeout = self.latch.config.proxy.upstream_timeout;
         }
         Ok(Box::new(peer))
     }

@@ -15,6 +15,7 @@
 //!   the rest after 1 s (to show the first byte does not wait for the last);
 //! - `/upload` (POST): counts the body bytes;
 //! - `/stream`: five text chunks 100 ms apart;
+//! - `/sleep/{ms}`: `slept {ms} ms`, answered after that long;
 //! - `/ws`: a WebSocket echo;
 //! - `/status/{code}`: an empty response with that status; `/json`: a JSON body.
 
@@ -89,6 +90,7 @@ fn router() -> Router {
         .route("/html/slow", get(html_slow))
         .route("/upload", post(upload))
         .route("/stream", get(stream))
+        .route("/sleep/{ms}", get(sleep))
         .route("/ws", get(ws))
         .route("/status/{code}", any(status))
         .route("/json", get(|| async { axum::Json(json!({"ok": true})) }))
@@ -353,6 +355,11 @@ async fn stream() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain")],
         chunked(parts, Duration::from_millis(100)),
     )
+}
+
+async fn sleep(Path(ms): Path<u64>) -> String {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slept {ms} ms")
 }
 
 async fn ws(upgrade: WebSocketUpgrade) -> Response {

@@ -234,3 +234,47 @@ async fn a_streaming_response_arrives_chunk_by_chunk() {
     let alice = token("alice", "Alice", &[]);
     assert_streamed(&read_stream(&env.locked, Some(&alice)).await);
 }
+
+/// Fetches `/sleep/{ms}` through a proxy whose `upstream_timeout_seconds` is `timeout`, and
+/// returns the status, the body and how long the answer took.
+async fn sleep_through(timeout: &str, ms: u64) -> (StatusCode, String, Duration) {
+    let upstream = Upstream::start().await;
+    let latch = LatchBuilder::new(upstream.port())
+        .env("LATCH_PROXY_UPSTREAM_TIMEOUT_SECONDS", timeout)
+        .start();
+    let started = Instant::now();
+    let resp = client()
+        .get(latch.url(&format!("/sleep/{ms}")))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    (status, body, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_silent_past_the_upstream_timeout_gets_a_502_at_that_time() {
+    let (status, body, took) = sleep_through("1", 4_000).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(!body.contains("slept"), "{body}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3_500),
+        "answered after {took:?}"
+    );
+    // Under the limit, the same route answers.
+    let (status, body, _) = sleep_through("1", 300).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slept 300 ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_of_zero_waits_for_a_slow_upstream() {
+    let (status, body, took) = sleep_through("0", 1_500).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "slept 1500 ms");
+    assert!(
+        took >= Duration::from_millis(1_500),
+        "answered after {took:?}"
+    );
+}
