@@ -408,8 +408,8 @@ impl ProxyHttp for LatchProxy {
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         // No idle timeout on pooled upstream connections: each would arm a timer for every
         // request. A pooled connection is watched for the upstream closing it and dropped then;
-        // the pool is bounded, and a request that fails on a reused connection is retried on a
-        // new one.
+        // the pool is bounded, and an idempotent request that fails on a reused connection is
+        // retried on a new one.
         //
         // An app's WebSocket may sit idle for as long as its page is open; any other response
         // is bounded by `proxy.upstream_timeout_seconds` between reads.
