@@ -1,7 +1,8 @@
 //! Instructions per request, counted by callgrind: bare pingora and Latch (pass-through, and a
 //! lock held by the requester with the memory store) serving the 1.4 KB file, and both serving
 //! the 100 KB page, Latch with and without the banner, so the banner's cost is a number that
-//! does not move from run to run.
+//! does not move from run to run. Latch's held cases are compared with bare pingora
+//! forwarding the same request, the user's token included.
 //!
 //! Throughput on a small shared VM moves by a quarter from one round to the next; an
 //! instruction count does not move at all for the same binary and load, whatever else the
@@ -155,7 +156,7 @@ pub(crate) async fn rows(
     let dir = work.join("callgrind");
     let asset = site::path("", ASSET);
     let held = site::path("held", ASSET);
-    let big = site::path("", BIG);
+    let big = site::path("held", BIG);
 
     let bare_port = free_port()?;
     let mut bare = Profiled::start(
@@ -177,14 +178,34 @@ pub(crate) async fn rows(
     let bare_n = bare
         .per_request(&Load::get(bare_url(&asset), 200), scripts)
         .await;
+    // The held cases carry the user's token, and are compared with bare pingora forwarding
+    // the same request.
+    let bare_held = bare
+        .per_request(
+            &Load::get(bare_url(&held), 200).bearer(&tokens.alice),
+            scripts,
+        )
+        .await;
     let bare_big = bare
-        .per_request(&Load::get(bare_url(&big), 200), scripts)
+        .per_request(
+            &Load::get(bare_url(&big), 200).bearer(&tokens.alice),
+            scripts,
+        )
         .await;
     drop(bare);
     let base = bare_n.as_ref().ok().copied();
+    let base_held = bare_held.as_ref().ok().copied();
     let base_big = bare_big.as_ref().ok().copied();
-    let mut rows = vec![row(SCENARIO, "bare pingora", bare_n, None)];
-    let mut big_rows = vec![row(SCENARIO_BIG, "bare pingora", bare_big, None)];
+    let mut rows = vec![
+        row(SCENARIO, "bare pingora", bare_n, None),
+        row(SCENARIO, "bare pingora, with token", bare_held, None),
+    ];
+    let mut big_rows = vec![row(
+        SCENARIO_BIG,
+        "bare pingora, with token",
+        bare_big,
+        None,
+    )];
 
     let latch_dir = dir.join("latch");
     systems::mkdir(&latch_dir)?;
@@ -221,7 +242,7 @@ pub(crate) async fn rows(
     let held_n = profiled
         .per_request(&Load::get(url(&held), 200).bearer(&tokens.alice), scripts)
         .await;
-    rows.push(row(SCENARIO, "latch, held, memory", held_n, base));
+    rows.push(row(SCENARIO, "latch, held, memory", held_n, base_held));
     // The same page with and without the banner: their difference is the banner's cost.
     for (dir, system) in [
         ("plain", "latch, held, inject=false"),
