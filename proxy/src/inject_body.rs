@@ -6,9 +6,10 @@
 //! page that arrives gzip- or br-encoded anyway is decoded here (see [`crate::decode`], which
 //! also bounds how far a page may inflate) before it is rewritten; every other response
 //! (scripts, images, downloads) goes to the client exactly as the upstream sent it, compressed
-//! or not. The downstream compression module then gzips
-//! rewritten pages for clients that accept gzip and fixes `Vary`. Pass-through requests are
-//! never touched, so they pay nothing for any of this.
+//! or not. A rewritten page is gzipped again for a client that accepts gzip, by a
+//! compression context that only such a page creates (it also fixes `Vary`). Pass-through
+//! requests are never touched, so they pay nothing for any of this: no compression module
+//! runs on every request.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,8 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
-use pingora::modules::http::HttpModules;
+use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::proxy::Session;
 
 use crate::decode::{Decoder, Encoding};
@@ -31,13 +31,8 @@ const RECOMPRESS_LEVEL: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct InjectPlan {
     pub lease: Duration,
-    /// The rewritten page is to be gzipped for the client (see [`enable_recompression`]).
+    /// The client accepts gzip, so the rewritten page is gzipped for it (see [`recompressor`]).
     pub recompress: bool,
-}
-
-/// Registers the downstream compression module, disabled unless a response turns it on.
-pub fn init_downstream_modules(modules: &mut HttpModules) {
-    modules.add_module(ResponseCompressionBuilder::enable(0));
 }
 
 /// Whether the response may be shown as a page of its own, the only place a banner belongs.
@@ -62,34 +57,8 @@ pub fn may_be_a_page(req: &RequestHeader) -> bool {
     })
 }
 
-/// Turns on gzip re-compression of the rewritten page for a client that accepts it.
-///
-/// The compression module reads `Accept-Encoding` in its own request hook, which runs before
-/// `request_filter` and ignores the request while the module is disabled; so it is told here,
-/// once it is on. It is only ever offered gzip: pingora's brotli encoder ends a response with a
-/// flush instead of a final block, which decoders reject. [`prepare`] turns re-compression back
-/// off for any response that is not rewritten, so those go out as the upstream sent them.
-/// Returns whether it was turned on.
-pub fn enable_recompression(session: &mut Session) -> bool {
-    if !accepts_gzip(session.req_header()) {
-        return false;
-    }
-    let Some(gzip_only) = gzip_only_request() else {
-        return false;
-    };
-    let Some(compression) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    else {
-        return false;
-    };
-    compression.adjust_level(RECOMPRESS_LEVEL);
-    compression.request_filter(gzip_only);
-    true
-}
-
 /// Does the client list `gzip` (or `x-gzip`) in `Accept-Encoding` without `q=0`?
-fn accepts_gzip(req: &RequestHeader) -> bool {
+pub fn accepts_gzip(req: &RequestHeader) -> bool {
     req.headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
@@ -109,28 +78,23 @@ fn accepts_gzip(req: &RequestHeader) -> bool {
         })
 }
 
-/// The request the compression module is shown: one that accepts gzip and nothing else.
-fn gzip_only_request() -> Option<&'static RequestHeader> {
+/// The gzip encoder for a rewritten page, in its body phase: it has set the response's
+/// `Content-Encoding`, `Vary` and framing. It is only ever offered gzip, by showing it a request
+/// that accepts gzip and nothing else: pingora's brotli encoder ends a response with a flush
+/// instead of a final block, which decoders reject. `None` when it declines the response.
+fn recompressor(resp: &mut ResponseHeader) -> Option<ResponseCompressionCtx> {
     static GZIP_ONLY: OnceLock<Option<RequestHeader>> = OnceLock::new();
-    GZIP_ONLY
+    let gzip_only = GZIP_ONLY
         .get_or_init(|| {
             let mut req = RequestHeader::build("GET", b"/", None).ok()?;
             req.insert_header(header::ACCEPT_ENCODING, "gzip").ok()?;
             Some(req)
         })
-        .as_ref()
-}
-
-/// Switches re-compression off again for a response that keeps its body as it is.
-fn disable_recompression(session: &mut Session) {
-    if let Some(compression) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    {
-        if compression.is_header_phase() {
-            compression.adjust_level(0);
-        }
-    }
+        .as_ref()?;
+    let mut gzip = ResponseCompressionCtx::new(RECOMPRESS_LEVEL, false, false);
+    gzip.request_filter(gzip_only);
+    gzip.response_header_filter(resp, false);
+    gzip.is_enabled().then_some(gzip)
 }
 
 /// Counts a matched page that went out without the banner, by reason (the metric's label).
@@ -150,19 +114,6 @@ fn skip(latch: &Latch, reason: &'static str) -> Option<BodyInjector> {
 
 /// Decides from the response header whether this page gets the banner, and adjusts the header.
 pub fn prepare(
-    latch: &Latch,
-    session: &mut Session,
-    resp: &mut ResponseHeader,
-    plan: &InjectPlan,
-) -> Option<BodyInjector> {
-    let injector = decide(latch, session, resp, plan);
-    if injector.is_none() && plan.recompress {
-        disable_recompression(session);
-    }
-    injector
-}
-
-fn decide(
     latch: &Latch,
     session: &Session,
     resp: &mut ResponseHeader,
@@ -242,7 +193,7 @@ fn decide(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| tag_len_is_exact && encoding.is_none())
+        .filter(|_| tag_len_is_exact && encoding.is_none() && !plan.recompress)
         .and_then(|n| n.checked_add(tag_len));
     if encoding.is_some() {
         // The page goes out decoded: its ranges no longer exist.
@@ -273,10 +224,17 @@ fn decide(
     if head {
         return None;
     }
+    // After every other edit: the encoder drops the length, weakens the ETag and adds `Vary`.
+    let gzip = if plan.recompress {
+        recompressor(resp)
+    } else {
+        None
+    };
     latch.metrics.injected.inc();
     Some(BodyInjector {
         decoder: encoding.map(Decoder::new),
         injector,
+        gzip,
         failed: false,
         length_promised: promised.is_some(),
     })
@@ -287,6 +245,8 @@ pub struct BodyInjector {
     /// Undoes the upstream's gzip or br before the rewriter sees the page.
     decoder: Option<Decoder>,
     injector: inject::Injector,
+    /// Gzips the rewritten page for a client that accepts gzip.
+    gzip: Option<ResponseCompressionCtx>,
     failed: bool,
     /// The client was told the body's length, which counts the tag.
     length_promised: bool,
@@ -299,15 +259,26 @@ pub struct BodyInjector {
 pub struct Abort(pub &'static str);
 
 impl BodyInjector {
-    /// Rewrites one body chunk in place, decoding it first if the upstream encoded it. On a
-    /// rewriter error the rest of the body passes through unchanged (a page without a banner
-    /// beats a broken page), unless a length that counts the tag was promised.
+    /// Rewrites one body chunk in place, decoding it first if the upstream encoded it and
+    /// gzipping the result for a client that accepts gzip. On a rewriter error the rest of the
+    /// body passes through unchanged (a page without a banner beats a broken page), unless a
+    /// length that counts the tag was promised.
     pub fn filter(
         &mut self,
         latch: &Latch,
         body: &mut Option<Bytes>,
         end: bool,
     ) -> Result<(), Abort> {
+        self.rewrite(latch, body, end)?;
+        if let Some(gzip) = self.gzip.as_mut() {
+            if let Some(compressed) = gzip.response_body_filter(body.as_ref(), end) {
+                *body = Some(compressed);
+            }
+        }
+        Ok(())
+    }
+
+    fn rewrite(&mut self, latch: &Latch, body: &mut Option<Bytes>, end: bool) -> Result<(), Abort> {
         if let Some(decoder) = self.decoder.as_mut() {
             let input = body.take();
             match decoder.decode(input.as_deref().unwrap_or_default(), end) {

@@ -105,7 +105,7 @@ fn grant(
 ) {
     ctx.granted = Some(Granted { resource, fence });
     if rule.inject && inject_body::may_be_a_page(session.req_header()) {
-        let recompress = inject_body::enable_recompression(session);
+        let recompress = inject_body::accepts_gzip(session.req_header());
         ctx.inject = Some(InjectPlan { lease, recompress });
     }
     ctx.identity = Some(identity);
@@ -154,10 +154,6 @@ impl ProxyHttp for LatchProxy {
 
     fn new_ctx(&self) -> Ctx {
         Ctx::default()
-    }
-
-    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
-        inject_body::init_downstream_modules(modules);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {

@@ -261,6 +261,25 @@ async fn plain_page_is_compressed_for_gzip_clients_after_rewriting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recompressed_page_says_it_varies_with_accept_encoding() {
+    let s = setup(RULES).await;
+    for path in ["/html/chunked", "/html/cl", "/html/gzip"] {
+        let resp = s.get(path, Some("gzip")).await;
+        assert_eq!(header(&resp, CONTENT_ENCODING), Some("gzip"), "{path}");
+        let vary = header(&resp, reqwest::header::VARY).unwrap_or_default();
+        assert!(
+            vary.split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding")),
+            "{path}: Vary is {vary:?}"
+        );
+        assert_eq!(
+            gunzip(&resp.bytes().await.expect("body")),
+            injected(PAGE, &tag(path, None))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_left_alone_are_not_compressed_by_the_proxy() {
     let s = setup(RULES).await;
     for path in ["/html/no-transform", "/html/csp-strict"] {
