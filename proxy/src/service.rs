@@ -156,6 +156,10 @@ impl ProxyHttp for LatchProxy {
         Ctx::default()
     }
 
+    /// None. pingora's default is a compression module, disabled, whose set-up every request
+    /// would pay for; a rewritten page brings its own encoder (see [`inject_body`]).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         strip_latch_headers(session.req_header_mut());
 
