@@ -425,15 +425,12 @@ pub(crate) async fn html_family(
     family.add_baselines(systems, &BIG_BASELINES, "100 KB", &site::path("", BIG))?;
     // The held cases' reference: bare pingora, the same page and the same token.
     let (bare, bare_port) = &systems.bare;
+    let held_big = site::path("held", BIG);
     family.add(
         "bare-big-held",
         None,
         "100 KB, with token / bare pingora",
-        Load::get(
-            format!("http://127.0.0.1:{bare_port}{}", site::path("held", BIG)),
-            200,
-        )
-        .bearer(&tokens.alice),
+        Load::get(format!("http://127.0.0.1:{bare_port}{held_big}"), 200).bearer(&tokens.alice),
         bare.pid(),
     )?;
     let latch = &systems.latch;
@@ -448,7 +445,7 @@ pub(crate) async fn html_family(
         "inject-big",
         Some("bare-big-held"),
         "100 KB, held + banner / latch",
-        Load::get(latch.url(&site::path("held", BIG)), 200).bearer(&tokens.alice),
+        Load::get(latch.url(&held_big), 200).bearer(&tokens.alice),
         latch.proc.pid(),
     )?;
     let r = family.run(opts, tally).await;
