@@ -21,6 +21,8 @@ use lol_html::send::{
 };
 use lol_html::{AsciiCompatibleEncoding, OutputSink, Selector};
 
+use crate::memo::{HeadMemo, Reading, LONGEST_HEAD};
+
 /// Why a document cannot be (or can no longer be) rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -78,16 +80,35 @@ impl OutputSink for Sink {
 ///
 /// `Send + Sync`, so it can live in a pingora request context. lol_html's rewriter is only
 /// `Send` (its handlers are `FnMut`), so it sits behind a `Mutex` that is never locked: every
-/// use goes through `&mut self` and `Mutex::get_mut`.
+/// use goes through `&mut self` and `Mutex::get_mut`. It is built on the first byte that must
+/// be parsed, so a page whose head is remembered (see [`HeadMemo`]) never builds one.
 pub struct Injector {
-    rewriter: Option<Mutex<HtmlRewriter<'static, Sink>>>,
+    stage: Stage,
+    tag: Arc<str>,
+    reading: Reading,
     output: Output,
     injected: Arc<AtomicBool>,
+    /// Where in the source document the parser put the tag, when it was in an element's place.
+    inserted_at: Arc<AtomicUsize>,
     placement: Placement,
     /// The tag is in and the rewriter flushed: every later byte passes through as it is.
     passing_through: bool,
     /// How many bytes the next slice parses (see [`FIRST_SLICE`]).
     slice: usize,
+    /// Nothing of the document has been fed yet: a head seen from here may be looked up in, or
+    /// added to, the memo.
+    at_start: bool,
+    memo: Option<Arc<HeadMemo>>,
+    /// The tag went in at a remembered offset: nothing was parsed.
+    remembered: bool,
+}
+
+enum Stage {
+    /// No byte parsed yet; the rewriter is built when one must be.
+    Ready,
+    Parsing(Box<Mutex<HtmlRewriter<'static, Sink>>>),
+    /// Ended, failed, or never needed.
+    Spent,
 }
 
 impl Injector {
@@ -112,16 +133,47 @@ impl Injector {
         // encoding, which an ASCII tag does not need: it is the same bytes in every
         // ASCII-compatible encoding. Following it costs a selector compiled for every page.
         let follow_meta_charset = charset.is_none() && !tag_html.is_ascii();
-        let tag: Arc<str> = tag_html.into();
-        let injected = Arc::new(AtomicBool::new(false));
-        let output = Output::default();
+        Ok(Injector {
+            stage: Stage::Ready,
+            tag: tag_html.into(),
+            reading: Reading {
+                encoding,
+                follow_meta_charset,
+            },
+            output: Output::default(),
+            injected: Arc::new(AtomicBool::new(false)),
+            inserted_at: Arc::new(AtomicUsize::new(NOT_PLACED)),
+            placement,
+            passing_through: false,
+            slice: FIRST_SLICE,
+            at_start: true,
+            memo: None,
+            remembered: false,
+        })
+    }
 
+    /// Looks the page's head up in `memo`, and adds it there once parsed: a head seen before
+    /// gets the tag at the same offset without being parsed again. Only [`Placement::Head`]
+    /// uses it; at [`Placement::BodyEnd`] every byte is parsed anyway.
+    pub fn remembering(mut self, memo: Arc<HeadMemo>) -> Injector {
+        if self.placement == Placement::Head {
+            self.memo = Some(memo);
+        }
+        self
+    }
+
+    fn build_rewriter(&self) -> HtmlRewriter<'static, Sink> {
+        let shared = Point {
+            tag: Arc::clone(&self.tag),
+            injected: Arc::clone(&self.injected),
+            inert: Arc::new(AtomicUsize::new(0)),
+            at: Arc::clone(&self.inserted_at),
+        };
         // A `</body>` inside a template or SVG/MathML content still ends lol_html's body, but a
         // browser would not run a script placed there. lol_html runs the inner element's
         // handler first, with the `</body>` token; such an element is then never counted as
         // left, so the body handler declines and the tag goes at the very end instead.
-        let inert_depth = Arc::new(AtomicUsize::new(0));
-        let inert_start = Arc::clone(&inert_depth);
+        let inert_start = Arc::clone(&shared.inert);
         let inert = handler(&INERT, move |el| {
             let name = el.tag_name();
             // Self-closed foreign elements have no end tag and hold nothing.
@@ -139,16 +191,17 @@ impl Injector {
             Ok(())
         });
 
-        let point = match placement {
-            Placement::Head => head_end(&tag, &injected, &inert_depth),
-            Placement::BodyEnd => body_end(&tag, &injected, &inert_depth),
+        let point = match self.placement {
+            Placement::Head => head_end(&shared),
+            Placement::BodyEnd => vec![before_end_tag_of(&BODY, shared.share())],
         };
 
-        let end_injected = Arc::clone(&injected);
+        let end_injected = Arc::clone(&shared.injected);
+        let end_tag = Arc::clone(&shared.tag);
         let document_end =
             DocumentContentHandlers::default().end(move |end: &mut DocumentEnd<'_>| {
                 if !end_injected.swap(true, Ordering::Relaxed) {
-                    end.append(&tag, ContentType::Html);
+                    end.append(&end_tag, ContentType::Html);
                 }
                 Ok(())
             });
@@ -156,22 +209,14 @@ impl Injector {
         let settings = Settings {
             element_content_handlers: std::iter::once(inert).chain(point).collect(),
             document_content_handlers: vec![document_end],
-            encoding,
+            encoding: self.reading.encoding,
             // Strict mode aborts on rare ambiguous markup, which would cut the page off
             // mid-stream. The worst a misparse can do here is make the banner tag inert.
             strict: false,
-            adjust_charset_on_meta_tag: follow_meta_charset,
+            adjust_charset_on_meta_tag: self.reading.follow_meta_charset,
             ..Settings::new_send()
         };
-        let rewriter = HtmlRewriter::new(settings, Sink(Arc::clone(&output)));
-        Ok(Injector {
-            rewriter: Some(Mutex::new(rewriter)),
-            output,
-            injected,
-            placement,
-            passing_through: false,
-            slice: FIRST_SLICE,
-        })
+        HtmlRewriter::new(settings, Sink(Arc::clone(&self.output)))
     }
 
     /// Feeds the next chunk of the document and returns the rewritten output produced so far
@@ -187,6 +232,18 @@ impl Injector {
             self.feed(&chunk)?;
             return Ok(self.take_output());
         }
+        // The whole head, when this chunk starts the document and holds its first `</head>`.
+        let head = match &self.memo {
+            Some(memo) if self.at_start => past_head_end_tag(&chunk, 0, chunk.len())
+                .filter(|&end| end <= LONGEST_HEAD)
+                .map(|end| (Arc::clone(memo), end)),
+            _ => None,
+        };
+        if let Some((memo, end)) = &head {
+            if let Some(at) = memo.spot(self.reading, &chunk[..*end]) {
+                return Ok(self.insert_remembered(&chunk, at));
+            }
+        }
         let mut at = 0;
         while at < chunk.len() {
             let limit = (at + self.slice).min(chunk.len());
@@ -200,6 +257,20 @@ impl Injector {
                 self.end_rewriter()?;
                 self.passing_through = true;
                 let mut out = self.take_output_mut();
+                if let Some((memo, end)) = head {
+                    // The parser placed the tag on reading this very head, so these bytes
+                    // alone decide where it goes.
+                    if end == at {
+                        let placed = self.inserted_at.load(Ordering::Relaxed);
+                        memo.remember(
+                            self.reading,
+                            &chunk[..at],
+                            placed,
+                            &out,
+                            self.tag.as_bytes(),
+                        );
+                    }
+                }
                 if out.is_empty() {
                     return Ok(chunk.slice(at..));
                 }
@@ -208,6 +279,20 @@ impl Injector {
             }
         }
         Ok(self.take_output())
+    }
+
+    /// The chunk with the tag at `at`, as the parser put it in this same head before.
+    fn insert_remembered(&mut self, chunk: &[u8], at: usize) -> Bytes {
+        let mut out = BytesMut::with_capacity(chunk.len() + self.tag.len());
+        out.extend_from_slice(&chunk[..at]);
+        out.extend_from_slice(self.tag.as_bytes());
+        out.extend_from_slice(&chunk[at..]);
+        self.injected.store(true, Ordering::Relaxed);
+        self.stage = Stage::Spent;
+        self.at_start = false;
+        self.passing_through = true;
+        self.remembered = true;
+        out.freeze()
     }
 
     /// Ends the document and returns the remaining output, including the tag if its insertion
@@ -221,27 +306,48 @@ impl Injector {
         Ok(self.take_output())
     }
 
+    /// Whether the tag went in at the offset [`HeadMemo`] remembered for this head, without
+    /// parsing the page.
+    pub fn remembered(&self) -> bool {
+        self.remembered
+    }
+
     /// Whether the tag is in and later chunks pass through untouched.
     pub fn passing_through(&self) -> bool {
         self.passing_through
     }
 
     fn feed(&mut self, bytes: &[u8]) -> Result<(), InjectError> {
-        let rewriter = self.rewriter.as_mut().ok_or(InjectError::Finished)?;
+        if bytes.is_empty() && !matches!(self.stage, Stage::Spent) {
+            return Ok(());
+        }
+        if matches!(self.stage, Stage::Ready) {
+            self.stage = Stage::Parsing(Box::new(Mutex::new(self.build_rewriter())));
+        }
+        let Stage::Parsing(rewriter) = &mut self.stage else {
+            return Err(InjectError::Finished);
+        };
+        self.at_start = false;
         let written = rewriter
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .write(bytes);
         if let Err(error) = written {
             // lol_html panics if a failed rewriter is used again.
-            self.rewriter = None;
+            self.stage = Stage::Spent;
             return Err(error.into());
         }
         Ok(())
     }
 
     fn end_rewriter(&mut self) -> Result<(), InjectError> {
-        let rewriter = self.rewriter.take().ok_or(InjectError::Finished)?;
+        if matches!(self.stage, Stage::Ready) {
+            // Nothing was fed: the document is empty, and still gets its tag at its end.
+            self.stage = Stage::Parsing(Box::new(Mutex::new(self.build_rewriter())));
+        }
+        let Stage::Parsing(rewriter) = std::mem::replace(&mut self.stage, Stage::Spent) else {
+            return Err(InjectError::Finished);
+        };
         rewriter
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
@@ -269,7 +375,7 @@ impl Injector {
 impl std::fmt::Debug for Injector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Injector")
-            .field("finished", &self.rewriter.is_none())
+            .field("finished", &matches!(self.stage, Stage::Spent))
             .field("injected", &self.injected())
             .field("placement", &self.placement)
             .finish_non_exhaustive()
@@ -336,18 +442,28 @@ fn handler(
     )
 }
 
-/// Shared by the handlers of one document: the tag, whether it is in, and how deep the parser
-/// is inside inert content (template, SVG, MathML), where a script would not run.
+/// `Injector::inserted_at` before the tag is placed, or when it goes at the document's end.
+const NOT_PLACED: usize = usize::MAX;
+
+/// Shared by the handlers of one document: the tag, whether it is in and where, and how deep
+/// the parser is inside inert content (template, SVG, MathML), where a script would not run.
 struct Point {
     tag: Arc<str>,
     injected: Arc<AtomicBool>,
     inert: Arc<AtomicUsize>,
+    at: Arc<AtomicUsize>,
 }
 
 impl Point {
-    /// Claims the one insertion, unless it is taken or the parser is inside inert content.
-    fn take(&self) -> bool {
-        self.inert.load(Ordering::Relaxed) == 0 && !self.injected.swap(true, Ordering::Relaxed)
+    /// Claims the one insertion, at `at` in the source document, unless it is taken or the
+    /// parser is inside inert content.
+    fn take(&self, at: usize) -> bool {
+        let taken =
+            self.inert.load(Ordering::Relaxed) == 0 && !self.injected.swap(true, Ordering::Relaxed);
+        if taken {
+            self.at.store(at, Ordering::Relaxed);
+        }
+        taken
     }
 
     fn share(&self) -> Point {
@@ -355,35 +471,21 @@ impl Point {
             tag: Arc::clone(&self.tag),
             injected: Arc::clone(&self.injected),
             inert: Arc::clone(&self.inert),
+            at: Arc::clone(&self.at),
         }
     }
 }
 
 /// Before `</head>`, or first in the body when the head's end tag is omitted.
-fn head_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>) -> Handlers {
-    let point = Point {
-        tag: Arc::clone(tag),
-        injected: Arc::clone(injected),
-        inert: Arc::clone(inert),
-    };
+fn head_end(point: &Point) -> Handlers {
     let first_in_body = point.share();
     let body = handler(&BODY, move |el| {
-        if first_in_body.take() {
+        if first_in_body.take(el.source_location().bytes().end) {
             el.prepend(&first_in_body.tag, ContentType::Html);
         }
         Ok(())
     });
-    vec![before_end_tag_of(&HEAD, point), body]
-}
-
-/// Before the end tag that closes the body.
-fn body_end(tag: &Arc<str>, injected: &Arc<AtomicBool>, inert: &Arc<AtomicUsize>) -> Handlers {
-    let point = Point {
-        tag: Arc::clone(tag),
-        injected: Arc::clone(injected),
-        inert: Arc::clone(inert),
-    };
-    vec![before_end_tag_of(&BODY, point)]
+    vec![before_end_tag_of(&HEAD, point.share()), body]
 }
 
 /// Inserts the tag before the end tag of the `element`.
@@ -393,7 +495,7 @@ fn before_end_tag_of(element: &'static LazyLock<Selector>, point: Point) -> Hand
         if let Some(handlers) = el.end_tag_handlers() {
             let point = point.share();
             let before_end: EndTagHandler<'static> = Box::new(move |end: &mut EndTag<'_>| {
-                if point.take() {
+                if point.take(end.source_location().bytes().start) {
                     end.before(&point.tag, ContentType::Html);
                 }
                 Ok(())

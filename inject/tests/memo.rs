@@ -1,0 +1,134 @@
+//! The head memo: a page whose head was rewritten before gets the tag at the same offset
+//! without being parsed, and every page comes out byte for byte as the parser alone makes it.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::TAG;
+use inject::{HeadMemo, Injector, Placement};
+
+/// Rewrites `chunks` at [`Placement::Head`] with `tag`, through `memo`.
+fn rewrite(memo: &Arc<HeadMemo>, tag: &str, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut injector = Injector::new(tag.to_owned(), None, Placement::Head)
+        .unwrap()
+        .remembering(Arc::clone(memo));
+    let mut out = Vec::new();
+    for chunk in chunks {
+        out.extend_from_slice(&injector.write(Bytes::copy_from_slice(chunk)).unwrap());
+    }
+    out.extend_from_slice(&injector.finish().unwrap());
+    assert!(injector.injected());
+    out
+}
+
+/// The page as the parser alone rewrites it.
+fn parsed(tag: &str, page: &str) -> Vec<u8> {
+    common::rewrite_chunks(Placement::Head, None, tag, [page.as_bytes()])
+}
+
+const PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Doc</title></head>\
+    <body><h1>Edit</h1><p>text</p></body></html>\n";
+
+#[test]
+fn a_repeated_head_is_not_parsed_again_and_gives_the_same_bytes() {
+    let memo = Arc::new(HeadMemo::default());
+    let first = rewrite(&memo, TAG, &[PAGE.as_bytes()]);
+    assert_eq!(first, parsed(TAG, PAGE));
+    assert_eq!((memo.len(), memo.hits()), (1, 0));
+
+    let mut injector = Injector::new(TAG.to_owned(), None, Placement::Head)
+        .unwrap()
+        .remembering(Arc::clone(&memo));
+    let mut second = injector
+        .write(Bytes::from_static(PAGE.as_bytes()))
+        .unwrap()
+        .to_vec();
+    assert!(injector.remembered() && injector.passing_through());
+    second.extend_from_slice(&injector.finish().unwrap());
+    assert_eq!(second, first);
+    assert_eq!(memo.hits(), 1);
+}
+
+#[test]
+fn a_remembered_head_takes_another_pages_tag_at_the_same_place() {
+    let memo = Arc::new(HeadMemo::default());
+    rewrite(&memo, TAG, &[PAGE.as_bytes()]);
+    let other = r#"<script src="/_latch/banner.js" data-latch-path="/docs/2" defer></script>"#;
+    let page = PAGE.replace("<h1>Edit</h1>", "<h1>Another document</h1>");
+    let out = rewrite(&memo, other, &[page.as_bytes()]);
+    assert_eq!(memo.hits(), 1);
+    assert_eq!(out, parsed(other, &page));
+}
+
+#[test]
+fn tricky_heads_come_out_as_the_parser_makes_them_first_and_second_time() {
+    let pages = [
+        PAGE.to_owned(),
+        // `</head>` inside markup that hides it: the first one is not the insertion point.
+        "<html><head><!-- </head> --><title>t</title></head><body>x</body></html>".to_owned(),
+        "<html><head><script>var s = \"</head>\";</script></head><body>x</body>".to_owned(),
+        "<html><head><meta name=\"x\" content=\"</head>\"></head><body>x</body>".to_owned(),
+        "<html><head><template></head></template></head><body><p>x</p></body></html>".to_owned(),
+        // No head end tag before the body starts, and no head at all.
+        "<html><head><title>t</title><body><p>x</p></head></body></html>".to_owned(),
+        "<p>no head</p></head><p>after</p>".to_owned(),
+        // Unusual spellings of the end tag.
+        "<html><head><title>t</title></HEAD ><body>x</body>".to_owned(),
+        "<html><head><title>t</title></head a=\">\"><body>x</body>".to_owned(),
+    ];
+    let memo = Arc::new(HeadMemo::default());
+    for page in &pages {
+        let want = parsed(TAG, page);
+        for round in 0..2 {
+            assert_eq!(
+                rewrite(&memo, TAG, &[page.as_bytes()]),
+                want,
+                "round {round}: {page}"
+            );
+        }
+    }
+    // Only heads whose first `</head>` is where the tag went are remembered, and they hit.
+    assert_eq!(memo.len() as u64, memo.hits(), "{memo:?}");
+    assert!(memo.hits() >= 3, "{memo:?}");
+}
+
+#[test]
+fn a_head_split_across_chunks_is_parsed_and_still_correct() {
+    let memo = Arc::new(HeadMemo::default());
+    rewrite(&memo, TAG, &[PAGE.as_bytes()]);
+    let want = parsed(TAG, PAGE);
+    for at in 0..=PAGE.len() {
+        let (a, b) = PAGE.as_bytes().split_at(at);
+        assert_eq!(rewrite(&memo, TAG, &[a, b]), want, "split at {at}");
+    }
+}
+
+#[test]
+fn a_head_differing_in_one_byte_is_parsed() {
+    let memo = Arc::new(HeadMemo::default());
+    rewrite(&memo, TAG, &[PAGE.as_bytes()]);
+    // Moves the insertion point: a hit on the old head would put the tag in the wrong place.
+    let page = PAGE.replace("<title>Doc</title>", "<title>Docs</title>");
+    assert_eq!(rewrite(&memo, TAG, &[page.as_bytes()]), parsed(TAG, &page));
+    assert_eq!((memo.len(), memo.hits()), (2, 0));
+}
+
+#[test]
+fn the_memo_is_not_used_at_the_body_end() {
+    let memo = Arc::new(HeadMemo::default());
+    for _ in 0..2 {
+        let mut injector = Injector::new(TAG.to_owned(), None, Placement::BodyEnd)
+            .unwrap()
+            .remembering(Arc::clone(&memo));
+        let mut out = injector
+            .write(Bytes::from_static(PAGE.as_bytes()))
+            .unwrap()
+            .to_vec();
+        out.extend_from_slice(&injector.finish().unwrap());
+        let want = PAGE.replace("</body>", &format!("{TAG}</body>"));
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+    assert!(memo.is_empty());
+}
