@@ -11,7 +11,7 @@
 //! requests are never touched, so they pay nothing for any of this: no compression module
 //! runs on every request.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -177,7 +177,7 @@ pub fn prepare(
     let tag_len_is_exact = tag.is_ascii();
     let injector =
         match inject::Injector::new(tag, charset.as_deref(), latch.config.proxy.inject_at) {
-            Ok(i) => i,
+            Ok(i) => i.remembering(Arc::clone(&latch.head_memo)),
             Err(e) => {
                 tracing::warn!(path = %path, error = %e, "banner not injected");
                 return skip(latch, "charset");
@@ -237,6 +237,7 @@ pub fn prepare(
         gzip,
         failed: false,
         length_promised: promised.is_some(),
+        counted_remembered: false,
     })
 }
 
@@ -250,6 +251,8 @@ pub struct BodyInjector {
     failed: bool,
     /// The client was told the body's length, which counts the tag.
     length_promised: bool,
+    /// `latch_banner_injected_remembered_total` already counts this page.
+    counted_remembered: bool,
 }
 
 /// The response cannot be completed truthfully, so it must be aborted rather than sent short
@@ -297,7 +300,13 @@ impl BodyInjector {
         let mut out = Bytes::new();
         if let Some(chunk) = body.take() {
             match self.injector.write(chunk.clone()) {
-                Ok(b) => out = b,
+                Ok(b) => {
+                    out = b;
+                    if self.injector.remembered() && !self.counted_remembered {
+                        self.counted_remembered = true;
+                        latch.metrics.injected_remembered.inc();
+                    }
+                }
                 Err(e) => {
                     *body = Some(chunk);
                     return self.fail(latch, &e);

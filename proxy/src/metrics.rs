@@ -75,6 +75,7 @@ pub struct Metrics {
     pub banner_sockets_opened: IntCounterVec,
     pub banner_skipped: IntCounterVec,
     pub injected: IntCounter,
+    pub injected_remembered: IntCounter,
     pub event_fanout: Histogram,
 }
 
@@ -140,6 +141,12 @@ impl Metrics {
             "HTML responses the banner script was injected into.",
         )
         .expect("static metric definition");
+        let injected_remembered = IntCounter::new(
+            "latch_banner_injected_remembered_total",
+            "Of the injected responses, those whose head was seen before, so the banner went in \
+             at the remembered place without parsing the page.",
+        )
+        .expect("static metric definition");
         let event_fanout = Histogram::with_opts(
             HistogramOpts::new(
                 "latch_event_fanout_seconds",
@@ -159,6 +166,7 @@ impl Metrics {
             Box::new(banner_sockets_opened.clone()),
             Box::new(banner_skipped.clone()),
             Box::new(injected.clone()),
+            Box::new(injected_remembered.clone()),
             Box::new(event_fanout.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -175,6 +183,7 @@ impl Metrics {
             banner_sockets_opened,
             banner_skipped,
             injected,
+            injected_remembered,
             event_fanout,
         }
     }

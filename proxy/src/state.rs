@@ -64,6 +64,8 @@ pub struct Latch {
     op_latency: Vec<(&'static str, prometheus::Histogram)>,
     /// Claims this instance saw succeed a moment ago (see [`RecentClaims`]).
     pub recent: RecentClaims,
+    /// Where the banner went in page heads already parsed (see [`inject::HeadMemo`]).
+    pub head_memo: Arc<inject::HeadMemo>,
 }
 
 impl Latch {
@@ -98,6 +100,7 @@ impl Latch {
             audit: std::sync::OnceLock::new(),
             op_latency,
             recent,
+            head_memo: Arc::default(),
         }))
     }
 

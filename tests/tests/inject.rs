@@ -133,6 +133,23 @@ async fn content_length_page_gets_the_tag_before_head_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_seen_before_gets_each_pages_own_tag_without_parsing() {
+    let s = setup(RULES).await;
+    // The same page under three paths: the first is parsed, the next two find its head
+    // remembered, and each still carries the tag for its own path.
+    for path in ["/html/cl", "/html/etag", "/html/cl"] {
+        let body = text_of(s.get(path, None).await).await;
+        assert_eq!(body, injected(PAGE, &tag(path, None)), "{path}");
+    }
+    assert_eq!(s.latch.counter("latch_banner_injected_total").await, 3);
+    let remembered = s
+        .latch
+        .counter("latch_banner_injected_remembered_total")
+        .await;
+    assert_eq!(remembered, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tag_names_the_normalized_path_the_rule_matched() {
     let s = setup(RULES).await;
     // `%63` is `c`: the proxy matches, forwards and watches `/html/cl`.
