@@ -1,8 +1,9 @@
 //! Instructions per request, counted by callgrind: bare pingora and Latch (pass-through, and a
 //! lock held by the requester with the memory store) serving the 1.4 KB file, and both serving
 //! the 100 KB page, Latch with and without the banner, so the banner's cost is a number that
-//! does not move from run to run. Latch's held cases are compared with bare pingora
-//! forwarding the same request, the user's token included.
+//! does not move from run to run, and the 100 KB page whose head is new on every request, on
+//! which the banner's place cannot be remembered. Latch's held cases are compared with bare
+//! pingora forwarding the same request, the user's token included.
 //!
 //! Throughput on a small shared VM moves by a quarter from one round to the next; an
 //! instruction count does not move at all for the same binary and load, whatever else the
@@ -19,7 +20,7 @@ use std::time::Duration;
 use crate::latch::{self, Auth, Settings};
 use crate::process::{self, free_port, installed, Proc};
 use crate::report::{thousands, Row, Verdict};
-use crate::site::{self, ASSET, BIG};
+use crate::site::{self, ASSET, BIG, FRESH};
 use crate::suite::Options;
 use crate::systems::{self, Systems, Tokens};
 use crate::wrk::{self, Load};
@@ -27,6 +28,8 @@ use crate::BenchError;
 
 const SCENARIO: &str = "instructions per request (callgrind), 1.4 KB";
 const SCENARIO_BIG: &str = "instructions per request (callgrind), 100 KB HTML";
+const SCENARIO_FRESH: &str =
+    "instructions per request (callgrind), 100 KB HTML, head new on every request";
 const WARMUP: Duration = Duration::from_secs(3);
 const MEASURED: Duration = Duration::from_secs(8);
 
@@ -157,6 +160,7 @@ pub(crate) async fn rows(
     let asset = site::path("", ASSET);
     let held = site::path("held", ASSET);
     let big = site::path("held", BIG);
+    let fresh = site::path("held", FRESH);
 
     let bare_port = free_port()?;
     let mut bare = Profiled::start(
@@ -192,10 +196,17 @@ pub(crate) async fn rows(
             scripts,
         )
         .await;
+    let bare_fresh = bare
+        .per_request(
+            &Load::get(bare_url(&fresh), 200).bearer(&tokens.alice),
+            scripts,
+        )
+        .await;
     drop(bare);
     let base = bare_n.as_ref().ok().copied();
     let base_held = bare_held.as_ref().ok().copied();
     let base_big = bare_big.as_ref().ok().copied();
+    let base_fresh = bare_fresh.as_ref().ok().copied();
     let mut rows = vec![
         row(SCENARIO, "bare pingora", bare_n, None),
         row(SCENARIO, "bare pingora, with token", bare_held, None),
@@ -204,6 +215,12 @@ pub(crate) async fn rows(
         SCENARIO_BIG,
         "bare pingora, with token",
         bare_big,
+        None,
+    )];
+    let mut fresh_rows = vec![row(
+        SCENARIO_FRESH,
+        "bare pingora, with token",
+        bare_fresh,
         None,
     )];
 
@@ -254,7 +271,12 @@ pub(crate) async fn rows(
             .await;
         big_rows.push(row(SCENARIO_BIG, system, n, base_big));
     }
+    let n = profiled
+        .per_request(&Load::get(url(&fresh), 200).bearer(&tokens.alice), scripts)
+        .await;
+    fresh_rows.push(row(SCENARIO_FRESH, "latch, held + banner", n, base_fresh));
     rows.extend(big_rows);
+    rows.extend(fresh_rows);
     Ok(rows)
 }
 

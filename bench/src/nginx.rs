@@ -42,8 +42,12 @@ fn temp_paths(prefix: &Path) -> String {
 /// The whole configuration file for one nginx child.
 pub fn config(prefix: &Path, port: u16, workers: usize, role: &Role<'_>) -> String {
     let server = match role {
+        // `.shtml` pages go through SSI, which writes the per-request token of `site::FRESH`.
+        // With one output buffer as large as the page, nginx sends it whole instead of in
+        // pieces that wait on the client's delayed ACKs.
         Role::Files { root } => format!(
-            "    server {{\n        listen 127.0.0.1:{port};\n        root {};\n        location / {{ }}\n    }}\n",
+            "    server {{\n        listen 127.0.0.1:{port};\n        root {};\n        location / {{ }}\n\
+             \x20       location ~ \\.shtml$ {{\n            ssi on;\n            output_buffers 1 128k;\n        }}\n    }}\n",
             root.display()
         ),
         Role::Proxy { upstream_port } => format!(
@@ -60,7 +64,7 @@ pub fn config(prefix: &Path, port: u16, workers: usize, role: &Role<'_>) -> Stri
          http {{\n    access_log off;\n    sendfile on;\n    tcp_nopush on;\n    tcp_nodelay on;\n\
          \x20   keepalive_requests 1000000;\n    keepalive_timeout 120s;\n\
          \x20   open_file_cache max=64 inactive=600s;\n\
-         \x20   types {{\n        text/html html;\n    }}\n    default_type application/octet-stream;\n\
+         \x20   types {{\n        text/html html shtml;\n    }}\n    default_type application/octet-stream;\n\
          {temp}{server}}}\n",
         p = prefix.display(),
         temp = temp_paths(prefix),
@@ -120,6 +124,7 @@ mod tests {
             },
         );
         assert!(conf.contains("root /site;"));
+        assert!(conf.contains("location ~ \\.shtml$ {\n            ssi on;"));
         assert!(conf.contains("pid /x/nginx.pid;"));
         assert!(!conf.contains("proxy_pass"));
     }

@@ -1,6 +1,8 @@
 //! The static site the upstream serves: a 1.4 KB file, a 1.4 KB HTML page and a 100 KB HTML
 //! page, copied under each directory a rule (or no rule) covers, so every scenario asks the
-//! upstream for the same bytes and only the proxy's work differs.
+//! upstream for the same bytes and only the proxy's work differs. One more 100 KB page carries
+//! a token in its head that the upstream makes new for every request (as an app's CSRF token
+//! is), so that no two responses share a head.
 
 use std::path::Path;
 
@@ -12,10 +14,18 @@ pub const ASSET: &str = "asset.bin";
 pub const PAGE: &str = "page.html";
 /// A 100 KB HTML page.
 pub const BIG: &str = "big.html";
+/// The 100 KB HTML page whose head differs on every request (see [`fresh`]).
+pub const FRESH: &str = "fresh.shtml";
 
 pub const ASSET_BYTES: usize = 1400;
 pub const PAGE_BYTES: usize = 1400;
 pub const BIG_BYTES: usize = 100 * 1024;
+
+/// Where [`FRESH`] holds its per-request token: an SSI directive that nginx replaces with the
+/// request's id, 32 hex digits (the static upstream does the same).
+pub const REQUEST_ID: &str = "<!--# echo var=\"request_id\" -->";
+/// The length of what replaces [`REQUEST_ID`].
+pub const REQUEST_ID_BYTES: usize = 32;
 
 /// Directories the files are copied into: the root (no rule), and one per rule in
 /// [`crate::latch::RULES`].
@@ -70,12 +80,23 @@ pub fn html(size: usize) -> Vec<u8> {
     page.into_bytes()
 }
 
+/// The 100 KB page with a `<meta name="csrf-token">` in its head whose value is new on every
+/// request: [`BIG_BYTES`] long once served.
+pub fn fresh() -> Vec<u8> {
+    let meta = format!("<meta name=\"csrf-token\" content=\"{REQUEST_ID}\">");
+    let served = meta.len() - REQUEST_ID.len() + REQUEST_ID_BYTES;
+    let page = String::from_utf8(html(BIG_BYTES - served)).unwrap_or_default();
+    page.replacen("<title>", &format!("{meta}<title>"), 1)
+        .into_bytes()
+}
+
 /// Writes the site under `root`.
 pub fn write(root: &Path) -> Result<(), BenchError> {
     let files = [
         (ASSET, asset()),
         (PAGE, html(PAGE_BYTES)),
         (BIG, html(BIG_BYTES)),
+        (FRESH, fresh()),
     ];
     for dir in DIRS {
         let dir_path = root.join(dir);
@@ -103,6 +124,17 @@ mod tests {
             assert!(text.ends_with("</body></html>\n"));
         }
         assert_eq!(asset().len(), ASSET_BYTES);
+    }
+
+    #[test]
+    fn the_fresh_page_has_its_token_in_the_head_and_the_big_pages_size_once_served() {
+        let page = String::from_utf8(fresh()).unwrap();
+        let head_end = page.find("</head>").unwrap();
+        assert_eq!(page.matches(REQUEST_ID).count(), 1);
+        assert!(page.find(REQUEST_ID).unwrap() < head_end);
+        let served = page.replace(REQUEST_ID, &"0".repeat(REQUEST_ID_BYTES));
+        assert_eq!(served.len(), BIG_BYTES);
+        assert!(served.ends_with("</body></html>\n"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::fanout::PREFIX;
 use crate::latch::{self, Auth, Latch, Settings};
 use crate::process::{self, free_port, Cpus, Proc};
-use crate::site::{self, ASSET, BIG};
+use crate::site::{self, ASSET, BIG, FRESH};
 use crate::suite::Options;
 use crate::tokens::{self, Signer};
 use crate::{nginx, BenchError};
@@ -280,6 +280,17 @@ pub(crate) async fn prepare(systems: &Systems, tokens: &Tokens) -> Result<(), Be
         return Err(BenchError::Check(format!(
             "{url}: status {status}, banner injected: {}",
             body.contains(&banner)
+        )));
+    }
+    // The page whose head must differ on every request, or its scenario measures nothing new.
+    let fresh = latch.url(&site::path("held", FRESH));
+    let (url, status, first) = fetch(fresh.clone(), &tokens.alice).await?;
+    let (_, _, second) = fetch(fresh, &tokens.alice).await?;
+    if status != 200 || !first.contains(&banner) || first == second {
+        return Err(BenchError::Check(format!(
+            "{url}: status {status}, banner injected: {}, head new on each request: {}",
+            first.contains(&banner),
+            first != second
         )));
     }
     let (url, status, body) = fetch(latch.url(&site::path("plain", BIG)), &tokens.alice).await?;

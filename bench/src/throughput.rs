@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::process::tree_rss_kib;
 use crate::report::{Row, Verdict};
 use crate::rounds::{self, Case, Measured};
-use crate::site::{self, ASSET, BIG, PAGE};
+use crate::site::{self, ASSET, BIG, FRESH, PAGE};
 use crate::suite::Options;
 use crate::systems::{Systems, Tokens};
 use crate::wrk::{self, Load};
@@ -448,6 +448,22 @@ pub(crate) async fn html_family(
         Load::get(latch.url(&held_big), 200).bearer(&tokens.alice),
         latch.proc.pid(),
     )?;
+    // A head that is new on every request: the banner cannot reuse where it went last time.
+    let held_fresh = site::path("held", FRESH);
+    family.add(
+        "bare-fresh-held",
+        None,
+        "100 KB, new head, with token / bare pingora",
+        Load::get(format!("http://127.0.0.1:{bare_port}{held_fresh}"), 200).bearer(&tokens.alice),
+        bare.pid(),
+    )?;
+    family.add(
+        "inject-fresh",
+        Some("bare-fresh-held"),
+        "100 KB, new head, held + banner / latch",
+        Load::get(latch.url(&held_fresh), 200).bearer(&tokens.alice),
+        latch.proc.pid(),
+    )?;
     let r = family.run(opts, tally).await;
     let s = "100 KB HTML page";
     let mut rows = baseline_rows(s, systems, &r, &BIG_BASELINES);
@@ -476,6 +492,16 @@ pub(crate) async fn html_family(
         None => Verdict::Failed("a case failed; see above".into()),
     };
     rows.push(cost);
+    let fresh = "100 KB HTML page, head new on every request";
+    rows.push(throughput_row(
+        fresh,
+        "bare pingora, with token",
+        &r,
+        "bare-fresh-held",
+    ));
+    let mut row = throughput_row(fresh, "latch, held + banner", &r, "inject-fresh");
+    row.target = "report".into();
+    rows.push(row);
     Ok(rows)
 }
 
