@@ -234,9 +234,12 @@ impl Injector {
         }
         // The whole head, when this chunk starts the document and holds its first `</head>`.
         let head = match &self.memo {
-            Some(memo) if self.at_start => past_head_end_tag(&chunk, 0, chunk.len())
-                .filter(|&end| end <= LONGEST_HEAD)
-                .map(|end| (Arc::clone(memo), end)),
+            // No longer head is remembered, so the search stops there too.
+            Some(memo) if self.at_start => {
+                past_head_end_tag(&chunk, 0, chunk.len().min(LONGEST_HEAD))
+                    .filter(|&end| end <= LONGEST_HEAD)
+                    .map(|end| (Arc::clone(memo), end))
+            }
             _ => None,
         };
         if let Some((memo, end)) = &head {

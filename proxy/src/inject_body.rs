@@ -237,7 +237,6 @@ pub fn prepare(
         gzip,
         failed: false,
         length_promised: promised.is_some(),
-        counted_remembered: false,
     })
 }
 
@@ -251,8 +250,6 @@ pub struct BodyInjector {
     failed: bool,
     /// The client was told the body's length, which counts the tag.
     length_promised: bool,
-    /// `latch_banner_injected_remembered_total` already counts this page.
-    counted_remembered: bool,
 }
 
 /// The response cannot be completed truthfully, so it must be aborted rather than sent short
@@ -299,11 +296,12 @@ impl BodyInjector {
         }
         let mut out = Bytes::new();
         if let Some(chunk) = body.take() {
+            let parsing = !self.injector.passing_through();
             match self.injector.write(chunk.clone()) {
                 Ok(b) => {
                     out = b;
-                    if self.injector.remembered() && !self.counted_remembered {
-                        self.counted_remembered = true;
+                    // Counted on the chunk that took the tag, not on the last one.
+                    if parsing && self.injector.remembered() {
                         latch.metrics.injected_remembered.inc();
                     }
                 }
