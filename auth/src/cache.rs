@@ -2,25 +2,27 @@
 //! and a map lookup instead of a signature check (tens to hundreds of microseconds for RSA and
 //! ECDSA keys).
 //!
-//! An entry answers only for the exact token it was made from (its SHA-256), only while the
-//! verifier would still accept that token's `exp`, and only inside the [`crate::Verifier`]
-//! that checked it: new settings or a new key set build a new verifier and so start empty.
-//! Refusals are never cached, so forged or garbage tokens cannot fill the cache. It knows
-//! nothing of how a token is checked; the verifier decides what goes in.
+//! An entry answers only for the exact token it was made from (it keeps the token, and a hit
+//! compares every byte), only while the verifier would still accept that token's `exp`, and
+//! only inside the [`crate::Verifier`] that checked it: new settings or a new key set build a
+//! new verifier and so start empty. Refusals are never cached, so forged or garbage tokens
+//! cannot fill the cache, and every key in it was signed by a trusted key: a fast seeded
+//! hasher is enough, as nobody who cannot sign tokens can choose the keys. It knows nothing of
+//! how a token is checked; the verifier decides what goes in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use sha2::{Digest, Sha256};
-
 use crate::claims::Identity;
 
-/// Entries kept at most: a few megabytes, and more live sessions than one instance serves.
+/// Entries kept at most: more live sessions than one instance serves.
 pub(crate) const CAPACITY: usize = 10_000;
 
-/// SHA-256 of a token. Collision resistance is what makes a hit safe: no other token, however
-/// crafted, maps to a verified token's entry.
-pub(crate) type Key = [u8; 32];
+/// Token bytes kept at most. Tokens run from a few hundred bytes to a few kilobytes (an IdP
+/// that lists groups); this bounds the memory whatever their size.
+pub(crate) const BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
+type Hasher = foldhash::fast::RandomState;
 
 struct Entry {
     /// Shared with every request the token authenticates: a hit copies no strings.
@@ -29,9 +31,30 @@ struct Entry {
     refuse_from: u64,
 }
 
+#[derive(Default)]
+struct Entries {
+    by_token: HashMap<Box<str>, Entry, Hasher>,
+    /// Sum of the lengths of the tokens in `by_token`.
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, token: &str) {
+        if let Some((token, _)) = self.by_token.remove_entry(token) {
+            self.bytes -= token.len();
+        }
+    }
+
+    fn full(&self, capacity: usize, budget: usize, adding: usize) -> bool {
+        !self.by_token.is_empty()
+            && (self.by_token.len() >= capacity || self.bytes + adding > budget)
+    }
+}
+
 pub(crate) struct TokenCache {
     capacity: usize,
-    entries: RwLock<HashMap<Key, Entry>>,
+    budget_bytes: usize,
+    entries: RwLock<Entries>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -39,50 +62,58 @@ impl std::fmt::Debug for TokenCache {
         f.debug_struct("TokenCache")
             .field("entries", &self.len())
             .field("capacity", &self.capacity)
+            .field("budget_bytes", &self.budget_bytes)
             .finish()
     }
 }
 
 impl TokenCache {
-    pub(crate) fn new(capacity: usize) -> TokenCache {
+    pub(crate) fn new(capacity: usize, budget_bytes: usize) -> TokenCache {
         TokenCache {
             capacity,
-            entries: RwLock::new(HashMap::new()),
+            budget_bytes,
+            entries: RwLock::new(Entries::default()),
         }
     }
 
-    /// The key for `token`: a fixed-size digest, computed without allocating.
-    pub(crate) fn key(token: &str) -> Key {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
-    /// The identity of a token verified earlier, if its entry is still good at `now`.
-    pub(crate) fn get(&self, key: &Key, now: u64) -> Option<Arc<Identity>> {
+    /// The identity of `token`, verified earlier, if its entry is still good at `now`.
+    pub(crate) fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         entries
-            .get(key)
+            .by_token
+            .get(token)
             .filter(|entry| now < entry.refuse_from)
             .map(|entry| Arc::clone(&entry.identity))
     }
 
-    /// Remembers a verified token until `refuse_from`. When full, expired entries go first,
-    /// then arbitrary ones: a burst of new sessions costs re-verification, never memory.
-    pub(crate) fn insert(&self, key: Key, identity: &Arc<Identity>, refuse_from: u64, now: u64) {
-        if now >= refuse_from {
+    /// Remembers a verified token until `refuse_from`. When full (in entries or in bytes),
+    /// expired entries go first, then arbitrary ones: a burst of new sessions costs
+    /// re-verification, never memory. A token larger than the whole budget is not kept.
+    pub(crate) fn insert(&self, token: &str, identity: &Arc<Identity>, refuse_from: u64, now: u64) {
+        if now >= refuse_from || token.len() > self.budget_bytes {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, entry| now < entry.refuse_from);
-            while entries.len() >= self.capacity {
-                let Some(victim) = entries.keys().next().copied() else {
+        entries.remove(token);
+        if entries.full(self.capacity, self.budget_bytes, token.len()) {
+            let Entries { by_token, bytes } = &mut *entries;
+            by_token.retain(|kept, entry| {
+                let live = now < entry.refuse_from;
+                if !live {
+                    *bytes -= kept.len();
+                }
+                live
+            });
+            while entries.full(self.capacity, self.budget_bytes, token.len()) {
+                let Some(victim) = entries.by_token.keys().next().cloned() else {
                     break;
                 };
                 entries.remove(&victim);
             }
         }
-        entries.insert(
-            key,
+        entries.bytes += token.len();
+        entries.by_token.insert(
+            token.into(),
             Entry {
                 identity: Arc::clone(identity),
                 refuse_from,
@@ -94,7 +125,17 @@ impl TokenCache {
         self.entries
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_token
             .len()
+    }
+
+    /// Token bytes held.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
     }
 }
 
@@ -111,66 +152,95 @@ mod tests {
         })
     }
 
+    fn roomy() -> TokenCache {
+        TokenCache::new(4, 1024)
+    }
+
     #[test]
     fn an_entry_answers_until_its_refusal_second_and_not_from_it() {
-        let cache = TokenCache::new(4);
-        let key = TokenCache::key("a.b.c");
-        cache.insert(key, &identity("alice"), 1_030, 900);
-        assert_eq!(cache.get(&key, 900), Some(identity("alice")));
-        assert_eq!(cache.get(&key, 1_029), Some(identity("alice")));
-        assert_eq!(cache.get(&key, 1_030), None);
-        assert_eq!(cache.get(&key, 5_000), None);
+        let cache = roomy();
+        cache.insert("a.b.c", &identity("alice"), 1_030, 900);
+        assert_eq!(cache.get("a.b.c", 900), Some(identity("alice")));
+        assert_eq!(cache.get("a.b.c", 1_029), Some(identity("alice")));
+        assert_eq!(cache.get("a.b.c", 1_030), None);
+        assert_eq!(cache.get("a.b.c", 5_000), None);
     }
 
     #[test]
-    fn the_key_is_the_sha256_of_the_token() {
-        // FIPS 180-2, appendix B.1.
-        let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        let got: String = TokenCache::key("abc")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn tokens_differing_in_one_byte_have_different_keys() {
-        let a = TokenCache::key("header.payload.signaturA");
-        let b = TokenCache::key("header.payload.signaturB");
-        assert_ne!(a, b);
-        assert_eq!(a, TokenCache::key("header.payload.signaturA"));
-        let cache = TokenCache::new(4);
-        cache.insert(a, &identity("alice"), 2_000, 0);
-        assert_eq!(cache.get(&b, 0), None);
+    fn only_the_exact_token_finds_its_entry() {
+        let cache = roomy();
+        cache.insert("header.payload.signaturA", &identity("alice"), 2_000, 0);
+        for other in [
+            "header.payload.signaturB",
+            "header.payload.signatur",
+            "header.payload.signaturAA",
+            "Header.payload.signaturA",
+            "",
+        ] {
+            assert_eq!(cache.get(other, 0), None, "{other:?}");
+        }
+        assert_eq!(
+            cache.get("header.payload.signaturA", 0),
+            Some(identity("alice"))
+        );
     }
 
     #[test]
     fn an_already_expired_token_is_not_stored() {
-        let cache = TokenCache::new(4);
-        cache.insert(TokenCache::key("t"), &identity("alice"), 100, 100);
+        let cache = roomy();
+        cache.insert("t", &identity("alice"), 100, 100);
         assert_eq!(cache.len(), 0);
+        assert_eq!(cache.bytes(), 0);
+    }
+
+    #[test]
+    fn storing_a_token_again_replaces_its_entry_and_counts_its_bytes_once() {
+        let cache = roomy();
+        cache.insert("abc", &identity("alice"), 500, 0);
+        cache.insert("abc", &identity("alice2"), 600, 0);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.bytes(), 3);
+        assert_eq!(cache.get("abc", 550), Some(identity("alice2")));
     }
 
     #[test]
     fn a_full_cache_drops_expired_entries_first() {
-        let cache = TokenCache::new(3);
-        cache.insert(TokenCache::key("old"), &identity("old"), 50, 0);
-        cache.insert(TokenCache::key("a"), &identity("a"), 500, 0);
-        cache.insert(TokenCache::key("b"), &identity("b"), 500, 0);
-        cache.insert(TokenCache::key("c"), &identity("c"), 500, 60);
+        let cache = TokenCache::new(3, 1024);
+        cache.insert("old", &identity("old"), 50, 0);
+        cache.insert("a", &identity("a"), 500, 0);
+        cache.insert("b", &identity("b"), 500, 0);
+        cache.insert("c", &identity("c"), 500, 60);
         assert_eq!(cache.len(), 3);
+        assert_eq!(cache.bytes(), 3);
         for live in ["a", "b", "c"] {
-            assert_eq!(cache.get(&TokenCache::key(live), 60), Some(identity(live)));
+            assert_eq!(cache.get(live, 60), Some(identity(live)));
         }
     }
 
     #[test]
     fn a_full_cache_of_live_entries_stays_within_capacity() {
-        let cache = TokenCache::new(3);
+        let cache = TokenCache::new(3, 1024);
         for i in 0..10 {
-            cache.insert(TokenCache::key(&format!("t{i}")), &identity("u"), 500, 0);
+            cache.insert(&format!("t{i}"), &identity("u"), 500, 0);
             assert!(cache.len() <= 3);
         }
-        assert_eq!(cache.get(&TokenCache::key("t9"), 0), Some(identity("u")));
+        assert_eq!(cache.get("t9", 0), Some(identity("u")));
+        assert_eq!(cache.bytes(), 6);
+    }
+
+    #[test]
+    fn the_tokens_kept_stay_within_the_byte_budget() {
+        let cache = TokenCache::new(100, 10);
+        cache.insert("aaaa", &identity("a"), 500, 0);
+        cache.insert("bbbb", &identity("b"), 500, 0);
+        assert_eq!(cache.bytes(), 8);
+        cache.insert("cccc", &identity("c"), 500, 0);
+        assert!(cache.bytes() <= 10, "{} bytes", cache.bytes());
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get("cccc", 0), Some(identity("c")));
+        // A token larger than the whole budget is verified every time, never kept.
+        cache.insert("x".repeat(11).as_str(), &identity("x"), 500, 0);
+        assert_eq!(cache.get(&"x".repeat(11), 0), None);
+        assert_eq!(cache.get("cccc", 0), Some(identity("c")));
     }
 }

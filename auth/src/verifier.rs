@@ -93,13 +93,12 @@ impl Verifier {
             return Err(AuthError::Malformed);
         }
         let now = jsonwebtoken::get_current_timestamp();
-        let key = TokenCache::key(token);
-        if let Some(identity) = self.verified.get(&key, now) {
+        if let Some(identity) = self.verified.get(token, now) {
             return Ok(identity);
         }
         let identity = Arc::new(self.verify_uncached(token)?);
         let refuse_from = identity.expires_at.saturating_add(self.leeway_seconds);
-        self.verified.insert(key, &identity, refuse_from, now);
+        self.verified.insert(token, &identity, refuse_from, now);
         Ok(identity)
     }
 
@@ -200,7 +199,7 @@ fn compile(settings: &AuthSettings) -> Result<Verifier, Vec<KeyError>> {
             keys,
             claims: ClaimMap { user, name, roles },
             leeway_seconds: settings.leeway_seconds,
-            verified: TokenCache::new(cache::CAPACITY),
+            verified: TokenCache::new(cache::CAPACITY, cache::BUDGET_BYTES),
         }),
         _ => Err(errors),
     }
@@ -368,9 +367,8 @@ mod tests {
         let exp = now() - 10;
         let t = token("alice", exp);
         v.verify(&t).unwrap();
-        let key = TokenCache::key(&t);
-        assert!(v.verified.get(&key, exp + 29).is_some());
-        assert_eq!(v.verified.get(&key, exp + 30), None);
+        assert!(v.verified.get(&t, exp + 29).is_some());
+        assert_eq!(v.verified.get(&t, exp + 30), None);
     }
 
     #[test]
