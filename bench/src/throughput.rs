@@ -217,6 +217,20 @@ fn control_row(scenario: &str, results: &HashMap<&'static str, (Measured, Option
 }
 
 /// Judges `row` as at least `min` times `ratio` (a same-round ratio against another case).
+/// A page served held with the banner, reported (no target) beside bare pingora sending the
+/// same request with the user's token.
+fn reported_against_bare_with_token(
+    scenario: &str,
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    bare_key: &str,
+    latch_key: &str,
+) -> [Row; 2] {
+    let bare = throughput_row(scenario, "bare pingora, with token", results, bare_key);
+    let mut latch = throughput_row(scenario, "latch, held + banner", results, latch_key);
+    latch.target = "report".into();
+    [bare, latch]
+}
+
 fn at_least(mut row: Row, target: &str, ratio: Option<f64>, min: f64) -> Row {
     row.target = target.into();
     if matches!(row.verdict, Verdict::Reference) {
@@ -397,16 +411,12 @@ pub(crate) async fn small_family(
         }
     }
 
-    let html_s = "1.4 KB HTML page";
-    rows.push(throughput_row(
-        html_s,
-        "bare pingora, with token",
+    rows.extend(reported_against_bare_with_token(
+        "1.4 KB HTML page",
         &r,
         "bare-page",
+        "held-page",
     ));
-    let mut row = throughput_row(html_s, "latch, held + banner", &r, "held-page");
-    row.target = "report".into();
-    rows.push(row);
     Ok(rows)
 }
 
@@ -492,16 +502,12 @@ pub(crate) async fn html_family(
         None => Verdict::Failed("a case failed; see above".into()),
     };
     rows.push(cost);
-    let fresh = "100 KB HTML page, head new on every request";
-    rows.push(throughput_row(
-        fresh,
-        "bare pingora, with token",
+    rows.extend(reported_against_bare_with_token(
+        "100 KB HTML page, head new on every request",
         &r,
         "bare-fresh-held",
+        "inject-fresh",
     ));
-    let mut row = throughput_row(fresh, "latch, held + banner", &r, "inject-fresh");
-    row.target = "report".into();
-    rows.push(row);
     Ok(rows)
 }
 
@@ -555,6 +561,17 @@ mod tests {
         assert_eq!(row.p50_ms, Some(1.0));
         assert_eq!(row.p99_ms, Some(3.0));
         assert_eq!(row.verdict, Verdict::Reference);
+    }
+
+    #[test]
+    fn a_reported_page_comes_with_its_bare_reference_and_no_target() {
+        let [bare, latch] = reported_against_bare_with_token("page", &results(), "bare", "latch");
+        assert_eq!(bare.system, "bare pingora, with token");
+        assert_eq!(bare.ratio, Some(1.0));
+        assert_eq!(latch.system, "latch, held + banner");
+        assert_eq!(latch.ratio, Some(0.9));
+        assert_eq!(latch.target, "report");
+        assert_eq!(latch.scenario, "page");
     }
 
     #[test]
