@@ -38,7 +38,7 @@ pub(crate) enum PatternError {
 /// A pattern compiled for matching.
 #[derive(Clone, Debug)]
 pub(crate) struct CompiledPattern {
-    /// The anchored source, fed to the rule set's `RegexSet` as well.
+    /// The anchored source, fed to the rule set's multi-pattern matcher as well.
     pub(crate) source: String,
     pub(crate) regex: Regex,
 }

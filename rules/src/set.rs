@@ -1,13 +1,18 @@
 //! The compiled, immutable rule set the proxy matches every request against.
 //!
 //! A `RuleSet` is built once per rule change and shared behind an `Arc`; requests never wait
-//! on its construction. Matching is a single `RegexSet` scan, and a path that matches no rule,
-//! by far the common case, is answered without allocating. This module knows nothing about
-//! locks, users or HTTP beyond a method name.
+//! on its construction. Matching is one scan of the path by every pattern at once, reporting
+//! each pattern that matches into a set kept per thread, so finding a request's rule, or that
+//! it has none, allocates nothing. This module knows nothing about locks, users or HTTP beyond
+//! a method name.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
-use regex::{Captures, Regex, RegexSet, RegexSetBuilder, SetMatches};
+use regex::{Captures, Regex};
+use regex_automata::meta;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 
 use crate::limits::PATTERN_SIZE_LIMIT;
 use crate::model::{Mode, Rule};
@@ -32,8 +37,9 @@ pub struct RuleSet {
     /// Every rule as given, disabled ones included, in the given order.
     rules: Vec<Rule>,
     by_id: HashMap<String, usize>,
-    /// One pattern per enabled rule, in `entries` order.
-    set: RegexSet,
+    /// One pattern per enabled rule, in `entries` order, reporting every pattern that
+    /// matches (the semantics of a `regex::RegexSet`).
+    set: meta::Regex,
     /// Enabled rules from the highest priority down, ties by id ascending, so the first
     /// match that accepts the method wins.
     entries: Vec<Entry>,
@@ -65,7 +71,7 @@ impl RuleSet {
         RuleSet {
             rules: Vec::new(),
             by_id: HashMap::new(),
-            set: RegexSet::empty(),
+            set: meta::Regex::new_many::<&str>(&[]).expect("a set without patterns compiles"),
             entries: Vec::new(),
         }
     }
@@ -118,18 +124,19 @@ impl RuleSet {
         });
         let (entries, sources): (Vec<Entry>, Vec<String>) = prepared.into_iter().unzip();
 
-        let set = RegexSetBuilder::new(&sources)
-            // Every pattern fits the per-rule limit on its own; the set holds all of them.
-            .size_limit(PATTERN_SIZE_LIMIT.saturating_mul(sources.len().max(1)))
-            .build()
-            .map_err(|err| {
-                vec![Issue::new(
-                    None,
-                    None,
-                    "pattern",
-                    format!("the rule set could not be compiled: {err}"),
-                )]
-            })?;
+        // Every pattern fits the per-rule limit on its own; the set holds all of them.
+        let set = compile_set(
+            &sources,
+            PATTERN_SIZE_LIMIT.saturating_mul(sources.len().max(1)),
+        )
+        .map_err(|err| {
+            vec![Issue::new(
+                None,
+                None,
+                "pattern",
+                format!("the rule set could not be compiled: {err}"),
+            )]
+        })?;
 
         let by_id = rules
             .iter()
@@ -178,19 +185,47 @@ impl RuleSet {
             _ => path,
         };
         let with_slash = (trimmed.len() != path.len()).then_some(path);
-        if !self.set.is_match(trimmed) && !with_slash.is_some_and(|p| self.set.is_match(p)) {
-            return None;
-        }
+        HITS.with_borrow_mut(|[trimmed_hits, slash_hits]| {
+            self.scan(trimmed, trimmed_hits);
+            let slash_hits = with_slash.map(|path| {
+                self.scan(path, slash_hits);
+                &*slash_hits
+            });
+            if trimmed_hits.is_empty() && slash_hits.is_none_or(PatternSet::is_empty) {
+                return None;
+            }
+            self.first_accepting(method, trimmed, path, trimmed_hits, slash_hits)
+        })
+    }
 
-        let trimmed_hits = self.set.matches(trimmed);
-        let slash_hits: Option<SetMatches> = with_slash.map(|p| self.set.matches(p));
+    /// Leaves in `hits` exactly the patterns that match `haystack`.
+    fn scan(&self, haystack: &str, hits: &mut PatternSet) {
+        let patterns = self.set.pattern_len();
+        if hits.capacity() != patterns {
+            *hits = PatternSet::new(patterns);
+        } else {
+            hits.clear();
+        }
+        self.set
+            .which_overlapping_matches(&Input::new(haystack), hits);
+    }
+
+    /// The first entry, in priority order, whose pattern matched and which accepts `method`.
+    fn first_accepting(
+        &self,
+        method: &str,
+        trimmed: &str,
+        path: &str,
+        trimmed_hits: &PatternSet,
+        slash_hits: Option<&PatternSet>,
+    ) -> Option<Match<'_>> {
         for (position, entry) in self.entries.iter().enumerate() {
-            let haystack = if trimmed_hits.matched(position) {
+            let Ok(pattern) = PatternID::try_from(position) else {
+                break;
+            };
+            let haystack = if trimmed_hits.contains(pattern) {
                 trimmed
-            } else if slash_hits
-                .as_ref()
-                .is_some_and(|hits| hits.matched(position))
-            {
+            } else if slash_hits.is_some_and(|hits| hits.contains(pattern)) {
                 path
             } else {
                 continue;
@@ -211,6 +246,28 @@ impl RuleSet {
         }
         None
     }
+}
+
+thread_local! {
+    /// The patterns that matched the path without and with its trailing slash: reused by every
+    /// match on this thread, and resized when a rule set of another size is matched.
+    static HITS: RefCell<[PatternSet; 2]> = RefCell::new([PatternSet::new(0), PatternSet::new(0)]);
+}
+
+/// One automaton for every pattern, built as `regex::RegexSet` builds its own: each pattern
+/// that matches is reported, and no pattern's captures are kept.
+fn compile_set(sources: &[String], size_limit: usize) -> Result<meta::Regex, String> {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .match_kind(MatchKind::All)
+                .utf8_empty(true)
+                .nfa_size_limit(Some(size_limit))
+                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+        )
+        .syntax(syntax::Config::new().utf8(true))
+        .build_many(sources)
+        .map_err(|err| err.to_string())
 }
 
 impl Entry {

@@ -409,6 +409,30 @@ fn match_exposes_the_whole_rule() {
 }
 
 #[test]
+fn sets_matched_in_turn_on_one_thread_keep_to_their_own_rules() {
+    let small = set(vec![rule("one", "/one/.*")]);
+    let large = set(vec![
+        rule("a", "/a"),
+        rule("b", "/b/"),
+        rule("one", "/elsewhere/.*"),
+        rule("wide", "/.*").priority(-1),
+    ]);
+    let same_size = set(vec![rule("other", "/other/.*")]);
+    for _ in 0..2 {
+        check(&large, "GET", "/b/", Some(("b", "b")));
+        check(&small, "GET", "/b/", None);
+        check(&small, "GET", "/one/x", Some(("one", "one")));
+        check(&large, "GET", "/one/x", Some(("wide", "wide")));
+        check(&same_size, "GET", "/one/x", None);
+        check(&same_size, "GET", "/other/x/", Some(("other", "other")));
+        check(&small, "GET", "/other/x/", None);
+        check(&large, "GET", "/b", Some(("wide", "wide")));
+        check(&RuleSet::empty(), "GET", "/a", None);
+        check(&large, "GET", "/a/", Some(("a", "a")));
+    }
+}
+
+#[test]
 fn a_shared_rule_set_is_usable_from_threads() {
     let s = std::sync::Arc::new(set(vec![rule("edit", r"/docs/(?P<id>\d+)/edit")]));
     let handles: Vec<_> = (0..4)
