@@ -248,7 +248,9 @@ struct Recent {
     /// Lock events seen (and event-stream gaps). A claim answered before a newer generation
     /// began may be outdated.
     generation: u64,
-    by_resource: HashMap<String, Vec<RecentClaim>>,
+    /// Seeded per process. Only claims the store granted to authenticated users get in, at
+    /// most [`RECENT_CLAIM_CAPACITY`] of them, so a fast hash suffices here.
+    by_resource: HashMap<String, Vec<RecentClaim>, foldhash::fast::RandomState>,
     len: usize,
 }
 
@@ -268,7 +270,7 @@ impl RecentClaims {
             inner: Mutex::new(Recent {
                 events,
                 generation: 0,
-                by_resource: HashMap::new(),
+                by_resource: HashMap::default(),
                 len: 0,
             }),
         }
