@@ -31,8 +31,6 @@ const RECOMPRESS_LEVEL: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct InjectPlan {
     pub lease: Duration,
-    /// The client accepts gzip, so the rewritten page is gzipped for it (see [`recompressor`]).
-    pub recompress: bool,
 }
 
 /// Whether the response may be shown as a page of its own, the only place a banner belongs.
@@ -57,8 +55,18 @@ pub fn may_be_a_page(req: &RequestHeader) -> bool {
     })
 }
 
+/// Whether a `Content-Type` value names HTML: its media type, before any parameter, is
+/// `text/html` in any case. Most responses are not pages, and are told so from the raw bytes.
+fn is_html(content_type: &[u8]) -> bool {
+    let media = content_type
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"text/html")
+}
+
 /// Does the client list `gzip` (or `x-gzip`) in `Accept-Encoding` without `q=0`?
-pub fn accepts_gzip(req: &RequestHeader) -> bool {
+fn accepts_gzip(req: &RequestHeader) -> bool {
     req.headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
@@ -123,15 +131,12 @@ pub fn prepare(
         return None;
     }
     let path = session.req_header().uri.path();
-    let content_type = resp
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("text/html") {
+    let content_type = resp.headers.get(header::CONTENT_TYPE);
+    if !content_type.is_some_and(|v| is_html(v.as_bytes())) {
         return None;
     }
+    // A page whose parameters are not visible ASCII has no charset one could trust: left as sent.
+    let content_type = content_type.and_then(|v| v.to_str().ok())?;
     let charset = content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -188,12 +193,14 @@ pub fn prepare(
     // Content-Length (the tag is ASCII, so its length is the same in any ASCII-compatible
     // charset); otherwise the body is sent chunked. A HEAD gets the same headers as its GET
     // would, so caches and conditional requests agree.
+    // A client that accepts gzip gets the rewritten page gzipped (see [`recompressor`]).
+    let recompress = accepts_gzip(session.req_header());
     let promised = resp
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| tag_len_is_exact && encoding.is_none() && !plan.recompress)
+        .filter(|_| tag_len_is_exact && encoding.is_none() && !recompress)
         .and_then(|n| n.checked_add(tag_len));
     if encoding.is_some() {
         // The page goes out decoded: its ranges no longer exist.
@@ -225,11 +232,7 @@ pub fn prepare(
         return None;
     }
     // After every other edit: the encoder drops the length, weakens the ETag and adds `Vary`.
-    let gzip = if plan.recompress {
-        recompressor(resp)
-    } else {
-        None
-    };
+    let gzip = if recompress { recompressor(resp) } else { None };
     latch.metrics.injected.inc();
     Some(BodyInjector {
         decoder: encoding.map(Decoder::new),
@@ -372,5 +375,29 @@ mod tests {
         check(Some("gzip; q=0.000"), false);
         check(Some("gzipped"), false);
         check(Some("*"), false);
+    }
+
+    #[test]
+    fn html_is_told_by_the_media_type_alone() {
+        for html in [
+            "text/html",
+            "TEXT/HTML",
+            " text/html ",
+            "text/html; charset=utf-8",
+            "Text/Html;charset=\"iso-8859-1\"",
+        ] {
+            assert!(is_html(html.as_bytes()), "{html:?}");
+        }
+        for other in [
+            "",
+            "text/htm",
+            "text/html5",
+            "text/plain; x=text/html",
+            "application/xhtml+xml",
+            "application/octet-stream",
+            "texthtml",
+        ] {
+            assert!(!is_html(other.as_bytes()), "{other:?}");
+        }
     }
 }

@@ -105,8 +105,7 @@ fn grant(
 ) {
     ctx.granted = Some(Granted { resource, fence });
     if rule.inject && inject_body::may_be_a_page(session.req_header()) {
-        let recompress = inject_body::accepts_gzip(session.req_header());
-        ctx.inject = Some(InjectPlan { lease, recompress });
+        ctx.inject = Some(InjectPlan { lease });
     }
     ctx.identity = Some(identity);
 }
