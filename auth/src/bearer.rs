@@ -23,13 +23,17 @@ pub fn token_from_headers<'a>(
 }
 
 fn bearer(value: &[u8]) -> Option<&str> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, token) = value.split_once([' ', '\t'])?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|b| matches!(b, b' ' | b'\t'))?;
+    let (scheme, token) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let token = token.trim();
-    (!token.is_empty()).then_some(token)
+    let token = token.trim_ascii();
+    if token.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(token).ok()
 }
 
 fn cookie_value<'a>(pair: &'a [u8], wanted: &[u8]) -> Option<&'a str> {
