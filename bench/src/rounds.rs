@@ -54,28 +54,31 @@ impl Measured {
         median(&self.samples.iter().map(|s| s.p99_us).collect::<Vec<_>>())
     }
 
+    /// The bracketed ratio to this case's reference in every round that has one.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.bracketed.iter().flatten().copied().collect()
+    }
+
     /// The median over rounds of the bracketed ratio to this case's reference; 1 for a
     /// baseline that ran.
     pub fn ratio(&self) -> Option<f64> {
         if self.baseline {
             return (!self.samples.is_empty()).then_some(1.0);
         }
-        median(&self.bracketed.iter().flatten().copied().collect::<Vec<_>>())
+        median(&self.ratios())
     }
 
-    /// The median over rounds of this case's bracketed ratio divided by `other`'s: how two
-    /// cases compare when both were measured against the same reference.
-    pub fn ratio_to(&self, other: &Measured) -> Option<f64> {
-        let ratios: Vec<f64> = self
-            .bracketed
+    /// Per round where both have one, this case's bracketed ratio divided by `other`'s: how
+    /// two cases compare when both were measured against the same reference.
+    pub fn ratios_to(&self, other: &Measured) -> Vec<f64> {
+        self.bracketed
             .iter()
             .zip(&other.bracketed)
             .filter_map(|(a, b)| match (a, b) {
                 (Some(a), Some(b)) if *b > 0.0 => Some(a / b),
                 _ => None,
             })
-            .collect();
-        median(&ratios)
+            .collect()
     }
 }
 
@@ -312,9 +315,10 @@ mod tests {
     fn ratios_are_medians_over_rounds_and_between_cases_pair_rounds() {
         let a = bracketed(&[Some(0.9), Some(0.5), None, Some(0.8)]);
         let b = bracketed(&[Some(1.0), Some(1.0), Some(1.0), Some(0.5)]);
+        assert_eq!(a.ratios(), [0.9, 0.5, 0.8]);
         assert_eq!(a.ratio(), Some(0.8));
-        // Rounds 0, 1 and 3 pair up: 0.9, 0.5, 1.6.
-        assert_eq!(a.ratio_to(&b), Some(0.9));
+        // Rounds 0, 1 and 3 pair up.
+        assert_eq!(a.ratios_to(&b), [0.9, 0.5, 1.6]);
         assert_eq!(bracketed(&[None, None]).ratio(), None);
     }
 
