@@ -231,9 +231,16 @@ fn reported_against_bare_with_token(
     [bare, latch]
 }
 
-/// Judges `row` against bare pingora: see [`judged`].
-fn at_least(row: Row, target: &str, rounds: &[f64], min: f64) -> Row {
-    judged(row, target, rounds, min, "")
+/// Case `key`'s row, judged as at least `min` times bare pingora: see [`judged`].
+fn at_least(
+    scenario: &str,
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    key: &str,
+    target: &str,
+    min: f64,
+) -> Row {
+    let row = throughput_row(scenario, "latch", results, key);
+    judged(row, target, &round_ratios(results, key), min, "")
 }
 
 /// Judges `row` by the median of `rounds`, one same-round ratio per round (against bare
@@ -392,13 +399,7 @@ pub(crate) async fn small_family(
     let pass_s = "pass-through (no rule), 1.4 KB";
     let mut rows = baseline_rows(pass_s, systems, &r, &SMALL);
     rows.push(control_row(pass_s, &r));
-    let row = throughput_row(pass_s, "latch", &r, "pass");
-    rows.push(at_least(
-        row,
-        "≥ 0.95× bare",
-        &round_ratios(&r, "pass"),
-        0.95,
-    ));
+    rows.push(at_least(pass_s, &r, "pass", "≥ 0.95× bare", 0.95));
 
     let held_s = "lock held by requester, memory, 1.4 KB";
     rows.push(throughput_row(
@@ -407,20 +408,12 @@ pub(crate) async fn small_family(
         &r,
         "bare-held",
     ));
-    let row = throughput_row(held_s, "latch", &r, "held");
-    rows.push(at_least(
-        row,
-        "≥ 0.90× bare",
-        &round_ratios(&r, "held"),
-        0.90,
-    ));
+    rows.push(at_least(held_s, &r, "held", "≥ 0.90× bare", 0.90));
 
     let redis_s = "lock held by requester, Redis, 1.4 KB";
     match &systems.latch_redis {
         Ok(_) => {
-            let row = throughput_row(redis_s, "latch", &r, "held-redis");
-            let rounds = round_ratios(&r, "held-redis");
-            rows.push(at_least(row, "≥ 0.75× bare", &rounds, 0.75));
+            rows.push(at_least(redis_s, &r, "held-redis", "≥ 0.75× bare", 0.75));
         }
         Err(why) => rows.push(Row::not_run(redis_s, "latch", "≥ 0.75× bare", why)),
     }
@@ -530,12 +523,8 @@ pub(crate) async fn html_family(
         "plain-big",
     ));
     let row = throughput_row(s, "latch, held + banner", &r, "inject-big");
-    rows.push(at_least(
-        row,
-        "≥ 0.85× bare",
-        &round_ratios(&r, "inject-big"),
-        0.85,
-    ));
+    let rounds = round_ratios(&r, "inject-big");
+    rows.push(judged(row, "≥ 0.85× bare", &rounds, 0.85, ""));
     let mut cost = Row::new(
         "100 KB HTML: injection cost",
         "latch, banner vs inject=false",
@@ -638,8 +627,12 @@ mod tests {
     fn a_failed_case_fails_its_row_whatever_the_target() {
         let row = throughput_row("s", "latch", &results(), "broken");
         assert!(matches!(row.verdict, Verdict::Failed(ref why) if why.contains("502")));
-        let judged = at_least(row, "≥ 0.9×", &[2.0], 0.9);
+        let judged = judged(row, "≥ 0.9×", &[2.0], 0.9, "");
         assert!(matches!(judged.verdict, Verdict::Failed(_)));
+        assert!(matches!(
+            at_least("s", &results(), "broken", "≥ 0.9×", 0.9).verdict,
+            Verdict::Failed(_)
+        ));
     }
 
     #[test]
@@ -664,15 +657,15 @@ mod tests {
     fn targets_are_met_at_the_threshold_and_missed_below_it() {
         let row = || throughput_row("s", "latch", &results(), "latch");
         assert!(matches!(
-            at_least(row(), "t", &[0.9], 0.9).verdict,
+            judged(row(), "t", &[0.9], 0.9, "").verdict,
             Verdict::Met(_)
         ));
         assert!(matches!(
-            at_least(row(), "t", &[0.899], 0.9).verdict,
+            judged(row(), "t", &[0.899], 0.9, "").verdict,
             Verdict::Missed(_)
         ));
         assert!(matches!(
-            at_least(row(), "t", &[], 0.9).verdict,
+            judged(row(), "t", &[], 0.9, "").verdict,
             Verdict::Failed(_)
         ));
     }
@@ -680,14 +673,16 @@ mod tests {
     #[test]
     fn a_verdict_is_the_median_and_counts_the_rounds_that_reached_the_target() {
         let row = || throughput_row("s", "latch", &results(), "latch");
-        let rounds = round_ratios(&results(), "latch");
-        assert_eq!(rounds, [0.92, 0.9, 0.85]);
+        assert_eq!(round_ratios(&results(), "latch"), [0.92, 0.9, 0.85]);
+        let met = at_least("s", &results(), "latch", "≥ 0.90×", 0.9);
+        assert_eq!(met.ratio, Some(0.9));
+        assert_eq!(met.target, "≥ 0.90×");
         assert_eq!(
-            at_least(row(), "≥ 0.90×", &rounds, 0.9).verdict,
+            met.verdict,
             Verdict::Met("0.900×; ≥ 0.90× in 2 of 3 rounds".into())
         );
         assert_eq!(
-            at_least(row(), "≥ 0.91×", &rounds, 0.91).verdict,
+            at_least("s", &results(), "latch", "≥ 0.91×", 0.91).verdict,
             Verdict::Missed("0.900×; ≥ 0.91× in 1 of 3 rounds".into())
         );
         let slower = relative_rounds(&results(), "slower", "latch");
