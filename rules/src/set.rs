@@ -71,7 +71,7 @@ impl RuleSet {
         RuleSet {
             rules: Vec::new(),
             by_id: HashMap::new(),
-            set: meta::Regex::new_many::<&str>(&[]).expect("a set without patterns compiles"),
+            set: compile_set(&[], PATTERN_SIZE_LIMIT).expect("a set without patterns compiles"),
             entries: Vec::new(),
         }
     }
