@@ -71,6 +71,12 @@ pub struct ProxyConfig {
     /// WebSocket) before the request fails with 502: a hung app cannot hold a request for
     /// longer. `None`: no limit, the request lasts as long as its client waits.
     pub upstream_timeout: Option<Duration>,
+    /// What a request path's `;` parameters mean to the rules.
+    pub path_parameters: PathParameters,
+    /// The scheme browsers use to reach this listener: `http` (the default: the proxy serves
+    /// plain HTTP), or `https` behind a TLS-terminating load balancer. A browser's `Origin` on
+    /// the banner socket, release and takeover must name it.
+    pub public_scheme: &'static str,
 }
 
 /// [`ProxyConfig::upstream_timeout`] unless the config says otherwise.
@@ -88,6 +94,20 @@ pub enum HeaderCase {
     Canonical,
     /// Every name exactly as the client sent it.
     Preserve,
+}
+
+/// How rules see `;` path parameters (`/docs/1;jsessionid=A/edit`).
+///
+/// Servlet containers (Tomcat, Jetty, Spring) route a path with the parameters of every segment
+/// removed, so a rule for `/docs/1/edit` must match `/docs;x/1/edit` too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathParameters {
+    /// Rules match the path with every segment's parameters removed; the app receives the
+    /// path with them, so it still gets its `jsessionid`. The default: for an app that treats
+    /// `;` as an ordinary character it only makes a rule match more paths, never fewer.
+    Strip,
+    /// Any `;` in a request path gets 400.
+    Reject,
 }
 
 /// Where the protected app lives. Only plain HTTP: the proxy is built without a TLS stack.
@@ -164,6 +184,8 @@ pub struct RulesConfig {
 pub struct ControlPlaneConfig {
     pub listen: SocketAddr,
     pub admin_roles: Vec<String>,
+    /// As [`ProxyConfig::public_scheme`], for the control plane's writes.
+    pub public_scheme: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -248,6 +270,8 @@ impl Config {
                 inject_at: inject::Placement::Head,
                 header_case: HeaderCase::Canonical,
                 upstream_timeout: Some(DEFAULT_UPSTREAM_TIMEOUT),
+                path_parameters: PathParameters::Strip,
+                public_scheme: "http",
             },
             auth: AuthConfig {
                 settings: auth::AuthSettings {
@@ -272,6 +296,7 @@ impl Config {
             control_plane: ControlPlaneConfig {
                 listen: loopback(port.wrapping_add(1)),
                 admin_roles: vec!["admin".into()],
+                public_scheme: "http",
             },
             admin: AdminConfig {
                 listen: loopback(port.wrapping_add(2)),

@@ -9,8 +9,8 @@ use toml::{Table, Value};
 
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, Issue, LockStoreKind,
-    LocksConfig, OnStoreError, ProxyConfig, Require, RuleStoreKind, RulesConfig, Upstream,
-    DEFAULT_UPSTREAM_TIMEOUT,
+    LocksConfig, OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig,
+    Upstream, DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 /// Environment variables starting with this override config keys: `LATCH_AUTH_SECRET`.
@@ -52,6 +52,8 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("inject_at", Kind::Text),
             ("header_case", Kind::Text),
             ("upstream_timeout_seconds", Kind::Integer),
+            ("path_parameters", Kind::Text),
+            ("public_scheme", Kind::Text),
         ],
     ),
     (
@@ -88,7 +90,11 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
     ),
     (
         "control_plane",
-        &[("listen", Kind::Text), ("admin_roles", Kind::List)],
+        &[
+            ("listen", Kind::Text),
+            ("admin_roles", Kind::List),
+            ("public_scheme", Kind::Text),
+        ],
     ),
     ("admin", &[("listen", Kind::Text)]),
 ];
@@ -298,6 +304,21 @@ pub(crate) fn default_instance() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "latch".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// `public_scheme`: how browsers reach a listener, which their `Origin` headers must name.
+fn read_public_scheme(s: &mut Section<'_>) -> &'static str {
+    match s.string("public_scheme").as_deref() {
+        None | Some("http") => "http",
+        Some("https") => "https",
+        Some(other) => {
+            s.issue(
+                "public_scheme",
+                format!("{other:?} is not one of \"http\", \"https\""),
+            );
+            "http"
+        }
+    }
 }
 
 fn take_section<'a>(
@@ -526,6 +547,20 @@ pub(crate) fn convert(
         }
     };
 
+    let path_parameters = match s.string("path_parameters").as_deref() {
+        None | Some("strip") => PathParameters::Strip,
+        Some("reject") => PathParameters::Reject,
+        Some(other) => {
+            s.issue(
+                "path_parameters",
+                format!("{other:?} is not one of \"strip\", \"reject\""),
+            );
+            PathParameters::Strip
+        }
+    };
+
+    let public_scheme = read_public_scheme(&mut s);
+
     let upstream_timeout = match s.integer("upstream_timeout_seconds", 0, 86_400) {
         Some(0) => None,
         Some(seconds) => Some(Duration::from_secs(seconds)),
@@ -694,6 +729,7 @@ pub(crate) fn convert(
     if admin_roles.is_empty() || admin_roles.iter().any(|r| r.is_empty()) {
         s.issue("admin_roles", "must list at least one non-empty role");
     }
+    let cp_public_scheme = read_public_scheme(&mut s);
 
     // [admin]
     let mut s = take_section(&mut root, "admin", source, origins, issues);
@@ -708,6 +744,8 @@ pub(crate) fn convert(
             inject_at,
             header_case,
             upstream_timeout,
+            path_parameters,
+            public_scheme,
             instance,
         },
         auth: AuthConfig {
@@ -730,6 +768,7 @@ pub(crate) fn convert(
         control_plane: ControlPlaneConfig {
             listen: cp_listen,
             admin_roles,
+            public_scheme: cp_public_scheme,
         },
         admin: AdminConfig {
             listen: admin_listen,

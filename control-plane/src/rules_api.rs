@@ -303,7 +303,11 @@ pub async fn matching(
     let set = rules::RuleSet::compile(cp.rules.list().await?.into_rules()).map_err(|issues| {
         ApiError::Internal(format!("the stored rules do not compile: {}", issues.len()))
     })?;
-    let found = set.find(&method, &normalized);
+    // Rules see the path as servlet containers route it (the proxy's default,
+    // `proxy.path_parameters = "strip"`).
+    let rule_path = rules::strip_path_parameters(&normalized)
+        .map_err(|e| ApiError::BadRequest(format!("The proxy answers 400 to this path: {e}.")))?;
+    let found = set.find(&method, &rule_path);
     Ok(Json(MatchResult {
         method: method.clone(),
         matched: found.is_some(),

@@ -99,7 +99,8 @@ async fn read_small_body(session: &mut Session, limit: usize) -> Result<Option<B
 }
 
 async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result<Reply> {
-    if let Err(refused) = check_same_origin(&session.req_header().headers) {
+    let scheme = latch.config.proxy.public_scheme;
+    if let Err(refused) = check_same_origin(&session.req_header().headers, scheme) {
         return Ok(Reply::problem(403, "Forbidden", refused.message()));
     }
     let identity = match latch.authenticate(&session.req_header().headers) {
@@ -165,8 +166,12 @@ async fn status(latch: &Arc<Latch>, session: &mut Session) -> Reply {
         Ok(p) => p.into_owned(),
         Err(e) => return Reply::problem(400, "Bad path", &e.to_string()),
     };
+    let rule_path = match latch.rule_path(&path) {
+        Ok(p) => p,
+        Err(e) => return Reply::problem(400, "Bad path", &e.to_string()),
+    };
     let rules = latch.rules.load();
-    let Some(m) = rules.find("GET", &path) else {
+    let Some(m) = rules.find("GET", &rule_path) else {
         return Reply::json(200, &json!({ "path": path, "matched": false }));
     };
     let lock = match latch.store_op("get", latch.store.get(&m.resource)).await {

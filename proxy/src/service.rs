@@ -72,16 +72,29 @@ fn has_body(req: &RequestHeader) -> bool {
             .is_some_and(|v| v.trim() != "0")
 }
 
+/// Removes every client header an app server could read as one of Latch's. Header names are
+/// compared ignoring case (pingora's map keeps them lower-case) and with `_` read as `-`: Rack,
+/// CGI, PHP and WSGI servers fold `X_Latch_User` and `X-Latch_User` into `HTTP_X_LATCH_USER`,
+/// the same variable as `X-Latch-User`.
 fn strip_latch_headers(req: &mut RequestHeader) {
     let spoofed: Vec<_> = req
         .headers
         .keys()
-        .filter(|k| k.as_str().starts_with(HEADER_NAMESPACE))
+        .filter(|k| is_latch_header(k.as_str()))
         .cloned()
         .collect();
     for name in spoofed {
         req.remove_header(&name);
     }
+}
+
+fn is_latch_header(lowercase_name: &str) -> bool {
+    let prefix = HEADER_NAMESPACE.as_bytes();
+    lowercase_name.len() >= prefix.len()
+        && lowercase_name.as_bytes()[..prefix.len()]
+            .iter()
+            .zip(prefix)
+            .all(|(&byte, &want)| byte == want || (byte == b'_' && want == b'-'))
 }
 
 /// Header values may not carry control characters; a display name could.
@@ -110,20 +123,65 @@ fn grant(
     ctx.identity = Some(identity);
 }
 
+/// A request target the proxy goes on with.
+enum Admitted {
+    /// Origin-form, with its path normalized.
+    Path,
+    /// `OPTIONS *`, forwarded as it is.
+    Asterisk,
+}
+
+fn bad_target(e: rules::TargetError) -> Reply {
+    Reply::problem(400, "Bad request target", &e.to_string())
+}
+
 impl LatchProxy {
-    /// Normalizes the path in place. Returns the 400 reply for a refused path.
-    fn normalize(&self, session: &mut Session) -> Result<Option<Reply>> {
-        let uri = &session.req_header().uri;
-        let path = uri.path();
-        let normalized = match rules::normalize_path(path) {
-            Ok(p) => p,
-            Err(e) => {
-                return Ok(Some(Reply::problem(
-                    400,
-                    "Bad request path",
-                    &e.to_string(),
-                )));
+    /// Puts the request target in origin-form with a normalized path, in place: the app then
+    /// receives exactly the path the rules are matched against. Returns the 400 reply for a
+    /// target or path that is refused.
+    fn admit_target(&self, session: &mut Session) -> Result<Result<Admitted, Reply>> {
+        let req = session.req_header();
+        let is_options = req.method == Method::OPTIONS;
+        let target = match rules::parse_target(req.raw_path(), is_options) {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(bad_target(e))),
+        };
+        let absolute = match target {
+            rules::Target::Asterisk => return Ok(Ok(Admitted::Asterisk)),
+            rules::Target::Origin(_) => None,
+            rules::Target::Absolute {
+                authority,
+                path_and_query,
+            } => {
+                // The app must see one host whichever way the client named it: `Host`, when
+                // sent, has to name the same authority as the target (RFC 9112 §3.2.2).
+                let host = req.headers.get(header::HOST).map(|h| h.as_bytes());
+                if host.is_some_and(|host| !host.eq_ignore_ascii_case(authority.as_bytes())) {
+                    return Ok(Err(Reply::problem(
+                        400,
+                        "Bad request target",
+                        "the URL in the request line names another host than the Host header",
+                    )));
+                }
+                let host = (host.is_none()).then(|| authority.to_owned());
+                Some((path_and_query.to_origin_form(), host))
             }
+        };
+        if let Some((origin_form, host)) = absolute {
+            let uri = origin_form
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
+            let req = session.req_header_mut();
+            req.set_uri(uri);
+            if let Some(host) = host {
+                req.insert_header(header::HOST, host)?;
+            }
+        }
+
+        let uri = &session.req_header().uri;
+        let normalized = match rules::normalize_path(uri.path()) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(Reply::problem(400, "Bad request path", &e.to_string()))),
         };
         if let std::borrow::Cow::Owned(new_path) = normalized {
             let target = match uri.query() {
@@ -135,7 +193,14 @@ impl LatchProxy {
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "normalized path", e))?;
             session.req_header_mut().set_uri(new_uri);
         }
-        Ok(None)
+        Ok(Ok(Admitted::Path))
+    }
+
+    async fn bad_request(&self, session: &mut Session, reply: Reply) -> Result<bool> {
+        self.latch.metrics.count(Outcome::BadRequest);
+        let body = has_body(session.req_header());
+        reply.send(session, body).await?;
+        Ok(true)
     }
 
     async fn unauthenticated(&self, session: &mut Session, err: auth::AuthError) -> Result<bool> {
@@ -162,11 +227,14 @@ impl ProxyHttp for LatchProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         strip_latch_headers(session.req_header_mut());
 
-        if let Some(reply) = self.normalize(session)? {
-            self.latch.metrics.count(Outcome::BadRequest);
-            let body = has_body(session.req_header());
-            Box::pin(reply.send(session, body)).await?;
-            return Ok(true);
+        match self.admit_target(session)? {
+            Ok(Admitted::Path) => {}
+            // `OPTIONS *` asks about the server as a whole; no rule can match it.
+            Ok(Admitted::Asterisk) => {
+                self.latch.metrics.count(Outcome::Passed);
+                return Ok(false);
+            }
+            Err(reply) => return Box::pin(self.bad_request(session, reply)).await,
         }
 
         let prefix = &self.latch.config.proxy.prefix;
@@ -185,9 +253,18 @@ impl ProxyHttp for LatchProxy {
             return Ok(true);
         }
 
+        let rule_path = match self.latch.rule_path(path) {
+            Ok(rule_path) => rule_path,
+            Err(e) => {
+                let reply = Reply::problem(400, "Bad request path", &e.to_string());
+                return Box::pin(self.bad_request(session, reply)).await;
+            }
+        };
         let rules = self.latch.rules.load();
         let method = session.req_header().method.clone();
-        let Some(matched) = rules.find(method.as_str(), path) else {
+        let found = rules.find(method.as_str(), &rule_path);
+        drop(rule_path);
+        let Some(matched) = found else {
             if self.latch.config.auth.require == config::Require::All {
                 match self.latch.authenticate(&session.req_header().headers) {
                     Ok(id) => ctx.identity = Some(id),

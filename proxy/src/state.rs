@@ -1,6 +1,7 @@
 //! The state one proxy instance shares between its request path, its banner sockets, its
 //! background tasks and its admin port.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -164,6 +165,18 @@ impl Latch {
                 Owner::User => None,
                 Owner::Session => session.map(str::to_string),
             },
+        }
+    }
+
+    /// The path the rules are matched against for a normalized request path: without its
+    /// `;` path parameters, or refused when the config refuses them (`proxy.path_parameters`).
+    pub fn rule_path<'a>(&self, normalized: &'a str) -> Result<Cow<'a, str>, rules::PathError> {
+        match self.config.proxy.path_parameters {
+            config::PathParameters::Strip => rules::strip_path_parameters(normalized),
+            config::PathParameters::Reject if normalized.contains(';') => {
+                Err(rules::PathError::Parameters)
+            }
+            config::PathParameters::Reject => Ok(Cow::Borrowed(normalized)),
         }
     }
 

@@ -1,24 +1,29 @@
-//! Latch's pure core: the rule model, rule validation, request path normalization and the
-//! compiled rule set every request is matched against.
+//! Latch's pure core: the rule model, rule validation, request targets and path
+//! normalization, and the compiled rule set every request is matched against.
 //!
 //! Invariant: this crate does no I/O and knows nothing of async runtimes, HTTP servers, lock
 //! stores or where rules are kept. The proxy, `latch check` and the control plane all build on
 //! it, so one rule means the same thing everywhere.
 
 mod file;
+mod lint;
 mod model;
 mod normalize;
 mod pattern;
 mod redirect;
 mod set;
+mod target;
 mod template;
 mod validate;
 
 pub use file::parse_rules_toml;
+pub use lint::lint_rules;
 pub use model::{Mode, Owner, Rule, RULE_FIELDS};
-pub use normalize::{normalize_path, PathError};
+pub use normalize::{normalize_path, strip_path_parameters, PathError};
+pub use pattern::CaptureType;
 pub use redirect::{check_same_site, OffSite};
 pub use set::{Match, RuleSet};
+pub use target::{parse_target, AbsolutePath, Target, TargetError};
 pub use validate::{validate_rule, validate_rules, Issue};
 
 /// The bounds validation enforces, for callers that want to show or reuse them.

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 use thiserror::Error;
+use unicode_normalization::UnicodeNormalization;
 
 /// Why a request path was rejected. The proxy answers 400 to every one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Error)]
@@ -37,6 +38,21 @@ pub enum PathError {
     /// parameters (Tomcat, for one) resolve as a dot segment after the rules have matched.
     #[error("dot segment with path parameters (such as '..;') in path")]
     DotSegmentParameters,
+    /// A non-ASCII character, raw or percent-encoded, that an app may read as ASCII: a digit
+    /// of another script (`١`, `１`, `𝟏`), which Python's `int()` and `\d` accept, or any
+    /// character whose compatibility form contains ASCII (fullwidth `ｅｄｉｔ`, `／`, the Kelvin
+    /// sign). The rules could never match what such an app routes on.
+    #[error(
+        "character that an app may read as ASCII (such as a fullwidth or non-Latin digit) in path"
+    )]
+    LookalikeCharacter,
+    /// A segment made only of path parameters (`/;x/docs`) anywhere but at the end: servlet
+    /// containers drop it, turning the path into another one.
+    #[error("path segment made only of parameters (such as '/;x/') in path")]
+    EmptySegmentParameters,
+    /// A `;` in a path where the proxy is configured to refuse path parameters.
+    #[error("path parameters (';') are not accepted")]
+    Parameters,
 }
 
 /// Normalizes the path part of a request target (no query) to its canonical form.
@@ -54,21 +70,94 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(PathError::NotAbsolute);
     };
-    if is_plain(rest) || is_canonical(rest)? {
+    if is_plain(rest) {
+        return Ok(Cow::Borrowed(path));
+    }
+    check_lookalikes(rest)?;
+    if is_canonical(rest)? {
         Ok(Cow::Borrowed(path))
     } else {
         rewrite(rest).map(Cow::Owned)
     }
 }
 
-/// A quick, conservative test for the common canonical path: no escape, backslash or NUL, no
-/// empty segment but a last one, and no segment starting with `.` (which rules out dot
+/// The path as servlet containers (Tomcat, Jetty, Spring) route it: the `;` parameters of
+/// every segment removed, so `/docs;x/1;jsessionid=A/edit` is `/docs/1/edit`. `path` must be
+/// normalized (see [`normalize_path`]); the result is normalized too.
+///
+/// Apps that treat `;` as an ordinary character route the path with its parameters, which
+/// matches no more than the stripped path does for rules that do not mention `;`. A segment
+/// made only of parameters is refused unless it is the last (`/app/;jsessionid=A` is `/app/`):
+/// a container drops it, so the path the app routes would have one segment fewer.
+pub fn strip_path_parameters(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if !path.contains(';') {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let base = segment.split_once(';').map_or(segment, |(base, _)| base);
+        if base.is_empty() && !segment.is_empty() && segments.peek().is_some() {
+            return Err(PathError::EmptySegmentParameters);
+        }
+        out.push('/');
+        out.push_str(base);
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Refuses a path holding a character that an app may read as ASCII (see
+/// [`PathError::LookalikeCharacter`]). Only paths with non-ASCII bytes, raw or escaped, are
+/// decoded to look.
+fn check_lookalikes(rest: &str) -> Result<(), PathError> {
+    let bytes = rest.as_bytes();
+    let escaped_high = bytes
+        .windows(2)
+        .any(|pair| pair[0] == b'%' && matches!(pair[1], b'8'..=b'9' | b'A'..=b'F' | b'a'..=b'f'));
+    if !escaped_high && bytes.is_ascii() {
+        return Ok(());
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| {
+                Some((
+                    hex_value(*bytes.get(i + 1)?)?,
+                    hex_value(*bytes.get(i + 2)?)?,
+                ))
+            })
+            .flatten();
+        match escape {
+            Some((hi, lo)) => {
+                decoded.push((hi << 4) | lo);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    let lookalike = String::from_utf8_lossy(&decoded)
+        .chars()
+        .filter(|c| !c.is_ascii())
+        .any(|c| c.is_numeric() || std::iter::once(c).nfkc().any(|folded| folded.is_ascii()));
+    if lookalike {
+        Err(PathError::LookalikeCharacter)
+    } else {
+        Ok(())
+    }
+}
+
+/// A quick, conservative test for the common canonical path: ASCII, no escape, backslash or
+/// NUL, no empty segment but a last one, and no segment starting with `.` (which rules out dot
 /// segments and their parameters). `false` only means [`is_canonical`] must decide.
 fn is_plain(rest: &str) -> bool {
     let mut segment_start = 0;
     for (i, &byte) in rest.as_bytes().iter().enumerate() {
         match byte {
-            b'%' | b'\\' | 0 => return false,
+            b'%' | b'\\' | 0 | 0x80.. => return false,
             b'/' | b'.' if i == segment_start => return false,
             b'/' => segment_start = i + 1,
             _ => {}

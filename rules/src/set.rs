@@ -16,6 +16,7 @@ use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 
 use crate::limits::PATTERN_SIZE_LIMIT;
 use crate::model::{Mode, Rule};
+use crate::pattern::CaptureType;
 use crate::redirect::check_same_site;
 use crate::template::{push_capture, Template};
 use crate::validate::{check_rules, CompiledRule, Issue};
@@ -54,6 +55,8 @@ struct Entry {
     redirect: Option<Template>,
     methods: Option<Vec<String>>,
     case_insensitive: bool,
+    /// The declared type of each capture group, by group number.
+    types: Vec<Option<CaptureType>>,
     /// Whether rendering the resource or the redirect reads capture groups. When not, a hit
     /// in the set is enough and the pattern is not run again for its captures.
     needs_captures: bool,
@@ -113,6 +116,7 @@ impl RuleSet {
                     redirect,
                     methods,
                     case_insensitive: rule.case_insensitive,
+                    types: pattern.types,
                     needs_captures,
                 };
                 prepared.push((entry, pattern.source));
@@ -282,23 +286,31 @@ impl Entry {
     fn render<'a>(&self, rule: &'a Rule, captures: Option<&Captures<'_>>) -> Match<'a> {
         let mut resource = String::new();
         match &self.resource {
-            Some(template) => template.render_into(captures, self.case_insensitive, &mut resource),
+            Some(template) => {
+                template.render_into(captures, self.case_insensitive, &self.types, &mut resource)
+            }
             None => {
                 resource.push_str(&rule.id);
-                for group in captures.into_iter().flat_map(|c| c.iter().skip(1)) {
+                let groups = captures
+                    .into_iter()
+                    .flat_map(|c| c.iter().enumerate().skip(1));
+                for (number, group) in groups {
                     resource.push(':');
                     push_capture(
                         &mut resource,
                         group.map_or("", |m| m.as_str()),
                         self.case_insensitive,
+                        self.types.get(number).copied().flatten(),
                     );
                 }
             }
         }
         let redirect_to = match (&self.redirect, rule.mode) {
+            // The target keeps the captures as the request spelled them: it is a URL the
+            // app routes, not a lock key.
             (Some(template), Mode::Redirect) => {
                 let mut target = String::new();
-                template.render_into(captures, false, &mut target);
+                template.render_into(captures, false, &[], &mut target);
                 check_same_site(&target).is_ok().then_some(target)
             }
             _ => None,

@@ -8,6 +8,8 @@
 use regex::{Captures, Regex};
 use thiserror::Error;
 
+use crate::pattern::CaptureType;
+
 /// A problem in a template's text or with the capture names it uses.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub(crate) enum TemplateError {
@@ -148,12 +150,14 @@ impl Template {
 
     /// Appends the rendering to `out`. A group that did not take part in the match renders
     /// as nothing, as does every group when `captures` is `None` (for a template that
-    /// [uses no groups](Self::uses_groups)). With `lowercase_captures`, captured text is
+    /// [uses no groups](Self::uses_groups)). A typed capture (`types`, by group number)
+    /// renders in its canonical spelling. With `lowercase_captures`, captured text is
     /// ASCII-lowercased so that paths differing only in case name one resource.
     pub(crate) fn render_into(
         &self,
         captures: Option<&Captures<'_>>,
         lowercase_captures: bool,
+        types: &[Option<CaptureType>],
         out: &mut String,
     ) {
         for part in &self.parts {
@@ -163,19 +167,30 @@ impl Template {
                     let text = captures
                         .and_then(|c| c.get(*group))
                         .map_or("", |m| m.as_str());
-                    push_capture(out, text, lowercase_captures);
+                    let kind = types.get(*group).copied().flatten();
+                    push_capture(out, text, lowercase_captures, kind);
                 }
             }
         }
     }
 }
 
-/// Appends captured text, ASCII-lowercased when the rule matches case-insensitively.
-pub(crate) fn push_capture(out: &mut String, text: &str, lowercase: bool) {
+/// Appends captured text: in its canonical spelling when the capture is typed, and
+/// ASCII-lowercased when the rule matches case-insensitively.
+pub(crate) fn push_capture(
+    out: &mut String,
+    text: &str,
+    lowercase: bool,
+    kind: Option<CaptureType>,
+) {
+    let start = out.len();
+    match kind {
+        // A group that took no part in the match stays empty, typed or not.
+        Some(kind) if !text.is_empty() => kind.push_canonical(out, text),
+        _ => out.push_str(text),
+    }
     if lowercase {
-        out.extend(text.chars().map(|c| c.to_ascii_lowercase()));
-    } else {
-        out.push_str(text);
+        out[start..].make_ascii_lowercase();
     }
 }
 

@@ -573,3 +573,103 @@ fn a_resource_without_placeholders_names_one_resource_whatever_the_groups_caught
     );
     check(&s, "GET", "/w/Home/edit", Some(("mixed", "wiki")));
 }
+
+#[test]
+fn typed_int_captures_lock_one_resource_for_every_spelling() {
+    let s = set(vec![
+        rule("edit", "/docs/{id:int}/edit").resource("doc:{id}"),
+        rule("rev", "/docs/{id:int}/rev/{n:int}"),
+    ]);
+    check(&s, "GET", "/docs/1/edit", Some(("edit", "doc:1")));
+    check(&s, "GET", "/docs/01/edit", Some(("edit", "doc:1")));
+    check(&s, "GET", "/docs/0001/edit", Some(("edit", "doc:1")));
+    check(&s, "GET", "/docs/+1/edit", Some(("edit", "doc:1")));
+    check(&s, "GET", "/docs/%2B1/edit", Some(("edit", "doc:1")));
+    check(&s, "GET", "/docs/+01/edit", Some(("edit", "doc:1")));
+    check(&s, "GET", "/docs/-1/edit", Some(("edit", "doc:-1")));
+    check(&s, "GET", "/docs/-0/edit", Some(("edit", "doc:0")));
+    check(&s, "GET", "/docs/0/edit", Some(("edit", "doc:0")));
+    check(&s, "GET", "/docs/000/edit", Some(("edit", "doc:0")));
+    check(&s, "GET", "/docs/10/edit", Some(("edit", "doc:10")));
+    check(&s, "GET", "/docs/100/edit/", Some(("edit", "doc:100")));
+    check(&s, "GET", "/docs/1a/edit", None);
+    check(&s, "GET", "/docs//edit", None);
+    check(&s, "GET", "/docs/+/edit", None);
+    check(&s, "GET", "/docs/%2b1/edit", None);
+    check(&s, "GET", "/docs/007/rev/010", Some(("rev", "rev:7:10")));
+}
+
+#[test]
+fn typed_uuid_and_slug_captures() {
+    let s = set(vec![
+        rule("page", "/pages/{key:uuid}").resource("page:{key}"),
+        rule("post", "/posts/{slug:slug}/edit").resource("post:{slug}"),
+    ]);
+    let canonical = "page:0f8fad5b-d9cb-469f-a165-70867728950e";
+    check(
+        &s,
+        "GET",
+        "/pages/0f8fad5b-d9cb-469f-a165-70867728950e",
+        Some(("page", canonical)),
+    );
+    check(
+        &s,
+        "GET",
+        "/pages/0F8FAD5B-D9CB-469F-A165-70867728950E",
+        Some(("page", canonical)),
+    );
+    check(
+        &s,
+        "GET",
+        "/pages/0f8fad5bd9cb469fa16570867728950e",
+        Some(("page", canonical)),
+    );
+    check(
+        &s,
+        "GET",
+        "/pages/0f8fad5b-d9cb-469f-a165-70867728950",
+        None,
+    );
+    check(
+        &s,
+        "GET",
+        "/pages/0f8fad5g-d9cb-469f-a165-70867728950e",
+        None,
+    );
+    check(
+        &s,
+        "GET",
+        "/posts/hello-world_2/edit",
+        Some(("post", "post:hello-world_2")),
+    );
+    check(&s, "GET", "/posts/Hello/edit", Some(("post", "post:Hello")));
+    check(&s, "GET", "/posts/a.b/edit", None);
+}
+
+#[test]
+fn typed_captures_keep_to_their_group_and_fold_case_when_asked() {
+    let s = set(vec![
+        rule("a", "/a/(?P<name>[a-z]+)/{id:int}"),
+        rule("ci", "/b/{key:uuid}").ci(),
+    ]);
+    check(&s, "GET", "/a/x/007", Some(("a", "a:x:7")));
+    check(
+        &s,
+        "GET",
+        "/B/0F8FAD5B-D9CB-469F-A165-70867728950E",
+        Some(("ci", "ci:0f8fad5b-d9cb-469f-a165-70867728950e")),
+    );
+}
+
+#[test]
+fn braces_that_are_not_typed_captures_keep_their_regex_meaning() {
+    let s = set(vec![
+        rule("rep", "/r/[0-9]{2,3}"),
+        rule("class", "/c/[{]x:int[}]"),
+        rule("esc", r"/e/\{x:int\}"),
+    ]);
+    check(&s, "GET", "/r/12", Some(("rep", "rep")));
+    check(&s, "GET", "/r/1", None);
+    check(&s, "GET", "/c/{x:int}", Some(("class", "class")));
+    check(&s, "GET", "/e/{x:int}", Some(("esc", "esc")));
+}

@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
-use rules::normalize_path;
 use rules::PathError::{self, *};
+use rules::{normalize_path, strip_path_parameters};
 
 fn check(input: &str, expected: Result<&str, PathError>) {
     let got = normalize_path(input);
@@ -402,4 +402,80 @@ fn errors_have_readable_messages() {
         .to_string()
         .contains("two hex digits"));
     assert!(DotSegmentParameters.to_string().contains("'..;'"));
+}
+
+#[test]
+fn characters_an_app_may_read_as_ascii_are_refused() {
+    // Digits of other scripts: Python's int() and \d accept every one of them.
+    check("/docs/%EF%BC%91/edit", Err(LookalikeCharacter)); // fullwidth 1
+    check("/docs/%ef%bc%91/edit", Err(LookalikeCharacter));
+    check("/docs/\u{FF11}/edit", Err(LookalikeCharacter));
+    check("/docs/%D9%A1/edit", Err(LookalikeCharacter)); // Arabic-Indic 1
+    check("/docs/%DB%B1/edit", Err(LookalikeCharacter)); // extended Arabic-Indic 1
+    check("/docs/%E0%A5%A7/edit", Err(LookalikeCharacter)); // Devanagari 1
+    check("/docs/%F0%9D%9F%8F/edit", Err(LookalikeCharacter)); // mathematical bold 1
+    check("/docs/%C2%B9/edit", Err(LookalikeCharacter)); // superscript 1
+    check("/docs/%E2%91%A0/edit", Err(LookalikeCharacter)); // circled 1
+    check("/docs/1%E2%85%A0/edit", Err(LookalikeCharacter)); // Roman numeral one
+                                                             // Letters and punctuation with an ASCII compatibility form.
+    check("/docs/1/%EF%BD%85dit", Err(LookalikeCharacter)); // fullwidth e
+    check("/docs%EF%BC%8F1/edit", Err(LookalikeCharacter)); // fullwidth solidus
+    check("/docs/1/%E2%80%A4%E2%80%A4/edit", Err(LookalikeCharacter)); // one dot leaders
+    check("/%E2%84%AAelvin", Err(LookalikeCharacter)); // Kelvin sign
+    check("/docs/1/edi%C5%BF", Err(LookalikeCharacter)); // long s
+    check("/%EF%AC%81le", Err(LookalikeCharacter)); // fi ligature
+}
+
+#[test]
+fn other_non_ascii_text_is_kept() {
+    check("/wiki/%C3%A9t%C3%A9", Ok("/wiki/%C3%A9t%C3%A9"));
+    check("/wiki/%c3%a9", Ok("/wiki/%C3%A9"));
+    check("/wiki/été", Ok("/wiki/été"));
+    check("/%E6%97%A5%E6%9C%AC", Ok("/%E6%97%A5%E6%9C%AC")); // 日本
+    check("/%D0%B4%D0%BE%D0%BA", Ok("/%D0%B4%D0%BE%D0%BA")); // Cyrillic
+    check("/%FF", Ok("/%FF")); // not UTF-8: no character to read as ASCII
+    check("/%E2%82", Ok("/%E2%82"));
+}
+
+fn check_params(input: &str, expected: Result<&str, PathError>) {
+    let got = strip_path_parameters(input);
+    assert_eq!(
+        got.as_ref().map(|p| p.as_ref()),
+        expected.as_ref().map(|p| *p),
+        "strip_path_parameters({input:?})"
+    );
+    if let Ok(out) = &got {
+        assert_eq!(
+            matches!(out, Cow::Borrowed(_)),
+            !input.contains(';'),
+            "borrows exactly when there is no ';': {input:?}"
+        );
+        let again = strip_path_parameters(out).map(Cow::into_owned);
+        assert_eq!(
+            again.as_deref(),
+            Ok(out.as_ref()),
+            "idempotent on {input:?}"
+        );
+    }
+}
+
+#[test]
+fn path_parameters_are_removed_from_every_segment() {
+    check_params("/docs/1/edit", Ok("/docs/1/edit"));
+    check_params("/docs;x/1/edit", Ok("/docs/1/edit"));
+    check_params("/docs/1;jsessionid=A/edit", Ok("/docs/1/edit"));
+    check_params("/docs/1/edit;x", Ok("/docs/1/edit"));
+    check_params("/docs;a;b=c/1;d/edit;e", Ok("/docs/1/edit"));
+    check_params("/docs/1/edit/;jsessionid=A", Ok("/docs/1/edit/"));
+    check_params("/;jsessionid=A", Ok("/"));
+    check_params("/docs/1/", Ok("/docs/1/"));
+    check_params("/", Ok("/"));
+    check_params("/docs/%3Bx/1", Ok("/docs/%3Bx/1"));
+}
+
+#[test]
+fn a_segment_of_parameters_alone_is_refused_unless_last() {
+    check_params("/;x/docs/1/edit", Err(EmptySegmentParameters));
+    check_params("/docs/;x/1/edit", Err(EmptySegmentParameters));
+    check_params("/docs/1/;/edit", Err(EmptySegmentParameters));
 }

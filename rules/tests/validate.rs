@@ -1,7 +1,9 @@
 //! Validation and rule files: `check(rule, &[(field, message fragment), ...])` asserts exactly
 //! the issues a rule has, in order; `check_file` does the same for `parse_rules_toml`.
 
-use rules::{parse_rules_toml, validate_rule, validate_rules, Issue, Mode, Owner, Rule, RuleSet};
+use rules::{
+    lint_rules, parse_rules_toml, validate_rule, validate_rules, Issue, Mode, Owner, Rule, RuleSet,
+};
 
 fn check(rule: &Rule, expected: &[(&str, &str)]) {
     let issues = validate_rule(rule);
@@ -773,5 +775,69 @@ fn rule_file_duplicate_ids_are_reported() {
             (Some(1), "colour", "unknown field"),
             (Some(1), "id", "duplicate id: rule #1 already uses it (line 4)"),
         ],
+    );
+}
+
+#[test]
+fn typed_captures_must_name_a_known_type() {
+    check(&rule("a", "/docs/{id:int}/edit"), &[]);
+    check(&rule("a", "/docs/{id:uuid}"), &[]);
+    check(&rule("a", "/docs/{id:slug}/{n:int}"), &[]);
+    check(
+        &rule("a", "/docs/{id:number}/edit"),
+        &[("pattern", "unknown capture type 'number'")],
+    );
+    check(
+        &rule("a", "/docs/{id:int}/{id:int}"),
+        &[("pattern", "duplicate capture group name")],
+    );
+    // A template may name a typed capture like any other.
+    let typed = with(rule("a", "/docs/{id:int}"), |r| {
+        r.resource = Some("doc:{id}".into())
+    });
+    check(&typed, &[]);
+    let unknown = with(rule("a", "/docs/{id:int}"), |r| {
+        r.resource = Some("doc:{key}".into())
+    });
+    check(&unknown, &[("resource", "unknown capture 'key'")]);
+}
+
+/// `lint_rules` warns once per untyped capture that matches only digits, and about nothing
+/// else.
+#[test]
+fn untyped_numeric_captures_are_warned_about() {
+    let rules = vec![
+        rule("ascii", "/docs/(?P<id>[0-9]+)/edit"),
+        rule("unicode", r"/a/(?P<n>\d{1,6})"),
+        rule("typed", "/docs/{id:int}/edit"),
+        rule("word", "/w/(?P<name>[a-z0-9]+)"),
+        rule("unnamed", "/u/([0-9]+)"),
+        rule("nested", "/n/(?P<outer>x(?P<inner>[0-9]*))"),
+        rule("broken", "/b/(?P<id>[0-9]+"),
+    ];
+    let warnings = lint_rules(&rules);
+    let got: Vec<(Option<&str>, Option<usize>, &str)> = warnings
+        .iter()
+        .map(|w| (w.rule.as_deref(), w.index, w.field.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("ascii"), Some(0), "pattern"),
+            (Some("unicode"), Some(1), "pattern"),
+            (Some("nested"), Some(5), "pattern"),
+        ],
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[0].message.contains("capture 'id'"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].message.contains("{id:int}"), "{}", warnings[0]);
+    assert!(
+        warnings[2].message.contains("capture 'inner'"),
+        "{}",
+        warnings[2]
     );
 }

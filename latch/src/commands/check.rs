@@ -1,7 +1,9 @@
 //! `latch check`: validate the config and every rule, reporting all problems at once.
 //!
 //! A broken config does not hide broken rules: when the config has problems but still names a
-//! rule file, that file is checked too, so one run lists everything to fix.
+//! rule file, that file is checked too, so one run lists everything to fix. Rules that are valid
+//! but that an app may read more loosely (see [`rules::lint_rules`]) are printed as warnings on
+//! standard error; they do not change the exit status.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,7 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
             })?;
             let rules = list.into_rules();
             let count = rules.len();
+            warn(&source, &rules);
             rules::RuleSet::compile(rules).map_err(|issues| prefixed(&source, issues))?;
             count
         }
@@ -49,8 +52,15 @@ fn check_rule_file(file: &PathBuf) -> Result<usize, Vec<String>> {
         .map_err(|e| vec![format!("{source}: cannot read the rule file: {e}")])?;
     let rules = rules::parse_rules_toml(&text).map_err(|issues| prefixed(&source, issues))?;
     let count = rules.len();
+    warn(&source, &rules);
     rules::RuleSet::compile(rules).map_err(|issues| prefixed(&source, issues))?;
     Ok(count)
+}
+
+fn warn(source: &str, rules: &[rules::Rule]) {
+    for warning in rules::lint_rules(rules) {
+        eprintln!("{source}: warning: {warning}");
+    }
 }
 
 fn prefixed(source: &str, issues: Vec<rules::Issue>) -> Vec<String> {
