@@ -64,7 +64,7 @@ impl FromRequestParts<Arc<ControlPlane>> for Admin {
                 )))
             }
         };
-        if !is_safe(&parts.method) && !same_origin(&parts.headers) {
+        if !is_safe(&parts.method) && !same_origin(&parts.headers, state.public_scheme) {
             return Err(ApiError::Forbidden(
                 "Changes must come from the control plane's own pages or from a script without an Origin header.".into(),
             ));
@@ -78,18 +78,15 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// True when there is no `Origin` (scripts, same-origin GETs) or it names the `Host` the
-/// request was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+/// request was sent to under `scheme` (`control_plane.public_scheme`).
+fn same_origin(headers: &HeaderMap, scheme: &str) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    let Some(host) = headers.get(header::HOST) else {
         return false;
     };
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+    auth::same_origin(origin.as_bytes(), host.as_bytes(), scheme)
 }
 
 #[cfg(test)]
@@ -105,19 +102,36 @@ mod tests {
     }
 
     #[test]
-    fn origin_must_match_host_when_present() {
-        assert!(same_origin(&headers(&[("host", "127.0.0.1:9090")])));
-        assert!(same_origin(&headers(&[
+    fn origin_must_match_host_and_scheme_when_present() {
+        let http = |pairs: &[(&'static str, &str)]| same_origin(&headers(pairs), "http");
+        assert!(http(&[("host", "127.0.0.1:9090")]));
+        assert!(http(&[
             ("host", "127.0.0.1:9090"),
             ("origin", "http://127.0.0.1:9090")
-        ])));
-        assert!(!same_origin(&headers(&[
+        ]));
+        assert!(!http(&[
+            ("host", "127.0.0.1:9090"),
+            ("origin", "https://127.0.0.1:9090")
+        ]));
+        assert!(!http(&[
             ("host", "127.0.0.1:9090"),
             ("origin", "http://127.0.0.1:8080")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "admin.example"),
-            ("origin", "null")
-        ])));
+        ]));
+        assert!(!http(&[("host", "admin.example"), ("origin", "null")]));
+        assert!(!http(&[("origin", "http://127.0.0.1:9090")]));
+        assert!(same_origin(
+            &headers(&[
+                ("host", "admin.example"),
+                ("origin", "https://admin.example")
+            ]),
+            "https"
+        ));
+        assert!(!same_origin(
+            &headers(&[
+                ("host", "admin.example"),
+                ("origin", "http://admin.example")
+            ]),
+            "https"
+        ));
     }
 }

@@ -42,6 +42,8 @@ pub struct Parts {
     pub cookie: String,
     /// `control_plane.admin_roles`.
     pub admin_roles: Vec<String>,
+    /// `control_plane.public_scheme`: the scheme a browser's `Origin` must name on writes.
+    pub public_scheme: &'static str,
     /// In demo mode, a link that signs the visitor in as the demo admin.
     pub demo_sign_in: Option<String>,
 }
@@ -54,6 +56,7 @@ pub struct ControlPlane {
     verifier: Verifier,
     cookie: String,
     admin_roles: Vec<String>,
+    public_scheme: &'static str,
     demo_sign_in: Option<String>,
     recorder: Recorder,
 }
@@ -79,6 +82,7 @@ impl ControlPlane {
             verifier: parts.verifier,
             cookie: parts.cookie,
             admin_roles: parts.admin_roles,
+            public_scheme: parts.public_scheme,
             demo_sign_in: parts.demo_sign_in,
             recorder,
         };

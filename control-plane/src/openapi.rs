@@ -11,7 +11,7 @@ use crate::{error, events_api, locks_api, rule_json, rules_api};
 #[openapi(
     info(
         title = "Latch control plane",
-        description = "Rules, live locks and the audit trail. Every route needs a JWT with one of `control_plane.admin_roles`, as a Bearer token or in the proxy's cookie. Errors are application/problem+json."
+        description = "Rules, live locks and the audit trail. Every route needs a JWT with one of `control_plane.admin_roles`, as a Bearer token or in the proxy's cookie, except this document, `GET /api/v1/openapi.json`, which is public: it holds the API's shape and no data. A write that carries an `Origin` header must name the control plane's own origin, scheme included. Errors are application/problem+json."
     ),
     paths(
         rules_api::list, rules_api::get, rules_api::create, rules_api::replace,

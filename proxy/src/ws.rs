@@ -105,7 +105,7 @@ pub fn admit(latch: &Latch, headers: &HeaderMap) -> Result<Admitted, Reply> {
         )
         .header(header::SEC_WEBSOCKET_VERSION, "13"));
     };
-    if let Err(refused) = check_same_origin(headers) {
+    if let Err(refused) = check_same_origin(headers, latch.config.proxy.public_scheme) {
         return Err(Reply::problem(403, "Forbidden", refused.message()));
     }
     let identity = latch.authenticate(headers).map_err(|e| {
@@ -487,9 +487,13 @@ impl Conn {
             Ok(p) => p.into_owned(),
             Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
         };
+        let rule_path = match self.latch.rule_path(&path) {
+            Ok(p) => p.into_owned(),
+            Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
+        };
         let (resource, rule_id, lease, grace) = {
             let rules = self.latch.rules.load();
-            let Some(m) = rules.find("GET", &path) else {
+            let Some(m) = rules.find("GET", &rule_path) else {
                 return send(
                     ws,
                     error_json("not_protected", "no rule protects this path"),

@@ -59,6 +59,7 @@ pub fn task(
         verifier,
         cookie: config.auth.cookie.clone(),
         admin_roles: config.control_plane.admin_roles.clone(),
+        public_scheme: config.control_plane.public_scheme,
         demo_sign_in,
     });
     let router = control_plane::router(control_plane);
