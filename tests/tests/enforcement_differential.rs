@@ -517,13 +517,14 @@ async fn differential(kind: Kind) {
     }
 
     let mut table = format!(
-        "{} behind Latch, {} corpus lines in {:.1?}:\n{:<5} {:<52} {:<8} what the app ran\n",
+        "{} behind Latch, {} corpus lines in {:.1?} (status: what Bob got through Latch, from \
+         Latch or from the app):\n{:<5} {:<52} {:<8} what the app ran\n",
         kind.name(),
         cases.len(),
         started.elapsed(),
         "line",
         "request",
-        "latch"
+        "status"
     );
     for (case, answer) in cases.iter().zip(&answers) {
         let ran = runs(&case.probe());
