@@ -3,7 +3,8 @@
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
 #                            openssl (Redis and TLS tests), the MongoDB-wire test server, and the
-#                            Flask, Django and Express apps of the enforcement differential test
+#                            Flask, Django, Express and Tomcat apps of the enforcement
+#                            differential test
 #   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
@@ -23,6 +24,8 @@ case "$purpose" in
     need_cmd openssl openssl             # makes the CA and keys for the rediss:// and JWT tests
     need_cmd node nodejs                 # runs the Express app (tests/apps/express)
     need_cmd npm npm
+    # The servlet app (tests/apps/tomcat) runs on Debian's Tomcat 10, which brings a Java runtime.
+    [ -x /usr/share/tomcat10/bin/catalina.sh ] || apt_pkgs+=(tomcat10)
     ;;
   bench)
     need_cmd wrk wrk

@@ -3,8 +3,9 @@
 //! Latch decides from its own reading of a request whether a rule matches; the app behind it
 //! decides from its own reading which handler runs. Wherever the two readings differ, a request
 //! can reach a protected handler that Latch never locked. This test puts Latch in front of
-//! real Flask (Werkzeug), Django and Express apps (`tests/apps/`, installed at pinned versions
-//! by `scripts/setup.sh test`), lets Alice hold doc 1, sends every hostile spelling of
+//! real Flask (Werkzeug), Django and Express apps and a servlet app on Tomcat (`tests/apps/`,
+//! installed at pinned versions by `scripts/setup.sh test`; Tomcat is Debian's), lets Alice
+//! hold doc 1, sends every hostile spelling of
 //! `tests/corpus/enforcement.txt` as Bob byte for byte, and then asks each app which of its
 //! protected handlers actually ran. Any run for doc 1 that was not Alice's own request is a
 //! bypass, whatever status Latch answered; any handler run for one of Bob's requests that the
@@ -41,6 +42,9 @@ const RUN_BUDGET: Duration = Duration::from_secs(90);
 /// Alice's lease outlasts any run, so a slow run never frees doc 1 and lets Bob claim it.
 const LOCKS: &str = "store = \"memory\"\nlease_seconds = 3600\ngrace_seconds = 10\n";
 
+/// Debian's Tomcat 10, which runs the servlet app.
+const TOMCAT_CATALINA: &str = "/usr/share/tomcat10/bin/catalina.sh";
+
 /// The probe header that ties each handler run the app records to the request that caused it.
 const PROBE: &str = "X-Diff-Probe";
 
@@ -52,6 +56,7 @@ enum Kind {
     Flask,
     Django,
     Express,
+    Tomcat,
 }
 
 impl Kind {
@@ -60,6 +65,7 @@ impl Kind {
             Kind::Flask => "Flask",
             Kind::Django => "Django",
             Kind::Express => "Express",
+            Kind::Tomcat => "Tomcat",
         }
     }
 
@@ -76,7 +82,7 @@ impl Kind {
                 );
                 RULES.replace("[[rule]]\n", "[[rule]]\ncase_insensitive = true\n")
             }
-            Kind::Flask | Kind::Django => RULES.to_string(),
+            Kind::Flask | Kind::Django | Kind::Tomcat => RULES.to_string(),
         }
     }
 }
@@ -98,21 +104,28 @@ impl App {
     /// Starts the app and waits until it answers `GET /`.
     fn start(kind: Kind) -> App {
         let apps = apps_dir();
-        let (program, script, installed) = match kind {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = free_port();
+        let (program, args, installed): (PathBuf, Vec<PathBuf>, PathBuf) = match kind {
             Kind::Flask => (
-                "python3",
-                apps.join("flask_app.py"),
+                "python3".into(),
+                vec![apps.join("flask_app.py"), port.to_string().into()],
                 apps.join("pydeps/flask"),
             ),
             Kind::Django => (
-                "python3",
-                apps.join("django_app.py"),
+                "python3".into(),
+                vec![apps.join("django_app.py"), port.to_string().into()],
                 apps.join("pydeps/django"),
             ),
             Kind::Express => (
-                "node",
-                apps.join("express/app.js"),
+                "node".into(),
+                vec![apps.join("express/app.js"), port.to_string().into()],
                 apps.join("express/node_modules/express/package.json"),
+            ),
+            Kind::Tomcat => (
+                apps.join("tomcat/run.sh"),
+                vec![port.to_string().into(), dir.path().join("catalina")],
+                TOMCAT_CATALINA.into(),
             ),
         };
         assert!(
@@ -122,13 +135,10 @@ impl App {
             kind.name(),
             installed.display()
         );
-        let dir = tempfile::tempdir().expect("a temp dir");
         let log_path = dir.path().join("app.log");
         let log = std::fs::File::create(&log_path).expect("the app's log file");
-        let port = free_port();
-        let child = Command::new(program)
-            .arg(&script)
-            .arg(port.to_string())
+        let child = Command::new(&program)
+            .args(&args)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the app's log file"))
@@ -136,8 +146,8 @@ impl App {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "could not start `{program} {}` for the {} app ({e}): run `scripts/setup.sh test`",
-                    script.display(),
+                    "could not start {} for the {} app ({e}): run `scripts/setup.sh test`",
+                    program.display(),
                     kind.name()
                 )
             });
@@ -149,6 +159,7 @@ impl App {
             _dir: dir,
         };
         app.wait_ready();
+        app.warm_up();
         app
     }
 
@@ -177,6 +188,21 @@ impl App {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Has the app compile and load its protected route once (Tomcat compiles a JSP on its
+    /// first request, which can take seconds), with a request no handler records.
+    fn warm_up(&self) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .unwrap_or_else(|e| panic!("{} app: connect: {e}", self.kind.name()));
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        s.write_all(
+            b"GET /docs/0/warm-up HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap_or_else(|e| panic!("{} app: warm-up request: {e}", self.kind.name()));
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
     }
 
     /// Every protected handler run the app recorded, read from the app directly.
@@ -577,4 +603,9 @@ async fn django_runs_no_protected_handler_past_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn express_runs_no_protected_handler_past_the_lock() {
     differential(Kind::Express).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tomcat_runs_no_protected_handler_past_the_lock() {
+    differential(Kind::Tomcat).await;
 }
