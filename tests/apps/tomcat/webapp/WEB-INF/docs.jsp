@@ -1,6 +1,7 @@
 <%@ page contentType="text/html; charset=UTF-8" session="false" import="java.util.*" %><%
 // GET /docs/{id}/edit and POST /docs/{id}/save: the id parsed with Integer.parseInt, as a
-// hand-written servlet router does; every run is recorded for GET /handled.
+// hand-written servlet router does; every run is recorded for GET /handled, with the request
+// URI as sent (before Tomcat decodes it and strips `;` parameters) as its path.
 String[] parts = request.getPathInfo() == null ? new String[0] : request.getPathInfo().split("/", -1);
 Integer id = null;
 if (parts.length == 3 && parts[0].isEmpty()) {
