@@ -2,7 +2,9 @@
 # Installs what Latch needs beyond the Rust toolchain, gcc and python3, for one purpose:
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
-#                            openssl (Redis and TLS tests), the MongoDB-wire test server
+#                            openssl (Redis and TLS tests), the MongoDB-wire test server, and the
+#                            Flask, Django, Express and Tomcat apps of the enforcement
+#                            differential test
 #   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
@@ -20,6 +22,10 @@ case "$purpose" in
     need_cmd redis-server redis-server   # each Redis test starts its own on a free port
     need_cmd redis-cli redis-tools       # builds the local Redis Cluster for the cluster tests
     need_cmd openssl openssl             # makes the CA and keys for the rediss:// and JWT tests
+    need_cmd node nodejs                 # runs the Express app (tests/apps/express)
+    need_cmd npm npm
+    # The servlet app (tests/apps/tomcat) runs on Debian's Tomcat 10, which brings a Java runtime.
+    [ -x /usr/share/tomcat10/bin/catalina.sh ] || apt_pkgs+=(tomcat10)
     ;;
   bench)
     need_cmd wrk wrk
@@ -52,5 +58,31 @@ if [ "$purpose" = test ]; then
       echo "setup: could not install nx-27017; run: python3 -m pip install nx-27017" >&2
       exit 1
     }
+  fi
+fi
+
+if [ "$purpose" = test ]; then
+  # The real apps the enforcement differential test puts behind Latch (tests/apps/), at the
+  # versions pinned there: the Python ones into tests/apps/pydeps/ (the apps import from it
+  # first, so a Flask or Django installed elsewhere does not matter), Express into
+  # tests/apps/express/node_modules/. Each is installed again when its pins change.
+  apps="$(cd "$(dirname "$0")/.." && pwd)/tests/apps"
+  if ! cmp -s "$apps/requirements.txt" "$apps/pydeps/.requirements.txt"; then
+    echo "setup: installing the Python test apps' packages (pip, tests/apps/requirements.txt)"
+    rm -rf "$apps/pydeps"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+      --target "$apps/pydeps" -r "$apps/requirements.txt" || {
+      echo "setup: could not install them; run: python3 -m pip install --no-deps --target tests/apps/pydeps -r tests/apps/requirements.txt" >&2
+      exit 1
+    }
+    cp "$apps/requirements.txt" "$apps/pydeps/.requirements.txt"
+  fi
+  if ! cmp -s "$apps/express/package-lock.json" "$apps/express/node_modules/.latch-package-lock.json"; then
+    echo "setup: installing the Express test app's packages (npm ci, tests/apps/express)"
+    (cd "$apps/express" && npm ci --no-audit --no-fund --silent) || {
+      echo "setup: could not install them; run: (cd tests/apps/express && npm ci)" >&2
+      exit 1
+    }
+    cp "$apps/express/package-lock.json" "$apps/express/node_modules/.latch-package-lock.json"
   fi
 fi
