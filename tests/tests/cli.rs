@@ -93,6 +93,35 @@ fn check_accepts_a_good_config() {
     assert!(out.contains("1 rule"), "{out}");
 }
 
+/// A capture that matches only digits is valid but loose: `check` warns on stderr, names the
+/// rule and the typed capture to write instead, and still exits 0. A typed capture draws no
+/// warning.
+#[test]
+fn check_warns_about_untyped_numeric_captures_and_still_passes() {
+    let dir = files(&good_config(), GOOD_RULES);
+    let (code, out, err) = check(&dir, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let warning = err
+        .lines()
+        .find(|line| line.contains("warning"))
+        .unwrap_or_else(|| panic!("no warning in: {err}"));
+    assert!(warning.contains("rules.toml"), "{warning}");
+    assert!(warning.contains("rule 'doc-edit'"), "{warning}");
+    assert!(warning.contains("{id:int}"), "{warning}");
+
+    let typed = GOOD_RULES.replace("(?P<id>[0-9]+)", "{id:int}");
+    let dir = files(&good_config(), &typed);
+    let (code, out, err) = check(&dir, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let unknown = GOOD_RULES.replace("(?P<id>[0-9]+)", "{id:number}");
+    let dir = files(&good_config(), &unknown);
+    let (code, _, err) = check(&dir, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown capture type 'number'"), "{err}");
+}
+
 const BROKEN_CONFIG: &str = r#"
 [proxy]
 listen = "nowhere"

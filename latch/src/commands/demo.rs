@@ -20,20 +20,20 @@ use crate::demo_app;
 pub const DEMO_RULES: &str = r#"
 [[rule]]
 id = "doc-edit"
-pattern = "/docs/(?P<id>[0-9]+)/edit"
+pattern = "/docs/{id:int}/edit"
 resource = "doc:{id}"
 mode = "block"
 
 [[rule]]
 id = "doc-save"
-pattern = "/docs/(?P<id>[0-9]+)/save"
+pattern = "/docs/{id:int}/save"
 resource = "doc:{id}"
 methods = ["POST"]
 inject = false
 
 [[rule]]
 id = "doc-review"
-pattern = "/docs/(?P<id>[0-9]+)/review"
+pattern = "/docs/{id:int}/review"
 resource = "review:{id}"
 mode = "redirect"
 redirect_to = "/docs/{id}?notice=review-in-progress"
