@@ -99,6 +99,9 @@ impl Latch {
 }
 
 /// The config file for `settings`, listening on `port` with its admin port on `admin_port`.
+///
+/// Every connection of a run comes from loopback, one address: up to 10,000 idle banner sockets
+/// and wrk's 64 connections, so the per-client connection limit is off.
 pub fn config(settings: &Settings, port: u16, admin_port: u16) -> String {
     let auth = match &settings.auth {
         Auth::Secret => format!(
@@ -115,7 +118,7 @@ pub fn config(settings: &Settings, port: u16, admin_port: u16) -> String {
     };
     format!(
         "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:{up}\"\n\
-         threads = {threads}\n\n[auth]\n{auth}\n\n\
+         threads = {threads}\nmax_connections_per_client = 0\n\n[auth]\n{auth}\n\n\
          [locks]\nstore = \"{store}\"\nlease_seconds = 3600\n\n\
          [rules]\nstore = \"rules.toml\"\npoll_seconds = 60\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
@@ -171,6 +174,7 @@ mod tests {
         assert!(conf.contains("upstream = \"http://127.0.0.1:7000\""));
         assert!(conf.contains("listen = \"127.0.0.1:7002\""));
         assert!(conf.contains("threads = 2"));
+        assert!(conf.contains("max_connections_per_client = 0"));
         assert!(conf.contains("algorithms = [\"ES256\"]"));
         assert!(conf.contains("public_key_file = \"es.pub.pem\""));
         assert!(conf.contains("store = \"redis://127.0.0.1:7001/0\""));

@@ -77,10 +77,51 @@ pub struct ProxyConfig {
     /// plain HTTP), or `https` behind a TLS-terminating load balancer. A browser's `Origin` on
     /// the banner socket, release and takeover must name it.
     pub public_scheme: &'static str,
+    /// How long a client may take to send a whole request head, from its first byte (or, on a
+    /// new connection, from the accept) to its blank line. A connection that has sent part of a
+    /// head by then gets 408 and is closed; one that has sent nothing is closed. Without it a
+    /// client that never finishes its head holds a connection, a descriptor and a task for as
+    /// long as it likes. Default [`DEFAULT_HEADER_TIMEOUT`].
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between the end of one response and the
+    /// first byte of the next request before it is closed. Longer than
+    /// [`ProxyConfig::header_timeout`] so browsers can reuse their connections, but bounded, so
+    /// idle connections do not pile up. Default [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    pub keepalive_timeout: Duration,
+    /// The largest request head (request line and headers, up to its blank line) the proxy
+    /// reads; a larger one gets 431 and is never forwarded. At most 1 MiB, pingora's own limit,
+    /// so this bound is always the one that applies. Default [`DEFAULT_MAX_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+    /// How many connections one client address may hold open at once; past it a new one is
+    /// closed at once. IPv6 clients are counted by their /64 prefix, the block one host usually
+    /// has. Every banner socket counts, and users behind one NAT or forward proxy share one
+    /// address: raise it (or turn it off) for them. `None`: no limit. Default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_CLIENT`].
+    pub max_connections_per_client: Option<u32>,
 }
 
 /// [`ProxyConfig::upstream_timeout`] unless the config says otherwise.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// [`ProxyConfig::header_timeout`] unless the config says otherwise: 10 s is ample for any
+/// client on any network to send a head, and short enough that silent connections do not
+/// accumulate.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`ProxyConfig::keepalive_timeout`] unless the config says otherwise: pingora's own 60 s for a
+/// new connection, now applied between every two requests.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`ProxyConfig::max_header_bytes`] unless the config says otherwise: 64 KiB, about Envoy's
+/// default (60 KiB). Room for large cookies, and for a bearer token over the verifier's own
+/// 16 KiB bound to reach it and be refused as malformed, with a 401 that says so, rather than
+/// with a 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// [`ProxyConfig::max_connections_per_client`] unless the config says otherwise: far more than
+/// a browser opens (6 per host, plus its banner sockets), few enough that one address cannot
+/// take every descriptor.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 256;
 
 /// How the header names of a request Latch adds its own headers to reach the upstream.
 ///
@@ -272,6 +313,10 @@ impl Config {
                 upstream_timeout: Some(DEFAULT_UPSTREAM_TIMEOUT),
                 path_parameters: PathParameters::Strip,
                 public_scheme: "http",
+                header_timeout: DEFAULT_HEADER_TIMEOUT,
+                keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+                max_connections_per_client: Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
             },
             auth: AuthConfig {
                 settings: auth::AuthSettings {

@@ -10,7 +10,8 @@ use toml::{Table, Value};
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, Issue, LockStoreKind,
     LocksConfig, OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig,
-    Upstream, DEFAULT_UPSTREAM_TIMEOUT,
+    Upstream, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 /// Environment variables starting with this override config keys: `LATCH_AUTH_SECRET`.
@@ -54,6 +55,10 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("upstream_timeout_seconds", Kind::Integer),
             ("path_parameters", Kind::Text),
             ("public_scheme", Kind::Text),
+            ("header_timeout_seconds", Kind::Integer),
+            ("keepalive_timeout_seconds", Kind::Integer),
+            ("max_header_bytes", Kind::Integer),
+            ("max_connections_per_client", Kind::Integer),
         ],
     ),
     (
@@ -566,6 +571,22 @@ pub(crate) fn convert(
         Some(seconds) => Some(Duration::from_secs(seconds)),
         None => Some(DEFAULT_UPSTREAM_TIMEOUT),
     };
+    let header_timeout = s
+        .integer("header_timeout_seconds", 1, 3_600)
+        .map_or(DEFAULT_HEADER_TIMEOUT, Duration::from_secs);
+    let keepalive_timeout = s
+        .integer("keepalive_timeout_seconds", 1, 86_400)
+        .map_or(DEFAULT_KEEPALIVE_TIMEOUT, Duration::from_secs);
+    // Pingora refuses a head longer than 1 MiB on its own, with a 400; below that, Latch's bound
+    // is the one that applies.
+    let max_header_bytes = s
+        .integer("max_header_bytes", 1_024, 1_048_576)
+        .map_or(DEFAULT_MAX_HEADER_BYTES, |n| n as usize);
+    let max_connections_per_client = match s.integer("max_connections_per_client", 0, 1_000_000) {
+        Some(0) => None,
+        Some(n) => Some(n as u32),
+        None => Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+    };
 
     // [auth]
     let mut s = take_section(&mut root, "auth", source, origins, issues);
@@ -746,6 +767,10 @@ pub(crate) fn convert(
             upstream_timeout,
             path_parameters,
             public_scheme,
+            header_timeout,
+            keepalive_timeout,
+            max_header_bytes,
+            max_connections_per_client,
             instance,
         },
         auth: AuthConfig {

@@ -97,6 +97,10 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(c.proxy.inject_at, inject::Placement::Head);
     assert_eq!(c.proxy.header_case, HeaderCase::Canonical);
     assert_eq!(c.proxy.upstream_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(c.proxy.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.proxy.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(c.proxy.max_header_bytes, 64 * 1024);
+    assert_eq!(c.proxy.max_connections_per_client, Some(256));
     assert_eq!(c.auth.cookie, "latch_token");
     assert_eq!(c.auth.login_url, None);
     assert_eq!(c.auth.require, Require::Protected);
@@ -139,6 +143,10 @@ instance = "edge-1"
 inject_at = "body_end"
 header_case = "preserve"
 upstream_timeout_seconds = 0
+header_timeout_seconds = 3
+keepalive_timeout_seconds = 86400
+max_header_bytes = 1048576
+max_connections_per_client = 0
 
 [auth]
 algorithms = ["HS256", "HS512"]
@@ -181,6 +189,10 @@ listen = "127.0.0.1:0"
     assert_eq!(c.proxy.inject_at, inject::Placement::BodyEnd);
     assert_eq!(c.proxy.header_case, HeaderCase::Preserve);
     assert_eq!(c.proxy.upstream_timeout, None);
+    assert_eq!(c.proxy.header_timeout, Duration::from_secs(3));
+    assert_eq!(c.proxy.keepalive_timeout, Duration::from_secs(86_400));
+    assert_eq!(c.proxy.max_header_bytes, 1_048_576);
+    assert_eq!(c.proxy.max_connections_per_client, None);
     assert_eq!(c.auth.settings.algorithms, vec!["HS256", "HS512"]);
     assert_eq!(c.auth.cookie, "sso.token-1");
     assert_eq!(
@@ -229,6 +241,13 @@ fn good_values_table() {
         // threads bounds
         "[proxy]\nupstream = \"http://a:1\"\nthreads = 1",
         "[proxy]\nupstream = \"http://a:1\"\nthreads = 64",
+        // connection bounds
+        "[proxy]\nupstream = \"http://a:1\"\nheader_timeout_seconds = 1",
+        "[proxy]\nupstream = \"http://a:1\"\nheader_timeout_seconds = 3600",
+        "[proxy]\nupstream = \"http://a:1\"\nkeepalive_timeout_seconds = 1",
+        "[proxy]\nupstream = \"http://a:1\"\nmax_header_bytes = 1024",
+        "[proxy]\nupstream = \"http://a:1\"\nmax_connections_per_client = 1",
+        "[proxy]\nupstream = \"http://a:1\"\nmax_connections_per_client = 1000000",
     ];
     for proxy_section in cases {
         good(&format!(
@@ -322,6 +341,52 @@ fn bad_proxy_values() {
             "upstream_timeout_seconds = 86401",
             "proxy.upstream_timeout_seconds",
             "86401",
+        ),
+        (
+            "header_timeout_seconds = 0",
+            "proxy.header_timeout_seconds",
+            "0 is out of range 1..=3600",
+        ),
+        (
+            "header_timeout_seconds = 3601",
+            "proxy.header_timeout_seconds",
+            "3601",
+        ),
+        (
+            "header_timeout_seconds = \"10s\"",
+            "proxy.header_timeout_seconds",
+            "string",
+        ),
+        (
+            "keepalive_timeout_seconds = 0",
+            "proxy.keepalive_timeout_seconds",
+            "0 is out of range 1..=86400",
+        ),
+        (
+            "keepalive_timeout_seconds = 86401",
+            "proxy.keepalive_timeout_seconds",
+            "86401",
+        ),
+        (
+            "max_header_bytes = 1023",
+            "proxy.max_header_bytes",
+            "1023 is out of range 1024..=1048576",
+        ),
+        (
+            "max_header_bytes = 1048577",
+            "proxy.max_header_bytes",
+            "1048577",
+        ),
+        ("max_header_bytes = 3.5", "proxy.max_header_bytes", "float"),
+        (
+            "max_connections_per_client = -1",
+            "proxy.max_connections_per_client",
+            "-1 is out of range 0..=1000000",
+        ),
+        (
+            "max_connections_per_client = 1000001",
+            "proxy.max_connections_per_client",
+            "1000001",
         ),
         ("colour = \"blue\"", "proxy.colour", "unknown key"),
     ];
@@ -660,6 +725,10 @@ fn the_environment_overrides_the_file_which_overrides_defaults() {
             ("LATCH_AUTH_ALGORITHMS", "[\"HS384\"]"),
             ("LATCH_AUTH_REQUIRE", "all"),
             ("LATCH_PROXY_THREADS", "4"),
+            ("LATCH_PROXY_HEADER_TIMEOUT_SECONDS", "5"),
+            ("LATCH_PROXY_KEEPALIVE_TIMEOUT_SECONDS", "120"),
+            ("LATCH_PROXY_MAX_HEADER_BYTES", "8192"),
+            ("LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT", "0"),
         ],
     )
     .unwrap();
@@ -670,6 +739,10 @@ fn the_environment_overrides_the_file_which_overrides_defaults() {
     assert_eq!(c.auth.settings.algorithms, vec!["HS384"]);
     assert_eq!(c.auth.require, Require::All);
     assert_eq!(c.proxy.threads, 4);
+    assert_eq!(c.proxy.header_timeout, Duration::from_secs(5));
+    assert_eq!(c.proxy.keepalive_timeout, Duration::from_secs(120));
+    assert_eq!(c.proxy.max_header_bytes, 8192);
+    assert_eq!(c.proxy.max_connections_per_client, None);
 
     // The environment can repair the file: a too-short secret replaced by a good one.
     let broken = auth_only("secret = \"short\"");
@@ -723,6 +796,21 @@ fn bad_environment_values_name_the_variable_not_the_file() {
         ("LATCH_AUTH_SECRET", "short", "auth.secret"),
         ("LATCH_AUTH_ALGORITHMS", "none", "auth.algorithms"),
         ("LATCH_PROXY_UPSTREAM", "ftp://x", "proxy.upstream"),
+        (
+            "LATCH_PROXY_HEADER_TIMEOUT_SECONDS",
+            "0",
+            "proxy.header_timeout_seconds",
+        ),
+        (
+            "LATCH_PROXY_MAX_HEADER_BYTES",
+            "32k",
+            "proxy.max_header_bytes",
+        ),
+        (
+            "LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT",
+            "-5",
+            "proxy.max_connections_per_client",
+        ),
     ];
     for (name, value, key) in cases {
         let found = issues(&minimal(""), &[(name, value)]);

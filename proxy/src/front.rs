@@ -1,36 +1,70 @@
-//! The front of the listening socket. A connection that opens with the banner WebSocket
-//! handshake (`GET {prefix}/ws`) is served here, on the bare TCP stream; every other connection
-//! goes to pingora's HTTP proxy exactly as it arrived.
+//! The front of the listening socket. It reads every HTTP/1 request head itself, within the
+//! connection's deadlines and size bound, before pingora sees it. A connection that opens with
+//! the banner WebSocket handshake (`GET {prefix}/ws`) is served here, on the bare TCP stream;
+//! every other request goes to pingora's HTTP proxy with its bytes put back, exactly as they
+//! arrived.
 //!
-//! Why: a banner socket stays open for as long as its page does, and most of them sit idle.
-//! Inside pingora's proxy session each one would keep that session alive for its whole life:
-//! its buffers, headers, modules and state machine, about 50 KB. Served here it keeps only the
-//! WebSocket and the socket task.
+//! Why the banner socket: a banner socket stays open for as long as its page does, and most of
+//! them sit idle. Inside pingora's proxy session each one would keep that session alive for its
+//! whole life: its buffers, headers, modules and state machine, about 50 KB. Served here it
+//! keeps only the WebSocket and the socket task.
 //!
 //! Only a complete, valid handshake that is admitted (same origin, valid token, under the
 //! per-user limit) is taken. Anything else, including a refusal, is handed to the proxy with the
 //! bytes read so far put back, and the proxy's `{prefix}/ws` endpoint answers it as it answers a
 //! handshake that arrives later on a kept-alive connection.
+//!
+//! Why the heads: pingora 0.9 waits for a new connection's first request with a 60 s timeout
+//! per read, and for every later one on a kept-alive connection with none at all, so a client
+//! that trickles a head, or says nothing, holds its connection for as long as it likes; and it
+//! takes heads of up to 1 MiB. So this front runs the kept-alive loop pingora's HTTP/1 server
+//! would run, and before each request it reads the head with these bounds
+//! (`proxy.header_timeout_seconds`, `proxy.keepalive_timeout_seconds`,
+//! `proxy.max_header_bytes`):
+//! - a new connection's whole first head is due `header_timeout` after the accept;
+//! - between requests the first byte of the next one is due `keepalive_timeout` after the
+//!   previous response; once it arrived, the rest of the head is due `header_timeout` later;
+//! - a connection that has said nothing by its deadline is closed; one that has sent part of a
+//!   head gets 408; a head longer than `max_header_bytes` gets 431 and never reaches pingora.
+//!
+//! One timer per connection serves every deadline: it is moved, not re-armed, and moving a
+//! tokio timer later costs no more than an atomic update, so a request on a kept-alive
+//! connection pays no timer registration of its own. Pingora then reads the head from the bytes
+//! put back, without waiting.
 
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use pingora::apps::ServerApp;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::Stream;
+use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 
+use crate::conn_limit::ClientLimit;
+use crate::respond::Reply;
 use crate::service::LatchProxy;
 use crate::state::Latch;
 use crate::ws;
 
-/// Longest request head read before giving up and handing the connection to the proxy.
-const MAX_HEAD: usize = 8 * 1024;
 /// Most headers a banner handshake may carry.
 const MAX_HEADERS: usize = 64;
+/// Room made in the buffer before each read of a head: pingora's own first read is as large.
+const READ_SIZE: usize = 4096;
+/// How long writing a refusal (408, 431) may take.
+const REFUSAL_WRITE: Duration = Duration::from_secs(2);
+/// After a refusal, how long and how much the proxy keeps reading what the client still sends
+/// before closing: closing with unread bytes resets the connection, and the reset can destroy
+/// the refusal before the client reads it.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// The listening socket's application: banner handshakes here, the rest to `proxy`.
 pub struct Front {
@@ -38,27 +72,42 @@ pub struct Front {
     latch: Arc<Latch>,
     /// `GET {prefix}/ws`: how a banner handshake's request line starts.
     line: Vec<u8>,
+    /// `proxy.header_timeout_seconds`.
+    header_timeout: Duration,
+    /// `proxy.keepalive_timeout_seconds`.
+    keepalive_timeout: Duration,
+    /// `proxy.max_header_bytes`.
+    max_head: usize,
+    /// `proxy.max_connections_per_client`.
+    clients: ClientLimit,
 }
 
 impl Front {
     pub fn new(proxy: HttpProxy<LatchProxy>, latch: Arc<Latch>) -> Front {
-        let line = format!("GET {}/ws", latch.config.proxy.prefix).into_bytes();
+        let config = &latch.config.proxy;
+        let line = format!("GET {}/ws", config.prefix).into_bytes();
         Front {
             proxy: Arc::new(proxy),
+            header_timeout: config.header_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            max_head: config.max_header_bytes,
+            clients: ClientLimit::new(config.max_connections_per_client),
             latch,
             line,
         }
     }
 }
 
-/// What the first bytes of a connection turned out to be.
-enum Opening {
-    /// A complete banner handshake: its headers, and how many of the bytes read were its head.
-    Banner { headers: HeaderMap, head_len: usize },
-    /// Anything else.
-    Other,
-    /// The connection failed or closed before saying anything.
+/// Why no request head came.
+#[derive(Debug, PartialEq, Eq)]
+enum Missed {
+    /// The client closed, failed, or said nothing before its deadline (or the server is
+    /// shutting down): the connection is closed without a word.
     Gone,
+    /// Part of a head came, not the rest, before the deadline: 408.
+    Late,
+    /// The head is longer than `max_header_bytes`: 431.
+    TooLarge,
 }
 
 #[async_trait]
@@ -73,27 +122,20 @@ impl ServerApp for Front {
         if !stream.as_any().is::<TcpStream>() {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let mut tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
-        let mut read = Vec::new();
-        match self.opening(&mut tcp, &mut read).await {
-            Opening::Gone => return None,
-            Opening::Banner { headers, head_len } => {
-                let admitted = ws::admit(&self.latch, &headers);
-                drop(headers);
-                if let Ok(admitted) = admitted {
-                    // A client may not send frames before the 101, but anything it did send
-                    // after the head belongs to the WebSocket.
-                    tcp.rewind(&read[head_len..]);
-                    // Nothing of the handshake is kept for the socket's long life.
-                    drop(read);
-                    ws::serve_tcp(&self.latch, tcp, admitted).await;
-                    return None;
-                }
-            }
-            Opening::Other => {}
+        let tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
+        // Past its client's limit a connection is closed before anything is read from it.
+        let peer = peer_ip(&tcp);
+        let Some(_permit) = self.clients.admit(peer) else {
+            tracing::debug!(?peer, "connection refused: the client has too many open");
+            return None;
+        };
+        // Boxed, so that a banner socket's long life does not keep the room its HTTP requests
+        // needed (the read buffer, the deadline) in its own future.
+        let banner = Box::pin(self.serve_http(tcp, shutdown)).await;
+        if let Some((tcp, admitted)) = banner {
+            ws::serve_tcp(&self.latch, tcp, admitted).await;
         }
-        tcp.rewind(&read);
-        ServerApp::process_new(&self.proxy, tcp, shutdown).await
+        None
     }
 
     async fn cleanup(&self) {
@@ -101,37 +143,212 @@ impl ServerApp for Front {
     }
 }
 
+/// The client's IP address, if the connection has one.
+fn peer_ip(tcp: &TcpStream) -> Option<IpAddr> {
+    let digest = tcp.get_socket_digest()?;
+    digest.peer_addr()?.as_inet().map(|a| a.ip())
+}
+
 impl Front {
-    /// Reads just enough of the connection to tell a banner handshake from anything else. A
-    /// request whose first bytes differ from [`Front::line`] is recognised as soon as they
-    /// arrive, so no request waits here for bytes its client is not sending.
-    async fn opening(&self, tcp: &mut TcpStream, read: &mut Vec<u8>) -> Opening {
-        let mut chunk = [0u8; 1024];
+    /// Serves the connection's HTTP/1 requests one after another, as pingora's HTTP server
+    /// would (this proxy has no HTTP/2 over cleartext to look for), each head read by
+    /// [`Front::read_head`] first. Returns the connection and its admission when its first
+    /// request is a banner handshake to serve here.
+    async fn serve_http(
+        self: &Arc<Self>,
+        mut tcp: Box<TcpStream>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Box<TcpStream>, ws::Admitted)> {
+        let deadline = tokio::time::sleep(self.header_timeout);
+        tokio::pin!(deadline);
+        let mut shutdown_changed = shutdown.clone();
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
         loop {
-            let n = match tcp.read(&mut chunk).await {
-                Ok(0) if read.is_empty() => return Opening::Gone,
-                Ok(0) => return Opening::Other,
+            let mut read = Vec::with_capacity(READ_SIZE);
+            let head_len = match self
+                .read_head(
+                    &mut tcp,
+                    &mut read,
+                    deadline.as_mut(),
+                    &mut shutdown_changed,
+                    first,
+                )
+                .await
+            {
                 Ok(n) => n,
-                Err(_) if read.is_empty() => return Opening::Gone,
-                Err(_) => return Opening::Other,
+                Err(Missed::Gone) => return None,
+                Err(Missed::Late) => {
+                    refuse(
+                        tcp,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request head did not arrive in time",
+                    )
+                    .await;
+                    return None;
+                }
+                Err(Missed::TooLarge) => {
+                    let detail = format!("the request head is longer than {} bytes", self.max_head);
+                    refuse(tcp, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &detail).await;
+                    return None;
+                }
             };
-            read.extend_from_slice(&chunk[..n]);
-            let seen = read.len().min(self.line.len());
-            if read[..seen] != self.line[..seen] {
-                return Opening::Other;
-            }
-            if let Some(&after) = read.get(self.line.len()) {
-                if after != b' ' && after != b'?' {
-                    return Opening::Other;
+            if first && self.opens_banner(&read) {
+                if let Head::Complete(headers, n) = parse_head(&read[..head_len]) {
+                    let admitted = ws::admit(&self.latch, &headers);
+                    drop(headers);
+                    if let Ok(admitted) = admitted {
+                        // A client may not send frames before the 101, but anything it did
+                        // send after the head belongs to the WebSocket.
+                        tcp.rewind(&read[n..]);
+                        return Some((tcp, admitted));
+                    }
                 }
             }
-            match parse_head(read) {
-                Head::Complete(headers, head_len) => return Opening::Banner { headers, head_len },
-                Head::Partial if read.len() < MAX_HEAD => {}
-                Head::Partial | Head::Invalid => return Opening::Other,
+            first = false;
+            tcp.rewind(&read);
+            drop(read);
+
+            let mut session = ServerSession::new_http1(tcp);
+            if let Some(settings) = settings.take() {
+                settings.apply_to_session(&mut session);
+            }
+            // The whole head is in the bytes put back, so pingora reads it without waiting; its
+            // own read timeout is kept to a head's deadline all the same. Past the head,
+            // pingora sets keepalive from the request as usual.
+            let keepalive = (!*shutdown.borrow()).then_some(self.header_timeout.as_secs().max(1));
+            session.set_keepalive(keepalive);
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (stream, next) = reused.consume();
+            settings = next;
+            tcp = stream.into_any().downcast().ok()?;
+            deadline
+                .as_mut()
+                .reset(Instant::now() + self.keepalive_timeout);
+        }
+    }
+
+    /// Does this head open with a banner handshake's request line?
+    fn opens_banner(&self, read: &[u8]) -> bool {
+        read.starts_with(&self.line) && matches!(read.get(self.line.len()), Some(b' ' | b'?'))
+    }
+
+    /// Reads into `read` until it holds a whole request head, and returns the head's length
+    /// (`read` may hold more: the start of a body). `deadline` is when the first byte is due
+    /// (for the first request of a connection: the whole head); once a later request's first
+    /// bytes arrived, the rest is due `header_timeout` after them.
+    async fn read_head(
+        &self,
+        tcp: &mut TcpStream,
+        read: &mut Vec<u8>,
+        mut deadline: Pin<&mut Sleep>,
+        shutdown: &mut ShutdownWatch,
+        first: bool,
+    ) -> Result<usize, Missed> {
+        if *shutdown.borrow() {
+            return Err(Missed::Gone);
+        }
+        let mut searched = 0;
+        let mut watch_shutdown = true;
+        loop {
+            if read.capacity() - read.len() < READ_SIZE / 4 {
+                read.reserve(READ_SIZE);
+            }
+            let idle = read.is_empty();
+            let n = tokio::select! {
+                biased;
+                n = tcp.read_buf(read) => n,
+                _ = deadline.as_mut() => {
+                    return Err(if idle { Missed::Gone } else { Missed::Late });
+                }
+                // Between requests, as pingora does, a shutdown closes an idle connection.
+                changed = shutdown.changed(), if idle && watch_shutdown => {
+                    if changed.is_ok() {
+                        return Err(Missed::Gone);
+                    }
+                    // No one can signal a shutdown any more: only the deadline is left.
+                    watch_shutdown = false;
+                    continue;
+                }
+            };
+            match n {
+                Ok(0) | Err(_) => return Err(Missed::Gone),
+                Ok(_) => {}
+            }
+            if let Some(end) = head_end(read, searched) {
+                return if end > self.max_head {
+                    Err(Missed::TooLarge)
+                } else {
+                    Ok(end)
+                };
+            }
+            if read.len() > self.max_head {
+                return Err(Missed::TooLarge);
+            }
+            // A blank line that began in these bytes may end in the next ones.
+            searched = read.len().saturating_sub(2);
+            if idle && !first {
+                deadline
+                    .as_mut()
+                    .reset(Instant::now() + self.header_timeout);
             }
         }
     }
+}
+
+/// Where the request head in `bytes` ends (just past its blank line), if it is all there,
+/// searching from `from`. A head ends at its first empty line, with or without the CR
+/// (httparse, and so pingora, takes a bare LF), after any empty lines that open it.
+fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let from = from.max(start);
+    memchr::memchr_iter(b'\n', &bytes[from..])
+        .map(|i| from + i)
+        .find_map(|lf| match bytes.get(lf + 1..) {
+            Some([b'\n', ..]) => Some(lf + 2),
+            Some([b'\r', b'\n', ..]) => Some(lf + 3),
+            _ => None,
+        })
+}
+
+/// Answers a request head the proxy will not take with `status` and a problem document, then
+/// closes the connection.
+async fn refuse(mut tcp: Box<TcpStream>, status: StatusCode, detail: &str) {
+    let reply = Reply::problem(
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+        detail,
+    );
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.body.len()
+    );
+    for (name, value) in &reply.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    let written = tokio::time::timeout(REFUSAL_WRITE, async {
+        tcp.write_all(out.as_bytes()).await?;
+        tcp.write_all(&reply.body).await?;
+        tcp.flush().await?;
+        tcp.shutdown().await
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    // Read what the client still sends, until it closes, for a little while.
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 enum Head {
@@ -195,6 +412,33 @@ mod tests {
             parse_head(&HANDSHAKE[..HANDSHAKE.len() - 3]),
             Head::Partial
         ));
+    }
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line_with_or_without_cr() {
+        assert_eq!(head_end(HANDSHAKE, 0), Some(HANDSHAKE.len()));
+        let with_body = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n";
+        assert_eq!(head_end(with_body, 0), Some(with_body.len() - 4));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nrest", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\n\r\n", 0), Some(26));
+        // Empty lines before the request line do not end it.
+        assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0), Some(22));
+        assert_eq!(head_end(b"\r\n\r\n", 0), None);
+        assert_eq!(head_end(b"", 0), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+    }
+
+    #[test]
+    fn a_blank_line_split_across_reads_is_found_from_where_the_search_resumes() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..head.len() {
+            // What `read_head` searches after a read that ended at `cut`.
+            let resume = cut.saturating_sub(2);
+            if head_end(&head[..cut], 0).is_none() {
+                assert_eq!(head_end(head, resume), Some(head.len()), "cut at {cut}");
+            }
+        }
     }
 
     #[test]
