@@ -442,6 +442,7 @@ mod tests {
             lease: Duration::from_secs(30),
             instance: "test".into(),
             unsafe_method: false,
+            max_per_user: None,
         }
     }
 
