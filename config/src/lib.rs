@@ -207,6 +207,13 @@ pub struct LocksConfig {
     pub on_store_error: OnStoreError,
     /// How long a request waits on the lock store before `on_store_error` applies. Default 500 ms.
     pub store_timeout: Duration,
+    /// Most distinct live locks one user may hold (`max_per_user`, default 50; `0` in the file
+    /// means no cap and reads as `None`). A rule may set its own. Past it a new claim gets 429;
+    /// renewals of locks already held always pass.
+    pub max_per_user: Option<u32>,
+    /// New claims one user may make per minute on one proxy instance (`claims_per_minute`,
+    /// default 120; `0` in the file turns it off and reads as `None`). Renewals are not counted.
+    pub claims_per_minute: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,6 +340,8 @@ impl Config {
                 grace: Duration::from_secs(10),
                 on_store_error: OnStoreError::Deny,
                 store_timeout: Duration::from_millis(500),
+                max_per_user: Some(50),
+                claims_per_minute: Some(120),
             },
             rules: RulesConfig {
                 store: RuleStoreKind::File(PathBuf::from("rules.toml")),

@@ -87,6 +87,8 @@ const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("grace_seconds", Kind::Integer),
             ("on_store_error", Kind::Text),
             ("store_timeout_ms", Kind::Integer),
+            ("max_per_user", Kind::Integer),
+            ("claims_per_minute", Kind::Integer),
         ],
     ),
     (
@@ -449,6 +451,11 @@ fn auth_setting_of(message: &str, key_setting: &'static str) -> &'static str {
 }
 
 /// `rules.store`: a MongoDB URL, or a file path relative to the config's directory.
+/// A count where `0` means "no limit".
+fn nonzero(n: u64) -> Option<u32> {
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
 fn rule_store(s: &mut Section<'_>, base: &Path) -> RuleStoreKind {
     match s.string("store") {
         None => RuleStoreKind::File(resolve(base, "rules.toml")),
@@ -735,6 +742,10 @@ pub(crate) fn convert(
         }
     };
     let store_timeout = s.integer("store_timeout_ms", 10, 1_000).unwrap_or(500);
+    // 0 is no cap. At most 1,000: the Redis store checks that many aged index entries when a
+    // user reaches the cap.
+    let max_per_user = s.integer("max_per_user", 0, 1_000).unwrap_or(50);
+    let claims_per_minute = s.integer("claims_per_minute", 0, 60_000).unwrap_or(120);
 
     // [rules]
     let mut s = take_section(&mut root, "rules", source, origins, issues);
@@ -785,6 +796,8 @@ pub(crate) fn convert(
             grace: Duration::from_secs(grace),
             on_store_error,
             store_timeout: Duration::from_millis(store_timeout),
+            max_per_user: nonzero(max_per_user),
+            claims_per_minute: nonzero(claims_per_minute),
         },
         rules: RulesConfig {
             store: rule_store,

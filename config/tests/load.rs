@@ -120,6 +120,8 @@ fn defaults_fill_every_optional_key() {
     assert_eq!(c.locks.grace, Duration::from_secs(10));
     assert_eq!(c.locks.on_store_error, OnStoreError::Deny);
     assert_eq!(c.locks.store_timeout, Duration::from_millis(500));
+    assert_eq!(c.locks.max_per_user, Some(50));
+    assert_eq!(c.locks.claims_per_minute, Some(120));
     assert_eq!(
         c.rules.store,
         RuleStoreKind::File(PathBuf::from("/etc/latch/rules.toml"))
@@ -167,6 +169,8 @@ lease_seconds = 60
 grace_seconds = 0
 on_store_error = "allow"
 store_timeout_ms = 1000
+max_per_user = 0
+claims_per_minute = 30
 
 [rules]
 store = "mongodb://127.0.0.1:27017/latch"
@@ -217,6 +221,8 @@ listen = "127.0.0.1:0"
     assert_eq!(c.locks.grace, Duration::ZERO);
     assert_eq!(c.locks.on_store_error, OnStoreError::Allow);
     assert_eq!(c.locks.store_timeout, Duration::from_millis(1000));
+    assert_eq!(c.locks.max_per_user, None);
+    assert_eq!(c.locks.claims_per_minute, Some(30));
     assert_eq!(
         c.rules.store,
         RuleStoreKind::Mongo("mongodb://127.0.0.1:27017/latch".into())
@@ -556,6 +562,13 @@ fn bad_locks_rules_control_plane_and_admin_values() {
             "locks.store_timeout_ms",
             "1001",
         ),
+        ("[locks]\nmax_per_user = 1001", "locks.max_per_user", "1001"),
+        ("[locks]\nmax_per_user = -1", "locks.max_per_user", "-1"),
+        (
+            "[locks]\nclaims_per_minute = 60001",
+            "locks.claims_per_minute",
+            "60001",
+        ),
         (
             "[rules]\nstore = \"http://rules.example\"",
             "rules.store",
@@ -752,6 +765,24 @@ fn the_environment_overrides_the_file_which_overrides_defaults() {
         c.auth.settings.key,
         auth::KeySource::Secret(SECRET.as_bytes().to_vec())
     );
+}
+
+#[test]
+fn claim_limits_come_from_the_environment_too() {
+    let c = load_env(
+        &minimal(""),
+        &[
+            ("LATCH_LOCKS_MAX_PER_USER", "3"),
+            ("LATCH_LOCKS_CLAIMS_PER_MINUTE", "0"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.locks.max_per_user, Some(3));
+    assert_eq!(c.locks.claims_per_minute, None);
+    let issues = load_env(&minimal(""), &[("LATCH_LOCKS_MAX_PER_USER", "5000")]).unwrap_err();
+    let text = format!("{issues:?}");
+    assert!(text.contains("locks.max_per_user"), "{text}");
+    assert!(text.contains("LATCH_LOCKS_MAX_PER_USER"), "{text}");
 }
 
 #[test]

@@ -129,6 +129,7 @@ mod tests {
             lease: Duration::from_secs(30),
             instance: "p1".into(),
             unsafe_method: false,
+            max_per_user: None,
         };
         locks.claim(&request).await.unwrap();
         locks.force_release("doc:1", "root").await.unwrap();

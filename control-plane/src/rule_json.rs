@@ -46,6 +46,11 @@ pub struct RuleDto {
     pub lease_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// Most distinct live locks a user may hold once a claim under this rule is granted;
+    /// `0` is no cap; default `[locks] max_per_user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub max_per_user: Option<u32>,
     /// Default `["admin"]`.
     pub takeover_roles: Vec<String>,
     /// Default `true`.
@@ -70,6 +75,7 @@ impl From<Rule> for RuleDto {
             owner: rule.owner,
             lease_seconds: rule.lease_seconds,
             grace_seconds: rule.grace_seconds,
+            max_per_user: rule.max_per_user,
             takeover_roles: rule.takeover_roles,
             inject: rule.inject,
             priority: rule.priority,
@@ -181,6 +187,7 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
         "lease_seconds" | "grace_seconds" => check::<u64>(value, "a whole number of seconds"),
+        "max_per_user" => check::<u32>(value, "a whole number of locks"),
         "priority" => check::<i32>(value, "a whole number"),
         "inject" | "case_insensitive" | "enabled" => check::<bool>(value, "true or false"),
         _ => None,
@@ -204,6 +211,7 @@ mod tests {
         rule.redirect_to = Some("/y".into());
         rule.lease_seconds = Some(30);
         rule.grace_seconds = Some(3);
+        rule.max_per_user = Some(3);
         let json = serde_json::to_value(RuleDto::from(rule.clone())).unwrap();
         let mut keys: Vec<&str> = json
             .as_object()

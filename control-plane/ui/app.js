@@ -169,6 +169,7 @@ function openEditor(rule) {
   f.owner.value = r.owner;
   f.lease_seconds.value = r.lease_seconds ?? "";
   f.grace_seconds.value = r.grace_seconds ?? "";
+  f.max_per_user.value = r.max_per_user ?? "";
   f.takeover_roles.value = listText(r.takeover_roles);
   f.priority.value = r.priority;
   f.inject.checked = r.inject;
@@ -201,6 +202,7 @@ function formRule() {
     owner: f.owner.value,
     lease_seconds: number("lease_seconds"),
     grace_seconds: number("grace_seconds"),
+    max_per_user: number("max_per_user"),
     takeover_roles: list("takeover_roles") || [],
     priority: number("priority") ?? 0,
     inject: f.inject.checked,

@@ -54,6 +54,34 @@ impl Auditor {
         holder: Option<&Lock>,
         instance: &str,
     ) {
+        self.record(rule, resource, user, holder, instance, None);
+    }
+
+    /// A claim refused past a limit of the user's own rather than because someone held the
+    /// lock: recorded as a denial with `reason` (`max_per_user` or `claims_per_minute`) and
+    /// `detail`, de-duplicated like every denial.
+    pub fn limited(
+        &self,
+        rule: &str,
+        resource: &str,
+        user: &str,
+        instance: &str,
+        reason: &str,
+        detail: serde_json::Value,
+    ) {
+        let why = (reason, detail);
+        self.record(rule, resource, user, None, instance, Some(why));
+    }
+
+    fn record(
+        &self,
+        rule: &str,
+        resource: &str,
+        user: &str,
+        holder: Option<&Lock>,
+        instance: &str,
+        why: Option<(&str, serde_json::Value)>,
+    ) {
         let now = now_ms();
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -82,6 +110,10 @@ impl Auditor {
         event.rule = Some(rule.to_string());
         event.instance = Some(instance.to_string());
         event.holder = holder.map(|l| l.holder.clone());
+        if let Some((reason, detail)) = why {
+            event.reason = Some(reason.to_string());
+            event.detail = Some(detail);
+        }
         if self.tx.try_send(event).is_err() {
             tracing::warn!(resource, user, "audit queue full; denial not recorded");
         }

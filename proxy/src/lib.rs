@@ -9,6 +9,7 @@ mod actions;
 pub mod admin;
 mod audit;
 mod banner;
+mod claim_rate;
 mod conn_limit;
 mod decode;
 mod endpoints;

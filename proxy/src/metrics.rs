@@ -31,10 +31,14 @@ pub enum Outcome {
     StoreError,
     /// Served by the proxy itself under the reserved prefix.
     Internal,
+    /// The lock was free, but the user already holds `max_per_user` locks: 429.
+    OverCap,
+    /// The lock was free, but the user made `claims_per_minute` new claims already: 429.
+    RateLimited,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 10] = [
+    const ALL: [Outcome; 12] = [
         Outcome::Passed,
         Outcome::Claimed,
         Outcome::Renewed,
@@ -45,6 +49,8 @@ impl Outcome {
         Outcome::BadRequest,
         Outcome::StoreError,
         Outcome::Internal,
+        Outcome::OverCap,
+        Outcome::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,8 @@ impl Outcome {
             Outcome::Unauthenticated => "unauthenticated",
             Outcome::BadRequest => "bad_request",
             Outcome::StoreError => "store_error",
+            Outcome::OverCap => "over_cap",
+            Outcome::RateLimited => "rate_limited",
             Outcome::Internal => "internal",
         }
     }

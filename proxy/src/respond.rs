@@ -241,3 +241,154 @@ h1{{font-size:1.6rem}}.who{{background:#fff4e5;border-left:4px solid #f0a020;pad
         banner = banner_tag.unwrap_or(""),
     )
 }
+
+/// Which of the user's own limits refused a free lock, for [`too_many`].
+#[derive(Clone, Copy, Debug)]
+pub enum Limit<'a> {
+    /// The user holds `max` locks already (`max_per_user`); `held` names some of them.
+    Held { held: &'a [String], max: u32 },
+    /// The user made too many new claims a moment ago (`claims_per_minute`).
+    Rate,
+}
+
+impl Limit<'_> {
+    /// The config key that set the limit, as the audit trail and problem documents name it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Limit::Held { .. } => "max_per_user",
+            Limit::Rate => "claims_per_minute",
+        }
+    }
+}
+
+/// The 429 answer to a claim the user's own limits refused: a page for browsers, otherwise
+/// problem+json with `limit` and, for the cap, `held` and `max`. `retry_after` is in seconds.
+pub fn too_many(html: bool, limit: Limit<'_>, resource: &str, retry_after: u64) -> Reply {
+    let (title, detail) =
+        match limit {
+            Limit::Held { max, .. } => (
+                "Too many locked pages",
+                format!(
+                    "You already hold {max} locked {}, the most one person may hold at once. \
+                 Close one you no longer need, then try again.",
+                    if max == 1 { "page" } else { "pages" }
+                ),
+            ),
+            Limit::Rate => {
+                (
+                    "Too many new pages",
+                    format!(
+                "You opened too many locked pages in a short time. Try again in {retry_after} \
+                 {}.",
+                if retry_after == 1 { "second" } else { "seconds" }
+            ),
+                )
+            }
+        };
+    let reply = if html {
+        let held = match limit {
+            Limit::Held { held, .. } if !held.is_empty() => {
+                let items: String = held
+                    .iter()
+                    .map(|r| format!("<li><code>{}</code></li>", escape(r)))
+                    .collect();
+                format!(r#"<p>You hold:</p><ul id="latch-held">{items}</ul>"#)
+            }
+            _ => String::new(),
+        };
+        Reply::new(
+            429,
+            "text/html; charset=utf-8",
+            format!(
+                r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — Latch</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}
+h1{{font-size:1.6rem}}ul{{background:#fff4e5;border-left:4px solid #f0a020;padding:.75rem 1rem .75rem 2rem}}</style>
+</head><body>
+<h1>{title}</h1>
+<p id="latch-detail">{detail}</p>
+{held}
+</body></html>
+"#,
+                title = escape(title),
+                detail = escape(&detail),
+            ),
+        )
+    } else {
+        let extra = match limit {
+            Limit::Held { held, max } => json!({
+                "resource": resource,
+                "limit": limit.key(),
+                "held": held,
+                "max": max,
+            }),
+            Limit::Rate => json!({ "resource": resource, "limit": limit.key() }),
+        };
+        Reply::problem_with(429, title, &detail, extra)
+    };
+    reply.header(header::RETRY_AFTER, retry_after.max(1).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(reply: &Reply) -> String {
+        String::from_utf8(reply.body.to_vec()).unwrap()
+    }
+
+    fn header_of(reply: &Reply, name: header::HeaderName) -> Option<&str> {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_cap_names_what_is_held_and_the_cap() {
+        let held = ["doc:1".to_owned(), "doc:2".to_owned()];
+        let limit = Limit::Held {
+            held: &held,
+            max: 2,
+        };
+        let reply = too_many(false, limit, "doc:3", 30);
+        assert_eq!(reply.status, 429);
+        assert_eq!(header_of(&reply, header::RETRY_AFTER), Some("30"));
+        let doc: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(doc["held"], json!(["doc:1", "doc:2"]));
+        assert_eq!(doc["max"], 2);
+        assert_eq!(doc["limit"], "max_per_user");
+        assert_eq!(doc["resource"], "doc:3");
+        assert_eq!(doc["status"], 429);
+    }
+
+    #[test]
+    fn the_page_escapes_resource_names() {
+        let held = ["doc:<script>".to_owned()];
+        let limit = Limit::Held {
+            held: &held,
+            max: 1,
+        };
+        let reply = too_many(true, limit, "doc:x", 0);
+        assert_eq!(
+            header_of(&reply, header::CONTENT_TYPE),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(header_of(&reply, header::RETRY_AFTER), Some("1"));
+        let page = body(&reply);
+        assert!(page.contains("doc:&lt;script&gt;"), "{page}");
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("1 locked page,"), "{page}");
+    }
+
+    #[test]
+    fn the_rate_limit_says_when_to_come_back() {
+        let reply = too_many(false, Limit::Rate, "doc:1", 7);
+        let doc: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(doc["limit"], "claims_per_minute");
+        assert!(doc["detail"].as_str().unwrap().contains("7 seconds"));
+        assert_eq!(header_of(&reply, header::RETRY_AFTER), Some("7"));
+    }
+}

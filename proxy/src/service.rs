@@ -21,7 +21,7 @@ use store::{ClaimOutcome, ClaimRequest};
 
 use crate::inject_body::{self, InjectPlan};
 use crate::metrics::Outcome;
-use crate::respond::{self, LockedWhy, Reply};
+use crate::respond::{self, Limit, LockedWhy, Reply};
 use crate::state::{self, Latch, SESSION_COOKIE};
 use crate::time_fmt::now_ms;
 use crate::upstream_headers::UpstreamHeaders;
@@ -320,6 +320,13 @@ impl ProxyHttp for LatchProxy {
             }
         }
         let holder = self.latch.holder(&identity, rule, sid.as_deref());
+        // A user past `claims_per_minute` still renews what they hold: the claim asks the store
+        // for no new lock at all.
+        let rate_wait = self.latch.claim_rate.wait(&identity.user);
+        let max_per_user = match rate_wait {
+            Some(_) => Some(0),
+            None => self.latch.max_per_user_for(rule),
+        };
         let request = ClaimRequest {
             resource: resource.clone(),
             rule: rule.id.clone(),
@@ -327,6 +334,7 @@ impl ProxyHttp for LatchProxy {
             lease,
             instance: self.latch.config.proxy.instance.clone(),
             unsafe_method,
+            max_per_user,
         };
         let html = respond::wants_html(session);
         let body = has_body(session.req_header());
@@ -337,7 +345,10 @@ impl ProxyHttp for LatchProxy {
         )
         .await;
         match &outcome {
-            Ok(ClaimOutcome::Claimed(_)) => self.latch.metrics.count(Outcome::Claimed),
+            Ok(ClaimOutcome::Claimed(_)) => {
+                self.latch.metrics.count(Outcome::Claimed);
+                self.latch.claim_rate.took(&identity.user);
+            }
             Ok(ClaimOutcome::Renewed(_)) => self.latch.metrics.count(Outcome::Renewed),
             _ => {}
         }
@@ -441,6 +452,49 @@ impl ProxyHttp for LatchProxy {
                     current.as_ref(),
                     session.req_header().uri.path(),
                 )
+            }
+            Ok(ClaimOutcome::Limited { held, max }) => {
+                // Past the cap, a slot frees when a held page closes, or at the latest when
+                // its lease runs out.
+                let (limit, counted, retry) = match rate_wait {
+                    Some(wait) => (
+                        Limit::Rate,
+                        Outcome::RateLimited,
+                        wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    ),
+                    None => (
+                        Limit::Held { held: &held, max },
+                        Outcome::OverCap,
+                        lease.as_secs(),
+                    ),
+                };
+                self.latch.metrics.count(counted);
+                tracing::info!(
+                    rule = %rule.id,
+                    resource = %resource,
+                    requester = %identity.user,
+                    limit = limit.key(),
+                    "claim refused past the user's limit"
+                );
+                if let Some(audit) = self.latch.audit.get() {
+                    let detail = match limit {
+                        Limit::Held { held, max } => {
+                            serde_json::json!({ "held": held, "max": max })
+                        }
+                        Limit::Rate => serde_json::json!({
+                            "claims_per_minute": self.latch.config.locks.claims_per_minute,
+                        }),
+                    };
+                    audit.limited(
+                        &rule.id,
+                        &resource,
+                        &identity.user,
+                        &self.latch.config.proxy.instance,
+                        limit.key(),
+                        detail,
+                    );
+                }
+                respond::too_many(html, limit, &resource, retry)
             }
             Err(e) => {
                 self.latch.metrics.count(Outcome::StoreError);

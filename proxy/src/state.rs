@@ -18,6 +18,7 @@ use store::{Holder, LockEvent, LockStore, StoreError};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use crate::banner::Hub;
+use crate::claim_rate::ClaimRate;
 use crate::metrics::Metrics;
 
 /// The cookie that names one browser session for `owner = "session"` rules.
@@ -67,6 +68,8 @@ pub struct Latch {
     pub recent: RecentClaims,
     /// Where the banner went in page heads already parsed (see [`inject::HeadMemo`]).
     pub head_memo: Arc<inject::HeadMemo>,
+    /// New claims per user on this instance (see [`ClaimRate`]).
+    pub claim_rate: ClaimRate,
 }
 
 impl Latch {
@@ -89,6 +92,7 @@ impl Latch {
             .map(|op| (*op, metrics.store_latency.with_label_values(&[op])))
             .collect();
         let recent = RecentClaims::new(store.clone());
+        let claim_rate = ClaimRate::new(config.locks.claims_per_minute);
         Ok(Arc::new(Latch {
             config,
             verifier,
@@ -102,6 +106,7 @@ impl Latch {
             op_latency,
             recent,
             head_memo: Arc::default(),
+            claim_rate,
         }))
     }
 
@@ -184,6 +189,16 @@ impl Latch {
         rule.lease_seconds
             .map(Duration::from_secs)
             .unwrap_or(self.config.locks.lease)
+    }
+
+    /// The cap on a user's live locks for a new claim under `rule`: its own `max_per_user`,
+    /// else `[locks] max_per_user`; `0` in either means none.
+    pub fn max_per_user_for(&self, rule: &Rule) -> Option<u32> {
+        match rule.max_per_user {
+            Some(0) => None,
+            Some(max) => Some(max),
+            None => self.config.locks.max_per_user,
+        }
     }
 
     pub fn grace_for(&self, rule: &Rule) -> Duration {
@@ -455,6 +470,7 @@ mod tests {
             lease: Duration::from_secs(30),
             instance: "test".into(),
             unsafe_method: false,
+            max_per_user: None,
         }
     }
 

@@ -375,6 +375,8 @@ impl Conn {
             lease: w.lease,
             instance: self.latch.config.proxy.instance.clone(),
             unsafe_method: true,
+            // The viewer held this lock before the store lost it; it was counted then.
+            max_per_user: None,
         };
         let outcome = self
             .latch

@@ -196,6 +196,7 @@ fn check_type(field: &str, value: &Value) -> Result<(), toml::de::Error> {
         "mode" => value.try_into::<Mode>().map(drop),
         "owner" => value.try_into::<Owner>().map(drop),
         "lease_seconds" | "grace_seconds" => value.try_into::<u64>().map(drop),
+        "max_per_user" => value.try_into::<u32>().map(drop),
         "priority" => value.try_into::<i32>().map(drop),
         "inject" | "case_insensitive" | "enabled" => value.try_into::<bool>().map(drop),
         _ => Ok(()),
@@ -248,6 +249,7 @@ mod tests {
         rule.redirect_to = Some("/x".into());
         rule.lease_seconds = Some(30);
         rule.grace_seconds = Some(10);
+        rule.max_per_user = Some(3);
         let table = toml::Table::try_from(&rule).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut fields = RULE_FIELDS.to_vec();

@@ -36,6 +36,8 @@ pub mod limits {
     pub const LEASE_SECONDS: RangeInclusive<u64> = 5..=86_400;
     /// Allowed `grace_seconds`; it must also be shorter than the lease.
     pub const GRACE_SECONDS: RangeInclusive<u64> = 0..=3_600;
+    /// Allowed `max_per_user` (`0` is no cap), as for `[locks] max_per_user`.
+    pub const MAX_PER_USER: RangeInclusive<u32> = 0..=1_000;
     /// Allowed `priority`.
     pub const PRIORITY: RangeInclusive<i32> = -1_000..=1_000;
     /// Largest compiled regex for one pattern, in bytes. It stops patterns such as

@@ -38,6 +38,11 @@ pub struct Rule {
     /// Overrides `[locks] grace_seconds` for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// Overrides `[locks] max_per_user` for claims under this rule: the most distinct live
+    /// locks a user may hold once a new claim under it is granted, counting locks of every
+    /// rule. `0` means no cap for this rule. Unset means the `[locks]` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_user: Option<u32>,
     /// Roles that may take the lock from its holder. Default `["admin"]`; empty means nobody.
     #[serde(default = "default_takeover_roles")]
     pub takeover_roles: Vec<String>,
@@ -67,6 +72,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "owner",
     "lease_seconds",
     "grace_seconds",
+    "max_per_user",
     "takeover_roles",
     "inject",
     "priority",
@@ -87,6 +93,7 @@ impl Rule {
             owner: Owner::default(),
             lease_seconds: None,
             grace_seconds: None,
+            max_per_user: None,
             takeover_roles: default_takeover_roles(),
             inject: true,
             priority: 0,

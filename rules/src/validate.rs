@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{GRACE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, PRIORITY};
+use crate::limits::{GRACE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, PRIORITY};
 use crate::model::{Mode, Rule};
 use crate::pattern::{self, CompiledPattern};
 use crate::redirect::check_same_site;
@@ -375,6 +375,18 @@ fn check_numbers(report: &mut Report<'_>, rule: &Rule) {
                     format!("must be shorter than lease_seconds ({grace} >= {lease})"),
                 );
             }
+        }
+    }
+    if let Some(max) = rule.max_per_user {
+        if !MAX_PER_USER.contains(&max) {
+            report.push(
+                "max_per_user",
+                format!(
+                    "must be between {} and {} (0 for no cap), not {max}",
+                    MAX_PER_USER.start(),
+                    MAX_PER_USER.end()
+                ),
+            );
         }
     }
     if !PRIORITY.contains(&rule.priority) {

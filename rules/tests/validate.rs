@@ -339,6 +339,30 @@ fn methods_must_be_http_tokens() {
 }
 
 #[test]
+fn max_per_user_is_a_cap_of_at_most_a_thousand_or_zero_for_none() {
+    let cap = |n: u32| with(rule("a", "/x"), |r| r.max_per_user = Some(n));
+    check(&cap(0), &[]);
+    check(&cap(3), &[]);
+    check(&cap(1_000), &[]);
+    check(
+        &cap(1_001),
+        &[(
+            "max_per_user",
+            "must be between 0 and 1000 (0 for no cap), not 1001",
+        )],
+    );
+    let parsed = parse_rules_toml("[[rule]]\nid = \"a\"\npattern = \"/x\"\nmax_per_user = 3\n");
+    assert_eq!(parsed.unwrap()[0].max_per_user, Some(3));
+    let issues =
+        parse_rules_toml("[[rule]]\nid = \"a\"\npattern = \"/x\"\nmax_per_user = \"three\"\n")
+            .unwrap_err();
+    assert!(
+        issues.iter().any(|i| i.field == "max_per_user"),
+        "{issues:?}"
+    );
+}
+
+#[test]
 fn numbers_must_be_in_range() {
     let lease = |n: u64| with(rule("a", "/x"), |r| r.lease_seconds = Some(n));
     let grace = |n: u64| with(rule("a", "/x"), |r| r.grace_seconds = Some(n));
@@ -424,6 +448,7 @@ fn a_rule_with_many_problems_reports_them_all() {
         owner: Owner::User,
         lease_seconds: Some(1),
         grace_seconds: Some(7_200),
+        max_per_user: Some(1_001),
         takeover_roles: strings(&[""]),
         inject: true,
         priority: 5_000,
@@ -441,6 +466,7 @@ fn a_rule_with_many_problems_reports_them_all() {
             ("lease_seconds", "not 1"),
             ("grace_seconds", "not 7200"),
             ("grace_seconds", "shorter than lease_seconds"),
+            ("max_per_user", "not 1001"),
             ("priority", "not 5000"),
             ("takeover_roles", "entry 1 is empty"),
         ],
@@ -633,6 +659,7 @@ resource = "doc:{id}"
             owner: Owner::Session,
             lease_seconds: Some(60),
             grace_seconds: Some(15),
+            max_per_user: None,
             takeover_roles: strings(&["admin", "editor"]),
             inject: false,
             priority: 10,

@@ -103,7 +103,8 @@ pub struct AuditEvent {
     /// The proxy instance that holds (or held) the lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
-    /// Why a lock was released: `client` or `grace`.
+    /// Why a lock was released (`client` or `grace`), or why a claim was denied past a limit
+    /// rather than because someone held the lock (`max_per_user` or `claims_per_minute`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Kind-specific data; for rule changes `{"before": rule|null, "after": rule|null}`.

@@ -41,7 +41,7 @@ pub use event::{EventKind, LockEvent, ReleaseReason};
 pub use file_events::FileEventLog;
 pub use file_rules::{render_rules_toml, FileRuleStore};
 pub use lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover, UnixMillis};
-pub use lock_store::{LockStore, DISPLACED_TTL, MAX_LEASE};
+pub use lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE};
 pub use memory::MemoryLockStore;
 pub use mongo::{Mongo, SELECTION_TIMEOUT};
 pub use mongo_events::MongoEventLog;

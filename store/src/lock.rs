@@ -88,6 +88,13 @@ pub struct ClaimRequest {
     /// True for methods that may change state upstream (anything but GET, HEAD, OPTIONS, TRACE).
     /// Only such requests are refused to an owner who lost the lock.
     pub unsafe_method: bool,
+    /// The most distinct live locks `holder.user` may hold once this claim is granted; `None`
+    /// for no cap. Only a new grant is checked: renewing a lock the owner already holds always
+    /// passes, so a cap lowered below what someone holds never takes their pages away. Counted
+    /// per user id, not per owner key, so opening more tabs of a session-owned rule does not
+    /// raise it. `Some(0)` refuses every new grant and still renews.
+    #[serde(default)]
+    pub max_per_user: Option<u32>,
 }
 
 /// The answer to a [`claim`](crate::LockStore::claim).
@@ -104,6 +111,12 @@ pub enum ClaimOutcome {
     /// unsafe method. Nothing was claimed; the requester must come back with a safe method
     /// (a reload), which proves it has seen the current state.
     Displaced { current: Option<Lock> },
+    /// The resource is free, but granting it would give the requester's user more than
+    /// `max` distinct live locks ([`ClaimRequest::max_per_user`]). Nothing was claimed.
+    /// `held` names locks the user holds, sorted, at most
+    /// [`MAX_HELD_SHOWN`](crate::MAX_HELD_SHOWN) of them: enough to tell a person which pages
+    /// to close.
+    Limited { held: Vec<String>, max: u32 },
 }
 
 impl ClaimOutcome {
@@ -117,6 +130,7 @@ impl ClaimOutcome {
         match self {
             Self::Claimed(lock) | Self::Renewed(lock) | Self::Held(lock) => Some(lock),
             Self::Displaced { current } => current.as_ref(),
+            Self::Limited { .. } => None,
         }
     }
 }
@@ -189,6 +203,7 @@ mod tests {
             lease: Duration::from_millis(30_500),
             instance: "p1".to_owned(),
             unsafe_method: false,
+            max_per_user: Some(3),
         };
         let json = serde_json::to_value(&req).unwrap();
         assert_eq!(json["lease_ms"], 30_500);
@@ -206,5 +221,28 @@ mod tests {
         );
         let back: ClaimOutcome = serde_json::from_value(json).unwrap();
         assert_eq!(back, outcome);
+
+        let outcome = ClaimOutcome::Limited {
+            held: vec!["doc:1".to_owned()],
+            max: 1,
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "limited", "held": ["doc:1"], "max": 1})
+        );
+        assert!(!outcome.is_granted());
+        assert_eq!(outcome.lock(), None);
+    }
+
+    #[test]
+    fn a_claim_request_without_a_cap_reads_as_uncapped() {
+        let json = serde_json::json!({
+            "resource": "doc:1", "rule": "edit",
+            "holder": {"user": "alice", "name": "Alice"},
+            "lease_ms": 1000, "instance": "p1", "unsafe_method": false
+        });
+        let req: ClaimRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(req.max_per_user, None);
     }
 }

@@ -21,6 +21,10 @@ pub const DISPLACED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// overflow; no sane configuration comes near it.
 pub const MAX_LEASE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
+/// Most resources a [`ClaimOutcome::Limited`] names. A cap can be large; the answer is shown
+/// to a person, who needs a few pages to close rather than the whole list.
+pub const MAX_HELD_SHOWN: usize = 20;
+
 /// Shared lock state for the proxy and the control plane.
 ///
 /// Invariants every implementation keeps:
@@ -32,11 +36,16 @@ pub const MAX_LEASE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// - every state change emits exactly one [`LockEvent`], in the order the changes were applied;
 ///   renewals emit none;
 /// - an owner that loses a resource by takeover, expiry or force release is remembered as
-///   displaced for [`DISPLACED_TTL`], and its unsafe claims are refused until it makes a safe one.
+///   displaced for [`DISPLACED_TTL`], and its unsafe claims are refused until it makes a safe one;
+/// - a claim that would be a new grant is refused with [`ClaimOutcome::Limited`] when the user
+///   already holds [`ClaimRequest::max_per_user`] live locks; renewals are never refused. The
+///   memory store counts exactly; the Redis store keeps a per-user index whose bounds are
+///   documented on [`RedisLockStore`](crate::RedisLockStore).
 #[async_trait::async_trait]
 pub trait LockStore: Send + Sync + 'static {
     /// Claims `req.resource` for `req.holder`, or renews it if that owner already holds it
-    /// (extending, never shortening, the lease). Emits `Claimed` only for a new holder.
+    /// (extending, never shortening, the lease). Emits `Claimed` only for a new holder. A new
+    /// grant past `req.max_per_user` is refused with [`ClaimOutcome::Limited`] and emits nothing.
     async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError>;
 
     /// Sets `expires = now + lease` if `owner_key` holds the resource. This may shorten the lease,
@@ -61,7 +70,8 @@ pub trait LockStore: Send + Sync + 'static {
     /// Gives the resource to `req.holder` whoever holds it. The previous owner is marked
     /// displaced. Emits `TakenOver` when there was a holder, `Claimed` when it was free. If the
     /// requester already holds it this is a renewal: no new fence, no event, `previous` is `None`.
-    /// Permission to take over is the caller's decision; `req.unsafe_method` is not consulted.
+    /// Permission to take over is the caller's decision; `req.unsafe_method` and
+    /// `req.max_per_user` are not consulted (the taken lock still counts towards the taker's cap).
     async fn takeover(&self, req: &ClaimRequest) -> Result<Takeover, StoreError>;
 
     /// Releases the resource whoever holds it, on an admin's behalf (`by` names the admin).

@@ -10,7 +10,7 @@
 //! and a released resource needs no remembered state, so memory stays proportional to the
 //! locks currently held plus the displaced markers (which are capped).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::error::StoreError;
 use crate::event::{EventKind, LockEvent, ReleaseReason};
 use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover, UnixMillis};
-use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_LEASE};
+use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE};
 
 /// Room for bursts of events while a slow subscriber catches up.
 const EVENT_CAPACITY: usize = 4096;
@@ -54,6 +54,7 @@ impl MemoryLockStore {
             clock: Clock::start(),
             state: Mutex::new(State {
                 locks: BTreeMap::new(),
+                by_user: HashMap::new(),
                 deadlines: BTreeMap::new(),
                 displaced: Displaced::new(MAX_DISPLACED),
                 last_fence: 0,
@@ -138,6 +139,11 @@ impl LockStore for MemoryLockStore {
         }
         if let Some(current) = op.current(&req.resource) {
             return Ok(ClaimOutcome::Held(current));
+        }
+        if let Some(max) = req.max_per_user {
+            if let Some(held) = op.over_cap(&req.holder.user, max) {
+                return Ok(ClaimOutcome::Limited { held, max });
+            }
         }
         let lock = op.install(req, owner);
         op.emit(EventKind::Claimed, &req.resource, Some(lock.clone()), None);
@@ -286,6 +292,9 @@ fn millis(duration: Duration) -> u64 {
 struct State {
     /// Current locks by resource; a `BTreeMap` so `list` comes out sorted.
     locks: BTreeMap<String, Held>,
+    /// The resources each user id holds, kept with `locks` by `install` and `take`, so a capped
+    /// claim counts exactly without a scan. A user with no locks has no entry.
+    by_user: HashMap<String, BTreeSet<String>>,
     /// Lease deadlines in expiry order. Keyed by fence as well, which is unique store-wide, so
     /// two locks expiring in the same instant never collide.
     deadlines: BTreeMap<(Instant, u64), String>,
@@ -393,7 +402,30 @@ impl Op<'_> {
         self.state
             .deadlines
             .remove(&(held.deadline, held.lock.fence));
+        let user = &held.lock.holder.user;
+        if let Some(resources) = self.state.by_user.get_mut(user) {
+            resources.remove(resource);
+            if resources.is_empty() {
+                self.state.by_user.remove(user);
+            }
+        }
         Some(held.lock)
+    }
+
+    /// The resources `user` holds, if a new grant would take them past `max` live locks.
+    /// Lapsed leases the reaper has not reached yet are expired first, so they never count.
+    fn over_cap(&mut self, user: &str, max: u32) -> Option<Vec<String>> {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let at_cap = |state: &State| state.by_user.get(user).map_or(0, BTreeSet::len) >= max;
+        if !at_cap(&self.state) {
+            return None;
+        }
+        self.expire_due();
+        if !at_cap(&self.state) {
+            return None;
+        }
+        let held = self.state.by_user.get(user).into_iter().flatten();
+        Some(held.take(MAX_HELD_SHOWN).cloned().collect())
     }
 
     /// Gives a free resource to the requester under a new fence.
@@ -413,6 +445,11 @@ impl Op<'_> {
         self.state
             .deadlines
             .insert((deadline, lock.fence), req.resource.clone());
+        self.state
+            .by_user
+            .entry(req.holder.user.clone())
+            .or_default()
+            .insert(req.resource.clone());
         self.state.locks.insert(
             req.resource.clone(),
             Held {

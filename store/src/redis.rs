@@ -20,7 +20,46 @@
 //! and recovers on its own when it returns. Nothing here panics on what Redis sends.
 //!
 //! This module knows nothing about HTTP, rules or banners, like the rest of the crate.
-
+//!
+//! # Claims per user
+//!
+//! A capped claim ([`ClaimRequest::max_per_user`]) needs the number of live locks a user
+//! holds, and those are spread over every bucket, so no single script can see them. Each user
+//! id has a *held index* instead (`{p}:held:{user}`, a sorted set of resource → lease deadline
+//! as last written), and a capped claim of a resource costs:
+//!
+//! 1. the claim script as a *probe*: a renewal, a lock held by someone else and a displaced
+//!    owner are answered right here, in the one round trip every claim has always cost; only a
+//!    free resource comes back `vacant`, with nothing changed;
+//! 2. the reserve script on the user's index: it counts entries whose deadline is still ahead
+//!    and either refuses (`Limited`) or adds the resource, atomically, so concurrent claims of
+//!    one user are counted one after the other and cannot overshoot the cap between them;
+//! 3. the claim script again, which grants. If it finds the resource taken meanwhile, the
+//!    reservation is removed.
+//!
+//! Renewals never write the index (that would add a round trip to every held page), so a long
+//! held lock's entry falls behind its lease. Entries whose deadline has passed are therefore
+//! not trusted either way: they are not counted while the count without them is under the cap
+//! and they fit beside it, and otherwise they are checked against their lock records (one `get`
+//! each, fanned out) and refreshed or dropped before the count is taken again. A release, a
+//! force release and a takeover remove the resource from the loser's index and a takeover adds
+//! it to the taker's (these cost one more round trip, off the held path). An expiry writes
+//! nothing: its entry simply stops counting once its deadline passes.
+//!
+//! What is not exact, because the index lives beside the locks rather than with them:
+//! - an index write that fails after its lock operation succeeded (Redis lost in between)
+//!   leaves an entry too many, which counts until its deadline passes and is then found dead,
+//!   or one too few: the user may then go over the cap by one lock per lost write until that
+//!   lock ends;
+//! - a claim in flight holds its reservation even if it then finds the resource taken, so a
+//!   user making many concurrent claims may be refused up to that many round trips early;
+//! - an index that outlives [`HELD_MEMORY`] without a write is dropped by Redis, so a user who
+//!   keeps locks alive only by renewing them for longer than that may claim up to the cap again;
+//! - after Redis loses its data, locks come back as they are claimed again, and so does the
+//!   index.
+//!
+//! An uncapped claim is the one script it always was, plus one index write when it grants, so
+//! that a cap set later, or on another rule, counts those locks too.
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -38,7 +77,7 @@ use tokio::sync::{broadcast, watch};
 use crate::error::StoreError;
 use crate::event::{LockEvent, ReleaseReason};
 use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover};
-use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_LEASE};
+use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE};
 use crate::redis_keys::{check_prefix, KeyLayout, BUCKETS};
 use crate::redis_options::{redact, RedisOpenError, RedisOptions, Target};
 use crate::redis_scripts::scripts;
@@ -53,6 +92,16 @@ pub(crate) const FENCE_MEMORY: Duration = MAX_LEASE;
 /// at the deadline; the record's own TTL only collects it if no reaper runs at all, and is long
 /// enough that a reaper always announces the expiry first.
 const RECORD_SLACK: Duration = Duration::from_secs(60);
+
+/// How long a user's held index outlives its last write. Renewals do not write it, so this is
+/// how long a lock kept only by renewals still counts towards its user's cap; a working day's
+/// pages comfortably fit.
+pub(crate) const HELD_MEMORY: Duration = DISPLACED_TTL;
+
+/// Most entries past their deadline checked against their locks in one capped claim. A cap is
+/// at most this large (the config allows up to 1,000), so every entry that could decide a
+/// refusal is checked.
+const VERIFY_BATCH: usize = 1_000;
 
 /// Room for bursts of events while a slow subscriber catches up.
 const EVENT_CAPACITY: usize = 4096;
@@ -74,6 +123,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// [`LockStore`] on Redis or Redis Cluster. Create it with [`RedisLockStore::open`] and spawn
 /// [`run_listener`](Self::run_listener) and [`run_reaper`](Self::run_reaper).
+///
+/// Caps on claims per user are kept through a per-user index beside the locks; the module
+/// documentation says what that costs and where it can be off by a lock.
 pub struct RedisLockStore {
     clients: Clients,
     /// Made on first use, inside whichever runtime asks first; see [`Self::conn`].
@@ -292,6 +344,131 @@ impl RedisLockStore {
         Reply::parse(&raw)
     }
 
+    /// Runs the claim script; `None` when `probe` is set and the resource is free.
+    async fn claim_script(
+        &self,
+        req: &ClaimRequest,
+        probe: bool,
+    ) -> Result<Option<ClaimOutcome>, StoreError> {
+        let owner = req.holder.owner_key();
+        let mut args = grant_args(req, &owner);
+        args.push(flag(req.unsafe_method));
+        args.push(flag(probe));
+        let Reply { outcome, lock, .. } = self.run(&scripts().claim, &req.resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("claimed", Some(lock)) => Ok(Some(ClaimOutcome::Claimed(lock))),
+            ("renewed", Some(lock)) => Ok(Some(ClaimOutcome::Renewed(lock))),
+            ("held", Some(lock)) => Ok(Some(ClaimOutcome::Held(lock))),
+            ("displaced", current) => Ok(Some(ClaimOutcome::Displaced { current })),
+            ("vacant", None) if probe => Ok(None),
+            _ => Err(unexpected("claim", &outcome)),
+        }
+    }
+
+    /// Reserves a slot for `req.resource` in its user's held index, or returns the resources
+    /// that user holds when the cap is reached. See the module docs for how entries past their
+    /// deadline are treated.
+    async fn reserve(
+        &self,
+        req: &ClaimRequest,
+        max: u32,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let user = &req.holder.user;
+        for verified in [false, true] {
+            let mut invocation = scripts().reserve.prepare_invoke();
+            invocation
+                .key(self.layout.held(user))
+                .arg(&req.resource)
+                .arg(max)
+                .arg(millis(req.lease.min(MAX_LEASE)))
+                .arg(MAX_HELD_SHOWN)
+                .arg(millis(HELD_MEMORY))
+                .arg(flag(verified))
+                .arg(VERIFY_BATCH);
+            let mut conn = self.conn()?;
+            let reply: Vec<String> = conn.invoke(&invocation).await.map_err(store_error)?;
+            match reply.split_first() {
+                Some((outcome, _)) if outcome == "reserved" => return Ok(None),
+                Some((outcome, held)) if outcome == "limited" => {
+                    let mut held: Vec<String> = held
+                        .iter()
+                        .filter(|resource| **resource != req.resource)
+                        .cloned()
+                        .collect();
+                    held.sort();
+                    held.truncate(MAX_HELD_SHOWN);
+                    return Ok(Some(held));
+                }
+                Some((outcome, old)) if outcome == "verify" && !verified => {
+                    self.verify_held(user, old).await?;
+                }
+                Some((outcome, _)) => return Err(unexpected("reserve", outcome)),
+                None => return Err(unexpected("reserve", "")),
+            }
+        }
+        Err(unexpected("reserve", "verify"))
+    }
+
+    /// Checks index entries past their deadline against their locks: one still held by `user`
+    /// gets its lock's deadline, any other is removed.
+    async fn verify_held(&self, user: &str, resources: &[String]) -> Result<(), StoreError> {
+        let found: Vec<_> = stream::iter(resources.to_vec())
+            .map(|resource| async move {
+                let lock = self.get(&resource).await?;
+                Ok::<_, StoreError>((resource, lock))
+            })
+            .buffer_unordered(FAN_OUT)
+            .collect()
+            .await;
+        let mut entries = Vec::with_capacity(found.len());
+        for result in found {
+            let (resource, lock) = result?;
+            let deadline = lock
+                .filter(|lock| lock.holder.user == user)
+                .map_or(0, |lock| lock.expires);
+            entries.push((resource, deadline));
+        }
+        let entries: Vec<(&str, u64)> = entries
+            .iter()
+            .map(|(resource, deadline)| (resource.as_str(), *deadline))
+            .collect();
+        self.write_held(user, "refresh", &entries).await
+    }
+
+    /// Writes `(resource, deadline)` pairs to a user's held index; a deadline of 0 removes the
+    /// resource. Mode `note` or `refresh`, see the script.
+    async fn write_held(
+        &self,
+        user: &str,
+        mode: &str,
+        entries: &[(&str, u64)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = scripts().held_write.prepare_invoke();
+        invocation
+            .key(self.layout.held(user))
+            .arg(millis(HELD_MEMORY))
+            .arg(mode);
+        for (resource, deadline) in entries {
+            invocation.arg(*resource).arg(*deadline);
+        }
+        let mut conn = self.conn()?;
+        conn.invoke::<String>(&invocation)
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
+    /// [`write_held`](Self::write_held) after a lock operation that already happened: a failure
+    /// cannot undo it, so it is logged, and the index is off by this entry (see the module docs).
+    async fn note_held(&self, user: &str, entries: &[(&str, u64)]) {
+        if let Err(e) = self.write_held(user, "note", entries).await {
+            tracing::warn!(user, error = %e, "lock store: the per-user held index was not updated");
+        }
+    }
+
     /// Waits until the event listener is subscribed, for at most `timeout`. Events published
     /// before that are not delivered, so tests and start-up checks wait for this.
     pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
@@ -428,6 +605,10 @@ impl RedisLockStore {
     }
 }
 
+fn vacant() -> StoreError {
+    unexpected("claim", "vacant")
+}
+
 /// The arguments claim and takeover share (`ARGV[6..=13]`).
 fn grant_args(req: &ClaimRequest, owner: &str) -> Vec<String> {
     let (has_session, session) = session_args(&req.holder);
@@ -457,17 +638,29 @@ fn flag(value: bool) -> String {
 #[async_trait::async_trait]
 impl LockStore for RedisLockStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, StoreError> {
-        let owner = req.holder.owner_key();
-        let mut args = grant_args(req, &owner);
-        args.push(flag(req.unsafe_method));
-        let Reply { outcome, lock, .. } = self.run(&scripts().claim, &req.resource, &args).await?;
-        match (outcome.as_str(), lock) {
-            ("claimed", Some(lock)) => Ok(ClaimOutcome::Claimed(lock)),
-            ("renewed", Some(lock)) => Ok(ClaimOutcome::Renewed(lock)),
-            ("held", Some(lock)) => Ok(ClaimOutcome::Held(lock)),
-            ("displaced", current) => Ok(ClaimOutcome::Displaced { current }),
-            _ => Err(unexpected("claim", &outcome)),
+        let user = &req.holder.user;
+        let Some(max) = req.max_per_user else {
+            let outcome = self.claim_script(req, false).await?.ok_or_else(vacant)?;
+            if let ClaimOutcome::Claimed(lock) = &outcome {
+                self.note_held(user, &[(lock.resource.as_str(), lock.expires)])
+                    .await;
+            }
+            return Ok(outcome);
+        };
+        if let Some(outcome) = self.claim_script(req, true).await? {
+            return Ok(outcome);
         }
+        if let Some(held) = self.reserve(req, max).await? {
+            return Ok(ClaimOutcome::Limited { held, max });
+        }
+        // An error here leaves the reservation: the claim may have happened. It counts until its
+        // deadline passes and is then checked like any other entry.
+        let outcome = self.claim_script(req, false).await?.ok_or_else(vacant)?;
+        let ours = outcome.lock().is_some_and(|lock| lock.holder.user == *user);
+        if !ours {
+            self.note_held(user, &[(req.resource.as_str(), 0)]).await;
+        }
+        Ok(outcome)
     }
 
     async fn renew(
@@ -506,7 +699,11 @@ impl LockStore for RedisLockStore {
         } = self.run(&scripts().release, resource, &args).await?;
         match (outcome.as_str(), previous) {
             ("none", _) => Ok(None),
-            ("released", Some(previous)) => Ok(Some(previous)),
+            ("released", Some(previous)) => {
+                self.note_held(&previous.holder.user, &[(resource, 0)])
+                    .await;
+                Ok(Some(previous))
+            }
             _ => Err(unexpected("release", &outcome)),
         }
     }
@@ -524,7 +721,16 @@ impl LockStore for RedisLockStore {
                 lock,
                 previous: None,
             }),
-            ("taken", Some(lock)) => Ok(Takeover { lock, previous }),
+            ("taken", Some(lock)) => {
+                let taker = &lock.holder.user;
+                if let Some(previous) = previous.as_ref().filter(|p| p.holder.user != *taker) {
+                    self.note_held(&previous.holder.user, &[(req.resource.as_str(), 0)])
+                        .await;
+                }
+                self.note_held(taker, &[(req.resource.as_str(), lock.expires)])
+                    .await;
+                Ok(Takeover { lock, previous })
+            }
             _ => Err(unexpected("takeover", &outcome)),
         }
     }
@@ -536,7 +742,11 @@ impl LockStore for RedisLockStore {
         } = self.run(&scripts().force_release, resource, &args).await?;
         match (outcome.as_str(), previous) {
             ("none", _) => Ok(None),
-            ("released", Some(previous)) => Ok(Some(previous)),
+            ("released", Some(previous)) => {
+                self.note_held(&previous.holder.user, &[(resource, 0)])
+                    .await;
+                Ok(Some(previous))
+            }
             _ => Err(unexpected("force_release", &outcome)),
         }
     }

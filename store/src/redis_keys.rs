@@ -9,6 +9,7 @@
 //! | `{p}:{bN}:fence:{resource}` | string | the last fence handed out for the resource |
 //! | `{p}:{bN}:displaced:{resource}` | hash | owner key → until (ms) for owners that lost the resource |
 //! | `{p}:{bN}:index` | sorted set | resource → lease deadline (ms), for every lock in the bucket |
+//! | `{p}:held:{user}` | sorted set | resource → lease deadline (ms) as last written, for the locks one user id holds |
 //! | `{p}:events` | pub/sub channel | every lock event, as JSON |
 //!
 //! Keys that share a hash tag share a Redis Cluster slot, so one script can read and write a
@@ -17,6 +18,12 @@
 //! would live in another slot and could only be kept as an after-the-fact hint. The bucket
 //! count trades how many slots (and so cluster nodes) the locks spread over against how many
 //! index keys the reaper polls; it is part of the layout and must not change between versions.
+//!
+//! The held index of a user is the one key outside that scheme: a user's locks are spread over
+//! every bucket, so no slot can hold both it and all of them. It is written by scripts of its
+//! own, next to the resource scripts rather than inside them (see `RedisLockStore` for what
+//! that costs in exactness). It carries no hash tag of its own making; a user id containing
+//! braces only moves the key to another slot, and every script on it names only that key.
 //!
 //! This module knows nothing about connections, scripts or lock semantics.
 
@@ -90,6 +97,11 @@ impl KeyLayout {
 
     pub fn index(&self, bucket: u16) -> String {
         format!("{}:{{b{bucket}}}:index", self.prefix)
+    }
+
+    /// The held index of one user id (the holder's `user`, not its owner key).
+    pub fn held(&self, user: &str) -> String {
+        format!("{}:held:{user}", self.prefix)
     }
 
     pub fn channel(&self) -> String {
@@ -172,6 +184,10 @@ mod tests {
         );
         assert_eq!(keys.index, format!("app1:latch:{{b{b}}}:index"));
         assert_eq!(KeyLayout::new("app1:latch").channel(), "app1:latch:events");
+        assert_eq!(
+            KeyLayout::new("app1:latch").held("alice"),
+            "app1:latch:held:alice"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   displaced), exactly as the memory store's `expire_if_lapsed` does, so no operation ever
 //!   acts on a lapsed lock whether or not a reaper got there first;
 //! - touches only the four keys of one resource's bucket (see [`crate::redis_keys`]), all in one
-//!   cluster slot;
+//!   cluster slot (the per-user held index has scripts of its own, since a user's locks are
+//!   spread over every bucket);
 //! - publishes the events it causes before it returns, so their order on the channel is the
 //!   order Redis applied the changes.
 //!
@@ -170,7 +171,10 @@ local function extend(lock)
 end
 "#;
 
-/// `ARGV[14]` = unsafe method (`1`/`0`). Outcomes: renewed, displaced, held, claimed.
+/// `ARGV[14]` = unsafe method (`1`/`0`), `ARGV[15]` = probe (`1`/`0`): a probe grants nothing
+/// and answers `vacant` where it would have claimed, so a capped claim can reserve a slot in
+/// the user's held index before it takes a free resource, while a renewal or a refusal still
+/// costs one script. Outcomes: renewed, displaced, held, vacant (probe only), claimed.
 const CLAIM: &str = r#"
 local lock = current()
 if lock and lock.owner == OWNER then
@@ -185,6 +189,9 @@ else
 end
 if lock then
   return reply('held', lock)
+end
+if ARGV[15] == '1' then
+  return reply('vacant')
 end
 lock = install()
 publish({ type = 'claimed' }, lock, nil)
@@ -273,6 +280,82 @@ local now = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 100
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 "#;
 
+/// A capped claim's check of the user's held index (see `RedisLockStore`), run before the
+/// resource is claimed. `KEYS[1]` = the index; `ARGV` = resource, cap, lease (ms), most
+/// resources to name, index TTL (ms), verified (`1`/`0`), most entries to verify.
+///
+/// Entries scored after now count as held; entries at or before now are leases that ended or
+/// were renewed since their score was written (renewals never touch the index). A refusal is
+/// answered only from entries that count as held: when the cap is reached only by counting
+/// older entries too, those are returned for the caller to check against their locks
+/// (`verify`), and the second run (`verified` = 1) drops whatever is still old. Replies are a
+/// list whose first element is the outcome: `reserved`; `limited` then the held resources;
+/// `verify` then the entries to check.
+const RESERVE: &str = r#"
+local KEY, RESOURCE = KEYS[1], ARGV[1]
+local MAX, LEASE, SHOWN, TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local VERIFIED, BATCH = ARGV[6] == '1', tonumber(ARGV[7])
+local clock = redis.call('TIME')
+local NOW = math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000)
+local now = string.format('%.0f', NOW)
+if VERIFIED then
+  redis.call('ZREMRANGEBYSCORE', KEY, '-inf', now)
+end
+local mine = tonumber(redis.call('ZSCORE', KEY, RESOURCE) or '0') or 0
+local live = redis.call('ZCOUNT', KEY, '(' .. now, '+inf')
+local total = redis.call('ZCARD', KEY)
+if mine > NOW then
+  live = live - 1
+end
+if mine > 0 then
+  total = total - 1
+end
+if live >= MAX then
+  local held = redis.call('ZRANGEBYSCORE', KEY, '(' .. now, '+inf', 'LIMIT', 0, SHOWN + 1)
+  table.insert(held, 1, 'limited')
+  return held
+end
+if total >= MAX then
+  local old = redis.call('ZRANGEBYSCORE', KEY, '-inf', now, 'LIMIT', 0, BATCH)
+  table.insert(old, 1, 'verify')
+  return old
+end
+local deadline = NOW + LEASE
+if deadline > mine then
+  redis.call('ZADD', KEY, string.format('%.0f', deadline), RESOURCE)
+end
+redis.call('PEXPIRE', KEY, TTL)
+return { 'reserved' }
+"#;
+
+/// Writes to a user's held index. `KEYS[1]` = the index; `ARGV[1]` = index TTL (ms),
+/// `ARGV[2]` = mode, then pairs of resource and lease deadline (ms), where a deadline of `0`
+/// removes the resource. Mode `note` only moves a deadline later (a grant or a takeover);
+/// `refresh` only updates resources still in the index (the result of a verification, which
+/// must not bring back an entry removed meanwhile). An emptied index is deleted. Outcome: ok.
+const HELD_WRITE: &str = r#"
+local KEY, TTL, MODE = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+for i = 3, #ARGV - 1, 2 do
+  local resource, deadline = ARGV[i], tonumber(ARGV[i + 1])
+  if deadline == 0 then
+    redis.call('ZREM', KEY, resource)
+  elseif MODE == 'refresh' then
+    redis.call('ZADD', KEY, 'XX', ARGV[i + 1], resource)
+  else
+    local old = tonumber(redis.call('ZSCORE', KEY, resource) or '0') or 0
+    if deadline > old then
+      redis.call('ZADD', KEY, ARGV[i + 1], resource)
+    end
+  end
+end
+if redis.call('ZCARD', KEY) == 0 then
+  redis.call('DEL', KEY)
+else
+  redis.call('PEXPIRE', KEY, TTL)
+end
+return 'ok'
+"#;
+
 pub(crate) struct Scripts {
     pub claim: Script,
     pub takeover: Script,
@@ -282,6 +365,8 @@ pub(crate) struct Scripts {
     pub get: Script,
     pub request_access: Script,
     pub due: Script,
+    pub reserve: Script,
+    pub held_write: Script,
 }
 
 /// The scripts, hashed once per process (the client sends `EVALSHA` and loads a script only
@@ -299,6 +384,8 @@ pub(crate) fn scripts() -> &'static Scripts {
             get: lock(GET),
             request_access: lock(REQUEST_ACCESS),
             due: Script::new(DUE),
+            reserve: Script::new(RESERVE),
+            held_write: Script::new(HELD_WRITE),
         }
     });
     &SCRIPTS

@@ -42,6 +42,7 @@ fn safe_on(resource: &str, holder: &Holder, lease: Duration) -> ClaimRequest {
         lease,
         instance: "proxy-1".to_owned(),
         unsafe_method: false,
+        max_per_user: None,
     }
 }
 
@@ -691,4 +692,59 @@ async fn reaper_stops_once_the_store_is_dropped() {
         .await
         .expect("reaper still running")
         .unwrap();
+}
+
+#[path = "support/claim_limits.rs"]
+mod contract;
+
+mod claim_limits {
+    //! The shared claim-cap contract (`support/claim_limits.rs`) on the memory store.
+
+    use std::time::Duration;
+
+    use store::MemoryLockStore;
+
+    use super::contract;
+
+    const SHORT: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_refuses_the_next_distinct_resource() {
+        contract::the_cap_refuses_the_next_distinct_resource(&*MemoryLockStore::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn releases_free_a_slot() {
+        contract::releases_free_a_slot(&*MemoryLockStore::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_lease_frees_a_slot() {
+        contract::an_expired_lease_frees_a_slot(&*MemoryLockStore::new(), SHORT).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewed_locks_keep_counting() {
+        contract::renewed_locks_keep_counting(&*MemoryLockStore::new(), SHORT).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_moves_the_slot() {
+        contract::a_takeover_moves_the_slot(&*MemoryLockStore::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tabs_share_their_users_cap() {
+        contract::tabs_share_their_users_cap(&*MemoryLockStore::new()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_claim_brings_its_own_cap() {
+        contract::each_claim_brings_its_own_cap(&*MemoryLockStore::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_stop_at_the_cap() {
+        contract::concurrent_claims_stop_at_the_cap(MemoryLockStore::new()).await;
+    }
 }

@@ -53,6 +53,7 @@ fn safe_on(resource: &str, holder: &Holder, lease: Duration) -> ClaimRequest {
         lease,
         instance: "proxy-1".to_owned(),
         unsafe_method: false,
+        max_per_user: None,
     }
 }
 
@@ -1036,4 +1037,99 @@ async fn works_on_a_three_master_cluster() {
     );
     assert_quiet(&mut rx_b).await;
     a.ping().await.unwrap();
+}
+
+#[path = "support/claim_limits.rs"]
+mod contract;
+
+mod claim_limits {
+    //! The shared claim-cap contract (`support/claim_limits.rs`) on Redis, where the count
+    //! comes from the per-user held index rather than from the locks themselves.
+
+    use std::time::Duration;
+
+    use store::LockStore;
+
+    use super::{open, RedisServer};
+
+    use super::contract;
+
+    const SHORT: Duration = Duration::from_millis(400);
+
+    #[tokio::test]
+    async fn the_cap_refuses_the_next_distinct_resource() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::the_cap_refuses_the_next_distinct_resource(&*store).await;
+    }
+
+    #[tokio::test]
+    async fn releases_free_a_slot() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::releases_free_a_slot(&*store).await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_frees_a_slot() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::an_expired_lease_frees_a_slot(&*store, SHORT).await;
+    }
+
+    #[tokio::test]
+    async fn an_expiry_the_reaper_announced_frees_a_slot() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), true).await;
+        contract::an_expired_lease_frees_a_slot(&*store, SHORT).await;
+    }
+
+    #[tokio::test]
+    async fn renewed_locks_keep_counting() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::renewed_locks_keep_counting(&*store, SHORT).await;
+    }
+
+    #[tokio::test]
+    async fn a_takeover_moves_the_slot() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::a_takeover_moves_the_slot(&*store).await;
+    }
+
+    #[tokio::test]
+    async fn tabs_share_their_users_cap() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::tabs_share_their_users_cap(&*store).await;
+    }
+
+    #[tokio::test]
+    async fn each_claim_brings_its_own_cap() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::each_claim_brings_its_own_cap(&*store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claims_stop_at_the_cap() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::concurrent_claims_stop_at_the_cap(store).await;
+    }
+
+    #[tokio::test]
+    async fn the_held_index_empties_when_its_locks_go() {
+        let redis = RedisServer::start();
+        let store = open(&redis.url(), false).await;
+        contract::releases_free_a_slot(&*store).await;
+        for doc in ["doc:c", "doc:d"] {
+            store
+                .release(doc, "alice", store::ReleaseReason::Client)
+                .await
+                .unwrap();
+        }
+        assert_eq!(redis.command("EXISTS latch:held:alice").trim(), ":0");
+    }
 }
