@@ -15,20 +15,7 @@ use tokio::time::Instant;
 const LEASE: Duration = Duration::from_secs(30);
 const DOC: &str = "doc:1";
 
-fn user(id: &str) -> Holder {
-    Holder {
-        user: id.to_owned(),
-        name: id.to_uppercase(),
-        session: None,
-    }
-}
-
-fn tab(id: &str, session: &str) -> Holder {
-    Holder {
-        session: Some(session.to_owned()),
-        ..user(id)
-    }
-}
+use contract::{tab, user};
 
 fn safe(holder: &Holder) -> ClaimRequest {
     safe_on(DOC, holder, LEASE)

@@ -26,20 +26,7 @@ const EVENT_WAIT: Duration = Duration::from_secs(3);
 /// How long a test listens to be sure no (further) event comes.
 const QUIET: Duration = Duration::from_millis(300);
 
-fn user(id: &str) -> Holder {
-    Holder {
-        user: id.to_owned(),
-        name: id.to_uppercase(),
-        session: None,
-    }
-}
-
-fn tab(id: &str, session: &str) -> Holder {
-    Holder {
-        session: Some(session.to_owned()),
-        ..user(id)
-    }
-}
+use contract::{tab, user};
 
 fn safe(holder: &Holder) -> ClaimRequest {
     safe_on(DOC, holder, LEASE)

@@ -13,7 +13,8 @@ use store::{ClaimOutcome, ClaimRequest, Holder, Lock, LockStore, ReleaseReason};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn user(id: &str) -> Holder {
+/// A user's lock owner, shared by every store test file.
+pub fn user(id: &str) -> Holder {
     Holder {
         user: id.to_owned(),
         name: id.to_uppercase(),
@@ -21,7 +22,8 @@ fn user(id: &str) -> Holder {
     }
 }
 
-fn tab(id: &str, session: &str) -> Holder {
+/// One browser tab of `id`, for `owner = "session"` rules.
+pub fn tab(id: &str, session: &str) -> Holder {
     Holder {
         session: Some(session.to_owned()),
         ..user(id)
