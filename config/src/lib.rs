@@ -137,19 +137,8 @@ pub enum HeaderCase {
     Preserve,
 }
 
-/// How rules see `;` path parameters (`/docs/1;jsessionid=A/edit`).
-///
-/// Servlet containers (Tomcat, Jetty, Spring) route a path with the parameters of every segment
-/// removed, so a rule for `/docs/1/edit` must match `/docs;x/1/edit` too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathParameters {
-    /// Rules match the path with every segment's parameters removed; the app receives the
-    /// path with them, so it still gets its `jsessionid`. The default: for an app that treats
-    /// `;` as an ordinary character it only makes a rule match more paths, never fewer.
-    Strip,
-    /// Any `;` in a request path gets 400.
-    Reject,
-}
+/// How rules see `;` path parameters; defined with the rules, which apply it.
+pub use rules::PathParameters;
 
 /// Where the protected app lives. Only plain HTTP: the proxy is built without a TLS stack.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -44,6 +44,8 @@ pub struct Parts {
     pub admin_roles: Vec<String>,
     /// `control_plane.public_scheme`: the scheme a browser's `Origin` must name on writes.
     pub public_scheme: &'static str,
+    /// `proxy.path_parameters`, so that testing a path answers as the proxies would.
+    pub path_parameters: rules::PathParameters,
     /// In demo mode, a link that signs the visitor in as the demo admin.
     pub demo_sign_in: Option<String>,
 }
@@ -57,6 +59,7 @@ pub struct ControlPlane {
     cookie: String,
     admin_roles: Vec<String>,
     public_scheme: &'static str,
+    path_parameters: rules::PathParameters,
     demo_sign_in: Option<String>,
     recorder: Recorder,
 }
@@ -83,6 +86,7 @@ impl ControlPlane {
             cookie: parts.cookie,
             admin_roles: parts.admin_roles,
             public_scheme: parts.public_scheme,
+            path_parameters: parts.path_parameters,
             demo_sign_in: parts.demo_sign_in,
             recorder,
         };

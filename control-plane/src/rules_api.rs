@@ -303,9 +303,8 @@ pub async fn matching(
     let set = rules::RuleSet::compile(cp.rules.list().await?.into_rules()).map_err(|issues| {
         ApiError::Internal(format!("the stored rules do not compile: {}", issues.len()))
     })?;
-    // Rules see the path as servlet containers route it (the proxy's default,
-    // `proxy.path_parameters = "strip"`).
-    let rule_path = rules::strip_path_parameters(&normalized)
+    // The path as the proxies' rules see it (`proxy.path_parameters`).
+    let rule_path = rules::rule_path(&normalized, cp.path_parameters)
         .map_err(|e| ApiError::BadRequest(format!("The proxy answers 400 to this path: {e}.")))?;
     let found = set.find(&method, &rule_path);
     Ok(Json(MatchResult {

@@ -176,13 +176,7 @@ impl Latch {
     /// The path the rules are matched against for a normalized request path: without its
     /// `;` path parameters, or refused when the config refuses them (`proxy.path_parameters`).
     pub fn rule_path<'a>(&self, normalized: &'a str) -> Result<Cow<'a, str>, rules::PathError> {
-        match self.config.proxy.path_parameters {
-            config::PathParameters::Strip => rules::strip_path_parameters(normalized),
-            config::PathParameters::Reject if normalized.contains(';') => {
-                Err(rules::PathError::Parameters)
-            }
-            config::PathParameters::Reject => Ok(Cow::Borrowed(normalized)),
-        }
+        rules::rule_path(normalized, self.config.proxy.path_parameters)
     }
 
     pub fn lease_for(&self, rule: &Rule) -> Duration {

@@ -19,7 +19,7 @@ mod validate;
 pub use file::parse_rules_toml;
 pub use lint::lint_rules;
 pub use model::{Mode, Owner, Rule, RULE_FIELDS};
-pub use normalize::{normalize_path, strip_path_parameters, PathError};
+pub use normalize::{normalize_path, rule_path, strip_path_parameters, PathError, PathParameters};
 pub use pattern::CaptureType;
 pub use redirect::{check_same_site, OffSite};
 pub use set::{Match, RuleSet};

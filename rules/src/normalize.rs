@@ -81,6 +81,30 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
+/// What a request path's `;` parameters (`/docs/1;jsessionid=A/edit`) mean to the rules.
+///
+/// Servlet containers (Tomcat, Jetty, Spring) route a path with the parameters of every segment
+/// removed, so a rule for `/docs/1/edit` must match `/docs;x/1/edit` too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathParameters {
+    /// Rules match the path with every segment's parameters removed; the app receives the
+    /// path with them, so it still gets its `jsessionid`. The default: for an app that treats
+    /// `;` as an ordinary character it only makes a rule match more paths, never fewer.
+    Strip,
+    /// Any `;` in a request path is refused.
+    Reject,
+}
+
+/// The path the rules are matched against for a normalized request path, under `parameters`:
+/// without its `;` parameters ([`strip_path_parameters`]), or refused if it has any.
+pub fn rule_path(normalized: &str, parameters: PathParameters) -> Result<Cow<'_, str>, PathError> {
+    match parameters {
+        PathParameters::Strip => strip_path_parameters(normalized),
+        PathParameters::Reject if normalized.contains(';') => Err(PathError::Parameters),
+        PathParameters::Reject => Ok(Cow::Borrowed(normalized)),
+    }
+}
+
 /// The path as servlet containers (Tomcat, Jetty, Spring) route it: the `;` parameters of
 /// every segment removed, so `/docs;x/1;jsessionid=A/edit` is `/docs/1/edit`. `path` must be
 /// normalized (see [`normalize_path`]); the result is normalized too.

@@ -479,3 +479,22 @@ fn a_segment_of_parameters_alone_is_refused_unless_last() {
     check_params("/docs/;x/1/edit", Err(EmptySegmentParameters));
     check_params("/docs/1/;/edit", Err(EmptySegmentParameters));
 }
+
+#[test]
+fn the_rule_path_follows_the_path_parameters_setting() {
+    use rules::{rule_path, PathParameters::*};
+    assert_eq!(
+        rule_path("/docs/1;x/edit", Strip).as_deref(),
+        Ok("/docs/1/edit")
+    );
+    assert_eq!(
+        rule_path("/docs/1/edit", Strip).as_deref(),
+        Ok("/docs/1/edit")
+    );
+    assert_eq!(rule_path("/docs/1;x/edit", Reject), Err(Parameters));
+    assert_eq!(rule_path("/;x", Reject), Err(Parameters));
+    assert!(matches!(
+        rule_path("/docs/1/edit", Reject),
+        Ok(Cow::Borrowed("/docs/1/edit"))
+    ));
+}

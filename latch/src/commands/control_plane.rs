@@ -60,6 +60,7 @@ pub fn task(
         cookie: config.auth.cookie.clone(),
         admin_roles: config.control_plane.admin_roles.clone(),
         public_scheme: config.control_plane.public_scheme,
+        path_parameters: config.proxy.path_parameters,
         demo_sign_in,
     });
     let router = control_plane::router(control_plane);
