@@ -22,9 +22,6 @@ const NAMES: [(&str, Algorithm); 12] = [
     ("EdDSA", Algorithm::EdDSA),
 ];
 
-pub(crate) const SUPPORTED: &str =
-    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
-
 /// Header `alg` values longer than this are not echoed back, whatever they contain.
 const MAX_ECHOED_NAME: usize = 16;
 
@@ -83,6 +80,7 @@ pub(crate) fn echo(header_alg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::SUPPORTED;
 
     #[test]
     fn every_supported_name_round_trips() {

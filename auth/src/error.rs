@@ -61,7 +61,7 @@ pub enum KeyError {
         "algorithm {0:?} is never accepted: unsigned tokens would let anyone claim any identity"
     )]
     NoneAlgorithm(String),
-    #[error("unknown algorithm {0:?}; supported: {list}", list = crate::algorithm::SUPPORTED)]
+    #[error("unknown algorithm {0:?}; supported: {list}", list = crate::settings::SUPPORTED)]
     UnknownAlgorithm(String),
     #[error(
         "secret is empty; HS256/384/512 need a secret of at least {min} bytes",
@@ -102,7 +102,7 @@ pub enum KeyError {
     NoUsableJwk { algorithms: String },
     #[error(
         "leeway_seconds is {0}; at most {max} is accepted",
-        max = crate::verifier::MAX_LEEWAY_SECONDS
+        max = crate::settings::MAX_LEEWAY_SECONDS
     )]
     LeewayTooLarge(u64),
     #[error("{setting} {path:?} is not a usable claim path: {reason}")]

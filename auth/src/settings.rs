@@ -6,6 +6,13 @@
 
 use std::fmt;
 
+/// The `alg` values a key may be used with, as error messages list them.
+pub(crate) const SUPPORTED: &str =
+    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+
+/// More skew than this is a misconfigured clock, and would make `exp` meaningless.
+pub(crate) const MAX_LEEWAY_SECONDS: u64 = 3600;
+
 /// Where the verification key comes from. The caller reads any file and hands over its bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeySource {

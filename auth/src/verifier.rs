@@ -21,10 +21,7 @@ use crate::error::{AuthError, KeyError};
 use crate::jwks::{self, SetKey};
 use crate::key::{check_secret, KeyKind, SecretProblem};
 use crate::pem;
-use crate::settings::{AuthSettings, KeySource};
-
-/// More skew than this is a misconfigured clock, and would make `exp` meaningless.
-pub(crate) const MAX_LEEWAY_SECONDS: u64 = 3600;
+use crate::settings::{AuthSettings, KeySource, MAX_LEEWAY_SECONDS};
 
 /// Far beyond any cookie or sane header; refusing early bounds the decoding work per request.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
