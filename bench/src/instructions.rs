@@ -18,10 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::latch::{self, Auth, Settings};
+use crate::options::Options;
 use crate::process::{self, free_port, installed, Proc};
 use crate::report::{thousands, Row, Verdict};
 use crate::site::{self, ASSET, BIG, FRESH};
-use crate::suite::Options;
 use crate::systems::{self, Systems, Tokens};
 use crate::wrk::{self, Load};
 use crate::BenchError;

@@ -18,6 +18,7 @@ pub mod instructions;
 pub mod jwt;
 pub mod latch;
 pub mod nginx;
+pub mod options;
 pub mod process;
 pub mod report;
 pub mod rounds;

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use crate::fanout::PREFIX;
 use crate::latch::{self, Auth, Latch, Settings};
+use crate::options::Options;
 use crate::process::{self, free_port, Cpus, Proc};
 use crate::site::{self, ASSET, BIG, FRESH};
-use crate::suite::Options;
 use crate::tokens::{self, Signer};
 use crate::{nginx, BenchError};
 

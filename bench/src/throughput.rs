@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::options::Options;
 use crate::process::tree_rss_kib;
 use crate::report::{Row, Verdict};
 use crate::rounds::{self, Case, Measured};
 use crate::site::{self, ASSET, BIG, FRESH, PAGE};
 use crate::stats::median;
-use crate::suite::Options;
 use crate::systems::{Systems, Tokens};
 use crate::wrk::{self, Load};
 use crate::BenchError;
