@@ -67,13 +67,7 @@ pub async fn release(
     }
     let owner = lock.holder.owner_key();
     if pagehide {
-        let grace = latch
-            .rules
-            .load()
-            .get(&lock.rule)
-            .map(|r| latch.grace_for(r))
-            .unwrap_or(latch.config.locks.grace)
-            .min(PAGEHIDE_GRACE);
+        let grace = latch.grace_under(&lock.rule).min(PAGEHIDE_GRACE);
         latch
             .store_op("renew", latch.store.renew(resource, &owner, grace))
             .await?;
@@ -119,25 +113,11 @@ pub async fn takeover(
     if !may_take_over(latch, &lock, identity) {
         return Err(ActionError::Forbidden);
     }
-    let (holder, lease) = {
-        let rules = latch.rules.load();
-        match rules.get(&lock.rule) {
-            Some(rule) => (latch.holder(identity, rule, session), latch.lease_for(rule)),
-            None => (
-                store::Holder {
-                    user: identity.user.clone(),
-                    name: identity.name.clone(),
-                    session: None,
-                },
-                latch.config.locks.lease,
-            ),
-        }
-    };
     let request = ClaimRequest {
         resource: resource.to_string(),
         rule: lock.rule.clone(),
-        holder,
-        lease,
+        holder: latch.holder_under(identity, &lock.rule, session),
+        lease: latch.lease_under(&lock.rule),
         instance: latch.config.proxy.instance.clone(),
         unsafe_method: false,
         // Taking over is decided by role, not by how many locks the taker holds.

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use store::{Lock, LockEvent};
+use store::{Lock, LockEvent, LockStore};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::state::Latch;
+use crate::metrics::Metrics;
 use crate::time_fmt::{now_ms, rfc3339};
 
 /// Banner sockets one user may have open on one instance (tabs, windows, devices).
@@ -192,27 +192,27 @@ impl Hub {
     }
 
     /// Follows the lock store's event stream for the life of the process.
-    pub async fn run(latch: Arc<Latch>) {
-        let mut events = latch.store.subscribe();
+    pub async fn run(&self, store: &dyn LockStore, metrics: &Metrics) {
+        let mut events = store.subscribe();
         loop {
             match events.recv().await {
                 Ok(event) => {
                     let lag = now_ms().saturating_sub(event.at);
-                    latch.hub.dispatch(event);
-                    latch.metrics.event_fanout.observe(lag as f64 / 1000.0);
+                    self.dispatch(event);
+                    metrics.event_fanout.observe(lag as f64 / 1000.0);
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
                         "banner hub fell behind the lock events; resyncing sockets"
                     );
-                    latch.hub.resync_all();
+                    self.resync_all();
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     // The store was replaced or shut down; resubscribe.
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    events = latch.store.subscribe();
-                    latch.hub.resync_all();
+                    events = store.subscribe();
+                    self.resync_all();
                 }
             }
         }

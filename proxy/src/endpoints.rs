@@ -11,9 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::actions;
+use crate::cookies::{cookie, SESSION_COOKIE};
 use crate::origin::check_same_origin;
 use crate::respond::Reply;
-use crate::state::{cookie, Latch, SESSION_COOKIE};
+use crate::state::Latch;
 use crate::time_fmt::rfc3339;
 use crate::ws;
 

@@ -11,6 +11,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
+use crate::gate::{Limit, LockedWhy};
 use crate::time_fmt::rfc3339;
 use store::Lock;
 
@@ -137,19 +138,6 @@ pub fn retry_after(lock: &Lock, now_ms: u64) -> u64 {
     lock.expires.saturating_sub(now_ms).div_ceil(1000).max(1)
 }
 
-/// Why a 423 was given, which changes the page's wording.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockedWhy {
-    /// Another user holds it.
-    OtherUser,
-    /// The same user holds it from another session (owner = session rules).
-    OtherSession,
-    /// Read-only mode refused an unsafe method.
-    ReadOnly,
-    /// The requester held it once and lost it; unsafe methods wait for a reload.
-    Displaced,
-}
-
 /// The 423 answer: an HTML page with the live banner for browsers, problem+json otherwise.
 pub fn locked(
     html: bool,
@@ -242,25 +230,6 @@ h1{{font-size:1.6rem}}.who{{background:#fff4e5;border-left:4px solid #f0a020;pad
     )
 }
 
-/// Which of the user's own limits refused a free lock, for [`too_many`].
-#[derive(Clone, Copy, Debug)]
-pub enum Limit<'a> {
-    /// The user holds `max` locks already (`max_per_user`); `held` names some of them.
-    Held { held: &'a [String], max: u32 },
-    /// The user made too many new claims a moment ago (`claims_per_minute`).
-    Rate,
-}
-
-impl Limit<'_> {
-    /// The config key that set the limit, as the audit trail and problem documents name it.
-    pub fn key(&self) -> &'static str {
-        match self {
-            Limit::Held { .. } => "max_per_user",
-            Limit::Rate => "claims_per_minute",
-        }
-    }
-}
-
 /// The 429 answer to a claim the user's own limits refused: a page for browsers, otherwise
 /// problem+json with `limit` and, for the cap, `held` and `max`. `retry_after` is in seconds.
 pub fn too_many(html: bool, limit: Limit<'_>, resource: &str, retry_after: u64) -> Reply {
@@ -328,6 +297,26 @@ h1{{font-size:1.6rem}}ul{{background:#fff4e5;border-left:4px solid #f0a020;paddi
         Reply::problem_with(429, title, &detail, extra)
     };
     reply.header(header::RETRY_AFTER, retry_after.max(1).to_string())
+}
+
+/// The 503 answer when the lock store cannot be reached and `on_store_error = "deny"`.
+pub fn unavailable(html: bool) -> Reply {
+    let reply = if html {
+        Reply::new(
+            503,
+            "text/html; charset=utf-8",
+            "<!doctype html><title>Temporarily unavailable</title><h1>Temporarily unavailable</h1>\
+             <p>The lock service cannot be reached, so this page cannot be opened safely. Try \
+             again in a few seconds.</p>",
+        )
+    } else {
+        Reply::problem(
+            503,
+            "Lock store unavailable",
+            "The lock service cannot be reached; try again shortly.",
+        )
+    };
+    reply.header(header::RETRY_AFTER, "5")
 }
 
 #[cfg(test)]

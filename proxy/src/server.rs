@@ -14,7 +14,6 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
-use crate::banner::Hub;
 use crate::front::Front;
 use crate::rules_source::{self, Polling};
 use crate::service::LatchProxy;
@@ -41,7 +40,8 @@ impl BackgroundService for Background {
         for task in tasks {
             tokio::spawn(task);
         }
-        tokio::spawn(Hub::run(self.latch.clone()));
+        let latch = self.latch.clone();
+        tokio::spawn(async move { latch.hub.run(latch.store.as_ref(), &latch.metrics).await });
         let admin = self.admin.lock().ok().and_then(|mut a| a.take());
         if let Some(listener) = admin {
             let router = crate::admin::router(self.latch.clone());

@@ -1,8 +1,9 @@
 //! The pingora `ProxyHttp` implementation: the path of one request through the hooks.
 //!
-//! `request_filter` does all the deciding — strip spoofed headers, normalize, serve the reserved
-//! prefix, match, authenticate, claim/renew/deny — and leaves what the later hooks need in
-//! [`Ctx`]. `upstream_request_filter` adds the identity and lock headers (see
+//! `request_filter` strips spoofed headers, then `route` gathers the facts — the request
+//! target, the reserved prefix, the matching rule, the identity, the lock store's answer — and
+//! [`gate::decide`] (pure) says what happens; every request is counted once, by its outcome,
+//! before it is answered. What the later hooks need is left in [`Ctx`]. `upstream_request_filter` adds the identity and lock headers (see
 //! [`crate::upstream_headers`]); `response_filter` and `response_body_filter` inject the banner
 //! into HTML pages.
 
@@ -16,16 +17,16 @@ use http::{header, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
-use rules::Mode;
 use store::{ClaimOutcome, ClaimRequest};
 
+use crate::cookies::{self, SESSION_COOKIE};
 use crate::inject_body::{self, InjectPlan};
 use crate::metrics::Outcome;
-use crate::respond::{self, Limit, LockedWhy, Reply};
-use crate::state::{self, Latch, SESSION_COOKIE};
+use crate::respond::{self, Reply};
+use crate::state::Latch;
 use crate::time_fmt::now_ms;
 use crate::upstream_headers::UpstreamHeaders;
-use crate::{endpoints, login};
+use crate::{endpoints, gate, login};
 
 /// Headers in this namespace are Latch's to set; anything a client sends there is removed.
 const HEADER_NAMESPACE: &str = "x-latch-";
@@ -105,24 +106,6 @@ fn header_value(s: &str) -> HeaderValue {
     })
 }
 
-/// Lets the request through to the upstream under `resource`: as the holder with `fence`, or
-/// as a read-only viewer (`None`). Pages of injecting rules become candidates for the banner.
-fn grant(
-    session: &mut Session,
-    ctx: &mut Ctx,
-    rule: &rules::Rule,
-    resource: String,
-    fence: Option<u64>,
-    identity: Arc<Identity>,
-    lease: Duration,
-) {
-    ctx.granted = Some(Granted { resource, fence });
-    if rule.inject && inject_body::may_be_a_page(session.req_header()) {
-        ctx.inject = Some(InjectPlan { lease });
-    }
-    ctx.identity = Some(identity);
-}
-
 /// A request target the proxy goes on with.
 enum Admitted {
     /// Origin-form, with its path normalized.
@@ -196,20 +179,297 @@ impl LatchProxy {
         Ok(Ok(Admitted::Path))
     }
 
-    async fn bad_request(&self, session: &mut Session, reply: Reply) -> Result<bool> {
-        self.latch.metrics.count(Outcome::BadRequest);
-        let body = has_body(session.req_header());
-        reply.send(session, body).await?;
-        Ok(true)
+    /// Is `path` under the reserved prefix, served by the proxy itself?
+    fn is_reserved(&self, path: &str) -> bool {
+        let prefix = &self.latch.config.proxy.prefix;
+        path.len() > prefix.len()
+            && path.starts_with(prefix.as_str())
+            && path.as_bytes()[prefix.len()] == b'/'
     }
 
-    async fn unauthenticated(&self, session: &mut Session, err: auth::AuthError) -> Result<bool> {
-        self.latch.metrics.count(Outcome::Unauthenticated);
-        let reply = login::challenge(&self.latch, session, &err);
-        let body = has_body(session.req_header());
-        reply.send(session, body).await?;
-        Ok(true)
+    /// Decides what happens to a request, and how it is counted. Only the lock store is asked
+    /// anything; the answer is written by [`ProxyHttp::request_filter`].
+    async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(Outcome, Step)> {
+        match self.admit_target(session)? {
+            Ok(Admitted::Path) => {}
+            // `OPTIONS *` asks about the server as a whole; no rule can match it.
+            Ok(Admitted::Asterisk) => return Ok((Outcome::Passed, Step::Forward)),
+            Err(reply) => return Ok((Outcome::BadRequest, Step::Reply(reply))),
+        }
+
+        let path = session.req_header().uri.path();
+        if self.is_reserved(path) {
+            if session.req_header().method == Method::POST {
+                // Release and takeover: a `pagehide` release shortens a lease without any lock
+                // event, so what this instance remembers of recent claims no longer holds.
+                self.latch.recent.forget_all();
+            }
+            return Ok((Outcome::Internal, Step::Endpoint));
+        }
+
+        let rule_path = match self.latch.rule_path(path) {
+            Ok(rule_path) => rule_path,
+            Err(e) => {
+                let reply = Reply::problem(400, "Bad request path", &e.to_string());
+                return Ok((Outcome::BadRequest, Step::Reply(reply)));
+            }
+        };
+        let rules = self.latch.rules.load();
+        let method = session.req_header().method.clone();
+        let found = rules.find(method.as_str(), &rule_path);
+        drop(rule_path);
+        let Some(matched) = found else {
+            if self.latch.config.auth.require == config::Require::All {
+                match self.latch.authenticate(&session.req_header().headers) {
+                    Ok(id) => ctx.identity = Some(id),
+                    Err(e) => return Ok(self.unauthenticated(session, &e)),
+                }
+            }
+            return Ok((Outcome::Passed, Step::Forward));
+        };
+
+        // Preflights carry no credentials and change nothing: they pass unclaimed.
+        if method == Method::OPTIONS {
+            return Ok((Outcome::Passed, Step::Forward));
+        }
+
+        let identity = match self.latch.authenticate(&session.req_header().headers) {
+            Ok(id) => id,
+            Err(e) => return Ok(self.unauthenticated(session, &e)),
+        };
+        Box::pin(self.under_rule(session, ctx, matched, identity, method)).await
     }
+
+    fn unauthenticated(&self, session: &Session, err: &auth::AuthError) -> (Outcome, Step) {
+        let reply = login::challenge(&self.latch, session, err);
+        (Outcome::Unauthenticated, Step::Reply(reply))
+    }
+
+    /// A request a rule protects, from a signed-in user: claims or renews the lock (or
+    /// remembers a claim from a moment ago), then carries out what [`gate::decide`] says.
+    async fn under_rule(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        matched: rules::Match<'_>,
+        identity: Arc<Identity>,
+        method: Method,
+    ) -> Result<(Outcome, Step)> {
+        let rule = matched.rule;
+        let resource = matched.resource;
+        let sid = match rule.owner {
+            rules::Owner::User => None,
+            rules::Owner::Session => Some(self.browser_session(session, ctx)),
+        };
+        let lease = self.latch.lease_for(rule);
+        let safe = is_safe(&method);
+        let remembered = if safe {
+            self.latch
+                .recent
+                .fence(&resource, &identity.user, sid.as_deref())
+        } else {
+            None
+        };
+
+        let mut rate_wait = None;
+        let mut generation = 0;
+        let outcome = match remembered {
+            Some(_) => None,
+            None => {
+                // A user past `claims_per_minute` still renews what they hold: the claim asks
+                // the store for no new lock at all.
+                rate_wait = self.latch.claim_rate.wait(&identity.user);
+                let max_per_user = match rate_wait {
+                    Some(_) => Some(0),
+                    None => self.latch.max_per_user_for(rule),
+                };
+                let request = ClaimRequest {
+                    resource: resource.clone(),
+                    rule: rule.id.clone(),
+                    holder: self.latch.holder(&identity, rule, sid.as_deref()),
+                    lease,
+                    instance: self.latch.config.proxy.instance.clone(),
+                    unsafe_method: !safe,
+                    max_per_user,
+                };
+                generation = self.latch.recent.generation();
+                let claim = self.latch.store.claim(&request);
+                Some(Box::pin(self.latch.store_op("claim", claim)).await)
+            }
+        };
+        let claim = match (&outcome, remembered) {
+            (_, Some(fence)) => gate::Claim::Remembered { fence },
+            (Some(Ok(outcome)), _) => gate::Claim::Store(outcome),
+            _ => gate::Claim::Failed,
+        };
+        let facts = gate::Facts {
+            claim,
+            user: &identity.user,
+            mode: rule.mode,
+            safe,
+            redirect_to: matched.redirect_to.as_deref(),
+            rate_wait,
+            lease,
+            on_store_error: self.latch.config.locks.on_store_error,
+        };
+        let (verdict, decision) = gate::decide(&facts);
+
+        let step = match decision {
+            gate::Decision::Grant { fence } => {
+                if let (gate::Claim::Store(_), Some(fence)) = (claim, fence) {
+                    self.latch.recent.remember(
+                        &resource,
+                        &identity.user,
+                        sid.as_deref(),
+                        fence,
+                        generation,
+                    );
+                }
+                if verdict == (gate::Verdict::Hold { claimed: true }) {
+                    self.latch.claim_rate.took(&identity.user);
+                }
+                ctx.granted = Some(Granted { resource, fence });
+                if rule.inject && inject_body::may_be_a_page(session.req_header()) {
+                    ctx.inject = Some(InjectPlan { lease });
+                }
+                ctx.identity = Some(identity);
+                Step::Forward
+            }
+            gate::Decision::Pass => {
+                if let Some(Err(e)) = &outcome {
+                    tracing::warn!(resource = %resource, error = %e, "lock store unavailable; allowing (on_store_error = allow)");
+                }
+                ctx.identity = Some(identity);
+                Step::Forward
+            }
+            gate::Decision::Reply(refusal) => {
+                let refused = Refused {
+                    rule,
+                    resource: &resource,
+                    user: &identity.user,
+                    method: &method,
+                    lease,
+                };
+                Step::Reply(self.refuse(session, &refused, refusal, outcome.as_ref()))
+            }
+        };
+        Ok((verdict.outcome(), step))
+    }
+
+    /// The browser session of an `owner = "session"` request: its `latch_sid` cookie, or a new
+    /// id that the response sets.
+    fn browser_session(&self, session: &Session, ctx: &mut Ctx) -> String {
+        match cookies::cookie(&session.req_header().headers, SESSION_COOKIE) {
+            Some(sid) => sid.to_string(),
+            None => {
+                let sid = cookies::new_session_id();
+                ctx.set_cookie = Some(format!(
+                    "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+                ));
+                sid
+            }
+        }
+    }
+
+    /// Logs and audits a refusal, and builds its answer.
+    fn refuse(
+        &self,
+        session: &Session,
+        refused: &Refused<'_>,
+        refusal: gate::Refusal<'_>,
+        outcome: Option<&Result<ClaimOutcome, store::StoreError>>,
+    ) -> Reply {
+        let html = respond::wants_html(session);
+        let Refused {
+            rule,
+            resource,
+            user,
+            method,
+            lease,
+        } = *refused;
+        let instance = &self.latch.config.proxy.instance;
+        match refusal {
+            gate::Refusal::Redirect(target) => {
+                let holder = outcome
+                    .and_then(|o| o.as_ref().ok())
+                    .and_then(ClaimOutcome::lock)
+                    .map_or("-", |l| l.holder.user.as_str());
+                tracing::info!(
+                    rule = %rule.id, resource = %resource, holder = %holder, requester = %user,
+                    "redirected"
+                );
+                Reply::empty(303).header(header::LOCATION, target)
+            }
+            gate::Refusal::Locked { why, lock } => {
+                if rule.mode == rules::Mode::Redirect && why == gate::LockedWhy::OtherUser {
+                    tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
+                }
+                tracing::info!(
+                    rule = %rule.id,
+                    resource = %resource,
+                    holder = lock.map(|l| l.holder.user.as_str()).unwrap_or("-"),
+                    requester = %user,
+                    method = %method,
+                    reason = ?why,
+                    "denied"
+                );
+                if let Some(audit) = self.latch.audit.get() {
+                    audit.denied(&rule.id, resource, user, lock, instance);
+                }
+                let page_path = session.req_header().uri.path();
+                let tag = (html && rule.inject)
+                    .then(|| self.latch.banner_tag(page_path, lease, "blocked", None));
+                respond::locked(html, why, resource, lock, tag.as_deref(), now_ms())
+            }
+            gate::Refusal::Limited { limit, retry_after } => {
+                tracing::info!(
+                    rule = %rule.id,
+                    resource = %resource,
+                    requester = %user,
+                    limit = limit.key(),
+                    "claim refused past the user's limit"
+                );
+                if let Some(audit) = self.latch.audit.get() {
+                    let detail = match limit {
+                        gate::Limit::Held { held, max } => {
+                            serde_json::json!({ "held": held, "max": max })
+                        }
+                        gate::Limit::Rate => serde_json::json!({
+                            "claims_per_minute": self.latch.config.locks.claims_per_minute,
+                        }),
+                    };
+                    audit.limited(&rule.id, resource, user, instance, limit.key(), detail);
+                }
+                respond::too_many(html, limit, resource, retry_after)
+            }
+            gate::Refusal::Unavailable => {
+                if let Some(Err(e)) = outcome {
+                    tracing::warn!(resource = %resource, error = %e, "lock store unavailable; denying");
+                }
+                respond::unavailable(html)
+            }
+        }
+    }
+}
+
+/// What `request_filter` does with a request once it is decided.
+enum Step {
+    /// On to the upstream.
+    Forward,
+    /// Served by the proxy itself under the reserved prefix.
+    Endpoint,
+    /// Answered by the proxy.
+    Reply(Reply),
+}
+
+/// The request a refusal is about, for its log line, audit event and page.
+#[derive(Clone, Copy)]
+struct Refused<'a> {
+    rule: &'a rules::Rule,
+    resource: &'a str,
+    user: &'a str,
+    method: &'a Method,
+    lease: Duration,
 }
 
 #[async_trait]
@@ -226,311 +486,24 @@ impl ProxyHttp for LatchProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         strip_latch_headers(session.req_header_mut());
-
-        match self.admit_target(session)? {
-            Ok(Admitted::Path) => {}
-            // `OPTIONS *` asks about the server as a whole; no rule can match it.
-            Ok(Admitted::Asterisk) => {
-                self.latch.metrics.count(Outcome::Passed);
-                return Ok(false);
+        let (outcome, step) = Box::pin(self.route(session, ctx)).await?;
+        self.latch.metrics.count(outcome);
+        match step {
+            Step::Forward => Ok(false),
+            Step::Endpoint => {
+                Box::pin(endpoints::serve(&self.latch, session)).await?;
+                Ok(true)
             }
-            Err(reply) => return Box::pin(self.bad_request(session, reply)).await,
-        }
-
-        let prefix = &self.latch.config.proxy.prefix;
-        let path = session.req_header().uri.path();
-        if path.len() > prefix.len()
-            && path.starts_with(prefix.as_str())
-            && path.as_bytes()[prefix.len()] == b'/'
-        {
-            self.latch.metrics.count(Outcome::Internal);
-            if session.req_header().method == Method::POST {
-                // Release and takeover: a `pagehide` release shortens a lease without any lock
-                // event, so what this instance remembers of recent claims no longer holds.
-                self.latch.recent.forget_all();
-            }
-            Box::pin(endpoints::serve(&self.latch, session)).await?;
-            return Ok(true);
-        }
-
-        let rule_path = match self.latch.rule_path(path) {
-            Ok(rule_path) => rule_path,
-            Err(e) => {
-                let reply = Reply::problem(400, "Bad request path", &e.to_string());
-                return Box::pin(self.bad_request(session, reply)).await;
-            }
-        };
-        let rules = self.latch.rules.load();
-        let method = session.req_header().method.clone();
-        let found = rules.find(method.as_str(), &rule_path);
-        drop(rule_path);
-        let Some(matched) = found else {
-            if self.latch.config.auth.require == config::Require::All {
-                match self.latch.authenticate(&session.req_header().headers) {
-                    Ok(id) => ctx.identity = Some(id),
-                    Err(e) => return Box::pin(self.unauthenticated(session, e)).await,
-                }
-            }
-            self.latch.metrics.count(Outcome::Passed);
-            return Ok(false);
-        };
-
-        // Preflights carry no credentials and change nothing: they pass unclaimed.
-        if method == Method::OPTIONS {
-            self.latch.metrics.count(Outcome::Passed);
-            return Ok(false);
-        }
-
-        let identity = match self.latch.authenticate(&session.req_header().headers) {
-            Ok(id) => id,
-            Err(e) => return Box::pin(self.unauthenticated(session, e)).await,
-        };
-
-        let rule = matched.rule;
-        let resource = matched.resource;
-        let headers = &session.req_header().headers;
-        let sid = match rule.owner {
-            rules::Owner::User => None,
-            rules::Owner::Session => match state::cookie(headers, SESSION_COOKIE) {
-                Some(sid) => Some(sid.to_string()),
-                None => {
-                    let sid = state::new_session_id();
-                    ctx.set_cookie = Some(format!(
-                        "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
-                    ));
-                    Some(sid)
-                }
-            },
-        };
-        let lease = self.latch.lease_for(rule);
-        let unsafe_method = !is_safe(&method);
-        let owner_session = match rule.owner {
-            rules::Owner::User => None,
-            rules::Owner::Session => sid.as_deref(),
-        };
-        if !unsafe_method {
-            if let Some(fence) = self
-                .latch
-                .recent
-                .fence(&resource, &identity.user, owner_session)
-            {
-                self.latch.metrics.count(Outcome::Renewed);
-                grant(session, ctx, rule, resource, Some(fence), identity, lease);
-                return Ok(false);
-            }
-        }
-        let holder = self.latch.holder(&identity, rule, sid.as_deref());
-        // A user past `claims_per_minute` still renews what they hold: the claim asks the store
-        // for no new lock at all.
-        let rate_wait = self.latch.claim_rate.wait(&identity.user);
-        let max_per_user = match rate_wait {
-            Some(_) => Some(0),
-            None => self.latch.max_per_user_for(rule),
-        };
-        let request = ClaimRequest {
-            resource: resource.clone(),
-            rule: rule.id.clone(),
-            holder,
-            lease,
-            instance: self.latch.config.proxy.instance.clone(),
-            unsafe_method,
-            max_per_user,
-        };
-        let html = respond::wants_html(session);
-        let body = has_body(session.req_header());
-        let generation = self.latch.recent.generation();
-        let outcome = Box::pin(
-            self.latch
-                .store_op("claim", self.latch.store.claim(&request)),
-        )
-        .await;
-        match &outcome {
-            Ok(ClaimOutcome::Claimed(_)) => {
-                self.latch.metrics.count(Outcome::Claimed);
-                self.latch.claim_rate.took(&identity.user);
-            }
-            Ok(ClaimOutcome::Renewed(_)) => self.latch.metrics.count(Outcome::Renewed),
-            _ => {}
-        }
-
-        let now = now_ms();
-        let denied = |why: LockedWhy, lock: Option<&store::Lock>, page_path: &str| {
-            tracing::info!(
-                rule = %rule.id,
-                resource = %resource,
-                holder = lock.map(|l| l.holder.user.as_str()).unwrap_or("-"),
-                requester = %identity.user,
-                method = %method,
-                reason = ?why,
-                "denied"
-            );
-            if let Some(audit) = self.latch.audit.get() {
-                audit.denied(
-                    &rule.id,
-                    &resource,
-                    &identity.user,
-                    lock,
-                    &self.latch.config.proxy.instance,
-                );
-            }
-            let tag = (html && rule.inject)
-                .then(|| self.latch.banner_tag(page_path, lease, "blocked", None));
-            respond::locked(html, why, &resource, lock, tag.as_deref(), now)
-        };
-
-        let reply = match outcome {
-            Ok(ClaimOutcome::Claimed(lock)) | Ok(ClaimOutcome::Renewed(lock)) => {
-                self.latch.recent.remember(
-                    &resource,
-                    &identity.user,
-                    owner_session,
-                    lock.fence,
-                    generation,
-                );
-                grant(
-                    session,
-                    ctx,
-                    rule,
-                    resource,
-                    Some(lock.fence),
-                    identity,
-                    lease,
-                );
-                return Ok(false);
-            }
-            Ok(ClaimOutcome::Held(lock)) => {
-                let same_user = lock.holder.user == identity.user;
-                match rule.mode {
-                    Mode::ReadOnly if !unsafe_method => {
-                        self.latch.metrics.count(Outcome::ReadOnly);
-                        grant(session, ctx, rule, resource, None, identity, lease);
-                        return Ok(false);
-                    }
-                    Mode::Redirect if !unsafe_method && !same_user => match matched.redirect_to {
-                        Some(target) => {
-                            self.latch.metrics.count(Outcome::Redirected);
-                            tracing::info!(
-                                rule = %rule.id, resource = %resource,
-                                holder = %lock.holder.user, requester = %identity.user,
-                                "redirected"
-                            );
-                            Reply::empty(303).header(header::LOCATION, target)
-                        }
-                        None => {
-                            tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
-                            self.latch.metrics.count(Outcome::Denied);
-                            denied(
-                                LockedWhy::OtherUser,
-                                Some(&lock),
-                                session.req_header().uri.path(),
-                            )
-                        }
-                    },
-                    Mode::ReadOnly => {
-                        self.latch.metrics.count(Outcome::Denied);
-                        denied(
-                            LockedWhy::ReadOnly,
-                            Some(&lock),
-                            session.req_header().uri.path(),
-                        )
-                    }
-                    _ => {
-                        self.latch.metrics.count(Outcome::Denied);
-                        let why = if same_user {
-                            LockedWhy::OtherSession
-                        } else {
-                            LockedWhy::OtherUser
-                        };
-                        denied(why, Some(&lock), session.req_header().uri.path())
-                    }
-                }
-            }
-            Ok(ClaimOutcome::Displaced { current }) => {
-                self.latch.metrics.count(Outcome::Denied);
-                denied(
-                    LockedWhy::Displaced,
-                    current.as_ref(),
-                    session.req_header().uri.path(),
-                )
-            }
-            Ok(ClaimOutcome::Limited { held, max }) => {
-                // Past the cap, a slot frees when a held page closes, or at the latest when
-                // its lease runs out.
-                let (limit, counted, retry) = match rate_wait {
-                    Some(wait) => (
-                        Limit::Rate,
-                        Outcome::RateLimited,
-                        wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                    ),
-                    None => (
-                        Limit::Held { held: &held, max },
-                        Outcome::OverCap,
-                        lease.as_secs(),
-                    ),
+            Step::Reply(reply) => {
+                let reply = match ctx.set_cookie.take() {
+                    Some(c) => reply.header(header::SET_COOKIE, c),
+                    None => reply,
                 };
-                self.latch.metrics.count(counted);
-                tracing::info!(
-                    rule = %rule.id,
-                    resource = %resource,
-                    requester = %identity.user,
-                    limit = limit.key(),
-                    "claim refused past the user's limit"
-                );
-                if let Some(audit) = self.latch.audit.get() {
-                    let detail = match limit {
-                        Limit::Held { held, max } => {
-                            serde_json::json!({ "held": held, "max": max })
-                        }
-                        Limit::Rate => serde_json::json!({
-                            "claims_per_minute": self.latch.config.locks.claims_per_minute,
-                        }),
-                    };
-                    audit.limited(
-                        &rule.id,
-                        &resource,
-                        &identity.user,
-                        &self.latch.config.proxy.instance,
-                        limit.key(),
-                        detail,
-                    );
-                }
-                respond::too_many(html, limit, &resource, retry)
+                let body = has_body(session.req_header());
+                Box::pin(reply.send(session, body)).await?;
+                Ok(true)
             }
-            Err(e) => {
-                self.latch.metrics.count(Outcome::StoreError);
-                match self.latch.config.locks.on_store_error {
-                    config::OnStoreError::Allow => {
-                        tracing::warn!(resource = %resource, error = %e, "lock store unavailable; allowing (on_store_error = allow)");
-                        ctx.identity = Some(identity);
-                        return Ok(false);
-                    }
-                    config::OnStoreError::Deny => {
-                        tracing::warn!(resource = %resource, error = %e, "lock store unavailable; denying");
-                        let reply = if html {
-                            Reply::new(
-                                503,
-                                "text/html; charset=utf-8",
-                                "<!doctype html><title>Temporarily unavailable</title><h1>Temporarily unavailable</h1>\
-                                 <p>The lock service cannot be reached, so this page cannot be opened safely. Try again in a few seconds.</p>",
-                            )
-                        } else {
-                            Reply::problem(
-                                503,
-                                "Lock store unavailable",
-                                "The lock service cannot be reached; try again shortly.",
-                            )
-                        };
-                        reply.header(header::RETRY_AFTER, "5")
-                    }
-                }
-            }
-        };
-        let reply = match ctx.set_cookie.take() {
-            Some(c) => reply.header(header::SET_COOKIE, c),
-            None => reply,
-        };
-        Box::pin(reply.send(session, body)).await?;
-        Ok(true)
+        }
     }
 
     async fn upstream_peer(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

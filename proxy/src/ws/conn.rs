@@ -1,0 +1,512 @@
+//! One banner socket's protocol, from its first message to its close: what the viewer
+//! watches, what they are told when a lock changes, keeping their held locks alive, and the
+//! grace period when the last banner of a lock closes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::Identity;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{EventKind, Lock};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::rate::Budget;
+use super::transport::{close, send, Ws, MAX_MESSAGE, WRITE_TIMEOUT};
+use crate::actions::{self, holds};
+use crate::banner::{free_json, lock_json, Push};
+use crate::state::Latch;
+
+/// Resources one socket may watch.
+const MAX_WATCHES: usize = 16;
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CLOSE_SESSION_EXPIRED: u16 = 4401;
+/// How long a closing socket keeps reading for the client's answer to its close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMsg {
+    Watch { path: String },
+    Heartbeat,
+    Release { resource: String },
+    Takeover { resource: String },
+    RequestAccess { resource: String },
+}
+
+/// A resource this socket watches, with what the viewer's permissions depend on.
+struct Watched {
+    resource: String,
+    rule: String,
+    /// Shorter of the rule's lease/3 and grace/2: how often the server renews a held lock
+    /// while the socket is open, so a lease never lapses under a live banner.
+    renew_every: Duration,
+    lease: Duration,
+    grace: Duration,
+    /// Did this socket last see its viewer holding the lock?
+    held: bool,
+    /// When a renewal first found the held lock gone without any event saying so — what a
+    /// lock store that lost its data looks like (see [`Conn::rebuild`]).
+    lost_at: Option<Instant>,
+}
+
+/// How long a held lock must stay silently gone before the socket re-claims it. A release,
+/// takeover or expiry reaches the socket as an event well within this, clearing `held`.
+const REBUILD_AFTER: Duration = Duration::from_secs(1);
+
+struct Conn {
+    latch: Arc<Latch>,
+    id: u64,
+    identity: Arc<Identity>,
+    sid: Option<String>,
+    watched: Vec<Watched>,
+    budget: Budget,
+}
+
+fn error_json(code: &str, message: &str) -> Value {
+    json!({ "type": "error", "code": code, "message": message })
+}
+
+impl Conn {
+    /// The `lock` message this viewer should see for `resource`.
+    fn view(&self, resource: &str, lock: Option<&Lock>) -> Value {
+        match lock {
+            None => free_json(resource),
+            Some(lock) => {
+                let you = holds(lock, &self.identity, self.sid.as_deref());
+                let same_user = !you && lock.holder.user == self.identity.user;
+                let can_takeover =
+                    !you && actions::may_take_over(&self.latch, lock, &self.identity);
+                lock_json(lock, you, same_user, can_takeover)
+            }
+        }
+    }
+
+    async fn current(&self, resource: &str) -> Result<Option<Lock>, store::StoreError> {
+        self.latch
+            .store_op("get", self.latch.store.get(resource))
+            .await
+    }
+
+    /// Renews every lock this socket's viewer holds.
+    async fn renew_held(&mut self) {
+        for i in 0..self.watched.len() {
+            let w = &self.watched[i];
+            if !w.held {
+                continue;
+            }
+            let owner = self.owner_key(w);
+            let renewed = self
+                .latch
+                .store_op(
+                    "renew",
+                    self.latch.store.renew(&w.resource, &owner, w.lease),
+                )
+                .await;
+            if let Ok(None) = renewed {
+                let w = &mut self.watched[i];
+                match w.lost_at {
+                    None => w.lost_at = Some(Instant::now()),
+                    Some(at) if at.elapsed() >= REBUILD_AFTER => self.rebuild(i).await,
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims again a lock this socket's viewer held and that vanished with no event: the
+    /// lock store lost its data (a Redis restart without persistence). The claim counts as an
+    /// unsafe one, so an owner the store marked displaced (taken over, force-released,
+    /// expired) is refused instead of silently undoing that decision.
+    async fn rebuild(&mut self, i: usize) {
+        let w = &self.watched[i];
+        let request = store::ClaimRequest {
+            resource: w.resource.clone(),
+            rule: w.rule.clone(),
+            holder: self.holder(w),
+            lease: w.lease,
+            instance: self.latch.config.proxy.instance.clone(),
+            unsafe_method: true,
+            // The viewer held this lock before the store lost it; it was counted then.
+            max_per_user: None,
+        };
+        let outcome = self
+            .latch
+            .store_op("claim", self.latch.store.claim(&request))
+            .await;
+        let w = &mut self.watched[i];
+        w.lost_at = None;
+        match outcome {
+            Ok(store::ClaimOutcome::Claimed(lock)) | Ok(store::ClaimOutcome::Renewed(lock)) => {
+                tracing::info!(resource = %lock.resource, user = %lock.holder.user, fence = lock.fence, "lock rebuilt from its holder's banner after the store lost it");
+            }
+            Ok(_) => w.held = false,
+            Err(_) => {}
+        }
+    }
+
+    /// The lock holder this socket's viewer is for `w`: the user, plus this browser session
+    /// when the rule gives locks to sessions.
+    fn holder(&self, w: &Watched) -> store::Holder {
+        self.latch
+            .holder_under(&self.identity, &w.rule, self.sid.as_deref())
+    }
+
+    fn owner_key(&self, w: &Watched) -> String {
+        self.holder(w).owner_key()
+    }
+
+    async fn handle(&mut self, ws: &mut Ws, text: &str) -> bool {
+        let msg: ClientMsg = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                return send(
+                    ws,
+                    error_json("bad_message", &format!("cannot read this message: {e}")),
+                )
+                .await
+            }
+        };
+        match msg {
+            ClientMsg::Watch { path } => self.watch(ws, &path).await,
+            ClientMsg::Heartbeat => {
+                self.renew_held().await;
+                true
+            }
+            ClientMsg::Release { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                match actions::release(
+                    &self.latch,
+                    &self.identity,
+                    self.sid.as_deref(),
+                    &resource,
+                    false,
+                )
+                .await
+                {
+                    Ok(_) => true,
+                    Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
+                }
+            }
+            ClientMsg::Takeover { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                match actions::takeover(&self.latch, &self.identity, self.sid.as_deref(), &resource)
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
+                }
+            }
+            ClientMsg::RequestAccess { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                let holder = store::Holder {
+                    user: self.identity.user.clone(),
+                    name: self.identity.name.clone(),
+                    session: None,
+                };
+                match self
+                    .latch
+                    .store_op(
+                        "request_access",
+                        self.latch.store.request_access(&resource, &holder),
+                    )
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+                }
+            }
+        }
+    }
+
+    fn is_watching(&self, resource: &str) -> bool {
+        self.watched.iter().any(|w| w.resource == resource)
+    }
+
+    async fn watch(&mut self, ws: &mut Ws, path: &str) -> bool {
+        let path = match rules::normalize_path(path) {
+            Ok(p) => p.into_owned(),
+            Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
+        };
+        let rule_path = match self.latch.rule_path(&path) {
+            Ok(p) => p.into_owned(),
+            Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
+        };
+        let (resource, rule_id, lease, grace) = {
+            let rules = self.latch.rules.load();
+            let Some(m) = rules.find("GET", &rule_path) else {
+                return send(
+                    ws,
+                    error_json("not_protected", "no rule protects this path"),
+                )
+                .await;
+            };
+            (
+                m.resource,
+                m.rule.id.clone(),
+                self.latch.lease_for(m.rule),
+                self.latch.grace_for(m.rule),
+            )
+        };
+        if !self.is_watching(&resource) {
+            if self.watched.len() >= MAX_WATCHES {
+                return send(
+                    ws,
+                    error_json("too_many_watches", "this socket watches too many pages"),
+                )
+                .await;
+            }
+            let renew_every = (lease / 3).min(grace / 2).max(Duration::from_secs(1));
+            self.watched.push(Watched {
+                resource: resource.clone(),
+                rule: rule_id,
+                renew_every,
+                lease,
+                grace,
+                held: false,
+                lost_at: None,
+            });
+            self.latch.hub.watch(self.id, &resource);
+        }
+        self.resend(ws, &resource).await
+    }
+
+    /// Re-reads one resource's state and sends it.
+    async fn resend(&mut self, ws: &mut Ws, resource: &str) -> bool {
+        let lost = self
+            .watched
+            .iter()
+            .position(|w| w.resource == resource && w.held);
+        if let (Some(i), Ok(None)) = (lost, self.current(resource).await) {
+            // A resync (the store's event stream was interrupted) found a lock this viewer
+            // held gone: rebuild it unless the store says the viewer was displaced.
+            self.rebuild(i).await;
+        }
+        match self.current(resource).await {
+            Ok(lock) => {
+                let msg = self.view(resource, lock.as_ref());
+                let you = msg["you"].as_bool().unwrap_or(false);
+                if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
+                    w.held = you;
+                }
+                send(ws, msg).await
+            }
+            Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+        }
+    }
+
+    async fn on_event(&mut self, ws: &mut Ws, event: &store::LockEvent) -> bool {
+        let me_before = event
+            .previous
+            .as_ref()
+            .is_some_and(|l| holds(l, &self.identity, self.sid.as_deref()));
+        match &event.kind {
+            EventKind::AccessRequested { by } => {
+                let i_hold = self
+                    .watched
+                    .iter()
+                    .any(|w| w.resource == event.resource && w.held);
+                if i_hold && by.user != self.identity.user {
+                    return send(
+                        ws,
+                        json!({ "type": "access_requested", "resource": event.resource,
+                                "by": { "id": by.user, "name": by.name } }),
+                    )
+                    .await;
+                }
+                true
+            }
+            EventKind::TakenOver { by } => {
+                if me_before
+                    && !event
+                        .lock
+                        .as_ref()
+                        .is_some_and(|l| holds(l, &self.identity, self.sid.as_deref()))
+                {
+                    let ok = send(
+                        ws,
+                        json!({ "type": "taken_over", "resource": event.resource,
+                                "by": { "id": by.user, "name": by.name } }),
+                    )
+                    .await;
+                    if !ok {
+                        return false;
+                    }
+                }
+                self.push_state(ws, &event.resource, event.lock.as_ref())
+                    .await
+            }
+            EventKind::Claimed | EventKind::Released { .. } => {
+                self.push_state(ws, &event.resource, event.lock.as_ref())
+                    .await
+            }
+        }
+    }
+
+    async fn push_state(&mut self, ws: &mut Ws, resource: &str, lock: Option<&Lock>) -> bool {
+        let msg = self.view(resource, lock);
+        let you = msg["you"].as_bool().unwrap_or(false);
+        if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
+            w.held = you;
+            w.lost_at = None;
+        }
+        send(ws, msg).await
+    }
+
+    /// The socket is closing: locks its viewer holds here start their grace period unless
+    /// another local banner of the same user still watches them.
+    async fn start_grace(&self) {
+        for w in self.watched.iter().filter(|w| w.held) {
+            let holder = self.holder(w);
+            if self.latch.hub.others_watching(
+                &w.resource,
+                &holder.user,
+                holder.session.as_deref(),
+                self.id,
+            ) > 0
+            {
+                continue;
+            }
+            let owner = holder.owner_key();
+            let _ = self
+                .latch
+                .store_op(
+                    "renew",
+                    self.latch.store.renew(&w.resource, &owner, w.grace),
+                )
+                .await;
+            tracing::debug!(resource = %w.resource, user = %self.identity.user, grace = ?w.grace, "last banner closed; grace started");
+        }
+    }
+}
+
+pub async fn run_socket(
+    latch: Arc<Latch>,
+    id: u64,
+    identity: Arc<Identity>,
+    sid: Option<String>,
+    mut ws: Ws,
+    mut pushes: tokio::sync::mpsc::Receiver<Push>,
+) {
+    let expires_at = {
+        let now_unix = crate::time_fmt::now_ms() / 1000;
+        Instant::now() + Duration::from_secs(identity.expires_at.saturating_sub(now_unix))
+    };
+    let mut conn = Conn {
+        latch,
+        id,
+        identity,
+        sid,
+        watched: Vec::new(),
+        budget: Budget::new(),
+    };
+    let mut ping = interval(PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut renew = interval(Duration::from_secs(1));
+    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_renew = Instant::now();
+    let mut last_seen = Instant::now();
+
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let Some(incoming) = incoming else { break };
+                last_seen = Instant::now();
+                match incoming {
+                    // Every frame the client chooses to send costs a token, whatever its kind:
+                    // binary frames and pings cost the server a reply too.
+                    Ok(msg @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_))) => {
+                        if !conn.budget.take() {
+                            if conn.budget.exhausted() {
+                                let _ = send(&mut ws, error_json("rate_limited", "too many messages; closing")).await;
+                                close(&mut ws, CloseCode::Policy, "rate limit").await;
+                                break;
+                            }
+                            if !send(&mut ws, error_json("rate_limited", "too many messages; slow down")).await {
+                                break;
+                            }
+                            continue;
+                        }
+                        let ok = match msg {
+                            Message::Text(text) => conn.handle(&mut ws, &text).await,
+                            Message::Binary(_) => {
+                                send(&mut ws, error_json("bad_message", "binary messages are not part of the protocol")).await
+                            }
+                            _ => true,
+                        };
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Ok(Message::Close(_)) => break,
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Capacity(e)) => {
+                        let _ = send(&mut ws, error_json("too_big", &format!("message too large (limit {MAX_MESSAGE} bytes): {e}"))).await;
+                        close(&mut ws, CloseCode::Size, "message too big").await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            push = pushes.recv() => {
+                let ok = match push {
+                    Some(Push::Event(event)) => conn.on_event(&mut ws, &event).await,
+                    Some(Push::Resync) => {
+                        let resources: Vec<String> = conn.watched.iter().map(|w| w.resource.clone()).collect();
+                        let mut ok = true;
+                        for r in resources {
+                            ok &= conn.resend(&mut ws, &r).await;
+                        }
+                        ok
+                    }
+                    None => false,
+                };
+                if !ok {
+                    break;
+                }
+            }
+            _ = sleep_until(expires_at) => {
+                let _ = send(&mut ws, json!({ "type": "session_expired" })).await;
+                close(&mut ws, CloseCode::from(CLOSE_SESSION_EXPIRED), "session expired").await;
+                break;
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > IDLE_TIMEOUT {
+                    close(&mut ws, CloseCode::Away, "idle").await;
+                    break;
+                }
+                let ping = ws.send(Message::Ping(Bytes::new()));
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ping).await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            _ = renew.tick() => {
+                let every = conn.watched.iter().filter(|w| w.held).map(|w| w.renew_every).min();
+                if every.is_some_and(|e| last_renew.elapsed() >= e) {
+                    last_renew = Instant::now();
+                    conn.renew_held().await;
+                }
+            }
+        }
+    }
+    conn.start_grace().await;
+    let _ = ws.close(None).await;
+    // Read what the client still sends until it answers the close or goes quiet: closing a
+    // connection with unread bytes in it resets it, and the reset can destroy the close frame
+    // (and the error before it) before the client has read them.
+    let _ =
+        tokio::time::timeout(LINGER, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}
