@@ -122,8 +122,11 @@ impl RuleHome {
     }
 }
 
+/// A lock store and its background work.
+type OpenedLocks = (Arc<dyn LockStore>, Vec<Task>);
+
 /// The configured lock store and its background work.
-fn open_locks(config: &Config) -> Result<(Arc<dyn LockStore>, Vec<Task>), Vec<String>> {
+fn open_locks(config: &Config) -> Result<OpenedLocks, Vec<String>> {
     match &config.locks.store {
         LockStoreKind::Memory => {
             let memory = MemoryLockStore::new();
