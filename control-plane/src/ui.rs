@@ -11,6 +11,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+// The page's placeholders are double-quoted attribute values; this escapes `&`, `<`, `>`, `"`
+// and `'`.
+use html_escape::encode_quoted_attribute as escape;
 
 use crate::access::Access;
 use crate::error::ApiError;
@@ -89,22 +92,6 @@ fn set_headers(headers: &mut HeaderMap, content_type: &'static str) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-/// Escapes text for an HTML attribute value or element content.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +100,7 @@ mod tests {
     fn escaping_covers_attribute_breakouts() {
         assert_eq!(
             escape("a\"><script>'&"),
-            "a&quot;&gt;&lt;script&gt;&#39;&amp;"
+            "a&quot;&gt;&lt;script&gt;&#x27;&amp;"
         );
     }
 

@@ -43,24 +43,5 @@ fn is_valid_data_key(key: &str) -> bool {
 /// Escapes for a double-quoted attribute value; `<`, `>` and `'` too, so the value is inert in
 /// any context a careless caller might copy it into.
 fn push_escaped(out: &mut String, value: &str) {
-    let mut rest = value;
-    // Every character that needs escaping is ASCII, so each byte position found is a char
-    // boundary, and the runs in between are copied whole.
-    while let Some(at) = rest.bytes().position(|b| escape(b).is_some()) {
-        out.push_str(&rest[..at]);
-        out.push_str(escape(rest.as_bytes()[at]).unwrap_or_default());
-        rest = &rest[at + 1..];
-    }
-    out.push_str(rest);
-}
-
-fn escape(byte: u8) -> Option<&'static str> {
-    match byte {
-        b'&' => Some("&amp;"),
-        b'"' => Some("&quot;"),
-        b'\'' => Some("&#39;"),
-        b'<' => Some("&lt;"),
-        b'>' => Some("&gt;"),
-        _ => None,
-    }
+    html_escape::encode_quoted_attribute_to_string(value, out);
 }

@@ -31,7 +31,7 @@ fn without_nonce_there_is_no_nonce_attribute() {
 #[test]
 fn every_attribute_value_is_escaped() {
     let evil = "\"><script>alert('x')</script>&amp;";
-    let escaped = "&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;amp;";
+    let escaped = "&quot;&gt;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;amp;";
     let tag = script_tag(evil, &[("latch-path", evil)], Some(evil));
     assert_eq!(
         tag,

@@ -2,6 +2,8 @@
 
 mod commands;
 mod demo_app;
+mod launch;
+mod stores;
 
 use std::process::ExitCode;
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use store::{AuditEvent, AuditKind, EventLog, Lock};
 use tokio::sync::mpsc;
 
-use crate::server::Task;
+use crate::task::Task;
 use crate::time_fmt::now_ms;
 
 /// One denial per (resource, user) per window is recorded.

@@ -26,10 +26,12 @@ pub mod rules_source;
 pub mod server;
 mod service;
 mod state;
+mod task;
 mod time_fmt;
 mod upstream_headers;
 mod ws;
 
 pub use endpoints::BANNER_JS;
-pub use server::{build, open_store, run, Task};
+pub use server::{build, run};
 pub use state::{Latch, StartError};
+pub use task::Task;

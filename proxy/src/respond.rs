@@ -5,6 +5,9 @@
 //! body we did not read, keepalive is switched off so pingora does not drain a large upload.
 
 use bytes::Bytes;
+// Every escaped value lands in element text or a double-quoted attribute; this escapes `&`,
+// `<`, `>`, `"` and `'`, which is safe in both.
+use html_escape::encode_quoted_attribute as escape;
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -115,22 +118,6 @@ pub fn wants_html(session: &Session) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/html")))
-}
-
-/// Minimal HTML escaping for text and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Seconds until the lock's lease ends, at least 1: what `Retry-After` tells a client.

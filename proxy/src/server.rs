@@ -1,9 +1,11 @@
 //! Assembling one proxy instance: the pingora server, its HTTP proxy service and the
-//! background service that runs the lock reaper, the banner hub, the rule poller and the
+//! background service that runs the given tasks, the banner hub, the rule poller and the
 //! admin port.
+//!
+//! The public surface is [`build`] and [`run`]. It does not open stores: the caller hands it an
+//! opened lock store (inside [`Latch`]) and the stores' background work as tasks, so every
+//! command opens its stores in one place.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,12 +20,11 @@ use crate::front::Front;
 use crate::rules_source::{self, Polling};
 use crate::service::LatchProxy;
 use crate::state::{Latch, StartError};
-
-/// A task that runs for the life of the process on the background runtime.
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+// Re-exported for `state.rs`, which still names it by this path; new code imports `crate::task`.
+pub(crate) use crate::task::Task;
 
 /// Everything one instance runs besides the proxy itself.
-pub struct Background {
+struct Background {
     latch: Arc<Latch>,
     admin: std::sync::Mutex<Option<std::net::TcpListener>>,
     tasks: std::sync::Mutex<Vec<Task>>,
@@ -136,33 +137,8 @@ pub fn build(
     Ok(server)
 }
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT (quick exit) or SIGTERM (a grace period of 1 s, then up to 2 s for the
+/// runtimes and their tasks to stop); returns once every runtime has stopped.
 pub fn run(server: Server) {
     server.run(RunArgs::default());
-}
-
-/// Opens the configured lock store. Its background work is returned as tasks for the
-/// background runtime: lease expiry, and for Redis also the event subscription that carries
-/// every instance's lock changes to this one's banners.
-///
-/// Opening Redis only checks its URL; connections are made on first use, so an instance starts
-/// (and reports not ready on `/readyz`) while Redis is still down, and recovers when it is up.
-pub fn open_store(
-    config: &config::Config,
-) -> Result<(Arc<dyn store::LockStore>, Vec<Task>), StartError> {
-    match &config.locks.store {
-        config::LockStoreKind::Memory => {
-            let memory = store::MemoryLockStore::new();
-            let reaper: Task = Box::pin(memory.clone().run_reaper());
-            Ok((memory, vec![reaper]))
-        }
-        config::LockStoreKind::Redis(url) => {
-            let redis = store::RedisOptions::from_url(url)
-                .and_then(store::RedisLockStore::open)
-                .map_err(|e| StartError::Other(format!("locks.store: {e}")))?;
-            let listener: Task = Box::pin(redis.clone().run_listener());
-            let reaper: Task = Box::pin(redis.clone().run_reaper());
-            Ok((redis, vec![listener, reaper]))
-        }
-    }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use config::RuleStoreKind;
 use store::RuleStoreError;
 
+use crate::stores;
+
 pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let config = match super::load_config(path) {
         Ok(config) => config,
@@ -28,8 +30,8 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
         RuleStoreKind::File(file) => check_rule_file(file)?,
         RuleStoreKind::Mongo(_) => {
             let source = format!("{}: rules.store", path.display());
-            let runtime = super::proxy::store_runtime()?;
-            let (store, _) = super::proxy::open_rule_store(&config, &runtime)?;
+            let runtime = stores::runtime()?;
+            let store = stores::open_rules(&config, &runtime)?;
             let list = runtime.block_on(store.list()).map_err(|e| match e {
                 RuleStoreError::Invalid(issues) => prefixed(&source, issues),
                 other => vec![format!("{source}: {other}")],

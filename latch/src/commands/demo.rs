@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use config::RuleStoreKind;
 use proxy::rules_source::Polling;
-use store::{FileEventLog, FileRuleStore, RuleStore};
+use store::FileEventLog;
 
-use super::control_plane;
 use crate::demo_app;
+use crate::launch::{self, ProxyPlan};
+use crate::stores::Stores;
 
 /// The demo's rules: an edit page that blocks, its save endpoint on the same resource, a
 /// review page that redirects to the read view, and a read-only settings page.
@@ -61,25 +62,20 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
     let rules_file = dir.join("rules.toml");
     std::fs::write(&rules_file, DEMO_RULES.trim_start())
         .map_err(|e| vec![format!("cannot write {}: {e}", rules_file.display())])?;
-    config.rules.store = RuleStoreKind::File(rules_file.clone());
+    config.rules.store = RuleStoreKind::File(rules_file);
     config.rules.poll = std::time::Duration::from_secs(1);
     let rules = rules::parse_rules_toml(DEMO_RULES)
         .and_then(rules::RuleSet::compile)
         .map_err(|issues| issues.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let rule_store: Arc<dyn RuleStore> = Arc::new(FileRuleStore::new(rules_file));
-    let events = Arc::new(FileEventLog::new(dir.join("events.jsonl")));
-    let listener = control_plane::bind(&config)?;
-    let (store, mut tasks) = proxy::open_store(&config).map_err(|e| vec![e.to_string()])?;
-    tasks.push(Box::pin(demo_app::serve(app, Arc::new(secret))));
+    let mut stores = Stores::open(&config)?;
+    // The demo's directory holds only its own files, so its activity is plainly `events.jsonl`.
+    stores.events = Arc::new(FileEventLog::new(dir.join("events.jsonl")));
+    let listener = launch::bind_control_plane(&config)?;
     let sign_in_admin = format!("http://{}/login?user=admin&next=/", config.proxy.listen);
-    tasks.push(control_plane::task(
-        &config,
-        listener,
-        rule_store.clone(),
-        events.clone(),
-        store.clone(),
-        Some(sign_in_admin),
-    )?);
+    let tasks = vec![
+        Box::pin(demo_app::serve(app, Arc::new(secret))) as proxy::Task,
+        launch::control_plane(&config, listener, &stores, Some(sign_in_admin))?,
+    ];
 
     let base = format!("http://{}", config.proxy.listen);
     let admin = format!("http://{}", config.admin.listen);
@@ -97,16 +93,18 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
          (or a private window): Bob is blocked with a page naming Alice. Ctrl-C stops.",
         dir.display()
     );
-    let latch = proxy::Latch::new(config, store, rules).map_err(|e| vec![e.to_string()])?;
-    tasks.extend(latch.attach_audit(events));
     let polling = Polling {
-        store: rule_store,
+        store: stores.rules.clone(),
         seen: None,
         snapshot: None,
     };
-    let server = proxy::build(latch, Some(polling), tasks).map_err(|e| vec![e.to_string()])?;
-    proxy::run(server);
-    Ok(())
+    let plan = ProxyPlan {
+        config,
+        rules,
+        problem: None,
+        polling,
+    };
+    launch::run(stores, Some(plan), tasks)
 }
 
 /// A fresh directory for this demo's rules and activity, kept after exit so the edits made in
