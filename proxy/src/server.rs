@@ -20,8 +20,7 @@ use crate::front::Front;
 use crate::rules_source::{self, Polling};
 use crate::service::LatchProxy;
 use crate::state::{Latch, StartError};
-// Re-exported for `state.rs`, which still names it by this path; new code imports `crate::task`.
-pub(crate) use crate::task::Task;
+use crate::task::Task;
 
 /// Everything one instance runs besides the proxy itself.
 struct Background {

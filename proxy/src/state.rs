@@ -256,7 +256,7 @@ impl Latch {
 
     /// Records this instance's denials in `log`. Returns the task that writes them, to run on
     /// the background runtime; `None` if a log was already attached.
-    pub fn attach_audit(&self, log: Arc<dyn store::EventLog>) -> Option<crate::server::Task> {
+    pub fn attach_audit(&self, log: Arc<dyn store::EventLog>) -> Option<crate::task::Task> {
         let (auditor, task) = crate::audit::Auditor::new(log);
         self.audit.set(auditor).ok().map(|()| task)
     }
