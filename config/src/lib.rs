@@ -1,4 +1,4 @@
-//! Latch's configuration (SPEC §2).
+//! Latch's configuration (docs/config.md, docs/operations.md).
 //!
 //! External formats — the TOML file and `LATCH_<SECTION>_<KEY>` environment variables — are
 //! layered into one raw TOML table, which is then converted into the single internal [`Config`]

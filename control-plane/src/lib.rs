@@ -1,4 +1,4 @@
-//! Latch's control plane (SPEC §6): the admin REST API under `/api/v1` and the admin web UI
+//! The control plane (docs/admin-api.md): the admin REST API under `/api/v1` and the admin web UI
 //! at `/`.
 //!
 //! It owns rule editing (validated, ETag-guarded, audited), the live lock list and force
@@ -94,7 +94,7 @@ impl ControlPlane {
     }
 }
 
-/// Every route of SPEC §6.
+/// Every route of docs/admin-api.md.
 pub fn router(control_plane: Arc<ControlPlane>) -> Router {
     let api = Router::new()
         .route("/rules", get(rules_api::list).post(rules_api::create))

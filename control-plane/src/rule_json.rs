@@ -19,7 +19,7 @@ use crate::error::{ApiError, FieldError};
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// A rule as the API shows and accepts it (SPEC §3). It mirrors [`rules::Rule`] field for
+/// A rule as the API shows and accepts it (docs/rules.md). It mirrors [`rules::Rule`] field for
 /// field; a test keeps the two in step.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RuleDto {

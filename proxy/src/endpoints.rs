@@ -1,4 +1,4 @@
-//! The reserved endpoints under `proxy.prefix` (SPEC §5): the banner script, the banner
+//! The reserved endpoints under `proxy.prefix` (docs/http.md): the banner script, the banner
 //! WebSocket, release, takeover and status.
 
 use std::sync::{Arc, OnceLock};

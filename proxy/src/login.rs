@@ -1,4 +1,4 @@
-//! What a request that needs a token and has no valid one gets (SPEC §4): a redirect to the
+//! What a request that needs a token and has no valid one gets (docs/http.md): a redirect to the
 //! login page for browsers when one is configured, otherwise 401 with a Bearer challenge.
 
 use http::header;

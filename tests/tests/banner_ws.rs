@@ -1,4 +1,4 @@
-//! The banner WebSocket (SPEC §5) driven by a real WebSocket client through the real proxy:
+//! The banner WebSocket (docs/banner.md) driven by a real WebSocket client through the real proxy:
 //! the lock messages each viewer gets, heartbeats, release, takeover, request access, the
 //! limits, and what happens when a holder's socket closes for good or for a reload.
 

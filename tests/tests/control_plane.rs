@@ -1,4 +1,4 @@
-//! The control-plane API (SPEC §6) over real sockets, on both rule stores: a MongoDB-compatible
+//! The admin API (docs/admin-api.md) over real sockets, on both rule stores: a MongoDB-compatible
 //! server (nx-27017) and the embedded rule file. Also: locks and force release seen from a
 //! banner socket, the audit trail and its live stream, rule changes reaching a separate proxy,
 //! and what happens while MongoDB is down.

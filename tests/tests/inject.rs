@@ -1,4 +1,4 @@
-//! Banner injection through the real proxy (SPEC §4 "Injection", §5 `banner.js`): every body
+//! Banner injection through the real proxy (docs/http.md, docs/banner.md): every body
 //! framing and encoding the upstream may use, the pages that must be left alone, and streaming.
 
 use std::io::Read;

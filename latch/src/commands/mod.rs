@@ -1,4 +1,4 @@
-//! The subcommands (SPEC §1). Each returns every problem it found; `main` prints them and
+//! Subcommands (docs/operations.md). Each returns every problem it found; `main` prints them and
 //! exits 2.
 
 mod check;

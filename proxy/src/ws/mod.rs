@@ -1,4 +1,4 @@
-//! The banner WebSocket (`{prefix}/ws`, see `docs/banner.md`), served by the proxy itself.
+//! The banner WebSocket (`{prefix}/ws`, docs/banner.md), served by the proxy itself.
 //!
 //! A handshake that opens its own connection is taken by [`crate::front`] and runs on the bare
 //! TCP stream ([`serve_tcp`]). One that arrives inside an HTTP session (a kept-alive
