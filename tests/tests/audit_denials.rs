@@ -1,13 +1,12 @@
 //! Denials are part of the audit trail: the proxy records them, once per user and resource per
 //! window, and the control plane's events API serves them next to the lock events.
 
-mod support;
-
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{admin_bearer, eventually, Mode, Node, NodeConfig};
+use tests::eventually;
+use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::{client, token, Upstream};
 
 const RULES: &str = r#"

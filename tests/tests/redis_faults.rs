@@ -2,13 +2,12 @@
 //! unprotected ones are untouched, `/readyz` and the metrics say so, and everything recovers
 //! by itself once Redis is back. Each test starts its own Redis on a free port.
 
-mod redis_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use redis_support::{bearer, get, metric, readyz, start_instance, wait_ready, RedisServer, RULES};
 use reqwest::header::{ACCEPT, AUTHORIZATION};
+use tests::instances::{bearer, get, metric, readyz, start_instance, wait_ready, RULES};
+use tests::redis::RedisServer;
 use tests::{client, Latch, LatchBuilder, Upstream};
 
 /// The proxy's default `locks.store_timeout`.
@@ -134,7 +133,7 @@ async fn on_store_error_allow_lets_requests_through() {
     let upstream = Upstream::start().await;
     let locks = format!(
         "{}on_store_error = \"allow\"\n",
-        redis_support::redis_locks(&redis.url())
+        tests::instances::redis_locks(&redis.url())
     );
     let port = upstream.port();
     let latch = tokio::task::spawn_blocking(move || {
@@ -156,7 +155,7 @@ async fn a_proxy_started_before_redis_becomes_ready_when_it_arrives() {
     let port = tests::free_port();
     let upstream = Upstream::start().await;
     let url = format!("redis://127.0.0.1:{port}/0");
-    let locks = redis_support::redis_locks(&url);
+    let locks = tests::instances::redis_locks(&url);
     let upstream_port = upstream.port();
     let latch = tokio::task::spawn_blocking(move || {
         LatchBuilder::new(upstream_port)

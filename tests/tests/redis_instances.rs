@@ -2,21 +2,19 @@
 //! claimants on all of them, changes heard by banners on every instance, and locks that outlive
 //! the instance that granted them. Each test starts its own Redis on a free port.
 
-mod redis_support;
-
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use redis_support::redis_server::RedisCluster;
-use redis_support::{
-    bearer, get, next_message, release, start_instance, start_instances, watch, RedisServer, RULES,
-};
 use serde_json::{json, Value};
+use tests::instances::{
+    bearer, get, next_message, release, start_instance, start_instances, watch, RULES,
+};
+use tests::redis::{RedisCluster, RedisServer};
 use tests::Upstream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A free-state `lock` message within `wait`, skipping anything else; how long it took.
-async fn until_free(ws: &mut redis_support::Ws, wait: Duration) -> Duration {
+async fn until_free(ws: &mut tests::instances::Ws, wait: Duration) -> Duration {
     let started = Instant::now();
     loop {
         let left = wait.saturating_sub(started.elapsed());

@@ -2,13 +2,12 @@
 //! sockets without waiting for a page request, fences stay above what was handed out before,
 //! and an owner an admin displaced is not resurrected.
 
-mod redis_support;
-
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use redis_support::{bearer, get, start_instance, watch, RedisServer, RULES};
 use serde_json::{json, Value};
+use tests::instances::{bearer, get, start_instance, watch, RULES};
+use tests::redis::RedisServer;
 use tests::{client, Upstream};
 use tokio_tungstenite::tungstenite::Message;
 

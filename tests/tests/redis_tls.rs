@@ -1,11 +1,10 @@
 //! `rediss://`: the proxy talks to Redis over TLS and verifies its certificate against the
 //! system's trust store, which `SSL_CERT_FILE` extends with a private CA.
 
-mod redis_support;
-
 use std::time::Duration;
 
-use redis_support::{bearer, get, readyz, redis_locks, wait_ready, RedisServer, RULES};
+use tests::instances::{bearer, get, readyz, redis_locks, wait_ready, RULES};
+use tests::redis::RedisServer;
 use tests::{LatchBuilder, Upstream};
 
 #[tokio::test]
