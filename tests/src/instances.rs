@@ -14,14 +14,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::{client, token, Latch, LatchBuilder};
 
-/// `/echo/doc/{id}` is locked per document; everything else passes unprotected.
-pub const RULES: &str = r#"
-[[rule]]
-id = "doc"
-pattern = "/echo/doc/(?P<id>[0-9]+)"
-resource = "doc:{id}"
-"#;
-
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The `[locks]` section for a Redis store at `url` with the shortest lease the config allows.

@@ -7,11 +7,13 @@
 //!   proxies on one Redis with the HTTP and WebSocket clients those tests use.
 //! - The upstream: [`Upstream`] ([`upstream`]), a real app with the behaviours the tests need
 //!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket).
+//! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
 //!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
 //!   (Chromium and ChromeDriver).
 //! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
+pub mod fixtures;
 pub mod instances;
 pub mod latch;
 pub mod node;

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
-use tests::instances::{bearer, get, metric, readyz, start_instance, wait_ready, RULES};
+use tests::fixtures::DOC;
+use tests::instances::{bearer, get, metric, readyz, start_instance, wait_ready};
 use tests::redis::RedisServer;
 use tests::{client, Latch, LatchBuilder, Upstream};
 
@@ -50,7 +51,7 @@ fn signal(pid: u32, sig: &str) {
 async fn redis_down_fails_closed_and_recovers_by_itself() {
     let mut redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let latch = start_instance(upstream.port(), &redis.url(), RULES).await;
+    let latch = start_instance(upstream.port(), &redis.url(), DOC).await;
     let alice = bearer("alice", &[]);
     assert_eq!(get(&latch, "/echo/doc/1", &alice).await.0, 200);
     let errors_before = metric(&latch, "latch_store_errors_total")
@@ -105,7 +106,7 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
 async fn a_redis_that_stops_answering_is_cut_off_by_the_store_timeout() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let latch = start_instance(upstream.port(), &redis.url(), RULES).await;
+    let latch = start_instance(upstream.port(), &redis.url(), DOC).await;
     let alice = bearer("alice", &[]);
     assert_eq!(get(&latch, "/echo/doc/1", &alice).await.0, 200);
 
@@ -137,7 +138,7 @@ async fn on_store_error_allow_lets_requests_through() {
     );
     let port = upstream.port();
     let latch = tokio::task::spawn_blocking(move || {
-        LatchBuilder::new(port).rules(RULES).locks(&locks).start()
+        LatchBuilder::new(port).rules(DOC).locks(&locks).start()
     })
     .await
     .unwrap();
@@ -159,7 +160,7 @@ async fn a_proxy_started_before_redis_becomes_ready_when_it_arrives() {
     let upstream_port = upstream.port();
     let latch = tokio::task::spawn_blocking(move || {
         LatchBuilder::new(upstream_port)
-            .rules(RULES)
+            .rules(DOC)
             .locks(&locks)
             .start()
     })
@@ -183,7 +184,7 @@ async fn a_proxy_started_before_redis_becomes_ready_when_it_arrives() {
 async fn a_bad_redis_url_is_a_clear_start_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("latch.toml");
-    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), DOC).unwrap();
     std::fs::write(
         &config,
         format!(

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use serde_json::{json, Value};
-use tests::instances::{bearer, get, start_instance, watch, RULES};
+use tests::fixtures::DOC;
+use tests::instances::{bearer, get, start_instance, watch};
 use tests::redis::RedisServer;
 use tests::{client, Upstream};
 use tokio_tungstenite::tungstenite::Message;
@@ -28,7 +29,7 @@ async fn status(latch: &tests::Latch, path: &str) -> Value {
 async fn a_held_lock_is_rebuilt_from_its_banner_after_redis_loses_its_data() {
     let mut redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let latch = start_instance(upstream.port(), &redis.url(), RULES).await;
+    let latch = start_instance(upstream.port(), &redis.url(), DOC).await;
 
     let (status_code, body) = get(&latch, "/echo/doc/1", &bearer("alice", &[])).await;
     assert_eq!(status_code, 200, "{body}");
