@@ -6,17 +6,13 @@ use std::time::Duration;
 
 use store::{ClaimOutcome, ClaimRequest, Holder, LockStore, ReleaseReason};
 
-use super::{claimed, renewed, tab, user, Timing, LEASE as LONG};
+use super::{claimed, renewed, safe_on, tab, user, Timing, LEASE as LONG};
 
+/// A safe claim of `resource` under the per-user cap `max`.
 fn capped(resource: &str, holder: &Holder, max: Option<u32>, lease: Duration) -> ClaimRequest {
     ClaimRequest {
-        resource: resource.to_owned(),
-        rule: "edit".to_owned(),
-        holder: holder.clone(),
-        lease,
-        instance: "proxy-1".to_owned(),
-        unsafe_method: false,
         max_per_user: max,
+        ..safe_on(resource, holder, lease)
     }
 }
 
