@@ -1,29 +1,33 @@
-//! Support for Latch's end-to-end tests: free ports, the real `latch` binary started as a
-//! child process on its own config, and a real upstream app with the behaviours the tests
-//! need (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket).
+//! The kit for Latch's end-to-end tests: every test starts what it needs from here, each on
+//! free loopback ports of its own, so tests run in parallel and never share state.
 //!
-//! Every test starts its own upstream and its own proxy on free loopback ports, so tests run
-//! in parallel and never share state.
+//! What the kit offers:
+//! - Latch itself: [`Latch`] / [`LatchBuilder`] ([`latch`]), one `latch proxy` on its own
+//!   config; [`node`], a whole `latch run|proxy|control-plane` process; [`instances`], several
+//!   proxies on one Redis with the HTTP and WebSocket clients those tests use.
+//! - The upstream: [`Upstream`] ([`upstream`]), a real app with the behaviours the tests need
+//!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket).
+//! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
+//! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
+//!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
+//!   (Chromium and ChromeDriver).
+//! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
-pub mod chrome;
+pub mod fixtures;
+pub mod instances;
 pub mod latch;
+pub mod node;
 pub mod upstream;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 pub use latch::{Latch, LatchBuilder};
+pub use testkit::{chrome, free_port, mongo, redis, wait_for_port};
 pub use upstream::Upstream;
 
 /// The HS256 secret every test proxy is configured with.
 pub const SECRET: &str = "test-secret-that-is-long-enough-for-hs256!";
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -57,4 +61,22 @@ pub fn client() -> reqwest::Client {
         .no_proxy()
         .build()
         .expect("an HTTP client")
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

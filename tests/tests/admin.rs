@@ -1,30 +1,14 @@
 //! The proxy's admin port: health, readiness and Prometheus metrics that move with traffic.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tests::fixtures::{DOC_EDIT, REVIEW, SETTINGS};
 use tests::{client, token, Latch, LatchBuilder, Upstream};
 
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-
-[[rule]]
-id = "review"
-pattern = "/echo/review/(?P<id>[0-9]+)"
-resource = "review:{id}"
-mode = "redirect"
-redirect_to = "/echo/docs/{id}"
-
-[[rule]]
-id = "settings"
-pattern = "/echo/settings"
-resource = "settings"
-mode = "read_only"
-"#;
+static RULES: LazyLock<String> = LazyLock::new(|| [DOC_EDIT, REVIEW, SETTINGS].concat());
 
 const OUTCOMES: [&str; 10] = [
     "passed",
@@ -77,7 +61,7 @@ fn outcomes(text: &str) -> Vec<(&'static str, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(&RULES).start();
     let health = client()
         .get(latch.admin_url("/healthz"))
         .send()
@@ -102,7 +86,7 @@ async fn health_and_readiness() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_outcomes_and_lock_gauge_move_with_traffic() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(&RULES).start();
     let before = scrape(&latch).await;
     for (outcome, value) in outcomes(&before) {
         assert_eq!(value, 0.0, "{outcome} before any traffic");
@@ -173,7 +157,7 @@ async fn request_outcomes_and_lock_gauge_move_with_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rule_reload_is_counted_and_the_last_good_rules_stay() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(&RULES).start();
     let alice = token("alice", "Alice", &[]);
     let bob = token("bob", "Bob", &[]);
     let open = |tok: &str, path: &str| {

@@ -1,21 +1,14 @@
 //! Denials are part of the audit trail: the proxy records them, once per user and resource per
 //! window, and the control plane's events API serves them next to the lock events.
 
-mod support;
-
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{admin_bearer, eventually, Mode, Node, NodeConfig};
+use tests::eventually;
+use tests::fixtures::DOC_EDIT;
+use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::{client, token, Upstream};
-
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-"#;
 
 async fn events(node: &Node, query: &str) -> Vec<Value> {
     let resp = client()
@@ -37,7 +30,7 @@ async fn events(node: &Node, query: &str) -> Vec<Value> {
 async fn repeated_denials_are_recorded_once_with_rule_and_holder() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("rules.toml"), RULES).expect("rules");
+    std::fs::write(dir.path().join("rules.toml"), DOC_EDIT).expect("rules");
     let node = Node::start(
         Mode::Run,
         NodeConfig {

@@ -2,12 +2,14 @@
 //! the lock messages each viewer gets, heartbeats, release, takeover, request access, the
 //! limits, and what happens when a holder's socket closes for good or for a reload.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use reqwest::header::{COOKIE, ORIGIN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tests::fixtures::{DOC, TAB};
 use tests::{client, token, token_ttl, Latch, LatchBuilder, Upstream};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -16,19 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// `doc` pages follow their user; `tab` pages belong to one browser session.
-const RULES: &str = r#"
-[[rule]]
-id = "doc"
-pattern = "/echo/doc/(?P<id>[0-9]+)"
-resource = "doc:{id}"
-
-[[rule]]
-id = "tab"
-pattern = "/echo/tab/(?P<id>[0-9]+)"
-resource = "tab:{id}"
-owner = "session"
-"#;
+static RULES: LazyLock<String> = LazyLock::new(|| [DOC, TAB].concat());
 
 /// How long any single expected message may take before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -47,7 +37,7 @@ async fn setup() -> Setup {
 async fn setup_locks(locks: &str) -> Setup {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(RULES)
+        .rules(&RULES)
         .locks(locks)
         .start();
     Setup {

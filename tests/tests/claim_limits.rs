@@ -4,20 +4,19 @@
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
+use std::sync::LazyLock;
+use tests::fixtures::DOC_EDIT;
 use tests::{client, token, LatchBuilder, Upstream};
 
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-max_per_user = 3
-
+const NOTE: &str = r#"
 [[rule]]
 id = "note"
 pattern = "/echo/notes/(?P<id>[0-9]+)"
 resource = "note:{id}"
 "#;
+
+/// The document editor capped at three documents per user, and notes with no cap.
+static RULES: LazyLock<String> = LazyLock::new(|| format!("{DOC_EDIT}max_per_user = 3\n{NOTE}"));
 
 async fn get(url: &str, bearer: &str) -> Response {
     client()
@@ -50,7 +49,7 @@ fn retry_after(resp: &Response) -> u64 {
 async fn a_rules_cap_refuses_the_next_lock_and_renewals_and_other_users_pass() {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(RULES)
+        .rules(&RULES)
         .locks("store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\nmax_per_user = 10\n")
         .start();
     let http = client();
@@ -126,7 +125,7 @@ async fn a_rules_cap_refuses_the_next_lock_and_renewals_and_other_users_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_release_the_next_claim_fits_under_the_cap() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(&RULES).start();
     let http = client();
     let alice = token("alice", "Alice", &[]);
     let doc = |id: u32| latch.url(&format!("/echo/docs/{id}/edit"));
@@ -156,7 +155,7 @@ async fn after_a_release_the_next_claim_fits_under_the_cap() {
 async fn new_claims_are_rate_limited_per_user_and_renewals_are_not() {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(RULES)
+        .rules(&RULES)
         .env("LATCH_LOCKS_CLAIMS_PER_MINUTE", "2")
         .start();
     let http = client();

@@ -8,14 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
+use tests::fixtures::BARE_DOC_EDIT;
 use tests::{client, free_port, token, LatchBuilder, Upstream, SECRET};
-
-const GOOD_RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-"#;
 
 fn good_config() -> String {
     format!(
@@ -86,7 +80,7 @@ fn assert_named(stderr: &str, file: &Path, expected: &[(&str, &str)]) {
 
 #[test]
 fn check_accepts_a_good_config() {
-    let dir = files(&good_config(), GOOD_RULES);
+    let dir = files(&good_config(), BARE_DOC_EDIT);
     let (code, out, err) = check(&dir, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok"), "{out}");
@@ -98,7 +92,7 @@ fn check_accepts_a_good_config() {
 /// warning.
 #[test]
 fn check_warns_about_untyped_numeric_captures_and_still_passes() {
-    let dir = files(&good_config(), GOOD_RULES);
+    let dir = files(&good_config(), BARE_DOC_EDIT);
     let (code, out, err) = check(&dir, &[]);
     assert_eq!(code, 0, "{out}{err}");
     let warning = err
@@ -109,13 +103,13 @@ fn check_warns_about_untyped_numeric_captures_and_still_passes() {
     assert!(warning.contains("rule 'doc-edit'"), "{warning}");
     assert!(warning.contains("{id:int}"), "{warning}");
 
-    let typed = GOOD_RULES.replace("(?P<id>[0-9]+)", "{id:int}");
+    let typed = BARE_DOC_EDIT.replace("(?P<id>[0-9]+)", "{id:int}");
     let dir = files(&good_config(), &typed);
     let (code, out, err) = check(&dir, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!err.contains("warning"), "{err}");
 
-    let unknown = GOOD_RULES.replace("(?P<id>[0-9]+)", "{id:number}");
+    let unknown = BARE_DOC_EDIT.replace("(?P<id>[0-9]+)", "{id:number}");
     let dir = files(&good_config(), &unknown);
     let (code, _, err) = check(&dir, &[]);
     assert_eq!(code, 2, "{err}");
@@ -205,7 +199,7 @@ fn broken_rule_problems() -> Vec<(&'static str, &'static str)> {
 
 #[test]
 fn check_lists_every_config_problem_and_exits_2() {
-    let dir = files(BROKEN_CONFIG, GOOD_RULES);
+    let dir = files(BROKEN_CONFIG, BARE_DOC_EDIT);
     let (code, out, err) = check(&dir, &[]);
     assert_eq!(code, 2, "{out}{err}");
     assert_no_panic(&err);
@@ -256,13 +250,13 @@ fn check_reports_unreadable_files() {
     assert!(err.contains(&missing), "{err}");
     assert_no_panic(&err);
 
-    let dir = files("[proxy\nlisten =", GOOD_RULES);
+    let dir = files("[proxy\nlisten =", BARE_DOC_EDIT);
     let (code, _, err) = check(&dir, &[]);
     assert_eq!(code, 2);
     assert!(err.contains("TOML"), "{err}");
 
     let config = good_config().replace("rules.toml", "no-such-rules.toml");
-    let dir = files(&config, GOOD_RULES);
+    let dir = files(&config, BARE_DOC_EDIT);
     let (code, _, err) = check(&dir, &[]);
     assert_eq!(code, 2);
     assert!(err.contains("no-such-rules.toml"), "{err}");
@@ -272,7 +266,7 @@ fn check_reports_unreadable_files() {
 fn environment_overrides_the_file() {
     // The file's secret is too short; the environment's replaces it.
     let config = good_config().replace(SECRET, "short");
-    let dir = files(&config, GOOD_RULES);
+    let dir = files(&config, BARE_DOC_EDIT);
     let (code, _, err) = check(&dir, &[]);
     assert_eq!(code, 2);
     assert!(err.contains("auth.secret"), "{err}");
@@ -299,7 +293,7 @@ fn environment_overrides_the_file() {
 
 #[test]
 fn unknown_environment_keys_are_errors() {
-    let dir = files(&good_config(), GOOD_RULES);
+    let dir = files(&good_config(), BARE_DOC_EDIT);
     for name in [
         "LATCH_AUTH_SECRETS",
         "LATCH_NOPE",
@@ -317,7 +311,7 @@ fn unknown_environment_keys_are_errors() {
 async fn environment_overrides_reach_a_running_proxy() {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(GOOD_RULES)
+        .rules(BARE_DOC_EDIT)
         .env("LATCH_PROXY_PREFIX", "/_gate")
         .start();
     let status = client()
@@ -340,7 +334,7 @@ async fn environment_overrides_reach_a_running_proxy() {
 
 #[test]
 fn proxy_with_a_broken_config_exits_2_with_a_clear_message() {
-    let dir = files(BROKEN_CONFIG, GOOD_RULES);
+    let dir = files(BROKEN_CONFIG, BARE_DOC_EDIT);
     let started = Instant::now();
     let (code, _, err) = run_latch(&["proxy", "--config", &config_path(&dir)], &[]);
     assert_eq!(code, 2, "{err}");
@@ -372,7 +366,7 @@ fn proxy_reports_a_busy_port() {
          [auth]\nsecret = \"{SECRET}\"\n\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
         free_port()
     );
-    let dir = files(&config, GOOD_RULES);
+    let dir = files(&config, BARE_DOC_EDIT);
     let (code, _, err) = run_latch(&["proxy", "--config", &config_path(&dir)], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("proxy.listen"), "{err}");

@@ -4,22 +4,16 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tests::fixtures::DOC_EDIT;
 use tests::{token, LatchBuilder, Upstream};
 use tokio::sync::Barrier;
-
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-"#;
 
 const CLAIMANTS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_claimants_one_winner() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(DOC_EDIT).start();
     let url = latch.url("/echo/docs/1/edit");
     // One connection per claimant, opened before the start signal, so the requests really
     // arrive together instead of queueing behind a small pool.

@@ -3,15 +3,15 @@
 //! banner socket, the audit trail and its live stream, rule changes reaching a separate proxy,
 //! and what happens while MongoDB is down.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, ETAG, IF_MATCH, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use support::{admin_bearer, eventually, Mode, MongoServer, Node, NodeConfig};
+use tests::eventually;
+use tests::mongo::MongoServer;
+use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::{client, token, Upstream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;

@@ -11,8 +11,6 @@
 //! test` installs them). On failure, a screenshot of every open browser is written to
 //! `artifacts/` at the repository root.
 
-mod support;
-
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -25,8 +23,9 @@ use futures::FutureExt;
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{admin_bearer, eventually, Mode, Node, NodeConfig};
 use tests::chrome::ChromeDriver;
+use tests::eventually;
+use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::{client, token, Upstream};
 
 /// How long the page may take to show what a step waits for. Generous, because Chromium

@@ -2,38 +2,26 @@
 //! and takeover, their permissions and same-origin checks, and the displaced holder who must
 //! reload before writing again.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
+use tests::fixtures::{DOC_EDIT, DOC_SAVE, TAB};
 use tests::{client, token, Latch, LatchBuilder, Upstream};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-
-[[rule]]
-id = "doc-save"
-pattern = "/echo/docs/(?P<id>[0-9]+)/save"
-resource = "doc:{id}"
-methods = ["POST"]
-
+/// Reports only editors may take over.
+const REPORT: &str = r#"
 [[rule]]
 id = "report"
 pattern = "/echo/reports/(?P<id>[0-9]+)"
 resource = "report:{id}"
 takeover_roles = ["editor"]
-
-[[rule]]
-id = "tab"
-pattern = "/echo/tab/(?P<id>[0-9]+)"
-resource = "tab:{id}"
-owner = "session"
 "#;
+
+static RULES: LazyLock<String> = LazyLock::new(|| [DOC_EDIT, DOC_SAVE, REPORT, TAB].concat());
 
 struct Env {
     _upstream: Upstream,
@@ -46,7 +34,7 @@ struct Env {
 
 async fn start() -> Env {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(&RULES).start();
     Env {
         _upstream: upstream,
         latch,

@@ -5,16 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tests::fixtures::BARE_DOC_EDIT;
 use tests::{token, LatchBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-"#;
 
 /// An upstream that answers every request `200 ok` and keeps each request head as received.
 struct RawUpstream {
@@ -100,7 +94,7 @@ fn client_headers(tok: &str) -> [(&str, String); 3] {
 
 async fn head_through(header_case: Option<&str>, path: &str) -> String {
     let upstream = RawUpstream::start().await;
-    let mut builder = LatchBuilder::new(upstream.port).rules(RULES);
+    let mut builder = LatchBuilder::new(upstream.port).rules(BARE_DOC_EDIT);
     if let Some(case) = header_case {
         builder = builder.env("LATCH_PROXY_HEADER_CASE", case);
     }

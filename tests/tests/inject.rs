@@ -8,16 +8,12 @@ use reqwest::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ETAG, IF_NONE_MATCH,
 };
 use reqwest::{Response, StatusCode};
+use tests::fixtures;
 use tests::upstream::{big_page, gzip, PAGE, SCRIPT, ZSTD_BYTES};
 use tests::{client, token, Latch, LatchBuilder, Upstream};
 
 /// Every `/html/*` page is protected, so a signed-in request to it may get the banner.
-const RULES: &str = r#"
-[[rule]]
-id = "page"
-pattern = "/html/(?P<kind>.+)"
-resource = "page:{kind}"
-"#;
+const RULES: &str = fixtures::PAGE;
 
 /// The lease of the default `[locks]` section, which the tag announces.
 const LEASE: u64 = 30;

@@ -1,29 +1,21 @@
 //! Leases in real time: a lock nobody renews expires on its own (lease_seconds = 5, the
 //! smallest allowed), a renewed one does not, and the next holder gets a higher fence.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tests::fixtures::{DOC_EDIT, DOC_SAVE};
 use tests::{client, token, Latch, LatchBuilder, Upstream};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-
-[[rule]]
-id = "doc-save"
-pattern = "/echo/docs/(?P<id>[0-9]+)/save"
-resource = "doc:{id}"
-methods = ["POST"]
-
+/// A resource with a lease and grace of its own.
+const SLOW: &str = r#"
 [[rule]]
 id = "slow"
 pattern = "/echo/slow"
@@ -32,12 +24,14 @@ lease_seconds = 7
 grace_seconds = 2
 "#;
 
+static RULES: LazyLock<String> = LazyLock::new(|| [DOC_EDIT, DOC_SAVE, SLOW].concat());
+
 const LEASE: Duration = Duration::from_secs(5);
 
 async fn start() -> (Upstream, Latch) {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(RULES)
+        .rules(&RULES)
         .locks("store = \"memory\"\nlease_seconds = 5\ngrace_seconds = 1\n")
         .start();
     (upstream, latch)

@@ -5,15 +5,9 @@
 //! exactly what is under test, so these requests are written to the socket byte for byte.
 
 use serde_json::Value;
+use tests::fixtures::DOC_EDIT;
 use tests::{token, Latch, LatchBuilder, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-"#;
 
 /// What came back for one raw request.
 struct RawResponse {
@@ -126,7 +120,7 @@ struct Env {
 /// A proxy where alice holds `doc:1`.
 async fn start_with_doc1_held() -> Env {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(DOC_EDIT).start();
     let env = Env {
         _upstream: upstream,
         latch,
@@ -412,7 +406,7 @@ async fn path_parameters_are_ignored_by_the_rules_and_kept_for_the_app() {
 async fn path_parameters_can_be_refused_outright() {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(RULES)
+        .rules(DOC_EDIT)
         .env("LATCH_PROXY_PATH_PARAMETERS", "reject")
         .start();
     let bob = token("bob", "Bob", &[]);
@@ -452,14 +446,7 @@ async fn lookalike_characters_are_refused() {
 async fn typed_captures_lock_every_spelling_of_one_id() {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(
-            r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/{id:int}/edit"
-resource = "doc:{id}"
-"#,
-        )
+        .rules(&DOC_EDIT.replace("(?P<id>[0-9]+)", "{id:int}"))
         .start();
     let alice = token("alice", "Alice", &[]);
     let bob = token("bob", "Bob", &[]);

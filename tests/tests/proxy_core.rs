@@ -1,48 +1,27 @@
 //! The core of the proxy, end to end: claim, renew, deny, each rule mode, what the upstream is
 //! told, spoofed-header stripping and what an unauthenticated request gets.
 
+use std::sync::LazyLock;
+
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
+use tests::fixtures::{DOC_EDIT, DOC_SAVE, REVIEW, SETTINGS, TAB};
 use tests::{client, token, Latch, LatchBuilder, Upstream};
 
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-
-[[rule]]
-id = "doc-save"
-pattern = "/echo/docs/(?P<id>[0-9]+)/save"
-resource = "doc:{id}"
-methods = ["POST"]
-inject = false
-
-[[rule]]
-id = "review"
-pattern = "/echo/review/(?P<id>[0-9]+)"
-resource = "review:{id}"
-mode = "redirect"
-redirect_to = "/echo/docs/{id}?notice=busy"
-
-[[rule]]
-id = "settings"
-pattern = "/echo/settings"
-resource = "settings"
-mode = "read_only"
-
-[[rule]]
-id = "tab"
-pattern = "/echo/tab/(?P<id>[0-9]+)"
-resource = "tab:{id}"
-owner = "session"
-
+/// Wiki pages, matched whatever the case of the path.
+const WIKI: &str = r#"
 [[rule]]
 id = "wiki"
 pattern = "/echo/wiki/(?P<page>[a-z]+)"
 resource = "wiki:{page}"
 case_insensitive = true
 "#;
+
+/// Every mode and owner, with a save endpoint whose responses get no banner.
+static RULES: LazyLock<String> = LazyLock::new(|| {
+    let save_without_banner = format!("{DOC_SAVE}inject = false\n");
+    [DOC_EDIT, &save_without_banner, REVIEW, SETTINGS, TAB, WIKI].concat()
+});
 
 struct Env {
     _upstream: Upstream,
@@ -56,7 +35,7 @@ async fn start() -> Env {
 
 async fn start_with(configure: impl FnOnce(LatchBuilder) -> LatchBuilder) -> Env {
     let upstream = Upstream::start().await;
-    let latch = configure(LatchBuilder::new(upstream.port()).rules(RULES)).start();
+    let latch = configure(LatchBuilder::new(upstream.port()).rules(&RULES)).start();
     Env {
         _upstream: upstream,
         latch,

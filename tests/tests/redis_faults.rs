@@ -2,13 +2,13 @@
 //! unprotected ones are untouched, `/readyz` and the metrics say so, and everything recovers
 //! by itself once Redis is back. Each test starts its own Redis on a free port.
 
-mod redis_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use redis_support::{bearer, get, metric, readyz, start_instance, wait_ready, RedisServer, RULES};
 use reqwest::header::{ACCEPT, AUTHORIZATION};
+use tests::fixtures::DOC;
+use tests::instances::{bearer, get, metric, readyz, start_instance, wait_ready};
+use tests::redis::RedisServer;
 use tests::{client, Latch, LatchBuilder, Upstream};
 
 /// The proxy's default `locks.store_timeout`.
@@ -51,7 +51,7 @@ fn signal(pid: u32, sig: &str) {
 async fn redis_down_fails_closed_and_recovers_by_itself() {
     let mut redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let latch = start_instance(upstream.port(), &redis.url(), RULES).await;
+    let latch = start_instance(upstream.port(), &redis.url(), DOC).await;
     let alice = bearer("alice", &[]);
     assert_eq!(get(&latch, "/echo/doc/1", &alice).await.0, 200);
     let errors_before = metric(&latch, "latch_store_errors_total")
@@ -106,7 +106,7 @@ async fn redis_down_fails_closed_and_recovers_by_itself() {
 async fn a_redis_that_stops_answering_is_cut_off_by_the_store_timeout() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let latch = start_instance(upstream.port(), &redis.url(), RULES).await;
+    let latch = start_instance(upstream.port(), &redis.url(), DOC).await;
     let alice = bearer("alice", &[]);
     assert_eq!(get(&latch, "/echo/doc/1", &alice).await.0, 200);
 
@@ -134,11 +134,11 @@ async fn on_store_error_allow_lets_requests_through() {
     let upstream = Upstream::start().await;
     let locks = format!(
         "{}on_store_error = \"allow\"\n",
-        redis_support::redis_locks(&redis.url())
+        tests::instances::redis_locks(&redis.url())
     );
     let port = upstream.port();
     let latch = tokio::task::spawn_blocking(move || {
-        LatchBuilder::new(port).rules(RULES).locks(&locks).start()
+        LatchBuilder::new(port).rules(DOC).locks(&locks).start()
     })
     .await
     .unwrap();
@@ -156,11 +156,11 @@ async fn a_proxy_started_before_redis_becomes_ready_when_it_arrives() {
     let port = tests::free_port();
     let upstream = Upstream::start().await;
     let url = format!("redis://127.0.0.1:{port}/0");
-    let locks = redis_support::redis_locks(&url);
+    let locks = tests::instances::redis_locks(&url);
     let upstream_port = upstream.port();
     let latch = tokio::task::spawn_blocking(move || {
         LatchBuilder::new(upstream_port)
-            .rules(RULES)
+            .rules(DOC)
             .locks(&locks)
             .start()
     })
@@ -184,7 +184,7 @@ async fn a_proxy_started_before_redis_becomes_ready_when_it_arrives() {
 async fn a_bad_redis_url_is_a_clear_start_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("latch.toml");
-    std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), DOC).unwrap();
     std::fs::write(
         &config,
         format!(

@@ -42,8 +42,6 @@
 //! client never learned can only make a real overlap go unnoticed, never invent one. It is
 //! itself tested against histories with planted violations below.
 
-mod redis_support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,9 +50,10 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Router;
-use redis_support::{bearer, start_instance, RedisServer};
 use reqwest::header::{AUTHORIZATION, ORIGIN};
 use serde_json::{json, Value};
+use tests::instances::{bearer, start_instance};
+use tests::redis::RedisServer;
 use tests::Latch;
 
 const RULES: &str = r#"

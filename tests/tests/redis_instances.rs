@@ -2,21 +2,20 @@
 //! claimants on all of them, changes heard by banners on every instance, and locks that outlive
 //! the instance that granted them. Each test starts its own Redis on a free port.
 
-mod redis_support;
-
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use redis_support::redis_server::RedisCluster;
-use redis_support::{
-    bearer, get, next_message, release, start_instance, start_instances, watch, RedisServer, RULES,
-};
 use serde_json::{json, Value};
+use tests::fixtures::DOC;
+use tests::instances::{
+    bearer, get, next_message, release, start_instance, start_instances, watch,
+};
+use tests::redis::{RedisCluster, RedisServer};
 use tests::Upstream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A free-state `lock` message within `wait`, skipping anything else; how long it took.
-async fn until_free(ws: &mut redis_support::Ws, wait: Duration) -> Duration {
+async fn until_free(ws: &mut tests::instances::Ws, wait: Duration) -> Duration {
     let started = Instant::now();
     loop {
         let left = wait.saturating_sub(started.elapsed());
@@ -42,7 +41,7 @@ async fn two_hundred_claimants_on_three_instances_get_exactly_one_winner() {
     const CLAIMANTS: usize = 200;
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let instances = start_instances(3, upstream.port(), &redis.url(), RULES).await;
+    let instances = start_instances(3, upstream.port(), &redis.url(), DOC).await;
     let tokens: Vec<String> = (0..CLAIMANTS)
         .map(|i| bearer(&format!("user{i}"), &[]))
         .collect();
@@ -81,7 +80,7 @@ async fn two_hundred_claimants_on_three_instances_get_exactly_one_winner() {
 async fn a_release_on_one_instance_reaches_a_watcher_on_another_within_a_second() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let instances = start_instances(3, upstream.port(), &redis.url(), RULES).await;
+    let instances = start_instances(3, upstream.port(), &redis.url(), DOC).await;
     let (a, c) = (&instances[0], &instances[2]);
     let alice = bearer("alice", &[]);
 
@@ -105,7 +104,7 @@ async fn a_release_on_one_instance_reaches_a_watcher_on_another_within_a_second(
 async fn locks_outlive_a_killed_instance_and_holders_carry_on_elsewhere() {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let mut instances = start_instances(3, upstream.port(), &redis.url(), RULES).await;
+    let mut instances = start_instances(3, upstream.port(), &redis.url(), DOC).await;
     let alice = bearer("alice", &[]);
     let bob = bearer("bob", &[]);
 
@@ -161,8 +160,8 @@ async fn instances_on_a_redis_cluster_share_locks_and_events() {
     }
     let cluster = RedisCluster::start();
     let upstream = Upstream::start().await;
-    let a = start_instance(upstream.port(), &cluster.url(), RULES).await;
-    let b = start_instance(upstream.port(), &cluster.url(), RULES).await;
+    let a = start_instance(upstream.port(), &cluster.url(), DOC).await;
+    let b = start_instance(upstream.port(), &cluster.url(), DOC).await;
     let alice = bearer("alice", &[]);
     let bob = bearer("bob", &[]);
 

@@ -2,13 +2,13 @@
 //! sockets without waiting for a page request, fences stay above what was handed out before,
 //! and an owner an admin displaced is not resurrected.
 
-mod redis_support;
-
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use redis_support::{bearer, get, start_instance, watch, RedisServer, RULES};
 use serde_json::{json, Value};
+use tests::fixtures::DOC;
+use tests::instances::{bearer, get, start_instance, watch};
+use tests::redis::RedisServer;
 use tests::{client, Upstream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,7 +29,7 @@ async fn status(latch: &tests::Latch, path: &str) -> Value {
 async fn a_held_lock_is_rebuilt_from_its_banner_after_redis_loses_its_data() {
     let mut redis = RedisServer::start();
     let upstream = Upstream::start().await;
-    let latch = start_instance(upstream.port(), &redis.url(), RULES).await;
+    let latch = start_instance(upstream.port(), &redis.url(), DOC).await;
 
     let (status_code, body) = get(&latch, "/echo/doc/1", &bearer("alice", &[])).await;
     assert_eq!(status_code, 200, "{body}");

@@ -1,11 +1,11 @@
 //! `rediss://`: the proxy talks to Redis over TLS and verifies its certificate against the
 //! system's trust store, which `SSL_CERT_FILE` extends with a private CA.
 
-mod redis_support;
-
 use std::time::Duration;
 
-use redis_support::{bearer, get, readyz, redis_locks, wait_ready, RedisServer, RULES};
+use tests::fixtures::DOC;
+use tests::instances::{bearer, get, readyz, redis_locks, wait_ready};
+use tests::redis::RedisServer;
 use tests::{LatchBuilder, Upstream};
 
 #[tokio::test]
@@ -20,7 +20,7 @@ async fn a_proxy_on_rediss_verifies_the_certificate_and_enforces_locks() {
         let ca = ca.to_string_lossy().into_owned();
         tokio::task::spawn_blocking(move || {
             LatchBuilder::new(port)
-                .rules(RULES)
+                .rules(DOC)
                 .locks(&locks)
                 .env("SSL_CERT_FILE", &ca)
                 .start()
@@ -43,7 +43,7 @@ async fn a_proxy_on_rediss_verifies_the_certificate_and_enforces_locks() {
         let other_ca = other_ca.to_string_lossy().into_owned();
         tokio::task::spawn_blocking(move || {
             LatchBuilder::new(port)
-                .rules(RULES)
+                .rules(DOC)
                 .locks(&locks)
                 .env("SSL_CERT_FILE", &other_ca)
                 .start()

@@ -1,14 +1,13 @@
 //! With Redis configured, a rule saved through the control plane reaches a separate proxy at
 //! once through a pub/sub nudge, long before its next poll.
 
-mod redis_support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redis_support::{bearer, RedisServer};
 use serde_json::json;
+use tests::instances::bearer;
 use tests::latch::{clean_env, latch_bin};
+use tests::redis::RedisServer;
 use tests::{client, free_port, Upstream, SECRET};
 
 /// A `latch` child process, killed on drop.

@@ -12,14 +12,8 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tests::fixtures::DOC_EDIT;
 use tests::{client, free_port, token, LatchBuilder, Upstream, SECRET};
-
-const RULES: &str = r#"
-[[rule]]
-id = "doc-edit"
-pattern = "/echo/docs/(?P<id>[0-9]+)/edit"
-resource = "doc:{id}"
-"#;
 
 /// A throwaway RSA key pair for these tests only.
 const RSA_PRIVATE: &str = "\
@@ -148,7 +142,7 @@ async fn assert_accepted(url: &str, label: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_401_against_an_hs256_proxy() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(DOC_EDIT).start();
     let url = latch.url("/echo/docs/1/edit");
     let secret = SECRET.as_bytes();
 
@@ -315,7 +309,7 @@ async fn bad_tokens_get_401_against_an_hs256_proxy() {
 async fn issuer_and_audience_are_enforced_when_configured() {
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
-        .rules(RULES)
+        .rules(DOC_EDIT)
         .auth("issuer = \"https://idp.test\"\naudience = [\"latch\", \"other\"]")
         .start();
     let url = latch.url("/echo/docs/1/edit");
@@ -377,7 +371,7 @@ impl CustomLatch {
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n"
         );
         std::fs::write(dir.path().join("latch.toml"), config).unwrap();
-        std::fs::write(dir.path().join("rules.toml"), RULES).unwrap();
+        std::fs::write(dir.path().join("rules.toml"), DOC_EDIT).unwrap();
         let log = std::fs::File::create(dir.path().join("latch.log")).unwrap();
         let child = Command::new(tests::latch::latch_bin())
             .arg("proxy")
@@ -477,7 +471,7 @@ async fn hs_rs_confusion_is_refused_by_a_public_key_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_token_minted_by_the_helper_is_accepted() {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port()).rules(RULES).start();
+    let latch = LatchBuilder::new(upstream.port()).rules(DOC_EDIT).start();
     assert_accepted(
         &latch.url("/echo/docs/1/edit"),
         "tests::token",

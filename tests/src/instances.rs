@@ -1,33 +1,18 @@
-//! Helpers shared by the Redis end-to-end tests: throwaway `redis-server` processes (the same
-//! helper the store's own tests use), several `latch proxy` instances on one Redis, and small
-//! HTTP/WebSocket clients for what those tests check.
-
-#![allow(dead_code)]
-
-#[path = "../../../store/tests/support/redis_server.rs"]
-pub mod redis_server;
+//! Several `latch proxy` instances on one Redis, and the small HTTP and WebSocket clients the
+//! Redis end-to-end tests check them with. The Redis servers come from [`crate::redis`].
 
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use reqwest::header::{AUTHORIZATION, COOKIE, ORIGIN};
 use serde_json::{json, Value};
-use tests::{client, token, Latch, LatchBuilder};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use redis_server::RedisServer;
-
-/// `/echo/doc/{id}` is locked per document; everything else passes unprotected.
-pub const RULES: &str = r#"
-[[rule]]
-id = "doc"
-pattern = "/echo/doc/(?P<id>[0-9]+)"
-resource = "doc:{id}"
-"#;
+use crate::{client, token, Latch, LatchBuilder};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -1,105 +1,13 @@
-//! Helpers shared by the control-plane tests: a MongoDB-compatible server per test, and the
-//! `latch run` / `latch control-plane` processes on their own config.
-//!
-//! The MongoDB stand-in is nx-27017, a wire-protocol server backed by SQLite
-//! (`scripts/setup.sh test` installs it). Each test starts its own on a free port with its own
-//! data directory, so tests never share data and may stop and restart their server freely.
-
-#![allow(dead_code)]
+//! A whole `latch` process (`latch run`, `latch proxy` or `latch control-plane`) on a full
+//! config of its own, for the control-plane tests; the rule store may be a file or a
+//! MongoDB-compatible server ([`crate::mongo`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tests::latch::latch_bin;
-use tests::{free_port, SECRET};
-
-/// One nx-27017 server; killed when dropped. Its data survives [`MongoServer::stop`] and
-/// [`MongoServer::start_again`], as a real server's would.
-pub struct MongoServer {
-    child: Option<Child>,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl MongoServer {
-    pub fn start() -> MongoServer {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let mut server = MongoServer {
-            child: None,
-            port: free_port(),
-            dir,
-        };
-        server.start_again();
-        server
-    }
-
-    /// A URL naming this test's database.
-    pub fn url(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/latch", self.port)
-    }
-
-    /// Kills the server at once, as a crash or a network cut would look to its clients.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port and data.
-    pub fn start_again(&mut self) {
-        self.stop();
-        let data = self.dir.path().join("data");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let log = std::fs::File::create(self.dir.path().join("server.out")).expect("log");
-        let child = Command::new(nx_command())
-            .arg("--host")
-            .arg("127.0.0.1")
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--log-file")
-            .arg(self.dir.path().join("server.log"))
-            .arg("--pid-file")
-            .arg(self.dir.path().join("server.pid"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nx-27017 must be installed: run scripts/setup.sh test");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(20), || self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default()
-    }
-}
-
-impl Drop for MongoServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn nx_command() -> PathBuf {
-    std::env::var_os("NX_27017_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("nx-27017"))
-}
-
-pub fn wait_for_port(port: u16, limit: Duration, log: impl Fn() -> String) {
-    let deadline = Instant::now() + limit;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on port {port}; log:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::latch::{clean_env, latch_bin};
+use crate::{free_port, wait_for_port, SECRET};
 
 /// Which subcommand a [`Node`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +77,7 @@ impl Node {
             Mode::ControlPlane => "control-plane",
         };
         let mut cmd = Command::new(latch_bin());
-        tests::latch::clean_env(&mut cmd);
+        clean_env(&mut cmd);
         let child = cmd
             .arg(command)
             .arg("--config")
@@ -227,23 +135,5 @@ impl Drop for Node {
 
 /// An admin's bearer header value.
 pub fn admin_bearer() -> String {
-    format!("Bearer {}", tests::token("root", "Root", &["admin"]))
-}
-
-/// Polls `check` every 100 ms until it returns `Some` or `limit` passes.
-pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    format!("Bearer {}", crate::token("root", "Root", &["admin"]))
 }

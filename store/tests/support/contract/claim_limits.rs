@@ -1,44 +1,18 @@
 //! The cap on claims per user (`ClaimRequest::max_per_user`), as every `LockStore` keeps it.
-//! Each check takes a fresh, empty store; the memory and Redis tests call every one of them.
-//!
-//! Time passes through `tokio::time::sleep`, which a paused test clock (the memory store's
-//! tests) turns into an instant advance and a real one (Redis) waits out.
-
-#![allow(dead_code)]
+//! Each case takes a fresh, empty store.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{ClaimOutcome, ClaimRequest, Holder, Lock, LockStore, ReleaseReason};
+use store::{ClaimOutcome, ClaimRequest, Holder, LockStore, ReleaseReason};
 
-const LONG: Duration = Duration::from_secs(30);
+use super::{claimed, renewed, safe_on, tab, user, Timing, LEASE as LONG};
 
-/// A user's lock owner, shared by every store test file.
-pub fn user(id: &str) -> Holder {
-    Holder {
-        user: id.to_owned(),
-        name: id.to_uppercase(),
-        session: None,
-    }
-}
-
-/// One browser tab of `id`, for `owner = "session"` rules.
-pub fn tab(id: &str, session: &str) -> Holder {
-    Holder {
-        session: Some(session.to_owned()),
-        ..user(id)
-    }
-}
-
+/// A safe claim of `resource` under the per-user cap `max`.
 fn capped(resource: &str, holder: &Holder, max: Option<u32>, lease: Duration) -> ClaimRequest {
     ClaimRequest {
-        resource: resource.to_owned(),
-        rule: "edit".to_owned(),
-        holder: holder.clone(),
-        lease,
-        instance: "proxy-1".to_owned(),
-        unsafe_method: false,
         max_per_user: max,
+        ..safe_on(resource, holder, lease)
     }
 }
 
@@ -47,20 +21,6 @@ async fn claim(store: &dyn LockStore, resource: &str, holder: &Holder, max: u32)
         .claim(&capped(resource, holder, Some(max), LONG))
         .await
         .unwrap()
-}
-
-fn claimed(outcome: ClaimOutcome) -> Lock {
-    match outcome {
-        ClaimOutcome::Claimed(lock) => lock,
-        other => panic!("expected Claimed, got {other:?}"),
-    }
-}
-
-fn renewed(outcome: ClaimOutcome) -> Lock {
-    match outcome {
-        ClaimOutcome::Renewed(lock) => lock,
-        other => panic!("expected Renewed, got {other:?}"),
-    }
 }
 
 fn limited(outcome: ClaimOutcome) -> (Vec<String>, u32) {
@@ -77,49 +37,49 @@ fn names(names: &[&str]) -> Vec<String> {
 /// The (cap+1)-th distinct resource is refused, naming what is held; nothing is claimed.
 /// Renewals pass at the cap and past a lowered one; another user, and a resource someone
 /// else holds, are answered as before.
-pub async fn the_cap_refuses_the_next_distinct_resource(store: &dyn LockStore) {
+pub async fn the_cap_refuses_the_next_distinct_resource(store: Arc<dyn LockStore>, _: Timing) {
     let alice = user("alice");
     for doc in ["doc:c", "doc:a", "doc:b"] {
-        claimed(claim(store, doc, &alice, 3).await);
+        claimed(claim(&*store, doc, &alice, 3).await);
     }
-    let (held, max) = limited(claim(store, "doc:d", &alice, 3).await);
+    let (held, max) = limited(claim(&*store, "doc:d", &alice, 3).await);
     assert_eq!(held, names(&["doc:a", "doc:b", "doc:c"]));
     assert_eq!(max, 3);
     assert_eq!(store.get("doc:d").await.unwrap(), None);
 
-    let first = renewed(claim(store, "doc:a", &alice, 3).await);
+    let first = renewed(claim(&*store, "doc:a", &alice, 3).await);
     assert_eq!(first.holder, alice);
-    renewed(claim(store, "doc:b", &alice, 1).await);
-    renewed(claim(store, "doc:c", &alice, 0).await);
+    renewed(claim(&*store, "doc:b", &alice, 1).await);
+    renewed(claim(&*store, "doc:c", &alice, 0).await);
     assert!(store.renew("doc:c", "alice", LONG).await.unwrap().is_some());
 
     let bob = user("bob");
-    claimed(claim(store, "doc:d", &bob, 3).await);
-    match claim(store, "doc:a", &bob, 3).await {
+    claimed(claim(&*store, "doc:d", &bob, 3).await);
+    match claim(&*store, "doc:a", &bob, 3).await {
         ClaimOutcome::Held(lock) => assert_eq!(lock.holder, alice),
         other => panic!("expected Held, got {other:?}"),
     }
     // A resource someone else holds says who, not how many the requester has.
-    match claim(store, "doc:d", &alice, 3).await {
+    match claim(&*store, "doc:d", &alice, 3).await {
         ClaimOutcome::Held(lock) => assert_eq!(lock.holder, bob),
         other => panic!("expected Held, got {other:?}"),
     }
 }
 
 /// Releasing a lock, or an admin's force release, frees its slot at once.
-pub async fn releases_free_a_slot(store: &dyn LockStore) {
+pub async fn releases_free_a_slot(store: Arc<dyn LockStore>, _: Timing) {
     let alice = user("alice");
-    claimed(claim(store, "doc:a", &alice, 2).await);
-    claimed(claim(store, "doc:b", &alice, 2).await);
-    limited(claim(store, "doc:c", &alice, 2).await);
+    claimed(claim(&*store, "doc:a", &alice, 2).await);
+    claimed(claim(&*store, "doc:b", &alice, 2).await);
+    limited(claim(&*store, "doc:c", &alice, 2).await);
 
     store
         .release("doc:b", "alice", ReleaseReason::Client)
         .await
         .unwrap()
         .expect("alice held doc:b");
-    claimed(claim(store, "doc:c", &alice, 2).await);
-    let (held, _) = limited(claim(store, "doc:d", &alice, 2).await);
+    claimed(claim(&*store, "doc:c", &alice, 2).await);
+    let (held, _) = limited(claim(&*store, "doc:d", &alice, 2).await);
     assert_eq!(held, names(&["doc:a", "doc:c"]));
 
     store
@@ -127,12 +87,13 @@ pub async fn releases_free_a_slot(store: &dyn LockStore) {
         .await
         .unwrap()
         .expect("alice held doc:a");
-    claimed(claim(store, "doc:d", &alice, 2).await);
-    limited(claim(store, "doc:a", &alice, 2).await);
+    claimed(claim(&*store, "doc:d", &alice, 2).await);
+    limited(claim(&*store, "doc:a", &alice, 2).await);
 }
 
 /// A lease that ran out stops counting, whether or not anything noticed the expiry.
-pub async fn an_expired_lease_frees_a_slot(store: &dyn LockStore, short: Duration) {
+pub async fn an_expired_lease_frees_a_slot(store: Arc<dyn LockStore>, timing: Timing) {
+    let short = timing.short;
     let alice = user("alice");
     claimed(
         store
@@ -140,17 +101,18 @@ pub async fn an_expired_lease_frees_a_slot(store: &dyn LockStore, short: Duratio
             .await
             .unwrap(),
     );
-    claimed(claim(store, "doc:b", &alice, 2).await);
-    limited(claim(store, "doc:c", &alice, 2).await);
+    claimed(claim(&*store, "doc:b", &alice, 2).await);
+    limited(claim(&*store, "doc:c", &alice, 2).await);
 
     tokio::time::sleep(short + Duration::from_millis(100)).await;
-    claimed(claim(store, "doc:c", &alice, 2).await);
-    let (held, _) = limited(claim(store, "doc:d", &alice, 2).await);
+    claimed(claim(&*store, "doc:c", &alice, 2).await);
+    let (held, _) = limited(claim(&*store, "doc:d", &alice, 2).await);
     assert_eq!(held, names(&["doc:b", "doc:c"]));
 }
 
 /// Locks kept alive by renewals alone keep counting after their first lease would have ended.
-pub async fn renewed_locks_keep_counting(store: &dyn LockStore, short: Duration) {
+pub async fn renewed_locks_keep_counting(store: Arc<dyn LockStore>, timing: Timing) {
+    let short = timing.short;
     let alice = user("alice");
     for doc in ["doc:a", "doc:b"] {
         claimed(
@@ -166,23 +128,23 @@ pub async fn renewed_locks_keep_counting(store: &dyn LockStore, short: Duration)
             assert!(store.renew(doc, "alice", short).await.unwrap().is_some());
         }
     }
-    let (held, max) = limited(claim(store, "doc:c", &alice, 2).await);
+    let (held, max) = limited(claim(&*store, "doc:c", &alice, 2).await);
     assert_eq!((held, max), (names(&["doc:a", "doc:b"]), 2));
     // Asked again, the answer holds (a check of old entries left them correct).
-    limited(claim(store, "doc:c", &alice, 2).await);
+    limited(claim(&*store, "doc:c", &alice, 2).await);
 
     tokio::time::sleep(short + Duration::from_millis(100)).await;
-    claimed(claim(store, "doc:c", &alice, 2).await);
+    claimed(claim(&*store, "doc:c", &alice, 2).await);
 }
 
 /// A takeover counts the lock for the taker (even past the taker's cap: taking over is a
 /// matter of role) and frees the slot of the user who lost it.
-pub async fn a_takeover_moves_the_slot(store: &dyn LockStore) {
+pub async fn a_takeover_moves_the_slot(store: Arc<dyn LockStore>, _: Timing) {
     let alice = user("alice");
     let bob = user("bob");
-    claimed(claim(store, "doc:a", &bob, 1).await);
-    limited(claim(store, "doc:b", &bob, 1).await);
-    claimed(claim(store, "doc:x", &alice, 1).await);
+    claimed(claim(&*store, "doc:a", &bob, 1).await);
+    limited(claim(&*store, "doc:b", &bob, 1).await);
+    claimed(claim(&*store, "doc:x", &alice, 1).await);
 
     let taken = store
         .takeover(&capped("doc:a", &alice, Some(1), LONG))
@@ -190,37 +152,37 @@ pub async fn a_takeover_moves_the_slot(store: &dyn LockStore) {
         .unwrap();
     assert_eq!(taken.previous.map(|lock| lock.holder), Some(bob.clone()));
 
-    claimed(claim(store, "doc:b", &bob, 1).await);
-    let (held, _) = limited(claim(store, "doc:y", &alice, 2).await);
+    claimed(claim(&*store, "doc:b", &bob, 1).await);
+    let (held, _) = limited(claim(&*store, "doc:y", &alice, 2).await);
     assert_eq!(held, names(&["doc:a", "doc:x"]));
     store
         .release("doc:a", "alice", ReleaseReason::Client)
         .await
         .unwrap()
         .expect("alice took doc:a");
-    claimed(claim(store, "doc:y", &alice, 2).await);
+    claimed(claim(&*store, "doc:y", &alice, 2).await);
 }
 
 /// The cap is per user id: the tabs of a session-owned rule share it.
-pub async fn tabs_share_their_users_cap(store: &dyn LockStore) {
-    claimed(claim(store, "doc:a", &tab("alice", "t1"), 2).await);
-    claimed(claim(store, "doc:b", &tab("alice", "t2"), 2).await);
-    let (held, _) = limited(claim(store, "doc:c", &tab("alice", "t3"), 2).await);
+pub async fn tabs_share_their_users_cap(store: Arc<dyn LockStore>, _: Timing) {
+    claimed(claim(&*store, "doc:a", &tab("alice", "t1"), 2).await);
+    claimed(claim(&*store, "doc:b", &tab("alice", "t2"), 2).await);
+    let (held, _) = limited(claim(&*store, "doc:c", &tab("alice", "t3"), 2).await);
     assert_eq!(held, names(&["doc:a", "doc:b"]));
-    claimed(claim(store, "doc:c", &tab("bob", "t1"), 2).await);
+    claimed(claim(&*store, "doc:c", &tab("bob", "t1"), 2).await);
 }
 
 /// Each claim brings its own cap (a rule's override or the default): locks claimed under no
 /// cap still count towards a capped claim, and `Some(0)` refuses every new claim.
-pub async fn each_claim_brings_its_own_cap(store: &dyn LockStore) {
+pub async fn each_claim_brings_its_own_cap(store: Arc<dyn LockStore>, _: Timing) {
     let alice = user("alice");
     for doc in ["doc:a", "doc:b"] {
         claimed(store.claim(&capped(doc, &alice, None, LONG)).await.unwrap());
     }
-    let (held, max) = limited(claim(store, "doc:c", &alice, 2).await);
+    let (held, max) = limited(claim(&*store, "doc:c", &alice, 2).await);
     assert_eq!((held, max), (names(&["doc:a", "doc:b"]), 2));
-    claimed(claim(store, "doc:c", &alice, 5).await);
-    let (held, max) = limited(claim(store, "doc:d", &user("bob"), 0).await);
+    claimed(claim(&*store, "doc:c", &alice, 5).await);
+    let (held, max) = limited(claim(&*store, "doc:d", &user("bob"), 0).await);
     assert_eq!((held, max), (Vec::new(), 0));
     claimed(
         store
@@ -231,7 +193,7 @@ pub async fn each_claim_brings_its_own_cap(store: &dyn LockStore) {
 }
 
 /// Concurrent claims of one user on different resources end with exactly the cap granted.
-pub async fn concurrent_claims_stop_at_the_cap(store: Arc<dyn LockStore>) {
+pub async fn concurrent_claims_stop_at_the_cap(store: Arc<dyn LockStore>, _: Timing) {
     let alice = user("alice");
     let claims = (0..20).map(|i| {
         let store = Arc::clone(&store);

@@ -1,10 +1,6 @@
 //! Throwaway `redis-server` processes for tests: each on its own free loopback port, with no
 //! persistence (a restart loses every key, as a crash of an unpersisted Redis would), killed
 //! when dropped. Tests never touch a Redis they did not start.
-//!
-//! Shared by the store's tests and the end-to-end tests (included by path there).
-
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,13 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use crate::free_port;
 
 /// One `redis-server`.
 pub struct RedisServer {
