@@ -5,13 +5,20 @@
 //! type. Precedence is stated once, in [`Config::load`]: built-in defaults, then the file, then
 //! the environment. Command-line flags are applied by the binary on the finished `Config`.
 //!
+//! Every key is declared once, in `keys.rs`: the file schema, the environment variable names,
+//! the range and choice checks and the reference table ([`reference_markdown`], kept in
+//! `docs/config.md`) all come from that declaration.
+//!
 //! Loading never stops at the first problem: every problem is collected as an [`Issue`] naming
 //! the file, the key and the reason, so `latch check` can print them all at once.
 //!
 //! This crate knows the shape of the configuration and how to read the files it names (keys,
 //! JWKS). It must not know how the proxy or the control plane use it.
 
+mod key;
+mod keys;
 mod raw;
+mod reference;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::ENV_PREFIX;
+pub use reference::reference_markdown;
 
 /// One configuration problem: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,7 +265,6 @@ impl Config {
         base: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Vec<Issue>> {
-        let mut issues = Vec::new();
         let mut table = match text.parse::<toml::Table>() {
             Ok(t) => t,
             Err(e) => {
@@ -268,12 +275,10 @@ impl Config {
                 }])
             }
         };
-        let origins = raw::apply_env(&mut table, env, &mut issues);
-        let config = raw::convert(table, source, base, &origins, &mut issues);
-        match config {
-            Some(c) if issues.is_empty() => Ok(c),
-            _ => Err(issues),
-        }
+        let mut problems = rules::Problems::new();
+        let origins = raw::apply_env(&mut table, env, &mut problems);
+        let config = raw::convert(table, source, base, &origins, &mut problems);
+        problems.finish(config)
     }
 
     /// Where the rules live according to `path` and the environment, read even when other keys
@@ -287,63 +292,23 @@ impl Config {
             .ok()?
             .parse::<toml::Table>()
             .ok()?;
-        raw::apply_env(&mut table, env, &mut Vec::new());
+        raw::apply_env(&mut table, env, &mut rules::Problems::new());
         raw::rule_store_only(table, path.parent().unwrap_or(Path::new(".")))
     }
 
-    /// The configuration `latch demo` runs on: loopback addresses, memory locks, the given secret.
+    /// The configuration `latch demo` runs on: every default, with loopback addresses, memory
+    /// locks, `rules.toml` in the working directory and the given secret.
     pub fn demo(port: u16, upstream_port: u16, secret: &str) -> Config {
         let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        Config {
-            proxy: ProxyConfig {
-                listen: loopback(port),
-                upstream: Upstream {
-                    host: "127.0.0.1".into(),
-                    port: upstream_port,
-                },
-                prefix: "/__latch".into(),
-                threads: 2,
-                instance: raw::default_instance(),
-                inject_at: inject::Placement::Head,
-                header_case: HeaderCase::Canonical,
-                upstream_timeout: Some(DEFAULT_UPSTREAM_TIMEOUT),
-                path_parameters: PathParameters::Strip,
-                public_scheme: "http",
-                header_timeout: DEFAULT_HEADER_TIMEOUT,
-                keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
-                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-                max_connections_per_client: Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
-            },
-            auth: AuthConfig {
-                settings: auth::AuthSettings {
-                    key: auth::KeySource::Secret(secret.as_bytes().to_vec()),
-                    ..auth::AuthSettings::default()
-                },
-                cookie: "latch_token".into(),
-                login_url: None,
-                require: Require::Protected,
-            },
-            locks: LocksConfig {
-                store: LockStoreKind::Memory,
-                lease: Duration::from_secs(30),
-                grace: Duration::from_secs(10),
-                on_store_error: OnStoreError::Deny,
-                store_timeout: Duration::from_millis(500),
-                max_per_user: Some(50),
-                claims_per_minute: Some(120),
-            },
-            rules: RulesConfig {
-                store: RuleStoreKind::File(PathBuf::from("rules.toml")),
-                poll: Duration::from_secs(2),
-            },
-            control_plane: ControlPlaneConfig {
-                listen: loopback(port.wrapping_add(1)),
-                admin_roles: vec!["admin".into()],
-                public_scheme: "http",
-            },
-            admin: AdminConfig {
-                listen: loopback(port.wrapping_add(2)),
-            },
-        }
+        let mut config = raw::defaults(Path::new(""));
+        config.proxy.listen = loopback(port);
+        config.proxy.upstream = Upstream {
+            host: "127.0.0.1".into(),
+            port: upstream_port,
+        };
+        config.auth.settings.key = auth::KeySource::Secret(secret.as_bytes().to_vec());
+        config.control_plane.listen = loopback(port.wrapping_add(1));
+        config.admin.listen = loopback(port.wrapping_add(2));
+        config
     }
 }

@@ -994,3 +994,55 @@ fn kubernetes_service_variables_are_not_config_keys() {
         "{issues:?}"
     );
 }
+
+/// What one loaded value reads as, for the table below.
+type Read = fn(&Config) -> String;
+
+#[test]
+fn each_kind_is_layered_from_the_environment_and_checked_there() {
+    let listen: Read = |c| c.proxy.listen.to_string();
+    let threads: Read = |c| c.proxy.threads.to_string();
+    let lease: Read = |c| format!("{:?}", c.locks.lease);
+    let store_timeout: Read = |c| format!("{:?}", c.locks.store_timeout);
+    let header_case: Read = |c| format!("{:?}", c.proxy.header_case);
+    let scheme: Read = |c| c.control_plane.public_scheme.to_string();
+    let audience: Read = |c| c.auth.settings.audience.join("+");
+    let prefix: Read = |c| c.proxy.prefix.clone();
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, Read, Result<&str, &str>)] = &[
+        ("LATCH_PROXY_LISTEN", "0.0.0.0:81", listen, Ok("0.0.0.0:81")),
+        ("LATCH_PROXY_LISTEN", "81", listen, Err("\"81\" is not an address like 127.0.0.1:8080")),
+        ("LATCH_PROXY_THREADS", "3", threads, Ok("3")),
+        ("LATCH_PROXY_THREADS", "65", threads, Err("65 is out of range 1..=64")),
+        ("LATCH_PROXY_THREADS", "three", threads, Err("expected an integer, found string")),
+        ("LATCH_LOCKS_LEASE_SECONDS", "45", lease, Ok("45s")),
+        ("LATCH_LOCKS_LEASE_SECONDS", "4", lease, Err("4 is out of range 5..=86400")),
+        ("LATCH_LOCKS_STORE_TIMEOUT_MS", "20", store_timeout, Ok("20ms")),
+        ("LATCH_LOCKS_STORE_TIMEOUT_MS", "5", store_timeout, Err("5 is out of range 10..=1000")),
+        ("LATCH_PROXY_HEADER_CASE", "preserve", header_case, Ok("Preserve")),
+        ("LATCH_PROXY_HEADER_CASE", "lower", header_case, Err("\"lower\" is not one of \"canonical\", \"preserve\"")),
+        ("LATCH_CONTROL_PLANE_PUBLIC_SCHEME", "https", scheme, Ok("https")),
+        ("LATCH_CONTROL_PLANE_PUBLIC_SCHEME", "ftp", scheme, Err("\"ftp\" is not one of \"http\", \"https\"")),
+        ("LATCH_AUTH_AUDIENCE", "a, b", audience, Ok("a+b")),
+        ("LATCH_AUTH_AUDIENCE", "[1]", audience, Err("expected strings, found integer")),
+        ("LATCH_AUTH_AUDIENCE", "[\"a\"", audience, Err("is not a TOML list such as [\"a\", \"b\"]")),
+        ("LATCH_PROXY_PREFIX", "/gate", prefix, Ok("/gate")),
+        ("LATCH_PROXY_PREFIX", "gate", prefix, Err("\"gate\" must be a path like /__latch")),
+    ];
+    for (var, value, read, expected) in cases {
+        let env = [(*var, *value)];
+        match (load_env(&minimal(""), &env), expected) {
+            (Ok(c), Ok(shown)) => assert_eq!(read(&c), *shown, "{var}={value}"),
+            (Err(found), Err(says)) => {
+                assert_eq!(found.len(), 1, "{var}={value}: {found:#?}");
+                assert_eq!(found[0].source, format!("environment ({var})"));
+                assert!(
+                    found[0].message.contains(says),
+                    "{var}={value}: {:?} does not mention {says:?}",
+                    found[0].message
+                );
+            }
+            (got, _) => panic!("{var}={value}: expected {expected:?}, got {:?}", got.err()),
+        }
+    }
+}

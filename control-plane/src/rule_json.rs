@@ -7,7 +7,7 @@
 //! field-tagged too.
 
 use axum::http::{header, HeaderMap};
-use rules::{Mode, Owner, Rule, RULE_FIELDS};
+use rules::{Mode, Owner, Problems, Rule, RULE_FIELDS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -128,50 +128,43 @@ pub fn rule_from_json(value: Value, path_id: Option<&str>) -> Result<Rule, Vec<F
             "expected a JSON object with the rule's fields",
         )]);
     };
-    let mut errors = Vec::new();
+    let mut problems = Problems::new();
+    let mut errors = problems.context(|field, message| FieldError::new(field, message));
     if let Some(path_id) = path_id {
         match object.get("id") {
             None | Some(Value::Null) => {
                 object.insert("id".into(), Value::String(path_id.to_owned()));
             }
             Some(Value::String(id)) if id == path_id => {}
-            Some(_) => errors.push(FieldError::new(
+            Some(_) => errors.push(
                 "id",
                 format!("must be {path_id:?}, the rule in the URL; to rename a rule, delete it and create a new one"),
-            )),
+            ),
         }
     }
     // `null` means "not set", as it does for a form field left empty.
     object.retain(|_, v| !v.is_null());
+    errors.unknown(object.keys().map(String::as_str), RULE_FIELDS, |known| {
+        format!("unknown field; known fields: {known}")
+    });
     for (name, value) in &object {
-        if !RULE_FIELDS.contains(&name.as_str()) {
-            errors.push(FieldError::new(
-                name.clone(),
-                format!("unknown field; known fields: {}", RULE_FIELDS.join(", ")),
-            ));
-        } else if let Some(message) = type_error(name, value) {
-            errors.push(FieldError::new(name.clone(), message));
+        if let Some(message) = type_error(name, value) {
+            errors.push(name, message);
         }
     }
     for required in ["id", "pattern"] {
         if !object.contains_key(required) {
-            errors.push(FieldError::new(required, "is required"));
+            errors.push(required, "is required");
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    problems.finish(())?;
     let rule: Rule = serde_json::from_value(Value::Object(object))
         .map_err(|e| vec![FieldError::new("", e.to_string())])?;
-    let issues = rules::validate_rule(&rule);
-    if issues.is_empty() {
-        Ok(rule)
-    } else {
-        Err(issues
-            .iter()
-            .map(|issue| FieldError::from_issue(issue, &rule.id))
-            .collect())
-    }
+    rules::validate_rule(&rule)
+        .iter()
+        .map(|issue| FieldError::from_issue(issue, &rule.id))
+        .collect::<Problems<_>>()
+        .finish(rule)
 }
 
 /// Why `value` cannot be the field `name`, if it cannot.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::model::{Mode, Owner, Rule, RULE_FIELDS};
+use crate::problems::Problems;
 use crate::validate::{check_rule, earlier_uses, Issue};
 
 type RawTable = BTreeMap<Spanned<String>, Spanned<Value>>;
@@ -41,19 +42,18 @@ pub fn parse_rules_toml(src: &str) -> Result<Vec<Rule>, Vec<Issue>> {
     };
 
     let top: BTreeMap<Spanned<String>, IgnoredAny> = toml::from_str(src).map_err(file_error)?;
-    let mut issues = Vec::new();
+    let mut issues = Problems::new();
+    let mut file_level = issues.context(|_, message| Issue::new(None, None, "", message));
     for key in sorted_by_position(top.keys()) {
         if key.get_ref() != "rule" {
-            issues.push(Issue::new(
-                None,
-                None,
+            file_level.push(
                 "",
                 format!(
                     "unknown top-level key '{}' ({}); a rule file holds only [[rule]] tables",
                     key.get_ref().escape_debug(),
                     line_column(src, key.span().start)
                 ),
-            ));
+            );
         }
     }
     // The syntax is known to be fine by now, so this can only fail on the shape of `rule`.
@@ -64,7 +64,7 @@ pub fn parse_rules_toml(src: &str) -> Result<Vec<Rule>, Vec<Issue>> {
                 issue.message = format!("'rule' must be [[rule]] tables: {}", issue.message);
                 issues.push(issue);
             }
-            return Err(issues);
+            return Err(issues.into_vec());
         }
     };
 
@@ -118,11 +118,7 @@ pub fn parse_rules_toml(src: &str) -> Result<Vec<Rule>, Vec<Issue>> {
         }
     }
 
-    if issues.is_empty() {
-        Ok(rules)
-    } else {
-        Err(issues)
-    }
+    issues.finish(rules)
 }
 
 /// Turns one `[[rule]]` table into a rule, or reports every unknown, mistyped and missing key.
@@ -133,45 +129,35 @@ fn read_table(
     id: Option<&str>,
     index: usize,
 ) -> Result<Rule, Vec<Issue>> {
-    let mut issues = Vec::new();
+    let mut problems = Problems::new();
+    let mut issues = problems.context(|field, message| Issue::new(id, Some(index), field, message));
     for key in sorted_by_position(table.keys()) {
         let name = key.get_ref().as_str();
         let at = line_column(src, key.span().start);
         if !RULE_FIELDS.contains(&name) {
-            issues.push(Issue::new(
-                id,
-                Some(index),
+            issues.push(
                 name,
                 format!(
                     "unknown field ({at}); known fields: {}",
                     RULE_FIELDS.join(", ")
                 ),
-            ));
+            );
         } else if let Some(value) = table.get(name) {
             if let Err(err) = check_type(name, value.get_ref()) {
                 let at = line_column(src, value.span().start);
-                issues.push(Issue::new(
-                    id,
-                    Some(index),
-                    name,
-                    format!("{} ({at})", one_line(err.message())),
-                ));
+                issues.push(name, format!("{} ({at})", one_line(err.message())));
             }
         }
     }
     for required in ["id", "pattern"] {
         if !table.contains_key(required) {
-            issues.push(Issue::new(
-                id,
-                Some(index),
+            issues.push(
                 required,
                 format!("required field is missing (line {table_line})"),
-            ));
+            );
         }
     }
-    if !issues.is_empty() {
-        return Err(issues);
-    }
+    problems.finish(())?;
 
     let plain: toml::Table = table
         .iter()

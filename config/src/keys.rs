@@ -1,0 +1,443 @@
+//! Every configuration key, declared once: name, kind, default, range or choices, a one-line
+//! doc, and the field it feeds. The schema that checks files, the `LATCH_*` environment
+//! layering, the validation of ranges and choices and the reference table in
+//! `docs/config.md` all come from this list.
+//!
+//! Adding a key means one declaration here and the typed field it sets. Checks that involve
+//! more than one key (exactly one verification key, grace shorter than lease) are in
+//! `raw::cross_checks`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use toml::Value;
+
+use crate::key::{Choice, Key};
+use crate::{
+    AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, LockStoreKind, LocksConfig,
+    OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, Upstream,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM_TIMEOUT,
+};
+
+/// Every key, section by section; sections appear in the order of their first key.
+pub(crate) static KEYS: LazyLock<Vec<Key>> = LazyLock::new(declare);
+
+fn declare() -> Vec<Key> {
+    let auth = auth::AuthSettings::default();
+    vec![
+        // [proxy]
+        Key::address("proxy.listen", |d, v| d.config.proxy.listen = v)
+            .default("127.0.0.1:8080")
+            .doc("Address the proxy listens on."),
+        Key::checked_text("proxy.upstream", |d, v| {
+            d.config.proxy.upstream = parse_upstream(&v)?;
+            Ok(())
+        })
+        .required("the URL of the protected app")
+        .allowed("an `http://` URL of a host and port")
+        .doc("The protected app. Plain HTTP only: the proxy has no TLS stack."),
+        Key::checked_text("proxy.prefix", |d, v| {
+            let ok = prefix_ok(&v);
+            d.config.proxy.prefix = v;
+            ok
+        })
+        .default("/__latch")
+        .allowed("a path like `/__latch`: plain characters, no trailing slash, no empty, `.` or `..` segments")
+        .doc("Path prefix of the proxy's own endpoints (banner script, WebSocket, status, release, takeover)."),
+        Key::integer("proxy.threads", 1..=64, |d, v| d.config.proxy.threads = v as usize)
+            .default(2)
+            .doc("Worker threads of the proxy service."),
+        Key::text("proxy.instance", |d, v| d.config.proxy.instance = v)
+        .computed("`<hostname>-<pid>`", || Value::String(crate::raw::default_instance()))
+        .doc("Names this instance in lock records and metrics."),
+        Key::choice("proxy.inject_at", |d, v| d.config.proxy.inject_at = v)
+            .default("head")
+            .doc("Where the banner tag goes: before `</head>` (parses only the head) or before `</body>`."),
+        Key::choice("proxy.header_case", |d, v| d.config.proxy.header_case = v)
+            .default("canonical")
+            .doc("Spelling of request header names when Latch adds its own: lower-case (common ones title-cased), or as the client sent them."),
+        Key::seconds("proxy.upstream_timeout_seconds", 0..=86_400, |d, v| {
+            d.config.proxy.upstream_timeout = (!v.is_zero()).then_some(v)
+        })
+        .default(DEFAULT_UPSTREAM_TIMEOUT.as_secs() as i64)
+        .doc("Longest wait for the next bytes of an ordinary upstream response before 502; `0`: no limit."),
+        Key::choice("proxy.path_parameters", |d, v| d.config.proxy.path_parameters = v)
+            .default("strip")
+            .doc("What `;` path parameters mean to rules: removed before matching, or refused."),
+        Key::choice("proxy.public_scheme", |d, Scheme(v)| d.config.proxy.public_scheme = v)
+            .default("http")
+            .doc("Scheme browsers use to reach the proxy (`https` behind a TLS load balancer); a browser's `Origin` must name it."),
+        Key::seconds("proxy.header_timeout_seconds", 1..=3_600, |d, v| {
+            d.config.proxy.header_timeout = v
+        })
+        .default(DEFAULT_HEADER_TIMEOUT.as_secs() as i64)
+        .doc("Longest time a client may take to send a whole request head; then 408 and the connection is closed."),
+        Key::seconds("proxy.keepalive_timeout_seconds", 1..=86_400, |d, v| {
+            d.config.proxy.keepalive_timeout = v
+        })
+        .default(DEFAULT_KEEPALIVE_TIMEOUT.as_secs() as i64)
+        .doc("Longest idle time of a kept-alive connection between two requests."),
+        // At most 1 MiB, pingora's own limit, so this bound is always the one that applies.
+        Key::integer("proxy.max_header_bytes", 1_024..=1_048_576, |d, v| {
+            d.config.proxy.max_header_bytes = v as usize
+        })
+        .default(DEFAULT_MAX_HEADER_BYTES as i64)
+        .doc("Largest request head read; a larger one gets 431."),
+        Key::integer("proxy.max_connections_per_client", 0..=1_000_000, |d, v| {
+            d.config.proxy.max_connections_per_client = nonzero(v)
+        })
+        .default(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
+        .doc("Open connections one client address (IPv6: one /64) may hold; `0`: no limit."),
+        // [auth]
+        Key::list("auth.algorithms", |d, v| d.config.auth.settings.algorithms = v)
+        .default(auth.algorithms.clone())
+        .allowed("JWT algorithm names of one family, such as `HS256`, `RS256`, `ES256`")
+        .doc("Algorithms a token may be signed with; `none` is never accepted."),
+        Key::text("auth.secret", |d, v| d.auth_key.secret = Some(v))
+        .allowed("at least 32 bytes")
+        .doc("Shared secret for HS* tokens. Give exactly one of `secret`, `public_key_file`, `jwks_file`."),
+        Key::text("auth.public_key_file", |d, v| d.auth_key.public_key_file = Some(v))
+        .allowed("a path, relative to the config file")
+        .doc("PEM public key for RS*, PS*, ES* or EdDSA tokens."),
+        Key::text("auth.jwks_file", |d, v| d.auth_key.jwks_file = Some(v))
+        .allowed("a path, relative to the config file")
+        .doc("JWKS file whose keys verify tokens by `kid`."),
+        Key::checked_text("auth.cookie", |d, v| {
+            let ok = cookie_ok(&v);
+            d.config.auth.cookie = v;
+            ok
+        })
+        .default("latch_token")
+        .allowed("letters, digits, `-`, `_`, `.`")
+        .doc("Cookie a browser's token is read from (a bearer `Authorization` header also works)."),
+        Key::text("auth.issuer", |d, v| d.config.auth.settings.issuer = Some(v))
+        .doc("Required `iss` claim; unset: not checked."),
+        Key::list("auth.audience", |d, v| d.config.auth.settings.audience = v)
+        .default(auth.audience.clone())
+        .doc("Accepted `aud` values; empty: not checked."),
+        Key::seconds("auth.leeway_seconds", 0..=600, |d, v| {
+            d.config.auth.settings.leeway_seconds = v.as_secs()
+        })
+        .default(auth.leeway_seconds as i64)
+        .doc("Clock skew allowed when checking `exp` and `nbf`."),
+        Key::text("auth.user_claim", |d, v| d.config.auth.settings.user_claim = v)
+        .default(auth.user_claim.as_str())
+        .allowed("a dotted claim path")
+        .doc("Claim that identifies the user."),
+        Key::text("auth.name_claim", |d, v| d.config.auth.settings.name_claim = v)
+        .default(auth.name_claim.as_str())
+        .allowed("a dotted claim path")
+        .doc("Claim with the user's display name."),
+        Key::text("auth.roles_claim", |d, v| d.config.auth.settings.roles_claim = v)
+        .default(auth.roles_claim.as_str())
+        .allowed("a dotted claim path")
+        .doc("Claim with the user's roles."),
+        Key::checked_text("auth.login_url", |d, v| {
+            let ok = if v.starts_with("https://") || v.starts_with("http://") || v.starts_with('/') {
+                Ok(())
+            } else {
+                Err("must be an absolute http(s) URL or a path".to_string())
+            };
+            d.config.auth.login_url = Some(v);
+            ok
+        })
+        .allowed("an absolute http(s) URL or a path")
+        .doc("Where browsers without a valid token are sent (302); `{url}` becomes the refused URL. Unset: 401."),
+        Key::choice("auth.require", |d, v| d.config.auth.require = v)
+            .default("protected")
+            .doc("Which requests need a valid token: only rule-matched ones, or all."),
+        // [locks]
+        Key::checked_text("locks.store", |d, v| {
+            d.config.locks.store = lock_store(v)?;
+            Ok(())
+        })
+        .default("memory")
+        .allowed("`memory`, or a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://` URL")
+        .doc("Where locks live: in this process, or in Redis shared by every instance."),
+        Key::seconds("locks.lease_seconds", 5..=86_400, |d, v| d.config.locks.lease = v)
+            .default(30)
+            .doc("A lock not renewed for this long expires."),
+        Key::seconds("locks.grace_seconds", 0..=3_600, |d, v| d.config.locks.grace = v)
+            .default(10)
+            .doc("How long a lock lasts after its holder's last banner socket closes; shorter than the lease."),
+        Key::choice("locks.on_store_error", |d, v| d.config.locks.on_store_error = v)
+            .default("deny")
+            .doc("What a rule-matched request gets while the lock store fails: 503, or through."),
+        Key::millis("locks.store_timeout_ms", 10..=1_000, |d, v| {
+            d.config.locks.store_timeout = v
+        })
+        .default(500)
+        .doc("Longest wait on the lock store before `on_store_error` applies."),
+        // At most 1,000: the Redis store checks that many aged index entries when a user reaches
+        // the cap.
+        Key::integer("locks.max_per_user", 0..=1_000, |d, v| {
+            d.config.locks.max_per_user = nonzero(v)
+        })
+        .default(50)
+        .doc("Live locks one user may hold (a rule may set its own); `0`: no cap."),
+        Key::integer("locks.claims_per_minute", 0..=60_000, |d, v| {
+            d.config.locks.claims_per_minute = nonzero(v)
+        })
+        .default(120)
+        .doc("New claims one user may make per minute on one instance; renewals are not counted; `0`: off."),
+        // [rules]
+        Key::checked_text("rules.store", |d, v| {
+            d.config.rules.store = rule_store(v, d.base)?;
+            Ok(())
+        })
+        .default("rules.toml")
+        .allowed("a file path, relative to the config file, or a `mongodb://` or `mongodb+srv://` URL")
+        .doc("Where the rules live."),
+        Key::seconds("rules.poll_seconds", 1..=3_600, |d, v| d.config.rules.poll = v)
+            .default(2)
+            .doc("How often the rule store is checked for changes."),
+        // [control_plane]
+        Key::address("control_plane.listen", |d, v| d.config.control_plane.listen = v)
+            .default("127.0.0.1:9090")
+            .doc("Address of the admin API and UI."),
+        Key::checked_list("control_plane.admin_roles", |d, v| {
+            let ok = if v.is_empty() || v.iter().any(String::is_empty) {
+                Err("must list at least one non-empty role".to_string())
+            } else {
+                Ok(())
+            };
+            d.config.control_plane.admin_roles = v;
+            ok
+        })
+        .default(vec!["admin"])
+        .allowed("at least one non-empty role")
+        .doc("A token with one of these roles may use the control plane."),
+        Key::choice("control_plane.public_scheme", |d, Scheme(v)| {
+            d.config.control_plane.public_scheme = v
+        })
+        .default("http")
+        .doc("As `proxy.public_scheme`, for the control plane's writes."),
+        // [admin]
+        Key::address("admin.listen", |d, v| d.config.admin.listen = v)
+            .default("127.0.0.1:9100")
+            .doc("Address of the proxy's `/metrics`, `/healthz` and `/readyz`."),
+    ]
+}
+
+/// The shape every key's setter fills in. No value here survives a load: every key with a
+/// default sets its field, and a key without one leaves a field whose empty value means unset.
+pub(crate) fn blank() -> Config {
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    Config {
+        proxy: ProxyConfig {
+            listen: unspecified,
+            upstream: Upstream {
+                host: String::new(),
+                port: 0,
+            },
+            prefix: String::new(),
+            threads: 0,
+            instance: String::new(),
+            inject_at: inject::Placement::Head,
+            header_case: HeaderCase::Canonical,
+            upstream_timeout: None,
+            path_parameters: PathParameters::Strip,
+            public_scheme: "http",
+            header_timeout: Duration::ZERO,
+            keepalive_timeout: Duration::ZERO,
+            max_header_bytes: 0,
+            max_connections_per_client: None,
+        },
+        auth: AuthConfig {
+            settings: auth::AuthSettings::default(),
+            cookie: String::new(),
+            login_url: None,
+            require: Require::Protected,
+        },
+        locks: LocksConfig {
+            store: LockStoreKind::Memory,
+            lease: Duration::ZERO,
+            grace: Duration::ZERO,
+            on_store_error: OnStoreError::Deny,
+            store_timeout: Duration::ZERO,
+            max_per_user: None,
+            claims_per_minute: None,
+        },
+        rules: RulesConfig {
+            store: RuleStoreKind::File(PathBuf::new()),
+            poll: Duration::ZERO,
+        },
+        control_plane: ControlPlaneConfig {
+            listen: unspecified,
+            admin_roles: Vec::new(),
+            public_scheme: "http",
+        },
+        admin: AdminConfig {
+            listen: unspecified,
+        },
+    }
+}
+
+impl Choice for inject::Placement {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("head", inject::Placement::Head),
+        ("body_end", inject::Placement::BodyEnd),
+    ];
+}
+
+impl Choice for HeaderCase {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("canonical", HeaderCase::Canonical),
+        ("preserve", HeaderCase::Preserve),
+    ];
+}
+
+impl Choice for PathParameters {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("strip", PathParameters::Strip),
+        ("reject", PathParameters::Reject),
+    ];
+}
+
+impl Choice for Require {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("protected", Require::Protected), ("all", Require::All)];
+}
+
+impl Choice for OnStoreError {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("deny", OnStoreError::Deny), ("allow", OnStoreError::Allow)];
+}
+
+/// `public_scheme`: how browsers reach a listener, which their `Origin` headers must name.
+#[derive(Clone, Copy)]
+struct Scheme(&'static str);
+
+impl Choice for Scheme {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("http", Scheme("http")), ("https", Scheme("https"))];
+}
+
+/// A count where `0` means "no limit".
+fn nonzero(n: u64) -> Option<u32> {
+    u32::try_from(n).ok().filter(|n| *n > 0)
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Requests are matched against the prefix after normalization, so a prefix that is not itself
+/// normalized (`//x`, `/a/../b`) could never be reached.
+fn prefix_ok(prefix: &str) -> Result<(), String> {
+    let normalized = rules::normalize_path(prefix).is_ok_and(|p| p == prefix);
+    if !normalized
+        || prefix.len() < 2
+        || prefix.ends_with('/')
+        || !prefix[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(format!(
+            "{prefix:?} must be a path like /__latch (plain characters, no trailing slash, \
+             no empty, '.' or '..' segments)"
+        ));
+    }
+    Ok(())
+}
+
+fn cookie_ok(cookie: &str) -> Result<(), String> {
+    if cookie.is_empty()
+        || !cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(format!("{cookie:?} is not a valid cookie name"));
+    }
+    Ok(())
+}
+
+fn lock_store(url: String) -> Result<LockStoreKind, String> {
+    const REDIS: &[&str] = &[
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ];
+    match url.as_str() {
+        "memory" => Ok(LockStoreKind::Memory),
+        _ if REDIS.iter().any(|scheme| url.starts_with(scheme)) => Ok(LockStoreKind::Redis(url)),
+        other => Err(format!(
+            "{other:?} is neither \"memory\" nor a redis:// URL"
+        )),
+    }
+}
+
+/// `rules.store`: a MongoDB URL, or a file path relative to the config's directory.
+fn rule_store(store: String, base: &Path) -> Result<RuleStoreKind, String> {
+    if store.starts_with("mongodb://") || store.starts_with("mongodb+srv://") {
+        Ok(RuleStoreKind::Mongo(store))
+    } else if store.contains("://") {
+        Err(format!(
+            "{store:?} is neither a file path nor a mongodb:// URL"
+        ))
+    } else {
+        Ok(RuleStoreKind::File(resolve(base, &store)))
+    }
+}
+
+pub(crate) fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let rest = if let Some(r) = s.strip_prefix("http://") {
+        r
+    } else if s.starts_with("https://") {
+        return Err(
+            "https upstreams are not supported; put the app on plain HTTP behind the proxy".into(),
+        );
+    } else {
+        return Err(format!(
+            "{s:?} must be an http:// URL such as http://127.0.0.1:3000"
+        ));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.contains('/') || authority.contains('?') || authority.contains('@') {
+        return Err(format!("{s:?} must name only a scheme, host and port"));
+    }
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?} has an invalid port"))
+    };
+    // An IPv6 literal is bracketed and carries colons of its own; anything else splits at
+    // its only colon, if any.
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?} has an unclosed '[' in its host"))?;
+        match after {
+            "" => (host, 80),
+            after => match after.strip_prefix(':') {
+                Some(p) => (host, port_of(p)?),
+                None => return Err(format!("{s:?} has text after its bracketed host")),
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, p)) if !p.contains(':') => (host, port_of(p)?),
+            Some(_) => {
+                return Err(format!(
+                    "{s:?} has an IPv6 host without brackets; write http://[::1]:3000"
+                ))
+            }
+            None => (authority, 80),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok(Upstream {
+        host: host.to_string(),
+        port,
+    })
+}
