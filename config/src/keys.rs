@@ -51,7 +51,7 @@ fn declare() -> Vec<Key> {
             .default(2)
             .doc("Worker threads of the proxy service."),
         Key::text("proxy.instance", |d, v| d.config.proxy.instance = v)
-        .computed("`<hostname>-<pid>`", || Value::String(crate::raw::default_instance()))
+        .computed("`<hostname>-<pid>`", || Value::String(default_instance()))
         .doc("Names this instance in lock records and metrics."),
         Key::choice("proxy.inject_at", |d, v| d.config.proxy.inject_at = v)
             .default("head")
@@ -440,4 +440,14 @@ pub(crate) fn parse_upstream(s: &str) -> Result<Upstream, String> {
         host: host.to_string(),
         port,
     })
+}
+
+/// The default `proxy.instance`: this host's name and the process id.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "latch".into());
+    format!("{host}-{}", std::process::id())
 }

@@ -176,15 +176,6 @@ pub(crate) fn defaults(base: &Path) -> Config {
     draft.config
 }
 
-pub(crate) fn default_instance() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "latch".into());
-    format!("{host}-{}", std::process::id())
-}
-
 /// Only `rules.store` from an already layered table, ignoring every other key and problem.
 pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::RuleStoreKind> {
     let mut problems = Problems::new();
