@@ -237,7 +237,8 @@ impl LatchProxy {
             Ok(id) => id,
             Err(e) => return Ok(self.unauthenticated(session, &e)),
         };
-        Box::pin(self.under_rule(session, ctx, matched, identity, method)).await
+        self.under_rule(session, ctx, matched, identity, method)
+            .await
     }
 
     fn unauthenticated(&self, session: &Session, err: &auth::AuthError) -> (Outcome, Step) {
@@ -486,7 +487,7 @@ impl ProxyHttp for LatchProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         strip_latch_headers(session.req_header_mut());
-        let (outcome, step) = Box::pin(self.route(session, ctx)).await?;
+        let (outcome, step) = self.route(session, ctx).await?;
         self.latch.metrics.count(outcome);
         match step {
             Step::Forward => Ok(false),
