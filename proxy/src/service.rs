@@ -402,7 +402,12 @@ impl LatchProxy {
                 Reply::empty(303).header(header::LOCATION, target)
             }
             gate::Refusal::Locked { why, lock } => {
-                if rule.mode == rules::Mode::Redirect && why == gate::LockedWhy::OtherUser {
+                // In redirect mode another user's safe request is blocked only when the target
+                // rendered off-site (see `gate::verdict`); unsafe ones are blocked by design.
+                if rule.mode == rules::Mode::Redirect
+                    && why == gate::LockedWhy::OtherUser
+                    && is_safe(method)
+                {
                     tracing::warn!(rule = %rule.id, "redirect target rendered off-site; blocking instead");
                 }
                 tracing::info!(
