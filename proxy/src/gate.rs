@@ -225,7 +225,10 @@ pub fn decide<'a>(facts: &Facts<'a>) -> (Verdict, Decision<'a>) {
         facts.on_store_error,
     );
     let (lock, fence) = match facts.claim {
-        Claim::Store(outcome) => (outcome.lock(), outcome.lock().map(|l| l.fence)),
+        Claim::Store(outcome) => {
+            let lock = outcome.lock();
+            (lock, lock.map(|l| l.fence))
+        }
         Claim::Remembered { fence } => (None, Some(fence)),
         Claim::Failed => (None, None),
     };
