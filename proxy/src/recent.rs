@@ -28,10 +28,13 @@ const RECENT_CLAIM_CAPACITY: usize = 10_000;
 ///   restarted event stream forgets everything; with the memory store events arrive before
 ///   the store call returns, so nothing is ever stale;
 /// - a claim is remembered only if no event arrived while it was in flight;
-/// - the store is asked again at least every [`RECENT_CLAIM_TTL`], which also renews the lease.
+/// - the store is asked again at least every [`RECENT_CLAIM_TTL`], which also renews the lease;
+/// - while the store says its events are not live (`LockStore::events_live`: Redis between a
+///   lost subscription and the next), nothing is remembered or answered.
 ///
-/// What remains is reads: while the Redis event stream is down, a displaced holder's reads
-/// may pass for up to [`RECENT_CLAIM_TTL`] after a takeover on another instance.
+/// What remains is reads: between the Redis connection dropping and the listener noticing it,
+/// a displaced holder's reads may pass for up to [`RECENT_CLAIM_TTL`] after a takeover on
+/// another instance.
 pub struct RecentClaims {
     store: Arc<dyn LockStore>,
     inner: Mutex<Recent>,
@@ -89,6 +92,11 @@ impl RecentClaims {
         session: Option<&str>,
         now: Instant,
     ) -> Option<u64> {
+        // Events may be getting lost (Redis between a lost subscription and the next): only
+        // the store knows whether the lock changed.
+        if !self.store.events_live() {
+            return None;
+        }
         let recent = self.lock();
         recent
             .by_resource
@@ -114,6 +122,9 @@ impl RecentClaims {
         fence: u64,
         generation: u64,
     ) {
+        if !self.store.events_live() {
+            return;
+        }
         let now = Instant::now();
         let mut recent = self.lock();
         if recent.generation != generation {

@@ -95,6 +95,13 @@ pub trait LockStore: Send + Sync + 'static {
     /// gets `RecvError::Lagged` and should re-read the state it cares about.
     fn subscribe(&self) -> broadcast::Receiver<LockEvent>;
 
+    /// Whether every lock event, from every instance, reaches [`LockStore::subscribe`] right
+    /// now. While it is false events may be lost without a gap being signalled yet, so
+    /// anything kept fresh by events alone must not be trusted.
+    fn events_live(&self) -> bool {
+        true
+    }
+
     /// Tells every instance sharing this store that the rule set changed, so their rule
     /// pollers reload now instead of at their next tick. Only a hint: polling stays the
     /// guarantee, so a lost nudge costs at most one poll interval.

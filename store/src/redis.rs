@@ -815,6 +815,10 @@ impl LockStore for RedisLockStore {
         self.feed.subscribe()
     }
 
+    fn events_live(&self) -> bool {
+        *self.feed.subscribed.borrow()
+    }
+
     async fn nudge_rules(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let publish = redis::cmd("PUBLISH")

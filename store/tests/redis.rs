@@ -334,7 +334,17 @@ async fn redis_down_fails_fast_and_recovers_by_itself() {
     claimed(store.claim(&safe(&user("alice"))).await.unwrap());
     let old_rx = store.subscribe();
 
+    assert!(store.events_live());
     redis.kill();
+    // Events published now would be lost: the store says so before it can resubscribe.
+    let killed = Instant::now();
+    while store.events_live() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "events still said live 5 s after Redis died"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for _ in 0..5 {
         let started = Instant::now();
         let err = store.claim(&safe(&user("bob"))).await.unwrap_err();
@@ -352,6 +362,7 @@ async fn redis_down_fails_fast_and_recovers_by_itself() {
     assert!(took < Duration::from_secs(5));
     claimed(lock);
     assert!(store.wait_subscribed(Duration::from_secs(5)).await);
+    assert!(store.events_live());
     eventually(Duration::from_secs(5), || store.ping()).await;
 
     // Receivers from before the outage are closed (events were lost), new ones work.
