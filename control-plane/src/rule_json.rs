@@ -7,7 +7,7 @@
 //! field-tagged too.
 
 use axum::http::{header, HeaderMap};
-use rules::{Mode, Owner, Problems, Rule, RULE_FIELDS};
+use rules::{Mode, Owner, Problems, Rule, WebSocket, RULE_FIELDS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -61,6 +61,9 @@ pub struct RuleDto {
     pub case_insensitive: bool,
     /// Default `true`.
     pub enabled: bool,
+    /// `lock` or `pass`: whether a WebSocket upgrade needs the lock; default `lock`.
+    #[schema(value_type = String, example = "lock")]
+    pub websocket: WebSocket,
 }
 
 impl From<Rule> for RuleDto {
@@ -81,6 +84,7 @@ impl From<Rule> for RuleDto {
             priority: rule.priority,
             case_insensitive: rule.case_insensitive,
             enabled: rule.enabled,
+            websocket: rule.websocket,
         }
     }
 }
@@ -179,6 +183,7 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
         "methods" | "takeover_roles" => check::<Vec<String>>(value, "a list of strings"),
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
+        "websocket" => check::<WebSocket>(value, "one of \"lock\", \"pass\""),
         "lease_seconds" | "grace_seconds" => check::<u64>(value, "a whole number of seconds"),
         "max_per_user" => check::<u32>(value, "a whole number of locks"),
         "priority" => check::<i32>(value, "a whole number"),

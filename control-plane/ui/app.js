@@ -158,7 +158,7 @@ function openEditor(rule) {
   $("#editor-title").textContent = rule ? `Edit rule ${rule.id}` : "New rule";
   $("#editor-message").hidden = true;
   const f = editor.elements;
-  const r = rule || { id: "", pattern: "", mode: "block", owner: "user", takeover_roles: ["admin"], priority: 0, inject: true, case_insensitive: false, enabled: true };
+  const r = rule || { id: "", pattern: "", mode: "block", owner: "user", websocket: "lock", takeover_roles: ["admin"], priority: 0, inject: true, case_insensitive: false, enabled: true };
   f.id.value = r.id;
   f.id.readOnly = Boolean(rule);
   f.pattern.value = r.pattern;
@@ -167,6 +167,7 @@ function openEditor(rule) {
   f.mode.value = r.mode;
   f.redirect_to.value = r.redirect_to || "";
   f.owner.value = r.owner;
+  f.websocket.value = r.websocket || "lock";
   f.lease_seconds.value = r.lease_seconds ?? "";
   f.grace_seconds.value = r.grace_seconds ?? "";
   f.max_per_user.value = r.max_per_user ?? "";
@@ -200,6 +201,7 @@ function formRule() {
     mode: f.mode.value,
     redirect_to: optional("redirect_to"),
     owner: f.owner.value,
+    websocket: f.websocket.value,
     lease_seconds: number("lease_seconds"),
     grace_seconds: number("grace_seconds"),
     max_per_user: number("max_per_user"),

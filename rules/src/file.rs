@@ -12,7 +12,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use crate::model::{Mode, Owner, Rule, RULE_FIELDS};
+use crate::model::{Mode, Owner, Rule, WebSocket, RULE_FIELDS};
 use crate::problems::Problems;
 use crate::validate::{check_rule, earlier_uses, Issue};
 
@@ -181,6 +181,7 @@ fn check_type(field: &str, value: &Value) -> Result<(), toml::de::Error> {
         "methods" | "takeover_roles" => value.try_into::<Vec<String>>().map(drop),
         "mode" => value.try_into::<Mode>().map(drop),
         "owner" => value.try_into::<Owner>().map(drop),
+        "websocket" => value.try_into::<WebSocket>().map(drop),
         "lease_seconds" | "grace_seconds" => value.try_into::<u64>().map(drop),
         "max_per_user" => value.try_into::<u32>().map(drop),
         "priority" => value.try_into::<i32>().map(drop),

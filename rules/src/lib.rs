@@ -19,7 +19,7 @@ mod validate;
 
 pub use file::parse_rules_toml;
 pub use lint::lint_rules;
-pub use model::{Mode, Owner, Rule, RULE_FIELDS};
+pub use model::{Mode, Owner, Rule, WebSocket, RULE_FIELDS};
 pub use normalize::{normalize_path, rule_path, strip_path_parameters, PathError, PathParameters};
 pub use pattern::CaptureType;
 pub use problems::{ProblemContext, Problems};

@@ -58,6 +58,9 @@ pub struct Rule {
     /// A disabled rule stays listed but never matches. Default `true`.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Whether a WebSocket upgrade under this rule needs the lock. Default `lock`.
+    #[serde(default)]
+    pub websocket: WebSocket,
 }
 
 /// Every field name a rule accepts, in declaration order. Rule files are checked against this
@@ -78,6 +81,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "priority",
     "case_insensitive",
     "enabled",
+    "websocket",
 ];
 
 impl Rule {
@@ -99,6 +103,7 @@ impl Rule {
             priority: 0,
             case_insensitive: false,
             enabled: true,
+            websocket: WebSocket::default(),
         }
     }
 }
@@ -163,6 +168,34 @@ impl Owner {
 }
 
 impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a WebSocket upgrade (the app's own socket) under a rule needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebSocket {
+    /// The handshake claims the lock like an unsafe method, and the socket is closed (code
+    /// 4423) when its owner loses the lock.
+    #[default]
+    Lock,
+    /// The handshake is treated like any safe request, and the socket is not fenced.
+    Pass,
+}
+
+impl WebSocket {
+    /// The wire name, as written in rule files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebSocket::Lock => "lock",
+            WebSocket::Pass => "pass",
+        }
+    }
+}
+
+impl fmt::Display for WebSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -454,6 +454,7 @@ fn a_rule_with_many_problems_reports_them_all() {
         priority: 5_000,
         case_insensitive: false,
         enabled: true,
+        websocket: rules::WebSocket::Lock,
     };
     check(
         &bad,
@@ -606,7 +607,7 @@ fn rules_have_documented_defaults_and_wire_names() {
         Some(serde_json::json!({
             "id": "a", "pattern": "/a", "mode": "block", "owner": "user",
             "takeover_roles": ["admin"], "inject": true, "priority": 0,
-            "case_insensitive": false, "enabled": true
+            "case_insensitive": false, "enabled": true, "websocket": "lock"
         }))
     );
     let read_only =
