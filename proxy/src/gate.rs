@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use config::OnStoreError;
-use rules::Mode;
+use rules::{Mode, WebSocket};
 use store::{ClaimOutcome, Lock};
 
 use crate::metrics::Outcome;
@@ -85,6 +85,35 @@ impl Verdict {
             Verdict::RateLimited => Outcome::RateLimited,
             Verdict::Unlocked | Verdict::Unavailable => Outcome::StoreError,
         }
+    }
+}
+
+/// What a request under a rule is, for the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A safe method (GET, HEAD, OPTIONS, TRACE) that opens nothing the rule fences.
+    Safe,
+    /// Any other method.
+    Unsafe,
+    /// A WebSocket handshake under a rule with `websocket = "lock"`: it needs the lock like an
+    /// unsafe method, and the socket it opens lives only as long as its owner holds the lock.
+    FencedSocket,
+}
+
+impl Kind {
+    /// Sorts a request: `safe_method` is whether its method is safe, `websocket` whether it
+    /// asks for a WebSocket upgrade, `policy` the rule's `websocket` field.
+    pub fn of(safe_method: bool, websocket: bool, policy: WebSocket) -> Kind {
+        match (websocket, policy) {
+            (true, WebSocket::Lock) => Kind::FencedSocket,
+            _ if safe_method => Kind::Safe,
+            _ => Kind::Unsafe,
+        }
+    }
+
+    /// Whether the policy treats the request as safe ([`verdict`]'s `safe`).
+    pub fn is_safe(self) -> bool {
+        self == Kind::Safe
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use config::OnStoreError::{self, Allow, Deny};
 use proxy::gate::{
-    decide, verdict, Answer, Claim, Decision, Facts, Limit, LockedWhy, Refusal, Verdict,
+    decide, verdict, Answer, Claim, Decision, Facts, Kind, Limit, LockedWhy, Refusal, Verdict,
 };
 use proxy::metrics::Outcome;
 use rules::Mode::{self, Block, ReadOnly, Redirect};
+use rules::WebSocket;
 use store::{ClaimOutcome, Holder, Lock};
 
 /// A column that matches any value.
@@ -312,4 +313,61 @@ fn decide_follows_on_store_error_when_the_store_fails() {
     );
     facts.on_store_error = Allow;
     assert_eq!(decide(&facts), (Verdict::Unlocked, Decision::Pass));
+}
+
+/// What a request under a rule counts as: its method's safety × whether it asks for a
+/// WebSocket × the rule's `websocket` field.
+#[rustfmt::skip]
+const KINDS: &[(bool, bool, WebSocket, Kind)] = &[
+    //  safe method  websocket  rule's websocket    kind
+    (true,        false,     WebSocket::Lock,    Kind::Safe),
+    (true,        false,     WebSocket::Pass,    Kind::Safe),
+    (false,       false,     WebSocket::Lock,    Kind::Unsafe),
+    (false,       false,     WebSocket::Pass,    Kind::Unsafe),
+    // A handshake needs the lock like a write, and its socket is fenced...
+    (true,        true,      WebSocket::Lock,    Kind::FencedSocket),
+    (false,       true,      WebSocket::Lock,    Kind::FencedSocket),
+    // ...unless the rule passes it: then it is what its method is.
+    (true,        true,      WebSocket::Pass,    Kind::Safe),
+    (false,       true,      WebSocket::Pass,    Kind::Unsafe),
+];
+
+#[test]
+fn a_websocket_handshake_counts_as_a_write_unless_the_rule_passes_it() {
+    for &(safe, websocket, policy, kind) in KINDS {
+        assert_eq!(
+            Kind::of(safe, websocket, policy),
+            kind,
+            "safe {safe}, websocket {websocket}, {policy}"
+        );
+    }
+    assert!(Kind::Safe.is_safe());
+    assert!(!Kind::Unsafe.is_safe());
+    assert!(!Kind::FencedSocket.is_safe());
+}
+
+#[test]
+fn a_fenced_handshake_is_refused_wherever_a_write_is_and_granted_to_the_holder() {
+    let fenced = Kind::of(true, true, WebSocket::Lock).is_safe();
+    let passed = Kind::of(true, true, WebSocket::Pass).is_safe();
+    for answer in [Answer::Claimed, Answer::Renewed] {
+        for mode in [Block, Redirect, ReadOnly] {
+            assert!(matches!(
+                verdict(answer, mode, fenced, true, Deny),
+                Verdict::Hold { .. }
+            ));
+        }
+    }
+    // Someone else holds it: never viewed, never redirected (a socket cannot follow a 303).
+    assert_eq!(verdict(OTHER, ReadOnly, fenced, false, Deny), LOCKED_READ_ONLY);
+    assert_eq!(verdict(OTHER, Redirect, fenced, true, Deny), LOCKED_OTHER_USER);
+    assert_eq!(verdict(OTHER, Block, fenced, false, Deny), LOCKED_OTHER_USER);
+    // An owner who lost the lock reconnects: the store answers Displaced for a write.
+    assert_eq!(
+        verdict(Answer::Displaced, Block, fenced, false, Deny),
+        LOCKED_DISPLACED
+    );
+    // Passed, it is an ordinary read.
+    assert_eq!(verdict(OTHER, ReadOnly, passed, false, Deny), Verdict::View);
+    assert_eq!(verdict(OTHER, Redirect, passed, true, Deny), Verdict::Redirect);
 }
