@@ -85,7 +85,7 @@ fn router(app: Shared) -> Router {
         .route("/docs/{id}/save", post(save_doc))
         .route("/docs/{id}/review", get(review_doc))
         .route("/settings", get(settings).post(save_settings))
-        .route("/live", get(live))
+        .route("/docs/{id}/live", get(live))
         .with_state(app)
 }
 
@@ -275,10 +275,11 @@ async fn edit_doc(State(app): State<Shared>, Path(id): Path<u32>, headers: Heade
 <p><textarea name="body" id="editor">{body}</textarea></p>
 <p><button type="submit" id="save">Save</button> <span class="meta" id="live">live preview: connecting…</span></p></form>
 <script>
-(function(){{var s=new WebSocket((location.protocol==='https:'?'wss:':'ws:')+'//'+location.host+'/live');
+(function(){{var s=new WebSocket((location.protocol==='https:'?'wss:':'ws:')+'//'+location.host+'/docs/{id}/live');
 var out=document.getElementById('live'),ed=document.getElementById('editor');
 s.onopen=function(){{out.textContent='live preview: connected';s.send(ed.value)}};
 s.onmessage=function(e){{out.textContent='live preview: '+e.data}};
+s.onclose=function(e){{out.textContent='live preview: closed'+(e.code===4423?' ('+e.reason+')':'')}};
 ed.addEventListener('input',function(){{if(s.readyState===1)s.send(ed.value)}});}})();
 </script>"#,
             who = user_line(&headers),
@@ -355,7 +356,8 @@ async fn save_settings(State(app): State<Shared>, Form(form): Form<SettingsForm>
     Redirect::to("/settings")
 }
 
-/// The app's own WebSocket feature: a live word count of the editor's text.
+/// The app's own WebSocket feature: a live word count of the editor's text. It lives under the
+/// document's lock (the demo's `doc-live` rule), so Latch closes it when the editor loses it.
 async fn live(ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(|mut socket: WebSocket| async move {
         while let Some(Ok(msg)) = socket.recv().await {

@@ -7,6 +7,8 @@
 
 mod actions;
 pub mod admin;
+mod app_sockets;
+mod app_ws;
 mod audit;
 mod banner;
 mod claim_rate;

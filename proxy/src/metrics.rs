@@ -85,6 +85,8 @@ pub struct Metrics {
     pub injected: IntCounter,
     pub injected_remembered: IntCounter,
     pub event_fanout: Histogram,
+    pub app_sockets: IntGauge,
+    pub app_sockets_fenced: IntCounter,
 }
 
 impl Metrics {
@@ -163,6 +165,16 @@ impl Metrics {
             .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .expect("static metric definition");
+        let app_sockets = IntGauge::new(
+            "latch_app_sockets",
+            "Open WebSockets of the app that live under a lock (rules with websocket = \"lock\").",
+        )
+        .expect("static metric definition");
+        let app_sockets_fenced = IntCounter::new(
+            "latch_app_sockets_fenced_total",
+            "The app's WebSockets closed with 4423 because their owner lost the lock.",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests) as Box<dyn prometheus::core::Collector>,
             Box::new(locks.clone()),
@@ -176,6 +188,8 @@ impl Metrics {
             Box::new(injected.clone()),
             Box::new(injected_remembered.clone()),
             Box::new(event_fanout.clone()),
+            Box::new(app_sockets.clone()),
+            Box::new(app_sockets_fenced.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -193,6 +207,8 @@ impl Metrics {
             injected,
             injected_remembered,
             event_fanout,
+            app_sockets,
+            app_sockets_fenced,
         }
     }
 

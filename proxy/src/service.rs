@@ -26,7 +26,7 @@ use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
 use crate::upstream_headers::UpstreamHeaders;
-use crate::{endpoints, gate, login};
+use crate::{app_ws, endpoints, gate, login};
 
 /// Headers in this namespace are Latch's to set; anything a client sends there is removed.
 const HEADER_NAMESPACE: &str = "x-latch-";
@@ -61,6 +61,14 @@ fn is_safe(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
+}
+
+/// Does the request ask to become a WebSocket? One header lookup, made only for requests a
+/// rule matched.
+fn asks_for_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Does the request carry a body we have not read (so we must not let pingora drain it)?
@@ -263,7 +271,12 @@ impl LatchProxy {
             rules::Owner::Session => Some(self.browser_session(session, ctx)),
         };
         let lease = self.latch.lease_for(rule);
-        let safe = is_safe(&method);
+        let kind = gate::Kind::of(
+            is_safe(&method),
+            asks_for_websocket(session.req_header()),
+            rule.websocket,
+        );
+        let safe = kind.is_safe();
         let remembered = if safe {
             self.latch
                 .recent
@@ -316,6 +329,19 @@ impl LatchProxy {
         let (verdict, decision) = gate::decide(&facts);
 
         let step = match decision {
+            gate::Decision::Grant { fence: Some(fence) } if kind == gate::Kind::FencedSocket => {
+                if verdict == (gate::Verdict::Hold { claimed: true }) {
+                    self.latch.claim_rate.took(&identity.user);
+                }
+                let holder = self.latch.holder(&identity, rule, sid.as_deref());
+                Step::AppSocket(Box::new(app_ws::Fenced {
+                    resource,
+                    fence,
+                    owner: holder.owner_key(),
+                    user: holder.user,
+                    user_name: holder.name,
+                }))
+            }
             gate::Decision::Grant { fence } => {
                 if let (gate::Claim::Store(_), Some(fence)) = (claim, fence) {
                     self.latch.recent.remember(
@@ -464,6 +490,8 @@ enum Step {
     Forward,
     /// Served by the proxy itself under the reserved prefix.
     Endpoint,
+    /// A WebSocket of the app that lives under the lock, proxied by [`app_ws`].
+    AppSocket(Box<app_ws::Fenced>),
     /// Answered by the proxy.
     Reply(Reply),
 }
@@ -498,6 +526,10 @@ impl ProxyHttp for LatchProxy {
             Step::Forward => Ok(false),
             Step::Endpoint => {
                 Box::pin(endpoints::serve(&self.latch, session)).await?;
+                Ok(true)
+            }
+            Step::AppSocket(fenced) => {
+                Box::pin(app_ws::serve(&self.latch, session, *fenced)).await?;
                 Ok(true)
             }
             Step::Reply(reply) => {

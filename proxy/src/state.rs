@@ -15,6 +15,7 @@ use http::HeaderMap;
 use rules::{Owner, Rule, RuleSet};
 use store::{Holder, LockStore, StoreError};
 
+use crate::app_sockets::AppSockets;
 use crate::banner::Hub;
 use crate::claim_rate::ClaimRate;
 use crate::metrics::Metrics;
@@ -66,6 +67,8 @@ pub struct Latch {
     pub head_memo: Arc<inject::HeadMemo>,
     /// New claims per user on this instance (see [`ClaimRate`]).
     pub claim_rate: ClaimRate,
+    /// The app's own WebSockets on this instance that live under a lock (see [`AppSockets`]).
+    pub app_sockets: AppSockets,
 }
 
 impl Latch {
@@ -103,6 +106,7 @@ impl Latch {
             recent,
             head_memo: Arc::default(),
             claim_rate,
+            app_sockets: AppSockets::default(),
         }))
     }
 

@@ -16,8 +16,9 @@ use crate::demo_app;
 use crate::launch::{self, ProxyPlan};
 use crate::stores::Stores;
 
-/// The demo's rules: an edit page that blocks, its save endpoint on the same resource, a
-/// review page that redirects to the read view, and a read-only settings page.
+/// The demo's rules: an edit page that blocks, its save endpoint and its live-preview
+/// WebSocket on the same resource (the socket is fenced: it closes when the editor loses the
+/// lock), a review page that redirects to the read view, and a read-only settings page.
 pub const DEMO_RULES: &str = r#"
 [[rule]]
 id = "doc-edit"
@@ -30,6 +31,12 @@ id = "doc-save"
 pattern = "/docs/{id:int}/save"
 resource = "doc:{id}"
 methods = ["POST"]
+inject = false
+
+[[rule]]
+id = "doc-live"
+pattern = "/docs/{id:int}/live"
+resource = "doc:{id}"
 inject = false
 
 [[rule]]

@@ -1,0 +1,367 @@
+//! Which of the app's own WebSockets on this instance live under which lock, and closing them
+//! when their owner loses it.
+//!
+//! Each fenced socket is registered under its resource with the owner key and the fence it
+//! opened under. A task follows the lock store's event stream — on Redis every instance's
+//! events, so a take-over on another instance reaches the sockets here — and any event after
+//! which the resource is no longer held by that owner under that fence ends the socket: a
+//! release of any kind, a take-over, an expiry, or a new grant under another fence. The rule
+//! is the lock's state after the event, not the event's kind, so kinds this module does not
+//! know (presence, queue changes) close nothing. If events may have been missed (the
+//! subscription lagged or was lost), every registered resource is read back from the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use store::{EventKind, Lock, LockEvent, LockStore, ReleaseReason};
+use tokio::sync::{broadcast, oneshot};
+
+/// The app's fenced WebSockets one user may have open on one instance.
+pub const MAX_SOCKETS_PER_USER: usize = 16;
+
+/// Longest close reason a WebSocket close frame carries (125 bytes less the code).
+const MAX_REASON: usize = 123;
+
+#[derive(Default)]
+pub struct AppSockets {
+    next_id: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_resource: HashMap<String, Vec<Entry>>,
+    per_user: HashMap<String, usize>,
+}
+
+struct Entry {
+    id: u64,
+    user: String,
+    owner: String,
+    fence: u64,
+    /// Takes the close reason when the owner loses the lock.
+    lost: oneshot::Sender<String>,
+}
+
+/// One registered socket; the receiver gets the close reason when the owner loses the lock.
+pub struct Registration {
+    pub id: u64,
+    pub lost: oneshot::Receiver<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "too many fenced WebSockets of the app for this user (at most {MAX_SOCKETS_PER_USER} on \
+     this instance)"
+)]
+pub struct TooManySockets;
+
+impl AppSockets {
+    /// Registers a socket of `user` (owner key `owner`) that holds `resource` under `fence`.
+    pub fn register(
+        &self,
+        resource: &str,
+        user: &str,
+        owner: &str,
+        fence: u64,
+    ) -> Result<Registration, TooManySockets> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let count = inner.per_user.entry(user.to_owned()).or_default();
+        if *count >= MAX_SOCKETS_PER_USER {
+            return Err(TooManySockets);
+        }
+        *count += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (lost, rx) = oneshot::channel();
+        inner
+            .by_resource
+            .entry(resource.to_owned())
+            .or_default()
+            .push(Entry {
+                id,
+                user: user.to_owned(),
+                owner: owner.to_owned(),
+                fence,
+                lost,
+            });
+        Ok(Registration { id, lost: rx })
+    }
+
+    /// Takes a socket out, whether or not it was closed for a lost lock.
+    pub fn unregister(&self, resource: &str, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entries) = inner.by_resource.get_mut(resource) else {
+            return;
+        };
+        let Some(at) = entries.iter().position(|e| e.id == id) else {
+            return;
+        };
+        let entry = entries.swap_remove(at);
+        if entries.is_empty() {
+            inner.by_resource.remove(resource);
+        }
+        release_slot(&mut inner.per_user, &entry.user);
+    }
+
+    /// How many fenced sockets are registered.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_resource.values().map(Vec::len).sum()
+    }
+
+    /// Closes the sockets on `resource` whose owner does not hold it under their fence in
+    /// `current`, telling each `reason`. Returns how many were closed.
+    pub fn settle(&self, resource: &str, current: Option<&Lock>, reason: &str) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entries) = inner.by_resource.get_mut(resource) else {
+            return 0;
+        };
+        let still_held = |e: &Entry| {
+            current.is_some_and(|lock| lock.fence == e.fence && lock.owner_key() == e.owner)
+        };
+        let (keep, lost): (Vec<Entry>, Vec<Entry>) = entries.drain(..).partition(still_held);
+        *entries = keep;
+        if entries.is_empty() {
+            inner.by_resource.remove(resource);
+        }
+        let closed = lost.len();
+        for entry in lost {
+            release_slot(&mut inner.per_user, &entry.user);
+            // The socket may be ending on its own; then nobody listens, which is fine.
+            let _ = entry.lost.send(reason.to_owned());
+        }
+        closed
+    }
+
+    /// Applies one lock event. Returns how many sockets it closed.
+    pub fn apply(&self, event: &LockEvent) -> usize {
+        if !self.watches(&event.resource) {
+            return 0;
+        }
+        self.settle(&event.resource, event.lock.as_ref(), &close_reason(event))
+    }
+
+    fn watches(&self, resource: &str) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_resource.contains_key(resource)
+    }
+
+    /// Reads every registered resource back from the store, for when events may have been
+    /// missed.
+    async fn recheck(&self, store: &dyn LockStore) -> usize {
+        let resources: Vec<String> = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.by_resource.keys().cloned().collect()
+        };
+        let mut closed = 0;
+        for resource in resources {
+            match store.get(&resource).await {
+                Ok(current) => closed += self.settle(&resource, current.as_ref(), "lock lost"),
+                Err(e) => {
+                    tracing::warn!(resource = %resource, error = %e, "cannot re-read a lock an app socket lives under")
+                }
+            }
+        }
+        closed
+    }
+
+    /// Follows the lock store's event stream for the life of the process; `closed` is called
+    /// with the number of sockets each step closed.
+    pub async fn run(&self, store: &dyn LockStore, closed: impl Fn(usize)) {
+        let mut events = store.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(event) => closed(self.apply(&event)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "app sockets fell behind the lock events; re-reading their locks"
+                    );
+                    closed(self.recheck(store).await);
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    events = store.subscribe();
+                    closed(self.recheck(store).await);
+                }
+            }
+        }
+    }
+}
+
+fn release_slot(per_user: &mut HashMap<String, usize>, user: &str) {
+    if let Some(count) = per_user.get_mut(user) {
+        *count -= 1;
+        if *count == 0 {
+            per_user.remove(user);
+        }
+    }
+}
+
+/// The close frame's reason for the socket of an owner who lost the lock in `event`.
+pub fn close_reason(event: &LockEvent) -> String {
+    let reason = match &event.kind {
+        EventKind::TakenOver { by } => format!("lock taken over by {}", by.name),
+        EventKind::Released { reason } => released(reason),
+        _ => "lock lost".to_owned(),
+    };
+    truncate(reason)
+}
+
+fn released(reason: &ReleaseReason) -> String {
+    if let ReleaseReason::Forced { by } = reason {
+        return format!("lock released by an admin ({by})");
+    }
+    // Named by the reason's wire name, so reasons added later read sensibly too.
+    let name = serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match name.as_str() {
+        "expired" => "lock expired".to_owned(),
+        "client" => "lock released by its holder".to_owned(),
+        "grace" => "lock released: the page was closed".to_owned(),
+        "" => "lock released".to_owned(),
+        other => format!("lock released ({other})"),
+    }
+}
+
+fn truncate(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use store::Holder;
+
+    use super::*;
+
+    fn holder(user: &str, name: &str) -> Holder {
+        Holder {
+            user: user.to_owned(),
+            name: name.to_owned(),
+            session: None,
+        }
+    }
+
+    fn lock(user: &str, fence: u64) -> Lock {
+        Lock {
+            resource: "doc:1".to_owned(),
+            rule: "docs".to_owned(),
+            holder: holder(user, user),
+            since: 1,
+            expires: 2,
+            fence,
+            instance: "a".to_owned(),
+        }
+    }
+
+    fn event(kind: EventKind, lock: Option<Lock>) -> LockEvent {
+        LockEvent {
+            kind,
+            resource: "doc:1".to_owned(),
+            lock,
+            previous: None,
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_take_over_closes_the_old_owners_sockets_with_the_new_holders_name() {
+        let sockets = AppSockets::default();
+        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let kind = EventKind::TakenOver {
+            by: holder("bob", "Bob"),
+        };
+        assert_eq!(sockets.apply(&event(kind, Some(lock("bob", 8)))), 1);
+        assert_eq!(alice.lost.try_recv().unwrap(), "lock taken over by Bob");
+        assert_eq!(sockets.count(), 0);
+    }
+
+    #[test]
+    fn events_that_leave_the_owner_holding_under_the_same_fence_close_nothing() {
+        let sockets = AppSockets::default();
+        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let asked = EventKind::AccessRequested {
+            by: holder("bob", "Bob"),
+        };
+        assert_eq!(sockets.apply(&event(asked, Some(lock("alice", 7)))), 0);
+        assert!(alice.lost.try_recv().is_err());
+        // A grant to the same owner under a newer fence is another lock: the old socket goes.
+        assert_eq!(
+            sockets.apply(&event(EventKind::Claimed, Some(lock("alice", 9)))),
+            1
+        );
+        assert_eq!(alice.lost.try_recv().unwrap(), "lock lost");
+    }
+
+    #[test]
+    fn every_release_reason_has_its_own_words() {
+        let released = |reason| {
+            let e = event(EventKind::Released { reason }, None);
+            close_reason(&e)
+        };
+        assert_eq!(released(ReleaseReason::Expired), "lock expired");
+        assert_eq!(
+            released(ReleaseReason::Forced {
+                by: "root".to_owned()
+            }),
+            "lock released by an admin (root)"
+        );
+        assert_eq!(
+            released(ReleaseReason::Client),
+            "lock released by its holder"
+        );
+        assert_eq!(
+            released(ReleaseReason::Grace),
+            "lock released: the page was closed"
+        );
+    }
+
+    #[test]
+    fn only_the_resource_and_owner_concerned_are_closed() {
+        let sockets = AppSockets::default();
+        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let mut other = sockets.register("doc:2", "alice", "alice", 3).unwrap();
+        let expired = EventKind::Released {
+            reason: ReleaseReason::Expired,
+        };
+        assert_eq!(sockets.apply(&event(expired, None)), 1);
+        assert_eq!(alice.lost.try_recv().unwrap(), "lock expired");
+        assert!(other.lost.try_recv().is_err());
+        sockets.unregister("doc:2", other.id);
+        assert_eq!(sockets.count(), 0);
+    }
+
+    #[test]
+    fn a_user_has_a_bounded_number_of_sockets_and_gets_a_slot_back_when_one_ends() {
+        let sockets = AppSockets::default();
+        let ids: Vec<u64> = (0..MAX_SOCKETS_PER_USER)
+            .map(|_| sockets.register("doc:1", "alice", "alice", 1).unwrap().id)
+            .collect();
+        assert!(sockets.register("doc:1", "alice", "alice", 1).is_err());
+        assert!(sockets.register("doc:1", "bob", "bob", 1).is_ok());
+        sockets.unregister("doc:1", ids[0]);
+        assert!(sockets.register("doc:1", "alice", "alice", 1).is_ok());
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_fit_a_close_frame_on_a_character_boundary() {
+        let name = "é".repeat(100);
+        let kind = EventKind::TakenOver {
+            by: holder("bob", &name),
+        };
+        let reason = close_reason(&event(kind, None));
+        assert!(reason.len() <= MAX_REASON);
+        assert!(reason.starts_with("lock taken over by é"));
+    }
+}
