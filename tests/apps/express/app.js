@@ -7,9 +7,17 @@
 // Protected (Latch locks them): GET /docs/:id(\d+)/edit and POST /docs/:id(\d+)/save.
 // Unprotected: GET / and GET /handled, the JSON list of every protected handler run, which the
 // test reads from this port directly.
+//
+// The app's own WebSocket (the `ws` package), for the fenced-socket tests: a handshake on
+// /docs/:id/socket opens a socket that saves every message it gets and answers
+// {"saved", "user", "fence"}; GET /docs/:id/live is a page whose script opens it, saves a
+// draft, reconnects after a close with code 4423 and shows what happened. GET /sockets (read
+// from this port directly) lists every save made over a socket and every close the app saw.
 'use strict';
 
+const http = require('http');
 const express = require('express');
+const { WebSocketServer } = require('ws');
 
 const app = express();
 const handled = [];
@@ -38,5 +46,74 @@ app.post('/docs/:id(\\d+)/save', (req, res) => {
 
 app.get('/handled', (req, res) => res.json(handled));
 
+const socketSaves = [];
+const socketCloses = [];
+
+app.get('/docs/:id(\\d+)/live', (req, res) => {
+  res.send(`<!doctype html>
+<html><head><title>live ${req.params.id}</title></head><body>
+<h1>Live document ${req.params.id}</h1>
+<p id="status">connecting</p>
+<ul id="log"></ul>
+<script>
+  const url = 'ws://' + location.host + '/docs/${req.params.id}/socket';
+  const log = (text) => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    document.getElementById('log').appendChild(li);
+  };
+  const status = (text) => { document.getElementById('status').textContent = text; };
+  let attempt = 0;
+  function connect() {
+    attempt += 1;
+    const ws = new WebSocket(url);
+    let opened = false;
+    ws.onopen = () => { opened = true; status('open'); ws.send('draft ' + attempt); };
+    ws.onmessage = (e) => log('saved: ' + JSON.parse(e.data).saved);
+    ws.onclose = (e) => {
+      if (opened) {
+        log('closed ' + e.code + ': ' + e.reason);
+        status('closed ' + e.code);
+        // The lock is gone: reconnect, as an app's retry logic would.
+        if (e.code === 4423) setTimeout(connect, 100);
+        return;
+      }
+      // The handshake was refused. A browser does not show its status, so ask with a save.
+      fetch('/docs/${req.params.id}/save', { method: 'POST' }).then((r) => {
+        log('reconnect refused; saving answers ' + r.status);
+        status('refused ' + r.status);
+      });
+    };
+  }
+  connect();
+</script>
+</body></html>`);
+});
+
+app.get('/sockets', (req, res) => res.json({ saves: socketSaves, closes: socketCloses }));
+
+const server = http.createServer(app);
+const sockets = new WebSocketServer({ noServer: true });
+server.on('upgrade', (req, socket, head) => {
+  const match = /^\/docs\/(\d+)\/socket$/i.exec(new URL(req.url, 'http://app').pathname);
+  if (!match) {
+    socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    return;
+  }
+  sockets.handleUpgrade(req, socket, head, (ws) => {
+    const who = {
+      id: Number.parseInt(match[1], 10),
+      user: req.headers['x-latch-user'] ?? null,
+      fence: req.headers['x-latch-fence'] ?? null,
+    };
+    ws.on('message', (data) => {
+      const text = data.toString();
+      socketSaves.push({ ...who, text });
+      ws.send(JSON.stringify({ saved: text, user: who.user, fence: who.fence }));
+    });
+    ws.on('close', (code, reason) => socketCloses.push({ ...who, code, reason: reason.toString() }));
+  });
+});
+
 const port = Number.parseInt(process.argv[2], 10);
-app.listen(port, '127.0.0.1');
+server.listen(port, '127.0.0.1');
