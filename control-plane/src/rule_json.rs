@@ -184,7 +184,9 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
         "methods" | "takeover_roles" => check::<Vec<String>>(value, "a list of strings"),
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
-        "lease_seconds" | "grace_seconds" | "idle_seconds" => check::<u64>(value, "a whole number of seconds"),
+        "lease_seconds" | "grace_seconds" | "idle_seconds" => {
+            check::<u64>(value, "a whole number of seconds")
+        }
         "max_per_user" => check::<u32>(value, "a whole number of locks"),
         "priority" => check::<i32>(value, "a whole number"),
         "inject" | "case_insensitive" | "enabled" => check::<bool>(value, "true or false"),

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    GRACE_SECONDS, ID_MAX_LEN, IDLE_SECONDS, LEASE_SECONDS, MAX_PER_USER, PRIORITY,
+    GRACE_SECONDS, IDLE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, PRIORITY,
 };
 use crate::model::{Mode, Rule};
 use crate::pattern::{self, CompiledPattern};

@@ -762,7 +762,10 @@ mod tests {
         let t0 = Instant::now();
         let mut displaced = Displaced::new(10);
         displaced.mark("doc:1", "alice", t0 + Duration::from_secs(5));
-        assert!(!displaced.is_marked("doc:1", "alice", t0), "nobody else held it yet");
+        assert!(
+            !displaced.is_marked("doc:1", "alice", t0),
+            "nobody else held it yet"
+        );
         displaced.fence_moved("doc:1");
         assert!(displaced.is_marked("doc:1", "alice", t0));
         assert!(!displaced.is_marked("doc:1", "bob", t0));

@@ -287,7 +287,10 @@ impl Browser {
             }
             labels.push(text);
         }
-        panic!("{}'s banner has no {label:?} button, only {labels:?}", self.name);
+        panic!(
+            "{}'s banner has no {label:?} button, only {labels:?}",
+            self.name
+        );
     }
 
     async fn screenshot(&self, test: &str) {
@@ -403,7 +406,13 @@ impl Scene {
     }
 
     /// Waits for an audit event of `kind` (and `reason`, when given) on `resource`.
-    async fn wait_audit(&self, resource: &str, kind: &str, reason: Option<&str>, within: Duration) -> Value {
+    async fn wait_audit(
+        &self,
+        resource: &str,
+        kind: &str,
+        reason: Option<&str>,
+        within: Duration,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let events = self.audit(resource).await;
@@ -463,16 +472,22 @@ async fn closing_a_second_tab_keeps_the_lock() {
             let page = s.url("/docs/1/edit");
             let alice = s.get("alice");
             alice.goto(&page).await;
-            alice.wait_banner("editing", "You are editing", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             let first = alice.tab().await;
             for round in 1..=8 {
                 alice.new_tab(&page).await;
-                alice.wait_banner("editing", "You are editing", PATIENCE).await;
+                alice
+                    .wait_banner("editing", "You are editing", PATIENCE)
+                    .await;
                 alice.close_tab(&first).await;
                 tokio::time::sleep(AFTER_BEACON).await;
                 let status = alice.autosave().await;
                 assert_eq!(status, 200, "round {round}: the remaining tab's autosave");
-                alice.wait_banner("editing", "You are editing", PATIENCE).await;
+                alice
+                    .wait_banner("editing", "You are editing", PATIENCE)
+                    .await;
             }
             assert!(s.editor.saves().await.len() >= 8);
             let released: Vec<Value> = s
@@ -549,7 +564,9 @@ async fn leaving_the_page_is_a_grace_release_and_the_next_write_is_accepted() {
             s.open("alice", "alice", "Alice").await;
             let alice = s.get("alice");
             alice.goto(&s.url("/docs/2/edit")).await;
-            alice.wait_banner("editing", "You are editing", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             // Navigate away to a page no rule protects.
             alice.goto(&s.url("/")).await;
             let event = s
@@ -566,7 +583,10 @@ async fn leaving_the_page_is_a_grace_release_and_the_next_write_is_accepted() {
             // Nobody touched the document since: Alice's next write simply claims it again.
             assert_eq!(alice.post_save(2).await, 200);
             let saves = s.editor.saves().await;
-            assert_eq!(saves.last().map(|s| s["user"].clone()), Some(json!("alice")));
+            assert_eq!(
+                saves.last().map(|s| s["user"].clone()),
+                Some(json!("alice"))
+            );
         })
     })
     .await;
@@ -583,7 +603,9 @@ async fn the_423_page_turns_into_the_page_when_the_holder_leaves() {
             let page = s.url("/docs/3/edit");
             let (alice, bob) = (s.get("alice"), s.get("bob"));
             alice.goto(&page).await;
-            alice.wait_banner("editing", "You are editing", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             bob.goto(&page).await;
             bob.wait_banner("locked", "Locked by Alice", PATIENCE).await;
             assert!(bob.js("return !document.getElementById('text');").await == json!(true));
@@ -615,13 +637,23 @@ async fn the_holder_sees_who_is_watching() {
             let page = s.url("/docs/1/edit");
             let (alice, carol) = (s.get("alice"), s.get("carol"));
             alice.goto(&page).await;
-            alice.wait_banner("editing", "You are editing", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             carol.goto(&page).await;
-            carol.wait_banner("locked", "Locked by Alice", PATIENCE).await;
-            alice.wait_banner("editing", "Carol is watching", PATIENCE).await;
+            carol
+                .wait_banner("locked", "Locked by Alice", PATIENCE)
+                .await;
+            alice
+                .wait_banner("editing", "Carol is watching", PATIENCE)
+                .await;
             carol.goto(&s.url("/")).await;
             let start = Instant::now();
-            while alice.banner().await.is_some_and(|b| b.text.contains("watching")) {
+            while alice
+                .banner()
+                .await
+                .is_some_and(|b| b.text.contains("watching"))
+            {
                 assert!(start.elapsed() < PATIENCE, "Carol still shown as watching");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -641,16 +673,29 @@ async fn an_idle_holder_is_warned_may_stay_and_is_then_released() {
             let page = s.url("/docs/9/edit");
             let (alice, bob) = (s.get("alice"), s.get("bob"));
             alice.goto(&page).await;
-            alice.wait_banner("editing", "You are editing", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             // idle 4 s, warned 2 s before.
-            alice.wait_banner("editing", "You seem away", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You seem away", PATIENCE)
+                .await;
             alice.click_banner_button("Stay").await;
             let start = Instant::now();
-            while alice.banner().await.is_some_and(|b| b.text.contains("You seem away")) {
-                assert!(start.elapsed() < Duration::from_secs(2), "the warning stayed after Stay");
+            while alice
+                .banner()
+                .await
+                .is_some_and(|b| b.text.contains("You seem away"))
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "the warning stayed after Stay"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            alice.wait_banner("editing", "You are editing", Duration::from_secs(1)).await;
+            alice
+                .wait_banner("editing", "You are editing", Duration::from_secs(1))
+                .await;
             assert_eq!(alice.autosave().await, 200, "Stay kept the lock");
             let idle: Vec<Value> = s
                 .audit("doc:9")
@@ -669,7 +714,8 @@ async fn an_idle_holder_is_warned_may_stay_and_is_then_released() {
                 .await;
             assert_eq!(event["user"], "alice", "{event}");
             bob.goto(&page).await;
-            bob.wait_banner("editing", "You are editing", PATIENCE).await;
+            bob.wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             assert_eq!(bob.autosave().await, 200);
         })
     })
@@ -687,15 +733,21 @@ async fn a_tab_on_each_instance_closing_one_keeps_the_lock() {
             let there = s.latches[1].url("/docs/1/edit");
             let alice = s.get("alice");
             alice.goto(&here).await;
-            alice.wait_banner("editing", "You are editing", PATIENCE).await;
+            alice
+                .wait_banner("editing", "You are editing", PATIENCE)
+                .await;
             let first = alice.tab().await;
             for round in 1..=3 {
                 alice.new_tab(&there).await;
-                alice.wait_banner("editing", "You are editing", PATIENCE).await;
+                alice
+                    .wait_banner("editing", "You are editing", PATIENCE)
+                    .await;
                 alice.close_tab(&first).await;
                 tokio::time::sleep(AFTER_BEACON).await;
                 assert_eq!(alice.autosave().await, 200, "round {round}");
-                alice.wait_banner("editing", "You are editing", PATIENCE).await;
+                alice
+                    .wait_banner("editing", "You are editing", PATIENCE)
+                    .await;
             }
         })
     })

@@ -44,9 +44,15 @@ enum ClientMsg {
     Heartbeat,
     /// The person did something on the page (input, pointer, key, focus, visible).
     Activity,
-    Release { resource: String },
-    Takeover { resource: String },
-    RequestAccess { resource: String },
+    Release {
+        resource: String,
+    },
+    Takeover {
+        resource: String,
+    },
+    RequestAccess {
+        resource: String,
+    },
 }
 
 /// A resource this socket watches, with what the viewer's permissions depend on.
@@ -203,7 +209,10 @@ impl Conn {
                     if !actions::valid_tab(&tab) {
                         return send(
                             ws,
-                            error_json("bad_tab", "tab must be 1 to 64 letters, digits, '_' or '-'"),
+                            error_json(
+                                "bad_tab",
+                                "tab must be 1 to 64 letters, digits, '_' or '-'",
+                            ),
                         )
                         .await;
                     }

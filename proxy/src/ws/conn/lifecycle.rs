@@ -62,7 +62,10 @@ impl Conn {
         for w in &self.watched {
             let _ = self
                 .latch
-                .store_op("presence_leave", self.latch.store.presence_leave(&w.resource, &old))
+                .store_op(
+                    "presence_leave",
+                    self.latch.store.presence_leave(&w.resource, &old),
+                )
                 .await;
         }
         self.refresh_presence().await;

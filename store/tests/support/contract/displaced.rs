@@ -19,7 +19,10 @@ pub async fn a_lapsed_grace_is_a_grace_release_that_does_not_displace(
     let mut rx = store.subscribe();
     let lock = claimed(store.claim(&safe(&alice)).await.unwrap());
     assert_eq!(next_event(&mut rx).await.kind, EventKind::Claimed);
-    assert_eq!(store.begin_grace(DOC, "bob", timing.short).await.unwrap(), None);
+    assert_eq!(
+        store.begin_grace(DOC, "bob", timing.short).await.unwrap(),
+        None
+    );
     let graced = store
         .begin_grace(DOC, "alice", timing.short)
         .await

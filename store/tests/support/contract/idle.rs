@@ -90,8 +90,5 @@ pub async fn activity_since_the_check_wins(store: Arc<dyn LockStore>, _: Timing)
             .unwrap(),
         None
     );
-    assert_eq!(
-        store.get(DOC).await.unwrap().map(|l| l.holder),
-        Some(alice)
-    );
+    assert_eq!(store.get(DOC).await.unwrap().map(|l| l.holder), Some(alice));
 }
