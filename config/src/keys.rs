@@ -163,6 +163,14 @@ fn declare() -> Vec<Key> {
         Key::seconds("locks.grace_seconds", 0..=3_600, |d, v| d.config.locks.grace = v)
             .default(10)
             .doc("How long a lock lasts after its holder's last banner socket closes; shorter than the lease."),
+        Key::seconds("locks.idle_seconds", 0..=86_400, |d, v| d.config.locks.idle = v)
+            .default(900)
+            .doc("A holder with no activity (input, pointer, keys, focus) in any tab for this long is released; `0`: never. A rule may set its own."),
+        Key::seconds("locks.idle_warning_seconds", 0..=3_600, |d, v| {
+            d.config.locks.idle_warning = v
+        })
+        .default(60)
+        .doc("How long before the idle release the holder's banners warn, with a *Stay* button."),
         Key::choice("locks.on_store_error", |d, v| d.config.locks.on_store_error = v)
             .default("deny")
             .doc("What a rule-matched request gets while the lock store fails: 503, or through."),
@@ -256,6 +264,8 @@ pub(crate) fn blank() -> Config {
             store: LockStoreKind::Memory,
             lease: Duration::ZERO,
             grace: Duration::ZERO,
+            idle: Duration::ZERO,
+            idle_warning: Duration::ZERO,
             on_store_error: OnStoreError::Deny,
             store_timeout: Duration::ZERO,
             max_per_user: None,

@@ -201,6 +201,11 @@ pub struct LocksConfig {
     pub store: LockStoreKind,
     pub lease: Duration,
     pub grace: Duration,
+    /// How long a holder may show no activity before the lock is released (`idle_seconds`,
+    /// default 900); zero means never. A rule may set its own.
+    pub idle: Duration,
+    /// How long before the idle release the holder is warned (`idle_warning_seconds`, 60).
+    pub idle_warning: Duration,
     pub on_store_error: OnStoreError,
     /// How long a request waits on the lock store before `on_store_error` applies. Default 500 ms.
     pub store_timeout: Duration,

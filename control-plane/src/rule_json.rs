@@ -46,6 +46,10 @@ pub struct RuleDto {
     pub lease_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// Seconds without activity before the holder is released; `0` is off; default
+    /// `[locks] idle_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
     /// Most distinct live locks a user may hold once a claim under this rule is granted;
     /// `0` is no cap; default `[locks] max_per_user`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +82,7 @@ impl From<Rule> for RuleDto {
             owner: rule.owner,
             lease_seconds: rule.lease_seconds,
             grace_seconds: rule.grace_seconds,
+            idle_seconds: rule.idle_seconds,
             max_per_user: rule.max_per_user,
             takeover_roles: rule.takeover_roles,
             inject: rule.inject,
@@ -184,7 +189,9 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
         "websocket" => check::<WebSocket>(value, "one of \"lock\", \"pass\""),
-        "lease_seconds" | "grace_seconds" => check::<u64>(value, "a whole number of seconds"),
+        "lease_seconds" | "grace_seconds" | "idle_seconds" => {
+            check::<u64>(value, "a whole number of seconds")
+        }
         "max_per_user" => check::<u32>(value, "a whole number of locks"),
         "priority" => check::<i32>(value, "a whole number"),
         "inject" | "case_insensitive" | "enabled" => check::<bool>(value, "true or false"),

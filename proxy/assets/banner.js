@@ -11,6 +11,17 @@
 
   var script = document.currentScript;
   if (!script || document.getElementById("latch-banner")) return;
+  // In a frame whose top page (same origin) has a Latch banner, that banner speaks for the
+  // page: no second banner, no socket, no release beacon. The top's script tag is parsed
+  // before any of its frames load, so it is found even before its banner is drawn.
+  if (window.top !== window) {
+    try {
+      var top = window.top.document;
+      if (top.getElementById("latch-banner") || top.querySelector("script[data-latch-prefix]")) return;
+    } catch (e) {
+      // A cross-origin top: this frame is on its own.
+    }
+  }
 
   var config = script.dataset;
   var prefix = (config.latchPrefix || "").replace(/\/+$/, "");
@@ -22,6 +33,22 @@
   var lease = Number(config.latchLease) > 0 ? Number(config.latchLease) : 30;
   var blockedPage = config.latchPage === "blocked";
   var wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + prefix + "/ws";
+  // This page load's id: tells the proxy which of the person's tabs is leaving.
+  var tab = (function () {
+    var bytes = new Uint8Array(12);
+    (window.crypto || window.msCrypto).getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return (b < 16 ? "0" : "") + b.toString(16); }).join("");
+  })();
+  // The 423 page reloads itself once when the lock frees; if that reload is refused again it
+  // stays put rather than loop. The mark lives for this tab only.
+  var reloadKey = "latch-reloaded:" + here;
+  var autoReload = true;
+  try {
+    if (blockedPage && sessionStorage.getItem(reloadKey)) autoReload = false;
+    sessionStorage.removeItem(reloadKey);
+  } catch (e) {
+    autoReload = false;
+  }
 
   var CSS =
     ":host{all:initial!important;display:block!important;position:fixed!important;z-index:2147483647!important;" +
@@ -72,12 +99,13 @@
   var message = el("p", "msg");
   var actions = el("div", "row");
   var conn = el("span", "conn");
+  var watchers = el("span", "conn presence");
   var notice = el("div", "notice row");
   message.setAttribute("aria-live", "polite");
   notice.setAttribute("role", "status");
   notice.setAttribute("aria-live", "polite");
   notice.hidden = true;
-  bar.append(message, actions, conn, notice);
+  bar.append(message, actions, watchers, conn, notice);
   root.appendChild(bar);
   document.documentElement.appendChild(host);
 
@@ -91,6 +119,9 @@
   var fatal = "";
   var requestedFrom = "";
   var takeoverSent = false;
+  var releasedReason = "";
+  var presence = null;
+  var lastActivity = 0;
 
   var socket = null;
   var stopped = false;
@@ -158,6 +189,10 @@
       if (lock.can_takeover) items.push(button("Take over", takeover));
       return show("locked", ["Locked by " + who(lock.holder) + (since ? " since " + since : "")], items, false);
     }
+    if (hadHeld && releasedReason === "idle") {
+      return show("released", ["Released because you were away — reload to continue editing"],
+        [button("Reload", function () { location.reload(); })], false);
+    }
     if (hadHeld) {
       return show("released", ["Your lock was released — reload to continue editing"],
         [button("Reload", function () { location.reload(); })], false);
@@ -165,8 +200,27 @@
     return show("free", ["Free now — ", ["open", here]], [], false);
   }
 
+  function renderPresence() {
+    var text = "";
+    if (presence && lock && lock.state === "held") {
+      var names = (presence.watching || []).map(who);
+      var count = Number(presence.count) || names.length;
+      if (holding && names.length) {
+        var more = count - names.length;
+        var list = names.length === 1 ? names[0]
+          : names.slice(0, -1).join(", ") + " and " + names[names.length - 1];
+        text = list + (more > 0 ? " and " + more + " more" : "") + (count === 1 ? " is watching" : " are watching");
+      } else if (!holding && count) {
+        text = count + (count === 1 ? " other person watching" : " other people watching");
+      }
+    }
+    watchers.textContent = text;
+  }
+
   function showNotice(text, items, seconds) {
     clearTimeout(noticeTimer);
+    clearInterval(idleTimer);
+    notice.removeAttribute("data-notice");
     notice.replaceChildren.apply(notice, [el("span", "", text)].concat(items));
     notice.hidden = false;
     if (seconds) noticeTimer = setTimeout(hideNotice, seconds * 1000);
@@ -174,6 +228,8 @@
 
   function hideNotice() {
     clearTimeout(noticeTimer);
+    clearInterval(idleTimer);
+    notice.removeAttribute("data-notice");
     notice.hidden = true;
     notice.replaceChildren();
   }
@@ -203,18 +259,80 @@
     lock = m;
     fatal = "";
     holding = m.state === "held" && m.you === true;
+    if (blockedPage && m.state === "free" && autoReload) {
+      // The lock is free: load the page the person asked for, once.
+      try {
+        sessionStorage.setItem(reloadKey, "1");
+      } catch (e) {
+        // Without storage the reload still happens; a refusal then shows this page again.
+      }
+      autoReload = false;
+      return location.assign(here);
+    }
     if (holding) {
       hadHeld = true;
+      releasedReason = "";
       // Taken over from the 423 page: the page itself is now ours to load.
       if (blockedPage && takeoverSent) return location.assign(here);
     } else {
       hideNotice();
     }
     render();
+    renderPresence();
+  }
+
+  // Real activity (typing, pointer, keys, focus, the page shown again) keeps the lock: at most
+  // one `activity` message per 15 s.
+  function activity(now) {
+    if (!holding) return;
+    var t = Date.now();
+    if (!now && t - lastActivity < 15000) return;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      lastActivity = t;
+      socket.send(JSON.stringify({ type: "activity" }));
+    }
+  }
+  ["input", "pointerdown", "keydown", "focus"].forEach(function (type) {
+    addEventListener(type, function () { activity(false); }, { capture: true, passive: true });
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") activity(false);
+  });
+
+  var idleTimer = 0;
+  function idleWarning(m) {
+    if (!holding) return;
+    var until = new Date(m.release_at).getTime();
+    var label = el("span", "");
+    function tickIdle() {
+      var left = Math.max(0, Math.round((until - Date.now()) / 1000));
+      label.textContent = "You seem away; the lock will be released in " + left + " s";
+    }
+    tickIdle();
+    clearInterval(idleTimer);
+    idleTimer = setInterval(tickIdle, 1000);
+    clearTimeout(noticeTimer);
+    notice.replaceChildren(label, button("Stay", function () { activity(true); }));
+    notice.setAttribute("data-notice", "idle");
+    notice.hidden = false;
+  }
+
+  function idleCleared() {
+    clearInterval(idleTimer);
+    if (notice.getAttribute("data-notice") === "idle") hideNotice();
   }
 
   var handlers = {
     lock: onLock,
+    presence: function (m) {
+      presence = m;
+      renderPresence();
+    },
+    idle_warning: idleWarning,
+    idle_cleared: idleCleared,
+    released: function (m) {
+      releasedReason = String(m.reason || "");
+    },
     taken_over: function (m) {
       holding = false;
       takenOverBy = who(m.by);
@@ -258,7 +376,7 @@
     socket = ws;
     ws.onopen = function () {
       conn.textContent = "";
-      ws.send(JSON.stringify({ type: "watch", path: path }));
+      ws.send(JSON.stringify({ type: "watch", path: path, tab: tab }));
       heartbeatTimer = setInterval(function () {
         if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "heartbeat" }));
       }, Math.max(1000, (lease * 1000) / 3));
@@ -312,7 +430,7 @@
     leaving = true;
     // A short grace instead of a release, so that a reload keeps the lock.
     if (holding && resource && navigator.sendBeacon) {
-      navigator.sendBeacon(prefix + "/release", JSON.stringify({ resource: resource, pagehide: true }));
+      navigator.sendBeacon(prefix + "/release", JSON.stringify({ resource: resource, pagehide: true, tab: tab }));
     }
   });
 

@@ -81,6 +81,76 @@ pub async fn release(
         .await?)
 }
 
+/// How long a banner stays present on a resource without being refreshed. Sockets refresh
+/// their tabs every ping (20 s); a socket silent for 60 s is closed anyway, so a tab of an
+/// instance that died is forgotten within a minute.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
+
+/// Longest tab id a banner may send.
+pub const MAX_TAB_LEN: usize = 64;
+
+/// Whether `tab` is an id a banner may send: 1 to 64 of `[A-Za-z0-9_-]`.
+pub fn valid_tab(tab: &str) -> bool {
+    !tab.is_empty()
+        && tab.len() <= MAX_TAB_LEN
+        && tab
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether a tab of `owner` other than `tab` is present on `resource`, on any instance.
+pub async fn other_tab_present(
+    latch: &Latch,
+    resource: &str,
+    owner: &str,
+    tab: Option<&str>,
+) -> Result<bool, StoreError> {
+    let present = latch
+        .store_op("presence", latch.store.presence(resource))
+        .await?;
+    Ok(present
+        .iter()
+        .any(|p| Some(p.tab.as_str()) != tab && p.holder.owner_key() == owner))
+}
+
+/// A page of the requester is going away (the banner's `pagehide` beacon). Its tab leaves the
+/// resource's presence; if no other tab of the same owner still watches it, on any instance,
+/// the lock starts its grace period (at most [`PAGEHIDE_GRACE`]), which lapses as a voluntary
+/// `grace` release. A page without a tab id only starts grace when no tab of the owner is
+/// present at all. Nothing happens for a lock the requester does not hold.
+pub async fn leave(
+    latch: &Latch,
+    identity: &Identity,
+    session: Option<&str>,
+    resource: &str,
+    tab: Option<&str>,
+) -> Result<(), ActionError> {
+    if let Some(tab) = tab {
+        latch
+            .store_op("presence_leave", latch.store.presence_leave(resource, tab))
+            .await?;
+    }
+    let Some(lock) = latch.store_op("get", latch.store.get(resource)).await? else {
+        return Ok(());
+    };
+    if !holds(&lock, identity, session) {
+        return Err(ActionError::NotHolder);
+    }
+    let owner = lock.holder.owner_key();
+    if other_tab_present(latch, resource, &owner, None).await? {
+        tracing::debug!(resource, user = %identity.user, "a page closed; another tab still watches");
+        return Ok(());
+    }
+    let grace = latch.grace_under(&lock.rule).min(PAGEHIDE_GRACE);
+    latch
+        .store_op(
+            "begin_grace",
+            latch.store.begin_grace(resource, &owner, grace),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Who may take a lock over: `takeover_roles` of the rule that granted it, and the holder's
 /// own other session for `owner = "session"` rules.
 pub fn may_take_over(latch: &Latch, lock: &Lock, identity: &Identity) -> bool {

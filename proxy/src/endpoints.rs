@@ -40,6 +40,9 @@ struct ActionBody {
     resource: String,
     #[serde(default)]
     pagehide: bool,
+    /// The closing page's tab id, sent with `pagehide`.
+    #[serde(default)]
+    tab: Option<String>,
 }
 
 pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
@@ -127,7 +130,20 @@ async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result
             ))
         }
     };
-    let result = if name == "release" {
+    let result = if name == "release" && body.pagehide {
+        match body.tab.as_deref() {
+            Some(tab) if !actions::valid_tab(tab) => {
+                return Ok(Reply::problem(
+                    400,
+                    "Bad tab",
+                    "tab must be 1 to 64 letters, digits, '_' or '-'",
+                ))
+            }
+            tab => actions::leave(latch, &identity, sid.as_deref(), &body.resource, tab)
+                .await
+                .map(|()| Reply::empty(204)),
+        }
+    } else if name == "release" {
         actions::release(
             latch,
             &identity,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use store::{LockEvent, LockStore};
+use store::{EventKind, LockEvent, LockStore};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// How long a claim this instance saw succeed keeps answering the same holder's safe requests
@@ -172,6 +172,8 @@ impl Recent {
     fn catch_up(&mut self, store: &dyn LockStore) {
         loop {
             match self.events.try_recv() {
+                // Who has a banner open changes no lock.
+                Ok(event) if event.kind == EventKind::PresenceChanged => {}
                 Ok(event) => {
                     self.generation += 1;
                     if let Some(claims) = self.by_resource.remove(&event.resource) {

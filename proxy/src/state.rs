@@ -231,6 +231,16 @@ impl Latch {
         }
     }
 
+    /// How long a holder under `rule` may show no activity before the lock is released: the
+    /// rule's `idle_seconds`, else `[locks] idle_seconds`; `None` when that is zero (off).
+    pub fn idle_for(&self, rule: &Rule) -> Option<Duration> {
+        let idle = rule
+            .idle_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(self.config.locks.idle);
+        (!idle.is_zero()).then_some(idle)
+    }
+
     pub fn grace_for(&self, rule: &Rule) -> Duration {
         rule.grace_seconds
             .map(Duration::from_secs)

@@ -181,6 +181,7 @@ fn lock(user: &str, session: Option<&str>, fence: u64) -> Lock {
         expires: 31_000,
         fence,
         instance: "a".into(),
+        active: 1_000,
     }
 }
 

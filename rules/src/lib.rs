@@ -38,6 +38,9 @@ pub mod limits {
     pub const LEASE_SECONDS: RangeInclusive<u64> = 5..=86_400;
     /// Allowed `grace_seconds`; it must also be shorter than the lease.
     pub const GRACE_SECONDS: RangeInclusive<u64> = 0..=3_600;
+    /// Allowed `idle_seconds` (`0` is off): at least a couple of minutes' worth of warning room
+    /// is the admin's call; up to a day.
+    pub const IDLE_SECONDS: RangeInclusive<u64> = 0..=86_400;
     /// Allowed `max_per_user` (`0` is no cap), as for `[locks] max_per_user`.
     pub const MAX_PER_USER: RangeInclusive<u32> = 0..=1_000;
     /// Allowed `priority`.

@@ -38,6 +38,10 @@ pub struct Rule {
     /// Overrides `[locks] grace_seconds` for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// Overrides `[locks] idle_seconds` for this rule: a holder with no activity for this long
+    /// is warned, then released. `0` turns the idle release off for this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
     /// Overrides `[locks] max_per_user` for claims under this rule: the most distinct live
     /// locks a user may hold once a new claim under it is granted, counting locks of every
     /// rule. `0` means no cap for this rule. Unset means the `[locks]` value.
@@ -75,6 +79,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "owner",
     "lease_seconds",
     "grace_seconds",
+    "idle_seconds",
     "max_per_user",
     "takeover_roles",
     "inject",
@@ -97,6 +102,7 @@ impl Rule {
             owner: Owner::default(),
             lease_seconds: None,
             grace_seconds: None,
+            idle_seconds: None,
             max_per_user: None,
             takeover_roles: default_takeover_roles(),
             inject: true,

@@ -10,7 +10,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{GRACE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, PRIORITY};
+use crate::limits::{
+    GRACE_SECONDS, IDLE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, PRIORITY,
+};
 use crate::model::{Mode, Rule};
 use crate::pattern::{self, CompiledPattern};
 use crate::redirect::check_same_site;
@@ -375,6 +377,18 @@ fn check_numbers(report: &mut Report<'_>, rule: &Rule) {
                     format!("must be shorter than lease_seconds ({grace} >= {lease})"),
                 );
             }
+        }
+    }
+    if let Some(idle) = rule.idle_seconds {
+        if !IDLE_SECONDS.contains(&idle) {
+            report.push(
+                "idle_seconds",
+                format!(
+                    "must be between {} and {} seconds (0 for off), not {idle}",
+                    IDLE_SECONDS.start(),
+                    IDLE_SECONDS.end()
+                ),
+            );
         }
     }
     if let Some(max) = rule.max_per_user {

@@ -164,11 +164,12 @@ impl AuditEvent {
                 None,
             ),
             EventKind::Released { reason } => match reason {
-                ReleaseReason::Client | ReleaseReason::Grace => (
+                ReleaseReason::Client | ReleaseReason::Grace | ReleaseReason::Idle => (
                     AuditKind::Released,
                     previous.map(|l| l.holder.user.clone()),
                     Some(match reason {
                         ReleaseReason::Client => "client",
+                        ReleaseReason::Idle => "idle",
                         _ => "grace",
                     }),
                 ),
@@ -180,6 +181,12 @@ impl AuditEvent {
             EventKind::AccessRequested { by } => {
                 (AuditKind::AccessRequested, Some(by.user.clone()), None)
             }
+            // Not recorded (see `EventKind::is_audited`); described as what it carries.
+            EventKind::PresenceChanged => (
+                AuditKind::AccessRequested,
+                lock.map(|l| l.holder.user.clone()),
+                Some("presence"),
+            ),
         };
         let discriminator = format!(
             "{}\u{0}{fence}\u{0}{}",
@@ -272,6 +279,7 @@ mod tests {
             expires: 2,
             fence,
             instance: "p1".into(),
+            active: 1,
         }
     }
 

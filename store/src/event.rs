@@ -22,13 +22,15 @@ pub enum ReleaseReason {
     TakenOver,
     /// An admin released it.
     Forced { by: String },
+    /// The holder showed no activity for the rule's idle time. Voluntary: nothing is stale.
+    Idle,
 }
 
 impl ReleaseReason {
     /// Whether the former holder must be treated as having lost the lock, so that a stale tab
     /// cannot write. A voluntary release leaves nothing stale behind.
     pub fn displaces_holder(&self) -> bool {
-        !matches!(self, Self::Client | Self::Grace)
+        !matches!(self, Self::Client | Self::Grace | Self::Idle)
     }
 }
 
@@ -44,6 +46,18 @@ pub enum EventKind {
     TakenOver { by: Holder },
     /// Someone asked the holder to let go. Changes nothing.
     AccessRequested { by: Holder },
+    /// The set of banners present on the resource changed (a tab joined or left). Changes no
+    /// lock: `lock` is the current lock, `previous` is `None`. Consumers re-read
+    /// [`presence`](crate::LockStore::presence).
+    PresenceChanged,
+}
+
+impl EventKind {
+    /// Whether the audit trail records this kind of event. Presence comes and goes with every
+    /// page load; it is shown live, not kept.
+    pub fn is_audited(&self) -> bool {
+        !matches!(self, Self::PresenceChanged)
+    }
 }
 
 /// One change to one resource, in the order the store applied it.
@@ -67,6 +81,7 @@ mod tests {
     fn voluntary_releases_do_not_displace() {
         assert!(!ReleaseReason::Client.displaces_holder());
         assert!(!ReleaseReason::Grace.displaces_holder());
+        assert!(!ReleaseReason::Idle.displaces_holder());
         assert!(ReleaseReason::Expired.displaces_holder());
         assert!(ReleaseReason::TakenOver.displaces_holder());
         assert!(ReleaseReason::Forced {

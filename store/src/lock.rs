@@ -65,6 +65,19 @@ pub struct Lock {
     pub fence: u64,
     /// The proxy instance that claimed it, so operators can tell where its sockets live.
     pub instance: String,
+    /// The holder's last reported activity (any tab, any instance); `since` at a claim.
+    /// Drives the idle release.
+    #[serde(default)]
+    pub active: UnixMillis,
+}
+
+/// One banner (one page load, `tab`) present on a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Present {
+    /// The random id the banner made for its page load.
+    pub tab: String,
+    /// Who has that page open; `session` set as for a lock of the resource's rule.
+    pub holder: Holder,
 }
 
 impl Lock {

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::error::StoreError;
 use crate::event::{LockEvent, ReleaseReason};
-use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover};
+use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
 
 /// How long a store remembers that an owner lost a resource. A tab left open longer than this
 /// can write again after the lock is free; a day comfortably outlives any working session.
@@ -25,6 +25,10 @@ pub const MAX_LEASE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// to a person, who needs a few pages to close rather than the whole list.
 pub const MAX_HELD_SHOWN: usize = 20;
 
+/// Most banners kept present on one resource. Joins past it are not recorded (the page still
+/// works; it is only not listed), so one resource's presence set stays bounded.
+pub const MAX_PRESENCE: usize = 1_000;
+
 /// Shared lock state for the proxy and the control plane.
 ///
 /// Invariants every implementation keeps:
@@ -36,7 +40,9 @@ pub const MAX_HELD_SHOWN: usize = 20;
 /// - every state change emits exactly one [`LockEvent`], in the order the changes were applied;
 ///   renewals emit none;
 /// - an owner that loses a resource by takeover, expiry or force release is remembered as
-///   displaced for [`DISPLACED_TTL`], and its unsafe claims are refused until it makes a safe one;
+///   displaced for [`DISPLACED_TTL`], with the fence it lost; its unsafe claims are refused
+///   until it makes a safe one, but only once the resource's fence has moved past that one
+///   (someone else held it since). Until then the owner simply claims again;
 /// - a claim that would be a new grant is refused with [`ClaimOutcome::Limited`] when the user
 ///   already holds [`ClaimRequest::max_per_user`] live locks; renewals are never refused. The
 ///   memory store counts exactly; the Redis store keeps a per-user index whose bounds are
@@ -73,6 +79,48 @@ pub trait LockStore: Send + Sync + 'static {
     /// Permission to take over is the caller's decision; `req.unsafe_method` and
     /// `req.max_per_user` are not consulted (the taken lock still counts towards the taker's cap).
     async fn takeover(&self, req: &ClaimRequest) -> Result<Takeover, StoreError>;
+
+    /// Like [`renew`](Self::renew) with the grace period as the lease, but marks the lock as
+    /// in grace: if it lapses so, the release is [`ReleaseReason::Grace`] (voluntary, the owner
+    /// is not displaced) rather than `Expired`. A later `renew` or `claim` by the owner clears
+    /// the mark. `None` if `owner_key` does not hold the resource.
+    async fn begin_grace(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        grace: Duration,
+    ) -> Result<Option<Lock>, StoreError>;
+
+    /// Records activity of the holder: `active = now`. Emits nothing. `None` if `owner_key`
+    /// does not hold the resource.
+    async fn touch(&self, resource: &str, owner_key: &str) -> Result<Option<Lock>, StoreError>;
+
+    /// Releases the resource with [`ReleaseReason::Idle`] only if `owner_key` still holds it
+    /// and its last activity is older than `active_before`, so activity reported on any
+    /// instance since the caller looked wins. Returns the released lock.
+    async fn release_idle(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        active_before: UnixMillis,
+    ) -> Result<Option<Lock>, StoreError>;
+
+    /// Records that banner `tab` of `holder` is open on `resource`, for `ttl` unless joined
+    /// again (the banner socket refreshes it). Emits `PresenceChanged` when the tab is new.
+    /// Past [`MAX_PRESENCE`] live tabs a new one is not recorded.
+    async fn presence_join(
+        &self,
+        resource: &str,
+        tab: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets banner `tab` on `resource`. Emits `PresenceChanged` if it was present.
+    async fn presence_leave(&self, resource: &str, tab: &str) -> Result<(), StoreError>;
+
+    /// Every banner present on `resource` whose time-to-live has not run out, sorted by tab.
+    async fn presence(&self, resource: &str) -> Result<Vec<Present>, StoreError>;
 
     /// Releases the resource whoever holds it, on an admin's behalf (`by` names the admin).
     /// The holder is marked displaced. `None` if it was free.

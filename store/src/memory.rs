@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use crate::error::StoreError;
 use crate::event::{EventKind, LockEvent, ReleaseReason};
-use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover, UnixMillis};
-use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE};
+use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
+use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE};
 
 /// Room for bursts of events while a slow subscriber catches up.
 const EVENT_CAPACITY: usize = 4096;
@@ -57,6 +57,7 @@ impl MemoryLockStore {
                 by_user: HashMap::new(),
                 deadlines: BTreeMap::new(),
                 displaced: Displaced::new(MAX_DISPLACED),
+                presence: HashMap::new(),
                 last_fence: 0,
                 reaper_target: None,
             }),
@@ -92,6 +93,9 @@ impl MemoryLockStore {
         op.expire_due();
         let now = op.now;
         op.state.displaced.prune(now);
+        op.state
+            .presence
+            .retain(|_, tabs| prune_presence(tabs, now));
         let idle = now + IDLE_RECHECK;
         let next = [op.state.next_deadline(), op.state.displaced.next_expiry()]
             .into_iter()
@@ -205,6 +209,127 @@ impl LockStore for MemoryLockStore {
         Ok(Takeover { lock, previous })
     }
 
+    async fn begin_grace(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        grace: Duration,
+    ) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        let deadline = op.deadline_after(grace);
+        let lock = op.extend_if_held(resource, owner_key, deadline, true);
+        if let Some(held) = op.state.locks.get_mut(resource).filter(|_| lock.is_some()) {
+            held.grace = true;
+        }
+        Ok(lock)
+    }
+
+    async fn touch(&self, resource: &str, owner_key: &str) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        let at = op.at;
+        Ok(op
+            .state
+            .locks
+            .get_mut(resource)
+            .filter(|held| held.owner == owner_key)
+            .map(|held| {
+                held.lock.active = at;
+                held.lock.clone()
+            }))
+    }
+
+    async fn release_idle(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        active_before: UnixMillis,
+    ) -> Result<Option<Lock>, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        let idle = op
+            .state
+            .locks
+            .get(resource)
+            .is_some_and(|held| held.owner == owner_key && held.lock.active < active_before);
+        if !idle {
+            return Ok(None);
+        }
+        Ok(op.remove_with(resource, ReleaseReason::Idle))
+    }
+
+    async fn presence_join(
+        &self,
+        resource: &str,
+        tab: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut op = self.begin();
+        let now = op.now;
+        let until = now + ttl.min(MAX_LEASE);
+        let tabs = op.state.presence.entry(resource.to_owned()).or_default();
+        prune_presence(tabs, now);
+        let full = tabs.len() >= MAX_PRESENCE;
+        let changed = match tabs.get_mut(tab) {
+            Some(present) => {
+                let changed = present.0 != *holder;
+                *present = (holder.clone(), until);
+                changed
+            }
+            None if full => false,
+            None => {
+                tabs.insert(tab.to_owned(), (holder.clone(), until));
+                true
+            }
+        };
+        if tabs.is_empty() {
+            op.state.presence.remove(resource);
+        }
+        if changed {
+            op.expire_if_lapsed(resource);
+            let current = op.current(resource);
+            op.emit(EventKind::PresenceChanged, resource, current, None);
+        }
+        Ok(())
+    }
+
+    async fn presence_leave(&self, resource: &str, tab: &str) -> Result<(), StoreError> {
+        let mut op = self.begin();
+        let now = op.now;
+        let Some(tabs) = op.state.presence.get_mut(resource) else {
+            return Ok(());
+        };
+        let was_live = tabs.remove(tab).is_some_and(|(_, until)| until > now);
+        if !prune_presence(tabs, now) {
+            op.state.presence.remove(resource);
+        }
+        if was_live {
+            op.expire_if_lapsed(resource);
+            let current = op.current(resource);
+            op.emit(EventKind::PresenceChanged, resource, current, None);
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, resource: &str) -> Result<Vec<Present>, StoreError> {
+        let op = self.begin();
+        let now = op.now;
+        Ok(op
+            .state
+            .presence
+            .get(resource)
+            .into_iter()
+            .flatten()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(tab, (holder, _))| Present {
+                tab: tab.clone(),
+                holder: holder.clone(),
+            })
+            .collect())
+    }
+
     async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {
         let mut op = self.begin();
         op.expire_if_lapsed(resource);
@@ -285,6 +410,12 @@ impl Clock {
     }
 }
 
+/// Drops the tabs whose time-to-live ran out; whether any remain.
+fn prune_presence(tabs: &mut BTreeMap<String, (Holder, Instant)>, now: Instant) -> bool {
+    tabs.retain(|_, (_, until)| *until > now);
+    !tabs.is_empty()
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -299,6 +430,9 @@ struct State {
     /// two locks expiring in the same instant never collide.
     deadlines: BTreeMap<(Instant, u64), String>,
     displaced: Displaced,
+    /// Banners present per resource: tab → (who, until). Bounded by [`MAX_PRESENCE`] per
+    /// resource; lapsed tabs are pruned on every join and leave and by the reaper.
+    presence: HashMap<String, BTreeMap<String, (Holder, Instant)>>,
     last_fence: u64,
     /// When the reaper next wakes on its own; `None` until a reaper has run.
     reaper_target: Option<Instant>,
@@ -315,6 +449,8 @@ struct Held {
     /// `lock.owner_key()`, kept so ownership checks do not allocate.
     owner: String,
     deadline: Instant,
+    /// Set by `begin_grace`, cleared by any renewal: a lapse is then a `Grace` release.
+    grace: bool,
 }
 
 /// One atomic operation: the locked state plus the time it runs at.
@@ -361,10 +497,13 @@ impl Op<'_> {
             .state
             .locks
             .get(resource)
-            .is_some_and(|held| held.deadline <= self.now);
-        if lapsed {
-            self.remove_with(resource, ReleaseReason::Expired);
-        }
+            .filter(|held| held.deadline <= self.now)
+            .map(|held| held.grace);
+        match lapsed {
+            Some(true) => self.remove_with(resource, ReleaseReason::Grace),
+            Some(false) => self.remove_with(resource, ReleaseReason::Expired),
+            None => None,
+        };
     }
 
     /// Expires every lock whose deadline has passed, in deadline order.
@@ -440,8 +579,10 @@ impl Op<'_> {
             expires: self.store.clock.unix(deadline),
             fence: self.state.last_fence,
             instance: req.instance.clone(),
+            active: self.at,
         };
         self.state.displaced.clear(&req.resource, &owner);
+        self.state.displaced.fence_moved(&req.resource);
         self.state
             .deadlines
             .insert((deadline, lock.fence), req.resource.clone());
@@ -456,6 +597,7 @@ impl Op<'_> {
                 lock: lock.clone(),
                 owner,
                 deadline,
+                grace: false,
             },
         );
         self.wake_reaper_for(deadline);
@@ -476,6 +618,7 @@ impl Op<'_> {
             .locks
             .get_mut(resource)
             .filter(|held| held.owner == owner)?;
+        held.grace = false;
         if deadline > held.deadline || (may_shorten && deadline < held.deadline) {
             state.deadlines.remove(&(held.deadline, held.lock.fence));
             state
@@ -501,16 +644,24 @@ impl Op<'_> {
     }
 }
 
-/// Owners that lost a resource, remembered until a deadline.
+/// Owners that lost a resource, remembered until a deadline, with whether the resource has
+/// changed hands since (its fence moved): only then is the owner's stale write refused.
 ///
 /// Markers are found by resource then owner (no allocation on lookup) and pruned in the order
 /// they were set, which is also their expiry order because the time-to-live is constant.
 /// Re-marking or clearing leaves a stale queue entry behind; it is recognised on pop by its
 /// deadline no longer matching.
 struct Displaced {
-    by_resource: HashMap<String, HashMap<String, Instant>>,
+    by_resource: HashMap<String, HashMap<String, Marker>>,
     order: VecDeque<(Instant, String, String)>,
     capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Marker {
+    until: Instant,
+    /// Someone else got the resource after the owner lost it.
+    moved: bool,
 }
 
 impl Displaced {
@@ -532,16 +683,32 @@ impl Displaced {
         self.by_resource
             .entry(resource.to_owned())
             .or_default()
-            .insert(owner.to_owned(), until);
+            .insert(
+                owner.to_owned(),
+                Marker {
+                    until,
+                    moved: false,
+                },
+            );
         self.order
             .push_back((until, resource.to_owned(), owner.to_owned()));
     }
 
+    /// Whether `owner` lost `resource` and someone else has held it since.
     fn is_marked(&self, resource: &str, owner: &str, now: Instant) -> bool {
         self.by_resource
             .get(resource)
             .and_then(|owners| owners.get(owner))
-            .is_some_and(|until| *until > now)
+            .is_some_and(|marker| marker.moved && marker.until > now)
+    }
+
+    /// The resource got a new holder: every owner that lost it so far now has a stale view.
+    fn fence_moved(&mut self, resource: &str) {
+        if let Some(owners) = self.by_resource.get_mut(resource) {
+            for marker in owners.values_mut() {
+                marker.moved = true;
+            }
+        }
     }
 
     fn clear(&mut self, resource: &str, owner: &str) {
@@ -571,7 +738,7 @@ impl Displaced {
             .by_resource
             .get(resource)
             .and_then(|owners| owners.get(owner));
-        if current == Some(&until) {
+        if current.is_some_and(|marker| marker.until == until) {
             self.clear(resource, owner);
         }
     }
@@ -595,6 +762,11 @@ mod tests {
         let t0 = Instant::now();
         let mut displaced = Displaced::new(10);
         displaced.mark("doc:1", "alice", t0 + Duration::from_secs(5));
+        assert!(
+            !displaced.is_marked("doc:1", "alice", t0),
+            "nobody else held it yet"
+        );
+        displaced.fence_moved("doc:1");
         assert!(displaced.is_marked("doc:1", "alice", t0));
         assert!(!displaced.is_marked("doc:1", "bob", t0));
         assert!(!displaced.is_marked("doc:1", "alice", t0 + Duration::from_secs(5)));
@@ -613,6 +785,7 @@ mod tests {
         let mut displaced = Displaced::new(10);
         displaced.mark("doc:1", "alice", t0 + Duration::from_secs(5));
         displaced.mark("doc:1", "alice", t0 + Duration::from_secs(8));
+        displaced.fence_moved("doc:1");
         displaced.prune(t0 + Duration::from_secs(6));
         assert!(displaced.is_marked("doc:1", "alice", t0 + Duration::from_secs(6)));
         displaced.prune(t0 + Duration::from_secs(8));
@@ -626,6 +799,7 @@ mod tests {
         for (i, owner) in ["a", "b", "c", "d"].into_iter().enumerate() {
             displaced.mark("doc:1", owner, t0 + Duration::from_secs(10 + i as u64));
         }
+        displaced.fence_moved("doc:1");
         assert_eq!(displaced.len(), 3);
         assert_eq!(displaced.order.len(), 3);
         assert!(!displaced.is_marked("doc:1", "a", t0));

@@ -76,8 +76,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::StoreError;
 use crate::event::{LockEvent, ReleaseReason};
-use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Takeover};
-use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE};
+use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
+use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE};
 use crate::redis_keys::{check_prefix, KeyLayout, BUCKETS};
 use crate::redis_options::{redact, RedisOpenError, RedisOptions, Target};
 use crate::redis_scripts::scripts;
@@ -324,13 +324,28 @@ impl RedisLockStore {
         resource: &str,
         args: &[String],
     ) -> Result<Reply, StoreError> {
+        self.run_keys(script, resource, &[], args).await
+    }
+
+    /// [`run`](Self::run) with `extra` keys after the four every lock script gets.
+    async fn run_keys(
+        &self,
+        script: &Script,
+        resource: &str,
+        extra: &[String],
+        args: &[String],
+    ) -> Result<Reply, StoreError> {
         let keys = self.layout.resource(resource);
         let mut invocation = script.prepare_invoke();
         invocation
             .key(keys.lock)
             .key(keys.fence)
             .key(keys.displaced)
-            .key(keys.index)
+            .key(keys.index);
+        for key in extra {
+            invocation.key(key);
+        }
+        invocation
             .arg(resource)
             .arg(&self.channel)
             .arg(millis(DISPLACED_TTL))
@@ -733,6 +748,111 @@ impl LockStore for RedisLockStore {
             }
             _ => Err(unexpected("takeover", &outcome)),
         }
+    }
+
+    async fn begin_grace(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        grace: Duration,
+    ) -> Result<Option<Lock>, StoreError> {
+        let args = [
+            owner_key.to_owned(),
+            millis(grace.min(MAX_LEASE)).to_string(),
+        ];
+        let Reply { outcome, lock, .. } = self.run(&scripts().begin_grace, resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("none", _) => Ok(None),
+            ("renewed", Some(lock)) => Ok(Some(lock)),
+            _ => Err(unexpected("begin_grace", &outcome)),
+        }
+    }
+
+    async fn touch(&self, resource: &str, owner_key: &str) -> Result<Option<Lock>, StoreError> {
+        let args = [owner_key.to_owned()];
+        let Reply { outcome, lock, .. } = self.run(&scripts().touch, resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("none", _) => Ok(None),
+            ("touched", Some(lock)) => Ok(Some(lock)),
+            _ => Err(unexpected("touch", &outcome)),
+        }
+    }
+
+    async fn release_idle(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        active_before: UnixMillis,
+    ) -> Result<Option<Lock>, StoreError> {
+        let args = [owner_key.to_owned(), active_before.to_string()];
+        let Reply {
+            outcome, previous, ..
+        } = self.run(&scripts().release_idle, resource, &args).await?;
+        match (outcome.as_str(), previous) {
+            ("none", _) => Ok(None),
+            ("released", Some(previous)) => {
+                self.note_held(&previous.holder.user, &[(resource, 0)])
+                    .await;
+                Ok(Some(previous))
+            }
+            _ => Err(unexpected("release_idle", &outcome)),
+        }
+    }
+
+    async fn presence_join(
+        &self,
+        resource: &str,
+        tab: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (set, hash) = self.layout.presence(resource);
+        let holder = serde_json::to_string(holder)
+            .map_err(|e| StoreError::Corrupt(format!("presence holder: {e}")))?;
+        let args = [
+            tab.to_owned(),
+            holder,
+            millis(ttl.min(MAX_LEASE)).to_string(),
+            MAX_PRESENCE.to_string(),
+        ];
+        let Reply { outcome, .. } = self
+            .run_keys(&scripts().presence_join, resource, &[set, hash], &args)
+            .await?;
+        match outcome.as_str() {
+            "joined" | "full" => Ok(()),
+            _ => Err(unexpected("presence_join", &outcome)),
+        }
+    }
+
+    async fn presence_leave(&self, resource: &str, tab: &str) -> Result<(), StoreError> {
+        let (set, hash) = self.layout.presence(resource);
+        let args = [tab.to_owned()];
+        let Reply { outcome, .. } = self
+            .run_keys(&scripts().presence_leave, resource, &[set, hash], &args)
+            .await?;
+        match outcome.as_str() {
+            "left" => Ok(()),
+            _ => Err(unexpected("presence_leave", &outcome)),
+        }
+    }
+
+    async fn presence(&self, resource: &str) -> Result<Vec<Present>, StoreError> {
+        let (set, hash) = self.layout.presence(resource);
+        let mut invocation = scripts().presence_read.prepare_invoke();
+        invocation.key(set).key(hash);
+        let mut conn = self.conn()?;
+        let flat: Vec<String> = conn.invoke(&invocation).await.map_err(store_error)?;
+        let mut present = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            let holder: Holder = serde_json::from_str(&pair[1])
+                .map_err(|e| StoreError::Corrupt(format!("presence holder: {e}")))?;
+            present.push(Present {
+                tab: pair[0].clone(),
+                holder,
+            });
+        }
+        present.sort_by(|a, b| a.tab.cmp(&b.tab));
+        Ok(present)
     }
 
     async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {

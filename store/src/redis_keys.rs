@@ -8,6 +8,8 @@
 //! | `{p}:{bN}:lock:{resource}` | hash | the current lock (holder, rule, since, expires, fence, instance, owner key) |
 //! | `{p}:{bN}:fence:{resource}` | string | the last fence handed out for the resource |
 //! | `{p}:{bN}:displaced:{resource}` | hash | owner key → until (ms) for owners that lost the resource |
+//! | `{p}:{bN}:presence:{resource}` | sorted set | tab → until (ms) for banners open on the resource |
+//! | `{p}:{bN}:present:{resource}` | hash | tab → holder (JSON) for the same tabs |
 //! | `{p}:{bN}:index` | sorted set | resource → lease deadline (ms), for every lock in the bucket |
 //! | `{p}:held:{user}` | sorted set | resource → lease deadline (ms) as last written, for the locks one user id holds |
 //! | `{p}:events` | pub/sub channel | every lock event, as JSON |
@@ -93,6 +95,16 @@ impl KeyLayout {
             displaced: format!("{p}:{{b{b}}}:displaced:{resource}"),
             index: self.index(b),
         }
+    }
+
+    /// The presence sorted set and hash of a resource, in its bucket's slot.
+    pub fn presence(&self, resource: &str) -> (String, String) {
+        let p = &self.prefix;
+        let b = bucket(resource);
+        (
+            format!("{p}:{{b{b}}}:presence:{resource}"),
+            format!("{p}:{{b{b}}}:present:{resource}"),
+        )
     }
 
     pub fn index(&self, bucket: u16) -> String {

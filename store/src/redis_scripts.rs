@@ -26,7 +26,8 @@
 //! the outage lasted; while the fence record survives (it is kept for [`FENCE_MEMORY`] after a
 //! resource's last grant), not even that.
 //!
-//! Argument layout shared by every lock script: `KEYS` = lock, fence, displaced, index;
+//! Argument layout shared by every lock script: `KEYS` = lock, fence, displaced, index (the
+//! presence scripts add the resource's presence sorted set and hash);
 //! `ARGV[1..=5]` = resource, event channel, displaced TTL (ms), record slack (ms), fence memory
 //! (ms); operation arguments start at `ARGV[6]`.
 //!
@@ -71,7 +72,7 @@ local function wire(lock)
   return {
     resource = RESOURCE, rule = lock.rule, user = lock.user, name = lock.name,
     session = lock.session, since = lock.since, expires = lock.expires,
-    fence = lock.fence, instance = lock.instance,
+    fence = lock.fence, instance = lock.instance, active = lock.active or lock.since,
   }
 end
 
@@ -85,19 +86,34 @@ local function reply(outcome, lock, previous)
   return cjson.encode({ outcome = outcome, lock = wire(lock), previous = wire(previous) })
 end
 
-local function is_displaced(owner)
-  local until_ms = redis.call('HGET', DISPLACED, owner)
-  return until_ms and tonumber(until_ms) > NOW
+-- A marker is `until` or `until:fence` (the fence the owner lost; none reads as 0).
+local function marker(value)
+  local until_ms, fence = string.match(value, '^(%d+):(%d+)$')
+  if until_ms then
+    return tonumber(until_ms), tonumber(fence)
+  end
+  return tonumber(value) or 0, 0
 end
 
-local function mark_displaced(owner)
+-- The owner lost the resource and someone else has held it since (its fence moved).
+local function is_displaced(owner)
+  local value = redis.call('HGET', DISPLACED, owner)
+  if not value then
+    return false
+  end
+  local until_ms, lost = marker(value)
+  local last = tonumber(redis.call('GET', FENCE) or '0') or 0
+  return until_ms > NOW and last > lost
+end
+
+local function mark_displaced(owner, fence)
   local flat = redis.call('HGETALL', DISPLACED)
   for i = 1, #flat, 2 do
-    if tonumber(flat[i + 1]) <= NOW then
+    if marker(flat[i + 1]) <= NOW then
       redis.call('HDEL', DISPLACED, flat[i])
     end
   end
-  redis.call('HSET', DISPLACED, owner, int(NOW + DISPLACED_TTL))
+  redis.call('HSET', DISPLACED, owner, int(NOW + DISPLACED_TTL) .. ':' .. (fence or '0'))
   redis.call('PEXPIRE', DISPLACED, DISPLACED_TTL)
 end
 
@@ -112,7 +128,7 @@ local function remove(lock, reason, displaces)
   redis.call('DEL', LOCK)
   redis.call('ZREM', INDEX, RESOURCE)
   if displaces then
-    mark_displaced(lock.owner)
+    mark_displaced(lock.owner, lock.fence)
   end
   publish({ type = 'released', reason = reason }, nil, lock)
 end
@@ -120,7 +136,11 @@ end
 local function current()
   local lock = load()
   if lock and tonumber(lock.expires) <= NOW then
-    remove(lock, { type = 'expired' }, true)
+    if lock.grace == '1' then
+      remove(lock, { type = 'grace' }, false)
+    else
+      remove(lock, { type = 'expired' }, true)
+    end
     return nil
   end
   return lock
@@ -149,10 +169,12 @@ local function install()
   local lock = {
     rule = RULE, user = USER, name = NAME, session = SESSION, since = int(NOW),
     expires = int(deadline), fence = int(fence), instance = INSTANCE, owner = OWNER,
+    active = int(NOW),
   }
   redis.call('DEL', LOCK)
   redis.call('HSET', LOCK, 'rule', RULE, 'user', USER, 'name', NAME, 'since', lock.since,
-    'expires', lock.expires, 'fence', lock.fence, 'instance', INSTANCE, 'owner', OWNER)
+    'expires', lock.expires, 'fence', lock.fence, 'instance', INSTANCE, 'owner', OWNER,
+    'active', lock.active)
   if SESSION then
     redis.call('HSET', LOCK, 'session', SESSION)
   end
@@ -163,6 +185,9 @@ local function install()
 end
 
 local function extend(lock)
+  if lock.grace then
+    redis.call('HDEL', LOCK, 'grace')
+  end
   local wanted = NOW + LEASE
   if wanted > tonumber(lock.expires) then
     set_deadline(lock, wanted)
@@ -206,7 +231,7 @@ if previous and previous.owner == OWNER then
 end
 if previous then
   redis.call('DEL', LOCK)
-  mark_displaced(previous.owner)
+  mark_displaced(previous.owner, previous.fence)
 end
 local lock = install()
 if previous then
@@ -223,11 +248,133 @@ local lock = current()
 if not lock or lock.owner ~= ARGV[6] then
   return reply('none')
 end
+if lock.grace then
+  redis.call('HDEL', LOCK, 'grace')
+end
 local deadline = NOW + tonumber(ARGV[7])
 if deadline ~= tonumber(lock.expires) then
   set_deadline(lock, deadline)
 end
 return reply('renewed', lock)
+"#;
+
+/// `ARGV[6]` = owner key, `ARGV[7]` = grace (ms). Like renew, and marks the lock in grace so
+/// that a lapse is a `grace` release. Outcomes: none, renewed.
+const BEGIN_GRACE: &str = r#"
+local lock = current()
+if not lock or lock.owner ~= ARGV[6] then
+  return reply('none')
+end
+local deadline = NOW + tonumber(ARGV[7])
+if deadline ~= tonumber(lock.expires) then
+  set_deadline(lock, deadline)
+end
+redis.call('HSET', LOCK, 'grace', '1')
+return reply('renewed', lock)
+"#;
+
+/// `ARGV[6]` = owner key. Records activity (`active = now`). Outcomes: none, touched.
+const TOUCH: &str = r#"
+local lock = current()
+if not lock or lock.owner ~= ARGV[6] then
+  return reply('none')
+end
+lock.active = int(NOW)
+redis.call('HSET', LOCK, 'active', lock.active)
+return reply('touched', lock)
+"#;
+
+/// `ARGV[6]` = owner key, `ARGV[7]` = active before (ms). Releases as `idle` only if the
+/// owner holds it and has not been active since. Outcomes: none, released.
+const RELEASE_IDLE: &str = r#"
+local lock = current()
+if not lock or lock.owner ~= ARGV[6] then
+  return reply('none')
+end
+if tonumber(lock.active or lock.since) >= tonumber(ARGV[7]) then
+  return reply('none')
+end
+remove(lock, { type = 'idle' }, false)
+return reply('released', nil, lock)
+"#;
+
+/// Presence helpers. `KEYS[5]` = the resource's presence sorted set (tab → until, ms),
+/// `KEYS[6]` = its hash (tab → holder JSON); both in the resource's slot.
+const PRESENCE_PRELUDE: &str = r#"
+local PZ, PH = KEYS[5], KEYS[6]
+
+local function prune()
+  local gone = redis.call('ZRANGEBYSCORE', PZ, '-inf', int(NOW))
+  if #gone > 0 then
+    redis.call('HDEL', PH, unpack(gone))
+    redis.call('ZREMRANGEBYSCORE', PZ, '-inf', int(NOW))
+  end
+end
+
+local function keep()
+  if redis.call('ZCARD', PZ) == 0 then
+    redis.call('DEL', PZ, PH)
+    return
+  end
+  local last = redis.call('ZRANGE', PZ, -1, -1, 'WITHSCORES')
+  local at = tonumber(last[2]) + SLACK
+  redis.call('PEXPIREAT', PZ, int(at))
+  redis.call('PEXPIREAT', PH, int(at))
+end
+
+local function presence_changed()
+  publish({ type = 'presence_changed' }, current(), nil)
+end
+"#;
+
+/// `ARGV[6]` = tab, `ARGV[7]` = holder (JSON), `ARGV[8]` = ttl (ms), `ARGV[9]` = most tabs.
+/// Outcomes: joined, full.
+const PRESENCE_JOIN: &str = r#"
+prune()
+local TAB, HOLDER = ARGV[6], ARGV[7]
+local live = redis.call('ZSCORE', PZ, TAB)
+if not live and redis.call('ZCARD', PZ) >= tonumber(ARGV[9]) then
+  return reply('full')
+end
+local old = redis.call('HGET', PH, TAB)
+redis.call('ZADD', PZ, int(NOW + tonumber(ARGV[8])), TAB)
+redis.call('HSET', PH, TAB, HOLDER)
+keep()
+if not live or old ~= HOLDER then
+  presence_changed()
+end
+return reply('joined')
+"#;
+
+/// `ARGV[6]` = tab. Outcome: left.
+const PRESENCE_LEAVE: &str = r#"
+local TAB = ARGV[6]
+local live = redis.call('ZSCORE', PZ, TAB)
+redis.call('ZREM', PZ, TAB)
+redis.call('HDEL', PH, TAB)
+prune()
+keep()
+if live and tonumber(live) > NOW then
+  presence_changed()
+end
+return reply('left')
+"#;
+
+/// `KEYS` = presence sorted set, presence hash. The live tabs, as a flat list of tab then
+/// holder JSON.
+const PRESENCE_READ: &str = r#"
+local clock = redis.call('TIME')
+local now = string.format('%.0f', math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000))
+local tabs = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+local out = {}
+for _, tab in ipairs(tabs) do
+  local holder = redis.call('HGET', KEYS[2], tab)
+  if holder then
+    table.insert(out, tab)
+    table.insert(out, holder)
+  end
+end
+return out
 "#;
 
 /// `ARGV[6]` = owner key, `ARGV[7]` = reason (JSON), `ARGV[8]` = displaces (`1`/`0`).
@@ -363,6 +510,12 @@ pub(crate) struct Scripts {
     pub release: Script,
     pub force_release: Script,
     pub get: Script,
+    pub begin_grace: Script,
+    pub touch: Script,
+    pub release_idle: Script,
+    pub presence_join: Script,
+    pub presence_leave: Script,
+    pub presence_read: Script,
     pub request_access: Script,
     pub due: Script,
     pub reserve: Script,
@@ -375,6 +528,7 @@ pub(crate) fn scripts() -> &'static Scripts {
     static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         let lock = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         let grant = |body: &str| Script::new(&format!("{PRELUDE}{GRANT}{body}"));
+        let presence = |body: &str| Script::new(&format!("{PRELUDE}{PRESENCE_PRELUDE}{body}"));
         Scripts {
             claim: grant(CLAIM),
             takeover: grant(TAKEOVER),
@@ -382,6 +536,12 @@ pub(crate) fn scripts() -> &'static Scripts {
             release: lock(RELEASE),
             force_release: lock(FORCE_RELEASE),
             get: lock(GET),
+            begin_grace: lock(BEGIN_GRACE),
+            touch: lock(TOUCH),
+            release_idle: lock(RELEASE_IDLE),
+            presence_join: presence(PRESENCE_JOIN),
+            presence_leave: presence(PRESENCE_LEAVE),
+            presence_read: Script::new(PRESENCE_READ),
             request_access: lock(REQUEST_ACCESS),
             due: Script::new(DUE),
             reserve: Script::new(RESERVE),

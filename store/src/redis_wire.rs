@@ -23,12 +23,21 @@ struct WireLock {
     expires: String,
     fence: String,
     instance: String,
+    /// Absent from records written before activity was tracked: read as `since`.
+    #[serde(default)]
+    active: Option<String>,
 }
 
 impl WireLock {
     fn into_lock(self) -> Result<Lock, StoreError> {
+        let since = number("since", &self.since)?;
+        let active = match &self.active {
+            Some(active) => number("active", active)?,
+            None => since,
+        };
         Ok(Lock {
-            since: number("since", &self.since)?,
+            since,
+            active,
             expires: number("expires", &self.expires)?,
             fence: number("fence", &self.fence)?,
             resource: self.resource,

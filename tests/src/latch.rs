@@ -37,6 +37,7 @@ pub struct LatchBuilder {
     env: Vec<(String, String)>,
     locks: String,
     auth_extra: String,
+    command: &'static str,
 }
 
 impl LatchBuilder {
@@ -48,6 +49,7 @@ impl LatchBuilder {
             env: Vec::new(),
             locks: "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\n".into(),
             auth_extra: String::new(),
+            command: "proxy",
         }
     }
 
@@ -72,6 +74,13 @@ impl LatchBuilder {
     /// A whole extra section, e.g. `"[control_plane]\nlisten = ..."`.
     pub fn section(mut self, text: &str) -> Self {
         self.sections.push(text.to_string());
+        self
+    }
+
+    /// The subcommand to run: `proxy` (the default) or `run` (proxy and control plane in one
+    /// process; give it a `[control_plane]` section with a free port).
+    pub fn command(mut self, command: &'static str) -> Self {
+        self.command = command;
         self
     }
 
@@ -102,7 +111,7 @@ impl LatchBuilder {
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(latch_bin());
         clean_env(&mut cmd);
-        cmd.arg("proxy")
+        cmd.arg(self.command)
             .arg("--config")
             .arg(&config_path)
             .env("LATCH_LOG", "info")

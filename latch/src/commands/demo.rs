@@ -25,6 +25,7 @@ id = "doc-edit"
 pattern = "/docs/{id:int}/edit"
 resource = "doc:{id}"
 mode = "block"
+idle_seconds = 120
 
 [[rule]]
 id = "doc-save"

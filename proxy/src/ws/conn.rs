@@ -21,6 +21,8 @@ use crate::actions::{self, holds};
 use crate::banner::{free_json, lock_json, Push};
 use crate::state::Latch;
 
+mod lifecycle;
+
 /// Resources one socket may watch.
 const MAX_WATCHES: usize = 16;
 pub const PING_EVERY: Duration = Duration::from_secs(20);
@@ -33,11 +35,24 @@ const LINGER: Duration = Duration::from_secs(2);
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMsg {
-    Watch { path: String },
+    Watch {
+        path: String,
+        /// The banner's id for its page load (`[A-Za-z0-9_-]`, at most 64).
+        #[serde(default)]
+        tab: Option<String>,
+    },
     Heartbeat,
-    Release { resource: String },
-    Takeover { resource: String },
-    RequestAccess { resource: String },
+    /// The person did something on the page (input, pointer, key, focus, visible).
+    Activity,
+    Release {
+        resource: String,
+    },
+    Takeover {
+        resource: String,
+    },
+    RequestAccess {
+        resource: String,
+    },
 }
 
 /// A resource this socket watches, with what the viewer's permissions depend on.
@@ -54,6 +69,15 @@ struct Watched {
     /// When a renewal first found the held lock gone without any event saying so — what a
     /// lock store that lost its data looks like (see [`Conn::rebuild`]).
     lost_at: Option<Instant>,
+    /// The rule's idle time (`None`: off) and how long before it the holder is warned.
+    idle: Option<Duration>,
+    idle_warning: Duration,
+    /// The holder's last activity as the store last reported it (any tab, any instance).
+    active: Option<store::UnixMillis>,
+    /// Whether this socket's viewer has been sent `idle_warning` and not `idle_cleared`.
+    warned: bool,
+    /// Who watches changed (or the holder did) since the last `presence` message.
+    presence_dirty: bool,
 }
 
 /// How long a held lock must stay silently gone before the socket re-claims it. A release,
@@ -67,6 +91,9 @@ struct Conn {
     sid: Option<String>,
     watched: Vec<Watched>,
     budget: Budget,
+    /// The page load this socket belongs to: the banner's tab id, or one made here (starting
+    /// with `~`) until the banner sends its own.
+    tab: String,
 }
 
 fn error_json(code: &str, message: &str) -> Value {
@@ -109,6 +136,9 @@ impl Conn {
                     self.latch.store.renew(&w.resource, &owner, w.lease),
                 )
                 .await;
+            if let Ok(Some(lock)) = &renewed {
+                self.watched[i].active = Some(lock.active);
+            }
             if let Ok(None) = renewed {
                 let w = &mut self.watched[i];
                 match w.lost_at {
@@ -174,7 +204,23 @@ impl Conn {
             }
         };
         match msg {
-            ClientMsg::Watch { path } => self.watch(ws, &path).await,
+            ClientMsg::Watch { path, tab } => {
+                if let Some(tab) = tab {
+                    if !actions::valid_tab(&tab) {
+                        return send(
+                            ws,
+                            error_json(
+                                "bad_tab",
+                                "tab must be 1 to 64 letters, digits, '_' or '-'",
+                            ),
+                        )
+                        .await;
+                    }
+                    self.set_tab(tab).await;
+                }
+                self.watch(ws, &path).await
+            }
+            ClientMsg::Activity => self.activity(ws).await,
             ClientMsg::Heartbeat => {
                 self.renew_held().await;
                 true
@@ -244,7 +290,7 @@ impl Conn {
             Ok(p) => p.into_owned(),
             Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
         };
-        let (resource, rule_id, lease, grace) = {
+        let (resource, rule_id, lease, grace, idle) = {
             let rules = self.latch.rules.load();
             let Some(m) = rules.find("GET", &rule_path) else {
                 return send(
@@ -258,6 +304,7 @@ impl Conn {
                 m.rule.id.clone(),
                 self.latch.lease_for(m.rule),
                 self.latch.grace_for(m.rule),
+                self.latch.idle_for(m.rule),
             )
         };
         if !self.is_watching(&resource) {
@@ -277,8 +324,14 @@ impl Conn {
                 grace,
                 held: false,
                 lost_at: None,
+                idle,
+                idle_warning: self.latch.config.locks.idle_warning,
+                active: None,
+                warned: false,
+                presence_dirty: true,
             });
             self.latch.hub.watch(self.id, &resource);
+            self.join_presence(&resource).await;
         }
         self.resend(ws, &resource).await
     }
@@ -300,6 +353,8 @@ impl Conn {
                 let you = msg["you"].as_bool().unwrap_or(false);
                 if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
                     w.held = you;
+                    w.active = lock.as_ref().map(|l| l.active);
+                    w.presence_dirty = true;
                 }
                 send(ws, msg).await
             }
@@ -348,9 +403,26 @@ impl Conn {
                 self.push_state(ws, &event.resource, event.lock.as_ref())
                     .await
             }
+            EventKind::Released {
+                reason: reason @ store::ReleaseReason::Idle,
+            } if me_before => {
+                let ok = send(
+                    ws,
+                    json!({ "type": "released", "resource": event.resource,
+                            "reason": lifecycle::reason_name(reason) }),
+                )
+                .await;
+                ok && self
+                    .push_state(ws, &event.resource, event.lock.as_ref())
+                    .await
+            }
             EventKind::Claimed | EventKind::Released { .. } => {
                 self.push_state(ws, &event.resource, event.lock.as_ref())
                     .await
+            }
+            EventKind::PresenceChanged => {
+                self.presence_changed(&event.resource);
+                true
             }
         }
     }
@@ -361,13 +433,20 @@ impl Conn {
         if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
             w.held = you;
             w.lost_at = None;
+            w.active = lock.map(|l| l.active);
+            w.presence_dirty = true;
+            if !you {
+                w.warned = false;
+            }
         }
         send(ws, msg).await
     }
 
-    /// The socket is closing: locks its viewer holds here start their grace period unless
-    /// another local banner of the same user still watches them.
+    /// The socket is closing: its tab leaves every resource's presence, and locks its viewer
+    /// holds here start their grace period unless another banner of the same owner still
+    /// watches them, here or on any instance.
     async fn start_grace(&self) {
+        self.leave_presence().await;
         for w in self.watched.iter().filter(|w| w.held) {
             let holder = self.holder(w);
             if self.latch.hub.others_watching(
@@ -380,11 +459,16 @@ impl Conn {
                 continue;
             }
             let owner = holder.owner_key();
+            let elsewhere =
+                actions::other_tab_present(&self.latch, &w.resource, &owner, Some(&self.tab)).await;
+            if !matches!(elsewhere, Ok(false)) {
+                continue;
+            }
             let _ = self
                 .latch
                 .store_op(
-                    "renew",
-                    self.latch.store.renew(&w.resource, &owner, w.grace),
+                    "begin_grace",
+                    self.latch.store.begin_grace(&w.resource, &owner, w.grace),
                 )
                 .await;
             tracing::debug!(resource = %w.resource, user = %self.identity.user, grace = ?w.grace, "last banner closed; grace started");
@@ -404,6 +488,8 @@ pub async fn run_socket(
         let now_unix = crate::time_fmt::now_ms() / 1000;
         Instant::now() + Duration::from_secs(identity.expires_at.saturating_sub(now_unix))
     };
+    // `~` never appears in a banner's own ids, so this one cannot collide with them.
+    let tab = format!("~{}-{id}", latch.config.proxy.instance);
     let mut conn = Conn {
         latch,
         id,
@@ -411,6 +497,7 @@ pub async fn run_socket(
         sid,
         watched: Vec::new(),
         budget: Budget::new(),
+        tab,
     };
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -492,12 +579,16 @@ pub async fn run_socket(
                 if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ping).await, Ok(Ok(()))) {
                     break;
                 }
+                conn.refresh_presence().await;
             }
             _ = renew.tick() => {
                 let every = conn.watched.iter().filter(|w| w.held).map(|w| w.renew_every).min();
                 if every.is_some_and(|e| last_renew.elapsed() >= e) {
                     last_renew = Instant::now();
                     conn.renew_held().await;
+                }
+                if !conn.tick(&mut ws).await {
+                    break;
                 }
             }
         }

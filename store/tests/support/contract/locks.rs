@@ -182,7 +182,11 @@ pub async fn takeover_marks_the_loser_displaced_until_a_safe_claim(
 
 pub async fn voluntary_releases_do_not_mark_displaced(store: Arc<dyn LockStore>, _: Timing) {
     let alice = user("alice");
-    for reason in [ReleaseReason::Client, ReleaseReason::Grace] {
+    for reason in [
+        ReleaseReason::Client,
+        ReleaseReason::Grace,
+        ReleaseReason::Idle,
+    ] {
         claimed(store.claim(&unsafe_(&alice)).await.unwrap());
         store.release(DOC, "alice", reason).await.unwrap().unwrap();
         claimed(store.claim(&unsafe_(&alice)).await.unwrap());
@@ -192,10 +196,16 @@ pub async fn voluntary_releases_do_not_mark_displaced(store: Arc<dyn LockStore>,
             .unwrap()
             .unwrap();
     }
-    // Every other reason given to release does displace.
+    // Every other reason given to release does displace, once someone else held it since.
     claimed(store.claim(&unsafe_(&alice)).await.unwrap());
     store
         .release(DOC, "alice", ReleaseReason::TakenOver)
+        .await
+        .unwrap()
+        .unwrap();
+    claimed(store.claim(&safe(&user("bob"))).await.unwrap());
+    store
+        .release(DOC, "bob", ReleaseReason::Client)
         .await
         .unwrap()
         .unwrap();
@@ -319,6 +329,9 @@ pub async fn force_release_emits_forced_and_marks_displaced(store: Arc<dyn LockS
 
     assert_eq!(store.force_release(DOC, "root").await.unwrap(), None);
     assert_quiet(&mut rx).await;
+    // The marker refuses a stale write once someone else has held the resource.
+    claimed(store.claim(&safe(&user("bob"))).await.unwrap());
+    store.force_release(DOC, "root").await.unwrap().unwrap();
     assert_eq!(
         displaced(store.claim(&unsafe_(&alice)).await.unwrap()),
         None

@@ -14,6 +14,9 @@
 //! - [`locks`]: claim, renew, release, takeover, the displaced marker, fences, lapsed leases,
 //!   listing and the event stream.
 //! - [`claim_limits`]: the cap on claims per user (`ClaimRequest::max_per_user`).
+//! - [`presence`]: banners present on a resource (join, leave, time-to-live).
+//! - [`displaced`]: leaving in grace, and stale writes refused only when the fence moved.
+//! - [`idle`]: activity (`touch`) and the idle release.
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -24,7 +27,10 @@
 #![allow(dead_code)]
 
 pub mod claim_limits;
+pub mod displaced;
+pub mod idle;
 pub mod locks;
+pub mod presence;
 
 use std::time::Duration;
 
@@ -95,6 +101,32 @@ macro_rules! lock_store_contract {
                     each_claim_brings_its_own_cap,
                 ],
                 concurrent: [concurrent_claims_stop_at_the_cap = 2],
+            }
+            $crate::support::contract::section! {
+                presence, #[$test], $timing, $fresh,
+                cases: [
+                    joins_and_leaves_change_the_set_and_emit,
+                    presence_lapses_after_its_ttl,
+                ],
+                concurrent: [],
+            }
+            $crate::support::contract::section! {
+                displaced, #[$test], $timing, $fresh,
+                cases: [
+                    a_lapsed_grace_is_a_grace_release_that_does_not_displace,
+                    a_renewal_clears_the_grace_mark,
+                    a_stale_write_is_refused_only_when_the_fence_moved,
+                ],
+                concurrent: [],
+            }
+            $crate::support::contract::section! {
+                idle, #[$test], $timing, $fresh,
+                cases: [
+                    touch_records_the_holders_activity,
+                    release_idle_releases_a_holder_idle_since_the_check,
+                    activity_since_the_check_wins,
+                ],
+                concurrent: [],
             }
         }
     };
