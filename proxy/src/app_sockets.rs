@@ -211,20 +211,13 @@ pub fn close_reason(event: &LockEvent) -> String {
 }
 
 fn released(reason: &ReleaseReason) -> String {
-    if let ReleaseReason::Forced { by } = reason {
-        return format!("lock released by an admin ({by})");
-    }
-    // Named by the reason's wire name, so reasons added later read sensibly too.
-    let name = serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.get("type")?.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    match name.as_str() {
-        "expired" => "lock expired".to_owned(),
-        "client" => "lock released by its holder".to_owned(),
-        "grace" => "lock released: the page was closed".to_owned(),
-        "" => "lock released".to_owned(),
-        other => format!("lock released ({other})"),
+    match reason {
+        ReleaseReason::Forced { by } => format!("lock released by an admin ({by})"),
+        ReleaseReason::Expired => "lock expired".to_owned(),
+        ReleaseReason::Client => "lock released by its holder".to_owned(),
+        ReleaseReason::Grace => "lock released: the page was closed".to_owned(),
+        ReleaseReason::Idle => "lock released: its holder was idle".to_owned(),
+        ReleaseReason::TakenOver => "lock taken over".to_owned(),
     }
 }
 
