@@ -360,9 +360,18 @@ fn a_fenced_handshake_is_refused_wherever_a_write_is_and_granted_to_the_holder()
         }
     }
     // Someone else holds it: never viewed, never redirected (a socket cannot follow a 303).
-    assert_eq!(verdict(OTHER, ReadOnly, fenced, false, Deny), LOCKED_READ_ONLY);
-    assert_eq!(verdict(OTHER, Redirect, fenced, true, Deny), LOCKED_OTHER_USER);
-    assert_eq!(verdict(OTHER, Block, fenced, false, Deny), LOCKED_OTHER_USER);
+    assert_eq!(
+        verdict(OTHER, ReadOnly, fenced, false, Deny),
+        LOCKED_READ_ONLY
+    );
+    assert_eq!(
+        verdict(OTHER, Redirect, fenced, true, Deny),
+        LOCKED_OTHER_USER
+    );
+    assert_eq!(
+        verdict(OTHER, Block, fenced, false, Deny),
+        LOCKED_OTHER_USER
+    );
     // An owner who lost the lock reconnects: the store answers Displaced for a write.
     assert_eq!(
         verdict(Answer::Displaced, Block, fenced, false, Deny),
@@ -370,5 +379,8 @@ fn a_fenced_handshake_is_refused_wherever_a_write_is_and_granted_to_the_holder()
     );
     // Passed, it is an ordinary read.
     assert_eq!(verdict(OTHER, ReadOnly, passed, false, Deny), Verdict::View);
-    assert_eq!(verdict(OTHER, Redirect, passed, true, Deny), Verdict::Redirect);
+    assert_eq!(
+        verdict(OTHER, Redirect, passed, true, Deny),
+        Verdict::Redirect
+    );
 }

@@ -33,7 +33,7 @@ fn rules(extra: &str) -> String {
         r#"
 [[rule]]
 id = "docs"
-pattern = "/docs/(?P<id>\d+)/(live|socket|save)"
+pattern = '/docs/(?P<id>\d+)/(live|socket|save)'
 resource = "doc:{{id}}"
 case_insensitive = true
 inject = false
@@ -91,14 +91,13 @@ impl App {
     async fn closed(&self, user: &str, code: u64) -> Value {
         eventually(PATIENCE, || async {
             let seen = self.sockets().await;
-            seen["closes"].as_array()?.iter().find_map(|c| {
-                (c["user"] == user && c["code"] == code).then(|| c.clone())
-            })
+            seen["closes"]
+                .as_array()?
+                .iter()
+                .find_map(|c| (c["user"] == user && c["code"] == code).then(|| c.clone()))
         })
         .await
-        .unwrap_or_else(|| {
-            panic!("the app never saw {user}'s socket closed with {code}")
-        })
+        .unwrap_or_else(|| panic!("the app never saw {user}'s socket closed with {code}"))
     }
 }
 
@@ -173,7 +172,10 @@ async fn close_frame(ws: &mut Ws, within: Duration) -> (u16, String) {
 async fn take_over(base: &str, resource: &str) {
     let response = client()
         .post(format!("{base}/__latch/takeover"))
-        .header(COOKIE, format!("latch_token={}", token("root", "Root", &["admin"])))
+        .header(
+            COOKIE,
+            format!("latch_token={}", token("root", "Root", &["admin"])),
+        )
         .header(ORIGIN, base)
         .body(json!({ "resource": resource }).to_string())
         .send()
@@ -253,7 +255,10 @@ async fn with_websocket_pass_a_socket_opens_without_the_lock_and_is_not_fenced()
     let ws = ws_base(&latch);
     let holder = client()
         .get(latch.url("/docs/1/live"))
-        .header(AUTHORIZATION, format!("Bearer {}", token("alice", "Alice", &[])))
+        .header(
+            AUTHORIZATION,
+            format!("Bearer {}", token("alice", "Alice", &[])),
+        )
         .send()
         .await
         .expect("Alice's page");
@@ -402,21 +407,17 @@ async fn in_a_browser_the_pages_reconnect_after_4423_is_refused() {
         browser.goto(&latch.url("/docs/1/live")).await?;
         let text = |id: &'static str| {
             let browser = browser.clone();
-            async move {
-                browser
-                    .find(Locator::Id(id))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()
-            }
+            async move { browser.find(Locator::Id(id)).await.ok()?.text().await.ok() }
         };
         let saved = eventually(PATIENCE, || async {
             text("log").await.filter(|t| t.contains("saved: draft 1"))
         })
         .await;
-        assert!(saved.is_some(), "the page never saved: {:?}", text("log").await);
+        assert!(
+            saved.is_some(),
+            "the page never saved: {:?}",
+            text("log").await
+        );
 
         take_over(&http_base(&latch), "doc:1").await;
         let refused = eventually(PATIENCE, || async {
@@ -425,8 +426,14 @@ async fn in_a_browser_the_pages_reconnect_after_4423_is_refused() {
         .await;
         let log = text("log").await.unwrap_or_default();
         assert_eq!(refused.as_deref(), Some("refused 423"), "log: {log}");
-        assert!(log.contains("closed 4423: lock taken over by Root"), "{log}");
-        assert!(log.contains("reconnect refused; saving answers 423"), "{log}");
+        assert!(
+            log.contains("closed 4423: lock taken over by Root"),
+            "{log}"
+        );
+        assert!(
+            log.contains("reconnect refused; saving answers 423"),
+            "{log}"
+        );
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;

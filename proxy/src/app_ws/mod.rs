@@ -95,18 +95,19 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
         .header(header::SEC_WEBSOCKET_VERSION, "13");
         return reply.send(session, false).await;
     }
-    let registration =
-        match latch
-            .app_sockets
-            .register(&fenced.resource, &fenced.user, &fenced.owner, fenced.fence)
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let reply = Reply::problem(429, "Too many WebSockets", &e.to_string())
-                    .header(header::RETRY_AFTER, "10");
-                return reply.send(session, false).await;
-            }
-        };
+    let registration = match latch.app_sockets.register(
+        &fenced.resource,
+        &fenced.user,
+        &fenced.owner,
+        fenced.fence,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            let reply = Reply::problem(429, "Too many WebSockets", &e.to_string())
+                .header(header::RETRY_AFTER, "10");
+            return reply.send(session, false).await;
+        }
+    };
     let id = registration.id;
     let result = Box::pin(serve_registered(latch, session, &fenced, registration)).await;
     latch.app_sockets.unregister(&fenced.resource, id);
@@ -146,19 +147,18 @@ async fn serve_registered(
     let mut request = session.req_header().clone();
     request.remove_header(&header::SEC_WEBSOCKET_EXTENSIONS);
     upstream_headers(fenced).apply(&mut request, latch.config.proxy.header_case)?;
-    let upstream =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(latch, &request)).await {
-            Ok(Ok(upstream)) => upstream,
-            Ok(Err(e)) => {
-                tracing::warn!(resource = %fenced.resource, error = %e, "app WebSocket handshake failed");
-                return bad_gateway(session, &e).await;
-            }
-            Err(_) => {
-                return bad_gateway(session, "the app did not answer the handshake in time").await
-            }
-        };
+    let upstream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(latch, &request)).await {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(e)) => {
+            tracing::warn!(resource = %fenced.resource, error = %e, "app WebSocket handshake failed");
+            return bad_gateway(session, &e).await;
+        }
+        Err(_) => {
+            return bad_gateway(session, "the app did not answer the handshake in time").await
+        }
+    };
     let (head, mut app) = upstream;
-    if head.status().as_u16() != 101 {
+    if head.status.as_u16() != 101 {
         return relay_refusal(session, head, &mut app).await;
     }
     session.write_response_header(head, false).await?;
@@ -192,10 +192,7 @@ async fn handshake(
         .await
         .map_err(|e| format!("cannot connect to the app: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let path = request
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = BytesMut::with_capacity(1024);
     head.extend_from_slice(format!("GET {path} HTTP/1.1\r\n").as_bytes());
     request.header_to_h1_wire(&mut head);
@@ -238,8 +235,8 @@ fn parse_response(raw: &[u8]) -> std::result::Result<Box<ResponseHeader>, String
         Err(e) => return Err(bad(&e.to_string())),
     }
     let code = response.code.ok_or_else(|| bad("no status"))?;
-    let mut head =
-        ResponseHeader::build(code, Some(response.headers.len())).map_err(|e| bad(&e.to_string()))?;
+    let mut head = ResponseHeader::build(code, Some(response.headers.len()))
+        .map_err(|e| bad(&e.to_string()))?;
     for h in response.headers.iter() {
         // The client never asked for extensions (they were taken out of the handshake).
         if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
