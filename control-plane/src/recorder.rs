@@ -62,6 +62,7 @@ pub fn recorder(
         loop {
             tokio::select! {
                 received = lock_events.recv(), if lock_stream_open => match received {
+                    Ok(event) if !AuditEvent::records(&event) => {}
                     Ok(event) => {
                         push(&mut pending, AuditEvent::from_lock_event(&event));
                         flush(log.as_ref(), &mut pending).await;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{Holder, Lock, UnixMillis};
+use crate::lock::{Holder, Lock, QueueState, UnixMillis};
 
 /// Why a lock stopped being held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub enum EventKind {
     TakenOver { by: Holder },
     /// Someone asked the holder to let go. Changes nothing.
     AccessRequested { by: Holder },
+    /// The wait queue or the offer of a resource changed; `queue` is how it stands now, so
+    /// consumers need not read it again. `offered` is true when this change made a new offer
+    /// (to `queue.offer`), which is the only queue change the audit trail records.
+    QueueChanged { queue: QueueState, offered: bool },
 }
 
 /// One change to one resource, in the order the store applied it.

@@ -14,6 +14,7 @@
 //! - [`locks`]: claim, renew, release, takeover, the displaced marker, fences, lapsed leases,
 //!   listing and the event stream.
 //! - [`claim_limits`]: the cap on claims per user (`ClaimRequest::max_per_user`).
+//! - [`queue`]: the fair wait queue and its offers.
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -25,6 +26,7 @@
 
 pub mod claim_limits;
 pub mod locks;
+pub mod queue;
 
 use std::time::Duration;
 
@@ -95,6 +97,22 @@ macro_rules! lock_store_contract {
                     each_claim_brings_its_own_cap,
                 ],
                 concurrent: [concurrent_claims_stop_at_the_cap = 2],
+            }
+            $crate::support::contract::section! {
+                queue, #[$test], $timing, $fresh,
+                cases: [
+                    joins_are_fifo_and_idempotent,
+                    the_queue_is_bounded,
+                    a_release_offers_the_head_and_reserves_it,
+                    every_freeing_path_offers,
+                    a_lapsed_offer_passes_to_the_next,
+                    joining_a_free_resource_waits_without_an_offer,
+                    leaving_drops_the_place_and_declines_the_offer,
+                    entries_lapse_unless_refreshed,
+                    a_takeover_jumps_the_queue,
+                    queue_changes_are_announced,
+                ],
+                concurrent: [concurrent_claims_never_beat_the_offer = 4],
             }
         }
     };
