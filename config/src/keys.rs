@@ -163,6 +163,14 @@ fn declare() -> Vec<Key> {
         Key::seconds("locks.grace_seconds", 0..=3_600, |d, v| d.config.locks.grace = v)
             .default(10)
             .doc("How long a lock lasts after its holder's last banner socket closes; shorter than the lease."),
+        Key::seconds("locks.offer_seconds", 5..=3_600, |d, v| d.config.locks.offer = v)
+            .default(60)
+            .doc("How long a freed lock is reserved for the head of its wait queue before it passes to the next."),
+        Key::integer("locks.queue_max", 1..=1_000, |d, v| {
+            d.config.locks.queue_max = usize::try_from(v).unwrap_or(usize::MAX)
+        })
+        .default(100)
+        .doc("Most people waiting in line for one resource."),
         Key::choice("locks.on_store_error", |d, v| d.config.locks.on_store_error = v)
             .default("deny")
             .doc("What a rule-matched request gets while the lock store fails: 503, or through."),
@@ -260,6 +268,8 @@ pub(crate) fn blank() -> Config {
             store_timeout: Duration::ZERO,
             max_per_user: None,
             claims_per_minute: None,
+            offer: Duration::ZERO,
+            queue_max: 0,
         },
         rules: RulesConfig {
             store: RuleStoreKind::File(PathBuf::new()),

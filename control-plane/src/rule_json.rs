@@ -46,6 +46,11 @@ pub struct RuleDto {
     pub lease_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// How long a freed resource is reserved for the head of its wait queue; default
+    /// `[locks] offer_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 5, maximum = 3600)]
+    pub offer_seconds: Option<u64>,
     /// Most distinct live locks a user may hold once a claim under this rule is granted;
     /// `0` is no cap; default `[locks] max_per_user`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +80,7 @@ impl From<Rule> for RuleDto {
             owner: rule.owner,
             lease_seconds: rule.lease_seconds,
             grace_seconds: rule.grace_seconds,
+            offer_seconds: rule.offer_seconds,
             max_per_user: rule.max_per_user,
             takeover_roles: rule.takeover_roles,
             inject: rule.inject,
@@ -179,7 +185,9 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
         "methods" | "takeover_roles" => check::<Vec<String>>(value, "a list of strings"),
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
-        "lease_seconds" | "grace_seconds" => check::<u64>(value, "a whole number of seconds"),
+        "lease_seconds" | "grace_seconds" | "offer_seconds" => {
+            check::<u64>(value, "a whole number of seconds")
+        }
         "max_per_user" => check::<u32>(value, "a whole number of locks"),
         "priority" => check::<i32>(value, "a whole number"),
         "inject" | "case_insensitive" | "enabled" => check::<bool>(value, "true or false"),

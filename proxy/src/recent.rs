@@ -172,6 +172,9 @@ impl Recent {
     fn catch_up(&mut self, store: &dyn LockStore) {
         loop {
             match self.events.try_recv() {
+                // A change of the wait queue leaves the holder as it was: what is remembered
+                // stays true, and the holder's next request still needs no store call.
+                Ok(event) if matches!(event.kind, store::EventKind::QueueChanged { .. }) => {}
                 Ok(event) => {
                     self.generation += 1;
                     if let Some(claims) = self.by_resource.remove(&event.resource) {

@@ -181,7 +181,7 @@ fn check_type(field: &str, value: &Value) -> Result<(), toml::de::Error> {
         "methods" | "takeover_roles" => value.try_into::<Vec<String>>().map(drop),
         "mode" => value.try_into::<Mode>().map(drop),
         "owner" => value.try_into::<Owner>().map(drop),
-        "lease_seconds" | "grace_seconds" => value.try_into::<u64>().map(drop),
+        "lease_seconds" | "grace_seconds" | "offer_seconds" => value.try_into::<u64>().map(drop),
         "max_per_user" => value.try_into::<u32>().map(drop),
         "priority" => value.try_into::<i32>().map(drop),
         "inject" | "case_insensitive" | "enabled" => value.try_into::<bool>().map(drop),

@@ -38,6 +38,9 @@ pub mod limits {
     pub const LEASE_SECONDS: RangeInclusive<u64> = 5..=86_400;
     /// Allowed `grace_seconds`; it must also be shorter than the lease.
     pub const GRACE_SECONDS: RangeInclusive<u64> = 0..=3_600;
+    /// Allowed `offer_seconds`, as for `[locks] offer_seconds`: long enough to notice, short
+    /// enough that a person who walked away does not hold up the line for long.
+    pub const OFFER_SECONDS: RangeInclusive<u64> = 5..=3_600;
     /// Allowed `max_per_user` (`0` is no cap), as for `[locks] max_per_user`.
     pub const MAX_PER_USER: RangeInclusive<u32> = 0..=1_000;
     /// Allowed `priority`.

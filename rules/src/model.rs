@@ -38,6 +38,10 @@ pub struct Rule {
     /// Overrides `[locks] grace_seconds` for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_seconds: Option<u64>,
+    /// Overrides `[locks] offer_seconds` for this rule: how long a freed resource is reserved
+    /// for the person at the head of its wait queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_seconds: Option<u64>,
     /// Overrides `[locks] max_per_user` for claims under this rule: the most distinct live
     /// locks a user may hold once a new claim under it is granted, counting locks of every
     /// rule. `0` means no cap for this rule. Unset means the `[locks]` value.
@@ -72,6 +76,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "owner",
     "lease_seconds",
     "grace_seconds",
+    "offer_seconds",
     "max_per_user",
     "takeover_roles",
     "inject",
@@ -93,6 +98,7 @@ impl Rule {
             owner: Owner::default(),
             lease_seconds: None,
             grace_seconds: None,
+            offer_seconds: None,
             max_per_user: None,
             takeover_roles: default_takeover_roles(),
             inject: true,

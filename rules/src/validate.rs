@@ -10,7 +10,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{GRACE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, PRIORITY};
+use crate::limits::{
+    GRACE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, OFFER_SECONDS, PRIORITY,
+};
 use crate::model::{Mode, Rule};
 use crate::pattern::{self, CompiledPattern};
 use crate::redirect::check_same_site;
@@ -375,6 +377,18 @@ fn check_numbers(report: &mut Report<'_>, rule: &Rule) {
                     format!("must be shorter than lease_seconds ({grace} >= {lease})"),
                 );
             }
+        }
+    }
+    if let Some(offer) = rule.offer_seconds {
+        if !OFFER_SECONDS.contains(&offer) {
+            report.push(
+                "offer_seconds",
+                format!(
+                    "must be between {} and {} seconds, not {offer}",
+                    OFFER_SECONDS.start(),
+                    OFFER_SECONDS.end()
+                ),
+            );
         }
     }
     if let Some(max) = rule.max_per_user {
