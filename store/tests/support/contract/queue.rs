@@ -58,12 +58,12 @@ pub async fn joins_are_fifo_and_idempotent(store: Arc<dyn LockStore>, _: Timing)
 
 pub async fn the_queue_is_bounded(store: Arc<dyn LockStore>, _: Timing) {
     claimed(store.claim(&safe(&user("alice"))).await.unwrap());
-    for (id, expected) in [("bob", 1), ("carol", 2), ("dave", 0)] {
+    for (id, expected) in [("bob", (1, 1)), ("carol", (2, 2)), ("dave", (0, 2))] {
         let place = store
             .enqueue(DOC, &user(id), LEASE, OFFER, 2)
             .await
             .unwrap();
-        assert_eq!((place.position, place.length), (expected, 2), "{id}");
+        assert_eq!((place.position, place.length), expected, "{id}");
     }
     assert_eq!(waiting(store.as_ref()).await, ["bob", "carol"]);
     // One who already waits still refreshes at the bound.
@@ -76,17 +76,15 @@ pub async fn the_queue_is_bounded(store: Arc<dyn LockStore>, _: Timing) {
 
 pub async fn a_release_offers_the_head_and_reserves_it(store: Arc<dyn LockStore>, _: Timing) {
     let s = store.as_ref();
-    held_with_line(s, &["bob", "carol"]).await;
     let mut rx = store.subscribe();
+    held_with_line(s, &["bob", "carol"]).await;
     store
         .release(DOC, "alice", ReleaseReason::Client)
         .await
         .unwrap()
         .unwrap();
-    assert!(matches!(
-        next_event(&mut rx).await.kind,
-        EventKind::Released { .. }
-    ));
+    // The joins' own events come first (a Redis store may deliver them a moment late).
+    while !matches!(next_event(&mut rx).await.kind, EventKind::Released { .. }) {}
     let event = next_event(&mut rx).await;
     let EventKind::QueueChanged { queue, offered } = event.kind else {
         panic!("expected QueueChanged, got {:?}", event.kind);
