@@ -171,6 +171,14 @@ fn declare() -> Vec<Key> {
         })
         .default(60)
         .doc("How long before the idle release the holder's banners warn, with a *Stay* button."),
+        Key::seconds("locks.offer_seconds", 5..=3_600, |d, v| d.config.locks.offer = v)
+            .default(60)
+            .doc("How long a freed lock is reserved for the head of its wait queue before it passes to the next."),
+        Key::integer("locks.queue_max", 1..=1_000, |d, v| {
+            d.config.locks.queue_max = usize::try_from(v).unwrap_or(usize::MAX)
+        })
+        .default(100)
+        .doc("Most people waiting in line for one resource."),
         Key::choice("locks.on_store_error", |d, v| d.config.locks.on_store_error = v)
             .default("deny")
             .doc("What a rule-matched request gets while the lock store fails: 503, or through."),
@@ -270,6 +278,8 @@ pub(crate) fn blank() -> Config {
             store_timeout: Duration::ZERO,
             max_per_user: None,
             claims_per_minute: None,
+            offer: Duration::ZERO,
+            queue_max: 0,
         },
         rules: RulesConfig {
             store: RuleStoreKind::File(PathBuf::new()),

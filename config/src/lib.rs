@@ -216,6 +216,11 @@ pub struct LocksConfig {
     /// New claims one user may make per minute on one proxy instance (`claims_per_minute`,
     /// default 120; `0` in the file turns it off and reads as `None`). Renewals are not counted.
     pub claims_per_minute: Option<u32>,
+    /// How long a freed resource is reserved for the head of its wait queue
+    /// (`offer_seconds`, default 60 s). A rule may set its own.
+    pub offer: Duration,
+    /// Most people waiting in line for one resource (`queue_max`, default 100).
+    pub queue_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

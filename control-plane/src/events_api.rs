@@ -30,7 +30,7 @@ pub struct EventFilter {
     /// Only events this user caused.
     pub user: Option<String>,
     /// Only this kind: claimed, released, expired, taken_over, force_released, denied,
-    /// access_requested, rule_created, rule_updated, rule_deleted.
+    /// access_requested, offered, rule_created, rule_updated, rule_deleted.
     pub kind: Option<String>,
     /// Page size, 1 to 500; default 100.
     pub limit: Option<String>,

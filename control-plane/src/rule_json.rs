@@ -50,6 +50,11 @@ pub struct RuleDto {
     /// `[locks] idle_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_seconds: Option<u64>,
+    /// How long a freed resource is reserved for the head of its wait queue; default
+    /// `[locks] offer_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 5, maximum = 3600)]
+    pub offer_seconds: Option<u64>,
     /// Most distinct live locks a user may hold once a claim under this rule is granted;
     /// `0` is no cap; default `[locks] max_per_user`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +88,7 @@ impl From<Rule> for RuleDto {
             lease_seconds: rule.lease_seconds,
             grace_seconds: rule.grace_seconds,
             idle_seconds: rule.idle_seconds,
+            offer_seconds: rule.offer_seconds,
             max_per_user: rule.max_per_user,
             takeover_roles: rule.takeover_roles,
             inject: rule.inject,
@@ -189,7 +195,7 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
         "websocket" => check::<WebSocket>(value, "one of \"lock\", \"pass\""),
-        "lease_seconds" | "grace_seconds" | "idle_seconds" => {
+        "lease_seconds" | "grace_seconds" | "idle_seconds" | "offer_seconds" => {
             check::<u64>(value, "a whole number of seconds")
         }
         "max_per_user" => check::<u32>(value, "a whole number of locks"),

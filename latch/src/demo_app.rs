@@ -20,6 +20,8 @@ use serde::Deserialize;
 const USERS: &[(&str, &str, &[&str])] = &[
     ("alice", "Alice", &["editor"]),
     ("bob", "Bob", &["editor"]),
+    // A third editor, so the wait queue can be shown with two people in line.
+    ("carol", "Carol", &["editor"]),
     ("admin", "Ada Admin", &["admin", "editor"]),
 ];
 

@@ -43,6 +43,7 @@
   // stays put rather than loop. The mark lives for this tab only.
   var reloadKey = "latch-reloaded:" + here;
   var autoReload = true;
+  var reloadTimer = 0;
   try {
     if (blockedPage && sessionStorage.getItem(reloadKey)) autoReload = false;
     sessionStorage.removeItem(reloadKey);
@@ -60,7 +61,7 @@
     "box-shadow:0 4px 18px rgba(0,0,0,.2)}" +
     ":host([data-state=editing]){--accent:#1a7f37}" +
     ":host([data-state=locked]),:host([data-state=other_session]){--accent:#bf8700}" +
-    ":host([data-state=free]){--accent:#0969da}" +
+    ":host([data-state=free]),:host([data-state=offer]){--accent:#0969da}" +
     ":host([data-state=taken_over]),:host([data-state=expired]),:host([data-state=error]){--accent:#cf222e}" +
     "p{margin:0;flex:1 1 14rem}.row{display:flex;flex-wrap:wrap;gap:8px;align-items:center}" +
     ".notice{flex-basis:100%;padding-top:8px;border-top:1px solid #d0d7de}.conn{font-size:12px;color:#59636e}" +
@@ -122,6 +123,12 @@
   var releasedReason = "";
   var presence = null;
   var lastActivity = 0;
+  // The wait queue: where we stand ({position, length, waiting}) and the standing offer
+  // ({until, you}), as the server last said; whether we asked to wait in line.
+  var line = null;
+  var offer = null;
+  var joined = false;
+  var offerTimer = 0;
 
   var socket = null;
   var stopped = false;
@@ -146,6 +153,34 @@
 
   function holderKey(m) {
     return (m.holder && m.holder.id) + "@" + m.since;
+  }
+
+  function ordinal(n) {
+    var tens = n % 100;
+    var suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] || "th";
+    return n + suffix;
+  }
+
+  function names(people) {
+    var list = people.map(who);
+    if (list.length > 3) list = list.slice(0, 2).concat([(list.length - 2) + " others"]);
+    if (list.length < 2) return list.join("");
+    return list.slice(0, -1).join(", ") + " and " + list[list.length - 1];
+  }
+
+  function secondsLeft(iso) {
+    var left = Math.ceil((new Date(iso).getTime() - Date.now()) / 1000);
+    return isNaN(left) ? 0 : Math.max(0, left);
+  }
+
+  function inLine() {
+    return line && line.position ? "You're " + ordinal(line.position) + " in line" : "";
+  }
+
+  function lineButton() {
+    return joined && line && line.position
+      ? button("Leave the line", leaveQueue)
+      : button("Wait in line", joinQueue);
   }
 
   function button(label, onClick) {
@@ -181,13 +216,29 @@
         [button("Reload", function () { location.reload(); })], true);
     }
     if (!lock) return show(fatal ? "error" : "connecting", [fatal || "Connecting…"], [], false);
+    if (offer && offer.you && offer.until && !(lock.state === "held" && lock.you)) {
+      var left = secondsLeft(offer.until);
+      return show("offer", ["It's your turn — ", ["open", here], " (" + left + " s left)"], [], true);
+    }
     if (lock.state === "held") {
-      if (lock.you) return show("editing", ["You are editing — others see this as locked"], [], false);
+      if (lock.you) {
+        var waiting = line && line.waiting && line.waiting.length
+          ? " · " + names(line.waiting) + (line.waiting.length === 1 ? " is" : " are") + " waiting"
+          : "";
+        return show("editing", ["You are editing — others see this as locked" + waiting], [], false);
+      }
       if (lock.same_user) return show("other_session", ["Open in another tab or window"], [button("Move here", takeover)], false);
       var since = clock(lock.since);
       var items = [requestedFrom === holderKey(lock) ? "Access requested" : button("Request access", requestAccess)];
       if (lock.can_takeover) items.push(button("Take over", takeover));
-      return show("locked", ["Locked by " + who(lock.holder) + (since ? " since " + since : "")], items, false);
+      items.push(lineButton());
+      var place = inLine() || (line && line.length ? line.length + " waiting" : "");
+      return show("locked", ["Locked by " + who(lock.holder) + (since ? " since " + since : "") +
+        (place ? " · " + place : "")], items, false);
+    }
+    if (offer && offer.until && !offer.you) {
+      return show("locked", ["Reserved for the next in line until " + clock(offer.until) +
+        (inLine() ? " · " + inLine() : "")], [lineButton()], false);
     }
     if (hadHeld && releasedReason === "idle") {
       return show("released", ["Released because you were away — reload to continue editing"],
@@ -247,6 +298,21 @@
     if (resource && send({ type: "takeover", resource: resource })) takeoverSent = true;
   }
 
+  function joinQueue() {
+    if (resource && send({ type: "join_queue", resource: resource })) {
+      joined = true;
+      render();
+    }
+  }
+
+  function leaveQueue() {
+    if (resource && send({ type: "leave_queue", resource: resource })) {
+      joined = false;
+      line = line && { position: null, length: Math.max(0, line.length - 1), waiting: [] };
+      render();
+    }
+  }
+
   function requestAccess() {
     if (lock && resource && send({ type: "request_access", resource: resource })) {
       requestedFrom = holderKey(lock);
@@ -254,20 +320,30 @@
     }
   }
 
+  function reloadIfFree() {
+    if (!autoReload || !lock || lock.state !== "free" || (offer && offer.until)) return;
+    try {
+      sessionStorage.setItem(reloadKey, "1");
+    } catch (e) {
+      // Without storage the reload still happens; a refusal then shows this page again.
+    }
+    autoReload = false;
+    location.assign(here);
+  }
+
   function onLock(m) {
     if (typeof m.resource === "string") resource = m.resource;
     lock = m;
+    // The 423 page waits in line by itself: the person asked for the page and was refused.
+    if (blockedPage && !joined && !(m.state === "held" && m.you) && !(offer && offer.you)) joinQueue();
     fatal = "";
     holding = m.state === "held" && m.you === true;
     if (blockedPage && m.state === "free" && autoReload) {
-      // The lock is free: load the page the person asked for, once.
-      try {
-        sessionStorage.setItem(reloadKey, "1");
-      } catch (e) {
-        // Without storage the reload still happens; a refusal then shows this page again.
-      }
-      autoReload = false;
-      return location.assign(here);
+      // The lock is free: load the page the person asked for, once, unless the wait queue
+      // offers it to someone. The queue's news follows the lock's on the socket, so give it a
+      // moment; an offer to this viewer is shown with its countdown instead.
+      clearTimeout(reloadTimer);
+      reloadTimer = setTimeout(reloadIfFree, 400);
     }
     if (holding) {
       hadHeld = true;
@@ -347,6 +423,19 @@
         }),
         button("Dismiss", hideNotice)
       ], 0);
+    },
+    queue: function (m) {
+      line = { position: m.position || null, length: Number(m.length) || 0,
+        waiting: Array.isArray(m.waiting) ? m.waiting : [] };
+      if (line.position) joined = true;
+      render();
+    },
+    offer: function (m) {
+      offer = m.until ? { until: String(m.until), you: m.you === true } : null;
+      clearInterval(offerTimer);
+      // The countdown is drawn from `until`; once a second is enough to keep it true.
+      if (offer && offer.you) offerTimer = setInterval(render, 1000);
+      render();
     },
     session_expired: function () {
       expired = true;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use config::OnStoreError;
 use rules::{Mode, WebSocket};
-use store::{ClaimOutcome, Lock};
+use store::{ClaimOutcome, Lock, Offer};
 
 use crate::metrics::Outcome;
 
@@ -34,6 +34,8 @@ pub enum Answer {
     /// The lock is free, but the requester is past a limit of their own: `rate` when it is
     /// `claims_per_minute`, otherwise the cap on locks held (`max_per_user`).
     Limited { rate: bool },
+    /// The lock is free but reserved for the person at the head of its wait queue.
+    Reserved,
     /// The store failed or timed out.
     Failed,
 }
@@ -49,6 +51,8 @@ pub enum LockedWhy {
     ReadOnly,
     /// The requester held it once and lost it; unsafe methods wait for a reload.
     Displaced,
+    /// It is free but offered to the next person in line until the offer lapses.
+    Reserved,
 }
 
 /// The policy's answer for one request under a rule.
@@ -137,6 +141,11 @@ pub fn verdict(
             Mode::Block | Mode::Redirect => Verdict::Locked(LockedWhy::OtherUser),
         },
         Answer::Displaced => Verdict::Locked(LockedWhy::Displaced),
+        Answer::Reserved => match mode {
+            Mode::ReadOnly if safe => Verdict::View,
+            Mode::Redirect if safe && can_redirect => Verdict::Redirect,
+            Mode::ReadOnly | Mode::Block | Mode::Redirect => Verdict::Locked(LockedWhy::Reserved),
+        },
         Answer::Limited { rate: true } => Verdict::RateLimited,
         Answer::Limited { rate: false } => Verdict::OverCap,
         Answer::Failed => match on_store_error {
@@ -195,6 +204,8 @@ pub enum Refusal<'a> {
         why: LockedWhy,
         lock: Option<&'a Lock>,
     },
+    /// 423: the resource is reserved for whoever `offer` names, until its `until`.
+    Reserved { offer: &'a Offer },
     /// 429, with the seconds after which trying again makes sense.
     Limited { limit: Limit<'a>, retry_after: u64 },
     /// 503: the lock store cannot be reached.
@@ -237,6 +248,7 @@ impl Claim<'_> {
             },
             Claim::Store(ClaimOutcome::Displaced { .. }) => Answer::Displaced,
             Claim::Store(ClaimOutcome::Limited { .. }) => Answer::Limited { rate: rate_limited },
+            Claim::Store(ClaimOutcome::Reserved { .. }) => Answer::Reserved,
             Claim::Failed => Answer::Failed,
         }
     }
@@ -269,6 +281,15 @@ pub fn decide<'a>(facts: &Facts<'a>) -> (Verdict, Decision<'a>) {
             Some(target) => Decision::Reply(Refusal::Redirect(target)),
             None => Decision::Reply(Refusal::Locked {
                 why: LockedWhy::OtherUser,
+                lock,
+            }),
+        },
+        Verdict::Locked(LockedWhy::Reserved) => match facts.claim {
+            Claim::Store(ClaimOutcome::Reserved { offer }) => {
+                Decision::Reply(Refusal::Reserved { offer })
+            }
+            _ => Decision::Reply(Refusal::Locked {
+                why: LockedWhy::Reserved,
                 lock,
             }),
         },

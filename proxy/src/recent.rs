@@ -172,8 +172,13 @@ impl Recent {
     fn catch_up(&mut self, store: &dyn LockStore) {
         loop {
             match self.events.try_recv() {
-                // Who has a banner open changes no lock.
-                Ok(event) if event.kind == EventKind::PresenceChanged => {}
+                // Neither who has a banner open nor the wait queue changes the holder: what
+                // is remembered stays true, and the holder's next request needs no store call.
+                Ok(event)
+                    if matches!(
+                        event.kind,
+                        EventKind::PresenceChanged | EventKind::QueueChanged { .. }
+                    ) => {}
                 Ok(event) => {
                     self.generation += 1;
                     if let Some(claims) = self.by_resource.remove(&event.resource) {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::gate::{Limit, LockedWhy};
 use crate::time_fmt::rfc3339;
-use store::Lock;
+use store::{Lock, Offer};
 
 /// A response built by the proxy, written in one go.
 pub struct Reply {
@@ -179,6 +179,38 @@ pub fn locked(
             }),
             None => json!({ "resource": resource }),
         };
+        Reply::problem_with(423, title, &detail, extra)
+    };
+    reply.header(header::RETRY_AFTER, retry.to_string())
+}
+
+/// The 423 answer while the resource is free but offered to the next person in line.
+pub fn reserved(
+    html: bool,
+    resource: &str,
+    offer: &Offer,
+    banner_tag: Option<&str>,
+    now_ms: u64,
+) -> Reply {
+    let title = "Reserved";
+    let detail = format!(
+        "This page is reserved for {} until {}: it was their turn in line.",
+        offer.holder.name,
+        rfc3339(offer.until)
+    );
+    let retry = offer.until.saturating_sub(now_ms).div_ceil(1000).max(1);
+    let reply = if html {
+        Reply::new(
+            423,
+            "text/html; charset=utf-8",
+            locked_page(title, &detail, None, banner_tag),
+        )
+    } else {
+        let extra = json!({
+            "resource": resource,
+            "reserved_for": { "id": offer.holder.user, "name": offer.holder.name },
+            "until": rfc3339(offer.until),
+        });
         Reply::problem_with(423, title, &detail, extra)
     };
     reply.header(header::RETRY_AFTER, retry.to_string())

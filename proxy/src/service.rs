@@ -453,6 +453,23 @@ impl LatchProxy {
                     .then(|| self.latch.banner_tag(page_path, lease, "blocked", None));
                 respond::locked(html, why, resource, lock, tag.as_deref(), now_ms())
             }
+            gate::Refusal::Reserved { offer } => {
+                tracing::info!(
+                    rule = %rule.id,
+                    resource = %resource,
+                    reserved_for = %offer.holder.user,
+                    requester = %user,
+                    method = %method,
+                    "denied: reserved for the next in line"
+                );
+                if let Some(audit) = self.latch.audit.get() {
+                    audit.denied(&rule.id, resource, user, None, instance);
+                }
+                let page_path = session.req_header().uri.path();
+                let tag = (html && rule.inject)
+                    .then(|| self.latch.banner_tag(page_path, lease, "blocked", None));
+                respond::reserved(html, resource, offer, tag.as_deref(), now_ms())
+            }
             gate::Refusal::Limited { limit, retry_after } => {
                 tracing::info!(
                     rule = %rule.id,

@@ -241,6 +241,13 @@ impl Latch {
         (!idle.is_zero()).then_some(idle)
     }
 
+    /// How long a freed resource of `rule` is reserved for the head of its wait queue.
+    pub fn offer_for(&self, rule: &Rule) -> Duration {
+        rule.offer_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(self.config.locks.offer)
+    }
+
     pub fn grace_for(&self, rule: &Rule) -> Duration {
         rule.grace_seconds
             .map(Duration::from_secs)

@@ -14,7 +14,7 @@ use proxy::gate::{
 use proxy::metrics::Outcome;
 use rules::Mode::{self, Block, ReadOnly, Redirect};
 use rules::WebSocket;
-use store::{ClaimOutcome, Holder, Lock};
+use store::{ClaimOutcome, Holder, Lock, Offer};
 
 /// A column that matches any value.
 const ANY: Option<bool> = None;
@@ -35,6 +35,7 @@ const LOCKED_OTHER_USER: Verdict = Verdict::Locked(LockedWhy::OtherUser);
 const LOCKED_OTHER_SESSION: Verdict = Verdict::Locked(LockedWhy::OtherSession);
 const LOCKED_READ_ONLY: Verdict = Verdict::Locked(LockedWhy::ReadOnly);
 const LOCKED_DISPLACED: Verdict = Verdict::Locked(LockedWhy::Displaced);
+const LOCKED_RESERVED: Verdict = Verdict::Locked(LockedWhy::Reserved);
 
 struct Line {
     answer: Answer,
@@ -84,6 +85,13 @@ const TABLE: &[Line] = &[
     line(MINE_ELSEWHERE,     Some(ReadOnly), UNSAFE, ANY,       None,         LOCKED_READ_ONLY),
     // A displaced holder's write waits for a reload, in every mode.
     line(Answer::Displaced,  None,           ANY,    ANY,       None,         LOCKED_DISPLACED),
+    // Free but offered to the next in line: refused like a lock held by another user.
+    line(Answer::Reserved,   Some(Block),    ANY,    ANY,       None,         LOCKED_RESERVED),
+    line(Answer::Reserved,   Some(Redirect), SAFE,   TARGET,    None,         Verdict::Redirect),
+    line(Answer::Reserved,   Some(Redirect), SAFE,   NO_TARGET, None,         LOCKED_RESERVED),
+    line(Answer::Reserved,   Some(Redirect), UNSAFE, ANY,       None,         LOCKED_RESERVED),
+    line(Answer::Reserved,   Some(ReadOnly), SAFE,   ANY,       None,         Verdict::View),
+    line(Answer::Reserved,   Some(ReadOnly), UNSAFE, ANY,       None,         LOCKED_RESERVED),
     // The requester's own limits.
     line(CAP,                None,           ANY,    ANY,       None,         Verdict::OverCap),
     line(RATE,               None,           ANY,    ANY,       None,         Verdict::RateLimited),
@@ -92,7 +100,7 @@ const TABLE: &[Line] = &[
     line(Answer::Failed,     None,           ANY,    ANY,       Some(Deny),   Verdict::Unavailable),
 ];
 
-const ANSWERS: [Answer; 8] = [
+const ANSWERS: [Answer; 9] = [
     Answer::Claimed,
     Answer::Renewed,
     OTHER,
@@ -100,6 +108,7 @@ const ANSWERS: [Answer; 8] = [
     Answer::Displaced,
     CAP,
     RATE,
+    Answer::Reserved,
     Answer::Failed,
 ];
 const MODES: [Mode; 3] = [Block, Redirect, ReadOnly];
@@ -143,7 +152,7 @@ fn the_table_is_the_policy() {
             }
         }
     }
-    assert_eq!(checked, 8 * 3 * 2 * 2 * 2);
+    assert_eq!(checked, ANSWERS.len() * 3 * 2 * 2 * 2);
 }
 
 #[test]
@@ -260,6 +269,37 @@ fn decide_tells_a_displaced_holder_who_holds_it_now() {
             lock: Some(&current),
         })
     );
+}
+
+#[test]
+fn decide_names_the_reservation_to_everyone_else() {
+    let offer = Offer {
+        holder: Holder {
+            user: "bob".into(),
+            name: "Bob".into(),
+            session: None,
+        },
+        until: 1_700_000_060_000,
+    };
+    let outcome = ClaimOutcome::Reserved {
+        offer: offer.clone(),
+    };
+    for (mode, safe) in [
+        (Block, true),
+        (Block, false),
+        (ReadOnly, false),
+        (Redirect, false),
+    ] {
+        let (verdict, decision) = decide(&facts(Claim::Store(&outcome), mode, safe));
+        assert_eq!(verdict, LOCKED_RESERVED, "{mode:?} safe={safe}");
+        assert_eq!(
+            decision,
+            Decision::Reply(Refusal::Reserved { offer: &offer })
+        );
+    }
+    let (verdict, decision) = decide(&facts(Claim::Store(&outcome), ReadOnly, true));
+    assert_eq!(verdict, Verdict::View);
+    assert_eq!(decision, Decision::Grant { fence: None });
 }
 
 #[test]

@@ -182,7 +182,9 @@ fn check_type(field: &str, value: &Value) -> Result<(), toml::de::Error> {
         "mode" => value.try_into::<Mode>().map(drop),
         "owner" => value.try_into::<Owner>().map(drop),
         "websocket" => value.try_into::<WebSocket>().map(drop),
-        "lease_seconds" | "grace_seconds" | "idle_seconds" => value.try_into::<u64>().map(drop),
+        "lease_seconds" | "grace_seconds" | "idle_seconds" | "offer_seconds" => {
+            value.try_into::<u64>().map(drop)
+        }
         "max_per_user" => value.try_into::<u32>().map(drop),
         "priority" => value.try_into::<i32>().map(drop),
         "inject" | "case_insensitive" | "enabled" => value.try_into::<bool>().map(drop),

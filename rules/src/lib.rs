@@ -41,6 +41,10 @@ pub mod limits {
     /// Allowed `idle_seconds` (`0` is off): at least a couple of minutes' worth of warning room
     /// is the admin's call; up to a day.
     pub const IDLE_SECONDS: RangeInclusive<u64> = 0..=86_400;
+
+    /// Allowed `offer_seconds`, as for `[locks] offer_seconds`: long enough to notice, short
+    /// enough that a person who walked away does not hold up the line for long.
+    pub const OFFER_SECONDS: RangeInclusive<u64> = 5..=3_600;
     /// Allowed `max_per_user` (`0` is no cap), as for `[locks] max_per_user`.
     pub const MAX_PER_USER: RangeInclusive<u32> = 0..=1_000;
     /// Allowed `priority`.

@@ -42,6 +42,10 @@ pub struct Rule {
     /// is warned, then released. `0` turns the idle release off for this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_seconds: Option<u64>,
+    /// Overrides `[locks] offer_seconds` for this rule: how long a freed resource is reserved
+    /// for the person at the head of its wait queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_seconds: Option<u64>,
     /// Overrides `[locks] max_per_user` for claims under this rule: the most distinct live
     /// locks a user may hold once a new claim under it is granted, counting locks of every
     /// rule. `0` means no cap for this rule. Unset means the `[locks]` value.
@@ -80,6 +84,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "lease_seconds",
     "grace_seconds",
     "idle_seconds",
+    "offer_seconds",
     "max_per_user",
     "takeover_roles",
     "inject",
@@ -103,6 +108,7 @@ impl Rule {
             lease_seconds: None,
             grace_seconds: None,
             idle_seconds: None,
+            offer_seconds: None,
             max_per_user: None,
             takeover_roles: default_takeover_roles(),
             inject: true,

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{
-    GRACE_SECONDS, IDLE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, PRIORITY,
+    GRACE_SECONDS, IDLE_SECONDS, ID_MAX_LEN, LEASE_SECONDS, MAX_PER_USER, OFFER_SECONDS, PRIORITY,
 };
 use crate::model::{Mode, Rule};
 use crate::pattern::{self, CompiledPattern};
@@ -387,6 +387,18 @@ fn check_numbers(report: &mut Report<'_>, rule: &Rule) {
                     "must be between {} and {} seconds (0 for off), not {idle}",
                     IDLE_SECONDS.start(),
                     IDLE_SECONDS.end()
+                ),
+            );
+        }
+    }
+    if let Some(offer) = rule.offer_seconds {
+        if !OFFER_SECONDS.contains(&offer) {
+            report.push(
+                "offer_seconds",
+                format!(
+                    "must be between {} and {} seconds, not {offer}",
+                    OFFER_SECONDS.start(),
+                    OFFER_SECONDS.end()
                 ),
             );
         }

@@ -36,13 +36,15 @@ pub enum AuditKind {
     /// A request was refused because someone else held the lock.
     Denied,
     AccessRequested,
+    /// A freed resource was offered to the head of its wait queue (`user`).
+    Offered,
     RuleCreated,
     RuleUpdated,
     RuleDeleted,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 10] = [
+    pub const ALL: [AuditKind; 11] = [
         AuditKind::Claimed,
         AuditKind::Released,
         AuditKind::Expired,
@@ -50,6 +52,7 @@ impl AuditKind {
         AuditKind::ForceReleased,
         AuditKind::Denied,
         AuditKind::AccessRequested,
+        AuditKind::Offered,
         AuditKind::RuleCreated,
         AuditKind::RuleUpdated,
         AuditKind::RuleDeleted,
@@ -64,6 +67,7 @@ impl AuditKind {
             AuditKind::ForceReleased => "force_released",
             AuditKind::Denied => "denied",
             AuditKind::AccessRequested => "access_requested",
+            AuditKind::Offered => "offered",
             AuditKind::RuleCreated => "rule_created",
             AuditKind::RuleUpdated => "rule_updated",
             AuditKind::RuleDeleted => "rule_deleted",
@@ -186,6 +190,11 @@ impl AuditEvent {
                 AuditKind::AccessRequested,
                 lock.map(|l| l.holder.user.clone()),
                 Some("presence"),
+            ),
+            EventKind::QueueChanged { queue, .. } => (
+                AuditKind::Offered,
+                queue.offer.as_ref().map(|offer| offer.holder.user.clone()),
+                None,
             ),
         };
         let discriminator = format!(

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{Holder, Lock, UnixMillis};
+use crate::lock::{Holder, Lock, QueueState, UnixMillis};
 
 /// Why a lock stopped being held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,13 +50,21 @@ pub enum EventKind {
     /// lock: `lock` is the current lock, `previous` is `None`. Consumers re-read
     /// [`presence`](crate::LockStore::presence).
     PresenceChanged,
+    /// The wait queue or the offer of a resource changed; `queue` is how it stands now, so
+    /// consumers need not read it again. `offered` is true when this change made a new offer
+    /// (to `queue.offer`), which is the only queue change the audit trail records.
+    QueueChanged { queue: QueueState, offered: bool },
 }
 
 impl EventKind {
     /// Whether the audit trail records this kind of event. Presence comes and goes with every
-    /// page load; it is shown live, not kept.
+    /// page load, and the queue with every refused page; both are shown live, not kept. A new
+    /// offer is the one queue change that is recorded.
     pub fn is_audited(&self) -> bool {
-        !matches!(self, Self::PresenceChanged)
+        !matches!(
+            self,
+            Self::PresenceChanged | Self::QueueChanged { offered: false, .. }
+        )
     }
 }
 

@@ -21,6 +21,7 @@ mod file_rules;
 mod lock;
 mod lock_store;
 mod memory;
+mod memory_queue;
 mod mongo;
 mod mongo_events;
 mod mongo_rules;
@@ -40,8 +41,13 @@ pub use error::StoreError;
 pub use event::{EventKind, LockEvent, ReleaseReason};
 pub use file_events::FileEventLog;
 pub use file_rules::{render_rules_toml, FileRuleStore};
-pub use lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
-pub use lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE};
+pub use lock::{
+    ClaimOutcome, ClaimRequest, Holder, Lock, Offer, Present, QueuePlace, QueueState, Takeover,
+    UnixMillis,
+};
+pub use lock_store::{
+    LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+};
 pub use memory::MemoryLockStore;
 pub use mongo::{Mongo, SELECTION_TIMEOUT};
 pub use mongo_events::MongoEventLog;

@@ -130,6 +130,9 @@ pub enum ClaimOutcome {
     /// [`MAX_HELD_SHOWN`](crate::MAX_HELD_SHOWN) of them: enough to tell a person which pages
     /// to close.
     Limited { held: Vec<String>, max: u32 },
+    /// The resource is free but reserved: it was offered to the head of its wait queue, who
+    /// has until `offer.until` to claim it. Nothing was claimed.
+    Reserved { offer: Offer },
 }
 
 impl ClaimOutcome {
@@ -143,9 +146,36 @@ impl ClaimOutcome {
         match self {
             Self::Claimed(lock) | Self::Renewed(lock) | Self::Held(lock) => Some(lock),
             Self::Displaced { current } => current.as_ref(),
-            Self::Limited { .. } => None,
+            Self::Limited { .. } | Self::Reserved { .. } => None,
         }
     }
+}
+
+/// A free resource reserved for the person at the head of its wait queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub holder: Holder,
+    /// When the reservation lapses and passes to the next in line.
+    pub until: UnixMillis,
+}
+
+/// A resource's wait queue as it stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueState {
+    /// Who waits, first in line first. The person holding the offer is not among them.
+    pub waiting: Vec<Holder>,
+    /// The standing offer, if the resource is free and reserved.
+    pub offer: Option<Offer>,
+}
+
+/// Where an owner stands after [`enqueue`](crate::LockStore::enqueue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePlace {
+    /// 1-based place in line; `0` when the owner is not waiting: it holds the lock, holds the
+    /// offer, or the queue was full (then `length` is the bound).
+    pub position: usize,
+    /// How many wait, the owner included.
+    pub length: usize,
 }
 
 /// The answer to a [`takeover`](crate::LockStore::takeover).

@@ -11,7 +11,9 @@ use tokio::sync::broadcast;
 
 use crate::error::StoreError;
 use crate::event::{LockEvent, ReleaseReason};
-use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
+use crate::lock::{
+    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
+};
 
 /// How long a store remembers that an owner lost a resource. A tab left open longer than this
 /// can write again after the lock is free; a day comfortably outlives any working session.
@@ -28,6 +30,14 @@ pub const MAX_HELD_SHOWN: usize = 20;
 /// Most banners kept present on one resource. Joins past it are not recorded (the page still
 /// works; it is only not listed), so one resource's presence set stays bounded.
 pub const MAX_PRESENCE: usize = 1_000;
+
+/// The default bound on a resource's wait queue (`locks.queue_max`): more people than this
+/// waiting for one page is a coordination problem no queue solves.
+pub const DEFAULT_QUEUE_MAX: usize = 100;
+
+/// The largest bound a queue may be given. Every operation that frees a resource walks its
+/// queue once, so the bound also bounds that work.
+pub const MAX_QUEUE: usize = 1_000;
 
 /// Shared lock state for the proxy and the control plane.
 ///
@@ -135,6 +145,38 @@ pub trait LockStore: Send + Sync + 'static {
     /// Tells the holder that `by` would like the resource. Changes no state; only emits
     /// `AccessRequested` carrying the current lock (if any).
     async fn request_access(&self, resource: &str, by: &Holder) -> Result<(), StoreError>;
+
+    /// Puts `holder` at the back of the resource's wait queue, or refreshes its entry if it
+    /// already waits (joining is idempotent per owner key; the place is kept). The entry lapses
+    /// `ttl` after the last call, so a waiter whose instance died drops out by itself. `offer`
+    /// is how long the resource is reserved for this owner when its turn comes; `max` bounds
+    /// the queue (at most [`MAX_QUEUE`]). An owner that holds the lock or the offer is not
+    /// queued, and neither is anyone once `max` wait: both answer position `0`.
+    ///
+    /// The queue is served whenever the resource becomes free, by any path (release, force
+    /// release, grace, expiry, a lapsed or declined offer): the head is
+    /// offered the resource until `now + offer`, and `claim` by anyone else answers
+    /// [`ClaimOutcome::Reserved`] meanwhile. The offered owner's claim is granted and ends the
+    /// offer; a lapsed offer passes to the next in line. `takeover` ignores the queue and puts
+    /// a standing offer's owner back at the head. Joining a resource that is free and not
+    /// offered queues without an offer: the page can simply be opened, and a holder rebuilding
+    /// its lock after the store lost its data is not beaten to it by a waiter re-joining.
+    /// Every change emits `QueueChanged`.
+    async fn enqueue(
+        &self,
+        resource: &str,
+        holder: &Holder,
+        ttl: Duration,
+        offer: Duration,
+        max: usize,
+    ) -> Result<QueuePlace, StoreError>;
+
+    /// Takes `owner_key` out of the resource's queue, and declines the offer if it holds it
+    /// (the offer then passes on). Whether anything changed.
+    async fn dequeue(&self, resource: &str, owner_key: &str) -> Result<bool, StoreError>;
+
+    /// The resource's queue and offer, after lapsed entries and offers are dealt with.
+    async fn queue(&self, resource: &str) -> Result<QueueState, StoreError>;
 
     /// Succeeds when the store can serve requests; used by readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -19,8 +19,14 @@ use tokio::time::Instant;
 
 use crate::error::StoreError;
 use crate::event::{EventKind, LockEvent, ReleaseReason};
-use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
-use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE};
+use crate::lock::{
+    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover,
+    UnixMillis,
+};
+use crate::lock_store::{
+    LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+};
+use crate::memory_queue::{Join, Queue};
 
 /// Room for bursts of events while a slow subscriber catches up.
 const EVENT_CAPACITY: usize = 4096;
@@ -60,6 +66,8 @@ impl MemoryLockStore {
                 presence: HashMap::new(),
                 last_fence: 0,
                 reaper_target: None,
+                queues: HashMap::new(),
+                offer_deadlines: BTreeSet::new(),
             }),
             events,
             reaper_wake: Arc::new(Notify::new()),
@@ -97,10 +105,14 @@ impl MemoryLockStore {
             .presence
             .retain(|_, tabs| prune_presence(tabs, now));
         let idle = now + IDLE_RECHECK;
-        let next = [op.state.next_deadline(), op.state.displaced.next_expiry()]
-            .into_iter()
-            .flatten()
-            .fold(idle, Instant::min);
+        let next = [
+            op.state.next_deadline(),
+            op.state.displaced.next_expiry(),
+            op.state.offer_deadlines.first().map(|(until, _)| *until),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(idle, Instant::min);
         op.state.reaper_target = Some(next);
         next
     }
@@ -144,13 +156,18 @@ impl LockStore for MemoryLockStore {
         if let Some(current) = op.current(&req.resource) {
             return Ok(ClaimOutcome::Held(current));
         }
+        let reserved = op.state.queues.get(&req.resource);
+        if let Some(offer) = reserved.and_then(|queue| queue.offer_for_other(&owner)) {
+            return Ok(ClaimOutcome::Reserved { offer });
+        }
         if let Some(max) = req.max_per_user {
             if let Some(held) = op.over_cap(&req.holder.user, max) {
                 return Ok(ClaimOutcome::Limited { held, max });
             }
         }
-        let lock = op.install(req, owner);
+        let lock = op.install(req, owner.clone());
         op.emit(EventKind::Claimed, &req.resource, Some(lock.clone()), None);
+        op.leave_queue(&req.resource, &owner, false);
         Ok(ClaimOutcome::Claimed(lock))
     }
 
@@ -206,6 +223,7 @@ impl LockStore for MemoryLockStore {
             None => EventKind::Claimed,
         };
         op.emit(kind, &req.resource, Some(lock.clone()), previous.clone());
+        op.leave_queue(&req.resource, &lock.owner_key(), true);
         Ok(Takeover { lock, previous })
     }
 
@@ -366,6 +384,71 @@ impl LockStore for MemoryLockStore {
         Ok(())
     }
 
+    async fn enqueue(
+        &self,
+        resource: &str,
+        holder: &Holder,
+        ttl: Duration,
+        offer: Duration,
+        max: usize,
+    ) -> Result<QueuePlace, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        let owner = holder.owner_key();
+        let length = |op: &Op<'_>| op.state.queues.get(resource).map_or(0, Queue::len);
+        if op.held_by(resource, &owner) {
+            return Ok(QueuePlace {
+                position: 0,
+                length: length(&op),
+            });
+        }
+        let now = op.now;
+        let queue = op.state.queues.entry(resource.to_owned()).or_default();
+        let joined = queue.join(
+            holder,
+            &owner,
+            now,
+            ttl.min(MAX_LEASE),
+            offer.min(MAX_LEASE),
+            max.min(MAX_QUEUE),
+        );
+        if joined == Join::Full && queue.is_empty() {
+            op.state.queues.remove(resource);
+        }
+        let pruned = op.settle_queue(resource, false);
+        if joined == Join::Joined && !pruned {
+            op.emit_queue(resource, false);
+        }
+        let position = op
+            .state
+            .queues
+            .get(resource)
+            .and_then(|queue| queue.position(&owner))
+            .unwrap_or(0);
+        Ok(QueuePlace {
+            position,
+            length: length(&op),
+        })
+    }
+
+    async fn dequeue(&self, resource: &str, owner_key: &str) -> Result<bool, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        Ok(op.leave_queue(resource, owner_key, false))
+    }
+
+    async fn queue(&self, resource: &str) -> Result<QueueState, StoreError> {
+        let mut op = self.begin();
+        op.expire_if_lapsed(resource);
+        op.settle_queue(resource, false);
+        Ok(op
+            .state
+            .queues
+            .get(resource)
+            .map(Queue::state)
+            .unwrap_or_default())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -436,6 +519,11 @@ struct State {
     last_fence: u64,
     /// When the reaper next wakes on its own; `None` until a reaper has run.
     reaper_target: Option<Instant>,
+    /// Wait queues by resource; a resource nobody waits for and nobody is offered has none.
+    queues: HashMap<String, Queue>,
+    /// When offers lapse, so the reaper passes them on without traffic. Entries of offers that
+    /// ended otherwise stay until their time and are then found to be no-ops.
+    offer_deadlines: BTreeSet<(Instant, String)>,
 }
 
 impl State {
@@ -500,10 +588,19 @@ impl Op<'_> {
             .filter(|held| held.deadline <= self.now)
             .map(|held| held.grace);
         match lapsed {
-            Some(true) => self.remove_with(resource, ReleaseReason::Grace),
-            Some(false) => self.remove_with(resource, ReleaseReason::Expired),
-            None => None,
-        };
+            Some(true) => {
+                self.remove_with(resource, ReleaseReason::Grace);
+            }
+            Some(false) => {
+                self.remove_with(resource, ReleaseReason::Expired);
+            }
+            None if self.state.queues.contains_key(resource)
+                && !self.state.locks.contains_key(resource) =>
+            {
+                self.settle_queue(resource, false);
+            }
+            None => {}
+        }
     }
 
     /// Expires every lock whose deadline has passed, in deadline order.
@@ -515,6 +612,83 @@ impl Op<'_> {
             let resource = entry.remove();
             self.expire_if_lapsed(&resource);
         }
+        while let Some(first) = self.state.offer_deadlines.first() {
+            if first.0 > self.now {
+                break;
+            }
+            if let Some((_, resource)) = self.state.offer_deadlines.pop_first() {
+                self.settle_queue(&resource, false);
+            }
+        }
+    }
+
+    /// Serves the resource's queue, the one step every path that frees a resource ends with
+    /// (`freed`): drops lapsed entries and a lapsed offer, then offers a free resource to the
+    /// head of the line if it was just `freed` or an offer on it just ended. Other operations
+    /// call it with `freed = false` to pass lapsed offers on. Announces what changed; whether
+    /// anything did.
+    fn settle_queue(&mut self, resource: &str, freed: bool) -> bool {
+        let free = !self.state.locks.contains_key(resource);
+        let (now, at) = (self.now, self.at);
+        let Some(queue) = self.state.queues.get_mut(resource) else {
+            return false;
+        };
+        let lapsed = queue.lapse_offer(now);
+        let mut changed = queue.prune(now) | lapsed;
+        let offered = if free && (freed || lapsed) {
+            queue.offer_head(now, at)
+        } else {
+            None
+        };
+        if let Some(until) = offered {
+            changed = true;
+            self.state
+                .offer_deadlines
+                .insert((until, resource.to_owned()));
+            self.wake_reaper_for(until);
+        }
+        if changed {
+            self.emit_queue(resource, offered.is_some());
+        }
+        changed
+    }
+
+    /// Takes `owner` out of the resource's queue (after it claimed, took over or left) and
+    /// announces it; with `withdraw`, a standing offer to someone else goes back to the head
+    /// of the line (a take-over jumped the queue). Whether anything changed.
+    fn leave_queue(&mut self, resource: &str, owner: &str, withdraw: bool) -> bool {
+        let now = self.now;
+        let Some(queue) = self.state.queues.get_mut(resource) else {
+            return false;
+        };
+        let (waited, declined) = queue.leave(owner);
+        let mut changed = waited || declined;
+        if withdraw {
+            changed |= queue.withdraw_offer(now);
+        }
+        if changed && !self.settle_queue(resource, declined) {
+            self.emit_queue(resource, false);
+        }
+        changed
+    }
+
+    /// Emits `QueueChanged` with the queue as it now stands, and forgets an empty queue.
+    fn emit_queue(&mut self, resource: &str, offered: bool) {
+        let queue = match self.state.queues.get(resource) {
+            Some(queue) if queue.is_empty() => {
+                self.state.queues.remove(resource);
+                QueueState::default()
+            }
+            Some(queue) => queue.state(),
+            None => QueueState::default(),
+        };
+        let lock = self.current(resource);
+        self.emit(
+            EventKind::QueueChanged { queue, offered },
+            resource,
+            lock,
+            None,
+        );
     }
 
     /// Removes the lock, marks its owner displaced if `reason` calls for it, and emits the release.
@@ -532,6 +706,7 @@ impl Op<'_> {
             None,
             Some(previous.clone()),
         );
+        self.settle_queue(resource, true);
         Some(previous)
     }
 

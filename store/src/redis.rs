@@ -76,12 +76,17 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::StoreError;
 use crate::event::{LockEvent, ReleaseReason};
-use crate::lock::{ClaimOutcome, ClaimRequest, Holder, Lock, Present, Takeover, UnixMillis};
-use crate::lock_store::{LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE};
+use crate::lock::{
+    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover,
+    UnixMillis,
+};
+use crate::lock_store::{
+    LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+};
 use crate::redis_keys::{check_prefix, KeyLayout, BUCKETS};
 use crate::redis_options::{redact, RedisOpenError, RedisOptions, Target};
 use crate::redis_scripts::scripts;
-use crate::redis_wire::{parse_event, Reply};
+use crate::redis_wire::{parse_event, QueueReply, Reply};
 
 /// How long a resource's last fence is remembered after its last grant, so idle resources cost
 /// no memory for ever. Fences also carry the Redis clock, so forgetting one only matters if
@@ -324,10 +329,10 @@ impl RedisLockStore {
         resource: &str,
         args: &[String],
     ) -> Result<Reply, StoreError> {
-        self.run_keys(script, resource, &[], args).await
+        Reply::parse(&self.run_raw(script, resource, &[], args).await?)
     }
 
-    /// [`run`](Self::run) with `extra` keys after the four every lock script gets.
+    /// [`run`](Self::run) with `extra` keys after the seven every lock script gets.
     async fn run_keys(
         &self,
         script: &Script,
@@ -335,13 +340,36 @@ impl RedisLockStore {
         extra: &[String],
         args: &[String],
     ) -> Result<Reply, StoreError> {
+        Reply::parse(&self.run_raw(script, resource, extra, args).await?)
+    }
+
+    /// [`run`](Self::run) for the queue scripts, which answer in a shape of their own.
+    async fn run_queue(
+        &self,
+        script: &Script,
+        resource: &str,
+        args: &[String],
+    ) -> Result<QueueReply, StoreError> {
+        QueueReply::parse(&self.run_raw(script, resource, &[], args).await?)
+    }
+
+    async fn run_raw(
+        &self,
+        script: &Script,
+        resource: &str,
+        extra: &[String],
+        args: &[String],
+    ) -> Result<String, StoreError> {
         let keys = self.layout.resource(resource);
         let mut invocation = script.prepare_invoke();
         invocation
             .key(keys.lock)
             .key(keys.fence)
             .key(keys.displaced)
-            .key(keys.index);
+            .key(keys.index)
+            .key(keys.queue)
+            .key(keys.waiters)
+            .key(keys.offer);
         for key in extra {
             invocation.key(key);
         }
@@ -355,8 +383,7 @@ impl RedisLockStore {
             invocation.arg(arg);
         }
         let mut conn = self.conn()?;
-        let raw: String = conn.invoke(&invocation).await.map_err(store_error)?;
-        Reply::parse(&raw)
+        conn.invoke(&invocation).await.map_err(store_error)
     }
 
     /// Runs the claim script; `None` when `probe` is set and the resource is free.
@@ -369,7 +396,15 @@ impl RedisLockStore {
         let mut args = grant_args(req, &owner);
         args.push(flag(req.unsafe_method));
         args.push(flag(probe));
-        let Reply { outcome, lock, .. } = self.run(&scripts().claim, &req.resource, &args).await?;
+        let Reply {
+            outcome,
+            lock,
+            offer,
+            ..
+        } = self.run(&scripts().claim, &req.resource, &args).await?;
+        if let ("reserved", Some(offer)) = (outcome.as_str(), offer) {
+            return Ok(Some(ClaimOutcome::Reserved { offer }));
+        }
         match (outcome.as_str(), lock) {
             ("claimed", Some(lock)) => Ok(Some(ClaimOutcome::Claimed(lock))),
             ("renewed", Some(lock)) => Ok(Some(ClaimOutcome::Renewed(lock))),
@@ -730,6 +765,7 @@ impl LockStore for RedisLockStore {
             outcome,
             lock,
             previous,
+            ..
         } = self.run(&scripts().takeover, &req.resource, &args).await?;
         match (outcome.as_str(), lock) {
             ("renewed", Some(lock)) => Ok(Takeover {
@@ -913,6 +949,49 @@ impl LockStore for RedisLockStore {
             "requested" => Ok(()),
             _ => Err(unexpected("request_access", &outcome)),
         }
+    }
+
+    async fn enqueue(
+        &self,
+        resource: &str,
+        holder: &Holder,
+        ttl: Duration,
+        offer: Duration,
+        max: usize,
+    ) -> Result<QueuePlace, StoreError> {
+        let (has_session, session) = session_args(holder);
+        let args = [
+            holder.user.clone(),
+            holder.name.clone(),
+            has_session,
+            session,
+            holder.owner_key(),
+            millis(ttl.min(MAX_LEASE)).to_string(),
+            millis(offer.min(MAX_LEASE)).to_string(),
+            max.min(MAX_QUEUE).to_string(),
+        ];
+        let reply = self.run_queue(&scripts().enqueue, resource, &args).await?;
+        match (reply.outcome.as_str(), reply.place()) {
+            ("place", Some(place)) => Ok(place),
+            _ => Err(unexpected("enqueue", &reply.outcome)),
+        }
+    }
+
+    async fn dequeue(&self, resource: &str, owner_key: &str) -> Result<bool, StoreError> {
+        let args = [owner_key.to_owned()];
+        let reply = self.run_queue(&scripts().dequeue, resource, &args).await?;
+        match (reply.outcome.as_str(), reply.removed) {
+            ("left", Some(removed)) => Ok(removed),
+            _ => Err(unexpected("dequeue", &reply.outcome)),
+        }
+    }
+
+    async fn queue(&self, resource: &str) -> Result<QueueState, StoreError> {
+        let reply = self.run_queue(&scripts().queue, resource, &[]).await?;
+        if reply.outcome != "queue" {
+            return Err(unexpected("queue", &reply.outcome));
+        }
+        Ok(reply.into_queue()?.unwrap_or_default())
     }
 
     /// Ready when Redis answers and the event subscription is up: without it this instance's

@@ -11,6 +11,10 @@
 //! | `{p}:{bN}:presence:{resource}` | sorted set | tab → until (ms) for banners open on the resource |
 //! | `{p}:{bN}:present:{resource}` | hash | tab → holder (JSON) for the same tabs |
 //! | `{p}:{bN}:index` | sorted set | resource → lease deadline (ms), for every lock in the bucket |
+//! | `{p}:{bN}:index` | sorted set | resource → lease deadline (ms), for every lock in the bucket, and offer deadline (ms) for every reserved free resource |
+//! | `{p}:{bN}:queue:{resource}` | sorted set | owner key → place (µs it joined), for who waits |
+//! | `{p}:{bN}:waiters:{resource}` | hash | owner key → the waiter as JSON (holder, entry deadline, offer length) |
+//! | `{p}:{bN}:offer:{resource}` | hash | the standing offer (owner key, holder, until, offer length) |
 //! | `{p}:held:{user}` | sorted set | resource → lease deadline (ms) as last written, for the locks one user id holds |
 //! | `{p}:events` | pub/sub channel | every lock event, as JSON |
 //!
@@ -70,6 +74,9 @@ pub(crate) struct ResourceKeys {
     pub fence: String,
     pub displaced: String,
     pub index: String,
+    pub queue: String,
+    pub waiters: String,
+    pub offer: String,
 }
 
 /// Key names under one prefix.
@@ -94,6 +101,9 @@ impl KeyLayout {
             fence: format!("{p}:{{b{b}}}:fence:{resource}"),
             displaced: format!("{p}:{{b{b}}}:displaced:{resource}"),
             index: self.index(b),
+            queue: format!("{p}:{{b{b}}}:queue:{resource}"),
+            waiters: format!("{p}:{{b{b}}}:waiters:{resource}"),
+            offer: format!("{p}:{{b{b}}}:offer:{resource}"),
         }
     }
 
@@ -181,6 +191,9 @@ mod tests {
             assert_eq!(slot(&keys.fence), s, "{resource}");
             assert_eq!(slot(&keys.displaced), s, "{resource}");
             assert_eq!(slot(&keys.index), s, "{resource}");
+            assert_eq!(slot(&keys.queue), s, "{resource}");
+            assert_eq!(slot(&keys.waiters), s, "{resource}");
+            assert_eq!(slot(&keys.offer), s, "{resource}");
         }
     }
 

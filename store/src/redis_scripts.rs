@@ -7,8 +7,8 @@
 //! - first expires a lapsed lease (announcing `Released{Expired}` and marking the holder
 //!   displaced), exactly as the memory store's `expire_if_lapsed` does, so no operation ever
 //!   acts on a lapsed lock whether or not a reaper got there first;
-//! - touches only the four keys of one resource's bucket (see [`crate::redis_keys`]), all in one
-//!   cluster slot (the per-user held index has scripts of its own, since a user's locks are
+//! - touches only the seven keys of one resource's bucket (see [`crate::redis_keys`]), all in
+//!   one cluster slot (the per-user held index has scripts of its own, since a user's locks are
 //!   spread over every bucket);
 //! - publishes the events it causes before it returns, so their order on the channel is the
 //!   order Redis applied the changes.
@@ -26,8 +26,14 @@
 //! the outage lasted; while the fence record survives (it is kept for [`FENCE_MEMORY`] after a
 //! resource's last grant), not even that.
 //!
-//! Argument layout shared by every lock script: `KEYS` = lock, fence, displaced, index (the
-//! presence scripts add the resource's presence sorted set and hash);
+//! Wait queues: whenever a script finds or leaves the resource free, it ends by serving the
+//! queue (`settle_queue`, the one snippet every freeing path runs): lapsed waiters and a lapsed
+//! offer are dropped, and if no offer stands the head of the line is offered the resource until
+//! `now + its offer length`. The offer's deadline goes into the bucket index like a lease
+//! deadline, so the reaper passes a lapsed offer on without traffic.
+//!
+//! Argument layout shared by every lock script: `KEYS` = lock, fence, displaced, index, queue,
+//! waiters, offer (the presence scripts add the resource's presence sorted set and hash);
 //! `ARGV[1..=5]` = resource, event channel, displaced TTL (ms), record slack (ms), fence memory
 //! (ms); operation arguments start at `ARGV[6]`.
 //!
@@ -40,6 +46,7 @@ use redis::Script;
 /// Helpers every lock script starts with.
 const PRELUDE: &str = r#"
 local LOCK, FENCE, DISPLACED, INDEX = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local QUEUE, WAITERS, OFFER = KEYS[5], KEYS[6], KEYS[7]
 local RESOURCE, CHANNEL = ARGV[1], ARGV[2]
 local DISPLACED_TTL = tonumber(ARGV[3])
 local SLACK = tonumber(ARGV[4])
@@ -124,6 +131,127 @@ local function set_deadline(lock, deadline)
   redis.call('ZADD', INDEX, deadline, RESOURCE)
 end
 
+local function load_offer()
+  local flat = redis.call('HGETALL', OFFER)
+  if #flat == 0 then
+    return nil
+  end
+  local offer = {}
+  for i = 1, #flat, 2 do
+    offer[flat[i]] = flat[i + 1]
+  end
+  return offer
+end
+
+local function who(entry)
+  return { user = entry.user, name = entry.name, session = entry.session }
+end
+
+local function public_offer(offer)
+  return { holder = who(offer), ['until'] = offer['until'] }
+end
+
+local function queue_state()
+  local waiting = {}
+  for _, owner in ipairs(redis.call('ZRANGE', QUEUE, 0, -1)) do
+    local raw = redis.call('HGET', WAITERS, owner)
+    if raw then
+      table.insert(waiting, who(cjson.decode(raw)))
+    end
+  end
+  local offer = load_offer()
+  if offer then
+    offer = public_offer(offer)
+  end
+  return { waiting = waiting, offer = offer }
+end
+
+local function announce_queue(offered)
+  publish({ type = 'queue_changed', queue = queue_state(), offered = offered }, load(), nil)
+end
+
+local function leave(owner)
+  local removed = redis.call('ZREM', QUEUE, owner) == 1
+  redis.call('HDEL', WAITERS, owner)
+  return removed
+end
+
+local function put_waiter(owner, entry, score)
+  redis.call('ZADD', QUEUE, int(score), owner)
+  redis.call('HSET', WAITERS, owner, cjson.encode(entry))
+  local keep = tonumber(entry.ttl) + SLACK
+  for _, key in ipairs({ QUEUE, WAITERS }) do
+    if redis.call('PTTL', key) < keep then
+      redis.call('PEXPIRE', key, keep)
+    end
+  end
+end
+
+-- Serves the queue: the one step every path that frees the resource ends with (`freed`).
+-- Drops lapsed waiters and a lapsed offer, then offers a free resource to the head of the line
+-- if it was just freed or an offer on it just ended. Announces what changed; whether anything
+-- did.
+local function settle_queue(freed)
+  local changed = false
+  for _, owner in ipairs(redis.call('ZRANGE', QUEUE, 0, -1)) do
+    local raw = redis.call('HGET', WAITERS, owner)
+    if not raw or tonumber(cjson.decode(raw).expires) <= NOW then
+      leave(owner)
+      changed = true
+    end
+  end
+  local offer = load_offer()
+  if offer and tonumber(offer['until']) <= NOW then
+    redis.call('DEL', OFFER)
+    offer = nil
+    changed = true
+    freed = true
+  end
+  local offered = false
+  if freed and not offer and redis.call('EXISTS', LOCK) == 0 then
+    local head = redis.call('ZRANGE', QUEUE, 0, 0)[1]
+    if head then
+      local waiter = cjson.decode(redis.call('HGET', WAITERS, head))
+      leave(head)
+      local until_ms = NOW + tonumber(waiter.offer)
+      redis.call('HSET', OFFER, 'owner', head, 'user', waiter.user, 'name', waiter.name,
+        'until', int(until_ms), 'ttl', waiter.ttl, 'offer', waiter.offer)
+      if waiter.session then
+        redis.call('HSET', OFFER, 'session', waiter.session)
+      end
+      redis.call('PEXPIREAT', OFFER, until_ms + SLACK)
+      redis.call('ZADD', INDEX, until_ms, RESOURCE)
+      offered = true
+      changed = true
+    elseif changed then
+      redis.call('ZREM', INDEX, RESOURCE)
+    end
+  end
+  if changed then
+    announce_queue(offered)
+  end
+  return changed
+end
+
+-- A take-over jumped the queue: a standing offer goes back to the head of the line.
+local function withdraw_offer()
+  local offer = load_offer()
+  if not offer then
+    return false
+  end
+  redis.call('DEL', OFFER)
+  local first = redis.call('ZRANGE', QUEUE, 0, 0, 'WITHSCORES')
+  local score = NOW_US
+  if first[2] then
+    score = tonumber(first[2]) - 1
+  end
+  put_waiter(offer.owner, {
+    user = offer.user, name = offer.name, session = offer.session,
+    expires = int(NOW + tonumber(offer.ttl)), ttl = offer.ttl, offer = offer.offer,
+  }, score)
+  return true
+end
+
 local function remove(lock, reason, displaces)
   redis.call('DEL', LOCK)
   redis.call('ZREM', INDEX, RESOURCE)
@@ -131,6 +259,7 @@ local function remove(lock, reason, displaces)
     mark_displaced(lock.owner, lock.fence)
   end
   publish({ type = 'released', reason = reason }, nil, lock)
+  settle_queue(true)
 end
 
 local function current()
@@ -142,6 +271,9 @@ local function current()
       remove(lock, { type = 'expired' }, true)
     end
     return nil
+  end
+  if not lock then
+    settle_queue(false)
   end
   return lock
 end
@@ -215,11 +347,23 @@ end
 if lock then
   return reply('held', lock)
 end
+local offer = load_offer()
+if offer and offer.owner ~= OWNER then
+  return cjson.encode({ outcome = 'reserved', offer = public_offer(offer) })
+end
 if ARGV[15] == '1' then
   return reply('vacant')
 end
 lock = install()
 publish({ type = 'claimed' }, lock, nil)
+local left = leave(OWNER)
+if offer then
+  redis.call('DEL', OFFER)
+  left = true
+end
+if left then
+  announce_queue(false)
+end
 return reply('claimed', lock)
 "#;
 
@@ -233,11 +377,22 @@ if previous then
   redis.call('DEL', LOCK)
   mark_displaced(previous.owner, previous.fence)
 end
+local offer = load_offer()
+if offer and offer.owner == OWNER then
+  redis.call('DEL', OFFER)
+end
 local lock = install()
 if previous then
   publish({ type = 'taken_over', by = holder() }, lock, previous)
 else
   publish({ type = 'claimed' }, lock, nil)
+end
+local left = leave(OWNER)
+if offer and offer.owner == OWNER then
+  left = true
+end
+if withdraw_offer() or left then
+  announce_queue(false)
 end
 return reply('taken', lock, previous)
 "#;
@@ -298,10 +453,10 @@ remove(lock, { type = 'idle' }, false)
 return reply('released', nil, lock)
 "#;
 
-/// Presence helpers. `KEYS[5]` = the resource's presence sorted set (tab → until, ms),
-/// `KEYS[6]` = its hash (tab → holder JSON); both in the resource's slot.
+/// Presence helpers. `KEYS[8]` = the resource's presence sorted set (tab → until, ms),
+/// `KEYS[9]` = its hash (tab → holder JSON); both in the resource's slot.
 const PRESENCE_PRELUDE: &str = r#"
-local PZ, PH = KEYS[5], KEYS[6]
+local PZ, PH = KEYS[8], KEYS[9]
 
 local function prune()
   local gone = redis.call('ZRANGEBYSCORE', PZ, '-inf', int(NOW))
@@ -402,7 +557,7 @@ return reply('released', nil, lock)
 /// out while no reaper was running), so the index cannot grow stale.
 const GET: &str = r#"
 local lock = current()
-if not lock then
+if not lock and redis.call('EXISTS', OFFER) == 0 then
   redis.call('ZREM', INDEX, RESOURCE)
 end
 return reply('current', lock)
@@ -417,6 +572,88 @@ if ARGV[8] == '1' then
 end
 publish({ type = 'access_requested', by = by }, lock, nil)
 return reply('requested', lock)
+"#;
+
+/// `ARGV[6..=13]` = user, name, has session, session, owner key, entry TTL (ms), offer length
+/// (ms), most waiting. Outcome: place, with the 1-based `position` (0 when not queued) and the
+/// queue's `length`.
+const ENQUEUE: &str = r#"
+local USER, NAME, OWNER = ARGV[6], ARGV[7], ARGV[10]
+local SESSION = nil
+if ARGV[8] == '1' then
+  SESSION = ARGV[9]
+end
+local TTL, OFFER_MS, MAX = tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13])
+local function place()
+  local rank = redis.call('ZRANK', QUEUE, OWNER)
+  local position = 0
+  if rank then
+    position = rank + 1
+  end
+  return cjson.encode({ outcome = 'place', position = position, length = redis.call('ZCARD', QUEUE) })
+end
+local lock = current()
+if lock then
+  settle_queue(false)
+end
+if lock and lock.owner == OWNER then
+  return place()
+end
+local offer = load_offer()
+if offer and offer.owner == OWNER then
+  return place()
+end
+local entry = {
+  user = USER, name = NAME, session = SESSION, expires = int(NOW + TTL), ttl = int(TTL),
+  offer = OFFER_MS,
+}
+local score = redis.call('ZSCORE', QUEUE, OWNER)
+if score then
+  put_waiter(OWNER, entry, tonumber(score))
+  return place()
+end
+if redis.call('ZCARD', QUEUE) >= MAX then
+  return place()
+end
+local last = redis.call('ZRANGE', QUEUE, -1, -1, 'WITHSCORES')
+score = NOW_US
+if last[2] and tonumber(last[2]) >= score then
+  score = tonumber(last[2]) + 1
+end
+put_waiter(OWNER, entry, score)
+if not settle_queue(false) then
+  announce_queue(false)
+end
+return place()
+"#;
+
+/// `ARGV[6]` = owner key. Outcome: left, with `removed` (whether the owner waited or held the
+/// offer, which it then declines).
+const DEQUEUE: &str = r#"
+local OWNER = ARGV[6]
+if current() then
+  settle_queue(false)
+end
+local removed = leave(OWNER)
+local declined = false
+local offer = load_offer()
+if offer and offer.owner == OWNER then
+  redis.call('DEL', OFFER)
+  removed = true
+  declined = true
+end
+if removed and not settle_queue(declined) then
+  announce_queue(false)
+end
+return cjson.encode({ outcome = 'left', removed = removed })
+"#;
+
+/// Outcome: queue, with the queue's state.
+const QUEUE_STATE: &str = r#"
+if current() then
+  settle_queue(false)
+end
+return cjson.encode({ outcome = 'queue', queue = queue_state() })
 "#;
 
 /// The reaper's scan of one bucket: `KEYS[1]` = index, `ARGV[1]` = most resources to return.
@@ -517,6 +754,9 @@ pub(crate) struct Scripts {
     pub presence_leave: Script,
     pub presence_read: Script,
     pub request_access: Script,
+    pub enqueue: Script,
+    pub dequeue: Script,
+    pub queue: Script,
     pub due: Script,
     pub reserve: Script,
     pub held_write: Script,
@@ -543,6 +783,9 @@ pub(crate) fn scripts() -> &'static Scripts {
             presence_leave: presence(PRESENCE_LEAVE),
             presence_read: Script::new(PRESENCE_READ),
             request_access: lock(REQUEST_ACCESS),
+            enqueue: lock(ENQUEUE),
+            dequeue: lock(DEQUEUE),
+            queue: lock(QUEUE_STATE),
             due: Script::new(DUE),
             reserve: Script::new(RESERVE),
             held_write: Script::new(HELD_WRITE),

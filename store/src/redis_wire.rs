@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::StoreError;
 use crate::event::{EventKind, LockEvent};
-use crate::lock::Lock;
+use crate::lock::{Holder, Lock, Offer, QueuePlace, QueueState};
 
 #[derive(Debug, Deserialize)]
 struct WireLock {
@@ -68,6 +68,8 @@ pub(crate) struct Reply {
     pub outcome: String,
     pub lock: Option<Lock>,
     pub previous: Option<Lock>,
+    /// The standing offer, for a claim answered `reserved`.
+    pub offer: Option<Offer>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,8 @@ struct WireReply {
     lock: Option<WireLock>,
     #[serde(default)]
     previous: Option<WireLock>,
+    #[serde(default)]
+    offer: Option<WireOffer>,
 }
 
 impl Reply {
@@ -87,13 +91,109 @@ impl Reply {
             outcome: wire.outcome,
             lock: lock(wire.lock)?,
             previous: lock(wire.previous)?,
+            offer: wire.offer.map(WireOffer::into_offer).transpose()?,
         })
     }
 }
 
 #[derive(Debug, Deserialize)]
+struct WireHolder {
+    user: String,
+    name: String,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+impl From<WireHolder> for Holder {
+    fn from(wire: WireHolder) -> Self {
+        Holder {
+            user: wire.user,
+            name: wire.name,
+            session: wire.session,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WireOffer {
+    holder: WireHolder,
+    until: String,
+}
+
+impl WireOffer {
+    fn into_offer(self) -> Result<Offer, StoreError> {
+        Ok(Offer {
+            holder: self.holder.into(),
+            until: number("until", &self.until)?,
+        })
+    }
+}
+
+/// A queue as the scripts write it. Lua's cjson writes an empty list as `{}`, so `waiting` is
+/// read as either.
+#[derive(Debug, Deserialize)]
+struct WireQueue {
+    #[serde(default)]
+    waiting: serde_json::Value,
+    #[serde(default)]
+    offer: Option<WireOffer>,
+}
+
+impl WireQueue {
+    fn into_state(self) -> Result<QueueState, StoreError> {
+        let waiting = match self.waiting {
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|item| serde_json::from_value::<WireHolder>(item).map(Holder::from))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Corrupt(format!("unreadable queue entry: {e}")))?,
+            serde_json::Value::Object(map) if map.is_empty() => Vec::new(),
+            serde_json::Value::Null => Vec::new(),
+            other => return Err(StoreError::Corrupt(format!("queue is {other}, not a list"))),
+        };
+        Ok(QueueState {
+            waiting,
+            offer: self.offer.map(WireOffer::into_offer).transpose()?,
+        })
+    }
+}
+
+/// What the queue scripts return: a place (enqueue), whether anything was removed (dequeue)
+/// or the queue (queue).
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueueReply {
+    pub outcome: String,
+    #[serde(default)]
+    position: Option<usize>,
+    #[serde(default)]
+    length: Option<usize>,
+    #[serde(default)]
+    pub removed: Option<bool>,
+    #[serde(default)]
+    queue: Option<WireQueue>,
+}
+
+impl QueueReply {
+    pub fn parse(raw: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(raw)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable script reply: {e}")))
+    }
+
+    pub fn place(&self) -> Option<QueuePlace> {
+        Some(QueuePlace {
+            position: self.position?,
+            length: self.length?,
+        })
+    }
+
+    pub fn into_queue(self) -> Result<Option<QueueState>, StoreError> {
+        self.queue.map(WireQueue::into_state).transpose()
+    }
+}
+
+#[derive(Debug, Deserialize)]
 struct WireEvent {
-    kind: EventKind,
+    kind: serde_json::Value,
     resource: String,
     #[serde(default)]
     lock: Option<WireLock>,
@@ -106,8 +206,32 @@ struct WireEvent {
 pub(crate) fn parse_event(raw: &[u8]) -> Result<LockEvent, StoreError> {
     let wire: WireEvent = serde_json::from_slice(raw)
         .map_err(|e| StoreError::Corrupt(format!("unreadable lock event: {e}")))?;
+    let kind = if wire.kind.get("type").and_then(serde_json::Value::as_str) == Some("queue_changed")
+    {
+        let offered = wire
+            .kind
+            .get("offered")
+            .and_then(serde_json::Value::as_bool);
+        let queue = wire
+            .kind
+            .get("queue")
+            .cloned()
+            .map(serde_json::from_value::<WireQueue>)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("unreadable queue event: {e}")))?;
+        EventKind::QueueChanged {
+            queue: queue
+                .map(WireQueue::into_state)
+                .transpose()?
+                .unwrap_or_default(),
+            offered: offered.unwrap_or(false),
+        }
+    } else {
+        serde_json::from_value(wire.kind)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable lock event: {e}")))?
+    };
     Ok(LockEvent {
-        kind: wire.kind,
+        kind,
         resource: wire.resource,
         lock: lock(wire.lock)?,
         previous: lock(wire.previous)?,
@@ -177,6 +301,33 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn queue_events_read_an_empty_lua_list_and_the_offer() {
+        let raw = r#"{"kind":{"type":"queue_changed","offered":true,"queue":{"waiting":{},
+            "offer":{"holder":{"user":"bob","name":"Bob"},"until":"1700000060000"}}},
+            "resource":"doc:1","at":"1700000000000"}"#;
+        let event = parse_event(raw.as_bytes()).unwrap();
+        let EventKind::QueueChanged { queue, offered } = event.kind else {
+            panic!("not a queue event: {:?}", event.kind);
+        };
+        assert!(offered);
+        assert!(queue.waiting.is_empty());
+        let offer = queue.offer.unwrap();
+        assert_eq!(offer.holder.user, "bob");
+        assert_eq!(offer.until, 1_700_000_060_000);
+
+        let raw = r#"{"outcome":"queue","queue":{"waiting":[{"user":"c","name":"C"}]}}"#;
+        let queue = QueueReply::parse(raw)
+            .unwrap()
+            .into_queue()
+            .unwrap()
+            .unwrap();
+        assert_eq!(queue.waiting.len(), 1);
+        assert_eq!(queue.offer, None);
+        let raw = r#"{"outcome":"queue","queue":{"waiting":"x"}}"#;
+        assert!(QueueReply::parse(raw).unwrap().into_queue().is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::queue::{offer_json, queue_json, standing};
 use super::rate::Budget;
 use super::transport::{close, send, Ws, MAX_MESSAGE, WRITE_TIMEOUT};
 use crate::actions::{self, holds};
@@ -53,6 +54,12 @@ enum ClientMsg {
     RequestAccess {
         resource: String,
     },
+    JoinQueue {
+        resource: String,
+    },
+    LeaveQueue {
+        resource: String,
+    },
 }
 
 /// A resource this socket watches, with what the viewer's permissions depend on.
@@ -66,6 +73,12 @@ struct Watched {
     grace: Duration,
     /// Did this socket last see its viewer holding the lock?
     held: bool,
+    /// How long the resource is reserved for this viewer when its turn in line comes.
+    offer: Duration,
+    /// Whether this viewer waits in the resource's line (this socket keeps the entry alive).
+    queued: bool,
+    /// Whether the resource was last seen offered to this viewer.
+    offered: bool,
     /// When a renewal first found the held lock gone without any event saying so — what a
     /// lock store that lost its data looks like (see [`Conn::rebuild`]).
     lost_at: Option<Instant>,
@@ -253,6 +266,18 @@ impl Conn {
                     Err(e) => send(ws, error_json(e.code(), &e.to_string())).await,
                 }
             }
+            ClientMsg::JoinQueue { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                self.join_queue(ws, &resource).await
+            }
+            ClientMsg::LeaveQueue { resource } => {
+                if !self.is_watching(&resource) {
+                    return send(ws, error_json("not_watching", "watch the page first")).await;
+                }
+                self.leave_queue(ws, &resource).await
+            }
             ClientMsg::RequestAccess { resource } => {
                 if !self.is_watching(&resource) {
                     return send(ws, error_json("not_watching", "watch the page first")).await;
@@ -290,7 +315,7 @@ impl Conn {
             Ok(p) => p.into_owned(),
             Err(e) => return send(ws, error_json("bad_path", &e.to_string())).await,
         };
-        let (resource, rule_id, lease, grace, idle) = {
+        let (resource, rule_id, lease, grace, idle, offer) = {
             let rules = self.latch.rules.load();
             let Some(m) = rules.find("GET", &rule_path) else {
                 return send(
@@ -305,6 +330,7 @@ impl Conn {
                 self.latch.lease_for(m.rule),
                 self.latch.grace_for(m.rule),
                 self.latch.idle_for(m.rule),
+                self.latch.offer_for(m.rule),
             )
         };
         if !self.is_watching(&resource) {
@@ -323,6 +349,9 @@ impl Conn {
                 lease,
                 grace,
                 held: false,
+                offer,
+                queued: false,
+                offered: false,
                 lost_at: None,
                 idle,
                 idle_warning: self.latch.config.locks.idle_warning,
@@ -333,7 +362,7 @@ impl Conn {
             self.latch.hub.watch(self.id, &resource);
             self.join_presence(&resource).await;
         }
-        self.resend(ws, &resource).await
+        self.resend(ws, &resource).await && self.resend_queue(ws, &resource, false).await
     }
 
     /// Re-reads one resource's state and sends it.
@@ -424,6 +453,9 @@ impl Conn {
                 self.presence_changed(&event.resource);
                 true
             }
+            EventKind::QueueChanged { queue, .. } => {
+                self.push_queue(ws, &event.resource, queue).await
+            }
         }
     }
 
@@ -476,6 +508,129 @@ impl Conn {
     }
 }
 
+/// The wait queue, as one socket takes part in it.
+impl Conn {
+    /// Puts this viewer in the resource's line (or refreshes its place) and tells it where it
+    /// stands. The entry lives as long as the lease unless this socket refreshes it.
+    async fn join_queue(&mut self, ws: &mut Ws, resource: &str) -> bool {
+        let Some(i) = self.watched.iter().position(|w| w.resource == resource) else {
+            return true;
+        };
+        let joined = self.enqueue(i).await;
+        match joined {
+            Ok(place) => {
+                let w = &mut self.watched[i];
+                w.queued = place.position > 0;
+                if place.position == 0 && !w.held && !w.offered {
+                    // Neither in line nor holding: the line is full, or the resource was offered
+                    // to this viewer at once; the event that follows says which.
+                    return self.resend_queue(ws, resource, true).await;
+                }
+                true
+            }
+            Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+        }
+    }
+
+    async fn enqueue(&self, i: usize) -> Result<store::QueuePlace, store::StoreError> {
+        let w = &self.watched[i];
+        let holder = self.holder(w);
+        let max = self.latch.config.locks.queue_max;
+        self.latch
+            .store_op(
+                "enqueue",
+                self.latch
+                    .store
+                    .enqueue(&w.resource, &holder, w.lease, w.offer, max),
+            )
+            .await
+    }
+
+    async fn leave_queue(&mut self, ws: &mut Ws, resource: &str) -> bool {
+        let Some(i) = self.watched.iter().position(|w| w.resource == resource) else {
+            return true;
+        };
+        let owner = self.owner_key(&self.watched[i]);
+        let w = &mut self.watched[i];
+        w.queued = false;
+        w.offered = false;
+        match self
+            .latch
+            .store_op("dequeue", self.latch.store.dequeue(resource, &owner))
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+        }
+    }
+
+    /// Keeps this viewer's places in line alive: the heartbeat of the queue entries' TTL.
+    async fn refresh_queue(&mut self) {
+        for i in 0..self.watched.len() {
+            if self.watched[i].queued {
+                if let Ok(place) = self.enqueue(i).await {
+                    self.watched[i].queued = place.position > 0;
+                }
+            }
+        }
+    }
+
+    /// The socket is closing: its viewer leaves every line it waits in, unless another local
+    /// banner of the same owner still watches the resource. An offer to the viewer is kept
+    /// (following its "open" link closes this socket on the way to claiming it); it lapses by
+    /// itself if not taken.
+    async fn leave_queues(&self) {
+        for w in self.watched.iter().filter(|w| w.queued && !w.offered) {
+            let holder = self.holder(w);
+            if self.latch.hub.others_watching(
+                &w.resource,
+                &holder.user,
+                holder.session.as_deref(),
+                self.id,
+            ) > 0
+            {
+                continue;
+            }
+            let _ = self
+                .latch
+                .store_op(
+                    "dequeue",
+                    self.latch.store.dequeue(&w.resource, &holder.owner_key()),
+                )
+                .await;
+        }
+    }
+
+    /// Reads the resource's queue and sends it; unless `always`, only when anyone waits or an
+    /// offer stands (an empty line is what a viewer assumes).
+    async fn resend_queue(&mut self, ws: &mut Ws, resource: &str, always: bool) -> bool {
+        match self
+            .latch
+            .store_op("queue", self.latch.store.queue(resource))
+            .await
+        {
+            Ok(state) if !always && state == store::QueueState::default() => true,
+            Ok(state) => self.push_queue(ws, resource, &state).await,
+            Err(e) => send(ws, error_json("store_unavailable", &e.to_string())).await,
+        }
+    }
+
+    /// Sends the `queue` and `offer` messages for `state`, and notes where the viewer stands.
+    async fn push_queue(&mut self, ws: &mut Ws, resource: &str, state: &store::QueueState) -> bool {
+        let Some(i) = self.watched.iter().position(|w| w.resource == resource) else {
+            return true;
+        };
+        let me = self.owner_key(&self.watched[i]);
+        let now = standing(state, &me);
+        let w = &mut self.watched[i];
+        w.offered = now.offered;
+        w.queued = now.position.is_some();
+        let holder = w.held;
+        send(ws, queue_json(resource, state, &me, holder)).await
+            && send(ws, offer_json(resource, state, &me)).await
+    }
+}
+
 pub async fn run_socket(
     latch: Arc<Latch>,
     id: u64,
@@ -505,6 +660,7 @@ pub async fn run_socket(
     let mut renew = interval(Duration::from_secs(1));
     renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_renew = Instant::now();
+    let mut last_queue_refresh = Instant::now();
     let mut last_seen = Instant::now();
 
     loop {
@@ -556,6 +712,7 @@ pub async fn run_socket(
                         let mut ok = true;
                         for r in resources {
                             ok &= conn.resend(&mut ws, &r).await;
+                            ok &= conn.resend_queue(&mut ws, &r, false).await;
                         }
                         ok
                     }
@@ -587,6 +744,11 @@ pub async fn run_socket(
                     last_renew = Instant::now();
                     conn.renew_held().await;
                 }
+                let every = conn.watched.iter().filter(|w| w.queued).map(|w| w.renew_every).min();
+                if every.is_some_and(|e| last_queue_refresh.elapsed() >= e) {
+                    last_queue_refresh = Instant::now();
+                    conn.refresh_queue().await;
+                }
                 if !conn.tick(&mut ws).await {
                     break;
                 }
@@ -594,6 +756,7 @@ pub async fn run_socket(
         }
     }
     conn.start_grace().await;
+    conn.leave_queues().await;
     let _ = ws.close(None).await;
     // Read what the client still sends until it answers the close or goes quiet: closing a
     // connection with unread bytes in it resets it, and the reset can destroy the close frame

@@ -17,6 +17,7 @@
 //! expiry ends the socket with `session_expired` and close code 4401.
 
 mod conn;
+mod queue;
 mod rate;
 mod transport;
 

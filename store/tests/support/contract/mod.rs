@@ -17,6 +17,7 @@
 //! - [`presence`]: banners present on a resource (join, leave, time-to-live).
 //! - [`displaced`]: leaving in grace, and stale writes refused only when the fence moved.
 //! - [`idle`]: activity (`touch`) and the idle release.
+//! - [`queue`]: the fair wait queue and its offers.
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -31,6 +32,7 @@ pub mod displaced;
 pub mod idle;
 pub mod locks;
 pub mod presence;
+pub mod queue;
 
 use std::time::Duration;
 
@@ -127,6 +129,22 @@ macro_rules! lock_store_contract {
                     activity_since_the_check_wins,
                 ],
                 concurrent: [],
+            }
+            $crate::support::contract::section! {
+                queue, #[$test], $timing, $fresh,
+                cases: [
+                    joins_are_fifo_and_idempotent,
+                    the_queue_is_bounded,
+                    a_release_offers_the_head_and_reserves_it,
+                    every_freeing_path_offers,
+                    a_lapsed_offer_passes_to_the_next,
+                    joining_a_free_resource_waits_without_an_offer,
+                    leaving_drops_the_place_and_declines_the_offer,
+                    entries_lapse_unless_refreshed,
+                    a_takeover_jumps_the_queue,
+                    queue_changes_are_announced,
+                ],
+                concurrent: [concurrent_claims_never_beat_the_offer = 4],
             }
         }
     };
