@@ -14,6 +14,7 @@
 //! - [`locks`]: claim, renew, release, takeover, the displaced marker, fences, lapsed leases,
 //!   listing and the event stream.
 //! - [`claim_limits`]: the cap on claims per user (`ClaimRequest::max_per_user`).
+//! - [`stash`]: kept request bodies per user (`stash_put`/`list`/`get`/`delete`).
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -25,6 +26,7 @@
 
 pub mod claim_limits;
 pub mod locks;
+pub mod stash;
 
 use std::time::Duration;
 
@@ -95,6 +97,17 @@ macro_rules! lock_store_contract {
                     each_claim_brings_its_own_cap,
                 ],
                 concurrent: [concurrent_claims_stop_at_the_cap = 2],
+            }
+            $crate::support::contract::section! {
+                stash, #[$test], $timing, $fresh,
+                cases: [
+                    put_list_get_delete,
+                    users_are_kept_apart,
+                    entries_expire_after_their_ttl,
+                    the_count_bound_evicts_the_oldest,
+                    the_byte_bound_evicts_the_oldest,
+                ],
+                concurrent: [],
             }
         }
     };
