@@ -55,6 +55,8 @@ pub(crate) enum Kind {
     /// A list of strings: a TOML array, or a single string read as a one-element list; in the
     /// environment, comma-separated or in TOML array syntax.
     List,
+    /// `true` or `false` (in the environment, the same words).
+    Bool,
 }
 
 impl Kind {
@@ -74,6 +76,7 @@ impl Kind {
             Kind::Choice(_) => "enum",
             Kind::Address => "address",
             Kind::List => "list of strings",
+            Kind::Bool => "boolean",
         }
     }
 
@@ -98,6 +101,11 @@ impl Kind {
                     .map(|item| Value::String(item.trim().to_string()))
                     .collect(),
             )),
+            Kind::Bool => Ok(match raw.trim() {
+                "true" => Value::Boolean(true),
+                "false" => Value::Boolean(false),
+                _ => Value::String(raw),
+            }),
         }
     }
 }
@@ -256,6 +264,24 @@ impl Key {
                     .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:8080"))?;
                 set(d, address);
                 Ok(())
+            }),
+        )
+    }
+
+    /// `true` or `false`.
+    pub fn flag(dotted: &'static str, set: fn(&mut Draft<'_>, bool)) -> Key {
+        Key::new(
+            dotted,
+            Kind::Bool,
+            Box::new(move |d, v| match v {
+                Value::Boolean(b) => {
+                    set(d, b);
+                    Ok(())
+                }
+                other => Err(format!(
+                    "expected true or false, found {}",
+                    other.type_str()
+                )),
             }),
         )
     }

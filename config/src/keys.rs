@@ -17,9 +17,9 @@ use toml::Value;
 use crate::key::{Choice, Key};
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, LockStoreKind, LocksConfig,
-    OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, Upstream,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM_TIMEOUT,
+    OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, StashConfig,
+    Upstream, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 /// Every key, section by section; sections appear in the order of their first key.
@@ -235,6 +235,26 @@ fn declare() -> Vec<Key> {
         Key::address("admin.listen", |d, v| d.config.admin.listen = v)
             .default("127.0.0.1:9100")
             .doc("Address of the proxy's `/metrics`, `/healthz` and `/readyz`."),
+        // [stash]
+        Key::flag("stash.enabled", |d, v| d.config.stash.enabled = v)
+            .default(true)
+            .doc("Keep the body of a write refused for want of the lock, for its sender to read back."),
+        Key::integer("stash.max_bytes", 1_024..=16_777_216, |d, v| d.config.stash.max_bytes = v)
+            .default(1_048_576)
+            .doc("Largest request body kept; a larger one is not kept (the 423 answer says so)."),
+        Key::seconds("stash.ttl_seconds", 60..=2_592_000, |d, v| d.config.stash.ttl = v)
+            .default(86_400)
+            .doc("How long a kept body stays readable."),
+        Key::integer("stash.max_per_user", 1..=1_000, |d, v| {
+            d.config.stash.max_per_user = v as u32
+        })
+        .default(20)
+        .doc("Most kept bodies one user has at once; past it the oldest is dropped."),
+        Key::integer("stash.max_bytes_per_user", 1_024..=268_435_456, |d, v| {
+            d.config.stash.max_bytes_per_user = v
+        })
+        .default(8_388_608)
+        .doc("Most bytes of kept bodies one user has at once; past it the oldest are dropped. At least `max_bytes`."),
     ]
 }
 
@@ -292,6 +312,13 @@ pub(crate) fn blank() -> Config {
         },
         admin: AdminConfig {
             listen: unspecified,
+        },
+        stash: StashConfig {
+            enabled: false,
+            max_bytes: 0,
+            ttl: Duration::ZERO,
+            max_per_user: 0,
+            max_bytes_per_user: 0,
         },
     }
 }

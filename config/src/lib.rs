@@ -57,6 +57,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub control_plane: ControlPlaneConfig,
     pub admin: AdminConfig,
+    pub stash: StashConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -241,6 +242,22 @@ pub struct ControlPlaneConfig {
     pub admin_roles: Vec<String>,
     /// As [`ProxyConfig::public_scheme`], for the control plane's writes.
     pub public_scheme: &'static str,
+}
+
+/// What the proxy keeps of writes it refuses (docs/http.md, "Unsaved changes").
+#[derive(Clone, Debug)]
+pub struct StashConfig {
+    /// Whether refused writes are kept at all. Default on.
+    pub enabled: bool,
+    /// Largest body kept; a larger one is refused unkept. Default 1 MiB.
+    pub max_bytes: u64,
+    /// How long an entry is kept. Default 24 h.
+    pub ttl: Duration,
+    /// Most entries one user has at once; past it the oldest go. Default 20.
+    pub max_per_user: u32,
+    /// Most body bytes one user has at once, all entries together; past it the oldest go.
+    /// Default 8 MiB; never below `max_bytes`.
+    pub max_bytes_per_user: u64,
 }
 
 #[derive(Clone, Debug)]

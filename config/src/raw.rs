@@ -331,6 +331,17 @@ fn cross_checks(
             ),
         );
     }
+
+    let stash = &draft.config.stash;
+    if stash.max_bytes_per_user < stash.max_bytes {
+        problem(
+            "stash.max_bytes_per_user",
+            format!(
+                "{} must be at least max_bytes ({})",
+                stash.max_bytes_per_user, stash.max_bytes
+            ),
+        );
+    }
 }
 
 /// The `[auth]` key an `auth` settings problem is about. The auth crate reports problems as

@@ -63,6 +63,7 @@ fn allowed(key: &Key) -> String {
             .join(", "),
         Kind::Address => "`host:port`, IPv6 in brackets".into(),
         Kind::Text | Kind::List => "any".into(),
+        Kind::Bool => "`true`, `false`".into(),
     }
 }
 

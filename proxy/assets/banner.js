@@ -437,6 +437,22 @@
       if (offer && offer.you) offerTimer = setInterval(render, 1000);
       render();
     },
+    stash: function (m) {
+      var items = Array.isArray(m.items) ? m.items : [];
+      var link = root.querySelector("a.stash");
+      if (!items.length) {
+        if (link) link.remove();
+        return;
+      }
+      if (!link) {
+        link = el("a", "stash");
+        link.target = "_blank";
+        link.rel = "noopener";
+        bar.appendChild(link);
+      }
+      link.textContent = "Your unsaved changes (" + items.length + ")";
+      link.href = prefix + "/stash/" + encodeURIComponent(String(items[items.length - 1].id));
+    },
     session_expired: function () {
       expired = true;
       stopped = true;

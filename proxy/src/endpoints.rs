@@ -55,6 +55,9 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
         ("ws", &Method::GET) => return ws::serve(latch, session).await,
         ("release" | "takeover", &Method::POST) => action(latch, session, &name).await?,
         ("status", &Method::GET | &Method::HEAD) => status(latch, session).await,
+        (stash, _) if stash == "stash" || stash.starts_with("stash/") => {
+            crate::stash::serve(latch, session, &name["stash".len()..]).await
+        }
         ("banner.js" | "status", _) => {
             Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET, HEAD")
         }
@@ -68,7 +71,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
     };
     // Release and takeover read their small body in full; anything left unread (a refused
     // oversized body, a POST to another endpoint) must not be drained on a kept-alive connection.
-    let unread = method == Method::POST && !session.is_body_done();
+    let unread = matches!(method, Method::POST | Method::DELETE) && !session.is_body_done();
     reply.send(session, unread).await
 }
 

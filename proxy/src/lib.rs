@@ -27,6 +27,7 @@ mod respond;
 pub mod rules_source;
 pub mod server;
 mod service;
+mod stash;
 mod state;
 mod task;
 mod time_fmt;

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub event_fanout: Histogram,
     pub app_sockets: IntGauge,
     pub app_sockets_fenced: IntCounter,
+    pub stash: StashMetrics,
 }
 
 impl Metrics {
@@ -175,8 +176,12 @@ impl Metrics {
             "The app's WebSockets closed with 4423 because their owner lost the lock.",
         )
         .expect("static metric definition");
+        let stash = StashMetrics::new();
         for c in [
-            Box::new(requests) as Box<dyn prometheus::core::Collector>,
+            Box::new(stash.kept.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stash.refused_total.clone()),
+            Box::new(stash.bytes.clone()),
+            Box::new(requests),
             Box::new(locks.clone()),
             Box::new(store_latency.clone()),
             Box::new(store_errors.clone()),
@@ -209,6 +214,7 @@ impl Metrics {
             event_fanout,
             app_sockets,
             app_sockets_fenced,
+            stash,
         }
     }
 
@@ -228,6 +234,66 @@ impl Metrics {
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// What the stash keeps of refused writes (`proxy/src/stash.rs`).
+pub struct StashMetrics {
+    /// Refused writes whose body was kept.
+    pub kept: IntCounter,
+    /// Body bytes kept, in total.
+    pub bytes: IntCounter,
+    refused_total: IntCounterVec,
+    /// Pre-resolved per reason, in the order of the reasons the stash module names.
+    refused: Vec<(&'static str, IntCounter)>,
+}
+
+/// The reasons a refused write's body is not kept, as `latch_stash_refused_total{reason}`.
+pub const STASH_REFUSED_REASONS: [&str; 5] = [
+    "too_large",
+    "content_type",
+    "timeout",
+    "read_error",
+    "store_error",
+];
+
+impl StashMetrics {
+    fn new() -> Self {
+        let kept = IntCounter::new(
+            "latch_stash_kept_total",
+            "Refused writes whose body was kept for its sender.",
+        )
+        .expect("static metric definition");
+        let bytes = IntCounter::new(
+            "latch_stash_bytes_total",
+            "Bytes of refused writes' bodies kept.",
+        )
+        .expect("static metric definition");
+        let refused_total = IntCounterVec::new(
+            Opts::new(
+                "latch_stash_refused_total",
+                "Refused writes whose body was not kept, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let refused = STASH_REFUSED_REASONS
+            .iter()
+            .map(|r| (*r, refused_total.with_label_values(&[r])))
+            .collect();
+        Self {
+            kept,
+            bytes,
+            refused_total,
+            refused,
+        }
+    }
+
+    /// Counts a body not kept, under its reason's label (one of [`STASH_REFUSED_REASONS`]).
+    pub fn refused(&self, key: &str) {
+        if let Some((_, counter)) = self.refused.iter().find(|(r, _)| *r == key) {
+            counter.inc();
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
 use crate::upstream_headers::UpstreamHeaders;
-use crate::{app_ws, endpoints, gate, login};
+use crate::{app_ws, endpoints, gate, login, stash};
 
 /// Headers in this namespace are Latch's to set; anything a client sends there is removed.
 const HEADER_NAMESPACE: &str = "x-latch-";
@@ -377,7 +377,15 @@ impl LatchProxy {
                     method: &method,
                     lease,
                 };
-                Step::Reply(self.refuse(session, &refused, refusal, outcome.as_ref()))
+                let reply = self.refuse(session, &refused, refusal, outcome.as_ref());
+                if !safe && reply.status == 423 {
+                    // Only a write refused for want of the lock: what was typed is kept.
+                    let keep =
+                        stash::keep_refused(&self.latch, session, &identity.user, &resource, reply);
+                    Step::Reply(Box::pin(keep).await)
+                } else {
+                    Step::Reply(reply)
+                }
             }
         };
         Ok((verdict.outcome(), step))

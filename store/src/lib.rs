@@ -22,6 +22,7 @@ mod lock;
 mod lock_store;
 mod memory;
 mod memory_queue;
+mod memory_stash;
 mod mongo;
 mod mongo_events;
 mod mongo_rules;
@@ -31,6 +32,7 @@ mod redis_options;
 mod redis_scripts;
 mod redis_wire;
 mod rule_store;
+mod stash;
 
 pub use atomic_file::write_atomically;
 pub use audit::{
@@ -55,3 +57,6 @@ pub use mongo_rules::MongoRuleStore;
 pub use redis::RedisLockStore;
 pub use redis_options::{RedisOpenError, RedisOptions, DEFAULT_KEY_PREFIX};
 pub use rule_store::{rule_etag, RuleList, RuleStore, RuleStoreError, StoredRule};
+pub use stash::{
+    is_stash_id, new_stash_id, NewStash, StashEntry, StashId, StashLimits, StashMeta, MAX_STASH_TTL,
+};

@@ -14,6 +14,7 @@ use crate::event::{LockEvent, ReleaseReason};
 use crate::lock::{
     ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
 };
+use crate::stash::{NewStash, StashEntry, StashId, StashMeta};
 
 /// How long a store remembers that an owner lost a resource. A tab left open longer than this
 /// can write again after the lock is free; a day comfortably outlives any working session.
@@ -191,6 +192,21 @@ pub trait LockStore: Send + Sync + 'static {
     fn events_live(&self) -> bool {
         true
     }
+
+    /// Keeps a refused request's body for `user` (see [`crate::stash`]): evicts that user's
+    /// oldest entries until `entry.limits` hold with the new one, then stores it until
+    /// `now + entry.limits.ttl`. A body larger than `entry.limits.max_bytes` on its own, or a
+    /// `max_entries` of 0, is the caller's error: nothing is kept and the call fails. No events.
+    async fn stash_put(&self, user: &str, entry: NewStash) -> Result<StashId, StoreError>;
+
+    /// `user`'s live entries, oldest first.
+    async fn stash_list(&self, user: &str) -> Result<Vec<StashMeta>, StoreError>;
+
+    /// One of `user`'s live entries; `None` for an id that is not `user`'s, or no longer kept.
+    async fn stash_get(&self, user: &str, id: &str) -> Result<Option<StashEntry>, StoreError>;
+
+    /// Deletes one of `user`'s entries; `false` if `user` had no such entry.
+    async fn stash_delete(&self, user: &str, id: &str) -> Result<bool, StoreError>;
 
     /// Tells every instance sharing this store that the rule set changed, so their rule
     /// pollers reload now instead of at their next tick. Only a hint: polling stays the

@@ -27,6 +27,8 @@ use crate::lock_store::{
     LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
 };
 use crate::memory_queue::{Join, Queue};
+use crate::memory_stash::Shelves;
+use crate::stash::{NewStash, StashEntry, StashId, StashMeta};
 
 /// Room for bursts of events while a slow subscriber catches up.
 const EVENT_CAPACITY: usize = 4096;
@@ -48,6 +50,8 @@ pub struct MemoryLockStore {
     nudges: broadcast::Sender<()>,
     /// Wakes the reaper when a deadline earlier than the one it sleeps towards appears.
     reaper_wake: Arc<Notify>,
+    /// Kept request bodies, apart from the locks: no lock operation waits on them.
+    stash: Mutex<Shelves>,
 }
 
 impl MemoryLockStore {
@@ -71,6 +75,7 @@ impl MemoryLockStore {
             }),
             events,
             reaper_wake: Arc::new(Notify::new()),
+            stash: Mutex::new(Shelves::default()),
         })
     }
 
@@ -457,6 +462,28 @@ impl LockStore for MemoryLockStore {
         self.events.subscribe()
     }
 
+    async fn stash_put(&self, user: &str, entry: NewStash) -> Result<StashId, StoreError> {
+        let (now, at) = self.stash_now();
+        self.shelves()
+            .put(user, entry, now, at)
+            .ok_or_else(|| StoreError::Unavailable(STASH_TOO_LARGE.to_owned()))
+    }
+
+    async fn stash_list(&self, user: &str) -> Result<Vec<StashMeta>, StoreError> {
+        let (now, _) = self.stash_now();
+        Ok(self.shelves().list(user, now))
+    }
+
+    async fn stash_get(&self, user: &str, id: &str) -> Result<Option<StashEntry>, StoreError> {
+        let (now, _) = self.stash_now();
+        Ok(self.shelves().get(user, id, now))
+    }
+
+    async fn stash_delete(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let (now, _) = self.stash_now();
+        Ok(self.shelves().delete(user, id, now))
+    }
+
     async fn nudge_rules(&self) -> Result<(), StoreError> {
         // Nobody listening is normal: no proxy in this process polls rules.
         let _ = self.nudges.send(());
@@ -465,6 +492,20 @@ impl LockStore for MemoryLockStore {
 
     fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {
         Some(self.nudges.subscribe())
+    }
+}
+
+/// Why a stash write kept nothing (see [`LockStore::stash_put`]).
+pub(crate) const STASH_TOO_LARGE: &str = "stash entry exceeds the per-user bounds";
+
+impl MemoryLockStore {
+    fn shelves(&self) -> MutexGuard<'_, Shelves> {
+        self.stash.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stash_now(&self) -> (Instant, UnixMillis) {
+        let now = Instant::now();
+        (now, self.clock.unix(now))
     }
 }
 

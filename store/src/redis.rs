@@ -87,6 +87,11 @@ use crate::redis_keys::{check_prefix, KeyLayout, BUCKETS};
 use crate::redis_options::{redact, RedisOpenError, RedisOptions, Target};
 use crate::redis_scripts::scripts;
 use crate::redis_wire::{parse_event, QueueReply, Reply};
+use crate::stash::{NewStash, StashEntry, StashId, StashMeta};
+
+/// The stash's keys and scripts, beside the lock scripts rather than among them.
+#[path = "redis_stash.rs"]
+mod stash;
 
 /// How long a resource's last fence is remembered after its last grant, so idle resources cost
 /// no memory for ever. Fences also carry the Redis clock, so forgetting one only matters if
@@ -1029,6 +1034,22 @@ impl LockStore for RedisLockStore {
             Ok(result) => result.map(|_| ()).map_err(store_error),
             Err(_) => Err(StoreError::Timeout),
         }
+    }
+
+    async fn stash_put(&self, user: &str, entry: NewStash) -> Result<StashId, StoreError> {
+        self.put_stash(user, entry).await
+    }
+
+    async fn stash_list(&self, user: &str) -> Result<Vec<StashMeta>, StoreError> {
+        self.list_stash(user).await
+    }
+
+    async fn stash_get(&self, user: &str, id: &str) -> Result<Option<StashEntry>, StoreError> {
+        self.get_stash(user, id).await
+    }
+
+    async fn stash_delete(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete_stash(user, id).await
     }
 
     fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {

@@ -126,6 +126,16 @@ impl KeyLayout {
         format!("{}:held:{user}", self.prefix)
     }
 
+    /// A user's stash: its index and its data (see the Redis store's stash module). Both
+    /// names begin with the same `{u:<user>}` hash tag, so they share a slot.
+    pub fn stash(&self, user: &str) -> (String, String) {
+        let p = &self.prefix;
+        (
+            format!("{p}:stash:{{u:{user}}}:index"),
+            format!("{p}:stash:{{u:{user}}}:data"),
+        )
+    }
+
     pub fn channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
@@ -195,6 +205,16 @@ mod tests {
             assert_eq!(slot(&keys.waiters), s, "{resource}");
             assert_eq!(slot(&keys.offer), s, "{resource}");
         }
+    }
+
+    #[test]
+    fn a_users_stash_keys_share_one_slot() {
+        let layout = KeyLayout::new("latch");
+        for user in ["alice", "a}b", "{x}", "}", "ünï", ""] {
+            let (index, data) = layout.stash(user);
+            assert_eq!(slot(&index), slot(&data), "{user}");
+        }
+        assert_ne!(slot(&layout.stash("alice").0), slot(&layout.stash("bob").0));
     }
 
     #[test]

@@ -654,6 +654,11 @@ pub async fn run_socket(
         budget: Budget::new(),
         tab,
     };
+    if let Some(stash) = crate::stash::banner_message(&conn.latch, &conn.identity.user).await {
+        if !send(&mut ws, stash).await {
+            return;
+        }
+    }
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;

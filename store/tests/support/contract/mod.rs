@@ -18,6 +18,7 @@
 //! - [`displaced`]: leaving in grace, and stale writes refused only when the fence moved.
 //! - [`idle`]: activity (`touch`) and the idle release.
 //! - [`queue`]: the fair wait queue and its offers.
+//! - [`stash`]: kept request bodies per user (`stash_put`/`list`/`get`/`delete`).
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -33,6 +34,7 @@ pub mod idle;
 pub mod locks;
 pub mod presence;
 pub mod queue;
+pub mod stash;
 
 use std::time::Duration;
 
@@ -145,6 +147,17 @@ macro_rules! lock_store_contract {
                     queue_changes_are_announced,
                 ],
                 concurrent: [concurrent_claims_never_beat_the_offer = 4],
+            }
+            $crate::support::contract::section! {
+                stash, #[$test], $timing, $fresh,
+                cases: [
+                    put_list_get_delete,
+                    users_are_kept_apart,
+                    entries_expire_after_their_ttl,
+                    the_count_bound_evicts_the_oldest,
+                    the_byte_bound_evicts_the_oldest,
+                ],
+                concurrent: [],
             }
         }
     };
