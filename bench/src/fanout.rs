@@ -52,7 +52,7 @@ pub fn lock_state(text: &str) -> Option<State> {
     }
 }
 
-fn check(what: impl Into<String>) -> BenchError {
+pub(crate) fn check(what: impl Into<String>) -> BenchError {
     BenchError::Check(what.into())
 }
 
@@ -100,7 +100,7 @@ pub async fn connect(port: u16, token: &str, path: &str) -> Result<(Ws, State), 
 }
 
 /// Opens `tokens.len()` sockets watching `path_of(i)`, a bounded number at a time.
-async fn open_many(
+pub(crate) async fn open_many(
     port: u16,
     tokens: &[String],
     path_of: impl Fn(usize) -> String,
@@ -125,7 +125,7 @@ pub struct Fanout {
 }
 
 /// Sends `request` and checks its status.
-async fn expect_status(
+pub(crate) async fn expect_status(
     request: reqwest::RequestBuilder,
     expect: u16,
     what: &str,

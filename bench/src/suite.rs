@@ -128,6 +128,46 @@ async fn fanout_row(latch: &Latch, store: &str, opts: &Options, tokens: &[String
     row
 }
 
+async fn queue_row(latch: &Latch, store: &str, opts: &Options, tokens: &[String]) -> Row {
+    let scenario = format!(
+        "queue change → {} watchers told, {store}",
+        crate::report::thousands(opts.watchers as f64)
+    );
+    let mut row = Row::new(&scenario, "latch");
+    row.target = "p99 ≤ 50 ms".into();
+    let (holder, waiter) = match (Signer::Hs256.mint("holder"), Signer::Hs256.mint("waiter")) {
+        (Ok(h), Ok(w)) => (h, w),
+        (Err(e), _) | (_, Err(e)) => {
+            row.verdict = Verdict::Failed(e.to_string());
+            return row;
+        }
+    };
+    let run = crate::fanout_queue::queue_to_watchers(
+        latch.port,
+        &holder,
+        &waiter,
+        tokens,
+        opts.fanout_rounds,
+    );
+    match run.await {
+        Ok(f) => {
+            row.p50_ms = percentile(&f.latencies_ms, 50.0);
+            row.p99_ms = percentile(&f.latencies_ms, 99.0);
+            row.rss_kib = latch.proc.rss_kib();
+            let max = percentile(&f.latencies_ms, 100.0).unwrap_or(f64::NAN);
+            row.verdict = match row.p99_ms {
+                Some(p99) => Verdict::judge(
+                    p99 <= 50.0,
+                    format!("{} samples, max {max:.1} ms", f.latencies_ms.len()),
+                ),
+                None => Verdict::Failed("no latencies".into()),
+            };
+        }
+        Err(e) => row.verdict = Verdict::Failed(e.to_string()),
+    }
+    row
+}
+
 async fn socket_rows(
     opts: &Options,
     systems: &Systems,
@@ -143,6 +183,15 @@ async fn socket_rows(
     match &systems.latch_redis {
         Ok(latch) => rows.push(fanout_row(latch, "Redis", opts, &watchers).await),
         Err(why) => rows.push(Row::not_run(&redis_s, "latch", "p99 ≤ 50 ms", why)),
+    }
+    rows.push(queue_row(&systems.latch, "memory", opts, &watchers).await);
+    let queue_s = format!(
+        "queue change → {} watchers told, Redis",
+        crate::report::thousands(opts.watchers as f64)
+    );
+    match &systems.latch_redis {
+        Ok(latch) => rows.push(queue_row(latch, "Redis", opts, &watchers).await),
+        Err(why) => rows.push(Row::not_run(&queue_s, "latch", "p99 ≤ 50 ms", why)),
     }
 
     let scenario = format!(

@@ -437,6 +437,15 @@ fn takeover_roles_must_not_be_blank() {
 }
 
 #[test]
+fn offer_seconds_is_bounded() {
+    let mut rule = Rule::new("r", "/x");
+    rule.offer_seconds = Some(4);
+    check(&rule, &[("offer_seconds", "not 4")]);
+    rule.offer_seconds = Some(60);
+    check(&rule, &[]);
+}
+
+#[test]
 fn a_rule_with_many_problems_reports_them_all() {
     let bad = Rule {
         id: "Bad Id".into(),
@@ -448,6 +457,7 @@ fn a_rule_with_many_problems_reports_them_all() {
         owner: Owner::User,
         lease_seconds: Some(1),
         grace_seconds: Some(7_200),
+        offer_seconds: None,
         max_per_user: Some(1_001),
         takeover_roles: strings(&[""]),
         inject: true,
@@ -660,6 +670,7 @@ resource = "doc:{id}"
             owner: Owner::Session,
             lease_seconds: Some(60),
             grace_seconds: Some(15),
+            offer_seconds: None,
             max_per_user: None,
             takeover_roles: strings(&["admin", "editor"]),
             inject: false,

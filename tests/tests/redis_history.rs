@@ -38,6 +38,12 @@
 //!
 //!    Anything else means `T2`'s holder was granted while `T1`'s holder still held the lock.
 //!
+//! A second history (`queue`, below) drives the wait queue through three lock store handles on
+//! one Redis, as three instances would, and checks the event stream they share: every offer
+//! goes to the head of the line (FIFO), the line only ever loses people or gains them at the
+//! back, and while a reservation stands nobody but its owner is granted the resource, and its
+//! owner only once.
+//!
 //! The checker only accepts what the observations prove possible; requests whose outcome the
 //! client never learned can only make a real overlap go unnoticed, never invent one. It is
 //! itself tested against histories with planted violations below.
@@ -832,5 +838,338 @@ mod checker {
         let ops = [op(1, "a", Kind::Read, 0, 10, 200)];
         let report = run(&ops, &[seen(1, "b", 100, 5), seen(9, "a", 100, 6)]);
         assert_eq!(report.violations.len(), 2, "{report:?}");
+    }
+}
+
+/// The wait queue's history: FIFO offers and reservations granted to one user only.
+mod queue {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use store::{
+        ClaimOutcome, ClaimRequest, EventKind, Holder, LockEvent, LockStore, RedisLockStore,
+        RedisOptions, ReleaseReason,
+    };
+    use tests::redis::RedisServer;
+
+    use super::Rng;
+
+    const USERS: usize = 10;
+    const RESOURCES: u32 = 2;
+    const RUN: Duration = Duration::from_secs(8);
+    /// Short, so offers lapse and pass down the line many times in a run.
+    const OFFER: Duration = Duration::from_millis(300);
+    /// Long: no entry lapses during a run, so every offer must go to the head of the line.
+    const ENTRY_TTL: Duration = Duration::from_secs(120);
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn person(i: usize) -> Holder {
+        Holder {
+            user: format!("u{i}"),
+            name: format!("U{i}"),
+            session: None,
+        }
+    }
+
+    fn claim(resource: &str, holder: &Holder) -> ClaimRequest {
+        ClaimRequest {
+            resource: resource.to_owned(),
+            rule: "doc".to_owned(),
+            holder: holder.clone(),
+            lease: LEASE,
+            instance: "history".to_owned(),
+            unsafe_method: false,
+            max_per_user: None,
+        }
+    }
+
+    /// What the replay of one resource's events knows.
+    #[derive(Default)]
+    struct Line {
+        waiting: Vec<String>,
+        /// The standing offer: owner, until, and whether its owner claimed it already.
+        offer: Option<(String, u64, bool)>,
+    }
+
+    /// Replays the shared event stream and returns every violation found.
+    pub(super) fn check(events: &[LockEvent]) -> Vec<String> {
+        let mut lines: HashMap<&str, Line> = HashMap::new();
+        let mut problems = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let line = lines.entry(event.resource.as_str()).or_default();
+            match &event.kind {
+                EventKind::QueueChanged { queue, offered } => {
+                    let now: Vec<String> = queue.waiting.iter().map(Holder::owner_key).collect();
+                    let offer = queue
+                        .offer
+                        .as_ref()
+                        .map(|o| (o.holder.owner_key(), o.until));
+                    if *offered {
+                        let head = line.waiting.first();
+                        let to = offer.as_ref().map(|o| &o.0);
+                        if head.is_none() || head != to {
+                            problems.push(format!(
+                                "#{i} {}: offered to {to:?}, the head was {head:?}",
+                                event.resource
+                            ));
+                        } else if now.as_slice() != &line.waiting[1..] {
+                            problems.push(format!(
+                                "#{i} {}: an offer reordered the line {:?} into {now:?}",
+                                event.resource, line.waiting
+                            ));
+                        }
+                    } else {
+                        // People leave from anywhere and join at the back; a take-over puts
+                        // the owner of a standing offer back at the head.
+                        let returned = line.offer.as_ref().map(|o| o.0.clone());
+                        let kept: Vec<&String> =
+                            now.iter().filter(|o| line.waiting.contains(*o)).collect();
+                        let stayed: Vec<&String> =
+                            line.waiting.iter().filter(|o| now.contains(*o)).collect();
+                        let joined_at_back = now
+                            .iter()
+                            .skip_while(|o| Some(*o) == returned.as_ref())
+                            .skip_while(|o| line.waiting.contains(*o))
+                            .all(|o| !line.waiting.contains(o));
+                        if kept != stayed || !joined_at_back {
+                            problems.push(format!(
+                                "#{i} {}: the line {:?} became {now:?}",
+                                event.resource, line.waiting
+                            ));
+                        }
+                    }
+                    let claimed = line
+                        .offer
+                        .as_ref()
+                        .filter(|o| offer.as_ref().is_some_and(|n| n.0 == o.0 && n.1 == o.1))
+                        .is_some_and(|o| o.2);
+                    line.offer = offer.map(|(owner, until)| (owner, until, claimed));
+                    line.waiting = now;
+                }
+                EventKind::Claimed => {
+                    let Some(lock) = &event.lock else { continue };
+                    let owner = lock.holder.owner_key();
+                    if let Some((reserved_for, until, taken)) = &mut line.offer {
+                        if event.at < *until && (*reserved_for != owner || *taken) {
+                            problems.push(format!(
+                                "#{i} {}: granted to {owner} while reserved for {reserved_for}{}",
+                                event.resource,
+                                if *taken {
+                                    ", who had claimed it already"
+                                } else {
+                                    ""
+                                }
+                            ));
+                        }
+                        if *reserved_for == owner {
+                            *taken = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        problems
+    }
+
+    async fn open(url: &str) -> Arc<RedisLockStore> {
+        let store = RedisLockStore::open(RedisOptions::from_url(url).expect("a Redis URL"))
+            .expect("a store");
+        tokio::spawn(Arc::clone(&store).run_listener());
+        tokio::spawn(Arc::clone(&store).run_reaper());
+        assert!(store.wait_subscribed(Duration::from_secs(5)).await);
+        store
+    }
+
+    async fn client(stores: Vec<Arc<RedisLockStore>>, me: usize, seed: u64) -> usize {
+        let mut rng = Rng(seed | 1);
+        let holder = person(me);
+        let owner = holder.owner_key();
+        let started = Instant::now();
+        let mut ops = 0;
+        while started.elapsed() < RUN {
+            let store = &stores[rng.below(stores.len() as u64) as usize];
+            let resource = format!("doc:{}", rng.below(u64::from(RESOURCES)));
+            let result = match rng.below(10) {
+                0..=2 => store
+                    .enqueue(&resource, &holder, ENTRY_TTL, OFFER, 100)
+                    .await
+                    .map(drop),
+                3..=5 => match store.claim(&claim(&resource, &holder)).await {
+                    Ok(ClaimOutcome::Claimed(_)) => {
+                        let hold = Duration::from_millis(rng.below(60));
+                        tokio::time::sleep(hold).await;
+                        store
+                            .release(&resource, &owner, ReleaseReason::Client)
+                            .await
+                            .map(drop)
+                    }
+                    other => other.map(drop),
+                },
+                6 => store.dequeue(&resource, &owner).await.map(drop),
+                7 if me == 0 => match store.takeover(&claim(&resource, &holder)).await {
+                    Ok(_) => store
+                        .release(&resource, &owner, ReleaseReason::Client)
+                        .await
+                        .map(drop),
+                    Err(e) => Err(e),
+                },
+                _ => store.queue(&resource).await.map(drop),
+            };
+            result.unwrap_or_else(|e| panic!("{owner}: {e}"));
+            ops += 1;
+            tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
+        }
+        ops
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offers_go_down_the_line_in_order_and_reserve_for_one() {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            stores.push(open(&url).await);
+        }
+        let mut events = stores[0].subscribe();
+        let collect = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let until = tokio::time::Instant::now() + RUN + Duration::from_secs(3);
+            while let Ok(event) = tokio::time::timeout_at(until, events.recv()).await {
+                seen.push(event.expect("the event stream kept up"));
+            }
+            seen
+        });
+        let seed = std::env::var("LATCH_HISTORY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(7, |d| d.as_nanos() as u64)
+            });
+        eprintln!("queue history seed: {seed}");
+        let clients: Vec<_> = (0..USERS)
+            .map(|me| {
+                let stores = stores.clone();
+                tokio::spawn(client(stores, me, seed.wrapping_add(me as u64 * 7919)))
+            })
+            .collect();
+        let mut ops = 0;
+        for c in clients {
+            ops += c.await.expect("a client");
+        }
+        let events = collect.await.expect("the collector");
+        let offers = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::QueueChanged { offered: true, .. }))
+            .count();
+        eprintln!("{ops} operations, {} events, {offers} offers", events.len());
+        assert!(offers >= 20, "too few offers to judge: {offers}");
+        let problems = check(&events);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    mod checker {
+        use store::{EventKind, Holder, Lock, LockEvent, Offer, QueueState};
+
+        use super::check;
+
+        fn h(id: &str) -> Holder {
+            Holder {
+                user: id.to_owned(),
+                name: id.to_uppercase(),
+                session: None,
+            }
+        }
+
+        fn queue(at: u64, waiting: &[&str], offer: Option<&str>, offered: bool) -> LockEvent {
+            LockEvent {
+                kind: EventKind::QueueChanged {
+                    queue: QueueState {
+                        waiting: waiting.iter().map(|w| h(w)).collect(),
+                        offer: offer.map(|o| Offer {
+                            holder: h(o),
+                            until: at + 300,
+                        }),
+                    },
+                    offered,
+                },
+                resource: "doc:0".to_owned(),
+                lock: None,
+                previous: None,
+                at,
+            }
+        }
+
+        fn claimed(at: u64, who: &str) -> LockEvent {
+            LockEvent {
+                kind: EventKind::Claimed,
+                resource: "doc:0".to_owned(),
+                lock: Some(Lock {
+                    resource: "doc:0".to_owned(),
+                    rule: "doc".to_owned(),
+                    holder: h(who),
+                    since: at,
+                    expires: at + 30_000,
+                    fence: at,
+                    instance: "i".to_owned(),
+                }),
+                previous: None,
+                at,
+            }
+        }
+
+        #[test]
+        fn a_fair_history_passes() {
+            let events = [
+                queue(1, &["a"], None, false),
+                queue(2, &["a", "b"], None, false),
+                queue(3, &["b"], Some("a"), true),
+                claimed(4, "a"),
+                queue(4, &["b"], None, false),
+            ];
+            assert_eq!(check(&events), Vec::<String>::new());
+        }
+
+        #[test]
+        fn an_offer_past_the_head_is_caught() {
+            let events = [
+                queue(1, &["a", "b"], None, false),
+                queue(3, &["a"], Some("b"), true),
+            ];
+            assert_eq!(check(&events).len(), 1);
+        }
+
+        #[test]
+        fn a_grant_to_someone_else_during_an_offer_is_caught() {
+            let events = [
+                queue(1, &["a", "b"], None, false),
+                queue(3, &["b"], Some("a"), true),
+                claimed(4, "b"),
+            ];
+            assert_eq!(check(&events).len(), 1);
+        }
+
+        #[test]
+        fn a_reservation_granted_twice_is_caught() {
+            let events = [
+                queue(1, &["a"], None, false),
+                queue(3, &[], Some("a"), true),
+                claimed(4, "a"),
+                claimed(5, "a"),
+            ];
+            assert_eq!(check(&events).len(), 1);
+        }
+
+        #[test]
+        fn a_join_ahead_of_others_is_caught() {
+            let events = [
+                queue(1, &["a"], None, false),
+                queue(2, &["c", "a"], None, false),
+            ];
+            assert_eq!(check(&events).len(), 1);
+        }
     }
 }

@@ -1,0 +1,421 @@
+//! The fair wait queue as people see it, in headless Chromium through the real proxy: Alice
+//! edits; Bob and then Carol are refused and their 423 pages wait in line ("You're 1st in
+//! line", "2nd"); Alice's banner says who waits; when Alice leaves, Bob's banner offers him the
+//! page with a countdown while Carol's request is refused as reserved; Bob lets the offer lapse
+//! and it passes to Carol, who opens the page.
+//!
+//! The browsers are driven as in `browser.rs` (Debian's `chromium` and `chromium-driver`, one
+//! WebDriver session and profile per person; screenshots in `artifacts/` on failure).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fantoccini::cookies::Cookie;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use serde_json::{json, Value};
+use tests::chrome::ChromeDriver;
+use tests::{token, Latch, LatchBuilder, Upstream};
+
+/// Every test page is protected, and a freed page is reserved for the head of its line for
+/// [`OFFER_SECONDS`].
+const RULES: &str = r#"
+[[rule]]
+id = "page"
+pattern = "/html/(?P<kind>.+)"
+resource = "page:{kind}"
+mode = "block"
+inject = true
+offer_seconds = 5
+"#;
+
+/// The rule's `offer_seconds`: the shortest a rule may set.
+const OFFER_SECONDS: u64 = 5;
+
+const GRACE_SECONDS: u64 = 2;
+
+/// How long the browser may take to show what the test waits for, when nothing else bounds it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// ChromeDriver, with the browsers this test opens through it.
+struct Driver {
+    chrome: ChromeDriver,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        Driver {
+            chrome: ChromeDriver::start().await,
+        }
+    }
+
+    /// A new browser with a fresh profile, signed in as `jwt` on the proxy's site.
+    async fn browser(&self, name: &'static str, latch: &Latch, jwt: &str) -> Browser {
+        let profile = tempfile::tempdir().expect("a profile dir");
+        let args = [
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--no-first-run".into(),
+            "--window-size=1200,800".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let chromium = tests::chrome::chromium();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": args }),
+        );
+        let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.chrome.url())
+            .await
+            .expect("a WebDriver session");
+        let browser = Browser {
+            name,
+            session: Some(session),
+            _profile: profile,
+        };
+        // A cookie can only be set for the site the browser is on.
+        // fantoccini sends `SameSite=None` unless told otherwise, which Chrome refuses without
+        // `Secure`; Lax is what a sign-in cookie on plain HTTP gets.
+        let mut cookie =
+            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
+        cookie.set_domain("127.0.0.1");
+        let signed_in = async {
+            browser
+                .session()
+                .goto(&latch.url("/__latch/banner.js"))
+                .await?;
+            browser.session().add_cookie(cookie).await
+        }
+        .await;
+        if let Err(e) = signed_in {
+            browser.quit().await;
+            panic!("could not sign {name} in: {e}");
+        }
+        browser
+    }
+}
+
+struct Browser {
+    name: &'static str,
+    /// `None` once the browser was closed on purpose.
+    session: Option<Client>,
+    _profile: tempfile::TempDir,
+}
+
+/// What the banner shows: its `data-state` and the text of its shadow root.
+#[derive(Debug, Clone, PartialEq)]
+struct Banner {
+    state: String,
+    text: String,
+}
+
+impl Browser {
+    fn session(&self) -> &Client {
+        self.session.as_ref().expect("the browser is open")
+    }
+
+    async fn goto(&self, url: &str) {
+        self.session().goto(url).await.expect("navigate");
+    }
+
+    async fn banner(&self) -> Option<Banner> {
+        let read = "var b = document.getElementById('latch-banner');\
+                    return b && b.shadowRoot ? [b.dataset.state, b.shadowRoot.textContent] : null;";
+        match self.session().execute(read, vec![]).await.ok()? {
+            Value::Array(v) => Some(Banner {
+                state: v.first()?.as_str()?.to_string(),
+                text: v.get(1)?.as_str()?.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Waits until the banner is in `state` with `text` in it; returns how long that took.
+    async fn wait_banner(&self, state: &str, text: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < within {
+            last = self.banner().await;
+            if last
+                .as_ref()
+                .is_some_and(|b| b.state == state && b.text.contains(text))
+            {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{}'s banner did not show {state:?} with {text:?} within {within:?}; last seen {last:?}",
+            self.name
+        );
+    }
+
+    async fn page_text(&self) -> String {
+        self.session()
+            .execute(
+                "return document.body ? document.body.innerText : '';",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Clicks the link inside the banner's shadow root, as a person would.
+    async fn click_banner_link(&self) {
+        let banner = self
+            .session()
+            .find(Locator::Id("latch-banner"))
+            .await
+            .expect("the banner");
+        let root = banner.shadow_root().await.expect("its shadow root");
+        root.find(Locator::Css("a"))
+            .await
+            .expect("a link in the banner")
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Closes the whole browser, as a person closing the window would.
+    async fn close(&mut self) {
+        if let Some(session) = self.session.take() {
+            session.close().await.expect("close the browser");
+        }
+    }
+
+    async fn screenshot(&self, test: &str) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("artifacts");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        if let Ok(png) = session.screenshot().await {
+            let file = dir.join(format!("{test}-{}.png", self.name));
+            if std::fs::write(&file, png).is_ok() {
+                eprintln!("screenshot: {}", file.display());
+            }
+        }
+    }
+
+    async fn quit(mut self) {
+        self.close().await;
+    }
+}
+
+/// Everything one browser test runs against.
+struct Scene {
+    latch: Latch,
+    _upstream: Upstream,
+    browsers: Vec<Browser>,
+    /// Kept last so that it outlives the sessions closed before it.
+    driver: Driver,
+}
+
+impl Scene {
+    async fn start() -> Scene {
+        let upstream = Upstream::start().await;
+        let latch = LatchBuilder::new(upstream.port())
+            .rules(RULES)
+            .locks(&format!(
+                "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = {GRACE_SECONDS}"
+            ))
+            .start();
+        let driver = Driver::start().await;
+        Scene {
+            latch,
+            _upstream: upstream,
+            browsers: Vec::new(),
+            driver,
+        }
+    }
+
+    /// Opens a browser signed in with `jwt`; it is then found by `name`.
+    async fn open(&mut self, name: &'static str, jwt: &str) {
+        let browser = self.driver.browser(name, &self.latch, jwt).await;
+        self.browsers.push(browser);
+    }
+
+    fn get(&self, name: &str) -> &Browser {
+        self.browsers
+            .iter()
+            .find(|b| b.name == name)
+            .expect("a browser of that name")
+    }
+
+    fn get_mut(&mut self, name: &str) -> &mut Browser {
+        self.browsers
+            .iter_mut()
+            .find(|b| b.name == name)
+            .expect("a browser of that name")
+    }
+
+    fn page(&self) -> String {
+        self.latch.url("/html/cl")
+    }
+
+    async fn close_all(self) {
+        for browser in self.browsers {
+            browser.quit().await;
+        }
+    }
+}
+
+/// Starts a scene and runs `scenario` on it; if it fails, saves a screenshot of every browser
+/// still open and prints the proxy's log first. The browsers are closed either way, so no
+/// Chromium outlives the test.
+async fn run<F>(test: &str, scenario: F)
+where
+    F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
+{
+    // One scene at a time: several Chromiums at once on a small machine make the timings
+    // these tests assert (grace + 1 s, under 2 s) depend on the scheduler.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut scene = Scene::start().await;
+    let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
+    if outcome.is_err() {
+        for browser in &scene.browsers {
+            browser.screenshot(test).await;
+        }
+        eprintln!("the proxy's log:\n{}", scene.latch.log());
+    }
+    scene.close_all().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn person(id: &str, name: &str) -> String {
+    token(id, name, &[])
+}
+
+/// What a `fetch` of `url` from this browser answers: status and JSON body.
+async fn fetch_json(browser: &Browser, url: &str) -> (u64, Value) {
+    let script = "return fetch(arguments[0], {headers: {accept: 'application/json'}})\
+                  .then(r => r.text().then(t => [r.status, t]));";
+    let answer = browser
+        .session()
+        .execute(script, vec![json!(url)])
+        .await
+        .expect("fetch from the page");
+    let status = answer[0].as_u64().unwrap_or_default();
+    let body = answer[1]
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// The seconds left that an offer banner counts down ("… (4 s left)").
+fn seconds_left(banner: &Banner) -> u64 {
+    let text = &banner.text;
+    let end = text.find(" s left").expect("a countdown");
+    let start = text[..end].rfind('(').expect("a countdown") + 1;
+    text[start..end]
+        .trim()
+        .parse()
+        .expect("a number of seconds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_people_wait_in_line_and_the_offer_passes_down_it() {
+    run(
+        "refused_people_wait_in_line_and_the_offer_passes_down_it",
+        |s| Box::pin(wait_in_line(s)),
+    )
+    .await;
+}
+
+async fn wait_in_line(s: &mut Scene) {
+    s.open("alice", &person("alice", "Alice")).await;
+    s.open("bob", &person("bob", "Bob")).await;
+    s.open("carol", &person("carol", "Carol")).await;
+    let page = s.page();
+
+    let alice = s.get("alice");
+    alice.goto(&page).await;
+    alice
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+
+    // Bob, then Carol, are refused; their 423 pages join the line by themselves.
+    let bob = s.get("bob");
+    bob.goto(&page).await;
+    assert!(bob.page_text().await.contains("Alice"), "Bob's 423 page");
+    bob.wait_banner("locked", "You're 1st in line", PATIENCE)
+        .await;
+    let carol = s.get("carol");
+    carol.goto(&page).await;
+    carol
+        .wait_banner("locked", "You're 2nd in line", PATIENCE)
+        .await;
+    s.get("alice")
+        .wait_banner("editing", "Bob and Carol are waiting", PATIENCE)
+        .await;
+
+    // Alice leaves: once her grace is over, the page is offered to Bob, with a countdown.
+    s.get_mut("alice").close().await;
+    let grace = Duration::from_secs(GRACE_SECONDS);
+    let bob = s.get("bob");
+    bob.wait_banner("offer", "It's your turn — open", grace + PATIENCE)
+        .await;
+    let first = seconds_left(&bob.banner().await.expect("Bob's banner"));
+    assert!(
+        (1..=OFFER_SECONDS).contains(&first),
+        "the countdown starts at the offer's length: {first}"
+    );
+
+    // Carol cannot have it meanwhile, and is told whose turn it is.
+    let carol = s.get("carol");
+    carol
+        .wait_banner("locked", "Reserved for the next in line", PATIENCE)
+        .await;
+    let (status, body) = fetch_json(carol, &page).await;
+    assert_eq!(status, 423, "{body}");
+    assert_eq!(body["title"], "Reserved", "{body}");
+    assert_eq!(body["reserved_for"]["name"], "Bob", "{body}");
+    let banner = carol.banner().await.expect("Carol's banner");
+    assert!(banner.text.contains("You're 1st in line"), "{banner:?}");
+
+    // The countdown runs in Bob's banner while he does nothing.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let later = s.get("bob").banner().await.expect("Bob's banner");
+    if later.state == "offer" {
+        assert!(seconds_left(&later) < first, "{first} then {later:?}");
+    }
+
+    // Bob lets it lapse: the offer passes to Carol, who opens the page.
+    let offer = Duration::from_secs(OFFER_SECONDS);
+    let carol = s.get("carol");
+    carol
+        .wait_banner("offer", "It's your turn — open", offer + PATIENCE)
+        .await;
+    s.get("bob")
+        .wait_banner("locked", "Reserved for the next in line", PATIENCE)
+        .await;
+    let (status, _) = fetch_json(s.get("bob"), &page).await;
+    assert_eq!(status, 423, "Bob's turn has passed");
+    carol.click_banner_link().await;
+    carol
+        .wait_banner("editing", "You are editing", PATIENCE)
+        .await;
+    assert!(
+        carol.page_text().await.contains("Hello"),
+        "Carol has the page"
+    );
+}
