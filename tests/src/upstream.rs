@@ -17,7 +17,9 @@
 //! - `/stream`: five text chunks 100 ms apart;
 //! - `/sleep/{ms}`: `slept {ms} ms`, answered after that long;
 //! - `/ws`: a WebSocket echo;
-//! - `/status/{code}`: an empty response with that status; `/json`: a JSON body.
+//! - `/status/{code}`: an empty response with that status; `/json`: a JSON body;
+//! - `/form/{id}`: GET an editor page (a form with a textarea) that POSTs to itself; POST
+//!   answers `saved {n} bytes`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -94,6 +96,7 @@ fn router() -> Router {
         .route("/ws", get(ws))
         .route("/status/{code}", any(status))
         .route("/json", get(|| async { axum::Json(json!({"ok": true})) }))
+        .route("/form/{id}", get(form_page).post(form_save))
 }
 
 async fn echo(req: Request) -> impl IntoResponse {
@@ -335,6 +338,28 @@ async fn html_slow() -> impl IntoResponse {
         Ok::<_, std::io::Error>(p)
     });
     (html_headers(), Body::from_stream(stream))
+}
+
+/// An editor: a form whose submit is a write to the same protected URL.
+async fn form_page(Path(id): Path<u32>) -> impl IntoResponse {
+    let page = format!(
+        "<!doctype html><html><head><title>Document {id}</title></head><body>\
+         <h1>Document {id}</h1><form method=\"post\" action=\"/form/{id}\">\
+         <input name=\"title\" id=\"title\" value=\"Draft\">\
+         <textarea name=\"body\" id=\"body\"></textarea>\
+         <button type=\"submit\" id=\"save\">Save</button></form></body></html>"
+    );
+    (html_headers(), page)
+}
+
+async fn form_save(body: Bytes) -> impl IntoResponse {
+    (
+        html_headers(),
+        format!(
+            "<!doctype html><p id=\"saved\">saved {} bytes</p>",
+            body.len()
+        ),
+    )
 }
 
 async fn upload(body: Body) -> impl IntoResponse {
