@@ -651,6 +651,7 @@ inject = false
 priority = 10
 case_insensitive = true
 enabled = false
+websocket = "pass"
 
 [[rule]]
 id = "doc-save"
@@ -677,6 +678,7 @@ resource = "doc:{id}"
             priority: 10,
             case_insensitive: true,
             enabled: false,
+            websocket: rules::WebSocket::Pass,
         },
         with(rule("doc-save", r"/docs/(?P<id>\d+)"), |r| {
             r.methods = Some(strings(&["POST", "put"]));
@@ -879,4 +881,17 @@ fn untyped_numeric_captures_are_warned_about() {
         "{}",
         warnings[2]
     );
+}
+
+#[test]
+fn a_websocket_field_other_than_lock_or_pass_is_reported() {
+    let src = "[[rule]]\nid = \"a\"\npattern = \"/a\"\nwebsocket = \"open\"\n";
+    let issues = parse_rules_toml(src).expect_err("an unknown websocket value");
+    assert!(
+        issues.iter().any(|i| i.to_string().contains("websocket")),
+        "{issues:?}"
+    );
+    let lock: Rule =
+        serde_json::from_value(serde_json::json!({"id": "a", "pattern": "/a"})).expect("a rule");
+    assert_eq!(lock.websocket, rules::WebSocket::Lock);
 }
