@@ -321,7 +321,12 @@
   }
 
   function reloadIfFree() {
-    if (!autoReload || !lock || lock.state !== "free" || (offer && offer.until)) return;
+    if (!lock || lock.state !== "free" || (offer && offer.until)) return;
+    openOnce();
+  }
+
+  function openOnce() {
+    if (!autoReload) return;
     try {
       sessionStorage.setItem(reloadKey, "1");
     } catch (e) {
@@ -432,6 +437,9 @@
     },
     offer: function (m) {
       offer = m.until ? { until: String(m.until), you: m.you === true } : null;
+      // The 423 page of the only person waiting takes its turn by itself: nobody is held up
+      // if they are away. With others behind them the offer waits for "open", and lapses.
+      if (blockedPage && offer && offer.you && !(line && line.length > 0)) return openOnce();
       clearInterval(offerTimer);
       // The countdown is drawn from `until`; once a second is enough to keep it true.
       if (offer && offer.you) offerTimer = setInterval(render, 1000);

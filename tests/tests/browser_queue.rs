@@ -2,7 +2,7 @@
 //! edits; Bob and then Carol are refused and their 423 pages wait in line ("You're 1st in
 //! line", "2nd"); Alice's banner says who waits; when Alice leaves, Bob's banner offers him the
 //! page with a countdown while Carol's request is refused as reserved; Bob lets the offer lapse
-//! and it passes to Carol, who opens the page.
+//! and it passes to Carol, whose 423 page, with nobody behind her, turns into the page.
 //!
 //! The browsers are driven as in `browser.rs` (Debian's `chromium` and `chromium-driver`, one
 //! WebDriver session and profile per person; screenshots in `artifacts/` on failure).
@@ -169,22 +169,6 @@ impl Browser {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
-    }
-
-    /// Clicks the link inside the banner's shadow root, as a person would.
-    async fn click_banner_link(&self) {
-        let banner = self
-            .session()
-            .find(Locator::Id("latch-banner"))
-            .await
-            .expect("the banner");
-        let root = banner.shadow_root().await.expect("its shadow root");
-        root.find(Locator::Css("a"))
-            .await
-            .expect("a link in the banner")
-            .click()
-            .await
-            .expect("click");
     }
 
     /// Closes the whole browser, as a person closing the window would.
@@ -399,23 +383,20 @@ async fn wait_in_line(s: &mut Scene) {
         assert!(seconds_left(&later) < first, "{first} then {later:?}");
     }
 
-    // Bob lets it lapse: the offer passes to Carol, who opens the page.
+    // Bob lets it lapse: the offer passes to Carol. Nobody waits behind her, so her 423 page
+    // takes its turn by itself and turns into the page.
     let offer = Duration::from_secs(OFFER_SECONDS);
     let carol = s.get("carol");
     carol
-        .wait_banner("offer", "It's your turn — open", offer + PATIENCE)
-        .await;
-    s.get("bob")
-        .wait_banner("locked", "Reserved for the next in line", PATIENCE)
-        .await;
-    let (status, _) = fetch_json(s.get("bob"), &page).await;
-    assert_eq!(status, 423, "Bob's turn has passed");
-    carol.click_banner_link().await;
-    carol
-        .wait_banner("editing", "You are editing", PATIENCE)
+        .wait_banner("editing", "You are editing", offer + PATIENCE)
         .await;
     assert!(
         carol.page_text().await.contains("Hello"),
         "Carol has the page"
     );
+    let (status, body) = fetch_json(s.get("bob"), &page).await;
+    assert_eq!(status, 423, "Bob's turn has passed: {body}");
+    s.get("bob")
+        .wait_banner("locked", "Locked by Carol", PATIENCE)
+        .await;
 }
