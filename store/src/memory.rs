@@ -20,8 +20,7 @@ use tokio::time::Instant;
 use crate::error::StoreError;
 use crate::event::{EventKind, LockEvent, ReleaseReason};
 use crate::lock::{
-    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover,
-    UnixMillis,
+    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
 };
 use crate::lock_store::{
     LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,

@@ -77,8 +77,7 @@ use tokio::sync::{broadcast, watch};
 use crate::error::StoreError;
 use crate::event::{LockEvent, ReleaseReason};
 use crate::lock::{
-    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover,
-    UnixMillis,
+    ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
 };
 use crate::lock_store::{
     LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
