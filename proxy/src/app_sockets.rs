@@ -255,6 +255,7 @@ mod tests {
             expires: 2,
             fence,
             instance: "a".to_owned(),
+            active: 1,
         }
     }
 

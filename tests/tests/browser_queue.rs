@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fantoccini::cookies::Cookie;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use futures::FutureExt;
 use serde_json::{json, Value};
 use tests::chrome::ChromeDriver;

@@ -1115,6 +1115,7 @@ mod queue {
                     expires: at + 30_000,
                     fence: at,
                     instance: "i".to_owned(),
+                    active: at,
                 }),
                 previous: None,
                 at,
