@@ -223,6 +223,8 @@ mod tests {
         rule.lease_seconds = Some(30);
         rule.grace_seconds = Some(3);
         rule.max_per_user = Some(3);
+        rule.idle_seconds = Some(600);
+        rule.offer_seconds = Some(60);
         let json = serde_json::to_value(RuleDto::from(rule.clone())).unwrap();
         let mut keys: Vec<&str> = json
             .as_object()

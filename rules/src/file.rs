@@ -239,6 +239,8 @@ mod tests {
         rule.lease_seconds = Some(30);
         rule.grace_seconds = Some(10);
         rule.max_per_user = Some(3);
+        rule.idle_seconds = Some(600);
+        rule.offer_seconds = Some(60);
         let table = toml::Table::try_from(&rule).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut fields = RULE_FIELDS.to_vec();
