@@ -185,7 +185,10 @@ async fn the_line_is_rebuilt_from_open_banners_after_redis_loses_its_data() {
         if now["holder"]["id"] == "alice" {
             break;
         }
-        assert!(Instant::now() < deadline, "alice's lock was not rebuilt: {now}");
+        assert!(
+            Instant::now() < deadline,
+            "alice's lock was not rebuilt: {now}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, body) = get(&instances[1], "/echo/doc/2", &bearer("dave", &[])).await;
