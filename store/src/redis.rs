@@ -390,6 +390,29 @@ impl RedisLockStore {
         conn.invoke(&invocation).await.map_err(store_error)
     }
 
+    /// Sets the lease of a lock `owner_key` holds to `lease` from now: a renewal, or with
+    /// `grace` the start of the grace period after its last banner closed (a lapse is then a
+    /// `grace` release). A renewal clears that mark.
+    async fn set_lease(
+        &self,
+        resource: &str,
+        owner_key: &str,
+        lease: Duration,
+        grace: bool,
+    ) -> Result<Option<Lock>, StoreError> {
+        let args = [
+            owner_key.to_owned(),
+            millis(lease.min(MAX_LEASE)).to_string(),
+            flag(grace),
+        ];
+        let Reply { outcome, lock, .. } = self.run(&scripts().renew, resource, &args).await?;
+        match (outcome.as_str(), lock) {
+            ("none", _) => Ok(None),
+            ("renewed", Some(lock)) => Ok(Some(lock)),
+            _ => Err(unexpected("renew", &outcome)),
+        }
+    }
+
     /// Runs the claim script; `None` when `probe` is set and the resource is free.
     async fn claim_script(
         &self,
@@ -723,16 +746,7 @@ impl LockStore for RedisLockStore {
         owner_key: &str,
         lease: Duration,
     ) -> Result<Option<Lock>, StoreError> {
-        let args = [
-            owner_key.to_owned(),
-            millis(lease.min(MAX_LEASE)).to_string(),
-        ];
-        let Reply { outcome, lock, .. } = self.run(&scripts().renew, resource, &args).await?;
-        match (outcome.as_str(), lock) {
-            ("none", _) => Ok(None),
-            ("renewed", Some(lock)) => Ok(Some(lock)),
-            _ => Err(unexpected("renew", &outcome)),
-        }
+        self.set_lease(resource, owner_key, lease, false).await
     }
 
     async fn release(
@@ -796,16 +810,7 @@ impl LockStore for RedisLockStore {
         owner_key: &str,
         grace: Duration,
     ) -> Result<Option<Lock>, StoreError> {
-        let args = [
-            owner_key.to_owned(),
-            millis(grace.min(MAX_LEASE)).to_string(),
-        ];
-        let Reply { outcome, lock, .. } = self.run(&scripts().begin_grace, resource, &args).await?;
-        match (outcome.as_str(), lock) {
-            ("none", _) => Ok(None),
-            ("renewed", Some(lock)) => Ok(Some(lock)),
-            _ => Err(unexpected("begin_grace", &outcome)),
-        }
+        self.set_lease(resource, owner_key, grace, true).await
     }
 
     async fn touch(&self, resource: &str, owner_key: &str) -> Result<Option<Lock>, StoreError> {

@@ -397,34 +397,22 @@ end
 return reply('taken', lock, previous)
 "#;
 
-/// `ARGV[6]` = owner key, `ARGV[7]` = lease (ms). Outcomes: none, renewed.
+/// `ARGV[6]` = owner key, `ARGV[7]` = lease (ms), `ARGV[8]` = `1` to mark the lock in grace
+/// (so that a lapse is a `grace` release), `0` to clear that mark. Outcomes: none, renewed.
 const RENEW: &str = r#"
 local lock = current()
 if not lock or lock.owner ~= ARGV[6] then
   return reply('none')
 end
-if lock.grace then
+if ARGV[8] == '1' then
+  redis.call('HSET', LOCK, 'grace', '1')
+elseif lock.grace then
   redis.call('HDEL', LOCK, 'grace')
 end
 local deadline = NOW + tonumber(ARGV[7])
 if deadline ~= tonumber(lock.expires) then
   set_deadline(lock, deadline)
 end
-return reply('renewed', lock)
-"#;
-
-/// `ARGV[6]` = owner key, `ARGV[7]` = grace (ms). Like renew, and marks the lock in grace so
-/// that a lapse is a `grace` release. Outcomes: none, renewed.
-const BEGIN_GRACE: &str = r#"
-local lock = current()
-if not lock or lock.owner ~= ARGV[6] then
-  return reply('none')
-end
-local deadline = NOW + tonumber(ARGV[7])
-if deadline ~= tonumber(lock.expires) then
-  set_deadline(lock, deadline)
-end
-redis.call('HSET', LOCK, 'grace', '1')
 return reply('renewed', lock)
 "#;
 
@@ -747,7 +735,6 @@ pub(crate) struct Scripts {
     pub release: Script,
     pub force_release: Script,
     pub get: Script,
-    pub begin_grace: Script,
     pub touch: Script,
     pub release_idle: Script,
     pub presence_join: Script,
@@ -776,7 +763,6 @@ pub(crate) fn scripts() -> &'static Scripts {
             release: lock(RELEASE),
             force_release: lock(FORCE_RELEASE),
             get: lock(GET),
-            begin_grace: lock(BEGIN_GRACE),
             touch: lock(TOUCH),
             release_idle: lock(RELEASE_IDLE),
             presence_join: presence(PRESENCE_JOIN),
