@@ -10,9 +10,11 @@
 //! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
 //!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
-//!   (Chromium and ChromeDriver).
+//!   (Chromium and ChromeDriver), and [`browser`], the signed-in Chromium browsers and banner
+//!   reads of the browser tests.
 //! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
+pub mod browser;
 pub mod fixtures;
 pub mod instances;
 pub mod latch;

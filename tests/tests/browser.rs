@@ -9,16 +9,13 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fantoccini::cookies::Cookie;
-use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use reqwest::header::{COOKIE, ORIGIN};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tests::chrome::ChromeDriver;
+use serde_json::json;
+use tests::browser::{Browser, Driver};
 use tests::{client, token, token_ttl, Latch, LatchBuilder, Upstream};
 
 /// Every test page is protected; `/html/chunked` is held by one browser session rather than
@@ -43,203 +40,6 @@ const GRACE_SECONDS: u64 = 2;
 
 /// How long the browser may take to show what the test waits for, when nothing else bounds it.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// ChromeDriver, with the browsers this test opens through it.
-struct Driver {
-    chrome: ChromeDriver,
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        Driver {
-            chrome: ChromeDriver::start().await,
-        }
-    }
-
-    /// A new browser with a fresh profile, signed in as `jwt` on the proxy's site.
-    async fn browser(&self, name: &'static str, latch: &Latch, jwt: &str) -> Browser {
-        let profile = tempfile::tempdir().expect("a profile dir");
-        let args = [
-            "--headless=new".to_string(),
-            "--no-sandbox".into(),
-            "--disable-gpu".into(),
-            "--disable-dev-shm-usage".into(),
-            "--disable-background-networking".into(),
-            "--disable-component-update".into(),
-            "--disable-sync".into(),
-            "--no-first-run".into(),
-            "--window-size=1200,800".into(),
-            format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let chromium = tests::chrome::chromium();
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": chromium, "args": args }),
-        );
-        let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&self.chrome.url())
-            .await
-            .expect("a WebDriver session");
-        let browser = Browser {
-            name,
-            session: Some(session),
-            _profile: profile,
-        };
-        // A cookie can only be set for the site the browser is on.
-        // fantoccini sends `SameSite=None` unless told otherwise, which Chrome refuses without
-        // `Secure`; Lax is what a sign-in cookie on plain HTTP gets.
-        let mut cookie =
-            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
-        cookie.set_domain("127.0.0.1");
-        let signed_in = async {
-            browser
-                .session()
-                .goto(&latch.url("/__latch/banner.js"))
-                .await?;
-            browser.session().add_cookie(cookie).await
-        }
-        .await;
-        if let Err(e) = signed_in {
-            browser.quit().await;
-            panic!("could not sign {name} in: {e}");
-        }
-        browser
-    }
-}
-
-struct Browser {
-    name: &'static str,
-    /// `None` once the browser was closed on purpose.
-    session: Option<Client>,
-    _profile: tempfile::TempDir,
-}
-
-/// What the banner shows: its `data-state` and the text of its shadow root.
-#[derive(Debug, Clone, PartialEq)]
-struct Banner {
-    state: String,
-    text: String,
-}
-
-impl Browser {
-    fn session(&self) -> &Client {
-        self.session.as_ref().expect("the browser is open")
-    }
-
-    async fn goto(&self, url: &str) {
-        self.session().goto(url).await.expect("navigate");
-    }
-
-    async fn banner(&self) -> Option<Banner> {
-        let read = "var b = document.getElementById('latch-banner');\
-                    return b && b.shadowRoot ? [b.dataset.state, b.shadowRoot.textContent] : null;";
-        match self.session().execute(read, vec![]).await.ok()? {
-            Value::Array(v) => Some(Banner {
-                state: v.first()?.as_str()?.to_string(),
-                text: v.get(1)?.as_str()?.to_string(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Waits until the banner is in `state` with `text` in it; returns how long that took.
-    async fn wait_banner(&self, state: &str, text: &str, within: Duration) -> Duration {
-        let start = Instant::now();
-        let mut last = None;
-        while start.elapsed() < within {
-            last = self.banner().await;
-            if last
-                .as_ref()
-                .is_some_and(|b| b.state == state && b.text.contains(text))
-            {
-                return start.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "{}'s banner did not show {state:?} with {text:?} within {within:?}; last seen {last:?}",
-            self.name
-        );
-    }
-
-    async fn url(&self) -> String {
-        self.session()
-            .current_url()
-            .await
-            .map(|u| u.to_string())
-            .unwrap_or_default()
-    }
-
-    async fn page_text(&self) -> String {
-        self.session()
-            .execute(
-                "return document.body ? document.body.innerText : '';",
-                vec![],
-            )
-            .await
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
-
-    /// Clicks the banner's button labelled `label`.
-    async fn click_banner_button(&self, label: &str) {
-        let banner = self
-            .session()
-            .find(Locator::Id("latch-banner"))
-            .await
-            .expect("the banner");
-        let root = banner.shadow_root().await.expect("its shadow root");
-        let buttons = root
-            .find_all(Locator::Css("button"))
-            .await
-            .expect("the banner's buttons");
-        let mut labels = Vec::new();
-        for button in buttons {
-            let text = button.text().await.unwrap_or_default();
-            if text.trim() == label {
-                button.click().await.expect("click");
-                return;
-            }
-            labels.push(text);
-        }
-        panic!(
-            "{}'s banner has no {label:?} button, only {labels:?}",
-            self.name
-        );
-    }
-
-    /// Closes the whole browser, as a person closing the window would.
-    async fn close(&mut self) {
-        if let Some(session) = self.session.take() {
-            session.close().await.expect("close the browser");
-        }
-    }
-
-    async fn screenshot(&self, test: &str) {
-        let Some(session) = &self.session else {
-            return;
-        };
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("artifacts");
-        if std::fs::create_dir_all(&dir).is_err() {
-            return;
-        }
-        if let Ok(png) = session.screenshot().await {
-            let file = dir.join(format!("{test}-{}.png", self.name));
-            if std::fs::write(&file, png).is_ok() {
-                eprintln!("screenshot: {}", file.display());
-            }
-        }
-    }
-
-    async fn quit(mut self) {
-        self.close().await;
-    }
-}
 
 /// Everything one browser test runs against.
 struct Scene {
@@ -277,14 +77,14 @@ impl Scene {
     fn get(&self, name: &str) -> &Browser {
         self.browsers
             .iter()
-            .find(|b| b.name == name)
+            .find(|b| b.name() == name)
             .expect("a browser of that name")
     }
 
     fn get_mut(&mut self, name: &str) -> &mut Browser {
         self.browsers
             .iter_mut()
-            .find(|b| b.name == name)
+            .find(|b| b.name() == name)
             .expect("a browser of that name")
     }
 
