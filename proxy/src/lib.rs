@@ -22,6 +22,7 @@ mod inject_body;
 mod login;
 pub mod metrics;
 mod origin;
+mod presence;
 mod recent;
 mod respond;
 pub mod rules_source;

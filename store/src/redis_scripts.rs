@@ -510,11 +510,14 @@ local clock = redis.call('TIME')
 local now = string.format('%.0f', math.floor((tonumber(clock[1]) * 1000000 + tonumber(clock[2])) / 1000))
 local tabs = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 local out = {}
-for _, tab in ipairs(tabs) do
-  local holder = redis.call('HGET', KEYS[2], tab)
-  if holder then
+if #tabs == 0 then
+  return out
+end
+local holders = redis.call('HMGET', KEYS[2], unpack(tabs))
+for i, tab in ipairs(tabs) do
+  if holders[i] then
     table.insert(out, tab)
-    table.insert(out, holder)
+    table.insert(out, holders[i])
   end
 end
 return out

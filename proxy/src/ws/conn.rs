@@ -89,8 +89,14 @@ struct Watched {
     active: Option<store::UnixMillis>,
     /// Whether this socket's viewer has been sent `idle_warning` and not `idle_cleared`.
     warned: bool,
-    /// Who watches changed (or the holder did) since the last `presence` message.
-    presence_dirty: bool,
+    /// Since when who watches (or who holds) has changed without a `presence` message
+    /// reflecting it.
+    presence_due: Option<Instant>,
+    /// The holder's user id as last seen in a lock message (the `presence` message leaves
+    /// them out).
+    holder: Option<String>,
+    /// The last `presence` message sent, so an unchanged one is not sent again.
+    presence_sent: Option<Value>,
 }
 
 /// How long a held lock must stay silently gone before the socket re-claims it. A release,
@@ -357,7 +363,9 @@ impl Conn {
                 idle_warning: self.latch.config.locks.idle_warning,
                 active: None,
                 warned: false,
-                presence_dirty: true,
+                presence_due: Some(Instant::now()),
+                holder: None,
+                presence_sent: None,
             });
             self.latch.hub.watch(self.id, &resource);
             self.join_presence(&resource).await;
@@ -383,7 +391,8 @@ impl Conn {
                 if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
                     w.held = you;
                     w.active = lock.as_ref().map(|l| l.active);
-                    w.presence_dirty = true;
+                    w.holder = lock.as_ref().map(|l| l.holder.user.clone());
+                    w.presence_due.get_or_insert_with(Instant::now);
                 }
                 send(ws, msg).await
             }
@@ -466,7 +475,8 @@ impl Conn {
             w.held = you;
             w.lost_at = None;
             w.active = lock.map(|l| l.active);
-            w.presence_dirty = true;
+            w.holder = lock.map(|l| l.holder.user.clone());
+            w.presence_due.get_or_insert_with(Instant::now);
             if !you {
                 w.warned = false;
             }

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use store::{Lock, Present, ReleaseReason};
+use store::{Present, ReleaseReason};
+use tokio::time::Instant;
 
 use super::{error_json, Conn, Watched};
 use crate::actions::PRESENCE_TTL;
@@ -112,7 +113,7 @@ impl Conn {
 
     pub(super) fn presence_changed(&mut self, resource: &str) {
         if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
-            w.presence_dirty = true;
+            w.presence_due.get_or_insert_with(Instant::now);
         }
     }
 
@@ -151,9 +152,7 @@ impl Conn {
     /// Once a second: presence messages that are due, then the idle check of held locks.
     pub(super) async fn tick(&mut self, ws: &mut Ws) -> bool {
         for i in 0..self.watched.len() {
-            if std::mem::take(&mut self.watched[i].presence_dirty)
-                && !self.send_presence(ws, i).await
-            {
+            if self.watched[i].presence_due.is_some() && !self.send_presence(ws, i).await {
                 return false;
             }
             if !self.check_idle(ws, i).await {
@@ -163,22 +162,42 @@ impl Conn {
         true
     }
 
+    /// Sends the `presence` message of the i-th watched resource if it changed, from this
+    /// instance's shared read ([`crate::presence`]). A read older than the change it is due
+    /// for leaves the message due, for the next tick.
     async fn send_presence(&mut self, ws: &mut Ws, i: usize) -> bool {
+        let Some(since) = self.watched[i].presence_due else {
+            return true;
+        };
         let resource = self.watched[i].resource.clone();
-        let present = match self
+        let read = self
             .latch
-            .store_op("presence", self.latch.store.presence(&resource))
-            .await
-        {
-            Ok(present) => present,
+            .presence
+            .get(&resource, since, async {
+                self.latch
+                    .store_op("presence", self.latch.store.presence(&resource))
+                    .await
+            })
+            .await;
+        let Ok(snapshot) = read else {
             // Shown again at the next change; presence is only informative.
-            Err(_) => return true,
+            self.watched[i].presence_due = None;
+            return true;
         };
-        let holder = match self.current(&resource).await {
-            Ok(lock) => lock.map(|l: Lock| l.holder.user),
-            Err(_) => return true,
-        };
-        let msg = presence_json(&resource, &present, holder.as_deref(), &self.identity.user);
+        let w = &mut self.watched[i];
+        if snapshot.started >= since {
+            w.presence_due = None;
+        }
+        let msg = presence_json(
+            &resource,
+            &snapshot.present,
+            w.holder.as_deref(),
+            &self.identity.user,
+        );
+        if w.presence_sent.as_ref() == Some(&msg) {
+            return true;
+        }
+        w.presence_sent = Some(msg.clone());
         send(ws, msg).await
     }
 

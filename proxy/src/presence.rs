@@ -1,0 +1,219 @@
+//! Who has a banner open on each resource, as this instance last read it from the lock store,
+//! shared by all of the instance's banner sockets.
+//!
+//! Every tab that opens or closes a banner changes the resource's presence, and every change
+//! is an event to every socket watching it. If each socket read presence back on its own, a
+//! page watched by N tabs would cost N reads per change — N² while they open, which is what
+//! stalled a Redis store under 1,000 watchers. Here a resource's presence is read at most once
+//! per [`MIN_INTERVAL`] on this instance, by one caller at a time, and the others take that
+//! read. A socket asks for a read no older than the change it heard of; when the only read on
+//! hand is older but was made less than [`MIN_INTERVAL`] ago, it gets that one and learns it
+//! must ask again (its next tick), so a burst of changes costs one read per interval and the
+//! last change is always shown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use store::Present;
+use tokio::time::Instant;
+
+/// Least time between two reads of one resource's presence on this instance.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Above this many resources, entries nobody has read for [`FORGET_AFTER`] are dropped.
+const SWEEP_ABOVE: usize = 256;
+const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+/// One read of a resource's presence.
+#[derive(Clone)]
+pub struct Snapshot {
+    /// When the read was sent: it reflects every change made before this.
+    pub started: Instant,
+    pub present: Arc<[Present]>,
+}
+
+#[derive(Default)]
+pub struct PresenceBoard {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Held while reading, so concurrent callers wait for that read rather than make their own.
+    last: tokio::sync::Mutex<Option<Snapshot>>,
+    used: Mutex<Option<Instant>>,
+}
+
+impl PresenceBoard {
+    /// `resource`'s presence, read no earlier than `since` if a read may be made now; else the
+    /// last read (made less than [`MIN_INTERVAL`] ago), whose `started` then says it predates
+    /// `since`. `read` is called only when a new read is needed; its error is not kept.
+    pub async fn get<E, F>(&self, resource: &str, since: Instant, read: F) -> Result<Snapshot, E>
+    where
+        F: Future<Output = Result<Vec<Present>, E>>,
+    {
+        let slot = self.slot(resource);
+        let mut last = slot.last.lock().await;
+        if let Some(snapshot) = last.as_ref() {
+            if snapshot.started >= since || snapshot.started.elapsed() < MIN_INTERVAL {
+                return Ok(snapshot.clone());
+            }
+        }
+        let started = Instant::now();
+        let present = read.await?;
+        let snapshot = Snapshot {
+            started,
+            present: present.into(),
+        };
+        *last = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    fn slot(&self, resource: &str) -> Arc<Slot> {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() > SWEEP_ABOVE && !slots.contains_key(resource) {
+            slots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot
+                        .used
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some_and(|at| now.duration_since(at) < FORGET_AFTER)
+            });
+        }
+        let slot = slots.entry(resource.to_owned()).or_default().clone();
+        *slot.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        slot
+    }
+
+    /// Resources with an entry (for tests of the bound).
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use store::Holder;
+
+    use super::*;
+
+    fn present(user: &str) -> Vec<Present> {
+        vec![Present {
+            tab: format!("tab-{user}"),
+            holder: Holder {
+                user: user.into(),
+                name: user.into(),
+                session: None,
+            },
+        }]
+    }
+
+    async fn counted(reads: &AtomicUsize, user: &str) -> Result<Vec<Present>, ()> {
+        reads.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        Ok(present(user))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_callers_after_one_change_share_one_read() {
+        let board = Arc::new(PresenceBoard::default());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let changed = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (board, reads) = (board.clone(), reads.clone());
+            tasks.push(tokio::spawn(async move {
+                board
+                    .get("doc:1", changed, counted(&reads, "bob"))
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            let snapshot = task.await.unwrap();
+            assert!(snapshot.started >= changed);
+            assert_eq!(snapshot.present[0].holder.user, "bob");
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_within_the_interval_gets_the_last_read_marked_older() {
+        let board = PresenceBoard::default();
+        let reads = AtomicUsize::new(0);
+        let first = board
+            .get("doc:1", Instant::now(), counted(&reads, "bob"))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let changed = Instant::now();
+        let again = board
+            .get("doc:1", changed, counted(&reads, "carol"))
+            .await
+            .unwrap();
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "no second read within the interval"
+        );
+        assert!(
+            again.started < changed,
+            "the caller learns it must ask again"
+        );
+        assert_eq!(again.started, first.started);
+
+        tokio::time::advance(MIN_INTERVAL).await;
+        let later = board
+            .get("doc:1", changed, counted(&reads, "carol"))
+            .await
+            .unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        assert!(later.started >= changed);
+        assert_eq!(later.present[0].holder.user, "carol");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_read_is_not_kept() {
+        let board = PresenceBoard::default();
+        let failed: Result<Snapshot, &str> = board
+            .get("doc:1", Instant::now(), async { Err("down") })
+            .await;
+        assert!(failed.is_err());
+        let reads = AtomicUsize::new(0);
+        let ok = board
+            .get("doc:1", Instant::now(), counted(&reads, "bob"))
+            .await
+            .unwrap();
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(ok.present.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unused_resources_are_forgotten_beyond_the_bound() {
+        let board = PresenceBoard::default();
+        let reads = AtomicUsize::new(0);
+        for i in 0..=SWEEP_ABOVE {
+            board
+                .get(&format!("doc:{i}"), Instant::now(), counted(&reads, "bob"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(board.len(), SWEEP_ABOVE + 1);
+        tokio::time::advance(FORGET_AFTER).await;
+        board
+            .get("doc:new", Instant::now(), counted(&reads, "bob"))
+            .await
+            .unwrap();
+        assert_eq!(board.len(), 1, "only the resource just read is left");
+    }
+}
