@@ -134,7 +134,6 @@ async fn one_line_across_instances_survives_a_killed_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the line's rebuild after Redis loses its data is a known gap (docs/operations.md); run with --ignored"]
 async fn the_line_is_rebuilt_from_open_banners_after_redis_loses_its_data() {
     let mut redis = RedisServer::start();
     let upstream = Upstream::start().await;

@@ -723,6 +723,10 @@ pub async fn run_socket(
                 let ok = match push {
                     Some(Push::Event(event)) => conn.on_event(&mut ws, &event).await,
                     Some(Push::Resync) => {
+                        // Events were missed, perhaps because the store lost its data: places
+                        // in line are taken again first, so the lines read back below (and the
+                        // events other waiters' joins cause) already hold this viewer.
+                        conn.refresh_queue().await;
                         let resources: Vec<String> = conn.watched.iter().map(|w| w.resource.clone()).collect();
                         let mut ok = true;
                         for r in resources {
