@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use store::{Lock, LockEvent, LockStore};
+use store::{EventKind, Lock, LockEvent, LockStore};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::metrics::Metrics;
+use crate::presence::PresenceBoard;
 use crate::time_fmt::{now_ms, rfc3339};
 
 /// Banner sockets one user may have open on one instance (tabs, windows, devices).
@@ -66,6 +67,9 @@ impl Socket {
 pub struct Hub {
     next_id: AtomicU64,
     inner: Mutex<Inner>,
+    /// Each watched resource's presence: changes noted here instead of pushed to each socket,
+    /// and reads shared by the sockets (see [`PresenceBoard`]).
+    pub presence: PresenceBoard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,13 +174,19 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Hands one event to every local socket watching its resource.
+    /// Hands one event to every local socket watching its resource; a presence change is noted
+    /// on the board instead.
     pub fn dispatch(&self, event: LockEvent) {
-        let event = Arc::new(event);
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(ids) = inner.by_resource.get(&event.resource) else {
             return;
         };
+        if matches!(event.kind, EventKind::PresenceChanged) {
+            // The watchers see it at their next tick, from the board.
+            self.presence.changed(&event.resource);
+            return;
+        }
+        let event = Arc::new(event);
         for id in ids {
             if let Some(socket) = inner.sockets.get(id) {
                 socket.push(Push::Event(event.clone()));
@@ -291,6 +301,29 @@ mod tests {
         hub.dispatch(event(999));
         let got = drain(&mut rx);
         assert!(matches!(got.as_slice(), [Push::Event(e)] if e.at == 999));
+    }
+
+    #[test]
+    fn a_presence_change_is_noted_on_the_board_not_pushed_to_each_socket() {
+        let hub = Hub::default();
+        let (id, mut rx) = hub.register("alice", None).unwrap();
+        hub.watch(id, "doc:1");
+        for at in 0..(QUEUE as u64 * 2) {
+            hub.dispatch(LockEvent {
+                kind: EventKind::PresenceChanged,
+                ..event(at)
+            });
+        }
+        assert!(drain(&mut rx).is_empty(), "no push, so no resync either");
+        assert!(hub.presence.changed_at("doc:1").is_some());
+
+        // A change on a resource nobody here watches is not noted at all.
+        hub.dispatch(LockEvent {
+            kind: EventKind::PresenceChanged,
+            resource: "doc:2".into(),
+            ..event(1)
+        });
+        assert_eq!(hub.presence.changed_at("doc:2"), None);
     }
 
     #[test]

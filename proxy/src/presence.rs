@@ -1,10 +1,12 @@
 //! Who has a banner open on each resource, as this instance last read it from the lock store,
 //! shared by all of the instance's banner sockets.
 //!
-//! Every tab that opens or closes a banner changes the resource's presence, and every change
-//! is an event to every socket watching it. If each socket read presence back on its own, a
-//! page watched by N tabs would cost N reads per change — N² while they open, which is what
-//! stalled a Redis store under 1,000 watchers. Here a resource's presence is read at most once
+//! Every tab that opens or closes a banner changes the resource's presence. If the event were
+//! handed to every socket watching the resource and each read presence back on its own, a page
+//! watched by N tabs would cost N messages and N reads per change — N² while they open, which
+//! is what stalled a Redis store under 1,000 watchers. Instead the hub notes the change here
+//! ([`PresenceBoard::changed`]) and each socket looks at its once-a-second tick; a resource's
+//! presence is read at most once
 //! per [`MIN_INTERVAL`] on this instance, by one caller at a time, and the others take that
 //! read. A socket asks for a read no older than the change it heard of; when the only read on
 //! hand is older but was made less than [`MIN_INTERVAL`] ago, it gets that one and learns it
@@ -44,6 +46,8 @@ struct Slot {
     /// Held while reading, so concurrent callers wait for that read rather than make their own.
     last: tokio::sync::Mutex<Option<Snapshot>>,
     used: Mutex<Option<Instant>>,
+    /// When this instance last heard that the resource's presence changed.
+    changed: Mutex<Option<Instant>>,
 }
 
 impl PresenceBoard {
@@ -69,6 +73,22 @@ impl PresenceBoard {
         };
         *last = Some(snapshot.clone());
         Ok(snapshot)
+    }
+
+    /// Notes that `resource`'s presence changed now (a presence event). Sockets learn of it
+    /// from [`changed_at`](Self::changed_at) at their next tick rather than by one message
+    /// each: a thousand tabs opening on one page would otherwise be a million messages.
+    pub fn changed(&self, resource: &str) {
+        let slot = self.slot(resource);
+        *slot.changed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// When `resource`'s presence last changed, as far as this instance heard.
+    pub fn changed_at(&self, resource: &str) -> Option<Instant> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.get(resource)?;
+        let at = *slot.changed.lock().unwrap_or_else(|e| e.into_inner());
+        at
     }
 
     fn slot(&self, resource: &str) -> Arc<Slot> {
@@ -180,6 +200,18 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         assert!(later.started >= changed);
         assert_eq!(later.present[0].holder.user, "carol");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_noted_with_its_time() {
+        let board = PresenceBoard::default();
+        assert_eq!(board.changed_at("doc:1"), None);
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        board.changed("doc:1");
+        let at = board.changed_at("doc:1").expect("noted");
+        assert!(at > before);
+        assert_eq!(board.changed_at("doc:2"), None);
     }
 
     #[tokio::test(start_paused = true)]

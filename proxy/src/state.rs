@@ -19,7 +19,6 @@ use crate::app_sockets::AppSockets;
 use crate::banner::Hub;
 use crate::claim_rate::ClaimRate;
 use crate::metrics::Metrics;
-use crate::presence::PresenceBoard;
 use crate::recent::RecentClaims;
 
 /// Lock store operations whose latency histogram is resolved once at start, so that timing
@@ -70,9 +69,6 @@ pub struct Latch {
     pub claim_rate: ClaimRate,
     /// The app's own WebSockets on this instance that live under a lock (see [`AppSockets`]).
     pub app_sockets: AppSockets,
-    /// Each watched resource's presence as last read, shared by the banner sockets (see
-    /// [`PresenceBoard`]).
-    pub presence: PresenceBoard,
 }
 
 impl Latch {
@@ -111,7 +107,6 @@ impl Latch {
             head_memo: Arc::default(),
             claim_rate,
             app_sockets: AppSockets::default(),
-            presence: PresenceBoard::default(),
         }))
     }
 

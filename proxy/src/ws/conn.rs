@@ -97,6 +97,9 @@ struct Watched {
     holder: Option<String>,
     /// The last `presence` message sent, so an unchanged one is not sent again.
     presence_sent: Option<Value>,
+    /// When the read behind the last `presence` message was made: a presence change the hub
+    /// noted after it makes a message due.
+    presence_read: Option<Instant>,
 }
 
 /// How long a held lock must stay silently gone before the socket re-claims it. A release,
@@ -366,6 +369,7 @@ impl Conn {
                 presence_due: Some(Instant::now()),
                 holder: None,
                 presence_sent: None,
+                presence_read: None,
             });
             self.latch.hub.watch(self.id, &resource);
             self.join_presence(&resource).await;
@@ -458,10 +462,8 @@ impl Conn {
                 self.push_state(ws, &event.resource, event.lock.as_ref())
                     .await
             }
-            EventKind::PresenceChanged => {
-                self.presence_changed(&event.resource);
-                true
-            }
+            // The hub notes these on its presence board; `tick` looks there.
+            EventKind::PresenceChanged => true,
             EventKind::QueueChanged { queue, .. } => {
                 self.push_queue(ws, &event.resource, queue).await
             }

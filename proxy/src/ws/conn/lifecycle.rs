@@ -111,12 +111,6 @@ impl Conn {
         }
     }
 
-    pub(super) fn presence_changed(&mut self, resource: &str) {
-        if let Some(w) = self.watched.iter_mut().find(|w| w.resource == resource) {
-            w.presence_due.get_or_insert_with(Instant::now);
-        }
-    }
-
     /// The person did something: every lock they hold here records it, and a standing idle
     /// warning is lifted.
     pub(super) async fn activity(&mut self, ws: &mut Ws) -> bool {
@@ -152,7 +146,7 @@ impl Conn {
     /// Once a second: presence messages that are due, then the idle check of held locks.
     pub(super) async fn tick(&mut self, ws: &mut Ws) -> bool {
         for i in 0..self.watched.len() {
-            if self.watched[i].presence_due.is_some() && !self.send_presence(ws, i).await {
+            if !self.send_presence(ws, i).await {
                 return false;
             }
             if !self.check_idle(ws, i).await {
@@ -162,16 +156,23 @@ impl Conn {
         true
     }
 
-    /// Sends the `presence` message of the i-th watched resource if it changed, from this
-    /// instance's shared read ([`crate::presence`]). A read older than the change it is due
-    /// for leaves the message due, for the next tick.
+    /// Sends the `presence` message of the i-th watched resource if one is due (the holder
+    /// changed, or the hub noted a presence change since the last read) and it changed, from
+    /// this instance's shared read ([`crate::presence`]). A read older than the change it is
+    /// due for leaves the message due, for the next tick.
     async fn send_presence(&mut self, ws: &mut Ws, i: usize) -> bool {
-        let Some(since) = self.watched[i].presence_due else {
+        let w = &mut self.watched[i];
+        let noted = self.latch.hub.presence.changed_at(&w.resource);
+        if let Some(changed) = noted.filter(|&c| w.presence_read.is_none_or(|r| c > r)) {
+            w.presence_due = Some(w.presence_due.map_or(changed, |due| due.min(changed)));
+        }
+        let Some(since) = w.presence_due else {
             return true;
         };
-        let resource = self.watched[i].resource.clone();
+        let resource = w.resource.clone();
         let read = self
             .latch
+            .hub
             .presence
             .get(&resource, since, async {
                 self.latch
@@ -188,6 +189,7 @@ impl Conn {
         if snapshot.started >= since {
             w.presence_due = None;
         }
+        w.presence_read = Some(snapshot.started);
         let msg = presence_json(
             &resource,
             &snapshot.present,
