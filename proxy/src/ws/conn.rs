@@ -95,8 +95,9 @@ struct Watched {
     /// The holder's user id as last seen in a lock message (the `presence` message leaves
     /// them out).
     holder: Option<String>,
-    /// The last `presence` message sent, so an unchanged one is not sent again.
-    presence_sent: Option<Value>,
+    /// A hash of the last `presence` message sent, so an unchanged one is not sent again (the
+    /// message itself would cost kilobytes per socket).
+    presence_sent: Option<u64>,
     /// When the read behind the last `presence` message was made: a presence change the hub
     /// noted after it makes a message due.
     presence_read: Option<Instant>,

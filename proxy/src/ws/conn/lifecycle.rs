@@ -3,10 +3,10 @@
 //! (activity, the idle warning and the idle release).
 
 use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::{json, Value};
 use store::{Present, ReleaseReason};
-use tokio::time::Instant;
 
 use super::{error_json, Conn, Watched};
 use crate::actions::PRESENCE_TTL;
@@ -196,10 +196,15 @@ impl Conn {
             w.holder.as_deref(),
             &self.identity.user,
         );
-        if w.presence_sent.as_ref() == Some(&msg) {
+        let fingerprint = {
+            let mut hasher = DefaultHasher::new();
+            msg.to_string().hash(&mut hasher);
+            hasher.finish()
+        };
+        if w.presence_sent == Some(fingerprint) {
             return true;
         }
-        w.presence_sent = Some(msg.clone());
+        w.presence_sent = Some(fingerprint);
         send(ws, msg).await
     }
 
