@@ -20,13 +20,14 @@ use pingora::proxy::{ProxyHttp, Session};
 use store::{ClaimOutcome, ClaimRequest};
 
 use crate::cookies::{self, SESSION_COOKIE};
+use crate::fenced::Fenced;
 use crate::inject_body::{self, InjectPlan};
 use crate::metrics::Outcome;
 use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
 use crate::upstream_headers::UpstreamHeaders;
-use crate::{app_ws, endpoints, gate, login, stash};
+use crate::{app_sse, app_ws, endpoints, gate, login, stash};
 
 /// Headers in this namespace are Latch's to set; anything a client sends there is removed.
 const HEADER_NAMESPACE: &str = "x-latch-";
@@ -333,14 +334,7 @@ impl LatchProxy {
                 if verdict == (gate::Verdict::Hold { claimed: true }) {
                     self.latch.claim_rate.took(&identity.user);
                 }
-                let holder = self.latch.holder(&identity, rule, sid.as_deref());
-                Step::AppSocket(Box::new(app_ws::Fenced {
-                    resource,
-                    fence,
-                    owner: holder.owner_key(),
-                    user: holder.user,
-                    user_name: holder.name,
-                }))
+                Step::AppSocket(Box::new(self.fenced(&identity, rule, sid, resource, fence)))
             }
             gate::Decision::Grant { fence } => {
                 if let (gate::Claim::Store(_), Some(fence)) = (claim, fence) {
@@ -354,6 +348,17 @@ impl LatchProxy {
                 }
                 if verdict == (gate::Verdict::Hold { claimed: true }) {
                     self.latch.claim_rate.took(&identity.user);
+                }
+                // The holder's event stream lives under the lock, like a fenced socket; a
+                // read-only viewer's is an ordinary response.
+                let stream = fence.filter(|_| {
+                    rule.websocket == rules::WebSocket::Lock
+                        && app_sse::asks_for_event_stream(session.req_header())
+                        && !has_body(session.req_header())
+                });
+                if let Some(fence) = stream {
+                    let fenced = self.fenced(&identity, rule, sid, resource, fence);
+                    return Ok((verdict.outcome(), Step::AppStream(Box::new(fenced))));
                 }
                 ctx.granted = Some(Granted { resource, fence });
                 if rule.inject && inject_body::may_be_a_page(session.req_header()) {
@@ -389,6 +394,25 @@ impl LatchProxy {
             }
         };
         Ok((verdict.outcome(), step))
+    }
+
+    /// The lock a granted long-lived connection of the app opens under.
+    fn fenced(
+        &self,
+        identity: &Identity,
+        rule: &rules::Rule,
+        sid: Option<String>,
+        resource: String,
+        fence: u64,
+    ) -> Fenced {
+        let holder = self.latch.holder(identity, rule, sid.as_deref());
+        Fenced {
+            resource,
+            fence,
+            owner: holder.owner_key(),
+            user: holder.user,
+            user_name: holder.name,
+        }
     }
 
     /// The browser session of an `owner = "session"` request: its `latch_sid` cookie, or a new
@@ -516,7 +540,9 @@ enum Step {
     /// Served by the proxy itself under the reserved prefix.
     Endpoint,
     /// A WebSocket of the app that lives under the lock, proxied by [`app_ws`].
-    AppSocket(Box<app_ws::Fenced>),
+    AppSocket(Box<Fenced>),
+    /// An event stream of the app that lives under the lock, proxied by [`app_sse`].
+    AppStream(Box<Fenced>),
     /// Answered by the proxy.
     Reply(Reply),
 }
@@ -555,6 +581,11 @@ impl ProxyHttp for LatchProxy {
             }
             Step::AppSocket(fenced) => {
                 Box::pin(app_ws::serve(&self.latch, session, *fenced)).await?;
+                Ok(true)
+            }
+            Step::AppStream(fenced) => {
+                let cookie = ctx.set_cookie.take();
+                Box::pin(app_sse::serve(&self.latch, session, *fenced, cookie)).await?;
                 Ok(true)
             }
             Step::Reply(reply) => {
