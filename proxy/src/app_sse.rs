@@ -18,6 +18,10 @@
 //!    closes the app's connection. The browser's `EventSource` reconnects through Latch and
 //!    meets the gate: 423 (which stops an `EventSource`) while someone else holds the lock.
 //!
+//! A holder's request that gets an event stream without having asked for one (no
+//! `Accept: text/event-stream`) goes the ordinary way, through pingora, where it could not be
+//! ended; `service` refuses that answer with 502 before it starts.
+//!
 //! The client going away ends the app's connection too. Events are relayed whole: the bytes
 //! of an event not yet ended by its blank line are held back ([`Framing`]), which delays
 //! nothing a client would act on (an event is dispatched at its blank line) and lets the last
@@ -231,6 +235,15 @@ async fn open(
 /// Is the answer an event stream Latch can end with an event of its own: a 200
 /// `text/event-stream` without a content encoding?
 fn is_event_stream(head: &ResponseHeader) -> bool {
+    let encoded = head
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    head.status == StatusCode::OK && is_event_stream_type(head) && !encoded
+}
+
+/// Is the answer's media type `text/event-stream`, whatever its status and encoding?
+pub fn is_event_stream_type(head: &ResponseHeader) -> bool {
     let content_type = head
         .headers
         .get(header::CONTENT_TYPE)
@@ -241,11 +254,7 @@ fn is_event_stream(head: &ResponseHeader) -> bool {
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    let encoded = head
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
-    head.status == StatusCode::OK && essence.eq_ignore_ascii_case(b"text/event-stream") && !encoded
+    essence.eq_ignore_ascii_case(b"text/event-stream")
 }
 
 /// The head the client gets: the app's, without its hop-by-hop headers, framed for this
@@ -525,6 +534,16 @@ mod tests {
         assert!(is_event_stream(&head(
             200,
             &[sse[0], ("Content-Encoding", "identity")]
+        )));
+        // Whatever the status and encoding, the type alone says what the ordinary path refuses.
+        assert!(is_event_stream_type(&head(404, &sse)));
+        assert!(is_event_stream_type(&head(
+            200,
+            &[sse[0], ("Content-Encoding", "gzip")]
+        )));
+        assert!(!is_event_stream_type(&head(
+            200,
+            &[("Content-Type", "text/plain")]
         )));
     }
 

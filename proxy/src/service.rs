@@ -38,6 +38,8 @@ pub struct Granted {
     pub resource: String,
     /// Set when the requester holds the lock; `None` for a read-only viewer.
     pub fence: Option<u64>,
+    /// The rule fences the app's long-lived connections (`websocket = "lock"`).
+    pub fences_streams: bool,
 }
 
 /// Per-request state carried between hooks.
@@ -360,7 +362,11 @@ impl LatchProxy {
                     let fenced = self.fenced(&identity, rule, sid, resource, fence);
                     return Ok((verdict.outcome(), Step::AppStream(Box::new(fenced))));
                 }
-                ctx.granted = Some(Granted { resource, fence });
+                ctx.granted = Some(Granted {
+                    resource,
+                    fence,
+                    fences_streams: rule.websocket == rules::WebSocket::Lock,
+                });
                 if rule.inject && inject_body::may_be_a_page(session.req_header()) {
                     ctx.inject = Some(InjectPlan { lease });
                 }
@@ -648,6 +654,21 @@ impl ProxyHttp for LatchProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx
+            .granted
+            .as_ref()
+            .is_some_and(|g| g.fence.is_some() && g.fences_streams)
+            && session.req_header().method != Method::HEAD
+            && app_sse::is_event_stream_type(resp)
+        {
+            // The holder's event stream, fetched without asking for one: it could not be ended
+            // when the lock is lost, so it is not started.
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "the app answered with an event stream a request did not ask for \
+                 (Accept: text/event-stream); it could not be fenced",
+            );
+        }
         if let Some(cookie) = ctx.set_cookie.take() {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }

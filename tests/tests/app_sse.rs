@@ -4,7 +4,7 @@
 //!
 //! Under a rule with `websocket = "lock"`, the holder's GET that asks for `text/event-stream`
 //! is relayed by Latch, and when its owner loses the lock — by a take-over on this instance or
-//! on another one on the same Redis — the stream gets a last `latch-lock-lost` event and ends,
+//! on another one on the same Redis, or by expiry — the stream gets a last `latch-lock-lost` event and ends,
 //! and the app's connection is closed. The reconnect meets the gate (423).
 
 use std::time::{Duration, Instant};
@@ -239,6 +239,30 @@ async fn a_take_over_ends_the_holders_stream_with_a_last_event_and_its_reconnect
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_ends_the_holders_stream() {
+    let app = App::start();
+    // The shortest lease the config allows, and no banner to renew it: the stream's own
+    // events renew nothing.
+    let rules = rules("");
+    let locks = "store = \"memory\"\nlease_seconds = 5\ngrace_seconds = 2\n";
+    let port = app.port;
+    let latch = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port).rules(&rules).locks(locks).start()
+    })
+    .await
+    .expect("starting latch");
+    let mut alice = Events::open(&base(&latch), "/docs/1/events", "alice").await;
+    assert_eq!(
+        alice.next(PATIENCE).await.expect("an event").json()["user"],
+        "alice"
+    );
+    let last = alice.until_other(Duration::from_secs(15)).await;
+    assert_lock_lost(last, "lock expired");
+    assert!(alice.next(PROMPT).await.is_none(), "the stream went on");
+    app_closed(&app, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_websocket_pass_the_stream_outlives_the_lock() {
     let app = App::start();
     let latch = start_latch(&app, rules("websocket = \"pass\"")).await;
@@ -324,6 +348,40 @@ async fn an_answer_that_is_not_a_stream_is_relayed_as_it_is() {
     // The request held the lock: Bob is refused the document meanwhile.
     let bob = get_events(&base(&latch), "/docs/1/events", "bob", &[]).await;
     assert_eq!(bob.status(), StatusCode::LOCKED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holders_stream_not_asked_for_is_refused_and_a_viewers_is_not_fenced() {
+    let app = App::start();
+    let latch = start_latch(&app, rules("mode = \"read_only\"")).await;
+    let base = base(&latch);
+    // Without `Accept: text/event-stream` the request goes the ordinary way, where the stream
+    // could not be ended: the holder gets 502 instead of an unfenced stream.
+    let response = client()
+        .get(format!("{base}/docs/1/events"))
+        .header(ACCEPT, "*/*")
+        .header(COOKIE, cookie("alice"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    app_closed(&app, 0).await;
+
+    // Bob reads while Alice holds: his stream is an ordinary response, without a fence, and
+    // outlives a take-over.
+    let mut bob = Events::open(&base, "/docs/1/events", "bob").await;
+    let event = bob.next(PATIENCE).await.expect("an event").json();
+    assert_eq!(
+        (&event["user"], &event["fence"]),
+        (&json!("bob"), &Value::Null)
+    );
+    take_over(&base, "doc:1").await;
+    let taken = Instant::now();
+    while taken.elapsed() < PROMPT {
+        let event = bob.next(PATIENCE).await.expect("the stream goes on");
+        assert_eq!(event.kind, "message", "{event:?}");
+    }
+    assert_eq!(latch.counter("latch_app_streams").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
