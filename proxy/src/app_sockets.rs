@@ -1,4 +1,5 @@
-//! Which of the app's own WebSockets on this instance live under which lock, and closing them
+//! Which of the app's own long-lived connections on this instance — its WebSockets and its
+//! server-sent event streams, both called sockets here — live under which lock, and ending them
 //! when their owner loses it.
 //!
 //! Each fenced socket is registered under its resource with the owner key and the fence it
@@ -17,7 +18,8 @@ use std::sync::Mutex;
 use store::{EventKind, Lock, LockEvent, LockStore, ReleaseReason};
 use tokio::sync::{broadcast, oneshot};
 
-/// The app's fenced WebSockets one user may have open on one instance.
+/// The app's fenced WebSockets and event streams, together, one user may have open on one
+/// instance.
 pub const MAX_SOCKETS_PER_USER: usize = 16;
 
 /// Longest close reason a WebSocket close frame carries (125 bytes less the code).
@@ -52,8 +54,8 @@ pub struct Registration {
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "too many fenced WebSockets of the app for this user (at most {MAX_SOCKETS_PER_USER} on \
-     this instance)"
+    "too many fenced WebSockets and event streams of the app for this user (at most \
+     {MAX_SOCKETS_PER_USER} on this instance)"
 )]
 pub struct TooManySockets;
 
@@ -167,24 +169,26 @@ impl AppSockets {
         closed
     }
 
-    /// Follows the lock store's event stream for the life of the process; `closed` is called
-    /// with the number of sockets each step closed.
-    pub async fn run(&self, store: &dyn LockStore, closed: impl Fn(usize)) {
+    /// Follows the lock store's event stream for the life of the process. Each connection
+    /// counts its own end in the metrics, since it may be ending on its own meanwhile.
+    pub async fn run(&self, store: &dyn LockStore) {
         let mut events = store.subscribe();
         loop {
             match events.recv().await {
-                Ok(event) => closed(self.apply(&event)),
+                Ok(event) => {
+                    self.apply(&event);
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
                         "app sockets fell behind the lock events; re-reading their locks"
                     );
-                    closed(self.recheck(store).await);
+                    self.recheck(store).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     events = store.subscribe();
-                    closed(self.recheck(store).await);
+                    self.recheck(store).await;
                 }
             }
         }

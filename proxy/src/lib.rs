@@ -8,6 +8,7 @@
 mod actions;
 pub mod admin;
 mod app_sockets;
+mod app_sse;
 mod app_ws;
 mod audit;
 mod banner;
@@ -16,6 +17,7 @@ mod conn_limit;
 mod cookies;
 mod decode;
 mod endpoints;
+mod fenced;
 mod front;
 pub mod gate;
 mod inject_body;

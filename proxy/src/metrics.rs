@@ -87,6 +87,8 @@ pub struct Metrics {
     pub event_fanout: Histogram,
     pub app_sockets: IntGauge,
     pub app_sockets_fenced: IntCounter,
+    pub app_streams: IntGauge,
+    pub app_streams_fenced: IntCounter,
     pub stash: StashMetrics,
 }
 
@@ -176,6 +178,16 @@ impl Metrics {
             "The app's WebSockets closed with 4423 because their owner lost the lock.",
         )
         .expect("static metric definition");
+        let app_streams = IntGauge::new(
+            "latch_app_streams",
+            "Open server-sent event streams of the app that live under a lock (rules with websocket = \"lock\").",
+        )
+        .expect("static metric definition");
+        let app_streams_fenced = IntCounter::new(
+            "latch_app_streams_fenced_total",
+            "The app's event streams ended with a latch-lock-lost event because their owner lost the lock.",
+        )
+        .expect("static metric definition");
         let stash = StashMetrics::new();
         for c in [
             Box::new(stash.kept.clone()) as Box<dyn prometheus::core::Collector>,
@@ -195,6 +207,8 @@ impl Metrics {
             Box::new(event_fanout.clone()),
             Box::new(app_sockets.clone()),
             Box::new(app_sockets_fenced.clone()),
+            Box::new(app_streams.clone()),
+            Box::new(app_streams_fenced.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -214,6 +228,8 @@ impl Metrics {
             event_fanout,
             app_sockets,
             app_sockets_fenced,
+            app_streams,
+            app_streams_fenced,
             stash,
         }
     }

@@ -43,11 +43,7 @@ impl BackgroundService for Background {
         let latch = self.latch.clone();
         tokio::spawn(async move { latch.hub.run(latch.store.as_ref(), &latch.metrics).await });
         let latch = self.latch.clone();
-        tokio::spawn(async move {
-            let fenced = &latch.metrics.app_sockets_fenced;
-            let closed = |n: usize| fenced.inc_by(n as u64);
-            latch.app_sockets.run(latch.store.as_ref(), closed).await
-        });
+        tokio::spawn(async move { latch.app_sockets.run(latch.store.as_ref()).await });
         let admin = self.admin.lock().ok().and_then(|mut a| a.take());
         if let Some(listener) = admin {
             let router = crate::admin::router(self.latch.clone());

@@ -20,13 +20,14 @@ use pingora::proxy::{ProxyHttp, Session};
 use store::{ClaimOutcome, ClaimRequest};
 
 use crate::cookies::{self, SESSION_COOKIE};
+use crate::fenced::Fenced;
 use crate::inject_body::{self, InjectPlan};
 use crate::metrics::Outcome;
 use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
 use crate::upstream_headers::UpstreamHeaders;
-use crate::{app_ws, endpoints, gate, login, stash};
+use crate::{app_sse, app_ws, endpoints, gate, login, stash};
 
 /// Headers in this namespace are Latch's to set; anything a client sends there is removed.
 const HEADER_NAMESPACE: &str = "x-latch-";
@@ -37,6 +38,8 @@ pub struct Granted {
     pub resource: String,
     /// Set when the requester holds the lock; `None` for a read-only viewer.
     pub fence: Option<u64>,
+    /// The rule fences the app's long-lived connections (`websocket = "lock"`).
+    pub fences_streams: bool,
 }
 
 /// Per-request state carried between hooks.
@@ -333,14 +336,7 @@ impl LatchProxy {
                 if verdict == (gate::Verdict::Hold { claimed: true }) {
                     self.latch.claim_rate.took(&identity.user);
                 }
-                let holder = self.latch.holder(&identity, rule, sid.as_deref());
-                Step::AppSocket(Box::new(app_ws::Fenced {
-                    resource,
-                    fence,
-                    owner: holder.owner_key(),
-                    user: holder.user,
-                    user_name: holder.name,
-                }))
+                Step::AppSocket(Box::new(self.fenced(&identity, rule, sid, resource, fence)))
             }
             gate::Decision::Grant { fence } => {
                 if let (gate::Claim::Store(_), Some(fence)) = (claim, fence) {
@@ -355,7 +351,22 @@ impl LatchProxy {
                 if verdict == (gate::Verdict::Hold { claimed: true }) {
                     self.latch.claim_rate.took(&identity.user);
                 }
-                ctx.granted = Some(Granted { resource, fence });
+                // The holder's event stream lives under the lock, like a fenced socket; a
+                // read-only viewer's is an ordinary response.
+                let stream = fence.filter(|_| {
+                    rule.websocket == rules::WebSocket::Lock
+                        && app_sse::asks_for_event_stream(session.req_header())
+                        && !has_body(session.req_header())
+                });
+                if let Some(fence) = stream {
+                    let fenced = self.fenced(&identity, rule, sid, resource, fence);
+                    return Ok((verdict.outcome(), Step::AppStream(Box::new(fenced))));
+                }
+                ctx.granted = Some(Granted {
+                    resource,
+                    fence,
+                    fences_streams: rule.websocket == rules::WebSocket::Lock,
+                });
                 if rule.inject && inject_body::may_be_a_page(session.req_header()) {
                     ctx.inject = Some(InjectPlan { lease });
                 }
@@ -389,6 +400,25 @@ impl LatchProxy {
             }
         };
         Ok((verdict.outcome(), step))
+    }
+
+    /// The lock a granted long-lived connection of the app opens under.
+    fn fenced(
+        &self,
+        identity: &Identity,
+        rule: &rules::Rule,
+        sid: Option<String>,
+        resource: String,
+        fence: u64,
+    ) -> Fenced {
+        let holder = self.latch.holder(identity, rule, sid.as_deref());
+        Fenced {
+            resource,
+            fence,
+            owner: holder.owner_key(),
+            user: holder.user,
+            user_name: holder.name,
+        }
     }
 
     /// The browser session of an `owner = "session"` request: its `latch_sid` cookie, or a new
@@ -516,7 +546,9 @@ enum Step {
     /// Served by the proxy itself under the reserved prefix.
     Endpoint,
     /// A WebSocket of the app that lives under the lock, proxied by [`app_ws`].
-    AppSocket(Box<app_ws::Fenced>),
+    AppSocket(Box<Fenced>),
+    /// An event stream of the app that lives under the lock, proxied by [`app_sse`].
+    AppStream(Box<Fenced>),
     /// Answered by the proxy.
     Reply(Reply),
 }
@@ -555,6 +587,11 @@ impl ProxyHttp for LatchProxy {
             }
             Step::AppSocket(fenced) => {
                 Box::pin(app_ws::serve(&self.latch, session, *fenced)).await?;
+                Ok(true)
+            }
+            Step::AppStream(fenced) => {
+                let cookie = ctx.set_cookie.take();
+                Box::pin(app_sse::serve(&self.latch, session, *fenced, cookie)).await?;
                 Ok(true)
             }
             Step::Reply(reply) => {
@@ -617,6 +654,21 @@ impl ProxyHttp for LatchProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx
+            .granted
+            .as_ref()
+            .is_some_and(|g| g.fence.is_some() && g.fences_streams)
+            && session.req_header().method != Method::HEAD
+            && app_sse::is_event_stream_type(resp)
+        {
+            // The holder's event stream, fetched without asking for one: it could not be ended
+            // when the lock is lost, so it is not started.
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "the app answered with an event stream a request did not ask for \
+                 (Accept: text/event-stream); it could not be fenced",
+            );
+        }
         if let Some(cookie) = ctx.set_cookie.take() {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }

@@ -6,7 +6,8 @@
 //!   config; [`node`], a whole `latch run|proxy|control-plane` process; [`instances`], several
 //!   proxies on one Redis with the HTTP and WebSocket clients those tests use.
 //! - The upstream: [`Upstream`] ([`upstream`]), a real app with the behaviours the tests need
-//!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket).
+//!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket); and
+//!   [`express`], the Express app with WebSockets and server-sent events of its own.
 //! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
 //!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
@@ -15,6 +16,7 @@
 //! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
 pub mod browser;
+pub mod express;
 pub mod fixtures;
 pub mod instances;
 pub mod latch;

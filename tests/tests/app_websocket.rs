@@ -7,8 +7,6 @@
 //! loses the lock — by a take-over, an admin's force release or expiry, on this instance or on
 //! another one on the same Redis — on the client's side and on the app's.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::cookies::Cookie;
@@ -18,10 +16,11 @@ use reqwest::header::{AUTHORIZATION, COOKIE, ORIGIN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::chrome::ChromeDriver;
+use tests::express::App;
 use tests::instances::{start_instances, Ws};
 use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::redis::RedisServer;
-use tests::{client, eventually, free_port, token, wait_for_port, Latch, LatchBuilder};
+use tests::{client, eventually, token, Latch, LatchBuilder};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -42,71 +41,7 @@ inject = false
     )
 }
 
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// The Express app on a port of its own; killed when dropped.
-struct App {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl App {
-    fn start() -> App {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps/express");
-        assert!(
-            dir.join("node_modules/ws/package.json").exists(),
-            "the Express app's packages are not installed: run `scripts/setup.sh test`"
-        );
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("a log file");
-        let child = Command::new("node")
-            .arg(dir.join("app.js"))
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("the log file"))
-            .stderr(log.reopen().expect("the log file"))
-            .spawn()
-            .expect("node runs the Express app (scripts/setup.sh test installs it)");
-        let app = App { child, port, log };
-        wait_for_port(port, Duration::from_secs(20), || {
-            std::fs::read_to_string(app.log.path()).unwrap_or_default()
-        });
-        app
-    }
-
-    /// What the app saw over its sockets: `{saves: [...], closes: [...]}`.
-    async fn sockets(&self) -> Value {
-        client()
-            .get(format!("http://127.0.0.1:{}/sockets", self.port))
-            .send()
-            .await
-            .expect("the app answers")
-            .json()
-            .await
-            .expect("JSON")
-    }
-
-    /// Waits until the app saw `user`'s socket closed with `code`; returns the close.
-    async fn closed(&self, user: &str, code: u64) -> Value {
-        eventually(PATIENCE, || async {
-            let seen = self.sockets().await;
-            seen["closes"]
-                .as_array()?
-                .iter()
-                .find_map(|c| (c["user"] == user && c["code"] == code).then(|| c.clone()))
-        })
-        .await
-        .unwrap_or_else(|| panic!("the app never saw {user}'s socket closed with {code}"))
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use tests::express::PATIENCE;
 
 /// Opens the app's socket for document `id` at `base` (`ws://host:port`) as `user`.
 async fn open(base: &str, id: u32, user: &str) -> Result<Ws, WsError> {

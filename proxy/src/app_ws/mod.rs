@@ -7,8 +7,8 @@
 //! not be put in at a frame boundary. Nothing else wakes the loop. So once the gate has
 //! granted the handshake (`gate::Kind::FencedSocket`), `request_filter` hands the request to
 //! [`serve`], which:
-//! 1. registers the socket under its lock ([`crate::app_sockets`], bounded per user) and reads
-//!    the lock back, so a loss between the claim and the registration is not missed;
+//! 1. registers the socket under its lock and reads the lock back ([`crate::fenced`], shared
+//!    with the app's event streams);
 //! 2. connects to the upstream itself and sends it the handshake with the identity and lock
 //!    headers, without `Sec-WebSocket-Extensions` (messages are relayed one by one, and
 //!    compression is not negotiated);
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use http::{header, HeaderValue};
+use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -37,12 +37,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::app_sockets::Registration;
-use crate::gate::LockedWhy;
-use crate::respond::{self, Reply};
+use crate::fenced::{self, Fenced};
+use crate::respond::Reply;
 use crate::state::Latch;
-use crate::time_fmt::now_ms;
-use crate::upstream_headers::UpstreamHeaders;
 
 /// The close code an app socket gets when its owner loses the lock.
 pub const LOCK_LOST: u16 = 4423;
@@ -61,29 +58,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Read buffer of the bridge out of the HTTP session.
 const BRIDGE_BUFFER: usize = 16 * 1024;
 
-/// The lock a fenced socket opens under.
-pub struct Fenced {
-    pub resource: String,
-    pub fence: u64,
-    /// The owner key of the lock's holder.
-    pub owner: String,
-    pub user: String,
-    pub user_name: String,
-}
-
-/// The identity and lock headers the app gets with the handshake.
-fn upstream_headers(fenced: &Fenced) -> UpstreamHeaders {
-    let value = |s: &str| HeaderValue::from_str(s).ok();
-    UpstreamHeaders {
-        accept_identity: false,
-        user: value(&fenced.user),
-        user_name: value(&fenced.user_name),
-        resource: value(&fenced.resource),
-        fence: Some(HeaderValue::from(fenced.fence)),
-        access: Some(HeaderValue::from_static("exclusive")),
-    }
-}
-
 /// Serves a granted, fenced WebSocket handshake to its end.
 pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) -> Result<()> {
     if crate::ws::handshake_key(&session.req_header().headers).is_none() {
@@ -95,58 +69,16 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
         .header(header::SEC_WEBSOCKET_VERSION, "13");
         return reply.send(session, false).await;
     }
-    let registration = match latch.app_sockets.register(
-        &fenced.resource,
-        &fenced.user,
-        &fenced.owner,
-        fenced.fence,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            let reply = Reply::problem(429, "Too many WebSockets", &e.to_string())
-                .header(header::RETRY_AFTER, "10");
-            return reply.send(session, false).await;
-        }
+    let (_admitted, lost) = match fenced::admit(latch, &fenced, "WebSockets").await {
+        Ok(admitted) => admitted,
+        Err(reply) => return reply.send(session, false).await,
     };
-    let id = registration.id;
-    let result = Box::pin(serve_registered(latch, session, &fenced, registration)).await;
-    latch.app_sockets.unregister(&fenced.resource, id);
-    result
-}
-
-async fn serve_registered(
-    latch: &Arc<Latch>,
-    session: &mut Session,
-    fenced: &Fenced,
-    registration: Registration,
-) -> Result<()> {
-    // The lock may have been lost between the claim and the registration, with its event
-    // already gone by.
-    let current = latch
-        .store_op("get", latch.store.get(&fenced.resource))
-        .await;
-    match current {
-        Ok(Some(lock)) if lock.fence == fenced.fence && lock.owner_key() == fenced.owner => {}
-        Ok(current) => {
-            let reply = respond::locked(
-                false,
-                LockedWhy::Displaced,
-                &fenced.resource,
-                current.as_ref(),
-                None,
-                now_ms(),
-            );
-            return reply.send(session, false).await;
-        }
-        Err(e) => {
-            tracing::warn!(resource = %fenced.resource, error = %e, "lock store unavailable; refusing an app WebSocket");
-            return respond::unavailable(false).send(session, false).await;
-        }
-    }
 
     let mut request = session.req_header().clone();
     request.remove_header(&header::SEC_WEBSOCKET_EXTENSIONS);
-    upstream_headers(fenced).apply(&mut request, latch.config.proxy.header_case)?;
+    fenced
+        .upstream_headers(false)
+        .apply(&mut request, latch.config.proxy.header_case)?;
     let upstream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(latch, &request)).await {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => {
@@ -167,7 +99,8 @@ async fn serve_registered(
     let client = WebSocketStream::from_raw_socket(theirs, Role::Server, Some(config())).await;
     let app = WebSocketStream::from_raw_socket(app, Role::Client, Some(config())).await;
     latch.metrics.app_sockets.inc();
-    let relay = tokio::spawn(relay(client, app, registration.lost));
+    let fenced_total = latch.metrics.app_sockets_fenced.clone();
+    let relay = tokio::spawn(relay(client, app, lost, fenced_total));
     pump(session, bridge).await;
     let _ = relay.await;
     latch.metrics.app_sockets.dec();
@@ -293,6 +226,7 @@ async fn relay<C, A>(
     mut client: WebSocketStream<C>,
     mut app: WebSocketStream<A>,
     mut lost: tokio::sync::oneshot::Receiver<String>,
+    fenced_total: prometheus::IntCounter,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
     A: AsyncRead + AsyncWrite + Unpin,
@@ -303,6 +237,7 @@ async fn relay<C, A>(
                 // A closed sender without a reason means the registration went away, which only
                 // happens once this socket is over anyway.
                 let reason = reason.unwrap_or_else(|_| "lock lost".to_owned());
+                fenced_total.inc();
                 let frame = CloseFrame { code: CloseCode::from(LOCK_LOST), reason: reason.into() };
                 tokio::join!(
                     close(&mut client, Some(frame.clone())),

@@ -13,6 +13,13 @@
 // {"saved", "user", "fence"}; GET /docs/:id/live is a page whose script opens it, saves a
 // draft, reconnects after a close with code 4423 and shows what happened. GET /sockets (read
 // from this port directly) lists every save made over a socket and every close the app saw.
+//
+// The app's own server-sent events, for the fenced-stream tests (plain `res.write`, no
+// package): GET /docs/:id/events streams `data: {"n", "user", "fence"}` every 200 ms after a
+// `retry: 300`; GET /docs/:id/feed is a page whose script follows it with an EventSource and
+// shows what happened. GET /streams (read from this port directly) lists every stream the app
+// served: its user and fence, every request header whose name reads as X-Latch-* (any case,
+// `_` for `-`) as sent, and whether the connection has closed.
 'use strict';
 
 const http = require('http');
@@ -89,6 +96,60 @@ app.get('/docs/:id(\\d+)/live', (req, res) => {
 </script>
 </body></html>`);
 });
+
+const streams = [];
+
+app.get('/docs/:id(\\d+)/events', (req, res) => {
+  const stream = {
+    id: Number.parseInt(req.params.id, 10),
+    user: req.get('X-Latch-User') ?? null,
+    fence: req.get('X-Latch-Fence') ?? null,
+    latch: [],
+    closed: false,
+  };
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i];
+    if (name.toLowerCase().replace(/_/g, '-').startsWith('x-latch-')) {
+      stream.latch.push([name, req.rawHeaders[i + 1]]);
+    }
+  }
+  streams.push(stream);
+  res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+  res.write('retry: 300\n\n');
+  let n = 0;
+  const timer = setInterval(() => {
+    n += 1;
+    res.write(`data: ${JSON.stringify({ n, user: stream.user, fence: stream.fence })}\n\n`);
+  }, 200);
+  res.on('close', () => {
+    clearInterval(timer);
+    stream.closed = true;
+  });
+});
+
+app.get('/docs/:id(\\d+)/feed', (req, res) => {
+  res.send(`<!doctype html>
+<html><head><title>feed ${req.params.id}</title></head><body>
+<h1>Feed of document ${req.params.id}</h1>
+<p id="count">0</p>
+<ul id="log"></ul>
+<script>
+  const log = (text) => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    document.getElementById('log').appendChild(li);
+  };
+  let count = 0;
+  const events = new EventSource('/docs/${req.params.id}/events');
+  events.onopen = () => log('open');
+  events.onmessage = () => { count += 1; document.getElementById('count').textContent = count; };
+  events.addEventListener('latch-lock-lost', (e) => log('lock lost: ' + JSON.parse(e.data).reason));
+  events.onerror = () => log('error, readyState ' + events.readyState);
+</script>
+</body></html>`);
+});
+
+app.get('/streams', (req, res) => res.json(streams));
 
 app.get('/sockets', (req, res) => res.json({ saves: socketSaves, closes: socketCloses }));
 

@@ -1,0 +1,92 @@
+//! The Express app of `tests/apps/express` (Express 4, the `ws` package), started with `node`
+//! on a port of its own, and what it reports of the WebSockets and event streams it served.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{client, eventually, free_port, wait_for_port};
+
+/// How long the tests wait for the app to have seen something.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The Express app on a port of its own; killed when dropped.
+pub struct App {
+    child: Child,
+    pub port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl App {
+    pub fn start() -> App {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps/express");
+        assert!(
+            dir.join("node_modules/ws/package.json").exists(),
+            "the Express app's packages are not installed: run `scripts/setup.sh test`"
+        );
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        let child = Command::new("node")
+            .arg(dir.join("app.js"))
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("the log file"))
+            .stderr(log.reopen().expect("the log file"))
+            .spawn()
+            .expect("node runs the Express app (scripts/setup.sh test installs it)");
+        let app = App { child, port, log };
+        wait_for_port(port, Duration::from_secs(20), || {
+            std::fs::read_to_string(app.log.path()).unwrap_or_default()
+        });
+        app
+    }
+
+    /// What the app saw over its sockets: `{saves: [...], closes: [...]}`.
+    pub async fn sockets(&self) -> Value {
+        client()
+            .get(format!("http://127.0.0.1:{}/sockets", self.port))
+            .send()
+            .await
+            .expect("the app answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// Every event stream the app served, oldest first: `{id, user, fence, latch, closed}`,
+    /// where `latch` lists each request header whose name reads as `X-Latch-*` as
+    /// `[name, value]`, spelled as it arrived.
+    pub async fn streams(&self) -> Vec<Value> {
+        let streams: Value = client()
+            .get(format!("http://127.0.0.1:{}/streams", self.port))
+            .send()
+            .await
+            .expect("the app answers")
+            .json()
+            .await
+            .expect("JSON");
+        streams.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the app saw `user`'s socket closed with `code`; returns the close.
+    pub async fn closed(&self, user: &str, code: u64) -> Value {
+        eventually(PATIENCE, || async {
+            let seen = self.sockets().await;
+            seen["closes"]
+                .as_array()?
+                .iter()
+                .find_map(|c| (c["user"] == user && c["code"] == code).then(|| c.clone()))
+        })
+        .await
+        .unwrap_or_else(|| panic!("the app never saw {user}'s socket closed with {code}"))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
