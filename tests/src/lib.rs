@@ -7,6 +7,7 @@
 //!   proxies on one Redis with the HTTP and WebSocket clients those tests use.
 //! - The upstream: [`Upstream`] ([`upstream`]), a real app with the behaviours the tests need
 //!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket).
+//! - The Flask document editor: [`editor`], the real app most browser tests run against.
 //! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
 //!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
@@ -15,6 +16,7 @@
 //! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
 pub mod browser;
+pub mod editor;
 pub mod fixtures;
 pub mod instances;
 pub mod latch;

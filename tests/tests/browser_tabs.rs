@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::cookies::Cookie;
@@ -27,6 +26,7 @@ use futures::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::chrome::ChromeDriver;
+use tests::editor::Editor;
 use tests::instances::start_instances;
 use tests::node::admin_bearer;
 use tests::redis::RedisServer;
@@ -60,51 +60,6 @@ const GRACE: Duration = Duration::from_secs(10);
 const AFTER_BEACON: Duration = Duration::from_secs(4);
 /// How long the browser may take to show what the test waits for.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// The editor app (`tests/apps/editor/app.py`) on a port of its own; killed when dropped.
-struct Editor {
-    child: Child,
-    port: u16,
-}
-
-impl Editor {
-    fn start() -> Editor {
-        let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps");
-        assert!(
-            apps.join("pydeps/flask").exists(),
-            "the editor's packages are not installed: run `scripts/setup.sh test`"
-        );
-        let port = free_port();
-        let child = Command::new("python3")
-            .arg(apps.join("editor/app.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the editor app");
-        wait_for_port(port, Duration::from_secs(20), String::new);
-        Editor { child, port }
-    }
-
-    /// Every save the app accepted, read from the app itself.
-    async fn saves(&self) -> Vec<Value> {
-        client()
-            .get(format!("http://127.0.0.1:{}/saves", self.port))
-            .send()
-            .await
-            .expect("the editor's saves")
-            .json()
-            .await
-            .expect("saves JSON")
-    }
-}
-
-impl Drop for Editor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One browser (its own profile and cookie jar), with its tabs.
 struct Browser {
@@ -330,7 +285,7 @@ impl Scene {
     async fn single() -> Scene {
         let editor = Editor::start();
         let cp_port = free_port();
-        let latch = LatchBuilder::new(editor.port)
+        let latch = LatchBuilder::new(editor.port())
             .command("run")
             .rules(RULES)
             .locks("store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\nidle_warning_seconds = 2")
@@ -353,7 +308,7 @@ impl Scene {
     async fn two_instances() -> Scene {
         let editor = Editor::start();
         let redis = RedisServer::start();
-        let latches = start_instances(2, editor.port, &redis.url(), RULES).await;
+        let latches = start_instances(2, editor.port(), &redis.url(), RULES).await;
         Scene {
             latches,
             editor,
