@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 use store::{Present, ReleaseReason};
-use tokio::time::Instant;
 
 use super::{error_json, Conn, Watched};
 use crate::actions::PRESENCE_TTL;
