@@ -139,7 +139,8 @@ impl AppSockets {
 
     /// Applies one lock event. Returns how many sockets it closed.
     pub fn apply(&self, event: &LockEvent) -> usize {
-        if !self.watches(&event.resource) {
+        // An event that carries no lock (a stash change) says nothing of who holds it.
+        if !event.kind.carries_lock() || !self.watches(&event.resource) {
             return 0;
         }
         self.settle(&event.resource, event.lock.as_ref(), &close_reason(event))
@@ -300,6 +301,18 @@ mod tests {
             1
         );
         assert_eq!(alice.lost.try_recv().unwrap(), "lock lost");
+    }
+
+    #[test]
+    fn a_stash_change_on_the_resource_closes_nothing() {
+        let sockets = AppSockets::default();
+        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let kept = EventKind::StashChanged {
+            user: "alice".to_owned(),
+        };
+        assert_eq!(sockets.apply(&event(kept, None)), 0);
+        assert!(alice.lost.try_recv().is_err());
+        assert_eq!(sockets.count(), 1);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! its own viewer should see (`you`, `can_takeover`), so one event costs one `Arc` clone per
 //! watcher. Events reach the hub from the lock store's stream, which on Redis carries every
 //! instance's changes, so a watcher here hears about a release anywhere.
+//!
+//! One kind is routed by user rather than by resource: a change to a user's kept changes
+//! (`StashChanged`) goes to every local socket of that user, whatever they watch, and to no
+//! one else's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +41,8 @@ pub enum Push {
 struct Inner {
     sockets: HashMap<u64, Socket>,
     by_resource: HashMap<String, Vec<u64>>,
-    per_user: HashMap<String, usize>,
+    /// Each user's sockets; its length is what [`MAX_SOCKETS_PER_USER`] bounds.
+    by_user: HashMap<String, Vec<u64>>,
 }
 
 struct Socket {
@@ -85,12 +90,12 @@ impl Hub {
         session: Option<&str>,
     ) -> Result<(u64, mpsc::Receiver<Push>), TooManySockets> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let count = inner.per_user.entry(user.to_string()).or_default();
-        if *count >= MAX_SOCKETS_PER_USER {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mine = inner.by_user.entry(user.to_string()).or_default();
+        if mine.len() >= MAX_SOCKETS_PER_USER {
             return Err(TooManySockets);
         }
-        *count += 1;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        mine.push(id);
         let (tx, rx) = mpsc::channel(QUEUE);
         inner.sockets.insert(
             id,
@@ -117,10 +122,10 @@ impl Hub {
                 }
             }
         }
-        if let Some(count) = inner.per_user.get_mut(&socket.user) {
-            *count -= 1;
-            if *count == 0 {
-                inner.per_user.remove(&socket.user);
+        if let Some(ids) = inner.by_user.get_mut(&socket.user) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                inner.by_user.remove(&socket.user);
             }
         }
     }
@@ -174,11 +179,16 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Hands one event to every local socket watching its resource; a presence change is noted
-    /// on the board instead.
+    /// Hands one event to every local socket watching its resource, or, for a change to a
+    /// user's kept changes, to every local socket of that user; a presence change is noted on
+    /// the board instead.
     pub fn dispatch(&self, event: LockEvent) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(ids) = inner.by_resource.get(&event.resource) else {
+        let ids = match &event.kind {
+            EventKind::StashChanged { user } => inner.by_user.get(user),
+            _ => inner.by_resource.get(&event.resource),
+        };
+        let Some(ids) = ids else {
             return;
         };
         if matches!(event.kind, EventKind::PresenceChanged) {
@@ -264,7 +274,6 @@ pub fn free_json(resource: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::EventKind;
 
     fn event(at: u64) -> LockEvent {
         LockEvent {
@@ -353,6 +362,35 @@ mod tests {
         hub.unregister(a);
         hub.dispatch(event(2));
         assert!(drain(&mut ra).is_empty());
+    }
+
+    #[test]
+    fn a_stash_change_reaches_every_socket_of_its_user_and_no_one_else() {
+        let hub = Hub::default();
+        let (a1, mut r1) = hub.register("alice", None).unwrap();
+        let (_a2, mut r2) = hub.register("alice", None).unwrap();
+        let (b, mut rb) = hub.register("bob", None).unwrap();
+        // One of Alice's sockets watches another page, one watches nothing; Bob watches the
+        // page the entry was kept for.
+        hub.watch(a1, "doc:2");
+        hub.watch(b, "doc:1");
+        hub.dispatch(LockEvent {
+            kind: EventKind::StashChanged {
+                user: "alice".into(),
+            },
+            resource: "doc:1".into(),
+            lock: None,
+            previous: None,
+            at: 1,
+        });
+        for rx in [&mut r1, &mut r2] {
+            let got = drain(rx);
+            assert!(
+                matches!(got.as_slice(), [Push::Event(e)] if matches!(&e.kind, EventKind::StashChanged { user } if user == "alice")),
+                "{got:?}"
+            );
+        }
+        assert!(drain(&mut rb).is_empty());
     }
 
     #[test]

@@ -172,12 +172,15 @@ impl Recent {
     fn catch_up(&mut self, store: &dyn LockStore) {
         loop {
             match self.events.try_recv() {
-                // Neither who has a banner open nor the wait queue changes the holder: what
-                // is remembered stays true, and the holder's next request needs no store call.
+                // Neither who has a banner open, the wait queue nor kept changes change the
+                // holder: what is remembered stays true, and the holder's next request needs no
+                // store call.
                 Ok(event)
                     if matches!(
                         event.kind,
-                        EventKind::PresenceChanged | EventKind::QueueChanged { .. }
+                        EventKind::PresenceChanged
+                            | EventKind::QueueChanged { .. }
+                            | EventKind::StashChanged { .. }
                     ) => {}
                 Ok(event) => {
                     self.generation += 1;

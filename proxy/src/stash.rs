@@ -423,22 +423,78 @@ pub fn list_json(items: &[StashMeta], prefix: &str) -> Value {
     })
 }
 
-/// The banner's `stash` message for `user`, when they have kept changes (docs/banner.md).
-/// Sent once as a socket opens; `None` when the stash is off, empty, or cannot be read.
-pub async fn banner_message(latch: &Arc<Latch>, user: &str) -> Option<Value> {
+/// The banner's `stash` message for `user` (docs/banner.md), and how many entries it lists.
+/// `None` when the stash is off or cannot be read. Sent as a socket opens when there are
+/// entries, and again whenever they change ([`StashFeed`]).
+pub async fn banner_message(latch: &Arc<Latch>, user: &str) -> Option<(Value, usize)> {
     if !latch.config.stash.enabled {
         return None;
     }
     let items = latch
         .store_op("stash_list", latch.store.stash_list(user))
         .await
-        .ok()
-        .filter(|items| !items.is_empty())?;
+        .ok()?;
     let mut message = list_json(&items, &latch.config.proxy.prefix);
     if let Some(object) = message.as_object_mut() {
         object.insert("type".into(), json!("stash"));
     }
-    Some(message)
+    Some((message, items.len()))
+}
+
+/// Least time between two listings one banner socket makes because its user's kept changes
+/// changed: changes within it are coalesced into one listing at its end.
+pub const RELIST_EVERY: Duration = Duration::from_secs(1);
+
+/// One banner socket's view of its user's kept changes: whether a change is waiting to be
+/// listed, and when it last listed them, so a burst of refused writes (or one user's many
+/// tabs deleting) costs each socket at most one listing a second.
+#[derive(Debug)]
+pub struct StashFeed {
+    /// A change was announced and not listed yet.
+    pending: bool,
+    last: Option<tokio::time::Instant>,
+    /// How many entries the banner was last told of: an empty list is sent only to take back
+    /// entries it was shown.
+    shown: usize,
+}
+
+impl StashFeed {
+    pub fn new() -> Self {
+        Self {
+            pending: false,
+            last: None,
+            shown: 0,
+        }
+    }
+
+    /// Notes a change (or a gap in the events, when one may have been missed).
+    pub fn changed(&mut self) {
+        self.pending = true;
+    }
+
+    /// Whether a listing is due now: a change is pending and the last listing is at least
+    /// [`RELIST_EVERY`] old. Marks it done; the caller lists.
+    pub fn due(&mut self, now: tokio::time::Instant) -> bool {
+        if !self.pending || self.last.is_some_and(|at| now < at + RELIST_EVERY) {
+            return false;
+        }
+        self.pending = false;
+        self.last = Some(now);
+        true
+    }
+
+    /// Whether a listing of `count` entries should be sent, and notes that it was.
+    pub fn worth_sending(&mut self, count: usize) -> bool {
+        let send = count > 0 || self.shown > 0;
+        self.shown = count;
+        send
+    }
+}
+
+impl Default for StashFeed {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One entry, as text that cannot run in this origin, or as an attachment.
@@ -608,6 +664,31 @@ mod tests {
         assert!(header_of(&download, header::CONTENT_DISPOSITION)
             .is_some_and(|d| d.starts_with("attachment;") && d.ends_with(".html.txt\"")));
         assert_eq!(&download.body[..], b"<script>alert(1)</script>");
+    }
+
+    #[test]
+    fn a_burst_of_changes_is_listed_once_a_second() {
+        let start = tokio::time::Instant::now();
+        let mut feed = StashFeed::new();
+        assert!(!feed.due(start), "nothing changed yet");
+        feed.changed();
+        assert!(feed.due(start), "the first change is listed at once");
+        for ms in [1, 200, 999] {
+            feed.changed();
+            assert!(!feed.due(start + Duration::from_millis(ms)), "{ms} ms");
+        }
+        assert!(feed.due(start + RELIST_EVERY), "coalesced into one");
+        assert!(!feed.due(start + RELIST_EVERY * 3), "and nothing since");
+    }
+
+    #[test]
+    fn an_empty_list_is_sent_only_to_take_entries_back() {
+        let mut feed = StashFeed::new();
+        assert!(!feed.worth_sending(0));
+        assert!(feed.worth_sending(2));
+        assert!(feed.worth_sending(1));
+        assert!(feed.worth_sending(0));
+        assert!(!feed.worth_sending(0));
     }
 
     #[test]

@@ -196,6 +196,11 @@ impl AuditEvent {
                 queue.offer.as_ref().map(|offer| offer.holder.user.clone()),
                 None,
             ),
+            EventKind::StashChanged { user } => (
+                AuditKind::AccessRequested,
+                Some(user.clone()),
+                Some("stash"),
+            ),
         };
         let discriminator = format!(
             "{}\u{0}{fence}\u{0}{}",

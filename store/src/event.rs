@@ -54,17 +54,35 @@ pub enum EventKind {
     /// consumers need not read it again. `offered` is true when this change made a new offer
     /// (to `queue.offer`), which is the only queue change the audit trail records.
     QueueChanged { queue: QueueState, offered: bool },
+    /// `user`'s kept changes (the [stash](crate::stash)) changed: an entry was kept or
+    /// deleted. `resource` is the entry's resource; `lock` and `previous` are `None` and say
+    /// nothing of its lock (see [`EventKind::carries_lock`]). The event names the user and
+    /// nothing of the entry: consumers re-read [`stash_list`](crate::LockStore::stash_list)
+    /// for that user only, so it reaches no one else.
+    StashChanged { user: String },
 }
 
 impl EventKind {
     /// Whether the audit trail records this kind of event. Presence comes and goes with every
     /// page load, and the queue with every refused page; both are shown live, not kept. A new
     /// offer is the one queue change that is recorded.
+    ///
+    /// Kept changes are a user's own business, not a lock's history: they are not recorded.
     pub fn is_audited(&self) -> bool {
         !matches!(
             self,
-            Self::PresenceChanged | Self::QueueChanged { offered: false, .. }
+            Self::PresenceChanged
+                | Self::QueueChanged { offered: false, .. }
+                | Self::StashChanged { .. }
         )
+    }
+
+    /// Whether the event's `lock` is the resource's lock after it, as consumers that act on
+    /// the lock's state (closing fenced sockets, forgetting remembered claims) may assume.
+    /// A stash change is written in the user's own keys, apart from any lock, so it carries
+    /// none and says nothing about one.
+    pub fn carries_lock(&self) -> bool {
+        !matches!(self, Self::StashChanged { .. })
     }
 }
 
@@ -133,5 +151,25 @@ mod tests {
             },
         };
         assert_eq!(serde_json::to_value(&kind).unwrap()["type"], "taken_over");
+
+        let stash = EventKind::StashChanged {
+            user: "alice".to_owned(),
+        };
+        assert_eq!(
+            serde_json::to_value(&stash).unwrap(),
+            serde_json::json!({"type": "stash_changed", "user": "alice"})
+        );
+    }
+
+    #[test]
+    fn stash_changes_are_neither_audited_nor_about_a_lock() {
+        let stash = EventKind::StashChanged {
+            user: "alice".to_owned(),
+        };
+        assert!(!stash.is_audited());
+        assert!(!stash.carries_lock());
+        assert!(EventKind::Claimed.is_audited());
+        assert!(EventKind::Claimed.carries_lock());
+        assert!(EventKind::PresenceChanged.carries_lock());
     }
 }

@@ -196,7 +196,10 @@ pub trait LockStore: Send + Sync + 'static {
     /// Keeps a refused request's body for `user` (see [`crate::stash`]): evicts that user's
     /// oldest entries until `entry.limits` hold with the new one, then stores it until
     /// `now + entry.limits.ttl`. A body larger than `entry.limits.max_bytes` on its own, or a
-    /// `max_entries` of 0, is the caller's error: nothing is kept and the call fails. No events.
+    /// `max_entries` of 0, is the caller's error: nothing is kept and the call fails.
+    /// Emits [`EventKind::StashChanged`](crate::EventKind::StashChanged) for `user` on
+    /// `entry.resource` when the entry is kept (on every instance sharing the store), so open
+    /// banners of that user can list their entries again; nothing when it is not.
     async fn stash_put(&self, user: &str, entry: NewStash) -> Result<StashId, StoreError>;
 
     /// `user`'s live entries, oldest first.
@@ -205,7 +208,9 @@ pub trait LockStore: Send + Sync + 'static {
     /// One of `user`'s live entries; `None` for an id that is not `user`'s, or no longer kept.
     async fn stash_get(&self, user: &str, id: &str) -> Result<Option<StashEntry>, StoreError>;
 
-    /// Deletes one of `user`'s entries; `false` if `user` had no such entry.
+    /// Deletes one of `user`'s entries; `false` if `user` had no such entry. A deletion emits
+    /// [`EventKind::StashChanged`](crate::EventKind::StashChanged) for `user` on the entry's
+    /// resource. Entries that expire emit nothing.
     async fn stash_delete(&self, user: &str, id: &str) -> Result<bool, StoreError>;
 
     /// Tells every instance sharing this store that the rule set changed, so their rule

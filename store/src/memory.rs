@@ -463,9 +463,13 @@ impl LockStore for MemoryLockStore {
 
     async fn stash_put(&self, user: &str, entry: NewStash) -> Result<StashId, StoreError> {
         let (now, at) = self.stash_now();
-        self.shelves()
+        let resource = entry.resource.clone();
+        let id = self
+            .shelves()
             .put(user, entry, now, at)
-            .ok_or_else(|| StoreError::Unavailable(STASH_TOO_LARGE.to_owned()))
+            .ok_or_else(|| StoreError::Unavailable(STASH_TOO_LARGE.to_owned()))?;
+        self.stash_changed(user, resource, at);
+        Ok(id)
     }
 
     async fn stash_list(&self, user: &str) -> Result<Vec<StashMeta>, StoreError> {
@@ -479,8 +483,13 @@ impl LockStore for MemoryLockStore {
     }
 
     async fn stash_delete(&self, user: &str, id: &str) -> Result<bool, StoreError> {
-        let (now, _) = self.stash_now();
-        Ok(self.shelves().delete(user, id, now))
+        let (now, at) = self.stash_now();
+        let deleted = self.shelves().delete(user, id, now);
+        let Some(resource) = deleted else {
+            return Ok(false);
+        };
+        self.stash_changed(user, resource, at);
+        Ok(true)
     }
 
     async fn nudge_rules(&self) -> Result<(), StoreError> {
@@ -500,6 +509,20 @@ pub(crate) const STASH_TOO_LARGE: &str = "stash entry exceeds the per-user bound
 impl MemoryLockStore {
     fn shelves(&self) -> MutexGuard<'_, Shelves> {
         self.stash.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Announces that `user`'s kept changes changed (see [`EventKind::StashChanged`]).
+    fn stash_changed(&self, user: &str, resource: String, at: UnixMillis) {
+        // No subscribers is normal (nobody is watching); the event is simply not needed.
+        let _ = self.events.send(LockEvent {
+            kind: EventKind::StashChanged {
+                user: user.to_owned(),
+            },
+            resource,
+            lock: None,
+            previous: None,
+            at,
+        });
     }
 
     fn stash_now(&self) -> (Instant, UnixMillis) {

@@ -101,22 +101,20 @@ impl Shelves {
             .map(|k| k.entry.clone())
     }
 
-    pub fn delete(&mut self, user: &str, id: &str, now: Instant) -> bool {
+    /// Deletes one of `user`'s entries; the resource it was kept for, `None` if there was no
+    /// such entry.
+    pub fn delete(&mut self, user: &str, id: &str, now: Instant) -> Option<String> {
         self.prune(now);
-        let Some(shelf) = self.by_user.get_mut(user) else {
-            return false;
-        };
-        let Some(at) = shelf.entries.iter().position(|k| k.entry.meta.id == id) else {
-            return false;
-        };
-        if let Some(gone) = shelf.entries.remove(at) {
-            shelf.bytes -= gone.entry.meta.bytes;
-            self.deadlines.remove(&(gone.deadline, gone.entry.meta.id));
-        }
+        let shelf = self.by_user.get_mut(user)?;
+        let at = shelf.entries.iter().position(|k| k.entry.meta.id == id)?;
+        let gone = shelf.entries.remove(at)?;
+        shelf.bytes -= gone.entry.meta.bytes;
+        self.deadlines
+            .remove(&(gone.deadline, gone.entry.meta.id.clone()));
         if shelf.entries.is_empty() {
             self.by_user.remove(user);
         }
-        true
+        Some(gone.entry.meta.resource)
     }
 
     /// Drops every entry whose deadline has come, in deadline order.

@@ -12,6 +12,10 @@
 //! nothing after that. Deadlines are in microseconds so that the eviction order (earliest
 //! deadline first, which is oldest first while the TTL is unchanged) has no ties.
 //!
+//! A kept entry and a deleted one are announced on the event channel by the same script, as
+//! [`EventKind::StashChanged`](crate::EventKind::StashChanged) naming the user and the entry's
+//! resource (never its body or path), so every instance hears of it; expiry is silent.
+//!
 //! Like every Redis key, the stash survives what Redis' own persistence keeps: without
 //! persistence, a Redis restart loses it.
 
@@ -49,9 +53,17 @@ end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', INDEX, '-inf', int(NOW_US))) do
   drop(id)
 end
+
+-- Tells every instance that the user's entries changed: who, and the entry's resource.
+local function announce(channel, user, resource)
+  redis.call('PUBLISH', channel, cjson.encode({
+    kind = { type = 'stash_changed', user = user }, resource = resource, at = int(NOW),
+  }))
+end
 ";
 
-/// ARGV: id, metadata JSON, body, ttl (ms), max entries, max bytes.
+/// ARGV: id, metadata JSON, body, ttl (ms), max entries, max bytes, event channel, user,
+/// resource.
 const PUT: &str = r"
 local ID, META, BODY = ARGV[1], ARGV[2], ARGV[3]
 local TTL = tonumber(ARGV[4])
@@ -81,6 +93,7 @@ if left > keep then
 end
 redis.call('PEXPIRE', INDEX, int(keep))
 redis.call('PEXPIRE', DATA, int(keep))
+announce(ARGV[7], ARGV[8], ARGV[9])
 return 'kept'
 ";
 
@@ -116,12 +129,18 @@ return {
 }
 ";
 
-/// ARGV: id. 1 if it was deleted.
+/// ARGV: id, event channel, user. 1 if it was deleted.
 const DELETE: &str = r"
 if not redis.call('ZSCORE', INDEX, ARGV[1]) then
   return 0
 end
+local resource = ''
+local ok, meta = pcall(cjson.decode, redis.call('HGET', DATA, 'm:' .. ARGV[1]) or '{}')
+if ok and type(meta) == 'table' and type(meta.resource) == 'string' then
+  resource = meta.resource
+end
 drop(ARGV[1])
+announce(ARGV[2], ARGV[3], resource)
 return 1
 ";
 
@@ -187,7 +206,10 @@ impl RedisLockStore {
             .arg(entry.body)
             .arg(millis(entry.limits.ttl.min(MAX_STASH_TTL)).max(1))
             .arg(entry.limits.max_entries)
-            .arg(entry.limits.max_bytes);
+            .arg(entry.limits.max_bytes)
+            .arg(&self.channel)
+            .arg(user)
+            .arg(&entry.resource);
         let mut conn = self.conn()?;
         let outcome: String = conn.invoke(&invocation).await.map_err(store_error)?;
         match outcome.as_str() {
@@ -240,7 +262,7 @@ impl RedisLockStore {
 
     pub(super) async fn delete_stash(&self, user: &str, id: &str) -> Result<bool, StoreError> {
         let mut invocation = self.stash_invocation(&SCRIPTS.delete, user);
-        invocation.arg(id);
+        invocation.arg(id).arg(&self.channel).arg(user);
         let mut conn = self.conn()?;
         let deleted: i64 = conn.invoke(&invocation).await.map_err(store_error)?;
         Ok(deleted == 1)

@@ -351,4 +351,20 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
     }
+
+    #[test]
+    fn a_stash_event_names_its_user_and_carries_no_lock() {
+        // As the stash scripts publish it: cjson leaves out the absent lock and previous.
+        let raw = br#"{"kind":{"type":"stash_changed","user":"a\/b"},"resource":"doc:1","at":"1700000000000"}"#;
+        let event = parse_event(raw).unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::StashChanged {
+                user: "a/b".to_owned()
+            }
+        );
+        assert_eq!(event.resource, "doc:1");
+        assert_eq!((event.lock, event.previous), (None, None));
+        assert_eq!(event.at, 1_700_000_000_000);
+    }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fantoccini::cookies::Cookie;
+use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -99,6 +100,32 @@ impl Browser {
 
     pub async fn goto(&self, url: &str) {
         self.session().goto(url).await.expect("navigate");
+    }
+
+    /// The current tab.
+    pub async fn tab(&self) -> WindowHandle {
+        self.session().window().await.expect("the current tab")
+    }
+
+    /// Opens `url` in a new tab and makes it the current one.
+    pub async fn new_tab(&self, url: &str) -> WindowHandle {
+        let created = self.session().new_window(true).await.expect("a new tab");
+        self.switch(&created.handle).await;
+        self.goto(url).await;
+        created.handle
+    }
+
+    pub async fn switch(&self, tab: &WindowHandle) {
+        self.session()
+            .switch_to_window(tab.clone())
+            .await
+            .expect("switch tabs");
+    }
+
+    /// Closes the current tab, as a person closing it would, then goes to `back`.
+    pub async fn close_tab(&self, back: &WindowHandle) {
+        self.session().close_window().await.expect("close the tab");
+        self.switch(back).await;
     }
 
     pub async fn banner(&self) -> Option<Banner> {
@@ -227,7 +254,11 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Ends the browser at the end of a test, passed or failed: a session already gone is no
+    /// further error.
     pub async fn quit(mut self) {
-        self.close().await;
+        if let Some(session) = self.session.take() {
+            let _ = session.close().await;
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! - The upstream: [`Upstream`] ([`upstream`]), a real app with the behaviours the tests need
 //!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket); and
 //!   [`express`], the Express app with WebSockets and server-sent events of its own.
+//! - The Flask document editor: [`editor`], the real app most browser tests run against.
 //! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
 //!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
@@ -16,6 +17,7 @@
 //! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
 pub mod browser;
+pub mod editor;
 pub mod express;
 pub mod fixtures;
 pub mod instances;

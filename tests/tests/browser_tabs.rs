@@ -11,22 +11,19 @@
 //!   released as `idle`, audited, and Bob can claim it.
 //! - Two proxy instances on one Redis: a tab on each, closing one keeps the lock.
 //!
-//! Chromium and ChromeDriver come from `scripts/setup.sh test`, as for `browser.rs`. On
-//! failure, screenshots of every open browser are written to `artifacts/`.
+//! Chromium and ChromeDriver come from `scripts/setup.sh test`; the browsers are the shared
+//! ones of `tests::browser`, the editor is `tests::editor`. On failure, screenshots of every
+//! open browser are written to `artifacts/`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::cookies::Cookie;
-use fantoccini::wd::WindowHandle;
-use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tests::chrome::ChromeDriver;
+use tests::browser::{Browser, Driver};
+use tests::editor::Editor;
 use tests::instances::start_instances;
 use tests::node::admin_bearer;
 use tests::redis::RedisServer;
@@ -61,186 +58,15 @@ const AFTER_BEACON: Duration = Duration::from_secs(4);
 /// How long the browser may take to show what the test waits for.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// The editor app (`tests/apps/editor/app.py`) on a port of its own; killed when dropped.
-struct Editor {
-    child: Child,
-    port: u16,
-}
-
-impl Editor {
-    fn start() -> Editor {
-        let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps");
-        assert!(
-            apps.join("pydeps/flask").exists(),
-            "the editor's packages are not installed: run `scripts/setup.sh test`"
-        );
-        let port = free_port();
-        let child = Command::new("python3")
-            .arg(apps.join("editor/app.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the editor app");
-        wait_for_port(port, Duration::from_secs(20), String::new);
-        Editor { child, port }
-    }
-
-    /// Every save the app accepted, read from the app itself.
-    async fn saves(&self) -> Vec<Value> {
-        client()
-            .get(format!("http://127.0.0.1:{}/saves", self.port))
-            .send()
-            .await
-            .expect("the editor's saves")
-            .json()
-            .await
-            .expect("saves JSON")
-    }
-}
-
-impl Drop for Editor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One browser (its own profile and cookie jar), with its tabs.
-struct Browser {
-    name: &'static str,
-    session: Option<Client>,
-    _profile: tempfile::TempDir,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Banner {
-    state: String,
-    text: String,
-}
-
-impl Browser {
-    async fn open(chrome: &ChromeDriver, name: &'static str, site: &str, jwt: &str) -> Browser {
-        let profile = tempfile::tempdir().expect("a profile dir");
-        let args = [
-            "--headless=new".to_string(),
-            "--no-sandbox".into(),
-            "--disable-gpu".into(),
-            "--disable-dev-shm-usage".into(),
-            "--disable-background-networking".into(),
-            "--disable-component-update".into(),
-            "--disable-sync".into(),
-            "--no-first-run".into(),
-            "--window-size=1200,800".into(),
-            format!("--user-data-dir={}", profile.path().display()),
-        ];
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": tests::chrome::chromium(), "args": args }),
-        );
-        let session = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&chrome.url())
-            .await
-            .expect("a WebDriver session");
-        let browser = Browser {
-            name,
-            session: Some(session),
-            _profile: profile,
-        };
-        // The cookie is for the host, so it reaches every instance on 127.0.0.1.
-        let mut cookie =
-            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
-        cookie.set_domain("127.0.0.1");
-        let signed_in = async {
-            browser
-                .session()
-                .goto(&format!("{site}/__latch/banner.js"))
-                .await?;
-            browser.session().add_cookie(cookie).await
-        }
-        .await;
-        if let Err(e) = signed_in {
-            browser.quit().await;
-            panic!("could not sign {name} in: {e}");
-        }
-        browser
-    }
-
-    fn session(&self) -> &Client {
-        self.session.as_ref().expect("the browser is open")
-    }
-
-    async fn goto(&self, url: &str) {
-        self.session().goto(url).await.expect("navigate");
-    }
-
-    async fn tab(&self) -> WindowHandle {
-        self.session().window().await.expect("the current tab")
-    }
-
-    /// Opens `url` in a new tab and makes it the current one.
-    async fn new_tab(&self, url: &str) -> WindowHandle {
-        let created = self.session().new_window(true).await.expect("a new tab");
-        self.switch(&created.handle).await;
-        self.goto(url).await;
-        created.handle
-    }
-
-    async fn switch(&self, tab: &WindowHandle) {
-        self.session()
-            .switch_to_window(tab.clone())
-            .await
-            .expect("switch tabs");
-    }
-
-    /// Closes the current tab, as a person closing it would, then goes to `back`.
-    async fn close_tab(&self, back: &WindowHandle) {
-        self.session().close_window().await.expect("close the tab");
-        self.switch(back).await;
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.session()
-            .execute(script, vec![])
-            .await
-            .expect("run a script")
-    }
-
-    async fn banner(&self) -> Option<Banner> {
-        let read = "var b = document.getElementById('latch-banner');\
-                    return b && b.shadowRoot ? [b.dataset.state, b.shadowRoot.textContent] : null;";
-        match self.session().execute(read, vec![]).await.ok()? {
-            Value::Array(v) => Some(Banner {
-                state: v.first()?.as_str()?.to_string(),
-                text: v.get(1)?.as_str()?.to_string(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Waits until the banner is in `state` with `text` in it; returns how long that took.
-    async fn wait_banner(&self, state: &str, text: &str, within: Duration) -> Duration {
-        let start = Instant::now();
-        let mut last = None;
-        while start.elapsed() < within {
-            last = self.banner().await;
-            if last
-                .as_ref()
-                .is_some_and(|b| b.state == state && b.text.contains(text))
-            {
-                return start.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "{}'s banner did not show {state:?} with {text:?} within {within:?}; last seen {last:?}",
-            self.name
-        );
-    }
-
+/// The editor's own saves, run in a tab showing it.
+trait Saves {
     /// Runs the editor's own autosave (an XHR POST) and returns the status it got.
+    async fn autosave(&self) -> u64;
+    /// A `fetch` POST of the editor's save from whatever page this tab shows.
+    async fn post_save(&self, doc: u32) -> u64;
+}
+
+impl Saves for Browser {
     async fn autosave(&self) -> u64 {
         let script = "var done = arguments[arguments.length - 1]; window.autosave(done);";
         self.session()
@@ -251,7 +77,6 @@ impl Browser {
             .expect("a status")
     }
 
-    /// A `fetch` POST of the editor's save from whatever page this tab shows.
     async fn post_save(&self, doc: u32) -> u64 {
         let script = format!(
             "var done = arguments[arguments.length - 1];\
@@ -266,53 +91,6 @@ impl Browser {
             .as_u64()
             .expect("a status")
     }
-
-    async fn click_banner_button(&self, label: &str) {
-        let banner = self
-            .session()
-            .find(Locator::Id("latch-banner"))
-            .await
-            .expect("the banner");
-        let root = banner.shadow_root().await.expect("its shadow root");
-        let buttons = root
-            .find_all(Locator::Css("button"))
-            .await
-            .expect("the banner's buttons");
-        let mut labels = Vec::new();
-        for button in buttons {
-            let text = button.text().await.unwrap_or_default();
-            if text.trim() == label {
-                button.click().await.expect("click");
-                return;
-            }
-            labels.push(text);
-        }
-        panic!(
-            "{}'s banner has no {label:?} button, only {labels:?}",
-            self.name
-        );
-    }
-
-    async fn screenshot(&self, test: &str) {
-        let Some(session) = &self.session else {
-            return;
-        };
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("artifacts");
-        if std::fs::create_dir_all(&dir).is_err() {
-            return;
-        }
-        if let Ok(png) = session.screenshot().await {
-            let _ = std::fs::write(dir.join(format!("{test}-{}.png", self.name)), png);
-        }
-    }
-
-    async fn quit(mut self) {
-        if let Some(session) = self.session.take() {
-            let _ = session.close().await;
-        }
-    }
 }
 
 /// The proxy (with its control plane, for the audit trail) in front of the editor.
@@ -322,7 +100,7 @@ struct Scene {
     browsers: Vec<Browser>,
     cp_port: u16,
     _redis: Option<RedisServer>,
-    chrome: ChromeDriver,
+    driver: Driver,
 }
 
 impl Scene {
@@ -330,7 +108,7 @@ impl Scene {
     async fn single() -> Scene {
         let editor = Editor::start();
         let cp_port = free_port();
-        let latch = LatchBuilder::new(editor.port)
+        let latch = LatchBuilder::new(editor.port())
             .command("run")
             .rules(RULES)
             .locks("store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\nidle_warning_seconds = 2")
@@ -345,7 +123,7 @@ impl Scene {
             browsers: Vec::new(),
             cp_port,
             _redis: None,
-            chrome: ChromeDriver::start().await,
+            driver: Driver::start().await,
         }
     }
 
@@ -353,14 +131,14 @@ impl Scene {
     async fn two_instances() -> Scene {
         let editor = Editor::start();
         let redis = RedisServer::start();
-        let latches = start_instances(2, editor.port, &redis.url(), RULES).await;
+        let latches = start_instances(2, editor.port(), &redis.url(), RULES).await;
         Scene {
             latches,
             editor,
             browsers: Vec::new(),
             cp_port: 0,
             _redis: Some(redis),
-            chrome: ChromeDriver::start().await,
+            driver: Driver::start().await,
         }
     }
 
@@ -369,16 +147,16 @@ impl Scene {
     }
 
     async fn open(&mut self, name: &'static str, user: &str, display: &str) {
-        let site = self.url("");
+        // The cookie is for the host, so it reaches every instance on 127.0.0.1.
         let jwt = token(user, display, &[]);
-        let browser = Browser::open(&self.chrome, name, &site, &jwt).await;
+        let browser = self.driver.browser(name, &self.latches[0], &jwt).await;
         self.browsers.push(browser);
     }
 
     fn get(&self, name: &str) -> &Browser {
         self.browsers
             .iter()
-            .find(|b| b.name == name)
+            .find(|b| b.name() == name)
             .expect("a browser of that name")
     }
 
@@ -519,11 +297,11 @@ async fn the_preview_frame_gets_no_banner_and_never_releases_the_lock() {
                          return [!!d.querySelector('script[data-latch-prefix]'), !!d.getElementById('latch-banner')];";
             let start = Instant::now();
             let seen = loop {
-                let seen = alice.js(frame).await;
+                let seen = alice.script(frame).await;
                 if !seen.is_null() {
                     // Give a deferred banner script the time to run, then look again.
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    break alice.js(frame).await;
+                    break alice.script(frame).await;
                 }
                 assert!(start.elapsed() < PATIENCE, "the preview did not load");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -534,7 +312,7 @@ async fn the_preview_frame_gets_no_banner_and_never_releases_the_lock() {
             for _ in 0..5 {
                 assert_eq!(alice.autosave().await, 200);
                 alice
-                    .js("document.getElementById('preview').contentWindow.location.reload(); return 1;")
+                    .script("document.getElementById('preview').contentWindow.location.reload(); return 1;")
                     .await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
@@ -608,7 +386,7 @@ async fn the_423_page_turns_into_the_page_when_the_holder_leaves() {
                 .await;
             bob.goto(&page).await;
             bob.wait_banner("locked", "Locked by Alice", PATIENCE).await;
-            assert!(bob.js("return !document.getElementById('text');").await == json!(true));
+            assert!(bob.script("return !document.getElementById('text');").await == json!(true));
             // Alice watches too: she is named to nobody but counted for Bob.
             alice.goto(&s.url("/")).await;
             let took = bob
@@ -616,7 +394,8 @@ async fn the_423_page_turns_into_the_page_when_the_holder_leaves() {
                 .await;
             eprintln!("Bob had the editor {took:?} after Alice left");
             assert_eq!(
-                bob.js("return !!document.getElementById('text');").await,
+                bob.script("return !!document.getElementById('text');")
+                    .await,
                 json!(true),
                 "Bob's tab shows the editor itself"
             );

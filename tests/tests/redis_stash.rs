@@ -1,14 +1,15 @@
 //! Unsaved changes on three `latch proxy` instances sharing one Redis: kept through one,
 //! listed and read through another, still there after an instance is killed (kill -9), and
-//! gone after Redis restarts without persistence, which the proxies survive. Each test starts
-//! its own Redis on a free port.
+//! gone after Redis restarts without persistence, which the proxies survive; and announced
+//! live to the user's open banners on every instance. Each test starts its own Redis on a
+//! free port.
 
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use serde_json::Value;
 use tests::fixtures::DOC;
-use tests::instances::{bearer, get, start_instances, wait_ready};
+use tests::instances::{bearer, get, next_message, start_instances, wait_ready, watch, Ws};
 use tests::redis::RedisServer;
 use tests::{client, eventually, Latch, Upstream};
 
@@ -134,5 +135,109 @@ async fn a_redis_restart_without_persistence_loses_the_stash_and_the_proxies_car
         read(&instances[2], &alice, &after).await,
         (200, "after the restart".to_owned())
     );
+    drop(redis);
+}
+
+/// Every message on `ws` within `wait`.
+async fn messages(ws: &mut Ws, wait: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        match next_message(ws, left).await {
+            Some(message) => got.push(message),
+            None => return got,
+        }
+    }
+}
+
+/// The next `stash` message on `ws` within `wait`, skipping others; `None` if none came.
+async fn next_stash(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let message = next_message(ws, left).await?;
+        if message["type"] == "stash" {
+            return Some(message);
+        }
+    }
+}
+
+/// A tab already open is told at once, on whichever instance it is connected to: Alice's
+/// banner socket on instance A, watching another page, gets a fresh `stash` message naming
+/// the entry kept from her write refused on instance B, and another without it once she
+/// deletes it; Bob, whose socket watches the very page, hears nothing of it. A burst of
+/// refused writes is listed at most once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_banner_on_another_instance_is_told_of_a_kept_write_and_its_deletion() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let instances = start_instances(2, upstream.port(), &redis.url(), DOC).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    let alice = bearer("alice", &[]);
+    let bob = bearer("bob", &[]);
+
+    assert_eq!(get(b, "/echo/doc/1", &bob).await.0, 200);
+    let (mut alices, first) = watch(a, "alice", "/echo/doc/2").await;
+    assert_eq!(first["state"], "free", "{first}");
+    let (mut bobs, first) = watch(a, "bob", "/echo/doc/1").await;
+    assert_eq!(first["you"], true, "{first}");
+    // What each socket says as it settles (presence and the like) is not under test.
+    messages(&mut alices, Duration::from_millis(300)).await;
+    messages(&mut bobs, Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let id = kept_id(b, &alice, "Alice's paragraph").await;
+    let told = next_stash(&mut alices, Duration::from_secs(3))
+        .await
+        .expect("Alice's open banner is told of the kept write");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(told["count"], 1, "{told}");
+    assert_eq!(told["items"][0]["id"], id, "{told}");
+    assert_eq!(told["items"][0]["resource"], "doc:1", "{told}");
+    assert_eq!(told["items"][0]["url"], format!("/__latch/stash/{id}"));
+    assert!(!told.to_string().contains("Alice's paragraph"), "{told}");
+
+    // Alice deletes it (from instance B): her tab on A drops it.
+    let deleted = client()
+        .delete(b.url(&format!("/__latch/stash/{id}")))
+        .header(AUTHORIZATION, &alice)
+        .header(ORIGIN, format!("http://127.0.0.1:{}", b.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let told = next_stash(&mut alices, Duration::from_secs(3))
+        .await
+        .expect("Alice's open banner is told of the deletion");
+    assert_eq!(told["count"], 0, "{told}");
+    assert_eq!(told["items"], serde_json::json!([]), "{told}");
+
+    // Five refused writes at once: at most two listings within the next two seconds (one
+    // at once, the rest coalesced), the last naming all five.
+    for n in 0..5 {
+        kept_id(b, &alice, &format!("draft {n}")).await;
+    }
+    let burst: Vec<Value> = messages(&mut alices, Duration::from_millis(2500))
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "stash")
+        .collect();
+    assert!(
+        (1..=2).contains(&burst.len()),
+        "{} listings: {burst:?}",
+        burst.len()
+    );
+    assert_eq!(burst.last().unwrap()["count"], 5, "{burst:?}");
+
+    // Bob watched the very page all along and heard nothing of Alice's entries.
+    for message in messages(&mut bobs, Duration::from_millis(500)).await {
+        assert_ne!(message["type"], "stash", "{message}");
+        assert!(!message.to_string().contains(&id), "{message}");
+    }
     drop(redis);
 }

@@ -20,6 +20,7 @@ use super::rate::Budget;
 use super::transport::{close, send, Ws, MAX_MESSAGE, WRITE_TIMEOUT};
 use crate::actions::{self, holds};
 use crate::banner::{free_json, lock_json, Push};
+use crate::stash::StashFeed;
 use crate::state::Latch;
 
 mod lifecycle;
@@ -117,6 +118,8 @@ struct Conn {
     /// The page load this socket belongs to: the banner's tab id, or one made here (starting
     /// with `~`) until the banner sends its own.
     tab: String,
+    /// The viewer's kept changes: listed as the socket opens, again when they change.
+    stash: StashFeed,
 }
 
 fn error_json(code: &str, message: &str) -> Value {
@@ -468,6 +471,29 @@ impl Conn {
             EventKind::QueueChanged { queue, .. } => {
                 self.push_queue(ws, &event.resource, queue).await
             }
+            EventKind::StashChanged { user } => {
+                // The hub routes these by user; the check keeps another user's change from
+                // ever being listed here, whatever routed it.
+                if *user == self.identity.user {
+                    self.stash.changed();
+                    return self.relist_stash(ws).await;
+                }
+                true
+            }
+        }
+    }
+
+    /// Lists the viewer's kept changes again and sends them, if a change is pending and the
+    /// last listing is old enough (see [`StashFeed`]); otherwise the renew tick comes back.
+    async fn relist_stash(&mut self, ws: &mut Ws) -> bool {
+        if !self.stash.due(Instant::now()) {
+            return true;
+        }
+        match crate::stash::banner_message(&self.latch, &self.identity.user).await {
+            Some((message, count)) if self.stash.worth_sending(count) => send(ws, message).await,
+            // Unchanged emptiness, or the store could not say: a later change or resync lists
+            // again.
+            _ => true,
         }
     }
 
@@ -666,11 +692,11 @@ pub async fn run_socket(
         watched: Vec::new(),
         budget: Budget::new(),
         tab,
+        stash: StashFeed::new(),
     };
-    if let Some(stash) = crate::stash::banner_message(&conn.latch, &conn.identity.user).await {
-        if !send(&mut ws, stash).await {
-            return;
-        }
+    conn.stash.changed();
+    if !conn.relist_stash(&mut ws).await {
+        return;
     }
     let mut ping = interval(PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -730,8 +756,10 @@ pub async fn run_socket(
                         // in line are taken again first, so the lines read back below (and the
                         // events other waiters' joins cause) already hold this viewer.
                         conn.refresh_queue().await;
+                        // Changes to kept entries may have been missed too.
+                        conn.stash.changed();
+                        let mut ok = conn.relist_stash(&mut ws).await;
                         let resources: Vec<String> = conn.watched.iter().map(|w| w.resource.clone()).collect();
-                        let mut ok = true;
                         for r in resources {
                             ok &= conn.resend(&mut ws, &r).await;
                             ok &= conn.resend_queue(&mut ws, &r, false).await;
@@ -771,7 +799,7 @@ pub async fn run_socket(
                     last_queue_refresh = Instant::now();
                     conn.refresh_queue().await;
                 }
-                if !conn.tick(&mut ws).await {
+                if !conn.tick(&mut ws).await || !conn.relist_stash(&mut ws).await {
                     break;
                 }
             }

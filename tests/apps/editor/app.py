@@ -4,12 +4,15 @@ Run: python3 app.py PORT (binds 127.0.0.1 only).
 
 - GET  /                     the list of documents, with links to edit each one
 - GET  /docs/<id>            read a document (not protected)
-- GET  /docs/<id>/edit       the editor: a textarea that autosaves by XHR (POST) a moment after
-                             each change, a live preview in an iframe, links to the other documents
+- GET  /docs/<id>/edit       the editor: a textarea that autosaves by XHR (a JSON POST) a moment
+                             after each change, a live preview in an iframe, links to the other
+                             documents
 - GET  /docs/<id>/preview    the preview shown in the editor's iframe (a protected URL too)
-- POST /docs/<id>/save       autosave: form field `text`; answers JSON with the fence it saw
+- POST /docs/<id>/save       autosave: `{"text": ...}` as JSON, or form field `text`; answers
+                             JSON with the fence it saw
 - GET  /saves                JSON list of every save the app accepted (read from this port
                              directly by the tests, whatever the proxy answered)
+- GET  /views                JSON list of every editor page the app served: `{"id", "user"}`
 
 Every page is plain server-rendered HTML; the app knows nothing of Latch beyond reading the
 `X-Latch-Fence` header it is given.
@@ -28,6 +31,7 @@ from flask import Flask, Response, jsonify, request  # noqa: E402
 app = Flask(__name__)
 documents = {1: "First draft", 2: "Second document", 3: "Third document", 9: "Quick note"}
 saves = []
+views = []
 lock = threading.Lock()
 
 EDITOR = """<!doctype html>
@@ -46,11 +50,12 @@ iframe{{width:35%;height:12rem;border:1px solid #ccc;vertical-align:top}}</style
   var preview = document.getElementById("preview");
   var status = document.getElementById("status");
   var timer = 0;
-  // Autosave: one POST a moment after the last change; the preview reloads after each save.
+  // Autosave: one JSON POST a moment after the last change; the preview reloads after each
+  // save. `window.lastSent` is the body of the latest one.
   window.autosave = function (done) {{
     var xhr = new XMLHttpRequest();
     xhr.open("POST", "/docs/{id}/save");
-    xhr.setRequestHeader("Content-Type", "application/x-www-form-urlencoded");
+    xhr.setRequestHeader("Content-Type", "application/json");
     xhr.onload = function () {{
       status.textContent = xhr.status === 200 ? "saved" : "not saved (" + xhr.status + ")";
       if (xhr.status === 200) preview.contentWindow.location.reload();
@@ -60,7 +65,8 @@ iframe{{width:35%;height:12rem;border:1px solid #ccc;vertical-align:top}}</style
       status.textContent = "not saved (network)";
       if (done) done(0);
     }};
-    xhr.send("text=" + encodeURIComponent(text.value));
+    window.lastSent = JSON.stringify({{ text: text.value }});
+    xhr.send(window.lastSent);
   }};
   text.addEventListener("input", function () {{
     clearTimeout(timer);
@@ -116,6 +122,8 @@ def view(doc_id):
 def edit(doc_id):
     if doc_id not in documents:
         return "no such document\n", 404
+    with lock:
+        views.append({"id": doc_id, "user": request.headers.get("X-Latch-User")})
     return html_response(
         EDITOR.format(
             id=doc_id,
@@ -137,7 +145,8 @@ def preview(doc_id):
 def save(doc_id):
     if doc_id not in documents:
         return jsonify(error="no such document"), 404
-    text = request.form.get("text", "")
+    sent = request.get_json(silent=True) if request.is_json else None
+    text = sent.get("text", "") if isinstance(sent, dict) else request.form.get("text", "")
     fence = request.headers.get("X-Latch-Fence")
     with lock:
         documents[doc_id] = text
@@ -145,6 +154,12 @@ def save(doc_id):
             {"id": doc_id, "user": request.headers.get("X-Latch-User"), "fence": fence}
         )
     return jsonify(saved=True, id=doc_id, fence=fence)
+
+
+@app.get("/views")
+def list_views():
+    with lock:
+        return Response(json.dumps(views), content_type="application/json")
 
 
 @app.get("/saves")

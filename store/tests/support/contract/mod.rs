@@ -18,7 +18,8 @@
 //! - [`displaced`]: leaving in grace, and stale writes refused only when the fence moved.
 //! - [`idle`]: activity (`touch`) and the idle release.
 //! - [`queue`]: the fair wait queue and its offers.
-//! - [`stash`]: kept request bodies per user (`stash_put`/`list`/`get`/`delete`).
+//! - [`stash`]: kept request bodies per user (`stash_put`/`list`/`get`/`delete`) and the
+//!   events that announce them.
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -156,6 +157,7 @@ macro_rules! lock_store_contract {
                     entries_expire_after_their_ttl,
                     the_count_bound_evicts_the_oldest,
                     the_byte_bound_evicts_the_oldest,
+                    puts_and_deletes_announce_the_user_unaudited,
                 ],
                 concurrent: [],
             }

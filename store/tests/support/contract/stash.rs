@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::{is_stash_id, LockStore, NewStash, StashLimits};
+use store::{is_stash_id, EventKind, LockStore, NewStash, StashLimits};
 
-use super::Timing;
+use super::{assert_quiet, next_event, Timing};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -171,4 +171,57 @@ pub async fn the_byte_bound_evicts_the_oldest(store: Arc<dyn LockStore>, _: Timi
     assert!(store.stash_delete("alice", &listed[0].id).await.unwrap());
     put(&*store, "alice", "/g", b"gggggggggg", bytes).await;
     assert_eq!(paths(&*store, "alice").await, ["/g"]);
+}
+
+/// A kept entry and a deleted one are announced as `StashChanged` for their user on the
+/// entry's resource, with no lock, and not for the audit trail; a refused put, a delete of
+/// nothing and the other calls announce nothing.
+pub async fn puts_and_deletes_announce_the_user_unaudited(store: Arc<dyn LockStore>, _: Timing) {
+    let wide = limits(10, 1 << 20, DAY);
+    let mut rx = store.subscribe();
+    let mut kept = entry("/doc/7", b"Alice's draft", wide);
+    kept.resource = "doc:7".to_owned();
+    let id = store.stash_put("alice", kept).await.unwrap();
+    let put = next_event(&mut rx).await;
+    assert_eq!(
+        put.kind,
+        EventKind::StashChanged {
+            user: "alice".to_owned()
+        }
+    );
+    assert_eq!(put.resource, "doc:7");
+    assert!(put.lock.is_none() && put.previous.is_none());
+    assert!(!put.kind.is_audited());
+    assert!(put.at > 0);
+    // The event names the user and the resource, and nothing of what was kept.
+    let json = serde_json::to_string(&put).unwrap();
+    assert!(
+        !json.contains("draft") && !json.contains("/doc/7"),
+        "{json}"
+    );
+    assert!(!json.contains(&id), "{json}");
+
+    // Listing and reading change nothing; a put that keeps nothing announces nothing.
+    store.stash_list("alice").await.unwrap();
+    store.stash_get("alice", &id).await.unwrap();
+    assert!(store
+        .stash_put("alice", entry("/doc/1", b"too big", limits(10, 3, DAY)))
+        .await
+        .is_err());
+    // Someone else's id deletes nothing and announces nothing.
+    assert!(!store.stash_delete("bob", &id).await.unwrap());
+    assert_quiet(&mut rx).await;
+
+    assert!(store.stash_delete("alice", &id).await.unwrap());
+    let deleted = next_event(&mut rx).await;
+    assert_eq!(
+        deleted.kind,
+        EventKind::StashChanged {
+            user: "alice".to_owned()
+        }
+    );
+    assert_eq!(deleted.resource, "doc:7");
+    assert!(!deleted.kind.is_audited());
+    assert!(!store.stash_delete("alice", &id).await.unwrap());
+    assert_quiet(&mut rx).await;
 }
