@@ -217,3 +217,78 @@ async fn the_line_is_rebuilt_from_open_banners_after_redis_loses_its_data() {
     })
     .await;
 }
+
+/// Every message `ws` receives within `wait`, until it falls silent for that long.
+async fn drain(ws: &mut Ws, wait: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while let Some(msg) = next_message(ws, wait).await {
+        seen.push(msg);
+    }
+    seen
+}
+
+fn offers(seen: &[Value]) -> Vec<&Value> {
+    seen.iter().filter(|m| m["type"] == "offer").collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bystander_hears_of_an_offer_while_it_stands_and_once_when_it_ends() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let instances = start_instances(2, upstream.port(), &redis.url(), DOC).await;
+    let quiet = Duration::from_millis(700);
+
+    assert_eq!(
+        get(&instances[0], "/echo/doc/3", &bearer("alice", &[]))
+            .await
+            .0,
+        200
+    );
+    let (mut dave, _) = watch(&instances[1], "dave", "/echo/doc/3").await;
+    drain(&mut dave, quiet).await;
+
+    // Bob joins a held page's line: dave is told the line grew, and nothing of any offer.
+    let (mut bob, _) = watch(&instances[0], "bob", "/echo/doc/3").await;
+    join_queue(&mut bob, "doc:3").await;
+    let seen = drain(&mut dave, quiet).await;
+    assert!(
+        seen.iter().any(|m| is_queue(m) && m["length"] == 1),
+        "{seen:?}"
+    );
+    assert!(offers(&seen).is_empty(), "no offer stands: {seen:?}");
+
+    // Alice lets go: the page is offered to bob, and dave hears whose it is.
+    assert_eq!(
+        release(&instances[0], "doc:3", &bearer("alice", &[])).await,
+        204
+    );
+    let seen = drain(&mut dave, quiet).await;
+    let told = offers(&seen);
+    assert!(!told.is_empty(), "{seen:?}");
+    assert!(told
+        .iter()
+        .all(|m| m["until"].is_string() && m["you"] == false));
+
+    // Bob declines: the offer ends, and dave is told so exactly once.
+    bob.send(Message::Text(
+        json!({ "type": "leave_queue", "resource": "doc:3" })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send leave_queue");
+    let seen = drain(&mut dave, quiet).await;
+    let told = offers(&seen);
+    assert_eq!(told.len(), 1, "{seen:?}");
+    assert!(told[0]["until"].is_null(), "{seen:?}");
+
+    // Carol joins the now free page's line: no offer is made, and dave hears of none.
+    let (mut carol, _) = watch(&instances[0], "carol", "/echo/doc/3").await;
+    join_queue(&mut carol, "doc:3").await;
+    let seen = drain(&mut dave, quiet).await;
+    assert!(
+        seen.iter().any(|m| is_queue(m) && m["length"] == 1),
+        "{seen:?}"
+    );
+    assert!(offers(&seen).is_empty(), "{seen:?}");
+}

@@ -80,6 +80,9 @@ struct Watched {
     queued: bool,
     /// Whether the resource was last seen offered to this viewer.
     offered: bool,
+    /// Whether the last `offer` message sent named a standing offer (anyone's). A viewer
+    /// starts out believing none stands, and is not told so again while none does.
+    offer_shown: bool,
     /// When a renewal first found the held lock gone without any event saying so — what a
     /// lock store that lost its data looks like (see [`Conn::rebuild`]).
     lost_at: Option<Instant>,
@@ -365,6 +368,7 @@ impl Conn {
                 offer,
                 queued: false,
                 offered: false,
+                offer_shown: false,
                 lost_at: None,
                 idle,
                 idle_warning: self.latch.config.locks.idle_warning,
@@ -665,8 +669,13 @@ impl Conn {
         w.offered = now.offered;
         w.queued = now.position.is_some();
         let holder = w.held;
+        // "No offer" again is news to nobody: with 1,000 watchers of a busy line, skipping it
+        // halves what each change costs to fan out.
+        let offer_stands = state.offer.is_some();
+        let tell_offer = offer_stands || w.offer_shown;
+        w.offer_shown = offer_stands;
         send(ws, queue_json(resource, state, &me, holder)).await
-            && send(ws, offer_json(resource, state, &me)).await
+            && (!tell_offer || send(ws, offer_json(resource, state, &me)).await)
     }
 }
 
