@@ -144,11 +144,38 @@ pub(crate) async fn expect_status(
     Ok(())
 }
 
-/// Waits until every watcher reported `want` at least once.
-async fn await_all(
-    events: &mut mpsc::UnboundedReceiver<(usize, State, Instant)>,
+/// What one watcher's socket said, and when it arrived.
+pub(crate) type Heard<T> = mpsc::UnboundedReceiver<(usize, T, Instant)>;
+
+/// Reads every socket in the background; each message `parse` recognises is reported with
+/// the watcher's index and its arrival time.
+pub(crate) fn listen<T: Send + 'static>(
+    sockets: Vec<Ws>,
+    parse: fn(&str) -> Option<T>,
+) -> (JoinSet<()>, Heard<T>) {
+    let (tx, events) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for (who, mut ws) in sockets.into_iter().enumerate() {
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(text) = msg {
+                    if let Some(seen) = parse(&text) {
+                        let _ = tx.send((who, seen, Instant::now()));
+                    }
+                }
+            }
+        });
+    }
+    (tasks, events)
+}
+
+/// Waits until every watcher reported `want` at least once; `on_event` gets the arrival time
+/// of each watcher's first report of it.
+pub(crate) async fn await_all<T: PartialEq + std::fmt::Debug>(
+    events: &mut Heard<T>,
     watchers: usize,
-    want: State,
+    want: T,
     mut on_event: impl FnMut(Instant),
 ) -> Result<(), BenchError> {
     let mut seen = HashSet::with_capacity(watchers);
@@ -172,7 +199,11 @@ async fn await_all(
     Ok(())
 }
 
-/// `tokens.len()` watchers on `/watch/1/…`; per round the holder claims the page, everyone
+/// The page the fan-out scenarios watch, and its resource.
+pub(crate) const PAGE: &str = "/watch/1/asset.bin";
+pub(crate) const RESOURCE: &str = "watch:1";
+
+/// `tokens.len()` watchers on [`PAGE`]; per round the holder claims the page, everyone
 /// sees it held, then the holder releases it by POST and each watcher's arrival of "free" is
 /// timed from just before the POST was sent.
 pub async fn release_to_watchers(
@@ -181,24 +212,10 @@ pub async fn release_to_watchers(
     tokens: &[String],
     rounds: usize,
 ) -> Result<Fanout, BenchError> {
-    let page = "/watch/1/asset.bin";
+    let page = PAGE;
     let sockets = open_many(port, tokens, |_| page.to_string()).await?;
     let watchers = sockets.len();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut tasks = JoinSet::new();
-    for (who, mut ws) in sockets.into_iter().enumerate() {
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(text) = msg {
-                    if let Some(state) = lock_state(&text) {
-                        let _ = tx.send((who, state, Instant::now()));
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
+    let (mut tasks, mut events) = listen(sockets, lock_state);
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -221,7 +238,7 @@ pub async fn release_to_watchers(
             client
                 .post(format!("{base}{PREFIX}/release"))
                 .bearer_auth(holder)
-                .body(r#"{"resource":"watch:1"}"#),
+                .body(serde_json::json!({ "resource": RESOURCE }).to_string()),
             204,
             "holder's release",
         )

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::fanout;
+use crate::fanout::{self, Fanout};
 use crate::latch::{self, Auth, Latch, Settings};
 use crate::process::{self, tree_rss_kib};
 use crate::report::{Row, Verdict};
@@ -109,7 +109,14 @@ async fn fanout_row(latch: &Latch, store: &str, opts: &Options, tokens: &[String
             return row;
         }
     };
-    match fanout::release_to_watchers(latch.port, &holder, tokens, opts.fanout_rounds).await {
+    let run = fanout::release_to_watchers(latch.port, &holder, tokens, opts.fanout_rounds).await;
+    judge_fanout(row, latch, run)
+}
+
+/// Fills in a fan-out row from its run: p50 and p99 of every watcher's delay, against the
+/// p99 ≤ 50 ms target.
+fn judge_fanout(mut row: Row, latch: &Latch, run: Result<Fanout, BenchError>) -> Row {
+    match run {
         Ok(f) => {
             row.p50_ms = percentile(&f.latencies_ms, 50.0);
             row.p99_ms = percentile(&f.latencies_ms, 99.0);
@@ -149,23 +156,7 @@ async fn queue_row(latch: &Latch, store: &str, opts: &Options, tokens: &[String]
         tokens,
         opts.fanout_rounds,
     );
-    match run.await {
-        Ok(f) => {
-            row.p50_ms = percentile(&f.latencies_ms, 50.0);
-            row.p99_ms = percentile(&f.latencies_ms, 99.0);
-            row.rss_kib = latch.proc.rss_kib();
-            let max = percentile(&f.latencies_ms, 100.0).unwrap_or(f64::NAN);
-            row.verdict = match row.p99_ms {
-                Some(p99) => Verdict::judge(
-                    p99 <= 50.0,
-                    format!("{} samples, max {max:.1} ms", f.latencies_ms.len()),
-                ),
-                None => Verdict::Failed("no latencies".into()),
-            };
-        }
-        Err(e) => row.verdict = Verdict::Failed(e.to_string()),
-    }
-    row
+    judge_fanout(row, latch, run.await)
 }
 
 async fn socket_rows(
