@@ -91,6 +91,23 @@ pub async fn get(latch: &Latch, path: &str, auth: &str) -> (u16, Value) {
 }
 
 /// POST `{prefix}/release` for `resource`, same-origin; the status.
+/// POST `{prefix}/takeover` of `resource` at `base` (`http://host:port`) as an admin named
+/// Root, and checks it succeeded.
+pub async fn take_over(base: &str, resource: &str) {
+    let response = client()
+        .post(format!("{base}/__latch/takeover"))
+        .header(
+            COOKIE,
+            format!("latch_token={}", token("root", "Root", &["admin"])),
+        )
+        .header(ORIGIN, base)
+        .body(json!({ "resource": resource }).to_string())
+        .send()
+        .await
+        .expect("takeover");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
 pub async fn release(latch: &Latch, resource: &str, auth: &str) -> u16 {
     client()
         .post(latch.url("/__latch/release"))

@@ -9,12 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE, ORIGIN};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, COOKIE};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tests::browser::Driver;
 use tests::express::{App, PATIENCE};
-use tests::instances::start_instances;
+use tests::instances::{start_instances, take_over};
 use tests::redis::RedisServer;
 use tests::{client, eventually, token, Latch, LatchBuilder};
 
@@ -152,22 +152,6 @@ impl Events {
     }
 }
 
-/// POST `{prefix}/takeover` of `resource` at `base` as an admin named Root.
-async fn take_over(base: &str, resource: &str) {
-    let response = client()
-        .post(format!("{base}/__latch/takeover"))
-        .header(
-            COOKIE,
-            format!("latch_token={}", token("root", "Root", &["admin"])),
-        )
-        .header(ORIGIN, base)
-        .body(json!({ "resource": resource }).to_string())
-        .send()
-        .await
-        .expect("takeover");
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
 /// Waits until the app saw the `nth` stream it served (0-based) closed.
 async fn app_closed(app: &App, nth: usize) {
     let closed = eventually(PATIENCE, || async {
@@ -180,6 +164,21 @@ async fn app_closed(app: &App, nth: usize) {
         "the app's stream {nth} is still open: {:?}",
         app.streams().await
     );
+}
+
+/// A stream whose lock an admin named Root just took over gets the lock-lost event and ends
+/// within [`PROMPT`], and the app's end of its first stream is closed.
+async fn ends_promptly_as_taken_over(stream: &mut Events, app: &App) {
+    let taken = Instant::now();
+    let last = stream.until_other(PROMPT).await;
+    assert_lock_lost(last, "lock taken over by Root");
+    assert!(stream.next(PROMPT).await.is_none(), "the stream went on");
+    assert!(
+        taken.elapsed() < PROMPT,
+        "ended after {:?}",
+        taken.elapsed()
+    );
+    app_closed(app, 0).await;
 }
 
 fn assert_lock_lost(event: Option<Event>, reason: &str) {
@@ -212,16 +211,7 @@ async fn a_take_over_ends_the_holders_stream_with_a_last_event_and_its_reconnect
     assert!(latch.counter("latch_app_streams").await == 1);
 
     take_over(&base, "doc:1").await;
-    let taken = Instant::now();
-    let last = alice.until_other(PROMPT).await;
-    assert_lock_lost(last, "lock taken over by Root");
-    assert!(alice.next(PROMPT).await.is_none(), "the stream went on");
-    assert!(
-        taken.elapsed() < PROMPT,
-        "ended after {:?}",
-        taken.elapsed()
-    );
-    app_closed(&app, 0).await;
+    ends_promptly_as_taken_over(&mut alice, &app).await;
 
     // Alice's reconnect meets the gate and never reaches the app.
     let again = get_events(&base, "/docs/1/events", "alice", &[]).await;
@@ -433,16 +423,7 @@ async fn a_take_over_on_one_instance_ends_the_stream_on_another() {
     assert_eq!(bob.status(), StatusCode::LOCKED);
 
     take_over(&base(b), "doc:1").await;
-    let taken = Instant::now();
-    let last = alice.until_other(PROMPT).await;
-    assert_lock_lost(last, "lock taken over by Root");
-    assert!(alice.next(PROMPT).await.is_none(), "the stream went on");
-    assert!(
-        taken.elapsed() < PROMPT,
-        "ended after {:?}",
-        taken.elapsed()
-    );
-    app_closed(&app, 0).await;
+    ends_promptly_as_taken_over(&mut alice, &app).await;
     let again = get_events(&base(a), "/docs/1/events", "alice", &[]).await;
     assert_eq!(again.status(), StatusCode::LOCKED);
 }

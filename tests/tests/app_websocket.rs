@@ -12,12 +12,12 @@ use std::time::Duration;
 use fantoccini::cookies::Cookie;
 use fantoccini::{ClientBuilder, Locator};
 use futures::{SinkExt, StreamExt};
-use reqwest::header::{AUTHORIZATION, COOKIE, ORIGIN};
+use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::chrome::ChromeDriver;
 use tests::express::App;
-use tests::instances::{start_instances, Ws};
+use tests::instances::{start_instances, take_over, Ws};
 use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::redis::RedisServer;
 use tests::{client, eventually, token, Latch, LatchBuilder};
@@ -101,22 +101,6 @@ async fn close_frame(ws: &mut Ws, within: Duration) -> (u16, String) {
             other => panic!("no close frame: {other:?}"),
         }
     }
-}
-
-/// POST `{prefix}/takeover` of `resource` at `base` (`http://host:port`) as an admin named Root.
-async fn take_over(base: &str, resource: &str) {
-    let response = client()
-        .post(format!("{base}/__latch/takeover"))
-        .header(
-            COOKIE,
-            format!("latch_token={}", token("root", "Root", &["admin"])),
-        )
-        .header(ORIGIN, base)
-        .body(json!({ "resource": resource }).to_string())
-        .send()
-        .await
-        .expect("takeover");
-    assert_eq!(response.status(), StatusCode::OK);
 }
 
 fn http_base(latch: &Latch) -> String {
