@@ -14,6 +14,7 @@
 pub mod cpu;
 pub mod error;
 pub mod fanout;
+pub mod fanout_presence;
 pub mod fanout_queue;
 pub mod instructions;
 pub mod jwt;

@@ -159,6 +159,32 @@ async fn queue_row(latch: &Latch, store: &str, opts: &Options, tokens: &[String]
     judge_fanout(row, latch, run.await)
 }
 
+async fn presence_row(latch: &Latch, store: &str, opts: &Options, tokens: &[String]) -> Row {
+    // A resource's presence holds at most 1,000 tabs (`store::MAX_PRESENCE`), the visitor's
+    // included.
+    let watchers = &tokens[..tokens.len().min(1_000).saturating_sub(1)];
+    let scenario = format!(
+        "presence change → {} watchers told, {store}",
+        crate::report::thousands(watchers.len() as f64)
+    );
+    let mut row = Row::new(&scenario, "latch");
+    row.target = "p99 ≤ 50 ms".into();
+    let visitor = match Signer::Hs256.mint("visitor") {
+        Ok(t) => t,
+        Err(e) => {
+            row.verdict = Verdict::Failed(e.to_string());
+            return row;
+        }
+    };
+    let run = crate::fanout_presence::presence_to_watchers(
+        latch.port,
+        &visitor,
+        watchers,
+        opts.fanout_rounds,
+    );
+    judge_fanout(row, latch, run.await)
+}
+
 async fn socket_rows(
     opts: &Options,
     systems: &Systems,
@@ -183,6 +209,15 @@ async fn socket_rows(
     match &systems.latch_redis {
         Ok(latch) => rows.push(queue_row(latch, "Redis", opts, &watchers).await),
         Err(why) => rows.push(Row::not_run(&queue_s, "latch", "p99 ≤ 50 ms", why)),
+    }
+    rows.push(presence_row(&systems.latch, "memory", opts, &watchers).await);
+    let presence_s = format!(
+        "presence change → {} watchers told, Redis",
+        crate::report::thousands(opts.watchers.saturating_sub(1) as f64)
+    );
+    match &systems.latch_redis {
+        Ok(latch) => rows.push(presence_row(latch, "Redis", opts, &watchers).await),
+        Err(why) => rows.push(Row::not_run(&presence_s, "latch", "p99 ≤ 50 ms", why)),
     }
 
     let scenario = format!(

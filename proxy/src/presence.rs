@@ -5,7 +5,8 @@
 //! handed to every socket watching the resource and each read presence back on its own, a page
 //! watched by N tabs would cost N messages and N reads per change — N² while they open, which
 //! is what stalled a Redis store under 1,000 watchers. Instead the hub notes the change here
-//! ([`PresenceBoard::changed`]) and each socket looks at its once-a-second tick; a resource's
+//! ([`PresenceBoard::changed`]), handing the event to the sockets only for the first change in
+//! an interval, and each socket looks at the board at its once-a-second tick; a resource's
 //! presence is read at most once
 //! per [`MIN_INTERVAL`] on this instance, by one caller at a time, and the others take that
 //! read. A socket asks for a read no older than the change it heard of; when the only read on
@@ -75,12 +76,19 @@ impl PresenceBoard {
         Ok(snapshot)
     }
 
-    /// Notes that `resource`'s presence changed now (a presence event). Sockets learn of it
-    /// from [`changed_at`](Self::changed_at) at their next tick rather than by one message
-    /// each: a thousand tabs opening on one page would otherwise be a million messages.
-    pub fn changed(&self, resource: &str) {
+    /// Notes that `resource`'s presence changed now (a presence event). Returns whether this
+    /// is the first change in [`MIN_INTERVAL`]: the hub then hands the event to the sockets,
+    /// so a lone change is shown at once. Changes that follow within the interval are only
+    /// noted, and sockets find them at their next tick through
+    /// [`changed_at`](Self::changed_at): a thousand tabs opening on one page would otherwise
+    /// be a million messages.
+    pub fn changed(&self, resource: &str) -> bool {
         let slot = self.slot(resource);
-        *slot.changed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let now = Instant::now();
+        let mut changed = slot.changed.lock().unwrap_or_else(|e| e.into_inner());
+        let first = changed.is_none_or(|at| now.duration_since(at) >= MIN_INTERVAL);
+        *changed = Some(now);
+        first
     }
 
     /// When `resource`'s presence last changed, as far as this instance heard.
@@ -203,15 +211,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_change_is_noted_with_its_time() {
+    async fn a_change_is_noted_with_its_time_and_only_the_first_in_an_interval_leads() {
         let board = PresenceBoard::default();
         assert_eq!(board.changed_at("doc:1"), None);
         let before = Instant::now();
         tokio::time::advance(Duration::from_millis(10)).await;
-        board.changed("doc:1");
+        assert!(board.changed("doc:1"), "a lone change leads");
         let at = board.changed_at("doc:1").expect("noted");
         assert!(at > before);
         assert_eq!(board.changed_at("doc:2"), None);
+
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert!(!board.changed("doc:1"), "within the interval: only noted");
+        assert!(
+            board.changed_at("doc:1").unwrap() > at,
+            "the later time is kept"
+        );
+        tokio::time::advance(MIN_INTERVAL).await;
+        assert!(
+            board.changed("doc:1"),
+            "a change after a quiet interval leads again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

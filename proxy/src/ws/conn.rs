@@ -470,8 +470,16 @@ impl Conn {
                 self.push_state(ws, &event.resource, event.lock.as_ref())
                     .await
             }
-            // The hub notes these on its presence board; `tick` looks there.
-            EventKind::PresenceChanged => true,
+            // The first of a burst: shown now. The hub notes the rest on its presence board,
+            // where `tick` finds them.
+            EventKind::PresenceChanged => match self
+                .watched
+                .iter()
+                .position(|w| w.resource == event.resource)
+            {
+                Some(i) => self.send_presence(ws, i).await,
+                None => true,
+            },
             EventKind::QueueChanged { queue, .. } => {
                 self.push_queue(ws, &event.resource, queue).await
             }

@@ -160,7 +160,7 @@ impl Conn {
     /// changed, or the hub noted a presence change since the last read) and it changed, from
     /// this instance's shared read ([`crate::presence`]). A read older than the change it is
     /// due for leaves the message due, for the next tick.
-    async fn send_presence(&mut self, ws: &mut Ws, i: usize) -> bool {
+    pub(super) async fn send_presence(&mut self, ws: &mut Ws, i: usize) -> bool {
         let w = &mut self.watched[i];
         let noted = self.latch.hub.presence.changed_at(&w.resource);
         if let Some(changed) = noted.filter(|&c| w.presence_read.is_none_or(|r| c > r)) {
