@@ -14,7 +14,7 @@
 //! must ask again (its next tick), so a burst of changes costs one read per interval and the
 //! last change is always shown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,54 @@ pub struct Snapshot {
     /// When the read was sent: it reflects every change made before this.
     pub started: Instant,
     pub present: Arc<[Present]>,
+    /// The people behind those tabs, worked out once for every socket that shows them.
+    pub people: Arc<People>,
+}
+
+/// The distinct people of a presence read (by user id), in the order of their first tab.
+pub struct People {
+    order: Vec<(String, String)>,
+    users: HashSet<String>,
+}
+
+impl People {
+    pub fn new(present: &[Present]) -> People {
+        let mut users = HashSet::with_capacity(present.len());
+        let mut order = Vec::new();
+        for p in present {
+            if users.insert(p.holder.user.clone()) {
+                order.push((p.holder.user.clone(), p.holder.name.clone()));
+            }
+        }
+        People { order, users }
+    }
+
+    /// The people other than `holder` and `viewer`: the first `most` of them (id, name), and
+    /// how many there are in all. Costs `most` steps, not one per person.
+    pub fn others(
+        &self,
+        holder: Option<&str>,
+        viewer: &str,
+        most: usize,
+    ) -> (Vec<&(String, String)>, usize) {
+        let left_out = |user: &str| Some(user) == holder || user == viewer;
+        let shown = self
+            .order
+            .iter()
+            .filter(|(user, _)| !left_out(user))
+            .take(most)
+            .collect();
+        let mut count = self.order.len();
+        if let Some(h) = holder.filter(|h| self.users.contains(*h)) {
+            count -= 1;
+            if h != viewer && self.users.contains(viewer) {
+                count -= 1;
+            }
+        } else if self.users.contains(viewer) {
+            count -= 1;
+        }
+        (shown, count)
+    }
 }
 
 #[derive(Default)]
@@ -70,6 +118,7 @@ impl PresenceBoard {
         let present = read.await?;
         let snapshot = Snapshot {
             started,
+            people: Arc::new(People::new(&present)),
             present: present.into(),
         };
         *last = Some(snapshot.clone());
@@ -232,6 +281,47 @@ mod tests {
             board.changed("doc:1"),
             "a change after a quiet interval leads again"
         );
+    }
+
+    fn tab(tab: &str, user: &str) -> Present {
+        Present {
+            tab: tab.into(),
+            holder: Holder {
+                user: user.into(),
+                name: user.to_uppercase(),
+                session: None,
+            },
+        }
+    }
+
+    #[test]
+    fn others_leave_out_the_holder_and_the_viewer_and_count_each_person_once() {
+        let people = People::new(&[
+            tab("t1", "alice"),
+            tab("t2", "carol"),
+            tab("t3", "carol"),
+            tab("t4", "bob"),
+            tab("t5", "dave"),
+        ]);
+        let names = |(shown, count): (Vec<&(String, String)>, usize)| {
+            let ids: Vec<&str> = shown.iter().map(|(id, _)| id.as_str()).collect();
+            (ids.join(","), count)
+        };
+        let table = [
+            (Some("alice"), "bob", 20, ("carol,dave", 2)),
+            (Some("alice"), "alice", 20, ("carol,bob,dave", 3)),
+            (None, "bob", 20, ("alice,carol,dave", 3)),
+            (None, "zed", 20, ("alice,carol,bob,dave", 4)),
+            (Some("zed"), "bob", 20, ("alice,carol,dave", 3)),
+            (Some("alice"), "zed", 1, ("carol", 3)),
+        ];
+        for (holder, viewer, most, (ids, count)) in table {
+            assert_eq!(
+                names(people.others(holder, viewer, most)),
+                (ids.to_string(), count),
+                "holder {holder:?}, viewer {viewer}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

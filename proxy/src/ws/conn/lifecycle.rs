@@ -2,14 +2,14 @@
 //! page load (tab) it is, who else watches (presence), and whether the holder is still there
 //! (activity, the idle warning and the idle release).
 
-use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::{json, Value};
-use store::{Present, ReleaseReason};
+use store::ReleaseReason;
 
 use super::{error_json, Conn, Watched};
 use crate::actions::PRESENCE_TTL;
+use crate::presence::People;
 use crate::time_fmt::{now_ms, rfc3339};
 
 use super::super::transport::{send, Ws};
@@ -31,24 +31,13 @@ pub fn reason_name(reason: &ReleaseReason) -> &'static str {
 
 /// The `presence` message: people other than the holder and the viewer with a banner on the
 /// resource, each once.
-pub fn presence_json(
-    resource: &str,
-    present: &[Present],
-    holder: Option<&str>,
-    viewer: &str,
-) -> Value {
-    let mut seen = HashSet::new();
-    let others: Vec<&Present> = present
+pub fn presence_json(resource: &str, people: &People, holder: Option<&str>, viewer: &str) -> Value {
+    let (shown, count) = people.others(holder, viewer, MAX_WATCHING_SHOWN);
+    let watching: Vec<Value> = shown
         .iter()
-        .filter(|p| Some(p.holder.user.as_str()) != holder && p.holder.user != viewer)
-        .filter(|p| seen.insert(p.holder.user.as_str()))
+        .map(|(id, name)| json!({ "id": id, "name": name }))
         .collect();
-    let watching: Vec<Value> = others
-        .iter()
-        .take(MAX_WATCHING_SHOWN)
-        .map(|p| json!({ "id": p.holder.user, "name": p.holder.name }))
-        .collect();
-    json!({ "type": "presence", "resource": resource, "watching": watching, "count": others.len() })
+    json!({ "type": "presence", "resource": resource, "watching": watching, "count": count })
 }
 
 impl Conn {
@@ -192,7 +181,7 @@ impl Conn {
         w.presence_read = Some(snapshot.started);
         let msg = presence_json(
             &resource,
-            &snapshot.present,
+            &snapshot.people,
             w.holder.as_deref(),
             &self.identity.user,
         );
@@ -264,7 +253,7 @@ fn millis(d: std::time::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::Holder;
+    use store::{Holder, Present};
 
     fn present(tab: &str, user: &str) -> Present {
         Present {
@@ -286,7 +275,7 @@ mod tests {
             present("t4", "bob"),
             present("t5", "dave"),
         ];
-        let msg = presence_json("doc:1", &present, Some("alice"), "bob");
+        let msg = presence_json("doc:1", &People::new(&present), Some("alice"), "bob");
         assert_eq!(msg["type"], "presence");
         assert_eq!(
             msg["watching"],
