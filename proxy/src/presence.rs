@@ -16,7 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use store::Present;
@@ -37,6 +38,46 @@ pub struct Snapshot {
     pub present: Arc<[Present]>,
     /// The people behind those tabs, worked out once for every socket that shows them.
     pub people: Arc<People>,
+    /// The message most viewers of this read are sent (see [`Snapshot::shared`]), made by the
+    /// first socket that needs it: the holder it was made for, its text, and its fingerprint.
+    pub common: Arc<OnceLock<Shared>>,
+}
+
+/// A message made once for many viewers: the holder it was made for, its text, and its
+/// fingerprint.
+pub type Shared = (Option<String>, Arc<str>, u64);
+
+impl Snapshot {
+    /// The message made once for viewers this read shows the same way to everyone — present,
+    /// and not among the first `most` + 2 people (who could be in a list of `most` others) —
+    /// when it was made for the same `holder`; `None` for anyone else.
+    pub fn shared(
+        &self,
+        holder: Option<&str>,
+        viewer: &str,
+        most: usize,
+        render: impl FnOnce() -> String,
+    ) -> Option<(Arc<str>, u64)> {
+        let people = &self.people;
+        let far = people.users.contains(viewer)
+            && !people.order.iter().take(most + 2).any(|(u, _)| u == viewer);
+        if !far {
+            return None;
+        }
+        let (made_for, text, fingerprint) = self.common.get_or_init(|| {
+            let text: Arc<str> = render().into();
+            let fingerprint = fingerprint(&text);
+            (holder.map(str::to_owned), text, fingerprint)
+        });
+        (made_for.as_deref() == holder).then(|| (text.clone(), *fingerprint))
+    }
+}
+
+/// A hash of a message, to tell whether it changed since it was last sent.
+pub fn fingerprint(text: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The distinct people of a presence read (by user id), in the order of their first tab.
@@ -119,6 +160,7 @@ impl PresenceBoard {
         let snapshot = Snapshot {
             started,
             people: Arc::new(People::new(&present)),
+            common: Arc::default(),
             present: present.into(),
         };
         *last = Some(snapshot.clone());
@@ -322,6 +364,38 @@ mod tests {
                 "holder {holder:?}, viewer {viewer}"
             );
         }
+    }
+
+    #[test]
+    fn viewers_far_down_the_list_share_one_message_made_once() {
+        let present: Vec<Present> = (0..30)
+            .map(|i| tab(&format!("t{i}"), &format!("u{i}")))
+            .collect();
+        let snapshot = Snapshot {
+            started: Instant::now(),
+            people: Arc::new(People::new(&present)),
+            present: present.into(),
+            common: Arc::default(),
+        };
+        let made = AtomicUsize::new(0);
+        let render = || {
+            made.fetch_add(1, Ordering::SeqCst);
+            "message".to_owned()
+        };
+        let a = snapshot
+            .shared(Some("u0"), "u25", 20, render)
+            .expect("far down");
+        let b = snapshot
+            .shared(Some("u0"), "u29", 20, render)
+            .expect("far down");
+        assert_eq!(made.load(Ordering::SeqCst), 1, "made once");
+        assert_eq!((&*a.0, a.1), (&*b.0, b.1));
+        assert_eq!(a.1, fingerprint("message"));
+        // Near the top the list may name them, so they get their own; so does anyone absent,
+        // and anyone whose socket saw another holder.
+        assert!(snapshot.shared(Some("u0"), "u21", 20, render).is_none());
+        assert!(snapshot.shared(Some("u0"), "nobody", 20, render).is_none());
+        assert!(snapshot.shared(Some("u1"), "u25", 20, render).is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,7 +29,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 pub type Ws = WebSocketStream<Box<dyn Transport>>;
 
 pub async fn send(ws: &mut Ws, value: Value) -> bool {
-    let write = ws.send(Message::Text(value.to_string().into()));
+    send_text(ws, &value.to_string()).await
+}
+
+/// Sends a message already serialized.
+pub async fn send_text(ws: &mut Ws, text: &str) -> bool {
+    let write = ws.send(Message::Text(text.into()));
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 

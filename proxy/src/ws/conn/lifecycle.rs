@@ -2,17 +2,15 @@
 //! page load (tab) it is, who else watches (presence), and whether the holder is still there
 //! (activity, the idle warning and the idle release).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use serde_json::{json, Value};
 use store::ReleaseReason;
 
 use super::{error_json, Conn, Watched};
 use crate::actions::PRESENCE_TTL;
-use crate::presence::People;
+use crate::presence::{fingerprint, People};
 use crate::time_fmt::{now_ms, rfc3339};
 
-use super::super::transport::{send, Ws};
+use super::super::transport::{send, send_text, Ws};
 
 /// Most people a `presence` message names; `count` says how many there are in all.
 pub const MAX_WATCHING_SHOWN: usize = 20;
@@ -179,22 +177,23 @@ impl Conn {
             w.presence_due = None;
         }
         w.presence_read = Some(snapshot.started);
-        let msg = presence_json(
-            &resource,
-            &snapshot.people,
-            w.holder.as_deref(),
-            &self.identity.user,
-        );
-        let fingerprint = {
-            let mut hasher = DefaultHasher::new();
-            msg.to_string().hash(&mut hasher);
-            hasher.finish()
+        let (holder, viewer) = (w.holder.as_deref(), self.identity.user.as_str());
+        let render = || presence_json(&resource, &snapshot.people, holder, viewer).to_string();
+        // Most watchers of a busy page are sent the same message: it is made once per read.
+        let (text, fingerprint) = match snapshot.shared(holder, viewer, MAX_WATCHING_SHOWN, render)
+        {
+            Some(shared) => shared,
+            None => {
+                let text = render();
+                let fingerprint = fingerprint(&text);
+                (text.into(), fingerprint)
+            }
         };
         if w.presence_sent == Some(fingerprint) {
             return true;
         }
         w.presence_sent = Some(fingerprint);
-        send(ws, msg).await
+        send_text(ws, &text).await
     }
 
     /// Warns a holder whose last activity is older than idle − warning, lifts the warning when
