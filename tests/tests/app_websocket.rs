@@ -9,13 +9,12 @@
 
 use std::time::Duration;
 
-use fantoccini::cookies::Cookie;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use futures::{SinkExt, StreamExt};
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tests::chrome::ChromeDriver;
+use serde_json::Value;
+use tests::browser::Driver;
 use tests::express::App;
 use tests::instances::{start_instances, take_over, Ws};
 use tests::node::{admin_bearer, Mode, Node, NodeConfig};
@@ -294,35 +293,12 @@ async fn a_take_over_on_one_instance_closes_the_app_socket_on_another() {
 async fn in_a_browser_the_pages_reconnect_after_4423_is_refused() {
     let app = App::start();
     let latch = start_latch(&app, rules(""), None).await;
-    let chrome = ChromeDriver::start().await;
-    let profile = tempfile::tempdir().expect("a profile dir");
-    let args = [
-        "--headless=new".to_string(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-dev-shm-usage".into(),
-        "--no-first-run".into(),
-        format!("--user-data-dir={}", profile.path().display()),
-    ];
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({ "binary": tests::chrome::chromium(), "args": args }),
-    );
-    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&chrome.url())
-        .await
-        .expect("a WebDriver session");
+    let driver = Driver::start().await;
+    let signed_in = driver
+        .browser("alice", &latch, &token("alice", "Alice", &[]))
+        .await;
+    let browser = signed_in.session().clone();
     let outcome = async {
-        browser.goto(&latch.url("/__latch/banner.js")).await?;
-        let mut cookie = Cookie::parse(format!(
-            "latch_token={}; Path=/; SameSite=Lax",
-            token("alice", "Alice", &[])
-        ))
-        .expect("a cookie");
-        cookie.set_domain("127.0.0.1");
-        browser.add_cookie(cookie).await?;
         browser.goto(&latch.url("/docs/1/live")).await?;
         let text = |id: &'static str| {
             let browser = browser.clone();
@@ -356,7 +332,7 @@ async fn in_a_browser_the_pages_reconnect_after_4423_is_refused() {
         Ok::<(), fantoccini::error::CmdError>(())
     }
     .await;
-    let _ = browser.close().await;
+    signed_in.quit().await;
     outcome.expect("the browser session");
     app.closed("alice", 4423).await;
 }
