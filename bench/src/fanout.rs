@@ -52,6 +52,15 @@ pub fn lock_state(text: &str) -> Option<State> {
     }
 }
 
+/// The number `field` of a message of type `kind`, or `None` for any other message.
+pub(crate) fn count_in(text: &str, kind: &str, field: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if v.get("type")?.as_str()? != kind {
+        return None;
+    }
+    v.get(field)?.as_u64()
+}
+
 pub(crate) fn check(what: impl Into<String>) -> BenchError {
     BenchError::Check(what.into())
 }

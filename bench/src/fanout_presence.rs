@@ -7,9 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::fanout::{await_all, check, connect, listen, open_many, Fanout, PAGE};
+use crate::fanout::{await_all, check, connect, count_in, listen, open_many, Fanout, PAGE};
 use crate::BenchError;
 
 /// Longer than the proxy's presence interval (1 s), so each change is shown at once.
@@ -17,11 +15,7 @@ const SPACING: Duration = Duration::from_millis(1300);
 
 /// The `count` of a `presence` message, or `None` for any other message.
 pub fn presence_count(text: &str) -> Option<u64> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    if v.get("type")?.as_str()? != "presence" {
-        return None;
-    }
-    v.get("count")?.as_u64()
+    count_in(text, "presence", "count")
 }
 
 /// `watchers.len()` tabs watch [`PAGE`] (nobody holds it); per round the `visitor` opens a

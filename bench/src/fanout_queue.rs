@@ -6,21 +6,18 @@
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fanout::{
-    await_all, check, connect, expect_status, listen, open_many, Fanout, PAGE, PREFIX, RESOURCE,
+    await_all, check, connect, count_in, expect_status, listen, open_many, Fanout, PAGE, PREFIX,
+    RESOURCE,
 };
 use crate::BenchError;
 
 /// The `length` of a `queue` message, or `None` for any other message.
 pub fn queue_length(text: &str) -> Option<u64> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    if v.get("type")?.as_str()? != "queue" {
-        return None;
-    }
-    v.get("length")?.as_u64()
+    count_in(text, "queue", "length")
 }
 
 /// `tokens.len()` watchers on a page `holder` holds; per round the `waiter` socket joins the
