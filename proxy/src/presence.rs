@@ -218,23 +218,27 @@ impl PresenceBoard {
     }
 }
 
+/// A tab of `user`, whose name is their id in capitals (for tests here and of the messages).
+#[cfg(test)]
+pub(crate) fn tab(tab: &str, user: &str) -> Present {
+    Present {
+        tab: tab.into(),
+        holder: store::Holder {
+            user: user.into(),
+            name: user.to_uppercase(),
+            session: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use store::Holder;
-
     use super::*;
 
     fn present(user: &str) -> Vec<Present> {
-        vec![Present {
-            tab: format!("tab-{user}"),
-            holder: Holder {
-                user: user.into(),
-                name: user.into(),
-                session: None,
-            },
-        }]
+        vec![tab(&format!("tab-{user}"), user)]
     }
 
     async fn counted(reads: &AtomicUsize, user: &str) -> Result<Vec<Present>, ()> {
@@ -323,17 +327,6 @@ mod tests {
             board.changed("doc:1"),
             "a change after a quiet interval leads again"
         );
-    }
-
-    fn tab(tab: &str, user: &str) -> Present {
-        Present {
-            tab: tab.into(),
-            holder: Holder {
-                user: user.into(),
-                name: user.to_uppercase(),
-                session: None,
-            },
-        }
     }
 
     #[test]

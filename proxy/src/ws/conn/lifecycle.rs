@@ -252,18 +252,7 @@ fn millis(d: std::time::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::{Holder, Present};
-
-    fn present(tab: &str, user: &str) -> Present {
-        Present {
-            tab: tab.into(),
-            holder: Holder {
-                user: user.into(),
-                name: user.to_uppercase(),
-                session: None,
-            },
-        }
-    }
+    use crate::presence::tab as present;
 
     #[test]
     fn presence_names_others_once_without_the_holder_or_the_viewer() {
