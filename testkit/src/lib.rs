@@ -26,7 +26,7 @@ pub fn free_port() -> u16 {
 /// Blocks until something listens on loopback `port`; fails after `limit` with `log()`.
 pub fn wait_for_port(port: u16, limit: Duration, log: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening(port) {
         assert!(
             Instant::now() < deadline,
             "nothing listens on port {port}; log:\n{}",
@@ -34,4 +34,13 @@ pub fn wait_for_port(port: u16, limit: Duration, log: impl Fn() -> String) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Does something listen on loopback `port`? A connection whose local port is `port` itself
+/// is TCP's simultaneous open with itself, which happens now and then while nothing listens
+/// (the kernel may pick the target port as the ephemeral one): that is a no.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|s| s.local_addr())
+        .is_ok_and(|local| local.port() != port)
 }

@@ -90,11 +90,16 @@ struct Events {
 impl Events {
     async fn open(base: &str, path: &str, user: &str) -> Events {
         let response = get_events(base, path, user, &[]).await;
-        Events::of(response)
+        Events::of(response).await
     }
 
-    fn of(response: Response) -> Events {
-        assert_eq!(response.status(), StatusCode::OK);
+    /// The stream an answer opened; panics with the answer's body if it is not one.
+    async fn of(response: Response) -> Events {
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            panic!("expected an event stream, got {status}: {body}");
+        }
         let content_type = response.headers()[CONTENT_TYPE]
             .to_str()
             .unwrap_or_default();
@@ -290,7 +295,7 @@ async fn the_app_gets_the_holders_identity_and_none_of_the_clients_latch_headers
         ("X-Latch-Extra", "1"),
     ];
     let response = get_events(&base, "/docs/1/events", "alice", &spoofed).await;
-    let mut alice = Events::of(response);
+    let mut alice = Events::of(response).await;
     let event = alice.next(PATIENCE).await.expect("an event").json();
     let fence = event["fence"].as_str().expect("a fence").to_owned();
     assert_ne!(fence, "999999");
@@ -398,7 +403,7 @@ async fn a_user_has_at_most_16_fenced_streams_and_a_closed_one_frees_its_slot() 
         (response.status() == StatusCode::OK).then_some(response)
     })
     .await;
-    let mut again = Events::of(freed.expect("a stream once a slot is free"));
+    let mut again = Events::of(freed.expect("a stream once a slot is free")).await;
     assert_eq!(
         again.next(PATIENCE).await.expect("an event").json()["user"],
         "alice"
