@@ -17,6 +17,7 @@
 //! - Small helpers: [`free_port`], [`token`], [`client`], [`eventually`].
 
 pub mod browser;
+pub mod django;
 pub mod editor;
 pub mod express;
 pub mod fixtures;
