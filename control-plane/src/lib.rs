@@ -30,6 +30,7 @@ use store::{EventLog, LockStore, RuleStore, UnixMillis};
 pub use error::{ApiError, FieldError};
 pub use openapi::ApiDoc;
 pub use recorder::{Recorder, MAX_PENDING};
+pub use rule_json::RuleDto;
 
 /// Everything the control plane is built from.
 pub struct Parts {

@@ -1,11 +1,15 @@
 //! Subcommands (docs/operations.md). Each returns every problem it found; `main` prints them and
 //! exits 2.
 
+mod api;
 mod check;
 mod control_plane;
 mod demo;
+mod locks;
 mod proxy;
+mod rule_set;
 mod run;
+mod table;
 mod token;
 
 use std::path::PathBuf;
@@ -71,6 +75,22 @@ enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// The live locks, through the control plane's API (an admin token in LATCH_ADMIN_TOKEN
+    /// or --token-file).
+    Locks {
+        #[command(flatten)]
+        remote: api::Remote,
+        #[command(subcommand)]
+        action: locks::Action,
+    },
+    /// The rules, through the control plane's API (an admin token in LATCH_ADMIN_TOKEN or
+    /// --token-file).
+    Rules {
+        #[command(flatten)]
+        remote: api::Remote,
+        #[command(subcommand)]
+        action: rule_set::Action,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<(), Vec<String>> {
@@ -89,6 +109,8 @@ pub fn run(cli: Cli) -> Result<(), Vec<String>> {
             issuer,
             audience,
         } => token::run(secret, sub, name, roles, &ttl, issuer, audience),
+        Command::Locks { remote, action } => locks::run(remote, action),
+        Command::Rules { remote, action } => rule_set::run(remote, action),
     }
 }
 
