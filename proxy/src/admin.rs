@@ -1,11 +1,12 @@
-//! The proxy's operational endpoints on `admin.listen`: `/healthz`, `/readyz`, `/metrics`.
+//! The proxy's operational endpoints on `admin.listen`: `/healthz`, `/readyz`, `/metrics`, and
+//! `/shapes`, the request shapes this instance saw ([`crate::shapes`]).
 //!
 //! Kept off the proxy port so that a scraper or a load balancer's probe never competes with,
 //! or leaks into, the protected app's traffic.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -19,6 +20,7 @@ pub fn router(latch: Arc<Latch>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/shapes", get(shapes))
         .with_state(latch)
 }
 
@@ -52,5 +54,30 @@ async fn metrics(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         latch.metrics.render(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct ShapeQuery {
+    /// Only shapes starting with this, e.g. `/admin/pages/`.
+    #[serde(default)]
+    prefix: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    200
+}
+
+/// `GET /shapes?prefix=&limit=`: the shapes seen most first, each with a suggested rule.
+async fn shapes(
+    State(latch): State<Arc<Latch>>,
+    Query(query): Query<ShapeQuery>,
+) -> impl IntoResponse {
+    Json(
+        latch
+            .shapes
+            .report(&query.prefix, query.limit.min(crate::shapes::MAX_SHAPES)),
     )
 }

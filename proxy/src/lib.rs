@@ -30,6 +30,7 @@ mod respond;
 pub mod rules_source;
 pub mod server;
 mod service;
+mod shapes;
 mod stash;
 mod state;
 mod task;

@@ -228,6 +228,8 @@ impl LatchProxy {
         let rules = self.latch.rules.load();
         let method = session.req_header().method.clone();
         let found = rules.find(method.as_str(), &rule_path);
+        let rule_id = found.as_ref().map(|m| m.rule.id.as_str());
+        (self.latch.shapes).note(&method, &rule_path, session.req_header(), rule_id);
         drop(rule_path);
         let Some(matched) = found else {
             if self.latch.config.auth.require == config::Require::All {

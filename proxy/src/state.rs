@@ -20,6 +20,7 @@ use crate::banner::Hub;
 use crate::claim_rate::ClaimRate;
 use crate::metrics::Metrics;
 use crate::recent::RecentClaims;
+use crate::shapes::ShapeBook;
 
 /// Lock store operations whose latency histogram is resolved once at start, so that timing
 /// them costs no label lookup on the request path.
@@ -69,6 +70,8 @@ pub struct Latch {
     pub claim_rate: ClaimRate,
     /// The app's own WebSockets on this instance that live under a lock (see [`AppSockets`]).
     pub app_sockets: AppSockets,
+    /// The request shapes this instance saw (see [`ShapeBook`]).
+    pub shapes: ShapeBook,
 }
 
 impl Latch {
@@ -107,6 +110,7 @@ impl Latch {
             head_memo: Arc::default(),
             claim_rate,
             app_sockets: AppSockets::default(),
+            shapes: ShapeBook::default(),
         }))
     }
 

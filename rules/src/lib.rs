@@ -13,6 +13,7 @@ mod pattern;
 mod problems;
 mod redirect;
 mod set;
+mod shape;
 mod target;
 mod template;
 mod validate;
@@ -25,6 +26,7 @@ pub use pattern::CaptureType;
 pub use problems::{ProblemContext, Problems};
 pub use redirect::{check_same_site, OffSite};
 pub use set::{Match, RuleSet};
+pub use shape::{shape, suggest_rule, MAX_SHAPE_LEN};
 pub use target::{parse_target, AbsolutePath, Target, TargetError};
 pub use validate::{validate_rule, validate_rules, Issue};
 

@@ -1,0 +1,446 @@
+//! The request shapes this instance sees: a bounded, sampled summary for admins who are looking
+//! for the URLs to protect (docs/operations.md, "Finding the URLs to protect").
+//!
+//! One request in [`SAMPLE_EVERY`] is noted: its method, the shape of its normalized path
+//! ([`rules::shape`]: ids, uuids, dates, hashes and tokens folded into typed placeholders), what
+//! kind of request it was (a page, an XHR, an asset) and the rule that matched it, if any.
+//! Never its query string, body, headers' values or user. Counts are estimates: each sampled
+//! request counts for [`SAMPLE_EVERY`].
+//!
+//! Memory is bounded whatever the traffic: at most [`MAX_SHAPES`] entries of at most
+//! [`rules::MAX_SHAPE_LEN`] bytes each. When the book is full, a new shape replaces the least
+//! seen of a few entries picked at random (the way Redis approximates LFU eviction), so shapes
+//! seen often stay while a flood of one-off paths churns among themselves.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{header, Method};
+use indexmap::IndexMap;
+use pingora::http::RequestHeader;
+use serde::Serialize;
+
+/// One request in this many is noted.
+pub const SAMPLE_EVERY: u32 = 8;
+/// Most shapes kept.
+pub const MAX_SHAPES: usize = 2_000;
+/// How many random entries a full book compares to pick the one to drop.
+const EVICTION_PROBES: usize = 5;
+
+/// What a request asked for, from its own headers (`Sec-Fetch-Dest` first, then
+/// `X-Requested-With` and `Accept`, then the file extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Page,
+    Xhr,
+    Asset,
+    Other,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Page, Kind::Xhr, Kind::Asset, Kind::Other];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    fn of(req: &RequestHeader, path: &str) -> Kind {
+        let headers = &req.headers;
+        if let Some(dest) = headers.get("sec-fetch-dest") {
+            return match dest.as_bytes() {
+                b"document" | b"iframe" | b"frame" => Kind::Page,
+                b"empty" => Kind::Xhr,
+                _ => Kind::Asset,
+            };
+        }
+        if headers.contains_key("x-requested-with") {
+            return Kind::Xhr;
+        }
+        if let Some(accept) = headers.get(header::ACCEPT).map(|v| v.as_bytes()) {
+            if contains(accept, b"text/html") {
+                return Kind::Page;
+            }
+            if contains(accept, b"json") {
+                return Kind::Xhr;
+            }
+        }
+        let last = path.rsplit('/').next().unwrap_or_default();
+        let extension = last.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        match extension.as_deref() {
+            Some(
+                "js" | "mjs" | "css" | "map" | "png" | "jpg" | "jpeg" | "gif" | "svg" | "ico"
+                | "webp" | "avif" | "woff" | "woff2" | "ttf" | "otf" | "eot",
+            ) => Kind::Asset,
+            _ => Kind::Other,
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct Key {
+    method: Method,
+    shape: Box<str>,
+}
+
+struct Stats {
+    count: u64,
+    first_seen: u64,
+    last_seen: u64,
+    kinds: u8,
+    rule: Option<Box<str>>,
+}
+
+struct Book {
+    entries: IndexMap<Key, Stats, foldhash::fast::RandomState>,
+    /// Shapes dropped to make room.
+    evicted: u64,
+    /// xorshift state for picking eviction candidates.
+    seed: u64,
+}
+
+/// The shapes this instance saw.
+pub struct ShapeBook {
+    book: Mutex<Book>,
+}
+
+/// One shape as the admin port shows it.
+#[derive(Serialize)]
+pub struct ShapeView {
+    pub method: String,
+    pub shape: String,
+    /// Estimated requests (sampled ones times [`SAMPLE_EVERY`]).
+    pub count: u64,
+    /// Milliseconds since the Unix epoch.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub kinds: Vec<Kind>,
+    /// A method that may change something (not GET, HEAD, OPTIONS or TRACE).
+    pub writes: bool,
+    /// The rule that matched it when it was last seen.
+    pub rule: Option<String>,
+    /// A rule for it: `pattern` with typed captures and a `resource`.
+    pub suggestion: Suggestion,
+}
+
+#[derive(Serialize)]
+pub struct Suggestion {
+    pub pattern: String,
+    pub resource: String,
+}
+
+/// What the admin port answers: the shapes seen most first, with the book's bounds.
+#[derive(Serialize)]
+pub struct ShapeReport {
+    pub sample_every: u32,
+    pub max_shapes: usize,
+    pub evicted: u64,
+    pub shapes: Vec<ShapeView>,
+}
+
+thread_local! {
+    static TICK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Is this request one of the sampled ones? One thread-local increment.
+fn sampled() -> bool {
+    TICK.with(|tick| {
+        let n = tick.get().wrapping_add(1);
+        tick.set(n);
+        n % SAMPLE_EVERY == 0
+    })
+}
+
+impl Default for ShapeBook {
+    fn default() -> ShapeBook {
+        ShapeBook {
+            book: Mutex::new(Book {
+                entries: IndexMap::with_capacity_and_hasher(64, Default::default()),
+                evicted: 0,
+                seed: 0x9E37_79B9_7F4A_7C15,
+            }),
+        }
+    }
+}
+
+impl ShapeBook {
+    /// Notes a request, if it is a sampled one. `path` is the normalized path rules see.
+    pub fn note(&self, method: &Method, path: &str, req: &RequestHeader, rule: Option<&str>) {
+        if sampled() {
+            self.record(method, path, Kind::of(req, path), rule, now_ms());
+        }
+    }
+
+    fn record(&self, method: &Method, path: &str, kind: Kind, rule: Option<&str>, now: u64) {
+        let key = Key {
+            method: method.clone(),
+            shape: rules::shape(path).into_boxed_str(),
+        };
+        let Ok(mut book) = self.book.lock() else {
+            return;
+        };
+        if let Some(stats) = book.entries.get_mut(&key) {
+            stats.count += u64::from(SAMPLE_EVERY);
+            stats.last_seen = now;
+            stats.kinds |= kind.bit();
+            if stats.rule.as_deref() != rule {
+                stats.rule = rule.map(Into::into);
+            }
+            return;
+        }
+        if book.entries.len() >= MAX_SHAPES {
+            book.evict();
+        }
+        book.entries.insert(
+            key,
+            Stats {
+                count: u64::from(SAMPLE_EVERY),
+                first_seen: now,
+                last_seen: now,
+                kinds: kind.bit(),
+                rule: rule.map(Into::into),
+            },
+        );
+    }
+
+    /// The shapes whose shape starts with `prefix`, most seen first, at most `limit`.
+    pub fn report(&self, prefix: &str, limit: usize) -> ShapeReport {
+        let Ok(book) = self.book.lock() else {
+            return ShapeReport {
+                sample_every: SAMPLE_EVERY,
+                max_shapes: MAX_SHAPES,
+                evicted: 0,
+                shapes: Vec::new(),
+            };
+        };
+        let mut shapes: Vec<ShapeView> = book
+            .entries
+            .iter()
+            .filter(|(key, _)| key.shape.starts_with(prefix))
+            .map(|(key, stats)| {
+                let (pattern, resource) = rules::suggest_rule(&key.shape);
+                ShapeView {
+                    method: key.method.to_string(),
+                    shape: key.shape.to_string(),
+                    count: stats.count,
+                    first_seen: stats.first_seen,
+                    last_seen: stats.last_seen,
+                    kinds: Kind::ALL
+                        .into_iter()
+                        .filter(|k| stats.kinds & k.bit() != 0)
+                        .collect(),
+                    writes: !matches!(
+                        key.method,
+                        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+                    ),
+                    rule: stats.rule.as_deref().map(str::to_owned),
+                    suggestion: Suggestion { pattern, resource },
+                }
+            })
+            .collect();
+        shapes.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.shape.cmp(&b.shape))
+                .then_with(|| a.method.cmp(&b.method))
+        });
+        shapes.truncate(limit);
+        ShapeReport {
+            sample_every: SAMPLE_EVERY,
+            max_shapes: MAX_SHAPES,
+            evicted: book.evicted,
+            shapes,
+        }
+    }
+
+    /// Bytes the book holds in its entries' keys and values, for the memory bound's test.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        let book = self.book.lock().expect("the book");
+        let entry = std::mem::size_of::<Key>() + std::mem::size_of::<Stats>() + 8;
+        book.entries.capacity() * entry
+            + book
+                .entries
+                .iter()
+                .map(|(k, v)| k.shape.len() + v.rule.as_deref().map_or(0, str::len))
+                .sum::<usize>()
+    }
+}
+
+impl Book {
+    /// Drops the least seen of a few entries picked at random.
+    fn evict(&mut self) {
+        let len = self.entries.len();
+        let mut victim = None;
+        for _ in 0..EVICTION_PROBES {
+            let i = (self.next_random() % len as u64) as usize;
+            let count = self.entries[i].count;
+            if victim.is_none_or(|(_, least)| count < least) {
+                victim = Some((i, count));
+            }
+        }
+        if let Some((i, _)) = victim {
+            self.entries.swap_remove_index(i);
+            self.evicted += 1;
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.seed;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed = x;
+        x
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
+        for (name, value) in headers {
+            req.insert_header(name.to_string(), *value)
+                .expect("a header");
+        }
+        req
+    }
+
+    #[test]
+    fn a_request_is_a_page_an_xhr_or_an_asset_by_its_own_headers() {
+        for (headers, path, kind) in [
+            (vec![("Sec-Fetch-Dest", "document")], "/a", Kind::Page),
+            (vec![("Sec-Fetch-Dest", "iframe")], "/a", Kind::Page),
+            (
+                vec![("Sec-Fetch-Dest", "empty"), ("Accept", "text/html")],
+                "/a",
+                Kind::Xhr,
+            ),
+            (vec![("Sec-Fetch-Dest", "script")], "/a", Kind::Asset),
+            (
+                vec![("X-Requested-With", "XMLHttpRequest")],
+                "/a",
+                Kind::Xhr,
+            ),
+            (
+                vec![("Accept", "text/html,application/xhtml+xml")],
+                "/a",
+                Kind::Page,
+            ),
+            (vec![("Accept", "application/json")], "/a", Kind::Xhr),
+            (vec![], "/static/app.CSS", Kind::Asset),
+            (vec![], "/api/save", Kind::Other),
+        ] {
+            assert_eq!(
+                Kind::of(&request(&headers), path),
+                kind,
+                "{headers:?} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn objects_of_one_shape_add_up_and_the_report_filters_and_suggests() {
+        let book = ShapeBook::default();
+        for (i, (method, path, kind, rule)) in [
+            (Method::GET, "/admin/pages/3/edit/", Kind::Page, None),
+            (Method::GET, "/admin/pages/41/edit/", Kind::Page, None),
+            (Method::POST, "/admin/pages/41/edit/", Kind::Xhr, None),
+            (Method::POST, "/admin/pages/41/lock/", Kind::Xhr, None),
+            (
+                Method::GET,
+                "/admin/pages/41/edit/",
+                Kind::Xhr,
+                Some("pages"),
+            ),
+            (Method::GET, "/static/app.js", Kind::Asset, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            book.record(&method, path, kind, rule, 1_000 + i as u64);
+        }
+        let report = book.report("/admin/pages/", 100);
+        let rows: Vec<(&str, &str, u64, bool)> = report
+            .shapes
+            .iter()
+            .map(|s| (s.method.as_str(), s.shape.as_str(), s.count, s.writes))
+            .collect();
+        let n = u64::from(SAMPLE_EVERY);
+        assert_eq!(
+            rows,
+            [
+                ("GET", "/admin/pages/{int}/edit/", 3 * n, false),
+                ("POST", "/admin/pages/{int}/edit/", n, true),
+                ("POST", "/admin/pages/{int}/lock/", n, true),
+            ]
+        );
+        let edit = &report.shapes[0];
+        assert_eq!(edit.kinds, [Kind::Page, Kind::Xhr]);
+        assert_eq!((edit.first_seen, edit.last_seen), (1_000, 1_004));
+        assert_eq!(edit.rule.as_deref(), Some("pages"));
+        assert_eq!(edit.suggestion.pattern, "/admin/pages/{id:int}/edit/");
+        assert_eq!(edit.suggestion.resource, "pages:{id}");
+        assert_eq!(book.report("", 2).shapes.len(), 2);
+    }
+
+    #[test]
+    fn a_million_distinct_paths_stay_within_the_bound_and_frequent_shapes_survive() {
+        let book = ShapeBook::default();
+        // A shape seen often before the flood.
+        for _ in 0..50 {
+            book.record(&Method::GET, "/admin/pages/1/edit/", Kind::Page, None, 1);
+        }
+        let bound = MAX_SHAPES
+            * (std::mem::size_of::<Key>()
+                + std::mem::size_of::<Stats>()
+                + 8
+                + rules::MAX_SHAPE_LEN
+                + rules::limits::ID_MAX_LEN)
+            * 2;
+        for i in 0..1_000_000u64 {
+            // Words, not ids, so that each is a shape of its own.
+            let word: String = format!("{i:x}")
+                .chars()
+                .map(|c| (b'g' + c.to_digit(16).unwrap_or(0) as u8) as char)
+                .collect();
+            book.record(
+                &Method::POST,
+                &format!("/flood/{word}/x"),
+                Kind::Other,
+                None,
+                2,
+            );
+        }
+        let report = book.report("", usize::MAX);
+        assert_eq!(report.shapes.len(), MAX_SHAPES);
+        assert!(
+            report.evicted >= 1_000_000 - MAX_SHAPES as u64,
+            "{}",
+            report.evicted
+        );
+        assert!(
+            book.heap_bytes() <= bound,
+            "{} > {bound}",
+            book.heap_bytes()
+        );
+        assert_eq!(report.shapes[0].shape, "/admin/pages/{int}/edit/");
+        assert_eq!(report.shapes[0].count, 50 * u64::from(SAMPLE_EVERY));
+    }
+}

@@ -1,0 +1,312 @@
+//! Request shapes: a path with its object ids folded into typed placeholders, so that
+//! `/admin/pages/3/edit/` and `/admin/pages/41/edit/` are one shape,
+//! `/admin/pages/{int}/edit/`, and a rule can be suggested from it.
+//!
+//! A shape keeps nothing that could identify a request beyond its route: ids, uuids, dates,
+//! hashes, long tokens and anything with an `@` become placeholders, and a shape is bounded in length however long
+//! the path, so a summary of shapes stays small under hostile traffic.
+
+use std::fmt::Write;
+
+/// Most segments a shape keeps; the rest of a longer path becomes one `{rest}`.
+pub const MAX_SEGMENTS: usize = 16;
+/// Longest literal segment a shape keeps, in bytes; a longer one becomes `{str}`.
+pub const MAX_LITERAL: usize = 48;
+/// Longest shape [`shape`] returns, in bytes (every segment at its longest, escaped).
+pub const MAX_SHAPE_LEN: usize = (MAX_SEGMENTS + 1) * (MAX_LITERAL * 3 + 1) + "{rest}".len();
+
+/// The placeholders a segment can fold to, as they appear in a shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fold {
+    Int,
+    Uuid,
+    Date,
+    Hash,
+    Token,
+    Str,
+}
+
+impl Fold {
+    fn placeholder(self) -> &'static str {
+        match self {
+            Fold::Int => "{int}",
+            Fold::Uuid => "{uuid}",
+            Fold::Date => "{date}",
+            Fold::Hash => "{hash}",
+            Fold::Token => "{token}",
+            Fold::Str => "{str}",
+        }
+    }
+
+    fn from_placeholder(segment: &str) -> Option<Fold> {
+        Some(match segment {
+            "{int}" => Fold::Int,
+            "{uuid}" => Fold::Uuid,
+            "{date}" => Fold::Date,
+            "{hash}" => Fold::Hash,
+            "{token}" => Fold::Token,
+            "{str}" | "{rest}" => Fold::Str,
+            _ => return None,
+        })
+    }
+}
+
+/// The shape of a normalized path (as rules see it, without the query).
+pub fn shape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(MAX_SHAPE_LEN));
+    let mut segments = path.strip_prefix('/').unwrap_or(path).split('/');
+    for (i, segment) in segments.by_ref().enumerate() {
+        out.push('/');
+        if i == MAX_SEGMENTS {
+            out.push_str("{rest}");
+            return out;
+        }
+        match fold(segment) {
+            Some(f) => out.push_str(f.placeholder()),
+            None => escape_into(&mut out, segment),
+        }
+    }
+    out
+}
+
+/// What a segment folds to, if it is not kept as written.
+fn fold(segment: &str) -> Option<Fold> {
+    let bytes = segment.as_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    if bytes.iter().all(u8::is_ascii_digit) {
+        return Some(Fold::Int);
+    }
+    if is_uuid(bytes) {
+        return Some(Fold::Uuid);
+    }
+    if is_date(bytes) {
+        return Some(Fold::Date);
+    }
+    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+    if bytes.len() >= 16 && digits > 0 && bytes.iter().all(u8::is_ascii_hexdigit) {
+        return Some(Fold::Hash);
+    }
+    let letters = bytes.iter().filter(|b| b.is_ascii_alphabetic()).count();
+    let token_chars = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    if bytes.len() >= 20 && token_chars && digits >= 3 && letters >= 3 {
+        return Some(Fold::Token);
+    }
+    // An address is someone's identity, whatever its length.
+    (bytes.len() > MAX_LITERAL || bytes.contains(&b'@')).then_some(Fold::Str)
+}
+
+/// 32 hex digits, with or without the hyphens of the 8-4-4-4-12 form.
+fn is_uuid(bytes: &[u8]) -> bool {
+    match bytes.len() {
+        32 => bytes.iter().all(u8::is_ascii_hexdigit),
+        36 => bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        }),
+        _ => false,
+    }
+}
+
+/// `YYYY-MM-DD`.
+fn is_date(bytes: &[u8]) -> bool {
+    bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+}
+
+/// A literal segment, with the braces that would read as a placeholder percent-encoded.
+fn escape_into(out: &mut String, segment: &str) {
+    for c in segment.chars() {
+        match c {
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A rule pattern and resource for a shape: each placeholder becomes a typed capture
+/// (`{id:int}`, `{id:uuid}`, a slug or a plain segment for the others), literal segments match
+/// as written, and the resource is named after the last literal segment before the first
+/// capture (`/admin/pages/{int}/edit/` gives `/admin/pages/{id:int}/edit/` and `pages:{id}`).
+/// A shape with no placeholder gives a resource named after its path.
+pub fn suggest_rule(shape: &str) -> (String, String) {
+    let mut pattern = String::with_capacity(shape.len() + 16);
+    let mut names: Vec<String> = Vec::new();
+    let mut noun: Option<&str> = None;
+    let mut last_literal: Option<&str> = None;
+    for segment in shape.strip_prefix('/').unwrap_or(shape).split('/') {
+        pattern.push('/');
+        let Some(fold) = Fold::from_placeholder(segment) else {
+            let literal = segment.replace("%7B", "{").replace("%7D", "}");
+            pattern.push_str(&regex_syntax::escape(&literal));
+            if !segment.is_empty() {
+                last_literal = Some(segment);
+            }
+            continue;
+        };
+        let name = match names.len() {
+            0 => "id".to_owned(),
+            n => format!("id{}", n + 1),
+        };
+        if names.is_empty() {
+            noun = last_literal;
+        }
+        let _ = match fold {
+            Fold::Int => write!(pattern, "{{{name}:int}}"),
+            Fold::Uuid => write!(pattern, "{{{name}:uuid}}"),
+            Fold::Hash | Fold::Token => write!(pattern, "{{{name}:slug}}"),
+            Fold::Date => write!(pattern, r"(?P<{name}>\d{{4}}-\d{{2}}-\d{{2}})"),
+            Fold::Str => write!(pattern, "(?P<{name}>[^/]+)"),
+        };
+        names.push(name);
+    }
+    let resource = if names.is_empty() {
+        let words: Vec<&str> = shape.split('/').filter(|s| !s.is_empty()).collect();
+        match words.is_empty() {
+            true => "root".to_owned(),
+            false => words.join(":"),
+        }
+    } else {
+        let noun = noun.unwrap_or("object");
+        let ids: Vec<String> = names.iter().map(|n| format!("{{{n}}}")).collect();
+        format!("{noun}:{}", ids.join(":"))
+    };
+    (pattern, resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, expected: &str) {
+        assert_eq!(shape(path), expected, "{path}");
+    }
+
+    #[test]
+    fn ids_fold_to_typed_placeholders_and_words_stay() {
+        check("/", "/");
+        check("/admin/pages/3/edit/", "/admin/pages/{int}/edit/");
+        check(
+            "/admin/pages/41/edit/preview/",
+            "/admin/pages/{int}/edit/preview/",
+        );
+        check("/docs/007", "/docs/{int}");
+        check(
+            "/files/123e4567-e89b-12d3-a456-426614174000",
+            "/files/{uuid}",
+        );
+        check(
+            "/files/123E4567E89B12D3A456426614174000/x",
+            "/files/{uuid}/x",
+        );
+        check("/blog/2026-12-06/post", "/blog/{date}/post");
+        check(
+            "/commit/9fceb02d0ae598e95dc970b74767f19372d61af8",
+            "/commit/{hash}",
+        );
+        check(
+            "/static/app.3f2a1b9c8d7e6f50.js",
+            "/static/app.3f2a1b9c8d7e6f50.js",
+        );
+        check("/reset/Zx81kQ2mP0aL9sT7wY3v", "/reset/{token}");
+        check("/a/b/c", "/a/b/c");
+        check("/edit", "/edit");
+        check("/users/alice@example.com/edit", "/users/{str}/edit");
+        // Words that look a little like ids stay words.
+        check("/v2/api", "/v2/api");
+        check("/deadbeef", "/deadbeef");
+        check("/my-first-blog-post", "/my-first-blog-post");
+        check("/2026-13-99x", "/2026-13-99x");
+    }
+
+    #[test]
+    fn a_shape_is_bounded_and_cannot_fake_a_placeholder() {
+        check(&format!("/x/{}", "a".repeat(49)), "/x/{str}");
+        check(
+            &format!("/x/{}", "a".repeat(48)),
+            &format!("/x/{}", "a".repeat(48)),
+        );
+        check("/{int}/a{b}", "/%7Bint%7D/a%7Bb%7D");
+        let deep = "/a".repeat(100);
+        let folded = shape(&deep);
+        assert_eq!(folded, format!("{}/{{rest}}", "/a".repeat(MAX_SEGMENTS)));
+        let worst = format!("/{}", "{".repeat(MAX_LITERAL)).repeat(40);
+        assert!(
+            shape(&worst).len() <= MAX_SHAPE_LEN,
+            "{}",
+            shape(&worst).len()
+        );
+    }
+
+    #[test]
+    fn a_rule_is_suggested_from_a_shape() {
+        for (shape, pattern, resource) in [
+            (
+                "/admin/pages/{int}/edit/",
+                "/admin/pages/{id:int}/edit/",
+                "pages:{id}",
+            ),
+            (
+                "/files/{uuid}/v/{int}",
+                "/files/{id:uuid}/v/{id2:int}",
+                "files:{id}:{id2}",
+            ),
+            ("/settings", "/settings", "settings"),
+            ("/", "/", "root"),
+            ("/{int}", "/{id:int}", "object:{id}"),
+            ("/r/{token}", "/r/{id:slug}", "r:{id}"),
+            (
+                "/blog/{date}/x.y",
+                r"/blog/(?P<id>\d{4}-\d{2}-\d{2})/x\.y",
+                "blog:{id}",
+            ),
+            ("/a/%7Bb%7D/{int}", r"/a/\{b\}/{id:int}", "%7Bb%7D:{id}"),
+        ] {
+            let (p, r) = suggest_rule(shape);
+            assert_eq!((p.as_str(), r.as_str()), (pattern, resource), "{shape}");
+        }
+    }
+
+    #[test]
+    fn a_suggested_rule_is_valid_and_locks_each_object_of_its_shape_apart() {
+        for (paths, shared) in [
+            (["/admin/pages/3/edit/", "/admin/pages/41/edit/"], false),
+            (
+                [
+                    "/files/123e4567-e89b-12d3-a456-426614174000/v/2",
+                    "/files/123e4567-e89b-12d3-a456-426614174000/v/02",
+                ],
+                true,
+            ),
+            (["/blog/2026-12-06/x.y", "/blog/2026-12-07/x.y"], false),
+            (
+                ["/r/Zx81kQ2mP0aL9sT7wY3v", "/r/Zx81kQ2mP0aL9sT7wY3w"],
+                false,
+            ),
+        ] {
+            let shape = shape(paths[0]);
+            assert_eq!(super::shape(paths[1]), shape);
+            let (pattern, resource) = suggest_rule(&shape);
+            let mut rule = crate::Rule::new("suggested", pattern.as_str());
+            rule.resource = Some(resource);
+            let set = crate::RuleSet::compile(vec![rule])
+                .unwrap_or_else(|issues| panic!("{pattern}: {issues:?}"));
+            let keys: Vec<String> = paths
+                .iter()
+                .map(|p| {
+                    set.find("GET", p)
+                        .unwrap_or_else(|| panic!("{pattern} misses {p}"))
+                        .resource
+                })
+                .collect();
+            assert_eq!(keys[0] == keys[1], shared, "{keys:?}");
+        }
+    }
+}
