@@ -213,6 +213,15 @@ pub trait LockStore: Send + Sync + 'static {
     /// resource. Entries that expire emit nothing.
     async fn stash_delete(&self, user: &str, id: &str) -> Result<bool, StoreError>;
 
+    /// Publishes `summary`, the request-shape summary of the proxy instance `instance` (JSON
+    /// the store does not read), replacing that instance's last one. The caller bounds its
+    /// size.
+    async fn shapes_put(&self, instance: &str, summary: &str) -> Result<(), StoreError>;
+
+    /// Every instance's latest summary published less than `max_age` ago, as
+    /// `(instance, summary)`, in no particular order. Older ones are dropped.
+    async fn shapes(&self, max_age: Duration) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Tells every instance sharing this store that the rule set changed, so their rule
     /// pollers reload now instead of at their next tick. Only a hint: polling stays the
     /// guarantee, so a lost nudge costs at most one poll interval.

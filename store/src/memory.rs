@@ -51,7 +51,12 @@ pub struct MemoryLockStore {
     reaper_wake: Arc<Notify>,
     /// Kept request bodies, apart from the locks: no lock operation waits on them.
     stash: Mutex<Shelves>,
+    /// Each instance's request-shape summary and when it came, at most [`MAX_SHAPE_SOURCES`].
+    shapes: Mutex<HashMap<String, (Instant, String)>>,
 }
+
+/// Most instances whose shape summaries the memory store keeps; the oldest goes first.
+const MAX_SHAPE_SOURCES: usize = 64;
 
 impl MemoryLockStore {
     /// An empty store. Callers share it through the `Arc`.
@@ -75,6 +80,7 @@ impl MemoryLockStore {
             events,
             reaper_wake: Arc::new(Notify::new()),
             stash: Mutex::new(Shelves::default()),
+            shapes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -455,6 +461,31 @@ impl LockStore for MemoryLockStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn shapes_put(&self, instance: &str, summary: &str) -> Result<(), StoreError> {
+        let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        if !shapes.contains_key(instance) && shapes.len() >= MAX_SHAPE_SOURCES {
+            let oldest = shapes
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                shapes.remove(&oldest);
+            }
+        }
+        shapes.insert(instance.to_owned(), (Instant::now(), summary.to_owned()));
+        Ok(())
+    }
+
+    async fn shapes(&self, max_age: Duration) -> Result<Vec<(String, String)>, StoreError> {
+        let now = Instant::now();
+        let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        shapes.retain(|_, (at, _)| now.saturating_duration_since(*at) < max_age);
+        Ok(shapes
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<LockEvent> {

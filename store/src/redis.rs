@@ -1027,6 +1027,52 @@ impl LockStore for RedisLockStore {
         *self.feed.subscribed.borrow()
     }
 
+    async fn shapes_put(&self, instance: &str, summary: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let value = format!("{}\n{summary}", unix_now_ms());
+        let set = redis::cmd("HSET")
+            .arg(self.layout.shapes())
+            .arg(instance)
+            .arg(value)
+            .clone();
+        match tokio::time::timeout(self.options.timeout, conn.query::<redis::Value>(&set)).await {
+            Ok(result) => result.map(|_| ()).map_err(store_error),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn shapes(&self, max_age: Duration) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn()?;
+        let key = self.layout.shapes();
+        let all = redis::cmd("HGETALL").arg(&key).clone();
+        let entries: Vec<(String, String)> =
+            match tokio::time::timeout(self.options.timeout, conn.query(&all)).await {
+                Ok(result) => result.map_err(store_error)?,
+                Err(_) => return Err(StoreError::Timeout),
+            };
+        let now = unix_now_ms();
+        let max_age = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        let mut live = Vec::with_capacity(entries.len());
+        let mut stale = Vec::new();
+        for (instance, value) in entries {
+            let fresh = value
+                .split_once('\n')
+                .and_then(|(at, summary)| Some((at.parse::<u64>().ok()?, summary)))
+                .filter(|(at, _)| now.saturating_sub(*at) < max_age);
+            match fresh {
+                Some((_, summary)) => live.push((instance, summary.to_owned())),
+                None => stale.push(instance),
+            }
+        }
+        if !stale.is_empty() {
+            // Best effort: a summary left behind is skipped again next time.
+            let drop = redis::cmd("HDEL").arg(&key).arg(&stale).clone();
+            let _ =
+                tokio::time::timeout(self.options.timeout, conn.query::<redis::Value>(&drop)).await;
+        }
+        Ok(live)
+    }
+
     async fn nudge_rules(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let publish = redis::cmd("PUBLISH")
@@ -1210,4 +1256,12 @@ mod tests {
         ));
         assert!(started.elapsed() < Duration::from_secs(2));
     }
+}
+
+/// Wall-clock milliseconds, for the shape summaries' age.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -136,6 +136,11 @@ impl KeyLayout {
         )
     }
 
+    /// The hash of every instance's request-shape summary, by instance.
+    pub fn shapes(&self) -> String {
+        format!("{}:shapes", self.prefix)
+    }
+
     pub fn channel(&self) -> String {
         format!("{}:events", self.prefix)
     }

@@ -20,6 +20,7 @@
 //! - [`queue`]: the fair wait queue and its offers.
 //! - [`stash`]: kept request bodies per user (`stash_put`/`list`/`get`/`delete`) and the
 //!   events that announce them.
+//! - [`shapes`]: each proxy instance's request-shape summary.
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -35,6 +36,7 @@ pub mod idle;
 pub mod locks;
 pub mod presence;
 pub mod queue;
+pub mod shapes;
 pub mod stash;
 
 use std::time::Duration;
@@ -158,6 +160,14 @@ macro_rules! lock_store_contract {
                     the_count_bound_evicts_the_oldest,
                     the_byte_bound_evicts_the_oldest,
                     puts_and_deletes_announce_the_user_unaudited,
+                ],
+                concurrent: [],
+            }
+            $crate::support::contract::section! {
+                shapes, #[$test], $timing, $fresh,
+                cases: [
+                    each_instance_keeps_its_latest_summary,
+                    summaries_older_than_the_age_asked_for_are_dropped,
                 ],
                 concurrent: [],
             }
