@@ -1196,6 +1196,14 @@ async fn pump(
     }
 }
 
+/// Wall-clock milliseconds, for the shape summaries' age.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1256,12 +1264,4 @@ mod tests {
         ));
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-}
-
-/// Wall-clock milliseconds, for the shape summaries' age.
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
