@@ -115,6 +115,41 @@ pub enum KeyError {
     EmptyIssuer,
     #[error("audience contains an empty value")]
     EmptyAudience,
+    #[error("jwks_url {url:?} cannot be used: {reason}")]
+    JwksUrl { url: String, reason: String },
+    #[error(
+        "discover needs issuer: the keys are found through \
+         {{issuer}}/.well-known/openid-configuration"
+    )]
+    DiscoveryWithoutIssuer,
+    #[error("issuer {issuer:?} cannot be discovered: {reason}")]
+    DiscoveryIssuer { issuer: String, reason: String },
+    #[error("jwks_cache_min_seconds ({min}) is above jwks_cache_max_seconds ({max})")]
+    KeyLifetimeBounds { min: u64, max: u64 },
+    #[error("cannot set up the HTTP client that fetches keys: {0}")]
+    HttpClient(String),
+}
+
+/// Why fetching the identity provider's keys failed. Shown to operators (logs, `/readyz`);
+/// the last good keys stay in use.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("the provider answered HTTP {0}")]
+    Status(u16),
+    #[error("the document is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the key set is not UTF-8 text")]
+    NotUtf8,
+    #[error("the discovery document is unusable: {0}")]
+    Discovery(String),
+    #[error("the discovery document names issuer {found:?}, not the configured {expected:?}")]
+    IssuerMismatch { expected: String, found: String },
+    #[error("the key set is unusable: {0}")]
+    Keys(String),
+    #[error("the key set holds no signing key usable with the allowed algorithms")]
+    NoUsableKey,
 }
 
 /// Why [`crate::mint_hs256`] could not produce a token.

@@ -7,7 +7,9 @@
 //!
 //! It must not know about HTTP libraries, files, config formats, locks or rules: callers read
 //! key files and pass bytes, pass header values as bytes, and decide what a refusal looks like
-//! on the wire. Nothing here is async or does I/O; the only ambient input is the clock.
+//! on the wire. Only [`Provider`] does I/O: it fetches the identity provider's key set (and
+//! discovery document) and keeps it current. Everything else is synchronous, and its only
+//! ambient input is the clock.
 
 mod algorithm;
 mod bearer;
@@ -15,19 +17,24 @@ mod cache;
 mod claims;
 mod der;
 mod error;
+mod freshness;
 mod jwks;
 mod key;
 mod mint;
 mod origin;
 mod pem;
+mod provider;
+mod refetch;
 mod settings;
 mod verifier;
 
 pub use bearer::token_from_headers;
 pub use claims::Identity;
-pub use error::{AuthError, KeyError, MintError};
+pub use error::{AuthError, FetchError, KeyError, MintError};
+pub use freshness::{lifetime as key_set_lifetime, Bounds as LifetimeBounds, DEFAULT_LIFETIME};
 pub use key::MIN_SECRET_BYTES;
 pub use mint::{mint_hs256, parse_ttl, MintRequest};
 pub use origin::same_origin;
-pub use settings::{AuthSettings, KeySource};
+pub use provider::{KeyStatus, Provider};
+pub use settings::{AuthSettings, KeyLocation, KeySource, RemoteKeys};
 pub use verifier::Verifier;

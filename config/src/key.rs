@@ -30,6 +30,13 @@ pub(crate) struct AuthKey {
     pub secret: Option<String>,
     pub public_key_file: Option<String>,
     pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub discover: bool,
+    /// How fetched keys are kept (`auth.jwks_*`), used only with `jwks_url` or `discover`.
+    pub refetch_interval: Duration,
+    pub fetch_timeout: Duration,
+    pub min_lifetime: Duration,
+    pub max_lifetime: Duration,
 }
 
 /// The unit of a duration key, which its name also states (`_seconds`, `_ms`).

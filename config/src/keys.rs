@@ -98,13 +98,37 @@ fn declare() -> Vec<Key> {
         .doc("Algorithms a token may be signed with; `none` is never accepted."),
         Key::text("auth.secret", |d, v| d.auth_key.secret = Some(v))
         .allowed("at least 32 bytes")
-        .doc("Shared secret for HS* tokens. Give exactly one of `secret`, `public_key_file`, `jwks_file`."),
+        .doc("Shared secret for HS* tokens. Give exactly one of `secret`, `public_key_file`, `jwks_file`, `jwks_url`, `discover = true`."),
         Key::text("auth.public_key_file", |d, v| d.auth_key.public_key_file = Some(v))
         .allowed("a path, relative to the config file")
         .doc("PEM public key for RS*, PS*, ES* or EdDSA tokens."),
         Key::text("auth.jwks_file", |d, v| d.auth_key.jwks_file = Some(v))
         .allowed("a path, relative to the config file")
         .doc("JWKS file whose keys verify tokens by `kid`."),
+        Key::text("auth.jwks_url", |d, v| d.auth_key.jwks_url = Some(v))
+        .allowed("an `https://` URL (`http://` only to a loopback address)")
+        .doc("The identity provider's JWKS URL; its keys are fetched, cached and refetched for an unknown `kid`, with no restart."),
+        Key::flag("auth.discover", |d, v| d.auth_key.discover = v)
+        .default(false)
+        .doc("Find the JWKS URL in `{issuer}/.well-known/openid-configuration` (its `issuer` must equal `issuer`), instead of giving `jwks_url`."),
+        Key::seconds("auth.jwks_refetch_seconds", 1..=3_600, |d, v| {
+            d.auth_key.refetch_interval = v
+        })
+        .default(30)
+        .doc("Least time between two fetches of the key set caused by tokens naming an unknown `kid`."),
+        Key::millis("auth.jwks_timeout_ms", 100..=30_000, |d, v| d.auth_key.fetch_timeout = v)
+        .default(2_000)
+        .doc("Longest a fetch of the key set (or discovery document) may take; also the longest a request waits on a refetch for an unknown `kid`."),
+        Key::seconds("auth.jwks_cache_min_seconds", 1..=86_400, |d, v| {
+            d.auth_key.min_lifetime = v
+        })
+        .default(60)
+        .doc("Floor on how long fetched keys are kept before the next scheduled fetch, whatever `Cache-Control` or `Expires` say (5 minutes when they say nothing)."),
+        Key::seconds("auth.jwks_cache_max_seconds", 60..=604_800, |d, v| {
+            d.auth_key.max_lifetime = v
+        })
+        .default(86_400)
+        .doc("Ceiling on how long fetched keys are kept before the next scheduled fetch."),
         Key::checked_text("auth.cookie", |d, v| {
             let ok = cookie_ok(&v);
             d.config.auth.cookie = v;

@@ -265,42 +265,68 @@ fn cross_checks(
     // Exactly one verification key. Presence is counted before the values, so a key given
     // with the wrong type is reported once, for its type, and not a second time as missing.
     let base = draft.base;
-    let count = ["auth.secret", "auth.public_key_file", "auth.jwks_file"]
-        .iter()
-        .filter(|k| given.contains(**k))
-        .count();
     let AuthKey {
         secret,
         public_key_file,
         jwks_file,
+        jwks_url,
+        discover,
+        refetch_interval,
+        fetch_timeout,
+        min_lifetime,
+        max_lifetime,
     } = std::mem::take(&mut draft.auth_key);
-    let key = match (secret, public_key_file, jwks_file) {
+    let count = [
+        "auth.secret",
+        "auth.public_key_file",
+        "auth.jwks_file",
+        "auth.jwks_url",
+    ]
+    .iter()
+    .filter(|k| given.contains(**k))
+    .count()
+        + usize::from(discover);
+    let remote = |location| {
+        auth::KeySource::Remote(auth::RemoteKeys {
+            location,
+            refetch_interval,
+            timeout: fetch_timeout,
+            min_lifetime,
+            max_lifetime,
+        })
+    };
+    let key = match (secret, public_key_file, jwks_file, jwks_url) {
         _ if count > 1 => {
             problem(
                 "auth.secret",
-                "give only one of secret, public_key_file or jwks_file".into(),
+                "give only one of secret, public_key_file, jwks_file, jwks_url or discover = true"
+                    .into(),
             );
             None
         }
-        (Some(secret), None, None) => Some(auth::KeySource::Secret(secret.into_bytes())),
-        (None, Some(file), None) => match std::fs::read(base.join(&file)) {
+        (Some(secret), None, None, None) => Some(auth::KeySource::Secret(secret.into_bytes())),
+        (None, Some(file), None, None) => match std::fs::read(base.join(&file)) {
             Ok(bytes) => Some(auth::KeySource::PublicKeyPem(bytes)),
             Err(e) => {
                 problem("auth.public_key_file", format!("cannot read {file:?}: {e}"));
                 None
             }
         },
-        (None, None, Some(file)) => match std::fs::read_to_string(base.join(&file)) {
+        (None, None, Some(file), None) => match std::fs::read_to_string(base.join(&file)) {
             Ok(text) => Some(auth::KeySource::Jwks(text)),
             Err(e) => {
                 problem("auth.jwks_file", format!("cannot read {file:?}: {e}"));
                 None
             }
         },
+        (None, None, None, Some(url)) => Some(remote(auth::KeyLocation::JwksUrl(url))),
+        (None, None, None, None) if discover => Some(remote(auth::KeyLocation::Discovery)),
         _ if count == 0 => {
             problem(
                 "auth.secret",
-                "one of secret, public_key_file or jwks_file is required".into(),
+                "one of secret, public_key_file, jwks_file, jwks_url or discover = true is \
+                 required"
+                    .into(),
             );
             None
         }
@@ -311,6 +337,11 @@ fn cross_checks(
             auth::KeySource::Secret(_) => "secret",
             auth::KeySource::PublicKeyPem(_) => "public_key_file",
             auth::KeySource::Jwks(_) => "jwks_file",
+            auth::KeySource::Remote(auth::RemoteKeys {
+                location: auth::KeyLocation::JwksUrl(_),
+                ..
+            }) => "jwks_url",
+            auth::KeySource::Remote(_) => "discover",
         };
         let settings = &mut draft.config.auth.settings;
         settings.key = key;
@@ -358,6 +389,9 @@ fn auth_setting_of(message: &str, key_setting: &'static str) -> &'static str {
         ("roles_claim ", "roles_claim"),
         ("issuer ", "issuer"),
         ("audience ", "audience"),
+        ("jwks_url ", "jwks_url"),
+        ("discover ", "discover"),
+        ("jwks_cache_min_seconds ", "jwks_cache_min_seconds"),
     ];
     BY_OPENING
         .iter()

@@ -502,6 +502,80 @@ fn bad_auth_values() {
 }
 
 #[test]
+fn keys_fetched_from_the_identity_provider() {
+    let c = good(&auth_only(
+        "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n\
+         jwks_refetch_seconds = 5\njwks_timeout_ms = 700\n\
+         jwks_cache_min_seconds = 10\njwks_cache_max_seconds = 600",
+    ));
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Remote(auth::RemoteKeys {
+            location: auth::KeyLocation::JwksUrl("https://idp.example.com/jwks".into()),
+            refetch_interval: std::time::Duration::from_secs(5),
+            timeout: std::time::Duration::from_millis(700),
+            min_lifetime: std::time::Duration::from_secs(10),
+            max_lifetime: std::time::Duration::from_secs(600),
+        })
+    );
+    let c = good(&auth_only(
+        "algorithms = [\"ES256\"]\ndiscover = true\nissuer = \"https://idp.example.com\"",
+    ));
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Remote(auth::RemoteKeys::at(auth::KeyLocation::Discovery))
+    );
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"http://idp.example.com/jwks\"",
+            "auth.jwks_url",
+            "loopback",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"idp/jwks\"",
+            "auth.jwks_url",
+            "not a URL",
+        ),
+        ("algorithms = [\"RS256\"]\ndiscover = true", "auth.discover", "issuer"),
+        (
+            "algorithms = [\"RS256\"]\ndiscover = true\nissuer = \"urn:idp\"",
+            "auth.issuer",
+            "cannot be discovered",
+        ),
+        (
+            "jwks_url = \"https://idp.example.com/jwks\"",
+            "auth.algorithms",
+            "HS256",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n\
+             jwks_cache_min_seconds = 600\njwks_cache_max_seconds = 60",
+            "auth.jwks_cache_min_seconds",
+            "above",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n\
+             jwks_refetch_seconds = 0",
+            "auth.jwks_refetch_seconds",
+            "0",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\ndiscover = true\n\
+             issuer = \"https://idp.example.com\"",
+            "auth.secret",
+            "only one",
+        ),
+    ];
+    for (lines, key, says) in cases {
+        bad(&auth_only(lines), key, says);
+    }
+    bad(&auth("discover = \"yes\""), "auth.discover", "string");
+    // `discover = false` is no key at all.
+    bad(&auth_only("discover = false"), "auth.secret", "required");
+}
+
+#[test]
 fn key_files_are_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     // Not a usable key: the point is that the file was found and judged, at its own key.

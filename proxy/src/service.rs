@@ -231,7 +231,10 @@ impl LatchProxy {
         drop(rule_path);
         let Some(matched) = found else {
             if self.latch.config.auth.require == config::Require::All {
-                match self.latch.authenticate(&session.req_header().headers) {
+                match (self.latch)
+                    .authenticate_or_refetch(&session.req_header().headers)
+                    .await
+                {
                     Ok(id) => ctx.identity = Some(id),
                     Err(e) => return Ok(self.unauthenticated(session, &e)),
                 }
@@ -244,7 +247,10 @@ impl LatchProxy {
             return Ok((Outcome::Passed, Step::Forward));
         }
 
-        let identity = match self.latch.authenticate(&session.req_header().headers) {
+        let identity = match (self.latch)
+            .authenticate_or_refetch(&session.req_header().headers)
+            .await
+        {
             Ok(id) => id,
             Err(e) => return Ok(self.unauthenticated(session, &e)),
         };

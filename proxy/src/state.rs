@@ -144,9 +144,32 @@ impl Latch {
         result
     }
 
+    /// [`Latch::authenticate`], and for a token naming a key the identity provider's fetched
+    /// set does not hold, one rate-limited refetch of the set and a second try (the only
+    /// network wait a request can have, bounded by `auth.jwks_timeout_ms`). Boxed, so the
+    /// common path's future stays small.
+    pub async fn authenticate_or_refetch(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Identity>, auth::AuthError> {
+        let token = self.token(headers).ok_or(auth::AuthError::Missing)?;
+        match self.verifier.verify(token) {
+            Err(auth::AuthError::UnknownKey) if self.verifier.provider().is_some() => {
+                Box::pin(self.verifier.verify_or_refetch(token)).await
+            }
+            answer => answer,
+        }
+    }
+
     /// The verified identity of the request's token (cookie or bearer).
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, auth::AuthError> {
-        let token = auth::token_from_headers(
+        let token = self.token(headers).ok_or(auth::AuthError::Missing)?;
+        self.verifier.verify(token)
+    }
+
+    /// The token a request carries (bearer first, then the cookie).
+    fn token<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        auth::token_from_headers(
             headers
                 .get_all(http::header::COOKIE)
                 .iter()
@@ -156,8 +179,6 @@ impl Latch {
                 .map(|v| v.as_bytes()),
             &self.config.auth.cookie,
         )
-        .ok_or(auth::AuthError::Missing)?;
-        self.verifier.verify(token)
     }
 
     /// The lock holder a request represents under `rule`: the user, plus the browser session
