@@ -23,6 +23,9 @@ pub(crate) struct Draft<'a> {
     /// The three ways to give the verification key. Only one may be given, and a key file is
     /// read only then, so they are kept here and resolved once every key is read.
     pub auth_key: AuthKey,
+    /// `[trusted_proxy]` as written; judged once every key is read, since the assertion
+    /// header also depends on `[auth]`.
+    pub trusted: auth::TrustedProxySettings,
 }
 
 #[derive(Default)]
@@ -440,6 +443,7 @@ mod tests {
             config: blank(),
             base: Path::new("/etc/latch"),
             auth_key: AuthKey::default(),
+            trusted: auth::TrustedProxySettings::default(),
         }
     }
 

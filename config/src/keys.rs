@@ -27,6 +27,7 @@ pub(crate) static KEYS: LazyLock<Vec<Key>> = LazyLock::new(declare);
 
 fn declare() -> Vec<Key> {
     let auth = auth::AuthSettings::default();
+    let trusted = auth::TrustedProxySettings::default();
     vec![
         // [proxy]
         Key::address("proxy.listen", |d, v| d.config.proxy.listen = v)
@@ -173,6 +174,31 @@ fn declare() -> Vec<Key> {
         Key::choice("auth.require", |d, v| d.config.auth.require = v)
             .default("protected")
             .doc("Which requests need a valid token: only rule-matched ones, or all."),
+        // [trusted_proxy]
+        Key::list("trusted_proxy.peers", |d, v| d.trusted.peers = v)
+        .default(Vec::<String>::new())
+        .allowed("IP networks (`10.0.0.0/8`, `fd00::/8`) or addresses")
+        .doc("Peers (the TCP address a request comes from) that are an authentication proxy, such as oauth2-proxy or Pomerium: only their identity headers count. Empty: none, and the headers below mean nothing."),
+        Key::text("trusted_proxy.user_header", |d, v| d.trusted.user_header = v)
+        .default(trusted.user_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header in which a trusted peer names the user."),
+        Key::text("trusted_proxy.email_header", |d, v| d.trusted.email_header = v)
+        .default(trusted.email_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header with the user's email: the user when `user_header` is absent, the display name when `name_header` is."),
+        Key::text("trusted_proxy.name_header", |d, v| d.trusted.name_header = v)
+        .default(trusted.name_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header with the user's display name."),
+        Key::text("trusted_proxy.groups_header", |d, v| d.trusted.groups_header = v)
+        .default(trusted.groups_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header with the user's groups, comma-separated; they are the user's roles."),
+        Key::text("trusted_proxy.assertion_header", |d, v| d.trusted.assertion_header = v)
+        .default("")
+        .allowed("a header name; empty: not used")
+        .doc("Header with a signed JWT assertion (Pomerium's `X-Pomerium-Jwt-Assertion`), verified like a token with the `[auth]` keys, algorithms, issuer and audience; it wins over the other headers."),
         // [locks]
         Key::checked_text("locks.store", |d, v| {
             d.config.locks.store = lock_store(v)?;
@@ -344,6 +370,7 @@ pub(crate) fn blank() -> Config {
             max_per_user: 0,
             max_bytes_per_user: 0,
         },
+        trusted_proxy: None,
     }
 }
 

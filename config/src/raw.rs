@@ -169,6 +169,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
         config: blank(),
         base,
         auth_key: AuthKey::default(),
+        trusted: auth::TrustedProxySettings::default(),
     };
     for key in KEYS.iter() {
         apply_key(key, None, &mut draft, &mut |_, _| {});
@@ -184,6 +185,7 @@ pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::Rul
         config: blank(),
         base,
         auth_key: AuthKey::default(),
+        trusted: auth::TrustedProxySettings::default(),
     };
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
@@ -224,6 +226,7 @@ pub(crate) fn convert(
         config: blank(),
         base,
         auth_key: AuthKey::default(),
+        trusted: auth::TrustedProxySettings::default(),
     };
     let mut given = HashSet::new();
     for section in sections {
@@ -348,6 +351,31 @@ fn cross_checks(
         for message in auth::Verifier::check_settings(settings) {
             let setting = auth_setting_of(&message, key_setting);
             problem(&format!("auth.{setting}"), message);
+        }
+    }
+
+    let trusted = std::mem::take(&mut draft.trusted);
+    match auth::TrustedProxy::new(&trusted) {
+        Ok(proxy) => {
+            let assertion = proxy.as_ref().and_then(|p| p.assertion_header()).is_some();
+            if assertion && given.contains("auth.secret") {
+                problem(
+                    "trusted_proxy.assertion_header",
+                    "an assertion is verified with the auth proxy's public keys; set \
+                     auth.jwks_url (or discover, jwks_file or public_key_file) instead of \
+                     auth.secret"
+                        .into(),
+                );
+            }
+            draft.config.trusted_proxy = proxy;
+        }
+        Err(errors) => {
+            for error in errors {
+                problem(
+                    &format!("trusted_proxy.{}", error.setting()),
+                    error.to_string(),
+                );
+            }
         }
     }
 

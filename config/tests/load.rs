@@ -576,6 +576,69 @@ fn keys_fetched_from_the_identity_provider() {
 }
 
 #[test]
+fn trusted_proxy_settings() {
+    assert_eq!(good(&minimal("")).trusted_proxy, None, "off by default");
+    let c = good(&minimal(
+        "[trusted_proxy]\npeers = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]\n\
+         user_header = \"X-Auth-Request-User\"\ngroups_header = \"\"",
+    ));
+    let trusted = c.trusted_proxy.expect("configured");
+    assert!(trusted.trusts(Some("10.2.3.4".parse().unwrap())));
+    assert!(trusted.trusts(Some("192.168.1.7".parse().unwrap())));
+    assert!(!trusted.trusts(Some("127.0.0.1".parse().unwrap())));
+    assert!(trusted.is_identity_header("x-auth-request-user"));
+    assert!(trusted.is_identity_header("x_forwarded_email"));
+    assert!(
+        !trusted.is_identity_header("x-forwarded-groups"),
+        "turned off"
+    );
+    // From the environment too.
+    let c = load_env(
+        &minimal(""),
+        &[("LATCH_TRUSTED_PROXY_PEERS", "10.0.0.0/8, 172.16.0.0/12")],
+    )
+    .unwrap();
+    assert!(c
+        .trusted_proxy
+        .unwrap()
+        .trusts(Some("172.20.0.1".parse().unwrap())));
+
+    let found = issues(
+        &minimal(
+            "[trusted_proxy]\npeers = [\"10.0.0.0/33\", \"proxy.internal\"]\n\
+             user_header = \"X User\"\nname_header = \"X-Latch-User\"\n\
+             assertion_header = \"X-Pomerium-Jwt-Assertion\"",
+        ),
+        &[],
+    );
+    let keys: Vec<&str> = found.iter().map(|issue| issue.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "trusted_proxy.peers",
+            "trusted_proxy.peers",
+            "trusted_proxy.user_header",
+            "trusted_proxy.name_header",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[1].message.contains("proxy.internal"), "{found:#?}");
+    // An assertion needs public keys: a secret holder could mint one.
+    bad(
+        &minimal("[trusted_proxy]\npeers = [\"10.0.0.1\"]\nassertion_header = \"X-Pomerium-Jwt-Assertion\""),
+        "trusted_proxy.assertion_header",
+        "public keys",
+    );
+    bad(
+        &minimal(
+            "[trusted_proxy]\npeers = [\"10.0.0.1\"]\nuser_header = \"\"\nemail_header = \"\"",
+        ),
+        "trusted_proxy.user_header",
+        "no header names the user",
+    );
+}
+
+#[test]
 fn key_files_are_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     // Not a usable key: the point is that the file was found and judged, at its own key.
