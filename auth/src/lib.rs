@@ -4,14 +4,14 @@
 //! (shared secret, PEM public key, JWKS, or the identity provider's fetched key set), the
 //! `exp`/`nbf`/`iss`/`aud` checks, the mapping from claims to an [`Identity`], where a request
 //! carries its token, which peers may assert identity in headers ([`TrustedProxy`]), and which
-//! of a request's credentials counts ([`credential`]). It also mints HS256
-//! tokens for development.
+//! of a request's credentials counts ([`credential`]). It also mints HS256 tokens for
+//! development.
 //!
-//! It must not know about HTTP libraries, files, config formats, locks or rules: callers read
-//! key files and pass bytes, pass header values as bytes, and decide what a refusal looks like
-//! on the wire. Only [`Provider`] does I/O: it fetches the identity provider's key set (and
-//! discovery document) and keeps it current. Everything else is synchronous, and its only
-//! ambient input is the clock.
+//! It must not know about the proxy's HTTP stack, files, config formats, locks or rules:
+//! callers read key files and pass bytes, pass header values as bytes and peer addresses, and
+//! decide what a refusal looks like on the wire. Only [`Provider`] does I/O, as an HTTP client
+//! of the identity provider: it fetches the key set (and discovery document) and keeps it
+//! current. Everything else is synchronous, and its only ambient input is the clock.
 
 mod algorithm;
 mod bearer;

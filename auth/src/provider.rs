@@ -156,10 +156,17 @@ impl Provider {
                 max: remote.max_lifetime.as_secs(),
             });
         }
+        // Keys configured over https never follow a redirect down to plain http.
+        let https_only = location.as_ref().is_some_and(|location| match location {
+            Location::Jwks(url) | Location::Discovery { document: url, .. } => {
+                url.scheme() == "https"
+            }
+        });
         let client = reqwest::Client::builder()
             .timeout(remote.timeout)
             .connect_timeout(remote.timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
+            .https_only(https_only)
             .build()
             .map_err(|e| errors.push(KeyError::HttpClient(e.to_string())))
             .ok();
