@@ -84,6 +84,33 @@ async fn headers_from_a_trusted_peer_name_the_user() {
     // The auth proxy's own headers still reach the app from a trusted peer.
     assert_eq!(echo["headers"]["x-forwarded-user"], "alice");
 
+    // A `_` spelling passed along by the auth proxy is not its own: removed, not believed.
+    let (status, echo) = get(
+        &latch,
+        PROTECTED,
+        &[
+            ("X-Forwarded-User", "alice"),
+            ("X_Forwarded_User", "mallory"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{echo}");
+    assert_eq!(echo["headers"]["x-latch-user"], "alice");
+    assert_eq!(identity_headers_seen(&echo), ["x-forwarded-user"], "{echo}");
+
+    // The same header twice: which one the auth proxy set cannot be told.
+    let (status, body) = get(
+        &latch,
+        PROTECTED,
+        &[
+            ("X-Forwarded-User", "mallory"),
+            ("X-Forwarded-User", "alice"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "bad_forwarded_identity", "{body}");
+
     // Only the email: it names the user.
     let (status, echo) = get(
         &latch,
@@ -312,4 +339,36 @@ async fn an_assertion_from_an_untrusted_peer_is_ignored() {
     let (status, echo) = get(&latch, "/echo/public", &spellings).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(identity_headers_seen(&echo), Vec::<String>::new(), "{echo}");
+}
+
+/// Opens the banner socket with `X-Forwarded-User: alice` and nothing else.
+async fn banner_socket_as_alice(latch: &Latch) -> Result<(), String> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = latch
+        .ws_url("/__latch/ws")
+        .into_client_request()
+        .expect("a WebSocket request");
+    let origin = format!("http://127.0.0.1:{}", latch.port);
+    req.headers_mut()
+        .insert("origin", origin.parse().expect("origin"));
+    req.headers_mut()
+        .insert("x-forwarded-user", "alice".parse().expect("user"));
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn the_banner_socket_believes_a_trusted_peer_only() {
+    let upstream = Upstream::start().await;
+    let trusted = behind(&upstream, "[\"127.0.0.0/8\"]");
+    banner_socket_as_alice(&trusted)
+        .await
+        .expect("a trusted peer's user opens the banner socket");
+    let untrusted = behind(&upstream, "[\"10.0.0.0/8\"]");
+    let refused = banner_socket_as_alice(&untrusted)
+        .await
+        .expect_err("an untrusted peer's header names nobody");
+    assert!(refused.contains("401"), "{refused}");
 }
