@@ -2,9 +2,9 @@
 # Installs what Latch needs beyond the Rust toolchain, gcc and python3, for one purpose:
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
-#                            openssl (Redis and TLS tests), the MongoDB-wire test server, and the
+#                            openssl (Redis and TLS tests), the MongoDB-wire test server, the
 #                            Flask, Django, Express and Tomcat apps of the enforcement
-#                            differential test
+#                            differential test, and the test identity provider (oidc-provider)
 #   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
@@ -84,5 +84,19 @@ if [ "$purpose" = test ]; then
       exit 1
     }
     cp "$apps/express/package-lock.json" "$apps/express/node_modules/.latch-package-lock.json"
+  fi
+fi
+
+if [ "$purpose" = test ]; then
+  # The identity provider of the key-fetching and trusted-proxy tests (oidc-provider, pinned
+  # in tests/apps/idp/package-lock.json), installed again when its pins change.
+  idp="$(cd "$(dirname "$0")/.." && pwd)/tests/apps/idp"
+  if ! cmp -s "$idp/package-lock.json" "$idp/node_modules/.latch-package-lock.json"; then
+    echo "setup: installing the test identity provider's packages (npm ci, tests/apps/idp)"
+    (cd "$idp" && npm ci --no-audit --no-fund --silent) || {
+      echo "setup: could not install them; run: (cd tests/apps/idp && npm ci)" >&2
+      exit 1
+    }
+    cp "$idp/package-lock.json" "$idp/node_modules/.latch-package-lock.json"
   fi
 fi

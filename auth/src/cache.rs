@@ -86,6 +86,13 @@ impl TokenCache {
             .map(|entry| Arc::clone(&entry.identity))
     }
 
+    /// Forgets every token, when a key they may have been signed with was withdrawn.
+    pub(crate) fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        entries.by_token.clear();
+        entries.bytes = 0;
+    }
+
     /// Remembers a verified token until `refuse_from`. When full (in entries or in bytes),
     /// expired entries go first, then arbitrary ones: a burst of new sessions costs
     /// re-verification, never memory. A token larger than the whole budget is not kept.

@@ -2,7 +2,8 @@
 //!
 //! [`AuthError`] messages go to clients as a problem+json `detail`, so they are short sentences
 //! that never repeat the token or anything else the client sent beyond a sanitized algorithm name.
-//! [`KeyError`] messages go to operators (`latch check`), so they name the setting and the fix.
+//! [`KeyError`] and [`TrustedProxyError`] messages go to operators (`latch check`), so they name
+//! the setting and the fix.
 
 use thiserror::Error;
 
@@ -31,6 +32,9 @@ pub enum AuthError {
     /// Carries the configured claim name or path, never the claim's value.
     #[error("The token lacks a usable \"{0}\" claim.")]
     MissingClaim(String),
+    /// A trusted authentication proxy sent an identity header that is not plain text.
+    #[error("The identity forwarded by the authentication proxy is unusable.")]
+    BadForwardedIdentity,
 }
 
 impl AuthError {
@@ -47,6 +51,7 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::BadForwardedIdentity => "bad_forwarded_identity",
         }
     }
 }
@@ -115,6 +120,71 @@ pub enum KeyError {
     EmptyIssuer,
     #[error("audience contains an empty value")]
     EmptyAudience,
+    #[error("jwks_url {url:?} cannot be used: {reason}")]
+    JwksUrl { url: String, reason: String },
+    #[error(
+        "discover needs issuer: the keys are found through \
+         {{issuer}}/.well-known/openid-configuration"
+    )]
+    DiscoveryWithoutIssuer,
+    #[error("issuer {issuer:?} cannot be discovered: {reason}")]
+    DiscoveryIssuer { issuer: String, reason: String },
+    #[error("jwks_cache_min_seconds ({min}) is above jwks_cache_max_seconds ({max})")]
+    KeyLifetimeBounds { min: u64, max: u64 },
+    #[error("cannot set up the HTTP client that fetches keys: {0}")]
+    HttpClient(String),
+}
+
+/// A problem with [`crate::TrustedProxySettings`]; [`TrustedProxyError::setting`] names the
+/// setting it is about.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum TrustedProxyError {
+    #[error("{0:?} is not an IP network (such as 10.0.0.0/8) or an IP address")]
+    Peer(String),
+    #[error("{name:?} cannot carry identity: {reason}")]
+    Header {
+        setting: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    #[error(
+        "peers are trusted but no header names the user; set user_header, email_header or \
+         assertion_header"
+    )]
+    NoIdentityHeader,
+}
+
+impl TrustedProxyError {
+    /// The `trusted_proxy` setting the problem is about.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            TrustedProxyError::Peer(_) => "peers",
+            TrustedProxyError::Header { setting, .. } => setting,
+            TrustedProxyError::NoIdentityHeader => "user_header",
+        }
+    }
+}
+
+/// Why fetching the identity provider's keys failed. Shown to operators (logs, `/readyz`);
+/// the last good keys stay in use.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("the provider answered HTTP {0}")]
+    Status(u16),
+    #[error("the document is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the key set is not UTF-8 text")]
+    NotUtf8,
+    #[error("the discovery document is unusable: {0}")]
+    Discovery(String),
+    #[error("the discovery document names issuer {found:?}, not the configured {expected:?}")]
+    IssuerMismatch { expected: String, found: String },
+    #[error("the key set is unusable: {0}")]
+    Keys(String),
+    #[error("the key set holds no signing key usable with the allowed algorithms")]
+    NoUsableKey,
 }
 
 /// Why [`crate::mint_hs256`] could not produce a token.

@@ -23,7 +23,7 @@ const JWK_BASE64: GeneralPurpose = GeneralPurpose::new(
 
 #[derive(Debug)]
 pub(crate) struct SetKey {
-    kid: Option<String>,
+    pub(crate) kid: Option<String>,
     /// The allowed algorithms this key may verify: its type's, narrowed by its own `alg`.
     algorithms: Vec<Algorithm>,
     key: DecodingKey,

@@ -5,6 +5,7 @@
 //! are judged.
 
 use std::fmt;
+use std::time::Duration;
 
 /// The `alg` values a key may be used with, as error messages list them.
 pub(crate) const SUPPORTED: &str =
@@ -22,6 +23,46 @@ pub enum KeySource {
     PublicKeyPem(Vec<u8>),
     /// A JSON Web Key Set document; keys are chosen by the token's `kid`.
     Jwks(String),
+    /// A JSON Web Key Set fetched from the identity provider and kept current (see
+    /// [`crate::Provider`]); keys are chosen by the token's `kid`.
+    Remote(RemoteKeys),
+}
+
+/// Where and how to fetch the identity provider's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteKeys {
+    pub location: KeyLocation,
+    /// Least time between two fetches made because a token named an unknown `kid`.
+    pub refetch_interval: Duration,
+    /// Bound on one fetch (connect, headers and body), and so on the only wait a request may
+    /// have on the network: the refetch for an unknown `kid`.
+    pub timeout: Duration,
+    /// Floor and ceiling of a key set's lifetime, whatever its caching headers say.
+    pub min_lifetime: Duration,
+    pub max_lifetime: Duration,
+}
+
+/// Where the key set is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyLocation {
+    /// The key set's own URL.
+    JwksUrl(String),
+    /// The `jwks_uri` of the discovery document `{issuer}/.well-known/openid-configuration`,
+    /// whose `issuer` must equal [`AuthSettings::issuer`].
+    Discovery,
+}
+
+impl RemoteKeys {
+    /// The defaults of the `auth.jwks_*` settings.
+    pub fn at(location: KeyLocation) -> RemoteKeys {
+        RemoteKeys {
+            location,
+            refetch_interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+            min_lifetime: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(86_400),
+        }
+    }
 }
 
 /// Redacts the secret so settings can be logged or shown in a panic-free debug dump.
@@ -31,6 +72,7 @@ impl fmt::Debug for KeySource {
             KeySource::Secret(secret) => write!(f, "Secret([redacted; {} bytes])", secret.len()),
             KeySource::PublicKeyPem(pem) => write!(f, "PublicKeyPem({} bytes)", pem.len()),
             KeySource::Jwks(doc) => write!(f, "Jwks({} bytes)", doc.len()),
+            KeySource::Remote(remote) => write!(f, "Remote({remote:?})"),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::error::{AuthError, KeyError};
 use crate::jwks::{self, SetKey};
 use crate::key::{check_secret, KeyKind, SecretProblem};
 use crate::pem;
+use crate::provider::Provider;
 use crate::settings::{AuthSettings, KeySource, MAX_LEEWAY_SECONDS};
 
 /// Far beyond any cookie or sane header; refusing early bounds the decoding work per request.
@@ -37,7 +38,8 @@ pub struct Verifier {
     /// second before the library would refuse it, so the cache never extends a token's life
     /// (even when `exp` had a fraction the claim mapping rounded up).
     leeway_seconds: u64,
-    verified: TokenCache,
+    /// Shared with a [`Provider`], which empties it when a key is withdrawn.
+    verified: Arc<TokenCache>,
 }
 
 /// One allow-listed algorithm with its ready-made validation rules. The rules name only this
@@ -53,6 +55,8 @@ struct AllowedAlgorithm {
 enum KeyRing {
     Single(DecodingKey),
     Set(Vec<SetKey>),
+    /// The identity provider's current key set, swapped in whole by its fetches.
+    Remote(Arc<Provider>),
 }
 
 /// The two header members needed before any cryptography.
@@ -108,13 +112,42 @@ impl Verifier {
             .iter()
             .find(|allowed| allowed.name == alg_name)
             .ok_or_else(|| AuthError::AlgorithmNotAllowed(algorithm::echo(alg_name)))?;
-        let key = match &self.keys {
-            KeyRing::Single(key) => key,
-            KeyRing::Set(keys) => jwks::select(keys, allowed.alg, header.kid.as_deref())?,
+        let decode = |key| {
+            jsonwebtoken::decode::<serde_json::Value>(token, key, &allowed.validation)
+                .map_err(|error| refusal(error.kind(), allowed.name))
         };
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &allowed.validation)
-            .map_err(|error| refusal(error.kind(), allowed.name))?;
+        let kid = header.kid.as_deref();
+        let data = match &self.keys {
+            KeyRing::Single(key) => decode(key)?,
+            KeyRing::Set(keys) => decode(jwks::select(keys, allowed.alg, kid)?)?,
+            KeyRing::Remote(provider) => {
+                let set = provider.current();
+                decode(jwks::select(&set.keys, allowed.alg, kid)?)?
+            }
+        };
         self.claims.identity(&data.claims)
+    }
+
+    /// The identity provider whose fetched keys this verifier uses, if it uses fetched keys:
+    /// whoever runs the verifier also runs [`Provider::run`] to keep them current.
+    pub fn provider(&self) -> Option<&Arc<Provider>> {
+        match &self.keys {
+            KeyRing::Remote(provider) => Some(provider),
+            _ => None,
+        }
+    }
+
+    /// [`Verifier::verify`], and when it refuses the token for naming a key the fetched set
+    /// does not hold, one rate-limited refetch of the set (bounded by the fetch timeout) and a
+    /// second try. Every other answer is [`Verifier::verify`]'s, with no wait.
+    pub async fn verify_or_refetch(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        match self.verify(token) {
+            Err(AuthError::UnknownKey) => match self.provider() {
+                Some(provider) if provider.refetch_unknown().await => self.verify(token),
+                _ => Err(AuthError::UnknownKey),
+            },
+            answer => answer,
+        }
     }
 }
 
@@ -159,7 +192,8 @@ fn refusal(kind: &ErrorKind, alg_name: &str) -> AuthError {
 fn compile(settings: &AuthSettings) -> Result<Verifier, Vec<KeyError>> {
     let mut errors = Vec::new();
     let allowed = algorithm::parse_allow_list(&settings.algorithms, &mut errors);
-    let keys = compile_keys(&settings.key, &allowed, &mut errors);
+    let verified = Arc::new(TokenCache::new(cache::CAPACITY, cache::BUDGET_BYTES));
+    let keys = compile_keys(settings, &allowed, &verified, &mut errors);
 
     if settings.leeway_seconds > MAX_LEEWAY_SECONDS {
         errors.push(KeyError::LeewayTooLarge(settings.leeway_seconds));
@@ -196,7 +230,7 @@ fn compile(settings: &AuthSettings) -> Result<Verifier, Vec<KeyError>> {
             keys,
             claims: ClaimMap { user, name, roles },
             leeway_seconds: settings.leeway_seconds,
-            verified: TokenCache::new(cache::CAPACITY, cache::BUDGET_BYTES),
+            verified,
         }),
         _ => Err(errors),
     }
@@ -223,11 +257,12 @@ fn validation(alg: Algorithm, settings: &AuthSettings) -> Validation {
 }
 
 fn compile_keys(
-    source: &KeySource,
+    settings: &AuthSettings,
     allowed: &[Algorithm],
+    verified: &Arc<TokenCache>,
     errors: &mut Vec<KeyError>,
 ) -> Option<KeyRing> {
-    match source {
+    match &settings.key {
         KeySource::Secret(secret) => {
             if secret.trim_ascii_start().starts_with(b"-----BEGIN") {
                 errors.push(KeyError::SecretIsPem);
@@ -253,19 +288,23 @@ fn compile_keys(
                 None
             }
         },
-        KeySource::Jwks(document) => {
-            let asymmetric: Vec<Algorithm> = allowed
-                .iter()
-                .copied()
-                .filter(|alg| !KeyKind::Secret.algorithms().contains(alg))
-                .collect();
-            for alg in allowed.iter().filter(|alg| !asymmetric.contains(alg)) {
-                errors.push(KeyError::AlgorithmKeyMismatch {
-                    algorithm: algorithm::name(*alg).to_owned(),
-                    key: "a JWKS document".to_owned(),
-                    allowed: "public-key algorithms (RS*, PS*, ES256, ES384, EdDSA)".to_owned(),
-                });
+        KeySource::Remote(remote) => {
+            let asymmetric = public_key_algorithms(allowed, "a fetched JWKS", errors);
+            match Provider::build(
+                remote,
+                settings.issuer.as_deref(),
+                &asymmetric,
+                Some(Arc::clone(verified)),
+            ) {
+                Ok(provider) => Some(KeyRing::Remote(Arc::new(provider))),
+                Err(problems) => {
+                    errors.extend(problems);
+                    None
+                }
             }
+        }
+        KeySource::Jwks(document) => {
+            let asymmetric = public_key_algorithms(allowed, "a JWKS document", errors);
             match jwks::parse(document, &asymmetric) {
                 Ok(keys) if keys.is_empty() => {
                     if !asymmetric.is_empty() {
@@ -283,6 +322,26 @@ fn compile_keys(
             }
         }
     }
+}
+
+/// The allowed algorithms a key set may serve; each secret-key algorithm is a problem, since a
+/// key set's keys are public.
+fn public_key_algorithms(
+    allowed: &[Algorithm],
+    key: &str,
+    errors: &mut Vec<KeyError>,
+) -> Vec<Algorithm> {
+    let (secret, public): (Vec<Algorithm>, Vec<Algorithm>) = allowed
+        .iter()
+        .partition(|alg| KeyKind::Secret.algorithms().contains(alg));
+    for alg in secret {
+        errors.push(KeyError::AlgorithmKeyMismatch {
+            algorithm: algorithm::name(alg).to_owned(),
+            key: key.to_owned(),
+            allowed: "public-key algorithms (RS*, PS*, ES256, ES384, EdDSA)".to_owned(),
+        });
+    }
+    public
 }
 
 /// A single key verifies only its own family; each allowed algorithm outside it is a problem.

@@ -23,6 +23,9 @@ pub(crate) struct Draft<'a> {
     /// The three ways to give the verification key. Only one may be given, and a key file is
     /// read only then, so they are kept here and resolved once every key is read.
     pub auth_key: AuthKey,
+    /// `[trusted_proxy]` as written; judged once every key is read, since the assertion
+    /// header also depends on `[auth]`.
+    pub trusted: auth::TrustedProxySettings,
 }
 
 #[derive(Default)]
@@ -30,6 +33,13 @@ pub(crate) struct AuthKey {
     pub secret: Option<String>,
     pub public_key_file: Option<String>,
     pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub discover: bool,
+    /// How fetched keys are kept (`auth.jwks_*`), used only with `jwks_url` or `discover`.
+    pub refetch_interval: Duration,
+    pub fetch_timeout: Duration,
+    pub min_lifetime: Duration,
+    pub max_lifetime: Duration,
 }
 
 /// The unit of a duration key, which its name also states (`_seconds`, `_ms`).
@@ -433,6 +443,7 @@ mod tests {
             config: blank(),
             base: Path::new("/etc/latch"),
             auth_key: AuthKey::default(),
+            trusted: auth::TrustedProxySettings::default(),
         }
     }
 

@@ -27,6 +27,7 @@ pub(crate) static KEYS: LazyLock<Vec<Key>> = LazyLock::new(declare);
 
 fn declare() -> Vec<Key> {
     let auth = auth::AuthSettings::default();
+    let trusted = auth::TrustedProxySettings::default();
     vec![
         // [proxy]
         Key::address("proxy.listen", |d, v| d.config.proxy.listen = v)
@@ -98,13 +99,37 @@ fn declare() -> Vec<Key> {
         .doc("Algorithms a token may be signed with; `none` is never accepted."),
         Key::text("auth.secret", |d, v| d.auth_key.secret = Some(v))
         .allowed("at least 32 bytes")
-        .doc("Shared secret for HS* tokens. Give exactly one of `secret`, `public_key_file`, `jwks_file`."),
+        .doc("Shared secret for HS* tokens. Give exactly one of `secret`, `public_key_file`, `jwks_file`, `jwks_url`, `discover = true`."),
         Key::text("auth.public_key_file", |d, v| d.auth_key.public_key_file = Some(v))
         .allowed("a path, relative to the config file")
         .doc("PEM public key for RS*, PS*, ES* or EdDSA tokens."),
         Key::text("auth.jwks_file", |d, v| d.auth_key.jwks_file = Some(v))
         .allowed("a path, relative to the config file")
         .doc("JWKS file whose keys verify tokens by `kid`."),
+        Key::text("auth.jwks_url", |d, v| d.auth_key.jwks_url = Some(v))
+        .allowed("an `https://` URL (`http://` only to a loopback address)")
+        .doc("The identity provider's JWKS URL; its keys are fetched, cached and refetched for an unknown `kid`, with no restart."),
+        Key::flag("auth.discover", |d, v| d.auth_key.discover = v)
+        .default(false)
+        .doc("Find the JWKS URL in `{issuer}/.well-known/openid-configuration` (its `issuer` must equal `issuer`), instead of giving `jwks_url`."),
+        Key::seconds("auth.jwks_refetch_seconds", 1..=3_600, |d, v| {
+            d.auth_key.refetch_interval = v
+        })
+        .default(30)
+        .doc("Least time between two fetches of the key set caused by tokens naming an unknown `kid`."),
+        Key::millis("auth.jwks_timeout_ms", 100..=30_000, |d, v| d.auth_key.fetch_timeout = v)
+        .default(2_000)
+        .doc("Longest a fetch of the key set (or discovery document) may take; also the longest a request waits on a refetch for an unknown `kid`."),
+        Key::seconds("auth.jwks_cache_min_seconds", 1..=86_400, |d, v| {
+            d.auth_key.min_lifetime = v
+        })
+        .default(60)
+        .doc("Floor on how long fetched keys are kept before the next scheduled fetch, whatever `Cache-Control` or `Expires` say (5 minutes when they say nothing)."),
+        Key::seconds("auth.jwks_cache_max_seconds", 60..=604_800, |d, v| {
+            d.auth_key.max_lifetime = v
+        })
+        .default(86_400)
+        .doc("Ceiling on how long fetched keys are kept before the next scheduled fetch."),
         Key::checked_text("auth.cookie", |d, v| {
             let ok = cookie_ok(&v);
             d.config.auth.cookie = v;
@@ -149,6 +174,31 @@ fn declare() -> Vec<Key> {
         Key::choice("auth.require", |d, v| d.config.auth.require = v)
             .default("protected")
             .doc("Which requests need a valid token: only rule-matched ones, or all."),
+        // [trusted_proxy]
+        Key::list("trusted_proxy.peers", |d, v| d.trusted.peers = v)
+        .default(Vec::<String>::new())
+        .allowed("IP networks (`10.0.0.0/8`, `fd00::/8`) or addresses")
+        .doc("Peers (the TCP address a request comes from) that are an authentication proxy, such as oauth2-proxy or Pomerium: only their identity headers count. Empty: none, and the headers below mean nothing."),
+        Key::text("trusted_proxy.user_header", |d, v| d.trusted.user_header = v)
+        .default(trusted.user_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header in which a trusted peer names the user."),
+        Key::text("trusted_proxy.email_header", |d, v| d.trusted.email_header = v)
+        .default(trusted.email_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header with the user's email: the user when `user_header` is absent, the display name when `name_header` is."),
+        Key::text("trusted_proxy.name_header", |d, v| d.trusted.name_header = v)
+        .default(trusted.name_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header with the user's display name."),
+        Key::text("trusted_proxy.groups_header", |d, v| d.trusted.groups_header = v)
+        .default(trusted.groups_header.as_str())
+        .allowed("a header name; empty: not used")
+        .doc("Header with the user's groups, comma-separated; they are the user's roles."),
+        Key::text("trusted_proxy.assertion_header", |d, v| d.trusted.assertion_header = v)
+        .default("")
+        .allowed("a header name; empty: not used")
+        .doc("Header with a signed JWT assertion (Pomerium's `X-Pomerium-Jwt-Assertion`), verified like a token with the `[auth]` keys, algorithms, issuer and audience; it wins over the other headers."),
         // [locks]
         Key::checked_text("locks.store", |d, v| {
             d.config.locks.store = lock_store(v)?;
@@ -320,6 +370,7 @@ pub(crate) fn blank() -> Config {
             max_per_user: 0,
             max_bytes_per_user: 0,
         },
+        trusted_proxy: None,
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub control_plane: ControlPlaneConfig,
     pub admin: AdminConfig,
     pub stash: StashConfig,
+    /// Peers whose identity headers are believed (`[trusted_proxy]`); `None`: none are.
+    pub trusted_proxy: Option<auth::TrustedProxy>,
 }
 
 #[derive(Clone, Debug)]

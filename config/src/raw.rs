@@ -169,6 +169,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
         config: blank(),
         base,
         auth_key: AuthKey::default(),
+        trusted: auth::TrustedProxySettings::default(),
     };
     for key in KEYS.iter() {
         apply_key(key, None, &mut draft, &mut |_, _| {});
@@ -184,6 +185,7 @@ pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::Rul
         config: blank(),
         base,
         auth_key: AuthKey::default(),
+        trusted: auth::TrustedProxySettings::default(),
     };
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
@@ -224,6 +226,7 @@ pub(crate) fn convert(
         config: blank(),
         base,
         auth_key: AuthKey::default(),
+        trusted: auth::TrustedProxySettings::default(),
     };
     let mut given = HashSet::new();
     for section in sections {
@@ -265,42 +268,68 @@ fn cross_checks(
     // Exactly one verification key. Presence is counted before the values, so a key given
     // with the wrong type is reported once, for its type, and not a second time as missing.
     let base = draft.base;
-    let count = ["auth.secret", "auth.public_key_file", "auth.jwks_file"]
-        .iter()
-        .filter(|k| given.contains(**k))
-        .count();
     let AuthKey {
         secret,
         public_key_file,
         jwks_file,
+        jwks_url,
+        discover,
+        refetch_interval,
+        fetch_timeout,
+        min_lifetime,
+        max_lifetime,
     } = std::mem::take(&mut draft.auth_key);
-    let key = match (secret, public_key_file, jwks_file) {
+    let count = [
+        "auth.secret",
+        "auth.public_key_file",
+        "auth.jwks_file",
+        "auth.jwks_url",
+    ]
+    .iter()
+    .filter(|k| given.contains(**k))
+    .count()
+        + usize::from(discover);
+    let remote = |location| {
+        auth::KeySource::Remote(auth::RemoteKeys {
+            location,
+            refetch_interval,
+            timeout: fetch_timeout,
+            min_lifetime,
+            max_lifetime,
+        })
+    };
+    let key = match (secret, public_key_file, jwks_file, jwks_url) {
         _ if count > 1 => {
             problem(
                 "auth.secret",
-                "give only one of secret, public_key_file or jwks_file".into(),
+                "give only one of secret, public_key_file, jwks_file, jwks_url or discover = true"
+                    .into(),
             );
             None
         }
-        (Some(secret), None, None) => Some(auth::KeySource::Secret(secret.into_bytes())),
-        (None, Some(file), None) => match std::fs::read(base.join(&file)) {
+        (Some(secret), None, None, None) => Some(auth::KeySource::Secret(secret.into_bytes())),
+        (None, Some(file), None, None) => match std::fs::read(base.join(&file)) {
             Ok(bytes) => Some(auth::KeySource::PublicKeyPem(bytes)),
             Err(e) => {
                 problem("auth.public_key_file", format!("cannot read {file:?}: {e}"));
                 None
             }
         },
-        (None, None, Some(file)) => match std::fs::read_to_string(base.join(&file)) {
+        (None, None, Some(file), None) => match std::fs::read_to_string(base.join(&file)) {
             Ok(text) => Some(auth::KeySource::Jwks(text)),
             Err(e) => {
                 problem("auth.jwks_file", format!("cannot read {file:?}: {e}"));
                 None
             }
         },
+        (None, None, None, Some(url)) => Some(remote(auth::KeyLocation::JwksUrl(url))),
+        (None, None, None, None) if discover => Some(remote(auth::KeyLocation::Discovery)),
         _ if count == 0 => {
             problem(
                 "auth.secret",
-                "one of secret, public_key_file or jwks_file is required".into(),
+                "one of secret, public_key_file, jwks_file, jwks_url or discover = true is \
+                 required"
+                    .into(),
             );
             None
         }
@@ -311,12 +340,42 @@ fn cross_checks(
             auth::KeySource::Secret(_) => "secret",
             auth::KeySource::PublicKeyPem(_) => "public_key_file",
             auth::KeySource::Jwks(_) => "jwks_file",
+            auth::KeySource::Remote(auth::RemoteKeys {
+                location: auth::KeyLocation::JwksUrl(_),
+                ..
+            }) => "jwks_url",
+            auth::KeySource::Remote(_) => "discover",
         };
         let settings = &mut draft.config.auth.settings;
         settings.key = key;
         for message in auth::Verifier::check_settings(settings) {
             let setting = auth_setting_of(&message, key_setting);
             problem(&format!("auth.{setting}"), message);
+        }
+    }
+
+    let trusted = std::mem::take(&mut draft.trusted);
+    match auth::TrustedProxy::new(&trusted) {
+        Ok(proxy) => {
+            let assertion = proxy.as_ref().and_then(|p| p.assertion_header()).is_some();
+            if assertion && given.contains("auth.secret") {
+                problem(
+                    "trusted_proxy.assertion_header",
+                    "an assertion is verified with the auth proxy's public keys; set \
+                     auth.jwks_url (or discover, jwks_file or public_key_file) instead of \
+                     auth.secret"
+                        .into(),
+                );
+            }
+            draft.config.trusted_proxy = proxy;
+        }
+        Err(errors) => {
+            for error in errors {
+                problem(
+                    &format!("trusted_proxy.{}", error.setting()),
+                    error.to_string(),
+                );
+            }
         }
     }
 
@@ -358,6 +417,9 @@ fn auth_setting_of(message: &str, key_setting: &'static str) -> &'static str {
         ("roles_claim ", "roles_claim"),
         ("issuer ", "issuer"),
         ("audience ", "audience"),
+        ("jwks_url ", "jwks_url"),
+        ("discover ", "discover"),
+        ("jwks_cache_min_seconds ", "jwks_cache_min_seconds"),
     ];
     BY_OPENING
         .iter()

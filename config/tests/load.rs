@@ -502,6 +502,143 @@ fn bad_auth_values() {
 }
 
 #[test]
+fn keys_fetched_from_the_identity_provider() {
+    let c = good(&auth_only(
+        "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n\
+         jwks_refetch_seconds = 5\njwks_timeout_ms = 700\n\
+         jwks_cache_min_seconds = 10\njwks_cache_max_seconds = 600",
+    ));
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Remote(auth::RemoteKeys {
+            location: auth::KeyLocation::JwksUrl("https://idp.example.com/jwks".into()),
+            refetch_interval: std::time::Duration::from_secs(5),
+            timeout: std::time::Duration::from_millis(700),
+            min_lifetime: std::time::Duration::from_secs(10),
+            max_lifetime: std::time::Duration::from_secs(600),
+        })
+    );
+    let c = good(&auth_only(
+        "algorithms = [\"ES256\"]\ndiscover = true\nissuer = \"https://idp.example.com\"",
+    ));
+    assert_eq!(
+        c.auth.settings.key,
+        auth::KeySource::Remote(auth::RemoteKeys::at(auth::KeyLocation::Discovery))
+    );
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"http://idp.example.com/jwks\"",
+            "auth.jwks_url",
+            "loopback",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"idp/jwks\"",
+            "auth.jwks_url",
+            "not a URL",
+        ),
+        ("algorithms = [\"RS256\"]\ndiscover = true", "auth.discover", "issuer"),
+        (
+            "algorithms = [\"RS256\"]\ndiscover = true\nissuer = \"urn:idp\"",
+            "auth.issuer",
+            "cannot be discovered",
+        ),
+        (
+            "jwks_url = \"https://idp.example.com/jwks\"",
+            "auth.algorithms",
+            "HS256",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n\
+             jwks_cache_min_seconds = 600\njwks_cache_max_seconds = 60",
+            "auth.jwks_cache_min_seconds",
+            "above",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n\
+             jwks_refetch_seconds = 0",
+            "auth.jwks_refetch_seconds",
+            "0",
+        ),
+        (
+            "algorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\ndiscover = true\n\
+             issuer = \"https://idp.example.com\"",
+            "auth.secret",
+            "only one",
+        ),
+    ];
+    for (lines, key, says) in cases {
+        bad(&auth_only(lines), key, says);
+    }
+    bad(&auth("discover = \"yes\""), "auth.discover", "string");
+    // `discover = false` is no key at all.
+    bad(&auth_only("discover = false"), "auth.secret", "required");
+}
+
+#[test]
+fn trusted_proxy_settings() {
+    assert_eq!(good(&minimal("")).trusted_proxy, None, "off by default");
+    let c = good(&minimal(
+        "[trusted_proxy]\npeers = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]\n\
+         user_header = \"X-Auth-Request-User\"\ngroups_header = \"\"",
+    ));
+    let trusted = c.trusted_proxy.expect("configured");
+    assert!(trusted.trusts(Some("10.2.3.4".parse().unwrap())));
+    assert!(trusted.trusts(Some("192.168.1.7".parse().unwrap())));
+    assert!(!trusted.trusts(Some("127.0.0.1".parse().unwrap())));
+    assert!(trusted.is_identity_header("x-auth-request-user"));
+    assert!(trusted.is_identity_header("x_forwarded_email"));
+    assert!(
+        !trusted.is_identity_header("x-forwarded-groups"),
+        "turned off"
+    );
+    // From the environment too.
+    let c = load_env(
+        &minimal(""),
+        &[("LATCH_TRUSTED_PROXY_PEERS", "10.0.0.0/8, 172.16.0.0/12")],
+    )
+    .unwrap();
+    assert!(c
+        .trusted_proxy
+        .unwrap()
+        .trusts(Some("172.20.0.1".parse().unwrap())));
+
+    let found = issues(
+        &minimal(
+            "[trusted_proxy]\npeers = [\"10.0.0.0/33\", \"proxy.internal\"]\n\
+             user_header = \"X User\"\nname_header = \"X-Latch-User\"\n\
+             assertion_header = \"X-Pomerium-Jwt-Assertion\"",
+        ),
+        &[],
+    );
+    let keys: Vec<&str> = found.iter().map(|issue| issue.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "trusted_proxy.peers",
+            "trusted_proxy.peers",
+            "trusted_proxy.user_header",
+            "trusted_proxy.name_header",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[1].message.contains("proxy.internal"), "{found:#?}");
+    // An assertion needs public keys: a secret holder could mint one.
+    bad(
+        &minimal("[trusted_proxy]\npeers = [\"10.0.0.1\"]\nassertion_header = \"X-Pomerium-Jwt-Assertion\""),
+        "trusted_proxy.assertion_header",
+        "public keys",
+    );
+    bad(
+        &minimal(
+            "[trusted_proxy]\npeers = [\"10.0.0.1\"]\nuser_header = \"\"\nemail_header = \"\"",
+        ),
+        "trusted_proxy.user_header",
+        "no header names the user",
+    );
+}
+
+#[test]
 fn key_files_are_read_relative_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     // Not a usable key: the point is that the file was found and judged, at its own key.

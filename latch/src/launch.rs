@@ -93,6 +93,8 @@ pub fn control_plane(
 ) -> Result<Task, Vec<String>> {
     let verifier = auth::Verifier::new(config.auth.settings.clone())
         .map_err(|e| vec![format!("auth: {e}")])?;
+    // Fetched keys are kept current by a task of the control plane's own.
+    let keys = verifier.provider().cloned();
     let (control_plane, recorder) = control_plane::ControlPlane::new(control_plane::Parts {
         rules: stores.rules.clone(),
         events: stores.events.clone(),
@@ -108,6 +110,9 @@ pub fn control_plane(
     let listen = config.control_plane.listen;
     Ok(Box::pin(async move {
         tokio::spawn(recorder);
+        if let Some(provider) = keys {
+            tokio::spawn(provider.run());
+        }
         tracing::info!(listen = %listen, "control plane serving");
         if let Err(e) = control_plane::serve(listener, router).await {
             tracing::error!(error = %e, "control plane stopped");

@@ -24,23 +24,50 @@ pub fn router(latch: Arc<Latch>) -> Router {
         .with_state(latch)
 }
 
-/// Ready when the lock store answers within its timeout and the rules are loaded.
+/// Ready when the lock store answers within its timeout, the rules are loaded and, when keys
+/// are fetched from the identity provider, a fetch has succeeded. A provider that stopped
+/// answering later does not make the instance unready (the last good keys still verify);
+/// the `auth_keys` detail says so.
 async fn readyz(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
     let mut problems = Vec::new();
+    let keys = latch.verifier.provider().map(|provider| provider.status());
     if let Err(e) = latch.store_op("ping", latch.store.ping()).await {
         problems.push(format!("lock store: {e}"));
     }
     if let Some(p) = latch.rules_problem.lock().ok().and_then(|p| p.clone()) {
         problems.push(format!("rules: {p}"));
     }
-    if problems.is_empty() {
-        (StatusCode::OK, Json(json!({ "ready": true })))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "problems": problems })),
-        )
+    if let Some(status) = keys.as_ref().filter(|status| status.keys == 0) {
+        let why = status
+            .last_error
+            .as_deref()
+            .unwrap_or("the first fetch has not finished");
+        problems.push(format!(
+            "auth keys: none fetched yet from {}: {why}",
+            status.source
+        ));
     }
+    let mut body = if problems.is_empty() {
+        json!({ "ready": true })
+    } else {
+        json!({ "ready": false, "problems": problems })
+    };
+    if let Some(status) = keys {
+        body["auth_keys"] = json!({
+            "source": status.source,
+            "keys": status.keys,
+            "age_seconds": status.age.map(|age| age.as_secs()),
+            "fetches": status.fetches,
+            "failures": status.failures,
+            "last_error": status.last_error,
+        });
+    }
+    let code = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
 }
 
 async fn metrics(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
@@ -51,6 +78,9 @@ async fn metrics(State(latch): State<Arc<Latch>>) -> impl IntoResponse {
         .metrics
         .banner_sockets
         .set(latch.hub.socket_count() as i64);
+    if let Some(provider) = latch.verifier.provider() {
+        latch.metrics.auth_keys.sample(&provider.status());
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         latch.metrics.render(),

@@ -110,10 +110,11 @@ async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result
     if let Err(refused) = check_same_origin(&session.req_header().headers, scheme) {
         return Ok(Reply::problem(403, "Forbidden", refused.message()));
     }
-    let identity = match latch.authenticate(&session.req_header().headers) {
-        Ok(id) => id,
-        Err(e) => return Ok(crate::login::challenge(latch, session, &e)),
-    };
+    let identity =
+        match latch.authenticate(&session.req_header().headers, crate::peer::peer_ip(session)) {
+            Ok(id) => id,
+            Err(e) => return Ok(crate::login::challenge(latch, session, &e)),
+        };
     let sid = cookie(&session.req_header().headers, SESSION_COOKIE).map(str::to_string);
     let Some(raw) = read_small_body(session, MAX_ACTION_BODY).await? else {
         return Ok(Reply::problem(
@@ -173,10 +174,11 @@ async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result
 }
 
 async fn status(latch: &Arc<Latch>, session: &mut Session) -> Reply {
-    let identity = match latch.authenticate(&session.req_header().headers) {
-        Ok(id) => id,
-        Err(e) => return crate::login::challenge(latch, session, &e),
-    };
+    let identity =
+        match latch.authenticate(&session.req_header().headers, crate::peer::peer_ip(session)) {
+            Ok(id) => id,
+            Err(e) => return crate::login::challenge(latch, session, &e),
+        };
     let sid = cookie(&session.req_header().headers, SESSION_COOKIE).map(str::to_string);
     let query = session.req_header().uri.query().unwrap_or("");
     let Some(raw_path) = form_value(query, "path") else {

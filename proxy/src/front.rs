@@ -195,7 +195,7 @@ impl Front {
             };
             if first && self.opens_banner(&read) {
                 if let Head::Complete(headers, n) = parse_head(&read[..head_len]) {
-                    let admitted = ws::admit(&self.latch, &headers);
+                    let admitted = ws::admit(&self.latch, &headers, peer_ip(&tcp));
                     drop(headers);
                     if let Ok(admitted) = admitted {
                         // A client may not send frames before the 101, but anything it did

@@ -24,6 +24,7 @@ mod inject_body;
 mod login;
 pub mod metrics;
 mod origin;
+mod peer;
 mod presence;
 mod recent;
 mod respond;

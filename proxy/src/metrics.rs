@@ -90,6 +90,7 @@ pub struct Metrics {
     pub app_streams: IntGauge,
     pub app_streams_fenced: IntCounter,
     pub stash: StashMetrics,
+    pub auth_keys: AuthKeyMetrics,
 }
 
 impl Metrics {
@@ -189,6 +190,15 @@ impl Metrics {
         )
         .expect("static metric definition");
         let stash = StashMetrics::new();
+        let auth_keys = AuthKeyMetrics::new();
+        for c in [
+            Box::new(auth_keys.keys.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_keys.age.clone()),
+            Box::new(auth_keys.fetches.clone()),
+            Box::new(auth_keys.failures.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(stash.kept.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(stash.refused_total.clone()),
@@ -231,6 +241,7 @@ impl Metrics {
             app_streams,
             app_streams_fenced,
             stash,
+            auth_keys,
         }
     }
 
@@ -250,6 +261,55 @@ impl Metrics {
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The identity provider's keys, when they are fetched (`auth.jwks_url` or `auth.discover`).
+/// Sampled from the provider at scrape; they stay at zero when the keys are not fetched.
+pub struct AuthKeyMetrics {
+    /// Usable keys in use; zero until a fetch succeeded.
+    pub keys: IntGauge,
+    /// Seconds since the keys in use were fetched; -1 until a fetch succeeded.
+    pub age: IntGauge,
+    pub fetches: IntCounter,
+    pub failures: IntCounter,
+}
+
+impl AuthKeyMetrics {
+    fn new() -> AuthKeyMetrics {
+        AuthKeyMetrics {
+            keys: IntGauge::new(
+                "latch_auth_keys",
+                "Usable keys fetched from the identity provider and in use (0 until a fetch succeeded).",
+            )
+            .expect("static metric definition"),
+            age: IntGauge::new(
+                "latch_auth_keys_age_seconds",
+                "Seconds since the identity provider's keys in use were fetched (-1 until a fetch succeeded).",
+            )
+            .expect("static metric definition"),
+            fetches: IntCounter::new(
+                "latch_auth_key_fetches_total",
+                "Fetches of the identity provider's keys.",
+            )
+            .expect("static metric definition"),
+            failures: IntCounter::new(
+                "latch_auth_key_fetch_failures_total",
+                "Fetches of the identity provider's keys that failed; the last good keys stay in use.",
+            )
+            .expect("static metric definition"),
+        }
+    }
+
+    /// Brings the metrics to what the provider reports.
+    pub fn sample(&self, status: &auth::KeyStatus) {
+        self.keys.set(status.keys as i64);
+        self.age
+            .set(status.age.map_or(-1, |age| age.as_secs() as i64));
+        self.fetches
+            .inc_by(status.fetches.saturating_sub(self.fetches.get()));
+        self.failures
+            .inc_by(status.failures.saturating_sub(self.failures.get()));
     }
 }
 

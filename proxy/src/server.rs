@@ -44,6 +44,9 @@ impl BackgroundService for Background {
         tokio::spawn(async move { latch.hub.run(latch.store.as_ref(), &latch.metrics).await });
         let latch = self.latch.clone();
         tokio::spawn(async move { latch.app_sockets.run(latch.store.as_ref()).await });
+        if let Some(provider) = self.latch.verifier.provider() {
+            tokio::spawn(Arc::clone(provider).run());
+        }
         let admin = self.admin.lock().ok().and_then(|mut a| a.take());
         if let Some(listener) = admin {
             let router = crate::admin::router(self.latch.clone());

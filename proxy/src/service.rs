@@ -23,6 +23,7 @@ use crate::cookies::{self, SESSION_COOKIE};
 use crate::fenced::Fenced;
 use crate::inject_body::{self, InjectPlan};
 use crate::metrics::Outcome;
+use crate::peer::peer_ip;
 use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
@@ -93,6 +94,28 @@ fn strip_latch_headers(req: &mut RequestHeader) {
         .headers
         .keys()
         .filter(|k| is_latch_header(k.as_str()))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
+    }
+}
+
+/// Removes the identity headers of `[trusted_proxy]` that must not reach the app: from a peer
+/// that is not trusted, every spelling of them (any case, `_` for `-`); from a trusted one,
+/// the spellings with `_`, which the auth proxy did not set (it sets the names it was told)
+/// but which an app server would read as the same header.
+fn strip_identity_headers(
+    req: &mut RequestHeader,
+    trusted: &auth::TrustedProxy,
+    from_trusted: bool,
+) {
+    let spoofed: Vec<_> = req
+        .headers
+        .keys()
+        .filter(|k| {
+            trusted.is_identity_header(k.as_str()) && (!from_trusted || k.as_str().contains('_'))
+        })
         .cloned()
         .collect();
     for name in spoofed {
@@ -233,7 +256,10 @@ impl LatchProxy {
         drop(rule_path);
         let Some(matched) = found else {
             if self.latch.config.auth.require == config::Require::All {
-                match self.latch.authenticate(&session.req_header().headers) {
+                match (self.latch)
+                    .authenticate_or_refetch(&session.req_header().headers, peer_ip(session))
+                    .await
+                {
                     Ok(id) => ctx.identity = Some(id),
                     Err(e) => return Ok(self.unauthenticated(session, &e)),
                 }
@@ -246,7 +272,10 @@ impl LatchProxy {
             return Ok((Outcome::Passed, Step::Forward));
         }
 
-        let identity = match self.latch.authenticate(&session.req_header().headers) {
+        let identity = match (self.latch)
+            .authenticate_or_refetch(&session.req_header().headers, peer_ip(session))
+            .await
+        {
             Ok(id) => id,
             Err(e) => return Ok(self.unauthenticated(session, &e)),
         };
@@ -579,6 +608,10 @@ impl ProxyHttp for LatchProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         strip_latch_headers(session.req_header_mut());
+        if let Some(trusted) = &self.latch.config.trusted_proxy {
+            let from_trusted = trusted.trusts(peer_ip(session));
+            strip_identity_headers(session.req_header_mut(), trusted, from_trusted);
+        }
         let (outcome, step) = self.route(session, ctx).await?;
         self.latch.metrics.count(outcome);
         match step {

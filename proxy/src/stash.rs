@@ -348,10 +348,11 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, rest: &str) -> Rep
                 .header(header::ALLOW, "GET, HEAD, DELETE")
         }
     }
-    let identity = match latch.authenticate(&session.req_header().headers) {
-        Ok(id) => id,
-        Err(e) => return crate::login::challenge(latch, session, &e),
-    };
+    let identity =
+        match latch.authenticate(&session.req_header().headers, crate::peer::peer_ip(session)) {
+            Ok(id) => id,
+            Err(e) => return crate::login::challenge(latch, session, &e),
+        };
     let user = identity.user.as_str();
     let prefix = &latch.config.proxy.prefix;
     let Some(id) = id else {

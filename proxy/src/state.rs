@@ -3,13 +3,13 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use auth::{Identity, Verifier};
+use auth::{Credential, Identity, Verifier};
 use config::Config;
 use http::HeaderMap;
 use rules::{Owner, Rule, RuleSet};
@@ -148,8 +148,57 @@ impl Latch {
         result
     }
 
-    /// The verified identity of the request's token (cookie or bearer).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, auth::AuthError> {
+    /// [`Latch::authenticate`], and for a token (or assertion) naming a key the identity
+    /// provider's fetched set does not hold, one rate-limited refetch of the set and a second
+    /// try (the only network wait a request can have, bounded by `auth.jwks_timeout_ms`).
+    /// Boxed, so the common path's future stays small.
+    pub async fn authenticate_or_refetch(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Identity>, auth::AuthError> {
+        match self.authenticate(headers, peer) {
+            Err(auth::AuthError::UnknownKey) if self.verifier.provider().is_some() => {
+                Box::pin(async {
+                    match self.credential(headers, peer)? {
+                        Credential::Token(token) | Credential::Assertion(token) => {
+                            self.verifier.verify_or_refetch(token).await
+                        }
+                        _ => Err(auth::AuthError::UnknownKey),
+                    }
+                })
+                .await
+            }
+            answer => answer,
+        }
+    }
+
+    /// The identity a request proves, from whichever credential [`auth::credential`] says
+    /// counts: a trusted auth proxy's assertion or headers, else its own token (bearer, then
+    /// cookie). `peer` is the address of the connection it came on.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Identity>, auth::AuthError> {
+        match self.credential(headers, peer)? {
+            Credential::Token(token) | Credential::Assertion(token) => self.verifier.verify(token),
+            Credential::Forwarded(forwarded) => forwarded
+                .identity(crate::time_fmt::now_ms() / 1000)
+                .map(Arc::new),
+            Credential::None => Err(auth::AuthError::Missing),
+        }
+    }
+
+    /// What the request presents, gathered for [`auth::credential`]. Without
+    /// `[trusted_proxy]` peers, only the token is looked at, as before. A trusted peer's
+    /// identity header sent more than once is refused: which copy would be the auth
+    /// proxy's cannot be told.
+    fn credential<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Credential<'h>, auth::AuthError> {
         let token = auth::token_from_headers(
             headers
                 .get_all(http::header::COOKIE)
@@ -159,9 +208,36 @@ impl Latch {
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
             &self.config.auth.cookie,
-        )
-        .ok_or(auth::AuthError::Missing)?;
-        self.verifier.verify(token)
+        );
+        let trusted = match &self.config.trusted_proxy {
+            Some(trusted) if trusted.trusts(peer) => trusted,
+            _ => return Ok(token.map_or(Credential::None, Credential::Token)),
+        };
+        let single = move |name: Option<&str>| -> Result<Option<&'h [u8]>, auth::AuthError> {
+            let Some(name) = name else { return Ok(None) };
+            let mut values = headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (None, _) => Ok(None),
+                (Some(value), None) => Ok(Some(value.as_bytes())),
+                (Some(_), Some(_)) => Err(auth::AuthError::BadForwardedIdentity),
+            }
+        };
+        let assertion = single(trusted.assertion_header())?
+            .map(|value| std::str::from_utf8(value).map_err(|_| auth::AuthError::Malformed))
+            .transpose()?;
+        let [user, email, name, groups] = trusted.forwarded_headers();
+        let presented = auth::Presented {
+            trusted_peer: true,
+            assertion,
+            forwarded: auth::Forwarded {
+                user: single(user)?,
+                email: single(email)?,
+                name: single(name)?,
+                groups: single(groups)?,
+            },
+            token,
+        };
+        Ok(auth::credential(presented))
     }
 
     /// The lock holder a request represents under `rule`: the user, plus the browser session

@@ -37,6 +37,7 @@ pub struct LatchBuilder {
     env: Vec<(String, String)>,
     locks: String,
     auth_extra: String,
+    auth_key: String,
     command: &'static str,
 }
 
@@ -49,6 +50,7 @@ impl LatchBuilder {
             env: Vec::new(),
             locks: "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\n".into(),
             auth_extra: String::new(),
+            auth_key: format!("secret = \"{SECRET}\""),
             command: "proxy",
         }
     }
@@ -68,6 +70,13 @@ impl LatchBuilder {
     /// Extra lines for the `[auth]` section (after the secret).
     pub fn auth(mut self, lines: &str) -> Self {
         self.auth_extra = lines.to_string();
+        self
+    }
+
+    /// Replaces the `[auth]` section's verification key line (`secret = ...` by default), e.g.
+    /// with `jwks_url = "..."`.
+    pub fn auth_key(mut self, line: &str) -> Self {
+        self.auth_key = line.to_string();
         self
     }
 
@@ -96,10 +105,11 @@ impl LatchBuilder {
         let admin_port = free_port();
         let config = format!(
             "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\nthreads = 2\n\n\
-             [auth]\nsecret = \"{SECRET}\"\n{}\n\n\
+             [auth]\n{}\n{}\n\n\
              [locks]\n{}\n\n[rules]\nstore = \"rules.toml\"\npoll_seconds = 1\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}\n",
             self.upstream,
+            self.auth_key,
             self.auth_extra,
             self.locks,
             self.sections.join("\n\n")

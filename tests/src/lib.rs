@@ -8,6 +8,8 @@
 //! - The upstream: [`Upstream`] ([`upstream`]), a real app with the behaviours the tests need
 //!   (header echo, HTML in every framing and encoding, uploads, streams, a WebSocket); and
 //!   [`express`], the Express app with WebSockets and server-sent events of its own.
+//! - The identity provider: [`idp`], a real OpenID Provider whose keys can be rotated, taken
+//!   down and counted.
 //! - The Flask document editor: [`editor`], the real app most browser tests run against.
 //! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
@@ -21,6 +23,7 @@ pub mod django;
 pub mod editor;
 pub mod express;
 pub mod fixtures;
+pub mod idp;
 pub mod instances;
 pub mod latch;
 pub mod node;

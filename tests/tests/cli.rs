@@ -211,6 +211,32 @@ fn check_lists_every_config_problem_and_exits_2() {
 }
 
 #[test]
+fn check_lists_trusted_proxy_and_key_url_problems() {
+    let config = format!(
+        "[proxy]\nupstream = \"http://127.0.0.1:{}\"\n\n\
+         [auth]\nalgorithms = [\"RS256\"]\njwks_url = \"http://idp.example.com/jwks\"\n\n\
+         [trusted_proxy]\npeers = [\"10.0.0.0/33\", \"proxy.internal\"]\n\
+         user_header = \"X Forwarded User\"\nname_header = \"X-Latch-User\"\n",
+        free_port()
+    );
+    let dir = files(&config, BARE_DOC_EDIT);
+    let (code, out, err) = check(&dir, &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_no_panic(&err);
+    assert_named(
+        &err,
+        &dir.path().join("latch.toml"),
+        &[
+            ("auth.jwks_url", "loopback"),
+            ("trusted_proxy.peers", "10.0.0.0/33"),
+            ("trusted_proxy.peers", "proxy.internal"),
+            ("trusted_proxy.user_header", "not a valid header name"),
+            ("trusted_proxy.name_header", "Latch's own"),
+        ],
+    );
+}
+
+#[test]
 fn check_lists_every_rule_problem_and_exits_2() {
     let dir = files(&good_config(), BROKEN_RULES);
     let (code, out, err) = check(&dir, &[]);

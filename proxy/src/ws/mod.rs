@@ -21,6 +21,7 @@ mod queue;
 mod rate;
 mod transport;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use auth::Identity;
@@ -66,7 +67,7 @@ pub struct Admitted {
 /// Decides whether a WebSocket handshake may open a banner socket (same origin, a valid token,
 /// under the per-user limit) and registers it with the hub if so. The refusal is the reply to
 /// send instead of the 101.
-pub fn admit(latch: &Latch, headers: &HeaderMap) -> Result<Admitted, Reply> {
+pub fn admit(latch: &Latch, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Admitted, Reply> {
     let Some(key) = handshake_key(headers) else {
         return Err(Reply::problem(
             400,
@@ -78,7 +79,7 @@ pub fn admit(latch: &Latch, headers: &HeaderMap) -> Result<Admitted, Reply> {
     if let Err(refused) = check_same_origin(headers, latch.config.proxy.public_scheme) {
         return Err(Reply::problem(403, "Forbidden", refused.message()));
     }
-    let identity = latch.authenticate(headers).map_err(|e| {
+    let identity = latch.authenticate(headers, peer).map_err(|e| {
         Reply::problem(401, "Unauthorized", &e.to_string())
             .header(header::WWW_AUTHENTICATE, "Bearer realm=\"latch\"")
     })?;
@@ -145,7 +146,8 @@ async fn run_admitted(latch: &Arc<Latch>, ws: Ws, admitted: Admitted, via: &'sta
 /// Answers a handshake that arrived inside an HTTP session (on a kept-alive connection, or
 /// refused at the front), then bridges the upgraded connection until either side ends.
 pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
-    let admitted = match admit(latch, &session.req_header().headers) {
+    let peer = crate::peer::peer_ip(session);
+    let admitted = match admit(latch, &session.req_header().headers, peer) {
         Ok(admitted) => admitted,
         Err(reply) => return reply.send(session, false).await,
     };

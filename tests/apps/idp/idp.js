@@ -1,0 +1,163 @@
+// A real OpenID Provider (panva's oidc-provider) for Latch's end-to-end tests of keys fetched
+// from the provider and of identity asserted by a trusted auth proxy.
+//
+//   node idp.js <port> <admin-port>
+//
+// The provider's issuer is http://127.0.0.1:<port>. Machine clients get JWT access tokens with
+// the client_credentials grant (client "latch-m2m", secret "latch-m2m-secret", resource
+// "urn:latch"); the token carries the extra claims "name" and "roles".
+//
+// The admin port lets a test change the provider while it runs:
+//   POST /rotate?keep=1      restart the provider with a new signing key (keep=1: still publish
+//                            the old one after it)
+//   POST /down, POST /up     stop and resume listening on <port> (connections are refused)
+//   POST /garbage?on=1       answer the key set with a body that is not JSON (on=0: stop)
+//   POST /cache?value=...    the Cache-Control sent with the key set (empty: the provider's own)
+//   GET  /fetches            {"jwks": n, "discovery": n}: key set and discovery requests seen
+//   POST /sign               sign the JSON claims in the body with the newest key (RS256,
+//                            its kid), as a provider-issued assertion: {"token": "..."}
+// It prints "listening <port> <admin-port>" once both ports accept connections.
+
+import http from 'node:http';
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const port = Number(process.argv[2]);
+const adminPort = Number(process.argv[3]);
+if (!Number.isInteger(port) || !Number.isInteger(adminPort)) {
+  console.error('usage: node idp.js <port> <admin-port>');
+  process.exit(2);
+}
+const issuer = `http://127.0.0.1:${port}`;
+
+function newKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
+}
+
+const state = {
+  keys: [newKey()],
+  garbage: false,
+  cacheControl: '',
+  fetches: { jwks: 0, discovery: 0 },
+};
+
+function makeProvider() {
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: 'latch-m2m',
+        client_secret: 'latch-m2m-secret',
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        token_endpoint_auth_method: 'client_secret_post',
+      },
+    ],
+    jwks: { keys: state.keys },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => 'urn:latch',
+        useGrantedResource: () => true,
+        getResourceServerInfo: () => ({
+          scope: 'api',
+          audience: 'urn:latch',
+          accessTokenTTL: 600,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        }),
+      },
+    },
+    extraTokenClaims: () => ({ name: 'Machine Client', roles: ['reader', 'robots'] }),
+  });
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/jwks') state.fetches.jwks += 1;
+    if (ctx.path === '/.well-known/openid-configuration') state.fetches.discovery += 1;
+    if (ctx.path === '/jwks' && state.garbage) {
+      ctx.status = 200;
+      ctx.type = 'application/json';
+      ctx.body = '{"keys": [ this is not json';
+      return;
+    }
+    await next();
+    if (ctx.path === '/jwks' && state.cacheControl) ctx.set('cache-control', state.cacheControl);
+  });
+  return provider;
+}
+
+let handler = makeProvider().callback();
+const server = http.createServer((req, res) => handler(req, res));
+
+function listen() {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function stop() {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+const admin = http.createServer(async (req, res) => {
+  const url = new URL(req.url, 'http://admin');
+  const reply = (status, body) => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  try {
+    if (req.method === 'POST' && url.pathname === '/rotate') {
+      const fresh = newKey();
+      state.keys = url.searchParams.get('keep') === '1' ? [fresh, ...state.keys] : [fresh];
+      handler = makeProvider().callback();
+      return reply(200, { kids: state.keys.map((k) => k.kid) });
+    }
+    if (req.method === 'POST' && url.pathname === '/down') {
+      await stop();
+      return reply(200, { listening: false });
+    }
+    if (req.method === 'POST' && url.pathname === '/up') {
+      if (!server.listening) await listen();
+      return reply(200, { listening: true });
+    }
+    if (req.method === 'POST' && url.pathname === '/garbage') {
+      state.garbage = url.searchParams.get('on') === '1';
+      return reply(200, { garbage: state.garbage });
+    }
+    if (req.method === 'POST' && url.pathname === '/cache') {
+      state.cacheControl = url.searchParams.get('value') ?? '';
+      return reply(200, { cacheControl: state.cacheControl });
+    }
+    if (req.method === 'GET' && url.pathname === '/fetches') return reply(200, state.fetches);
+    if (req.method === 'POST' && url.pathname === '/sign') {
+      let text = '';
+      for await (const chunk of req) text += chunk;
+      const claims = JSON.parse(text);
+      const [key] = state.keys;
+      const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+      const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: key.kid })}.${b64(claims)}`;
+      const signature = crypto.sign('sha256', Buffer.from(input), {
+        key: crypto.createPrivateKey({ key, format: 'jwk' }),
+      });
+      return reply(200, { token: `${input}.${signature.toString('base64url')}` });
+    }
+    return reply(404, { error: 'no such admin endpoint' });
+  } catch (error) {
+    return reply(500, { error: String(error) });
+  }
+});
+
+await listen();
+await new Promise((resolve) => admin.listen(adminPort, '127.0.0.1', resolve));
+console.log(`listening ${port} ${adminPort}`);
