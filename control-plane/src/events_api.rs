@@ -120,6 +120,48 @@ pub struct AuditEventDoc {
     pub detail: Option<serde_json::Value>,
 }
 
+/// One event of the live stream, as an `EventSource` reads it (the schema is
+/// [`stream_event_schema`]).
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        // utoipa has no builder for `contentSchema`; the schema is written out as JSON.
+        serde_json::from_value(stream_event_schema()).unwrap_or_default()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {}
+
+/// `audit` events carry an [`AuditEventDoc`] as JSON, `lagged` events how many were skipped.
+pub fn stream_event_schema() -> serde_json::Value {
+    serde_json::json!({
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "id", "data"],
+                "properties": {
+                    "event": {"const": "audit"},
+                    "id": {"type": "string"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": "#/components/schemas/AuditEvent"}
+                    }
+                }
+            },
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": "lagged"},
+                    "data": {"type": "string", "pattern": "^[0-9]+$"}
+                }
+            }
+        ]
+    })
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EventPage {
     #[schema(value_type = Vec<AuditEventDoc>)]
@@ -151,7 +193,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", operation_id = "streamEvents",
     params(EventFilter),
     responses(
-        (status = 200, description = "Server-sent events, open until the client leaves: `audit` events with an AuditEvent as data; `lagged` when events were skipped", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, open until the client leaves: `audit` events with an AuditEvent as data; `lagged`, with the number skipped, when events were skipped", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "The query string does not decode (a parameter given twice, say)", body = Problem),
         (status = 422, description = "A filter is not valid; errors names each", body = Problem)))]
 pub async fn stream(

@@ -33,7 +33,7 @@ use crate::{error, events_api, locks_api, rule_json, rules_api};
         rule_json::RuleDto, rule_json::RuleView, rules_api::RuleListView, rules_api::Validation,
         rules_api::MatchRequest, rules_api::MatchResult, error::Problem, error::FieldError,
         locks_api::LockView, locks_api::HolderView, locks_api::LockList, locks_api::Released,
-        events_api::AuditEventDoc, events_api::EventPage,
+        events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
     )),
     modifiers(&Security),
     security(("bearer" = []), ("cookie" = [])),

@@ -775,12 +775,16 @@ async fn every_refusal_is_problem_json_if_match_follows_rfc_9110_and_match_drops
     assert_eq!((status, problem), (StatusCode::UNPROCESSABLE_ENTITY, true));
 
     // If-Match: strong comparison, lists, `""`, `*`.
-    let mut changed = doc_rule("doc");
-    changed["priority"] = json!(1);
-    let put = |if_match: &str| {
-        api.put("/api/v1/rules/doc", &changed)
+    let with_priority = |priority: i32| {
+        let mut rule = doc_rule("doc");
+        rule["priority"] = json!(priority);
+        rule
+    };
+    let put_with = |priority: i32, if_match: &str| {
+        api.put("/api/v1/rules/doc", &with_priority(priority))
             .header(IF_MATCH, if_match.to_owned())
     };
+    let put = |if_match: &str| put_with(1, if_match);
     let weak = format!("W/{tag}");
     for (if_match, expected) in [
         (weak.as_str(), StatusCode::PRECONDITION_FAILED),
@@ -795,8 +799,7 @@ async fn every_refusal_is_problem_json_if_match_follows_rfc_9110_and_match_drops
     let listed = send(put(&format!("\"a\", {tag}"))).await;
     assert_eq!(listed.status(), StatusCode::OK);
     let second = etag(&listed);
-    changed["priority"] = json!(2);
-    let any = send(put("*")).await;
+    let any = send(put_with(2, "*")).await;
     assert_eq!(any.status(), StatusCode::OK);
     let third = etag(&any);
     assert_ne!(second, third);
@@ -808,7 +811,7 @@ async fn every_refusal_is_problem_json_if_match_follows_rfc_9110_and_match_drops
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 
     // A PUT that changes nothing keeps the ETag and is not audited.
-    let same = send(put(&third)).await;
+    let same = send(put_with(2, &third)).await;
     assert_eq!(same.status(), StatusCode::OK);
     assert_eq!(etag(&same), third);
     let updates = eventually(Duration::from_secs(5), || async {
