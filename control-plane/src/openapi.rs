@@ -249,12 +249,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints the document"]
-    fn print_document() {
-        println!("{}", serde_json::to_string_pretty(document_json()).unwrap());
-    }
-
-    #[test]
     fn operation_ids_are_unique() {
         let doc = document_json();
         let mut seen = std::collections::HashSet::new();
