@@ -87,8 +87,12 @@ pub struct RuleDto {
     pub websocket: WebSocket,
 }
 
-/// A nullable string enum of `names`.
-fn names_schema(names: &[&str], example: &str) -> utoipa::openapi::schema::Object {
+/// A nullable string enum of `names` (`null` is the default).
+fn names_schema(
+    names: &[&str],
+    example: &str,
+    description: &str,
+) -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
@@ -102,6 +106,7 @@ fn names_schema(names: &[&str], example: &str) -> utoipa::openapi::schema::Objec
                 .chain([serde_json::Value::Null]),
         ))
         .examples([serde_json::Value::from(example)])
+        .description(Some(description))
         .build()
 }
 
@@ -113,21 +118,32 @@ pub const OWNERS: [&str; 2] = ["user", "session"];
 pub const WEBSOCKETS: [&str; 2] = ["lock", "pass"];
 
 fn mode_schema() -> utoipa::openapi::schema::Object {
-    names_schema(&MODES, "block")
+    names_schema(
+        &MODES,
+        "block",
+        "What another user's request gets; default `block`.",
+    )
 }
 
 fn owner_schema() -> utoipa::openapi::schema::Object {
-    names_schema(&OWNERS, "user")
+    names_schema(&OWNERS, "user", "Whom the lock belongs to; default `user`.")
 }
 
 fn websocket_schema() -> utoipa::openapi::schema::Object {
-    names_schema(&WEBSOCKETS, "lock")
+    names_schema(
+        &WEBSOCKETS,
+        "lock",
+        "Whether the app's WebSocket upgrade needs the lock; default `lock`.",
+    )
 }
 
 /// `methods`: a non-empty list of HTTP method names (RFC 9110 tokens), or `null`.
 fn methods_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
     ArrayBuilder::new()
+        .description(Some(
+            "Methods the rule applies to, in any case; default all.",
+        ))
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
         .items(
             ObjectBuilder::new()
