@@ -766,8 +766,21 @@ async fn every_refusal_is_problem_json_if_match_follows_rfc_9110_and_match_drops
         let (status, problem) = problem_status(send(api.get(path)).await).await;
         assert_eq!((status, problem), (StatusCode::NOT_FOUND, true), "{path}");
     }
-    let (status, problem) = problem_status(send(api.get("/api/v1/rules/%FF")).await).await;
-    assert_eq!((status, problem), (StatusCode::BAD_REQUEST, true));
+    for path in ["/api/v1/rules/%FF", "/api/v1/locks/%C3%28", "/ui/%FF"] {
+        let method = if path.contains("locks") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let request = client()
+            .request(method.parse().unwrap(), node.api(path))
+            .header(AUTHORIZATION, admin_bearer());
+        let (status, problem) = problem_status(send(request).await).await;
+        assert_eq!((status, problem), (StatusCode::BAD_REQUEST, true), "{path}");
+    }
+    // A query value is decoded lossily, so bytes that are not UTF-8 make an unknown kind.
+    let (status, problem) = problem_status(send(api.get("/api/v1/events?kind=%FF")).await).await;
+    assert_eq!((status, problem), (StatusCode::UNPROCESSABLE_ENTITY, true));
     let (status, problem) =
         problem_status(send(api.get("/api/v1/events?kind=claimed&kind=denied")).await).await;
     assert_eq!((status, problem), (StatusCode::BAD_REQUEST, true));
