@@ -170,6 +170,7 @@ pub struct EventPage {
     pub next: Option<String>,
 }
 
+/// Read a page of the audit trail, newest first.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", operation_id = "listEvents",
     params(EventFilter),
     responses(
@@ -190,6 +191,7 @@ pub async fn list(
     Ok(Json(EventPage { events, next }))
 }
 
+/// Follow the audit trail live, as server-sent events.
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", operation_id = "streamEvents",
     params(EventFilter),
     responses(

@@ -83,6 +83,7 @@ pub struct Released {
     pub released: LockView,
 }
 
+/// List the live locks of every instance.
 #[utoipa::path(get, path = "/api/v1/locks", tag = "locks", operation_id = "listLocks",
     responses(
         (status = 200, description = "Every live lock", body = LockList),
@@ -97,6 +98,7 @@ pub async fn list(
     }))
 }
 
+/// Force-release a lock; its holder and watchers are told.
 #[utoipa::path(delete, path = "/api/v1/locks/{resource}", tag = "locks", operation_id = "forceRelease",
     params(("resource" = String, Path, description = "The lock key, e.g. doc:42")),
     responses(

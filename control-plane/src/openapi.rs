@@ -35,6 +35,7 @@ use crate::{error, events_api, locks_api, rule_json, rules_api};
         locks_api::LockView, locks_api::HolderView, locks_api::LockList, locks_api::Released,
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
     )),
+    servers((url = "/", description = "This control plane")),
     modifiers(&Security),
     security(("bearer" = []), ("cookie" = [])),
     tags(

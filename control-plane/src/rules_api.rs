@@ -113,6 +113,7 @@ impl ControlPlane {
     }
 }
 
+/// List every rule, with the rule set's version.
 #[utoipa::path(get, path = "/api/v1/rules", tag = "rules", operation_id = "listRules",
     responses(
         (status = 200, description = "Every rule", body = RuleListView,
@@ -135,6 +136,7 @@ pub async fn list(
     Ok(response)
 }
 
+/// Read one rule.
 #[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules", operation_id = "getRule",
     params(("id" = String, Path, description = "Rule id")),
     responses(
@@ -151,6 +153,7 @@ pub async fn get(
     Ok(with_etag(StatusCode::OK, cp.rules.get(&id).await?.into()))
 }
 
+/// Create a rule.
 #[utoipa::path(post, path = "/api/v1/rules", tag = "rules", operation_id = "createRule",
     request_body = RuleDto,
     responses(
@@ -202,6 +205,7 @@ pub async fn create(
     Ok(response)
 }
 
+/// Replace a rule, conditionally on its ETag.
 #[utoipa::path(put, path = "/api/v1/rules/{id}", tag = "rules", operation_id = "replaceRule",
     request_body(content = RuleDto, description = "The rule; `id` may be left out, and may not name another rule"),
     params(("id" = String, Path, description = "Rule id"),
@@ -257,6 +261,7 @@ pub async fn replace(
     Ok(with_etag(StatusCode::OK, after.into()))
 }
 
+/// Delete a rule, conditionally on its ETag.
 #[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "rules", operation_id = "deleteRule",
     params(("id" = String, Path, description = "Rule id"),
            ("If-Match" = String, Header, pattern = r#"^[ \t,]*(\*|(W/)?"[!#-~\u0080-\u00ff]*"([ \t]*,[ \t,]*(W/)?"[!#-~\u0080-\u00ff]*")*)[ \t,]*$"#,
@@ -296,6 +301,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Validate a rule without storing it.
 #[utoipa::path(post, path = "/api/v1/rules/validate", tag = "rules", operation_id = "validateRule",
     request_body(content = serde_json::Value, description = "Any JSON value: a rule, the fields of RuleDto, is valid; anything else gets its problems listed"),
     responses(
@@ -318,6 +324,7 @@ pub async fn validate(
     }))
 }
 
+/// Say what the proxies would do with a request.
 #[utoipa::path(post, path = "/api/v1/match", tag = "rules", operation_id = "matchRequest",
     request_body = MatchRequest,
     responses(
