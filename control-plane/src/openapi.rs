@@ -85,8 +85,42 @@ pub async fn document() -> Response {
 /// A quoted entity tag, as the server sends it.
 const ETAG_PATTERN: &str = "^\"[^\"]*\"$";
 
+/// A rule body with a field the server does not know is refused (422), so `RuleDto` admits no
+/// other properties. `RuleView` is a `RuleDto` plus `etag`; utoipa writes that as an `allOf`,
+/// which the closed `RuleDto` would contradict, so it is written out whole instead.
+fn close_rule_schemas(doc: &mut Value) {
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let Some(Value::Object(dto)) = schemas.get_mut("RuleDto") else {
+        return;
+    };
+    dto.insert("additionalProperties".into(), Value::Bool(false));
+    let mut view = dto.clone();
+    let etag = schemas
+        .get("RuleView")
+        .and_then(|v| v.pointer("/allOf/1/properties/etag"))
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "string"}));
+    if let Some(Value::Object(properties)) = view.get_mut("properties") {
+        properties.insert("etag".into(), etag);
+    }
+    if let Some(Value::Array(required)) = view.get_mut("required") {
+        required.push(json!("etag"));
+    }
+    view.insert(
+        "description".into(),
+        json!("A stored rule with its ETag: every field of RuleDto, and `etag`."),
+    );
+    schemas.insert("RuleView".into(), Value::Object(view));
+}
+
 /// What every operation shares; see the module's doc.
 fn contract(doc: &mut Value) {
+    close_rule_schemas(doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -367,6 +401,18 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert_eq!(required, ["id", "pattern"]);
+        assert_eq!(
+            doc["components"]["schemas"]["RuleDto"]["additionalProperties"],
+            false
+        );
+        let view = &doc["components"]["schemas"]["RuleView"];
+        assert_eq!(view["additionalProperties"], false);
+        for field in rules::RULE_FIELDS.iter().chain(&["etag"]) {
+            assert!(
+                view["properties"][field].is_object(),
+                "RuleView lacks {field}"
+            );
+        }
 
         let names = |field: &str| -> Vec<Value> { rule[field]["enum"].as_array().unwrap().clone() };
         for (field, all) in [
