@@ -3,8 +3,8 @@
 //!
 //! Responses carry the rule's ETag; replace and delete require it in `If-Match` (428 without,
 //! 412 when someone else changed the rule first; see `precondition`), so concurrent admins
-//! never silently overwrite each other. A replace that changes nothing writes nothing. Every change is written to the audit trail with who made it and the
-//! rule before and after.
+//! never silently overwrite each other. Every change is written to the audit trail with who
+//! made it and the rule before and after; a replace that changes nothing writes nothing.
 
 use std::sync::Arc;
 
