@@ -4,9 +4,11 @@
 //! a live `latch run` whose rule store holds rules and whose lock store holds a lock. Any failure
 //! it reports fails this test, with its report.
 //!
-//! The rule store is the embedded one (a rule file): the MongoDB-compatible test server answers
-//! some lookups schemathesis makes (an id of thirty digits) with a malformed error reply, which a
-//! real MongoDB never sends, and that would fail this test for the test server's sake.
+//! The rule store is the embedded one (a rule file): in a stateful sequence the MongoDB-compatible
+//! test server once answered a lookup with a malformed error reply (no `code`), which a real
+//! MongoDB never sends, so the control plane rightly answered 503, and this test would fail now
+//! and then for the test server's sake. The API is the same on either store; `control_plane.rs`
+//! runs the rules API on both.
 //!
 //! The run is bounded: a fixed seed (`LATCH_CONTRACT_SEED` sets another) and `--max-examples`
 //! per operation, and a deadline after which schemathesis is stopped and the test fails. It
