@@ -4,8 +4,8 @@
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
 #                            openssl (Redis and TLS tests), the MongoDB-wire test server, the
 #                            Flask, Django, Express and Tomcat apps of the enforcement
-#                            differential test, and schemathesis and openapi-spec-validator (the
-#                            API contract test)
+#                            differential test, and schemathesis, openapi-spec-validator and
+#                            Redocly's linter (the API contract test)
 #   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
@@ -91,7 +91,8 @@ if [ "$purpose" = test ]; then
 fi
 
 if [ "$purpose" = test ]; then
-  # schemathesis and openapi-spec-validator at the versions pinned in tests/tools/requirements.txt,
+  # The API contract checkers (tests/tools/): schemathesis and openapi-spec-validator at the
+  # versions pinned in tests/tools/requirements.txt,
   # in a virtual environment of their own, so their many dependencies meet nothing else.
   tools="$(cd "$(dirname "$0")/.." && pwd)/tests/tools"
   if ! cmp -s "$tools/requirements.txt" "$tools/venv/.requirements.txt"; then
@@ -104,5 +105,14 @@ if [ "$purpose" = test ]; then
       exit 1
     }
     cp "$tools/requirements.txt" "$tools/venv/.requirements.txt"
+  fi
+  # Redocly's OpenAPI linter, at the version locked in tests/tools/package-lock.json.
+  if ! cmp -s "$tools/package-lock.json" "$tools/node_modules/.latch-package-lock.json"; then
+    echo "setup: installing Redocly's OpenAPI linter (npm ci, tests/tools)"
+    (cd "$tools" && npm ci --no-audit --no-fund --silent) || {
+      echo "setup: could not install it; run: (cd tests/tools && npm ci)" >&2
+      exit 1
+    }
+    cp "$tools/package-lock.json" "$tools/node_modules/.latch-package-lock.json"
   fi
 fi

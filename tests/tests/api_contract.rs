@@ -1,5 +1,6 @@
 //! The control plane honours its OpenAPI document, machine-checked: openapi-spec-validator
-//! accepts the document, and schemathesis (pinned in tests/tools/requirements.txt, configured by
+//! accepts the document, so does Redocly's linter with its recommended rules (pinned in
+//! tests/tools/package-lock.json), and schemathesis (pinned in tests/tools/requirements.txt, configured by
 //! tests/tools/schemathesis.toml) runs every one of its checks, stateful phase included, against
 //! a live `latch run` whose rule store holds rules and whose lock store holds a lock. Any failure
 //! it reports fails this test, with its report.
@@ -40,7 +41,7 @@ fn tools() -> PathBuf {
 }
 
 fn tool(name: &str) -> PathBuf {
-    let path = tools().join("venv/bin").join(name);
+    let path = tools().join(name);
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup.sh test",
@@ -140,8 +141,9 @@ async fn seeded(dir: &Path, upstream: &Upstream) -> Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_honours_its_openapi_document() {
-    let schemathesis = tool("schemathesis");
-    let validator = tool("openapi-spec-validator");
+    let schemathesis = tool("venv/bin/schemathesis");
+    let validator = tool("venv/bin/openapi-spec-validator");
+    let redocly = tool("node_modules/.bin/redocly");
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let node = seeded(dir.path(), &upstream).await;
@@ -163,6 +165,13 @@ async fn the_control_plane_honours_its_openapi_document() {
         valid,
         "openapi-spec-validator rejects the document:\n{report}"
     );
+    let mut lint = Command::new(redocly);
+    lint.args(["lint", "--format=summary"])
+        .arg(&document_path)
+        .env("REDOCLY_TELEMETRY", "off")
+        .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true");
+    let (clean, report) = run(lint);
+    assert!(clean, "Redocly's linter finds problems:\n{report}");
 
     let mut check = Command::new(schemathesis);
     check
