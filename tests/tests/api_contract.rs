@@ -1,9 +1,9 @@
 //! The control plane honours its OpenAPI document, machine-checked: openapi-spec-validator
-//! accepts the document, so does Redocly's linter with its recommended rules (pinned in
-//! tests/tools/package-lock.json), and schemathesis (pinned in tests/tools/requirements.txt, configured by
-//! tests/tools/schemathesis.toml) runs every one of its checks, stateful phase included, against
-//! a live `latch run` whose rule store holds rules and whose lock store holds a lock. Any failure
-//! it reports fails this test, with its report.
+//! accepts the document, so does Redocly's linter with its recommended rules (locked in
+//! tests/tools/package-lock.json), and schemathesis (pinned in tests/tools/requirements.txt,
+//! configured by tests/tools/schemathesis.toml) runs every one of its checks, stateful phase
+//! included, against a live `latch run` whose rule store holds rules and whose lock store holds
+//! a lock. Any failure it reports fails this test, with its report.
 //!
 //! The rule store is the embedded one (a rule file): in a stateful sequence the MongoDB-compatible
 //! test server once answered a lookup with a malformed error reply (no `code`), which a real
