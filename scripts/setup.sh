@@ -4,7 +4,9 @@
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
 #                            openssl (Redis and TLS tests), the MongoDB-wire test server, the
 #                            Flask, Django, Express and Tomcat apps of the enforcement
-#                            differential test, and the test identity provider (oidc-provider)
+#                            differential test, the test identity provider (oidc-provider),
+#                            and schemathesis, openapi-spec-validator and Redocly's linter
+#                            (the API contract test)
 #   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
@@ -24,6 +26,8 @@ case "$purpose" in
     need_cmd openssl openssl             # makes the CA and keys for the rediss:// and JWT tests
     need_cmd node nodejs                 # runs the Express app (tests/apps/express)
     need_cmd npm npm
+    # The API contract checkers get a virtual environment of their own (tests/tools/venv).
+    python3 -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
     # The servlet app (tests/apps/tomcat) runs on Debian's Tomcat 10, which brings a Java runtime.
     [ -x /usr/share/tomcat10/bin/catalina.sh ] || apt_pkgs+=(tomcat10)
     ;;
@@ -98,5 +102,29 @@ if [ "$purpose" = test ]; then
       exit 1
     }
     cp "$idp/package-lock.json" "$idp/node_modules/.latch-package-lock.json"
+  fi
+  # The API contract checkers (tests/tools/): schemathesis and openapi-spec-validator at the
+  # versions pinned in tests/tools/requirements.txt,
+  # in a virtual environment of their own, so their many dependencies meet nothing else.
+  tools="$(cd "$(dirname "$0")/.." && pwd)/tests/tools"
+  if ! cmp -s "$tools/requirements.txt" "$tools/venv/.requirements.txt"; then
+    echo "setup: installing the API contract checkers (pip, tests/tools/requirements.txt)"
+    rm -rf "$tools/venv"
+    { python3 -m venv "$tools/venv" &&
+      "$tools/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+        -r "$tools/requirements.txt"; } || {
+      echo "setup: could not install them; run: python3 -m venv tests/tools/venv && tests/tools/venv/bin/pip install --no-deps -r tests/tools/requirements.txt" >&2
+      exit 1
+    }
+    cp "$tools/requirements.txt" "$tools/venv/.requirements.txt"
+  fi
+  # Redocly's OpenAPI linter, at the version locked in tests/tools/package-lock.json.
+  if ! cmp -s "$tools/package-lock.json" "$tools/node_modules/.latch-package-lock.json"; then
+    echo "setup: installing Redocly's OpenAPI linter (npm ci, tests/tools)"
+    (cd "$tools" && npm ci --no-audit --no-fund --silent) || {
+      echo "setup: could not install it; run: (cd tests/tools && npm ci)" >&2
+      exit 1
+    }
+    cp "$tools/package-lock.json" "$tools/node_modules/.latch-package-lock.json"
   fi
 fi

@@ -73,6 +73,11 @@ pub enum ApiError {
     PreconditionFailed { id: String, current: String },
     #[error("The request body must be JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
+    #[error("The request body is larger than the API reads ({} KiB).", .limit / 1024)]
+    PayloadTooLarge { limit: usize },
+    /// The route exists, but not with this method; axum adds the `Allow` header.
+    #[error("This route does not take {0}; the Allow header lists the methods it does take.")]
+    MethodNotAllowed(String),
     #[error("The request has {} problem(s); see errors.", .0.len())]
     Unprocessable(Vec<FieldError>),
     #[error("{0}")]
@@ -92,6 +97,8 @@ impl ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -232,6 +239,8 @@ mod tests {
                 412,
             ),
             (ApiError::UnsupportedMediaType, 415),
+            (ApiError::PayloadTooLarge { limit: 1024 }, 413),
+            (ApiError::MethodNotAllowed("PATCH".into()), 405),
             (ApiError::Unprocessable(Vec::new()), 422),
             (ApiError::Unavailable(String::new()), 503),
             (ApiError::Internal(String::new()), 500),

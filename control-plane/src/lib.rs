@@ -13,7 +13,9 @@ mod error;
 mod events_api;
 mod locks_api;
 mod openapi;
+mod precondition;
 mod recorder;
+mod request;
 mod rule_json;
 mod rules_api;
 mod ui;
@@ -47,6 +49,8 @@ pub struct Parts {
     pub public_scheme: &'static str,
     /// `proxy.path_parameters`, so that testing a path answers as the proxies would.
     pub path_parameters: rules::PathParameters,
+    /// `proxy.prefix`: paths under it are the proxies' own endpoints, which no rule covers.
+    pub reserved_prefix: String,
     /// In demo mode, a link that signs the visitor in as the demo admin.
     pub demo_sign_in: Option<String>,
 }
@@ -61,6 +65,7 @@ pub struct ControlPlane {
     admin_roles: Vec<String>,
     public_scheme: &'static str,
     path_parameters: rules::PathParameters,
+    reserved_prefix: String,
     demo_sign_in: Option<String>,
     recorder: Recorder,
 }
@@ -88,6 +93,7 @@ impl ControlPlane {
             admin_roles: parts.admin_roles,
             public_scheme: parts.public_scheme,
             path_parameters: parts.path_parameters,
+            reserved_prefix: parts.reserved_prefix,
             demo_sign_in: parts.demo_sign_in,
             recorder,
         };
@@ -112,12 +118,15 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
         .route("/events", get(events_api::list))
         .route("/events/stream", get(events_api::stream))
         .route("/openapi.json", get(openapi::document))
-        .fallback(|| async { ApiError::NotFound("No such API route.".into()) });
+        .method_not_allowed_fallback(request::method_not_allowed)
+        .fallback(request::no_route);
     Router::new()
         .route("/", get(ui::index))
         .route("/ui/{name}", get(ui::asset))
+        .method_not_allowed_fallback(request::method_not_allowed)
         .nest("/api/v1", api)
-        .layer(DefaultBodyLimit::max(rule_json::MAX_BODY))
+        .fallback(request::no_route)
+        .layer(DefaultBodyLimit::max(request::MAX_BODY))
         .with_state(control_plane)
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use store::{Holder, Lock};
@@ -15,10 +15,14 @@ use utoipa::ToSchema;
 
 use crate::access::Admin;
 use crate::error::{ApiError, Problem};
+use crate::request::PathParams;
 use crate::{rfc3339, ControlPlane};
 
+/// A person holding a lock, in the shape every part of the API uses (the audit trail's
+/// `holder` and `previous_holder` too).
 #[derive(Serialize, ToSchema)]
 pub struct HolderView {
+    /// The user id from the token.
     pub id: String,
     pub name: String,
     /// The browser session, for `owner = "session"` rules.
@@ -79,9 +83,11 @@ pub struct Released {
     pub released: LockView,
 }
 
-#[utoipa::path(get, path = "/api/v1/locks", tag = "locks",
-    responses((status = 200, body = LockList), (status = 401, body = Problem),
-              (status = 403, body = Problem), (status = 503, body = Problem)))]
+/// List the live locks of every instance.
+#[utoipa::path(get, path = "/api/v1/locks", tag = "locks", operation_id = "listLocks",
+    responses(
+        (status = 200, description = "Every live lock", body = LockList),
+        (status = 503, description = "The lock store did not answer", body = Problem)))]
 pub async fn list(
     State(cp): State<Arc<ControlPlane>>,
     _admin: Admin,
@@ -92,16 +98,18 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/locks/{resource}", tag = "locks",
+/// Force-release a lock; its holder and watchers are told.
+#[utoipa::path(delete, path = "/api/v1/locks/{resource}", tag = "locks", operation_id = "forceRelease",
     params(("resource" = String, Path, description = "The lock key, e.g. doc:42")),
     responses(
         (status = 200, description = "Released; the holder and watchers are told", body = Released),
+        (status = 400, description = "The lock key in the URL does not decode", body = Problem),
         (status = 404, description = "Nobody holds it", body = Problem),
-        (status = 503, body = Problem)))]
+        (status = 503, description = "The lock store did not answer", body = Problem)))]
 pub async fn force_release(
     State(cp): State<Arc<ControlPlane>>,
     Admin(admin): Admin,
-    Path(resource): Path<String>,
+    PathParams(resource): PathParams<String>,
 ) -> Result<Json<Released>, ApiError> {
     match cp.locks.force_release(&resource, &admin.user).await? {
         Some(lock) => {

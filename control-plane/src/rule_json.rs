@@ -16,39 +16,46 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError};
 
-/// Largest request body the API reads.
-pub const MAX_BODY: usize = 64 * 1024;
-
 /// A rule as the API shows and accepts it (docs/rules.md). It mirrors [`rules::Rule`] field for
-/// field; a test keeps the two in step.
+/// field; a test keeps the two in step. On the way in, only `id` and `pattern` are required
+/// and `null` means "the default", as for a form field left empty; on the way out every field
+/// is written. The bounds below are `rules::limits`, and a test keeps them equal.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RuleDto {
-    /// Unique, `[a-z0-9_-]{1,64}`.
+    /// Unique: lowercase letters, digits, `_` and `-`, at most 64.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$", example = "doc-edit")]
     pub id: String,
     /// Regex matched against the whole normalized path; named captures allowed.
+    #[schema(example = "/docs/(?P<id>[0-9]+)/edit")]
     pub pattern: String,
     /// Lock key template such as `doc:{id}`; default: the id plus the captures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
-    /// Methods the rule applies to; default all.
+    /// Methods the rule applies to, in any case; default all.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = methods_schema)]
     pub methods: Option<Vec<String>>,
-    /// `block`, `redirect` or `read_only`; default `block`.
-    #[schema(value_type = String, example = "block")]
+    /// What another user's request gets; default `block`.
+    #[schema(schema_with = mode_schema, required = false)]
     pub mode: Mode,
     /// Same-site path template; required for `redirect`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect_to: Option<String>,
-    /// `user` or `session`; default `user`.
-    #[schema(value_type = String, example = "user")]
+    /// Whom the lock belongs to; default `user`.
+    #[schema(schema_with = owner_schema, required = false)]
     pub owner: Owner,
+    /// Default `[locks] lease_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 5, maximum = 86400)]
     pub lease_seconds: Option<u64>,
+    /// Default `[locks] grace_seconds`; shorter than the lease.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 3600)]
     pub grace_seconds: Option<u64>,
     /// Seconds without activity before the holder is released; `0` is off; default
     /// `[locks] idle_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
     pub idle_seconds: Option<u64>,
     /// How long a freed resource is reserved for the head of its wait queue; default
     /// `[locks] offer_seconds`.
@@ -61,18 +68,91 @@ pub struct RuleDto {
     #[schema(minimum = 0, maximum = 1000)]
     pub max_per_user: Option<u32>,
     /// Default `["admin"]`.
+    #[schema(value_type = Option<Vec<String>>, required = false)]
     pub takeover_roles: Vec<String>,
     /// Default `true`.
+    #[schema(value_type = Option<bool>, required = false)]
     pub inject: bool,
     /// Default 0; higher wins.
+    #[schema(value_type = Option<i32>, required = false, minimum = -1000, maximum = 1000)]
     pub priority: i32,
     /// Default `false`.
+    #[schema(value_type = Option<bool>, required = false)]
     pub case_insensitive: bool,
     /// Default `true`.
+    #[schema(value_type = Option<bool>, required = false)]
     pub enabled: bool,
-    /// `lock` or `pass`: whether a WebSocket upgrade needs the lock; default `lock`.
-    #[schema(value_type = String, example = "lock")]
+    /// Whether the app's WebSocket upgrade needs the lock; default `lock`.
+    #[schema(schema_with = websocket_schema, required = false)]
     pub websocket: WebSocket,
+}
+
+/// A nullable string enum of `names` (`null` is the default).
+fn names_schema(
+    names: &[&str],
+    example: &str,
+    description: &str,
+) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+        .enum_values(Some(
+            names
+                .iter()
+                .map(|n| serde_json::Value::from(*n))
+                .chain([serde_json::Value::Null]),
+        ))
+        .examples([serde_json::Value::from(example)])
+        .description(Some(description))
+        .build()
+}
+
+/// The wire names of [`Mode`].
+pub const MODES: [&str; 3] = ["block", "redirect", "read_only"];
+/// The wire names of [`Owner`].
+pub const OWNERS: [&str; 2] = ["user", "session"];
+/// The wire names of [`WebSocket`].
+pub const WEBSOCKETS: [&str; 2] = ["lock", "pass"];
+
+fn mode_schema() -> utoipa::openapi::schema::Object {
+    names_schema(
+        &MODES,
+        "block",
+        "What another user's request gets; default `block`.",
+    )
+}
+
+fn owner_schema() -> utoipa::openapi::schema::Object {
+    names_schema(&OWNERS, "user", "Whom the lock belongs to; default `user`.")
+}
+
+fn websocket_schema() -> utoipa::openapi::schema::Object {
+    names_schema(
+        &WEBSOCKETS,
+        "lock",
+        "Whether the app's WebSocket upgrade needs the lock; default `lock`.",
+    )
+}
+
+/// `methods`: a non-empty list of HTTP method names (RFC 9110 tokens), or `null`.
+fn methods_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .description(Some(
+            "Methods the rule applies to, in any case; default all.",
+        ))
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")),
+        )
+        .min_items(Some(1))
+        .examples([serde_json::json!(["PUT", "POST"])])
+        .build()
 }
 
 impl From<Rule> for RuleDto {

@@ -2,23 +2,24 @@
 //! matching against the stored rules.
 //!
 //! Responses carry the rule's ETag; replace and delete require it in `If-Match` (428 without,
-//! 412 when someone else changed the rule first), so concurrent admins never silently
-//! overwrite each other. Every change is written to the audit trail with who made it and the
-//! rule before and after.
+//! 412 when someone else changed the rule first; see `precondition`), so concurrent admins
+//! never silently overwrite each other. Every change is written to the audit trail with who
+//! made it and the rule before and after; a replace that changes nothing writes nothing.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use store::{AuditEvent, AuditKind};
+use store::{AuditEvent, AuditKind, StoredRule};
 use utoipa::ToSchema;
 
 use crate::access::Admin;
 use crate::error::{ApiError, FieldError, Problem};
+use crate::precondition::IfMatch;
+use crate::request::{PathParams, RequestBody};
 use crate::rule_json::{json_body, rule_from_json, RuleDto, RuleView};
 use crate::{now_millis, ControlPlane};
 
@@ -41,10 +42,17 @@ pub struct Validation {
 /// A request to match.
 #[derive(Deserialize, ToSchema)]
 pub struct MatchRequest {
-    /// Default `GET`.
+    /// An HTTP method, in any case; default `GET`.
     #[serde(default)]
+    #[schema(
+        pattern = "^[ \\t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+[ \\t]*)?$",
+        example = "PUT"
+    )]
     pub method: Option<String>,
-    /// The request path, as a browser would send it (it is normalized first).
+    /// The request target as a browser sends it: a path with an optional query
+    /// (`/docs/1/edit?x=1`), or a whole `http(s)` URL. The query is not part of what rules
+    /// match, exactly as at the proxy.
+    #[schema(example = "/docs/1/edit?draft=1")]
     pub path: String,
 }
 
@@ -52,9 +60,14 @@ pub struct MatchRequest {
 #[derive(Serialize, ToSchema)]
 pub struct MatchResult {
     pub method: String,
-    /// The path after normalization: what rules are matched against and what the app sees.
+    /// The path after normalization, without the query: what rules are matched against and
+    /// what the app sees.
     pub normalized_path: String,
+    /// Whether a rule applies. `OPTIONS` requests (preflights) pass unclaimed, so they never
+    /// match.
     pub matched: bool,
+    /// The path is under `proxy.prefix`: the proxy answers it itself and no rule applies.
+    pub reserved: bool,
     /// The rule that applies; `null` when none does (the request passes through).
     pub rule: Option<RuleDto>,
     /// The lock key the request would claim.
@@ -76,47 +89,36 @@ fn with_etag(status: StatusCode, view: RuleView) -> Response {
     response
 }
 
-/// The entity tag named by `If-Match`, or the reason there is none. `*` stands for the
-/// rule's current tag, as HTTP defines it.
+/// The change's `If-Match`: 428 without one, 400 when it is not readable.
 fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
-    let value = headers
-        .get(header::IF_MATCH)
-        .ok_or(ApiError::PreconditionRequired)?
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("If-Match is not readable text.".into()))?
-        .trim();
-    if value == "*" {
-        return Ok(IfMatch::Any);
-    }
-    let tag = value.strip_prefix("W/").unwrap_or(value);
-    let tag = tag
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(tag);
-    if tag.is_empty() {
-        return Err(ApiError::PreconditionRequired);
-    }
-    Ok(IfMatch::Tag(tag.to_owned()))
-}
-
-enum IfMatch {
-    Any,
-    Tag(String),
+    IfMatch::from_headers(headers)
+        .map_err(|e| ApiError::BadRequest(format!("{e}.")))?
+        .ok_or(ApiError::PreconditionRequired)
 }
 
 impl ControlPlane {
-    async fn resolve(&self, id: &str, wanted: IfMatch) -> Result<String, ApiError> {
-        match wanted {
-            IfMatch::Tag(tag) => Ok(tag),
-            IfMatch::Any => Ok(self.rules.get(id).await?.etag),
+    /// The rule `id` as it is now, if the change conditioned by `condition` may go ahead
+    /// (RFC 9110 §13.2.2: a rule that does not exist is 404 whatever the condition; one whose
+    /// version no tag names is 412).
+    async fn current(&self, id: &str, condition: &IfMatch) -> Result<StoredRule, ApiError> {
+        let current = self.rules.get(id).await?;
+        if condition.matches(&current.etag) {
+            Ok(current)
+        } else {
+            Err(ApiError::PreconditionFailed {
+                id: id.to_owned(),
+                current: current.etag,
+            })
         }
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/rules", tag = "rules",
+/// List every rule, with the rule set's version.
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", operation_id = "listRules",
     responses(
-        (status = 200, description = "Every rule", body = RuleListView),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)))]
+        (status = 200, description = "Every rule", body = RuleListView,
+            headers(("ETag" = String, description = "The rule set's version, quoted"))),
+        (status = 503, description = "The rule store did not answer", body = Problem)))]
 pub async fn list(
     State(cp): State<Arc<ControlPlane>>,
     _admin: Admin,
@@ -134,30 +136,48 @@ pub async fn list(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules",
+/// Read one rule.
+#[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules", operation_id = "getRule",
     params(("id" = String, Path, description = "Rule id")),
     responses(
-        (status = 200, description = "The rule; its ETag is in the ETag header", body = RuleView),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+        (status = 200, description = "The rule", body = RuleView,
+            headers(("ETag" = String, description = "The rule's ETag, quoted: send it in If-Match to change the rule"))),
+        (status = 400, description = "The id in the URL does not decode", body = Problem),
+        (status = 404, description = "No rule has this id", body = Problem),
+        (status = 503, description = "The rule store did not answer", body = Problem)))]
 pub async fn get(
     State(cp): State<Arc<ControlPlane>>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     Ok(with_etag(StatusCode::OK, cp.rules.get(&id).await?.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/rules", tag = "rules", request_body = RuleDto,
+/// Create a rule.
+#[utoipa::path(post, path = "/api/v1/rules", tag = "rules", operation_id = "createRule",
+    request_body = RuleDto,
     responses(
-        (status = 201, description = "Created", body = RuleView),
+        (status = 201, description = "Created", body = RuleView,
+            headers(
+                ("ETag" = String, description = "The new rule's ETag, quoted"),
+                ("Location" = String, description = "The new rule's URL")),
+            links(
+                ("GetRule" = (operation_id = "getRule", parameters(("id" = "$response.body#/id")))),
+                ("ReplaceRule" = (operation_id = "replaceRule",
+                    parameters(("id" = "$response.body#/id"), ("If-Match" = "$response.header.ETag")))),
+                ("DeleteRule" = (operation_id = "deleteRule",
+                    parameters(("id" = "$response.body#/id"), ("If-Match" = "$response.header.ETag")))))),
+        (status = 400, description = "The body is not valid JSON", body = Problem),
         (status = 409, description = "The id is taken", body = Problem),
+        (status = 413, description = "The body is over 64 KiB", body = Problem),
+        (status = 415, description = "The body is not JSON", body = Problem),
         (status = 422, description = "Every field problem", body = Problem),
-        (status = 503, body = Problem)))]
+        (status = 503, description = "The rule store did not answer", body = Problem)))]
 pub async fn create(
     State(cp): State<Arc<ControlPlane>>,
     Admin(admin): Admin,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, ApiError> {
     let rule =
         rule_from_json(json_body(&headers, &body)?, None).map_err(ApiError::Unprocessable)?;
@@ -185,30 +205,46 @@ pub async fn create(
     Ok(response)
 }
 
-#[utoipa::path(put, path = "/api/v1/rules/{id}", tag = "rules", request_body = RuleDto,
+/// Replace a rule, conditionally on its ETag.
+#[utoipa::path(put, path = "/api/v1/rules/{id}", tag = "rules", operation_id = "replaceRule",
+    request_body(content = RuleDto, description = "The rule; `id` may be left out, and may not name another rule"),
     params(("id" = String, Path, description = "Rule id"),
-           ("If-Match" = String, Header, description = "The rule's current ETag")),
+           ("If-Match" = String, Header, pattern = r#"^[ \t,]*(\*|(W/)?"[!#-~\u0080-\u00ff]*"([ \t]*,[ \t,]*(W/)?"[!#-~\u0080-\u00ff]*")*)[ \t,]*$"#,
+               description = "The rule's current ETag (quoted), a list of tags, or `*` for any version. Weak tags never match.")),
     responses(
-        (status = 200, description = "Replaced", body = RuleView),
-        (status = 404, body = Problem),
-        (status = 412, description = "Someone else changed the rule first", body = Problem),
-        (status = 422, body = Problem),
+        (status = 200, description = "Replaced, or unchanged when the body is the rule as it is", body = RuleView,
+            headers(("ETag" = String, description = "The rule's ETag now, quoted")),
+            links(
+                ("GetRule" = (operation_id = "getRule", parameters(("id" = "$response.body#/id")))),
+                ("DeleteRule" = (operation_id = "deleteRule",
+                    parameters(("id" = "$response.body#/id"), ("If-Match" = "$response.header.ETag")))))),
+        (status = 400, description = "The body is not valid JSON, or If-Match is not a list of tags", body = Problem),
+        (status = 404, description = "No rule has this id", body = Problem),
+        (status = 412, description = "If-Match names no current version: someone else changed the rule first", body = Problem,
+            headers(("ETag" = String, description = "The rule's current ETag, quoted"))),
+        (status = 413, description = "The body is over 64 KiB", body = Problem),
+        (status = 415, description = "The body is not JSON", body = Problem),
+        (status = 422, description = "Every field problem", body = Problem),
         (status = 428, description = "If-Match is missing", body = Problem),
-        (status = 503, body = Problem)))]
+        (status = 503, description = "The rule store did not answer", body = Problem)))]
 pub async fn replace(
     State(cp): State<Arc<ControlPlane>>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, ApiError> {
-    let wanted = if_match(&headers)?;
-    let rule =
-        rule_from_json(json_body(&headers, &body)?, Some(&id)).map_err(ApiError::Unprocessable)?;
-    let tag = cp.resolve(&id, wanted).await?;
+    let condition = if_match(&headers)?;
+    let value = json_body(&headers, &body)?;
+    let current = cp.current(&id, &condition).await?;
+    let rule = rule_from_json(value, Some(&id)).map_err(ApiError::Unprocessable)?;
+    if rule == current.rule {
+        // Nothing changes: no write, no new version for the proxies, nothing to audit.
+        return Ok(with_etag(StatusCode::OK, current.into()));
+    }
     let (before, after) = cp
         .rules
-        .replace(&id, rule, &tag)
+        .replace(&id, rule, &current.etag)
         .await
         .map_err(|e| ApiError::from_rule_store(e, &id))?;
     cp.rules_changed().await;
@@ -225,21 +261,32 @@ pub async fn replace(
     Ok(with_etag(StatusCode::OK, after.into()))
 }
 
-#[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "rules",
+/// Delete a rule, conditionally on its ETag.
+#[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "rules", operation_id = "deleteRule",
     params(("id" = String, Path, description = "Rule id"),
-           ("If-Match" = String, Header, description = "The rule's current ETag")),
+           ("If-Match" = String, Header, pattern = r#"^[ \t,]*(\*|(W/)?"[!#-~\u0080-\u00ff]*"([ \t]*,[ \t,]*(W/)?"[!#-~\u0080-\u00ff]*")*)[ \t,]*$"#,
+               description = "The rule's current ETag (quoted), a list of tags, or `*` for any version. Weak tags never match.")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = Problem), (status = 412, body = Problem),
-        (status = 428, body = Problem), (status = 503, body = Problem)))]
+        (status = 400, description = "If-Match is not a list of tags", body = Problem),
+        (status = 404, description = "No rule has this id", body = Problem),
+        (status = 412, description = "If-Match names no current version", body = Problem,
+            headers(("ETag" = String, description = "The rule's current ETag, quoted"))),
+        (status = 428, description = "If-Match is missing", body = Problem),
+        (status = 503, description = "The rule store did not answer", body = Problem)))]
 pub async fn delete(
     State(cp): State<Arc<ControlPlane>>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tag = cp.resolve(&id, if_match(&headers)?).await?;
-    let deleted = cp.rules.delete(&id, &tag).await?;
+    let condition = if_match(&headers)?;
+    let current = cp.current(&id, &condition).await?;
+    let deleted = cp
+        .rules
+        .delete(&id, &current.etag)
+        .await
+        .map_err(|e| ApiError::from_rule_store(e, &id))?;
     cp.rules_changed().await;
     cp.recorder
         .record(AuditEvent::rule_change(
@@ -254,12 +301,18 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/rules/validate", tag = "rules", request_body = RuleDto,
-    responses((status = 200, description = "Every problem; nothing is stored", body = Validation)))]
+/// Validate a rule without storing it.
+#[utoipa::path(post, path = "/api/v1/rules/validate", tag = "rules", operation_id = "validateRule",
+    request_body(content = serde_json::Value, description = "Any JSON value: a rule, the fields of RuleDto, is valid; anything else gets its problems listed"),
+    responses(
+        (status = 200, description = "Every problem; nothing is stored", body = Validation),
+        (status = 400, description = "The body is not valid JSON", body = Problem),
+        (status = 413, description = "The body is over 64 KiB", body = Problem),
+        (status = 415, description = "The body is not JSON", body = Problem)))]
 pub async fn validate(
     _admin: Admin,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<Validation>, ApiError> {
     let errors = match rule_from_json(json_body(&headers, &body)?, None) {
         Ok(_) => Vec::new(),
@@ -271,16 +324,21 @@ pub async fn validate(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/match", tag = "rules", request_body = MatchRequest,
+/// Say what the proxies would do with a request.
+#[utoipa::path(post, path = "/api/v1/match", tag = "rules", operation_id = "matchRequest",
+    request_body = MatchRequest,
     responses(
         (status = 200, description = "The rule and resource a request would get", body = MatchResult),
-        (status = 400, description = "The path is one the proxy refuses", body = Problem),
-        (status = 503, body = Problem)))]
+        (status = 400, description = "The body is not valid JSON, or the proxies answer 400 to this request target", body = Problem),
+        (status = 413, description = "The body is over 64 KiB", body = Problem),
+        (status = 415, description = "The body is not JSON", body = Problem),
+        (status = 422, description = "A field is missing or of the wrong type", body = Problem),
+        (status = 503, description = "The rule store did not answer", body = Problem)))]
 pub async fn matching(
     State(cp): State<Arc<ControlPlane>>,
     _admin: Admin,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Json<MatchResult>, ApiError> {
     let value = json_body(&headers, &body)?;
     let request: MatchRequest = serde_json::from_value(value).map_err(|e| {
@@ -293,26 +351,96 @@ pub async fn matching(
             e.to_string(),
         )])
     })?;
-    let method = request
+    let method = match request
         .method
-        .filter(|m| !m.trim().is_empty())
-        .map_or_else(|| "GET".to_owned(), |m| m.trim().to_ascii_uppercase());
-    let normalized = rules::normalize_path(&request.path)
-        .map_err(|e| ApiError::BadRequest(format!("The proxy answers 400 to this path: {e}.")))?
-        .into_owned();
+        .as_deref()
+        .map(|m| m.trim_matches([' ', '\t']))
+    {
+        None | Some("") => "GET".to_owned(),
+        Some(m) if m.bytes().all(is_token_byte) => m.to_ascii_uppercase(),
+        Some(_) => return Err(ApiError::field("method", "is not an HTTP method")),
+    };
+    let seen = cp.proxy_view(&method, &request.path)?;
+    let Some(rule_path) = seen.rule_path else {
+        return Ok(Json(MatchResult {
+            method,
+            normalized_path: seen.normalized_path,
+            matched: false,
+            reserved: seen.reserved,
+            rule: None,
+            resource: None,
+            redirect_to: None,
+        }));
+    };
     let set = rules::RuleSet::compile(cp.rules.list().await?.into_rules()).map_err(|issues| {
         ApiError::Internal(format!("the stored rules do not compile: {}", issues.len()))
     })?;
-    // The path as the proxies' rules see it (`proxy.path_parameters`).
-    let rule_path = rules::rule_path(&normalized, cp.path_parameters)
-        .map_err(|e| ApiError::BadRequest(format!("The proxy answers 400 to this path: {e}.")))?;
     let found = set.find(&method, &rule_path);
     Ok(Json(MatchResult {
-        method: method.clone(),
+        method,
         matched: found.is_some(),
+        reserved: false,
         rule: found.as_ref().map(|m| RuleDto::from(m.rule.clone())),
         resource: found.as_ref().map(|m| m.resource.clone()),
         redirect_to: found.and_then(|m| m.redirect_to),
-        normalized_path: normalized,
+        normalized_path: seen.normalized_path,
     }))
+}
+
+/// What a proxy makes of a request target before it looks at the rules.
+struct ProxyView {
+    /// The normalized path, without the query; `*` for `OPTIONS *`.
+    normalized_path: String,
+    /// Under `proxy.prefix`: the proxy's own endpoint.
+    reserved: bool,
+    /// The path the rules are matched against; `None` when no rule is looked at.
+    rule_path: Option<String>,
+}
+
+impl ControlPlane {
+    /// The steps of the proxy's `route` up to the rule lookup, in its order: the target's form
+    /// (`rules::parse_target`), its path without the query, normalization, the reserved prefix,
+    /// `OPTIONS` (preflights pass unclaimed), path parameters. A target the proxy answers 400
+    /// is 400 here too.
+    fn proxy_view(&self, method: &str, target: &str) -> Result<ProxyView, ApiError> {
+        let refused = |e: &dyn std::fmt::Display| {
+            ApiError::BadRequest(format!("The proxies answer 400 to this request: {e}."))
+        };
+        let is_options = method == "OPTIONS";
+        let parsed = rules::parse_target(target.as_bytes(), is_options).map_err(|e| refused(&e))?;
+        let Some(path) = parsed.path() else {
+            return Ok(ProxyView {
+                normalized_path: "*".to_owned(),
+                reserved: false,
+                rule_path: None,
+            });
+        };
+        let normalized = rules::normalize_path(path)
+            .map_err(|e| refused(&e))?
+            .into_owned();
+        let prefix = &self.reserved_prefix;
+        let reserved = normalized.len() > prefix.len()
+            && normalized.starts_with(prefix.as_str())
+            && normalized.as_bytes()[prefix.len()] == b'/';
+        if reserved || is_options {
+            return Ok(ProxyView {
+                normalized_path: normalized,
+                reserved,
+                rule_path: None,
+            });
+        }
+        let rule_path = rules::rule_path(&normalized, self.path_parameters)
+            .map_err(|e| refused(&e))?
+            .into_owned();
+        Ok(ProxyView {
+            normalized_path: normalized,
+            reserved,
+            rule_path: Some(rule_path),
+        })
+    }
+}
+
+/// RFC 9110 `tchar`, the characters of a method name.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 // The page's placeholders are double-quoted attribute values; this escapes `&`, `<`, `>`, `"`
@@ -17,6 +17,7 @@ use html_escape::encode_quoted_attribute as escape;
 
 use crate::access::Access;
 use crate::error::ApiError;
+use crate::request::PathParams;
 use crate::ControlPlane;
 
 const INDEX: &str = include_str!("../ui/index.html");
@@ -59,7 +60,7 @@ pub async fn index(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> R
     response
 }
 
-pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn asset(PathParams(name): PathParams<String>) -> Result<Response, ApiError> {
     let (body, kind) = match name.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE, "text/css; charset=utf-8"),

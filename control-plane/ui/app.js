@@ -282,9 +282,13 @@ $("#match-form").addEventListener("submit", async (event) => {
   if (res.status !== 200) {
     out.className = "bad";
     out.textContent = problem(res);
+  } else if (res.data.reserved) {
+    out.className = "none";
+    out.textContent = `${res.data.method} ${res.data.normalized_path}: the proxy's own endpoint; no rule applies.`;
   } else if (!res.data.matched) {
     out.className = "none";
-    out.textContent = `${res.data.method} ${res.data.normalized_path}: no rule matches; the request passes through.`;
+    const why = res.data.method === "OPTIONS" ? "OPTIONS requests pass unclaimed" : "no rule matches";
+    out.textContent = `${res.data.method} ${res.data.normalized_path}: ${why}; the request passes through.`;
   } else {
     const redirect = res.data.redirect_to ? `, redirects to ${res.data.redirect_to}` : "";
     out.textContent = `${res.data.method} ${res.data.normalized_path}: rule ${res.data.rule.id} (${res.data.rule.mode}${redirect}), resource ${res.data.resource}`;

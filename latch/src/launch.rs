@@ -104,6 +104,7 @@ pub fn control_plane(
         admin_roles: config.control_plane.admin_roles.clone(),
         public_scheme: config.control_plane.public_scheme,
         path_parameters: config.proxy.path_parameters,
+        reserved_prefix: config.proxy.prefix.clone(),
         demo_sign_in,
     });
     let router = control_plane::router(control_plane);

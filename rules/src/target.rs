@@ -25,6 +25,31 @@ pub enum Target<'a> {
     },
 }
 
+impl<'a> Target<'a> {
+    /// The path the proxy normalizes and matches: the origin-form path without its query;
+    /// `None` for `*`, which names no path. Matching a path that still carried `?x=1` would
+    /// answer for a URL nobody requests.
+    pub fn path(&self) -> Option<&'a str> {
+        let path_and_query = match *self {
+            Target::Asterisk => return None,
+            Target::Origin(target) => target,
+            Target::Absolute {
+                path_and_query: AbsolutePath::AsWritten(path),
+                ..
+            } => path,
+            Target::Absolute {
+                path_and_query: AbsolutePath::Root(_),
+                ..
+            } => "/",
+        };
+        Some(
+            path_and_query
+                .split_once('?')
+                .map_or(path_and_query, |(path, _)| path),
+        )
+    }
+}
+
 /// The origin-form of an absolute-form target: the path as written, or `/` before a query
 /// when it had none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -127,3 +127,20 @@ fn targets_that_are_not_utf8_are_refused() {
     check(b"/docs/\xff/edit", false, Err(NotUtf8));
     check(b"http://a.example/\xc3", false, Err(NotUtf8));
 }
+
+#[test]
+fn the_path_is_the_target_without_its_query() {
+    let path = |raw: &'static str, is_options: bool| {
+        parse_target(raw.as_bytes(), is_options).unwrap().path()
+    };
+    assert_eq!(path("/docs/1/edit?x=1", false), Some("/docs/1/edit"));
+    assert_eq!(path("/docs/1/edit?", false), Some("/docs/1/edit"));
+    assert_eq!(path("/docs/1/edit", false), Some("/docs/1/edit"));
+    assert_eq!(path("/a?b?c", false), Some("/a"));
+    assert_eq!(path("/docs/1/edit#top", false), Some("/docs/1/edit"));
+    assert_eq!(path("/docs/1/edit?x#y", false), Some("/docs/1/edit"));
+    assert_eq!(path("http://a.example/docs/1?x=1", false), Some("/docs/1"));
+    assert_eq!(path("http://a.example?x=1", false), Some("/"));
+    assert_eq!(path("http://a.example", false), Some("/"));
+    assert_eq!(path("*", true), None);
+}

@@ -95,11 +95,11 @@ pub struct AuditEvent {
     /// Who acted: the claimant, the admin, the user who took over or asked for access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Who holds the lock after the event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Who holds the lock after the event, as `{"id", "name", "session"}` ([`holder_wire`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "holder_wire")]
     pub holder: Option<Holder>,
     /// Who held it before, for releases, takeovers and force releases.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "holder_wire")]
     pub previous_holder: Option<Holder>,
     /// The rule that claimed the lock, or the rule that was changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +219,52 @@ impl AuditEvent {
     }
 }
 
+/// A holder as the audit trail writes it: `{"id", "name", "session"}`, the shape the locks API,
+/// the banner protocol and the 423 body use for a person, so one reader serves them all.
+/// Entries written before the trail used this shape named the id `user`; they still read.
+mod holder_wire {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::lock::Holder;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        id: &'a str,
+        name: &'a str,
+        session: Option<&'a str>,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        #[serde(alias = "user")]
+        id: String,
+        name: String,
+        #[serde(default)]
+        session: Option<String>,
+    }
+
+    // serde's `with` hands over the field by reference.
+    #[allow(clippy::ref_option)]
+    pub fn serialize<S: Serializer>(holder: &Option<Holder>, s: S) -> Result<S::Ok, S::Error> {
+        holder
+            .as_ref()
+            .map(|h| Out {
+                id: &h.user,
+                name: &h.name,
+                session: h.session.as_deref(),
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Holder>, D::Error> {
+        Ok(Option::<In>::deserialize(d)?.map(|h| Holder {
+            user: h.id,
+            name: h.name,
+            session: h.session,
+        }))
+    }
+}
+
 /// Which events a query wants, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventQuery {
@@ -328,6 +374,29 @@ mod tests {
         assert_eq!(audit.rule.as_deref(), Some("edit"));
         assert_eq!(audit.instance.as_deref(), Some("p1"));
         assert!(audit.id.starts_with("1700000000000-"));
+    }
+
+    #[test]
+    fn holders_are_written_as_id_and_name_and_older_entries_still_read() {
+        let event = LockEvent {
+            kind: EventKind::Claimed,
+            resource: "doc:1".into(),
+            lock: Some(lock("alice", 7)),
+            previous: None,
+            at: 5,
+        };
+        let audit = AuditEvent::from_lock_event(&event);
+        let json = serde_json::to_value(&audit).unwrap();
+        assert_eq!(
+            json["holder"],
+            serde_json::json!({"id": "alice", "name": "ALICE", "session": null})
+        );
+        let mut old = json.clone();
+        old["holder"] = serde_json::json!({"user": "alice", "name": "ALICE"});
+        let read: AuditEvent = serde_json::from_value(old).unwrap();
+        assert_eq!(read, audit);
+        let read: AuditEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(read, audit);
     }
 
     #[test]

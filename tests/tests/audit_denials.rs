@@ -73,7 +73,7 @@ async fn repeated_denials_are_recorded_once_with_rule_and_holder() {
     let d = &denials_now[0];
     assert_eq!(d["user"], "bob");
     assert_eq!(d["rule"], "doc-edit");
-    assert_eq!(d["holder"]["user"], "alice");
+    assert_eq!(d["holder"]["id"], "alice");
 
     let claims = eventually(Duration::from_secs(5), || async {
         let found = events(&node, "kind=claimed&resource=doc:7").await;
@@ -81,5 +81,5 @@ async fn repeated_denials_are_recorded_once_with_rule_and_holder() {
     })
     .await
     .expect("the claim is in the audit trail too");
-    assert_eq!(claims[0]["holder"]["user"], "alice");
+    assert_eq!(claims[0]["holder"]["id"], "alice");
 }

@@ -541,7 +541,7 @@ async fn locks_are_listed_and_a_force_release_reaches_the_holder_and_the_trail()
         .find(|e| e["kind"] == "force_released")
         .expect("the release is in the trail");
     assert_eq!(release["user"], "root");
-    assert_eq!(release["previous_holder"]["user"], "alice");
+    assert_eq!(release["previous_holder"]["id"], "alice");
     assert!(page["events"]
         .as_array()
         .unwrap()
@@ -709,4 +709,194 @@ async fn the_rule_file_survives_kill_9_during_a_burst_of_writes() {
     for id in &acknowledged {
         assert!(ids.contains(id.as_str()), "acknowledged rule {id} was lost");
     }
+}
+
+/// The content type and status of an answer, for the table below.
+async fn problem_status(response: Response) -> (StatusCode, bool) {
+    let status = response.status();
+    let problem = is_problem(&response);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, problem && body["status"] == status.as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_problem_json_if_match_follows_rfc_9110_and_match_drops_the_query() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_empty_rules(dir.path());
+    let node = Node::start(
+        Mode::Run,
+        NodeConfig {
+            dir: dir.path(),
+            upstream_port: upstream.port(),
+            rules_store: "rules.toml",
+            poll_seconds: 1,
+        },
+    );
+    let api = Api { node: &node };
+    let created = send(api.post("/api/v1/rules", &doc_rule("doc"))).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let tag = etag(&created);
+
+    // axum's own refusals and the fallbacks answer problem+json too.
+    let big = json!({"id": "big", "pattern": "x".repeat(70 * 1024)});
+    let (status, problem) = problem_status(send(api.post("/api/v1/rules", &big)).await).await;
+    assert_eq!((status, problem), (StatusCode::PAYLOAD_TOO_LARGE, true));
+    let patch = send(
+        client()
+            .patch(node.api("/api/v1/rules/doc"))
+            .header(AUTHORIZATION, admin_bearer()),
+    )
+    .await;
+    let allow = patch
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(allow.contains("PUT") && allow.contains("DELETE"), "{allow}");
+    let (status, problem) = problem_status(patch).await;
+    assert_eq!((status, problem), (StatusCode::METHOD_NOT_ALLOWED, true));
+    for path in [
+        "/api/v1/nothing",
+        "/api/nothing",
+        "/api/v2/rules",
+        "/elsewhere",
+    ] {
+        let (status, problem) = problem_status(send(api.get(path)).await).await;
+        assert_eq!((status, problem), (StatusCode::NOT_FOUND, true), "{path}");
+    }
+    for path in ["/api/v1/rules/%FF", "/api/v1/locks/%C3%28", "/ui/%FF"] {
+        let method = if path.contains("locks") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let request = client()
+            .request(method.parse().unwrap(), node.api(path))
+            .header(AUTHORIZATION, admin_bearer());
+        let (status, problem) = problem_status(send(request).await).await;
+        assert_eq!((status, problem), (StatusCode::BAD_REQUEST, true), "{path}");
+    }
+    // A query value is decoded lossily, so bytes that are not UTF-8 make an unknown kind.
+    let (status, problem) = problem_status(send(api.get("/api/v1/events?kind=%FF")).await).await;
+    assert_eq!((status, problem), (StatusCode::UNPROCESSABLE_ENTITY, true));
+    let (status, problem) =
+        problem_status(send(api.get("/api/v1/events?kind=claimed&kind=denied")).await).await;
+    assert_eq!((status, problem), (StatusCode::BAD_REQUEST, true));
+    let (status, problem) = problem_status(send(api.get("/api/v1/events?limit=")).await).await;
+    assert_eq!((status, problem), (StatusCode::UNPROCESSABLE_ENTITY, true));
+
+    // If-Match: strong comparison, lists, `""`, `*`.
+    let with_priority = |priority: i32| {
+        let mut rule = doc_rule("doc");
+        rule["priority"] = json!(priority);
+        rule
+    };
+    let put_with = |priority: i32, if_match: &str| {
+        api.put("/api/v1/rules/doc", &with_priority(priority))
+            .header(IF_MATCH, if_match.to_owned())
+    };
+    let put = |if_match: &str| put_with(1, if_match);
+    let weak = format!("W/{tag}");
+    for (if_match, expected) in [
+        (weak.as_str(), StatusCode::PRECONDITION_FAILED),
+        ("\"\"", StatusCode::PRECONDITION_FAILED),
+        ("\"a\", \"b\"", StatusCode::PRECONDITION_FAILED),
+        ("r1", StatusCode::BAD_REQUEST),
+        ("*, \"a\"", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, problem) = problem_status(send(put(if_match)).await).await;
+        assert_eq!((status, problem), (expected, true), "If-Match: {if_match}");
+    }
+    let listed = send(put(&format!("\"a\", {tag}"))).await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let second = etag(&listed);
+    let any = send(put_with(2, "*")).await;
+    assert_eq!(any.status(), StatusCode::OK);
+    let third = etag(&any);
+    assert_ne!(second, third);
+    let gone = send(
+        api.put("/api/v1/rules/none", &doc_rule("none"))
+            .header(IF_MATCH, "*"),
+    )
+    .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+
+    // A PUT that changes nothing keeps the ETag and is not audited.
+    let same = send(put_with(2, &third)).await;
+    assert_eq!(same.status(), StatusCode::OK);
+    assert_eq!(etag(&same), third);
+    let updates = eventually(Duration::from_secs(5), || async {
+        let page: Value = send(api.get("/api/v1/events?kind=rule_updated"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        let events = page["events"].as_array()?.clone();
+        (events.len() >= 2).then_some(events)
+    })
+    .await
+    .expect("the two real updates are audited");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page: Value = send(api.get("/api/v1/events?kind=rule_updated"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 2, "{updates:?}");
+
+    // Match reads the target as the proxy does: the query is not part of the path.
+    let matched: Value = send(api.post(
+        "/api/v1/match",
+        &json!({"method": "POST", "path": "/echo/doc/1?x=1"}),
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(matched["matched"], true, "{matched}");
+    assert_eq!(matched["normalized_path"], "/echo/doc/1");
+    assert_eq!(matched["resource"], "doc:1");
+    // And the proxy agrees: alice holds doc:1, bob's write with a query is refused.
+    assert_eq!(
+        resource_seen(&node, "alice", "/echo/doc/1?x=1")
+            .await
+            .as_deref(),
+        Some("doc:1")
+    );
+    assert_eq!(
+        status_for(&node, "bob", "/echo/doc/1?x=1").await,
+        StatusCode::LOCKED
+    );
+    let absolute: Value = send(api.post(
+        "/api/v1/match",
+        &json!({"path": "http://example.test/echo/doc/2?y"}),
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(absolute["resource"], "doc:2");
+    let reserved: Value = send(api.post("/api/v1/match", &json!({"path": "/__latch/ws"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&reserved["reserved"], &reserved["matched"]),
+        (&json!(true), &json!(false))
+    );
+    let preflight: Value = send(api.post(
+        "/api/v1/match",
+        &json!({"method": "OPTIONS", "path": "/echo/doc/1"}),
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(preflight["matched"], false);
+    let (status, problem) =
+        problem_status(send(api.post("/api/v1/match", &json!({"path": "echo/doc/1"}))).await).await;
+    assert_eq!((status, problem), (StatusCode::BAD_REQUEST, true));
 }
