@@ -18,6 +18,7 @@ mod recorder;
 mod request;
 mod rule_json;
 mod rules_api;
+mod shapes_api;
 mod ui;
 
 use std::future::Future;
@@ -115,6 +116,7 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
         .route("/match", post(rules_api::matching))
         .route("/locks", get(locks_api::list))
         .route("/locks/{resource}", delete(locks_api::force_release))
+        .route("/shapes", get(shapes_api::list))
         .route("/events", get(events_api::list))
         .route("/events/stream", get(events_api::stream))
         .route("/openapi.json", get(openapi::document))

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{error, events_api, locks_api, rule_json, rules_api};
+use crate::{error, events_api, locks_api, rule_json, rules_api, shapes_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,12 +28,14 @@ use crate::{error, events_api, locks_api, rule_json, rules_api};
         rules_api::delete, rules_api::validate, rules_api::matching,
         locks_api::list, locks_api::force_release,
         events_api::list, events_api::stream,
+        shapes_api::list,
     ),
     components(schemas(
         rule_json::RuleDto, rule_json::RuleView, rules_api::RuleListView, rules_api::Validation,
         rules_api::MatchRequest, rules_api::MatchResult, error::Problem, error::FieldError,
         locks_api::LockView, locks_api::HolderView, locks_api::LockList, locks_api::Released,
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
+        shapes_api::ShapeList, shapes_api::ShapeView, shapes_api::Suggestion,
     )),
     servers((url = "/", description = "This control plane")),
     modifiers(&Security),
@@ -42,6 +44,7 @@ use crate::{error, events_api, locks_api, rule_json, rules_api};
         (name = "rules", description = "Which URLs are exclusive"),
         (name = "locks", description = "Who holds what now"),
         (name = "events", description = "The audit trail"),
+        (name = "shapes", description = "The request shapes the proxies saw, for writing rules"),
     )
 )]
 pub struct ApiDoc;

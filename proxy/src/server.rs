@@ -44,6 +44,11 @@ impl BackgroundService for Background {
         tokio::spawn(async move { latch.hub.run(latch.store.as_ref(), &latch.metrics).await });
         let latch = self.latch.clone();
         tokio::spawn(async move { latch.app_sockets.run(latch.store.as_ref()).await });
+        let latch = self.latch.clone();
+        tokio::spawn(async move {
+            let instance = &latch.config.proxy.instance;
+            crate::shapes::publish(&latch.shapes, latch.store.as_ref(), instance).await
+        });
         if let Some(provider) = self.latch.verifier.provider() {
             tokio::spawn(Arc::clone(provider).run());
         }

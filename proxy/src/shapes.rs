@@ -14,7 +14,7 @@
 
 use std::cell::Cell;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, Method};
 use indexmap::IndexMap;
@@ -27,6 +27,10 @@ pub const SAMPLE_EVERY: u32 = 8;
 pub const MAX_SHAPES: usize = 2_000;
 /// How many random entries a full book compares to pick the one to drop.
 const EVICTION_PROBES: usize = 5;
+/// How often the instance publishes its shapes through the lock store, for the control plane.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
+/// How many shapes, the most seen, a publication carries.
+pub const PUBLISHED: usize = 500;
 
 /// What a request asked for, from its own headers (`Sec-Fetch-Dest` first, then
 /// `X-Requested-With` and `Accept`, then the file extension).
@@ -302,6 +306,31 @@ impl Book {
     }
 }
 
+/// Publishes the book's most seen shapes through the lock store every [`PUBLISH_EVERY`], under
+/// this instance's name, so that the control plane can merge every instance's. Runs for the
+/// life of the process; a failed publication is only logged (the next one replaces it).
+pub async fn publish(book: &ShapeBook, store: &dyn store::LockStore, instance: &str) {
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let shapes = book.report("", PUBLISHED).shapes;
+        if shapes.is_empty() {
+            continue;
+        }
+        let summary = match serde_json::to_string(&shapes) {
+            Ok(summary) => summary,
+            Err(e) => {
+                tracing::warn!(error = %e, "request shapes not published");
+                continue;
+            }
+        };
+        if let Err(e) = store.shapes_put(instance, &summary).await {
+            tracing::debug!(error = %e, "request shapes not published");
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -442,5 +471,26 @@ mod tests {
         );
         assert_eq!(report.shapes[0].shape, "/admin/pages/{int}/edit/");
         assert_eq!(report.shapes[0].count, 50 * u64::from(SAMPLE_EVERY));
+    }
+
+    #[test]
+    fn a_published_shape_reads_as_the_entry_the_control_plane_merges() {
+        let book = ShapeBook::default();
+        book.record(&Method::POST, "/a/1/save", Kind::Xhr, Some("a"), 7);
+        let json = serde_json::to_string(&book.report("", PUBLISHED).shapes).expect("JSON");
+        let entries: Vec<rules::ShapeEntry> = serde_json::from_str(&json).expect("entries");
+        assert_eq!(
+            entries,
+            [rules::ShapeEntry {
+                method: "POST".to_owned(),
+                shape: "/a/{int}/save".to_owned(),
+                count: u64::from(SAMPLE_EVERY),
+                first_seen: 7,
+                last_seen: 7,
+                kinds: vec!["xhr".to_owned()],
+                writes: true,
+                rule: Some("a".to_owned()),
+            }]
+        );
     }
 }

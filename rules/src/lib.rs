@@ -26,7 +26,7 @@ pub use pattern::CaptureType;
 pub use problems::{ProblemContext, Problems};
 pub use redirect::{check_same_site, OffSite};
 pub use set::{Match, RuleSet};
-pub use shape::{shape, suggest_rule, MAX_SHAPE_LEN};
+pub use shape::{merge_shapes, shape, suggest_rule, ShapeEntry, MAX_SHAPE_LEN, SHAPE_KINDS};
 pub use target::{parse_target, AbsolutePath, Target, TargetError};
 pub use validate::{validate_rule, validate_rules, Issue};
 

@@ -6,7 +6,10 @@
 //! hashes, long tokens and anything with an `@` become placeholders, and a shape is bounded in length however long
 //! the path, so a summary of shapes stays small under hostile traffic.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
 
 /// Most segments a shape keeps; the rest of a longer path becomes one `{rest}`.
 pub const MAX_SEGMENTS: usize = 16;
@@ -181,6 +184,70 @@ pub fn suggest_rule(shape: &str) -> (String, String) {
     (pattern, resource)
 }
 
+/// The kinds of request a shape can be seen as, in the order a summary lists them.
+pub const SHAPE_KINDS: [&str; 4] = ["page", "xhr", "asset", "other"];
+
+/// One shape as a proxy instance publishes it and the control plane merges it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeEntry {
+    pub method: String,
+    pub shape: String,
+    /// Estimated requests.
+    pub count: u64,
+    /// Milliseconds since the Unix epoch.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// Some of [`SHAPE_KINDS`], in that order.
+    pub kinds: Vec<String>,
+    pub writes: bool,
+    /// The rule that matched it when last seen.
+    pub rule: Option<String>,
+}
+
+/// Several instances' shapes as one list: counts added, the earliest first and the latest last
+/// sighting, the kinds of all, the rule of the latest; most seen first (then by shape and
+/// method, so the order is stable).
+pub fn merge_shapes(summaries: impl IntoIterator<Item = Vec<ShapeEntry>>) -> Vec<ShapeEntry> {
+    let mut merged: HashMap<(String, String), ShapeEntry> = HashMap::new();
+    for entry in summaries.into_iter().flatten() {
+        let key = (entry.method.clone(), entry.shape.clone());
+        match merged.get_mut(&key) {
+            None => {
+                merged.insert(key, entry);
+            }
+            Some(seen) => {
+                seen.count = seen.count.saturating_add(entry.count);
+                seen.first_seen = seen.first_seen.min(entry.first_seen);
+                if entry.last_seen > seen.last_seen {
+                    seen.last_seen = entry.last_seen;
+                    seen.rule = entry.rule;
+                }
+                seen.writes |= entry.writes;
+                seen.kinds.extend(entry.kinds);
+            }
+        }
+    }
+    let mut list: Vec<ShapeEntry> = merged
+        .into_values()
+        .map(|mut entry| {
+            let kinds = std::mem::take(&mut entry.kinds);
+            entry.kinds = SHAPE_KINDS
+                .iter()
+                .filter(|k| kinds.iter().any(|seen| seen == *k))
+                .map(|k| (*k).to_owned())
+                .collect();
+            entry
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.shape.cmp(&b.shape))
+            .then_with(|| a.method.cmp(&b.method))
+    });
+    list
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +375,49 @@ mod tests {
                 .collect();
             assert_eq!(keys[0] == keys[1], shared, "{keys:?}");
         }
+    }
+
+    fn entry(
+        method: &str,
+        shape: &str,
+        count: u64,
+        seen: (u64, u64),
+        kinds: &[&str],
+    ) -> ShapeEntry {
+        ShapeEntry {
+            method: method.to_owned(),
+            shape: shape.to_owned(),
+            count,
+            first_seen: seen.0,
+            last_seen: seen.1,
+            kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+            writes: method == "POST",
+            rule: (seen.1 > 5).then(|| format!("r{}", seen.1)),
+        }
+    }
+
+    #[test]
+    fn the_shapes_of_several_instances_merge_into_one_list() {
+        let a = vec![
+            entry("GET", "/p/{int}/edit/", 80, (1, 5), &["xhr"]),
+            entry("POST", "/p/{int}/edit/", 8, (2, 2), &["xhr"]),
+        ];
+        let b = vec![
+            entry("GET", "/p/{int}/edit/", 16, (3, 9), &["page"]),
+            entry("GET", "/other", 200, (4, 4), &["asset"]),
+        ];
+        let merged = merge_shapes([a, b]);
+        assert_eq!(
+            merged,
+            [
+                entry("GET", "/other", 200, (4, 4), &["asset"]),
+                ShapeEntry {
+                    rule: Some("r9".to_owned()),
+                    ..entry("GET", "/p/{int}/edit/", 96, (1, 9), &["page", "xhr"])
+                },
+                entry("POST", "/p/{int}/edit/", 8, (2, 2), &["xhr"]),
+            ]
+        );
+        assert!(merge_shapes(Vec::<Vec<ShapeEntry>>::new()).is_empty());
     }
 }

@@ -187,3 +187,88 @@ async fn browsing_shows_shapes_with_ids_folded_and_a_rule_from_one_is_enforced()
         "pages"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis() {
+    let redis = tests::redis::RedisServer::start();
+    let upstream = Upstream::start().await;
+    let port = upstream.port();
+    let cp_port = tests::free_port();
+    let locks = tests::instances::redis_locks(&redis.url());
+    let with_cp = {
+        let locks = locks.clone();
+        tokio::task::spawn_blocking(move || {
+            let latch = LatchBuilder::new(port)
+                .command("run")
+                .locks(&locks)
+                .section(&format!(
+                    "[control_plane]\nlisten = \"127.0.0.1:{cp_port}\"\nadmin_roles = [\"admin\"]"
+                ))
+                .start();
+            tests::wait_for_port(cp_port, Duration::from_secs(20), || latch.log());
+            latch
+        })
+        .await
+        .expect("starting latch run")
+    };
+    let other = tests::instances::start_instance(port, &redis.url(), "").await;
+    let page = [("Sec-Fetch-Dest", "document")];
+    browse(
+        &with_cp,
+        80,
+        Method::GET,
+        |i| format!("/echo/pages/{i}/edit/"),
+        &page,
+    )
+    .await;
+    browse(
+        &other,
+        80,
+        Method::GET,
+        |i| format!("/echo/pages/{i}/edit/"),
+        &page,
+    )
+    .await;
+    browse(
+        &other,
+        40,
+        Method::POST,
+        |i| format!("/echo/pages/{i}/lock/"),
+        &[],
+    )
+    .await;
+
+    let admin = token("root", "Root", &["admin"]);
+    let url = format!("http://127.0.0.1:{cp_port}/api/v1/shapes");
+    let merged = eventually(Duration::from_secs(15), || async {
+        let list: Value = client()
+            .get(&url)
+            .query(&[("prefix", "/echo/pages/")])
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (list["instances"] == 2 && list["shapes"].as_array()?.len() == 2).then_some(list)
+    })
+    .await
+    .expect("both instances' shapes reach the control plane");
+    let edit = row(&merged, "GET", "/echo/pages/{int}/edit/");
+    assert_estimate(edit, 160);
+    assert_eq!(edit["suggestion"]["resource"], "pages:{id}");
+    let lock = row(&merged, "POST", "/echo/pages/{int}/lock/");
+    assert_eq!(lock["writes"], true);
+
+    // A bad limit is a problem naming the field.
+    let bad = client()
+        .get(&url)
+        .query(&[("limit", "0")])
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("the control plane answers");
+    assert_eq!(bad.status(), 422);
+    assert_eq!(bad.headers()["content-type"], "application/problem+json");
+}
