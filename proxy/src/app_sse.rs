@@ -15,7 +15,8 @@
 //!    not an uncompressed `200 text/event-stream` is relayed as it is;
 //! 4. when the owner loses the lock, ends the stream with one last event,
 //!    `event: latch-lock-lost` with a JSON `data:` naming the reason and the resource, and
-//!    closes the app's connection. The browser's `EventSource` reconnects through Latch and
+//!    closes the app's connection. When the credential the stream was opened with expires,
+//!    the same, with `event: latch-session-expired`. The browser's `EventSource` reconnects through Latch and
 //!    meets the gate: 423 (which stops an `EventSource`) while someone else holds the lock.
 //!
 //! A holder's request that gets an event stream without having asked for one (no
@@ -46,6 +47,8 @@ use crate::state::Latch;
 
 /// The type of the last event a stream gets when its owner loses the lock.
 pub const LOCK_LOST_EVENT: &str = "latch-lock-lost";
+/// The type of the last event a stream gets when its owner's credential expires.
+pub const SESSION_EXPIRED_EVENT: &str = "latch-session-expired";
 /// How long connecting to the app may take (as for forwarded requests).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one write to either side may take.
@@ -135,8 +138,11 @@ pub async fn serve(
         metrics.app_streams.inc();
     }
     let mut framing = Framing::new(stream);
+    let expiry = tokio::time::sleep_until(fenced.expiry());
+    tokio::pin!(expiry);
     let end = loop {
         tokio::select! {
+            _ = &mut expiry => break End::Expired,
             reason = &mut lost => {
                 // A closed sender without a reason means the registration went away, which
                 // only happens once this stream is over anyway.
@@ -182,8 +188,20 @@ pub async fn serve(
                 None => cut(session).await,
             }
         }
+        End::Expired if stream => {
+            let data = json!({ "reason": "session expired", "resource": fenced.resource });
+            let event = format!("event: {SESSION_EXPIRED_EVENT}\ndata: {data}\n\n");
+            match framing.last_event(&event) {
+                Some(last) => {
+                    if !write(session, Some(last), true).await {
+                        session.set_keepalive(None);
+                    }
+                }
+                None => cut(session).await,
+            }
+        }
         // A response that is not a stream cannot be ended cleanly before its end: it is cut.
-        End::Lost(_) | End::Client | End::Failed => cut(session).await,
+        End::Lost(_) | End::Expired | End::Client | End::Failed => cut(session).await,
     }
     Ok(())
 }
@@ -194,6 +212,8 @@ enum End {
     App,
     /// The owner lost the lock, for this reason.
     Lost(String),
+    /// The owner's credential expired.
+    Expired,
     /// The client went away (or a write to it failed).
     Client,
     /// The app's connection failed.

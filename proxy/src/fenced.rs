@@ -24,9 +24,19 @@ pub struct Fenced {
     pub owner: String,
     pub user: String,
     pub user_name: String,
+    /// When the credential it was opened with expires (unix seconds): the connection ends
+    /// then, as the banner socket does, so a signed-out user keeps nothing open.
+    pub expires_at: u64,
 }
 
 impl Fenced {
+    /// When the connection must end for its credential's expiry, on tokio's clock.
+    pub fn expiry(&self) -> tokio::time::Instant {
+        let now_unix = now_ms() / 1000;
+        let left = self.expires_at.saturating_sub(now_unix);
+        tokio::time::Instant::now() + std::time::Duration::from_secs(left)
+    }
+
     /// The identity and lock headers the app gets with the opening request; with
     /// `accept_identity`, also `Accept-Encoding: identity`.
     pub fn upstream_headers(&self, accept_identity: bool) -> UpstreamHeaders {

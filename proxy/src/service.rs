@@ -449,6 +449,7 @@ impl LatchProxy {
             owner: holder.owner_key(),
             user: holder.user,
             user_name: holder.name,
+            expires_at: identity.expires_at,
         }
     }
 

@@ -494,3 +494,44 @@ async fn in_a_browser_the_event_source_ends_after_the_lock_is_lost_and_stays_clo
     browser.quit().await;
     app_closed(&app, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holders_stream_ends_when_the_token_it_opened_with_expires() {
+    let app = App::start();
+    let latch = start_latch(&app, rules("")).await;
+    let short = format!("latch_token={}", tests::token_ttl("alice", "Alice", &[], 3));
+    let response = tokio::time::timeout(
+        PATIENCE,
+        client()
+            .get(format!("{}/docs/1/events", base(&latch)))
+            .header(ACCEPT, "text/event-stream")
+            .header(COOKIE, short)
+            .send(),
+    )
+    .await
+    .expect("the answer's head timed out")
+    .expect("an answer");
+    let mut alice = Events::of(response).await;
+    assert_eq!(
+        alice.next(PATIENCE).await.expect("an event").json()["user"],
+        "alice"
+    );
+    // The lease (30 s) outlives the token (3 s): only the token's expiry can end it.
+    let opened = Instant::now();
+    let last = alice
+        .until_other(Duration::from_secs(10))
+        .await
+        .expect("a last event before the stream ended");
+    assert_eq!(last.kind, "latch-session-expired", "{last:?}");
+    assert_eq!(
+        last.json(),
+        json!({ "reason": "session expired", "resource": "doc:1" })
+    );
+    assert!(alice.next(PROMPT).await.is_none(), "the stream went on");
+    assert!(
+        opened.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        opened.elapsed()
+    );
+    app_closed(&app, 0).await;
+}

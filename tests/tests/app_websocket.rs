@@ -336,3 +336,31 @@ async fn in_a_browser_the_pages_reconnect_after_4423_is_refused() {
     outcome.expect("the browser session");
     app.closed("alice", 4423).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_socket_closes_when_the_token_it_opened_with_expires() {
+    let app = App::start();
+    let latch = start_latch(&app, rules(""), None).await;
+    let mut req = format!("{}/docs/1/socket", ws_base(&latch))
+        .into_client_request()
+        .expect("a WebSocket request");
+    let short = tests::token_ttl("alice", "Alice", &[], 3);
+    req.headers_mut().insert(
+        COOKIE,
+        HeaderValue::from_str(&format!("latch_token={short}")).expect("cookie"),
+    );
+    let (mut alice, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("Alice's socket opens");
+    assert_eq!(save(&mut alice, "draft").await["user"], "alice");
+    // The lease (30 s) outlives the token (3 s): only the token's expiry can close it.
+    let opened = std::time::Instant::now();
+    let (code, reason) = close_frame(&mut alice, Duration::from_secs(10)).await;
+    assert_eq!((code, reason.as_str()), (4401, "session expired"));
+    assert!(
+        opened.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        opened.elapsed()
+    );
+    app.closed("alice", 4401).await;
+}

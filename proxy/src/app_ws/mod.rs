@@ -16,7 +16,9 @@
 //!    downstream connection into a `tokio::io::duplex`, as the banner socket does, with
 //!    tokio-tungstenite on both sides;
 //! 4. relays messages both ways until either side closes, or until the owner loses the lock:
-//!    then both sides get a close frame with code [`LOCK_LOST`] and the reason.
+//!    then both sides get a close frame with code [`LOCK_LOST`] and the reason; or until the
+//!    credential the socket was opened with expires: then both get [`SESSION_EXPIRED`], as the
+//!    banner socket does.
 //!
 //! Pings are answered on each hop, not forwarded. Messages over [`MAX_MESSAGE`] close the
 //! socket with 1009.
@@ -43,6 +45,8 @@ use crate::state::Latch;
 
 /// The close code an app socket gets when its owner loses the lock.
 pub const LOCK_LOST: u16 = 4423;
+/// The close code both sides get when the owner's credential expires (the banner's code).
+pub const SESSION_EXPIRED: u16 = 4401;
 /// Largest message relayed either way.
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// Largest response head the app may answer a handshake with.
@@ -100,7 +104,8 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
     let app = WebSocketStream::from_raw_socket(app, Role::Client, Some(config())).await;
     latch.metrics.app_sockets.inc();
     let fenced_total = latch.metrics.app_sockets_fenced.clone();
-    let relay = tokio::spawn(relay(client, app, lost, fenced_total));
+    let expiry = fenced.expiry();
+    let relay = tokio::spawn(relay(client, app, lost, expiry, fenced_total));
     pump(session, bridge).await;
     let _ = relay.await;
     latch.metrics.app_sockets.dec();
@@ -226,6 +231,7 @@ async fn relay<C, A>(
     mut client: WebSocketStream<C>,
     mut app: WebSocketStream<A>,
     mut lost: tokio::sync::oneshot::Receiver<String>,
+    expiry: tokio::time::Instant,
     fenced_total: prometheus::IntCounter,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -239,6 +245,17 @@ async fn relay<C, A>(
                 let reason = reason.unwrap_or_else(|_| "lock lost".to_owned());
                 fenced_total.inc();
                 let frame = CloseFrame { code: CloseCode::from(LOCK_LOST), reason: reason.into() };
+                tokio::join!(
+                    close(&mut client, Some(frame.clone())),
+                    close(&mut app, Some(frame)),
+                );
+                return;
+            }
+            _ = tokio::time::sleep_until(expiry) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(SESSION_EXPIRED),
+                    reason: "session expired".into(),
+                };
                 tokio::join!(
                     close(&mut client, Some(frame.clone())),
                     close(&mut app, Some(frame)),
