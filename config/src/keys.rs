@@ -19,7 +19,8 @@ use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, LockStoreKind, LocksConfig,
     OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, StashConfig,
     Upstream, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_SHAPE_SAMPLE_EVERY,
+    DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 /// Every key, section by section; sections appear in the order of their first key.
@@ -92,6 +93,11 @@ fn declare() -> Vec<Key> {
         })
         .default(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
         .doc("Open connections one client address (IPv6: one /64) may hold; `0`: no limit."),
+        Key::integer("proxy.shape_sample_every", 0..=1_000_000, |d, v| {
+            d.config.proxy.shape_sample_every = v as u32
+        })
+        .default(DEFAULT_SHAPE_SAMPLE_EVERY)
+        .doc("One request in this many, at random, is noted in the request-shape summary (`/shapes`); `1`: every one; `0`: none."),
         // [auth]
         Key::list("auth.algorithms", |d, v| d.config.auth.settings.algorithms = v)
         .default(auth.algorithms.clone())
@@ -331,6 +337,7 @@ pub(crate) fn blank() -> Config {
             keepalive_timeout: Duration::ZERO,
             max_header_bytes: 0,
             max_connections_per_client: None,
+            shape_sample_every: 0,
         },
         auth: AuthConfig {
             settings: auth::AuthSettings::default(),

@@ -109,6 +109,9 @@ pub struct ProxyConfig {
     /// address: raise it (or turn it off) for them. `None`: no limit. Default
     /// [`DEFAULT_MAX_CONNECTIONS_PER_CLIENT`].
     pub max_connections_per_client: Option<u32>,
+    /// One request in this many, drawn at random, goes into the request-shape summary; `0`
+    /// keeps none. Default [`DEFAULT_SHAPE_SAMPLE_EVERY`].
+    pub shape_sample_every: u32,
 }
 
 /// [`ProxyConfig::upstream_timeout`] unless the config says otherwise.
@@ -128,6 +131,10 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// 16 KiB bound to reach it and be refused as malformed, with a 401 that says so, rather than
 /// with a 431.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// [`ProxyConfig::shape_sample_every`] unless the config says otherwise: enough requests to
+/// find every shape a person uses in a few visits, at an eighth of the cost of noting each.
+pub const DEFAULT_SHAPE_SAMPLE_EVERY: u32 = 8;
 
 /// [`ProxyConfig::max_connections_per_client`] unless the config says otherwise: far more than
 /// a browser opens (6 per host, plus its banner sockets), few enough that one address cannot

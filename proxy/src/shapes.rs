@@ -1,11 +1,11 @@
 //! The request shapes this instance sees: a bounded, sampled summary for admins who are looking
 //! for the URLs to protect (docs/operations.md, "Finding the URLs to protect").
 //!
-//! One request in [`SAMPLE_EVERY`] is noted: its method, the shape of its normalized path
+//! One request in `proxy.shape_sample_every` (8 by default), drawn at random, is noted: its method, the shape of its normalized path
 //! ([`rules::shape`]: ids, uuids, dates, hashes and tokens folded into typed placeholders), what
 //! kind of request it was (a page, an XHR, an asset) and the rule that matched it, if any.
 //! Never its query string, body, headers' values or user. Counts are estimates: each sampled
-//! request counts for [`SAMPLE_EVERY`].
+//! request counts for the sampling interval.
 //!
 //! Memory is bounded whatever the traffic: at most [`MAX_SHAPES`] entries of at most
 //! [`rules::MAX_SHAPE_LEN`] bytes each. When the book is full, a new shape replaces the least
@@ -21,8 +21,6 @@ use indexmap::IndexMap;
 use pingora::http::RequestHeader;
 use serde::Serialize;
 
-/// One request in this many is noted.
-pub const SAMPLE_EVERY: u32 = 8;
 /// Most shapes kept.
 pub const MAX_SHAPES: usize = 2_000;
 /// How many random entries a full book compares to pick the one to drop.
@@ -112,6 +110,8 @@ struct Book {
 
 /// The shapes this instance saw.
 pub struct ShapeBook {
+    /// One request in this many is noted; 0: none.
+    every: u32,
     book: Mutex<Book>,
 }
 
@@ -120,7 +120,7 @@ pub struct ShapeBook {
 pub struct ShapeView {
     pub method: String,
     pub shape: String,
-    /// Estimated requests (sampled ones times [`SAMPLE_EVERY`]).
+    /// Estimated requests (sampled ones times the sampling interval).
     pub count: u64,
     /// Milliseconds since the Unix epoch.
     pub first_seen: u64,
@@ -150,21 +150,38 @@ pub struct ShapeReport {
 }
 
 thread_local! {
-    static TICK: Cell<u32> = const { Cell::new(0) };
+    /// xorshift state, seeded apart per thread.
+    static DICE: Cell<u32> = Cell::new(seed());
 }
 
-/// Is this request one of the sampled ones? One thread-local increment.
-fn sampled() -> bool {
-    TICK.with(|tick| {
-        let n = tick.get().wrapping_add(1);
-        tick.set(n);
-        n % SAMPLE_EVERY == 0
+/// A nonzero seed for one thread: its id hashed with the time.
+fn seed() -> u32 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut hasher = foldhash::fast::RandomState::default().build_hasher();
+    std::thread::current().id().hash(&mut hasher);
+    now_ms().hash(&mut hasher);
+    (hasher.finish() as u32) | 1
+}
+
+/// Is this request one of the sampled ones? A random draw, one in `every`: a counter
+/// would alias with traffic that repeats in a cycle (a page that loads the same ten requests
+/// every time), showing some of them at twice their rate and others never.
+fn sampled(every: u32) -> bool {
+    DICE.with(|dice| {
+        let mut x = dice.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        dice.set(x);
+        x % every == 0
     })
 }
 
-impl Default for ShapeBook {
-    fn default() -> ShapeBook {
+impl ShapeBook {
+    /// A book noting one request in `every` (0: none).
+    pub fn new(every: u32) -> ShapeBook {
         ShapeBook {
+            every,
             book: Mutex::new(Book {
                 entries: IndexMap::with_capacity_and_hasher(64, Default::default()),
                 evicted: 0,
@@ -172,12 +189,10 @@ impl Default for ShapeBook {
             }),
         }
     }
-}
 
-impl ShapeBook {
     /// Notes a request, if it is a sampled one. `path` is the normalized path rules see.
     pub fn note(&self, method: &Method, path: &str, req: &RequestHeader, rule: Option<&str>) {
-        if sampled() {
+        if self.every != 0 && sampled(self.every) {
             self.record(method, path, Kind::of(req, path), rule, now_ms());
         }
     }
@@ -191,7 +206,7 @@ impl ShapeBook {
             return;
         };
         if let Some(stats) = book.entries.get_mut(&key) {
-            stats.count += u64::from(SAMPLE_EVERY);
+            stats.count += u64::from(self.every);
             stats.last_seen = now;
             stats.kinds |= kind.bit();
             if stats.rule.as_deref() != rule {
@@ -205,7 +220,7 @@ impl ShapeBook {
         book.entries.insert(
             key,
             Stats {
-                count: u64::from(SAMPLE_EVERY),
+                count: u64::from(self.every),
                 first_seen: now,
                 last_seen: now,
                 kinds: kind.bit(),
@@ -218,7 +233,7 @@ impl ShapeBook {
     pub fn report(&self, prefix: &str, limit: usize) -> ShapeReport {
         let Ok(book) = self.book.lock() else {
             return ShapeReport {
-                sample_every: SAMPLE_EVERY,
+                sample_every: self.every,
                 max_shapes: MAX_SHAPES,
                 evicted: 0,
                 shapes: Vec::new(),
@@ -257,7 +272,7 @@ impl ShapeBook {
         });
         shapes.truncate(limit);
         ShapeReport {
-            sample_every: SAMPLE_EVERY,
+            sample_every: self.every,
             max_shapes: MAX_SHAPES,
             evicted: book.evicted,
             shapes,
@@ -342,6 +357,8 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    const SAMPLE_EVERY: u32 = 8;
+
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
         for (name, value) in headers {
@@ -386,7 +403,7 @@ mod tests {
 
     #[test]
     fn objects_of_one_shape_add_up_and_the_report_filters_and_suggests() {
-        let book = ShapeBook::default();
+        let book = ShapeBook::new(SAMPLE_EVERY);
         for (i, (method, path, kind, rule)) in [
             (Method::GET, "/admin/pages/3/edit/", Kind::Page, None),
             (Method::GET, "/admin/pages/41/edit/", Kind::Page, None),
@@ -431,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_million_distinct_paths_stay_within_the_bound_and_frequent_shapes_survive() {
-        let book = ShapeBook::default();
+        let book = ShapeBook::new(SAMPLE_EVERY);
         // A shape seen often before the flood.
         for _ in 0..50 {
             book.record(&Method::GET, "/admin/pages/1/edit/", Kind::Page, None, 1);
@@ -475,7 +492,7 @@ mod tests {
 
     #[test]
     fn a_published_shape_reads_as_the_entry_the_control_plane_merges() {
-        let book = ShapeBook::default();
+        let book = ShapeBook::new(SAMPLE_EVERY);
         book.record(&Method::POST, "/a/1/save", Kind::Xhr, Some("a"), 7);
         let json = serde_json::to_string(&book.report("", PUBLISHED).shapes).expect("JSON");
         let entries: Vec<rules::ShapeEntry> = serde_json::from_str(&json).expect("entries");
@@ -492,5 +509,26 @@ mod tests {
                 rule: Some("a".to_owned()),
             }]
         );
+    }
+
+    #[test]
+    fn sampling_is_one_in_n_at_random_whatever_the_traffic_repeats() {
+        // Ten requests repeated in a cycle: a counter would only ever note every other one.
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            for slot in seen.iter_mut() {
+                if sampled(SAMPLE_EVERY) {
+                    *slot += 1;
+                }
+            }
+        }
+        let total: u32 = seen.iter().sum();
+        assert!((11_000..=14_000).contains(&total), "{total} of 100,000");
+        assert!(seen.iter().all(|n| (1_000..=1_500).contains(n)), "{seen:?}");
+        // Every request, and none.
+        assert!((0..100).all(|_| sampled(1)));
+        let off = ShapeBook::new(0);
+        off.note(&Method::GET, "/a/1", &request(&[]), None);
+        assert!(off.report("", 10).shapes.is_empty());
     }
 }

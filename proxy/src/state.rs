@@ -95,6 +95,7 @@ impl Latch {
             .collect();
         let recent = RecentClaims::new(store.clone());
         let claim_rate = ClaimRate::new(config.locks.claims_per_minute);
+        let shapes = ShapeBook::new(config.proxy.shape_sample_every);
         Ok(Arc::new(Latch {
             config,
             verifier,
@@ -110,7 +111,7 @@ impl Latch {
             head_memo: Arc::default(),
             claim_rate,
             app_sockets: AppSockets::default(),
-            shapes: ShapeBook::default(),
+            shapes,
         }))
     }
 

@@ -10,17 +10,19 @@ use serde_json::Value;
 use tests::upstream::Upstream;
 use tests::{client, eventually, token, Latch, LatchBuilder};
 
-/// One request in this many is sampled (`proxy::shapes::SAMPLE_EVERY`).
-const SAMPLE_EVERY: u64 = 8;
-/// Proxy worker threads (`LatchBuilder` configures 2); each samples on its own count.
-const THREADS: u64 = 2;
+/// Every request is noted, so that counts are exact (8 by default, drawn at random).
+const SAMPLE_EVERY: (&str, &str) = ("LATCH_PROXY_SHAPE_SAMPLE_EVERY", "1");
 
 async fn start() -> (Upstream, Latch) {
     let upstream = Upstream::start().await;
     let port = upstream.port();
-    let latch = tokio::task::spawn_blocking(move || LatchBuilder::new(port).start())
-        .await
-        .expect("starting latch");
+    let latch = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port)
+            .env(SAMPLE_EVERY.0, SAMPLE_EVERY.1)
+            .start()
+    })
+    .await
+    .expect("starting latch");
     (upstream, latch)
 }
 
@@ -66,13 +68,9 @@ fn row<'a>(report: &'a Value, method: &str, shape: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {method} {shape} in {report}"))
 }
 
-/// A count estimated from sampling is within what the samples of `n` requests can give.
-fn assert_estimate(row: &Value, n: u64) {
-    let count = row["count"].as_u64().expect("a count");
-    assert!(
-        count + SAMPLE_EVERY * THREADS >= n && count <= n + SAMPLE_EVERY * THREADS,
-        "{count} for {n} requests: {row}"
-    );
+/// With every request noted, a shape's count is its requests.
+fn assert_count(row: &Value, n: u64) {
+    assert_eq!(row["count"].as_u64(), Some(n), "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,14 +114,14 @@ async fn browsing_shows_shapes_with_ids_folded_and_a_rule_from_one_is_enforced()
 
     let report = shapes(&latch, "/echo/pages/").await;
     let edit = row(&report, "GET", "/echo/pages/{int}/edit/");
-    assert_estimate(edit, 160);
+    assert_count(edit, 160);
     assert_eq!(edit["kinds"], serde_json::json!(["page"]));
     assert_eq!(edit["writes"], false);
     assert_eq!(edit["rule"], Value::Null);
     assert_eq!(edit["suggestion"]["pattern"], "/echo/pages/{id:int}/edit/");
     assert_eq!(edit["suggestion"]["resource"], "pages:{id}");
     let preview = row(&report, "POST", "/echo/pages/{int}/edit/preview/");
-    assert_estimate(preview, 80);
+    assert_count(preview, 80);
     assert_eq!(preview["writes"], true);
     assert_eq!(preview["kinds"], serde_json::json!(["xhr"]));
     row(&report, "GET", "/echo/pages/{int}/revisions/{date}");
@@ -200,6 +198,7 @@ async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis() {
         tokio::task::spawn_blocking(move || {
             let latch = LatchBuilder::new(port)
                 .command("run")
+                .env(SAMPLE_EVERY.0, SAMPLE_EVERY.1)
                 .locks(&locks)
                 .section(&format!(
                     "[control_plane]\nlisten = \"127.0.0.1:{cp_port}\"\nadmin_roles = [\"admin\"]"
@@ -211,7 +210,15 @@ async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis() {
         .await
         .expect("starting latch run")
     };
-    let other = tests::instances::start_instance(port, &redis.url(), "").await;
+    let other = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port)
+            .env(SAMPLE_EVERY.0, SAMPLE_EVERY.1)
+            .locks(&locks)
+            .start()
+    })
+    .await
+    .expect("starting latch proxy");
+    tests::instances::wait_ready(&other, Duration::from_secs(10)).await;
     let page = [("Sec-Fetch-Dest", "document")];
     browse(
         &with_cp,
@@ -256,7 +263,7 @@ async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis() {
     .await
     .expect("both instances' shapes reach the control plane");
     let edit = row(&merged, "GET", "/echo/pages/{int}/edit/");
-    assert_estimate(edit, 160);
+    assert_count(edit, 160);
     assert_eq!(edit["suggestion"]["resource"], "pages:{id}");
     let lock = row(&merged, "POST", "/echo/pages/{int}/lock/");
     assert_eq!(lock["writes"], true);
