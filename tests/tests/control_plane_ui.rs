@@ -7,6 +7,13 @@
 //! Activity feed. Two admins editing one rule: the second save is refused with a conflict
 //! message instead of overwriting the first.
 //!
+//! The console's comforts: locks in natural order, each lease counting down, filtered, and all
+//! of one holder's released at once (and gone from the API); rules filtered and sorted, the
+//! editor opening whole in the viewport over a long table, the change then shown in Activity
+//! as a diff; a rule created from a request shape in Traffic that the proxy then enforces;
+//! every view at 360 px wide with nothing sticking out of the page; a dark console for a
+//! system that prefers dark.
+//!
 //! Chromium and ChromeDriver are Debian's `chromium` and `chromium-driver` (`scripts/setup.sh
 //! test` installs them). On failure, a screenshot of every open browser is written to
 //! `artifacts/` at the repository root.
@@ -59,8 +66,13 @@ impl Driver {
 
     /// A new browser with a fresh profile (so its own cookie jar), not yet signed in.
     async fn browser(&self, name: &'static str) -> Browser {
+        self.browser_with(name, &[]).await
+    }
+
+    /// [`Driver::browser`] with more Chromium switches.
+    async fn browser_with(&self, name: &'static str, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().expect("a profile dir");
-        let args = [
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -72,6 +84,7 @@ impl Driver {
             "--window-size=1280,900".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let chromium = tests::chrome::chromium();
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -387,7 +400,12 @@ impl Scene {
 
     /// Opens a browser and signs it in as the admin `user` called `name`.
     async fn open(&mut self, label: &'static str, user: &str, name: &str) {
-        let browser = self.driver.browser(label).await;
+        self.open_with(label, user, name, &[]).await;
+    }
+
+    /// [`Scene::open`] with more Chromium switches.
+    async fn open_with(&mut self, label: &'static str, user: &str, name: &str, extra: &[&str]) {
+        let browser = self.driver.browser_with(label, extra).await;
         self.browsers.push(browser);
         let jwt = token(user, name, &["admin"]);
         self.get(label).sign_in(&self.node, &jwt, name).await;
@@ -1381,4 +1399,73 @@ async fn traffic_view(s: &mut Scene) {
         "the editor fits the width: {place}"
     );
     ui.assert_not_reloaded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_in_dark_mode_gets_a_dark_console() {
+    run(
+        "a_system_in_dark_mode_gets_a_dark_console",
+        Mode::ControlPlane,
+        |s| Box::pin(dark_mode(s)),
+    )
+    .await;
+}
+
+/// The relative luminance (WCAG) of each of `arguments`' elements' background and text, as
+/// the page paints them.
+const LUMINANCE: &str = "const lum = (css) => {\
+       const [r, g, b] = css.match(/[0-9.]+/g).slice(0, 3).map((v) => {\
+         const c = Number(v) / 255;\
+         return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;\
+       });\
+       return 0.2126 * r + 0.7152 * g + 0.0722 * b;\
+     };\
+     return [...arguments].map((selector) => {\
+       const style = getComputedStyle(document.querySelector(selector));\
+       return [lum(style.backgroundColor), lum(style.color)];\
+     });";
+
+async fn dark_mode(s: &mut Scene) {
+    s.create_rule(json!({ "id": "doc", "pattern": PATTERN, "resource": "doc:{id}" }))
+        .await;
+    // Blink's switch for the colour scheme the system prefers: 0 is dark.
+    s.open_with(
+        "admin",
+        "root",
+        "Root",
+        &["--blink-settings=preferredColorScheme=0"],
+    )
+    .await;
+    let ui = s.get("admin");
+    ui.wait_row(DOC_ROW, PATIENCE, |_| true).await;
+    assert_eq!(
+        ui.js(
+            "return matchMedia('(prefers-color-scheme: dark)').matches;",
+            vec![]
+        )
+        .await
+        .expect("ask the page"),
+        true,
+        "the browser prefers dark"
+    );
+    let painted = ui
+        .js(
+            LUMINANCE,
+            vec![json!("body"), json!("#rules-table"), json!(".bar")],
+        )
+        .await
+        .expect("read the colours");
+    for (part, colours) in ["body", "rules table", "header"]
+        .iter()
+        .zip(painted.as_array().cloned().unwrap_or_default())
+    {
+        let background = colours[0].as_f64().unwrap_or(1.0);
+        let text = colours[1].as_f64().unwrap_or(0.0);
+        assert!(background < 0.05, "{part}: a dark background: {colours}");
+        // WCAG contrast ratio of at least 4.5:1 for the text.
+        assert!(
+            (text + 0.05) / (background + 0.05) >= 4.5,
+            "{part}: readable text: {colours}"
+        );
+    }
 }
