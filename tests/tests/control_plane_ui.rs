@@ -904,6 +904,9 @@ async fn status_for(node: &Node, jwt: &str, path: &str) -> StatusCode {
 
 const LOCK_ROWS: &str = "#locks-table tbody tr";
 
+/// A display name that would be an element, were it put into the page as markup.
+const HOSTILE_NAME: &str = "Carol <img src=x onerror=alert(1)>";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_sort_naturally_count_down_filter_and_release_all_of_one_holder() {
     run(
@@ -918,7 +921,8 @@ async fn locks_view(s: &mut Scene) {
     s.create_rule(json!({ "id": "doc", "pattern": PATTERN, "resource": "doc:{id}" }))
         .await;
     let bob = token("bob", "Bob", &[]);
-    let carol = token("carol", "Carol", &[]);
+    // A display name is whatever the identity provider says; it is shown as text, never markup.
+    let carol = token("carol", HOSTILE_NAME, &[]);
     for (jwt, path, resource) in [
         (&bob, "/echo/doc/10", "doc:10"),
         (&bob, "/echo/doc/2", "doc:2"),
@@ -944,6 +948,23 @@ async fn locks_view(s: &mut Scene) {
         order,
         ["doc:1", "doc:2", "doc:3", "doc:10"],
         "natural order, not code-point order"
+    );
+
+    let doc3 = ui
+        .wait_row("#locks-table tr[data-resource=\"doc:3\"]", PATIENCE, |_| {
+            true
+        })
+        .await;
+    assert_eq!(doc3[1], format!("{HOSTILE_NAME} (carol)"));
+    assert_eq!(
+        ui.js(
+            "return document.querySelectorAll('#locks-table img, #bulk-holder img').length;",
+            vec![]
+        )
+        .await
+        .expect("look for markup"),
+        0,
+        "the name was put in as text"
     );
 
     // Nobody renews doc:1 now; its countdown goes down on its own, second by second.
