@@ -64,13 +64,9 @@ impl Driver {
         }
     }
 
-    /// A new browser with a fresh profile (so its own cookie jar), not yet signed in.
-    async fn browser(&self, name: &'static str) -> Browser {
-        self.browser_with(name, &[]).await
-    }
-
-    /// [`Driver::browser`] with more Chromium switches.
-    async fn browser_with(&self, name: &'static str, extra: &[&str]) -> Browser {
+    /// A new browser with a fresh profile (so its own cookie jar), not yet signed in, with
+    /// Chromium's usual switches and `extra`.
+    async fn browser(&self, name: &'static str, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().expect("a profile dir");
         let mut args = vec![
             "--headless=new".to_string(),
@@ -405,7 +401,7 @@ impl Scene {
 
     /// [`Scene::open`] with more Chromium switches.
     async fn open_with(&mut self, label: &'static str, user: &str, name: &str, extra: &[&str]) {
-        let browser = self.driver.browser_with(label, extra).await;
+        let browser = self.driver.browser(label, extra).await;
         self.browsers.push(browser);
         let jwt = token(user, name, &["admin"]);
         self.get(label).sign_in(&self.node, &jwt, name).await;
