@@ -1,4 +1,5 @@
-// Latch admin UI: rules, active locks and activity, all through /api/v1 with the admin's cookie.
+// Latch admin UI: rules, active locks, activity and traffic, all through /api/v1 with the
+// admin's cookie.
 // No framework and no build step: the DOM is in index.html and this module fills it in.
 
 const body = document.body;
@@ -7,7 +8,7 @@ const API = "/api/v1";
 
 // ---------------------------------------------------------------- helpers
 
-/** Calls the API. Resolves to {status, data, etag}; a problem+json body is `data` too. */
+/** Calls the API. Resolves to {status, data, etag, date}; a problem+json body is `data` too. */
 async function api(method, path, { json, etag } = {}) {
   const headers = { Accept: "application/json" };
   if (json !== undefined) headers["Content-Type"] = "application/json";
@@ -29,7 +30,12 @@ async function api(method, path, { json, etag } = {}) {
     try { data = JSON.parse(text); } catch { data = { detail: text }; }
   }
   if (response.status === 401) showSignIn("Your sign-in has expired or is missing.");
-  return { status: response.status, data, etag: unquote(response.headers.get("ETag")) };
+  return {
+    status: response.status,
+    data,
+    etag: unquote(response.headers.get("ETag")),
+    date: response.headers.get("Date"),
+  };
 }
 
 const unquote = (tag) => (tag ? tag.replace(/^W\//, "").replace(/^"|"$/g, "") : null);
@@ -58,8 +64,19 @@ function toast(message) {
   toastTimer = setTimeout(() => { box.hidden = true; }, 5000);
 }
 
+/** A path or key as code that may wrap after each `/` or `:` rather than anywhere. */
+const code = (text) => {
+  const parts = String(text).split(/(?<=[/:])/);
+  return el("code", {}, parts.flatMap((part, i) => (i ? [el("wbr"), part] : [part])));
+};
+
 const problem = (res) => (res.data && (res.data.detail || res.data.title)) || `HTTP ${res.status}`;
 const time = (ms) => new Date(ms).toLocaleString();
+/** Orders text the way people count: `doc:2` before `doc:10`. */
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+/** Whether any of `fields` contains `needle` (already lower case). */
+const mentions = (needle, ...fields) =>
+  fields.some((field) => field !== null && field !== undefined && String(field).toLowerCase().includes(needle));
 const debounce = (fn, wait) => {
   let timer;
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), wait); };
@@ -90,31 +107,86 @@ $("#token-form").addEventListener("submit", (event) => {
 
 // ---------------------------------------------------------------- tabs
 
-const views = ["rules", "locks", "activity"];
+const views = ["rules", "locks", "activity", "traffic"];
+const currentTab = () => (views.includes(location.hash.slice(1)) ? location.hash.slice(1) : "rules");
 function showTab() {
-  const current = views.includes(location.hash.slice(1)) ? location.hash.slice(1) : "rules";
+  const current = currentTab();
   for (const view of views) {
     $(`#view-${view}`).hidden = view !== current;
     $(`nav a[data-tab="${view}"]`).classList.toggle("active", view === current);
   }
+  if (current === "traffic") loadShapes();
 }
 window.addEventListener("hashchange", showTab);
 
 // ---------------------------------------------------------------- rules
 
+const dialog = $("#rule-dialog");
 const editor = $("#rule-editor");
 let rules = [];
 /** The rule being edited: null for a new one, else {id, etag}. */
 let editing = null;
+/** How the table is sorted: {column, direction} (1 up, -1 down), or null for the store's order. */
+let ruleSort = null;
+
+/** What each sortable column sorts by. */
+const RULE_COLUMNS = {
+  id: (rule) => rule.id,
+  pattern: (rule) => rule.pattern,
+  resource: (rule) => rule.resource || "",
+  mode: (rule) => rule.mode,
+  priority: (rule) => rule.priority,
+  enabled: (rule) => (rule.enabled ? 1 : 0),
+};
+
+function compareRules(column) {
+  const key = RULE_COLUMNS[column];
+  return (a, b) => {
+    const x = key(a);
+    const y = key(b);
+    return typeof x === "number" && typeof y === "number" ? x - y : collator.compare(String(x), String(y));
+  };
+}
 
 async function loadRules() {
   const res = await api("GET", "/rules");
   if (res.status !== 200) { toast(problem(res)); return; }
   rules = res.data.rules;
-  const tbody = $("#rules-table tbody");
-  tbody.replaceChildren(...rules.map(ruleRow));
-  $("#rules-empty").hidden = rules.length > 0;
+  renderRules();
 }
+
+/** The table from `rules`, filtered and sorted as the admin asked. */
+function renderRules() {
+  const needle = $("#rules-filter").value.trim().toLowerCase();
+  let shown = rules.filter((rule) => !needle || mentions(needle, rule.id, rule.pattern, rule.resource));
+  if (ruleSort) {
+    const compare = compareRules(ruleSort.column);
+    shown = [...shown].sort((a, b) => compare(a, b) * ruleSort.direction || collator.compare(a.id, b.id));
+  }
+  $("#rules-table tbody").replaceChildren(...shown.map(ruleRow));
+  $("#rules-empty").hidden = rules.length > 0;
+  $("#rules-none-match").hidden = rules.length === 0 || shown.length > 0;
+  $("#rules-count").textContent = needle ? `${shown.length} of ${rules.length}` : "";
+  for (const th of document.querySelectorAll("#rules-table th[data-sort]")) {
+    if (ruleSort && th.dataset.sort === ruleSort.column) {
+      th.setAttribute("aria-sort", ruleSort.direction > 0 ? "ascending" : "descending");
+    } else {
+      th.removeAttribute("aria-sort");
+    }
+  }
+}
+
+$("#rules-table thead").addEventListener("click", (event) => {
+  const th = event.target.closest("th[data-sort]");
+  if (!th) return;
+  const column = th.dataset.sort;
+  ruleSort = ruleSort && ruleSort.column === column
+    ? { column, direction: -ruleSort.direction }
+    : { column, direction: 1 };
+  renderRules();
+});
+// "change" too: a field cleared by a script or the browser's own clear button may fire no "input".
+for (const type of ["input", "change"]) $("#rules-filter").addEventListener(type, renderRules);
 
 function ruleRow(rule) {
   const toggle = el("input", {
@@ -123,12 +195,12 @@ function ruleRow(rule) {
   });
   return el("tr", { class: rule.enabled ? "" : "disabled", "data-id": rule.id },
     el("td", {}, el("code", {}, rule.id)),
-    el("td", {}, el("code", {}, rule.pattern)),
-    el("td", {}, el("code", {}, rule.resource || "(id + captures)")),
+    el("td", {}, code(rule.pattern)),
+    el("td", {}, code(rule.resource || "(id + captures)")),
     el("td", {}, rule.mode),
     el("td", {}, rule.priority),
     el("td", {}, toggle),
-    el("td", {},
+    el("td", { class: "actions-cell" },
       el("button", { type: "button", class: "secondary edit", onclick: () => openEditor(rule) }, "Edit"), " ",
       el("button", { type: "button", class: "danger delete", onclick: () => deleteRule(rule) }, "Delete")));
 }
@@ -153,12 +225,19 @@ async function deleteRule(rule) {
 
 const listText = (value) => (Array.isArray(value) ? value.join(", ") : "");
 
-function openEditor(rule) {
+const NEW_RULE = {
+  id: "", pattern: "", mode: "block", owner: "user", websocket: "lock", takeover_roles: ["admin"],
+  priority: 0, inject: true, case_insensitive: false, enabled: true,
+};
+
+/** Opens the editor over the page, where the admin is: `rule` to edit one, else a new rule,
+ *  with the fields of `draft` filled in (a suggestion from the Traffic view). */
+function openEditor(rule, draft = {}) {
   editing = rule ? { id: rule.id, etag: rule.etag } : null;
   $("#editor-title").textContent = rule ? `Edit rule ${rule.id}` : "New rule";
   $("#editor-message").hidden = true;
   const f = editor.elements;
-  const r = rule || { id: "", pattern: "", mode: "block", owner: "user", websocket: "lock", takeover_roles: ["admin"], priority: 0, inject: true, case_insensitive: false, enabled: true };
+  const r = rule || { ...NEW_RULE, ...draft };
   f.id.value = r.id;
   f.id.readOnly = Boolean(rule);
   f.pattern.value = r.pattern;
@@ -177,7 +256,7 @@ function openEditor(rule) {
   f.case_insensitive.checked = r.case_insensitive;
   f.enabled.checked = r.enabled;
   showErrors([]);
-  editor.hidden = false;
+  if (!dialog.open) dialog.showModal();
   (rule ? f.pattern : f.id).focus();
   validateNow();
 }
@@ -254,7 +333,7 @@ editor.addEventListener("submit", async (event) => {
     : await api("POST", "/rules", { json: rule });
   const message = $("#editor-message");
   if (res.status === 200 || res.status === 201) {
-    editor.hidden = true;
+    dialog.close();
     toast(`Rule ${rule.id} saved. Proxies pick it up within a few seconds.`);
     loadRules();
     return;
@@ -262,7 +341,7 @@ editor.addEventListener("submit", async (event) => {
   message.hidden = false;
   if (res.status === 412) {
     message.textContent = `Someone else changed rule ${editing.id} after you opened it. Your changes were not saved. ` +
-      "Copy what you need, then reopen the rule from the list to see their version.";
+      "Copy what you need, then cancel and reopen the rule from the list to see their version.";
   } else if (res.status === 422) {
     message.textContent = "The rule was not saved: fix the fields marked below.";
     showErrors(res.data.errors || []);
@@ -271,7 +350,7 @@ editor.addEventListener("submit", async (event) => {
   }
 });
 
-$("#cancel-edit").addEventListener("click", () => { editor.hidden = true; });
+$("#cancel-edit").addEventListener("click", () => dialog.close());
 $("#new-rule").addEventListener("click", () => openEditor(null));
 
 $("#match-form").addEventListener("submit", async (event) => {
@@ -298,39 +377,149 @@ $("#match-form").addEventListener("submit", async (event) => {
 // ---------------------------------------------------------------- active locks
 
 const EXPIRES_COLUMN = 4;
+/** The last list, in natural order of resource. */
+let locks = [];
+/** The control plane's clock minus ours, when they differ by more than the `Date` header's one
+ *  second of resolution; the countdown reads the server's expiry against it. */
+let clockSkew = 0;
 
 function lockRow(lock) {
-  return el("tr", { "data-resource": lock.resource, "data-key": lockKey(lock) },
-    el("td", {}, el("code", {}, lock.resource)),
-    el("td", {}, `${lock.holder.name} (${lock.holder.id})`),
-    el("td", {}, lock.rule),
-    el("td", {}, time(lock.since_ms)),
-    el("td", {}, time(lock.expires_ms)),
-    el("td", {}, lock.instance),
-    el("td", {}, el("button", { type: "button", class: "danger force-release", onclick: () => forceRelease(lock) }, "Force release")));
+  const holder = `${lock.holder.name} (${lock.holder.id})`;
+  return el("tr", {
+    "data-resource": lock.resource,
+    "data-key": lockKey(lock),
+    "data-search": `${lock.resource}\n${holder}`.toLowerCase(),
+  },
+  el("td", {}, code(lock.resource)),
+  el("td", {}, holder),
+  el("td", {}, lock.rule),
+  el("td", {}, time(lock.since_ms)),
+  el("td", { class: "expires" }),
+  el("td", {}, lock.instance),
+  el("td", { class: "actions-cell" },
+    el("button", { type: "button", class: "danger force-release", onclick: () => forceRelease(lock) }, "Force release")));
 }
 
 /** What a row shows, but the expiry: renewals move that, and it is updated in place. */
 const lockKey = (lock) => JSON.stringify({ ...lock, expires: undefined, expires_ms: undefined });
+
+/** What is left of a lease, in whole seconds: "in 42 s", "in 2 min 05 s". */
+function remaining(expiresMs) {
+  const seconds = Math.ceil((expiresMs - (Date.now() + clockSkew)) / 1000);
+  if (seconds <= 0) return "expiring";
+  if (seconds < 60) return `in ${seconds} s`;
+  return `in ${Math.floor(seconds / 60)} min ${String(seconds % 60).padStart(2, "0")} s`;
+}
+
+/** Counts every shown lease down; runs every second, whether or not the list was fetched. */
+function tickLocks() {
+  for (const row of $("#locks-table tbody").rows) {
+    const text = remaining(Number(row.dataset.expires));
+    const cell = row.cells[EXPIRES_COLUMN];
+    if (cell.textContent !== text) cell.textContent = text;
+  }
+}
 
 /** Refreshed every second, so rows are kept rather than rebuilt: a row rebuilt between the
  *  press and the release of a mouse button would lose the click. */
 async function loadLocks() {
   const res = await api("GET", "/locks");
   if (res.status !== 200) return;
+  const serverNow = Date.parse(res.date || "");
+  if (Number.isFinite(serverNow)) {
+    const skew = serverNow - Date.now();
+    clockSkew = Math.abs(skew) > 2000 ? skew : 0;
+  }
+  locks = [...res.data.locks].sort((a, b) => collator.compare(a.resource, b.resource));
   const tbody = $("#locks-table tbody");
   const shown = new Map([...tbody.rows].map((row) => [row.dataset.key, row]));
-  const rows = res.data.locks.map((lock) => {
+  const rows = locks.map((lock) => {
     const row = shown.get(lockKey(lock)) || lockRow(lock);
-    const expires = time(lock.expires_ms);
-    if (row.cells[EXPIRES_COLUMN].textContent !== expires) row.cells[EXPIRES_COLUMN].textContent = expires;
+    const expires = String(lock.expires_ms);
+    if (row.dataset.expires !== expires) {
+      row.dataset.expires = expires;
+      row.cells[EXPIRES_COLUMN].title = time(lock.expires_ms);
+    }
     return row;
   });
   if (rows.length !== tbody.rows.length || rows.some((row, i) => tbody.rows[i] !== row)) {
     tbody.replaceChildren(...rows);
   }
-  $("#locks-empty").hidden = rows.length > 0;
+  tickLocks();
+  filterLocks();
+  updateBulk();
 }
+
+/** Hides the rows whose resource and holder do not contain the filter's text. */
+function filterLocks() {
+  const needle = $("#locks-filter").value.trim().toLowerCase();
+  let visible = 0;
+  for (const row of $("#locks-table tbody").rows) {
+    row.hidden = Boolean(needle) && !row.dataset.search.includes(needle);
+    if (!row.hidden) visible += 1;
+  }
+  $("#locks-empty").hidden = locks.length > 0;
+  $("#locks-none-match").hidden = locks.length === 0 || visible > 0;
+}
+for (const type of ["input", "change"]) $("#locks-filter").addEventListener(type, filterLocks);
+
+/** The holders to pick from for a bulk release, each with how many locks they hold. */
+function updateBulk() {
+  const select = $("#bulk-holder");
+  const holders = new Map();
+  for (const lock of locks) {
+    const entry = holders.get(lock.holder.id) || { holder: lock.holder, count: 0 };
+    entry.count += 1;
+    holders.set(lock.holder.id, entry);
+  }
+  const options = [...holders.values()]
+    .sort((a, b) => collator.compare(a.holder.name, b.holder.name))
+    .map(({ holder, count }) => el("option", { value: holder.id },
+      `${holder.name} (${holder.id}): ${count} lock${count === 1 ? "" : "s"}`));
+  // Rebuilt only when it changed, so that a list the admin has open is not reset every second.
+  const signature = options.map((option) => option.textContent).join("\n");
+  if (select.dataset.signature !== signature) {
+    const picked = select.value;
+    select.replaceChildren(...options);
+    select.dataset.signature = signature;
+    if (holders.has(picked)) select.value = picked;
+  }
+  $("#bulk").hidden = holders.size === 0;
+  labelBulk();
+}
+
+function labelBulk() {
+  const mine = locks.filter((lock) => lock.holder.id === $("#bulk-holder").value);
+  $("#release-holder").textContent = mine.length
+    ? `Release all of ${mine[0].holder.name}'s locks`
+    : "Release all";
+}
+$("#bulk-holder").addEventListener("change", labelBulk);
+
+/** Releases every lock the picked holder holds, after asking, one DELETE each. The list is
+ *  read again after the question, so that a lock someone else took meanwhile is left alone. */
+$("#release-holder").addEventListener("click", async () => {
+  const id = $("#bulk-holder").value;
+  const mine = locks.filter((lock) => lock.holder.id === id);
+  if (!mine.length) return;
+  const name = mine[0].holder.name;
+  const listed = mine.slice(0, 10).map((lock) => lock.resource).join(", ") +
+    (mine.length > 10 ? ` and ${mine.length - 10} more` : "");
+  const count = mine.length === 1 ? "the lock" : `all ${mine.length} locks`;
+  if (!confirm(`Release ${count} held by ${name} (${id}): ${listed}? Their open pages are told and can no longer save.`)) return;
+  const fresh = await api("GET", "/locks");
+  if (fresh.status !== 200) { toast(problem(fresh)); return; }
+  const still = fresh.data.locks.filter((lock) => lock.holder.id === id);
+  let released = 0;
+  const failed = [];
+  for (const lock of still) {
+    const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`);
+    if (res.status === 200) released += 1;
+    else if (res.status !== 404) failed.push(`${lock.resource}: ${problem(res)}`);
+  }
+  toast(`Released ${released} of ${name}'s locks.` + (failed.length ? ` Not released: ${failed.join("; ")}` : ""));
+  loadLocks();
+});
 
 async function forceRelease(lock) {
   if (!confirm(`Release ${lock.resource}, held by ${lock.holder.name}? Their open page is told and can no longer save.`)) return;
@@ -353,6 +542,27 @@ function filterValues() {
   return values;
 }
 
+const fieldValue = (value) => {
+  if (value === undefined || value === null) return "(none)";
+  return typeof value === "string" ? value : JSON.stringify(value);
+};
+
+/** The fields a rule change changed, each as before and after. */
+function ruleDiff(detail) {
+  if (!detail || typeof detail !== "object") return null;
+  const before = detail.before || {};
+  const after = detail.after || {};
+  const fields = [...new Set([...Object.keys(before), ...Object.keys(after)])];
+  const changed = fields.filter((field) => JSON.stringify(before[field] ?? null) !== JSON.stringify(after[field] ?? null));
+  if (!changed.length) return null;
+  return el("dl", { class: "diff" }, changed.flatMap((field) => [
+    el("dt", {}, field),
+    el("dd", { "data-field": field },
+      el("del", { "aria-label": `${field} was` }, fieldValue(before[field])), " → ",
+      el("ins", { "aria-label": `${field} is now` }, fieldValue(after[field]))),
+  ]));
+}
+
 function describe(event) {
   const who = event.user ? ` by ${event.user}` : "";
   const what = event.resource ? ` ${event.resource}` : event.rule ? ` rule ${event.rule}` : "";
@@ -364,7 +574,16 @@ function describe(event) {
   return el("li", { "data-id": event.id, "data-kind": event.kind },
     el("time", { datetime: new Date(event.at).toISOString() }, time(event.at)),
     el("span", { class: "kind" }, event.kind.replace(/_/g, " ")),
-    `${what}${who}`, parts.length ? el("span", { class: "muted" }, ` (${parts.join(", ")})`) : null);
+    `${what}${who}`, parts.length ? el("span", { class: "muted" }, ` (${parts.join(", ")})`) : null,
+    event.kind === "rule_updated" ? ruleDiff(event.detail) : null);
+}
+
+/** Hides the loaded events whose text does not contain the text filter's. */
+function filterEvents() {
+  const needle = filters.elements.text.value.trim().toLowerCase();
+  const items = [...$("#events").children];
+  for (const item of items) item.hidden = Boolean(needle) && !item.textContent.toLowerCase().includes(needle);
+  $("#events-none-match").hidden = !needle || items.length === 0 || items.some((item) => !item.hidden);
 }
 
 async function loadEvents(more = false) {
@@ -376,6 +595,7 @@ async function loadEvents(more = false) {
   if (more) $("#events").append(...items); else $("#events").replaceChildren(...items);
   oldest = res.data.next;
   $("#older").hidden = !oldest;
+  filterEvents();
 }
 
 let stream;
@@ -391,14 +611,91 @@ function openStream() {
     const item = describe(event);
     item.classList.add("fresh");
     $("#events").prepend(item);
+    filterEvents();
     if (event.kind.startsWith("rule_")) loadRules();
     else loadLocks();
   });
   stream.addEventListener("lagged", () => loadEvents());
 }
 
-filters.addEventListener("input", debounce(() => { loadEvents(); openStream(); }, 300));
+// The text filter works on the events already shown; the others ask the server again.
+const reloadEvents = debounce(() => { loadEvents(); openStream(); }, 300);
+for (const type of ["input", "change"]) {
+  filters.addEventListener(type, (event) => {
+    if (event.target.name === "text") filterEvents();
+    else reloadEvents();
+  });
+}
+filters.addEventListener("submit", (event) => event.preventDefault());
 $("#older").addEventListener("click", () => loadEvents(true));
+
+// ---------------------------------------------------------------- traffic
+
+const shapesForm = $("#shapes-filter");
+const COUNT_COLUMN = 2;
+
+/** A rule id from the noun of a suggested resource (`pages:{id}` gives `pages`), made unique
+ *  among the rules there are. */
+function ruleIdFor(resource) {
+  const noun = resource.split(":")[0].toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 56) || "rule";
+  const taken = new Set(rules.map((rule) => rule.id));
+  if (!taken.has(noun)) return noun;
+  let n = 2;
+  while (taken.has(`${noun}-${n}`)) n += 1;
+  return `${noun}-${n}`;
+}
+
+/** Everything a shape's row shows but its count, which changes all the time and is updated in place. */
+const shapeKey = (shape) => JSON.stringify([shape.method, shape.shape, shape.kinds, shape.writes, shape.rule, shape.suggestion]);
+
+function shapeRow(shape) {
+  const { pattern, resource } = shape.suggestion;
+  return el("tr", { "data-shape": `${shape.method} ${shape.shape}`, "data-key": shapeKey(shape) },
+    el("td", {}, shape.method),
+    el("td", {}, code(shape.shape)),
+    el("td", { class: "count" }),
+    el("td", {}, shape.kinds.join(", ")),
+    el("td", {}, shape.writes ? "yes" : "no"),
+    el("td", { class: "rule" }, shape.rule ? el("code", {}, shape.rule) : el("span", { class: "muted" }, "none")),
+    el("td", {}, code(pattern), el("br"), code(resource)),
+    el("td", { class: "actions-cell" },
+      el("button", {
+        type: "button",
+        class: shape.rule ? "secondary create-rule" : "create-rule",
+        onclick: () => openEditor(null, { id: ruleIdFor(resource), pattern, resource }),
+      }, "Create rule")));
+}
+
+let shapesAsked = 0;
+async function loadShapes() {
+  const mine = ++shapesAsked;
+  const query = new URLSearchParams({ limit: "200" });
+  const prefix = shapesForm.elements.prefix.value.trim();
+  if (prefix) query.set("prefix", prefix);
+  const res = await api("GET", `/shapes?${query}`);
+  if (mine !== shapesAsked) return; // the prefix changed meanwhile
+  if (res.status !== 200) { $("#shapes-state").textContent = problem(res); return; }
+  const tbody = $("#shapes-table tbody");
+  const shown = new Map([...tbody.rows].map((row) => [row.dataset.key, row]));
+  const rows = res.data.shapes.map((shape) => {
+    const row = shown.get(shapeKey(shape)) || shapeRow(shape);
+    const count = `≈ ${shape.count}`;
+    const cell = row.cells[COUNT_COLUMN];
+    if (cell.textContent !== count) cell.textContent = count;
+    cell.title = `first seen ${time(shape.first_seen)}, last seen ${time(shape.last_seen)}`;
+    return row;
+  });
+  if (rows.length !== tbody.rows.length || rows.some((row, i) => tbody.rows[i] !== row)) {
+    tbody.replaceChildren(...rows);
+  }
+  $("#shapes-empty").hidden = rows.length > 0;
+  const n = res.data.instances;
+  $("#shapes-state").textContent = `${n} proxy instance${n === 1 ? "" : "s"}, as of ${new Date().toLocaleTimeString()}`;
+}
+
+shapesForm.addEventListener("submit", (event) => { event.preventDefault(); loadShapes(); });
+shapesForm.addEventListener("input", debounce(loadShapes, 300));
 
 // ---------------------------------------------------------------- start
 
@@ -415,8 +712,14 @@ function start() {
   loadLocks();
   loadEvents();
   openStream();
-  // Locks change on every proxy; the stream covers this process's events, polling covers the rest.
-  setInterval(() => { if (!document.hidden) loadLocks(); }, 1000);
+  // Locks change on every proxy; the stream covers this process's events, polling covers the
+  // rest. The countdown ticks whether or not a poll answers.
+  setInterval(() => {
+    tickLocks();
+    if (!document.hidden) loadLocks();
+  }, 1000);
+  // Proxies publish their shapes every few seconds.
+  setInterval(() => { if (!document.hidden && currentTab() === "traffic") loadShapes(); }, 5000);
 }
 
 start();

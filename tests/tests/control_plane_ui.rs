@@ -7,6 +7,13 @@
 //! Activity feed. Two admins editing one rule: the second save is refused with a conflict
 //! message instead of overwriting the first.
 //!
+//! The console's comforts: locks in natural order, each lease counting down, filtered, and all
+//! of one holder's released at once (and gone from the API); rules filtered and sorted, the
+//! editor opening whole in the viewport over a long table, the change then shown in Activity
+//! as a diff; a rule created from a request shape in Traffic that the proxy then enforces;
+//! every view at 360 px wide with nothing sticking out of the page; a dark console for a
+//! system that prefers dark.
+//!
 //! Chromium and ChromeDriver are Debian's `chromium` and `chromium-driver` (`scripts/setup.sh
 //! test` installs them). On failure, a screenshot of every open browser is written to
 //! `artifacts/` at the repository root.
@@ -39,7 +46,7 @@ const LIVE: Duration = Duration::from_secs(5);
 
 const POLL: Duration = Duration::from_millis(50);
 
-/// Column of the Active locks table that shows when the lease lapses.
+/// Column of the Active locks table that counts down to when the lease lapses.
 const EXPIRES_CELL: usize = 4;
 
 /// The pattern of the rule under edit; its `resource` template gets a typo first.
@@ -57,10 +64,11 @@ impl Driver {
         }
     }
 
-    /// A new browser with a fresh profile (so its own cookie jar), not yet signed in.
-    async fn browser(&self, name: &'static str) -> Browser {
+    /// A new browser with a fresh profile (so its own cookie jar), not yet signed in, with
+    /// Chromium's usual switches and `extra`.
+    async fn browser(&self, name: &'static str, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().expect("a profile dir");
-        let args = [
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -72,6 +80,7 @@ impl Driver {
             "--window-size=1280,900".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let chromium = tests::chrome::chromium();
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -130,6 +139,11 @@ const MARK_LOCK_ROW: &str =
 const READ_LOCK_ROW_MARK: &str =
     "const row = document.querySelector(`#locks-table tr[data-resource=\"${arguments[0]}\"]`);\
      return Boolean(row && row.latchTestRow);";
+
+/// When the lease of the lock row for `arguments[0]` lapses, as the row last heard it.
+const LOCK_EXPIRY: &str =
+    "const row = document.querySelector(`#locks-table tr[data-resource=\"${arguments[0]}\"]`);\
+     return row ? row.dataset.expires : null;";
 
 /// The cells of the row matching `arguments[0]`, if it is on screen.
 const ROW_CELLS: &str = "const row = document.querySelector(arguments[0]);\
@@ -382,7 +396,12 @@ impl Scene {
 
     /// Opens a browser and signs it in as the admin `user` called `name`.
     async fn open(&mut self, label: &'static str, user: &str, name: &str) {
-        let browser = self.driver.browser(label).await;
+        self.open_with(label, user, name, &[]).await;
+    }
+
+    /// [`Scene::open`] with more Chromium switches.
+    async fn open_with(&mut self, label: &'static str, user: &str, name: &str, extra: &[&str]) {
+        let browser = self.driver.browser(label, extra).await;
         self.browsers.push(browser);
         let jwt = token(user, name, &["admin"]);
         self.get(label).sign_in(&self.node, &jwt, name).await;
@@ -405,6 +424,18 @@ impl Scene {
             .expect("the control plane answers");
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.json().await.expect("a JSON body")
+    }
+
+    /// Creates a rule through the API, as a script would.
+    async fn create_rule(&self, rule: Value) {
+        let response = client()
+            .post(self.node.api("/api/v1/rules"))
+            .header(AUTHORIZATION, admin_bearer())
+            .json(&rule)
+            .send()
+            .await
+            .expect("the control plane answers");
+        assert_eq!(response.status(), StatusCode::CREATED, "create {rule}");
     }
 
     async fn close_all(self) {
@@ -602,10 +633,17 @@ async fn rule_then_lock(s: &mut Scene) {
             .as_deref(),
         Some("doc:7")
     );
-    let expires = lock[EXPIRES_CELL].clone();
-    ui.wait_row("#locks-table tr[data-resource=\"doc:7\"]", LIVE, |c| {
-        c[EXPIRES_CELL] != expires
-    })
+    let expires = ui
+        .js(LOCK_EXPIRY, vec![json!("doc:7")])
+        .await
+        .expect("read the expiry");
+    ui.wait(
+        "the renewed expiry in the row",
+        LOCK_EXPIRY,
+        vec![json!("doc:7")],
+        LIVE,
+        |v| !v.is_null() && *v != expires,
+    )
     .await;
     assert_eq!(
         ui.js(READ_LOCK_ROW_MARK, vec![json!("doc:7")])
@@ -741,6 +779,8 @@ async fn conflicting_edits(s: &mut Scene) {
     second
         .wait_row(DOC_ROW, PATIENCE, |c| c[PRIORITY_CELL] == "5")
         .await;
+    second.click("#cancel-edit").await;
+    second.wait_hidden("#rule-editor").await;
     second.click(&format!("{DOC_ROW} button.edit")).await;
     second.wait_hidden("#editor-message").await;
     assert_eq!(
@@ -762,4 +802,687 @@ async fn conflicting_edits(s: &mut Scene) {
         .await;
     assert_eq!(s.api_get("/api/v1/rules/doc").await["priority"], 9);
     second.assert_not_reloaded().await;
+}
+
+/// The `arguments[1]` attribute of every element matching `arguments[0]` that is on screen, in
+/// document order.
+const SHOWN_ROWS: &str = "return [...document.querySelectorAll(arguments[0])]\
+       .filter((row) => row.getClientRects().length > 0)\
+       .map((row) => row.getAttribute(arguments[1]));";
+
+/// The text of cell `arguments[1]` of every row of `arguments[0]` on screen.
+const SHOWN_COLUMN: &str = "return [...document.querySelectorAll(arguments[0])]\
+       .filter((row) => row.getClientRects().length > 0)\
+       .map((row) => row.cells[arguments[1]].innerText.trim());";
+
+/// Where the element `arguments[0]` is, and the size of the viewport.
+const BOX: &str = "const r = document.querySelector(arguments[0]).getBoundingClientRect();\
+     return { top: r.top, bottom: r.bottom, left: r.left, right: r.right,\
+              width: document.documentElement.clientWidth, height: window.innerHeight };";
+
+/// Every element on screen that sticks out of the viewport sideways without being inside a
+/// box that scrolls (or clips) sideways, and how wide the document is.
+const OVERFLOW: &str = "const width = document.documentElement.clientWidth;\
+     const contained = (el) => {\
+       for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {\
+         if (['auto', 'scroll', 'hidden'].includes(getComputedStyle(p).overflowX)) return true;\
+       }\
+       return false;\
+     };\
+     const out = [];\
+     for (const el of document.body.querySelectorAll('*')) {\
+       if (el.getClientRects().length === 0) continue;\
+       const r = el.getBoundingClientRect();\
+       if ((r.right > width + 0.5 || r.left < -0.5) && !contained(el)) {\
+         out.push(`${el.tagName.toLowerCase()}#${el.id}.${el.className} [${Math.round(r.left)}, ${Math.round(r.right)}]`);\
+       }\
+     }\
+     return { width, scroll: document.documentElement.scrollWidth, out };";
+
+/// The seconds a countdown such as "in 27 s" or "in 1 min 05 s" shows.
+fn seconds_left(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix("in ")?.strip_suffix(" s")?;
+    match rest.split_once(" min ") {
+        Some((minutes, seconds)) => {
+            Some(minutes.parse::<u64>().ok()? * 60 + seconds.parse::<u64>().ok()?)
+        }
+        None => rest.parse().ok(),
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    cells(value).unwrap_or_default()
+}
+
+impl Browser {
+    /// Waits until the `attribute` of the rows of `selector` on screen satisfies `ready`.
+    async fn wait_rows(
+        &self,
+        what: &str,
+        selector: &str,
+        attribute: &str,
+        ready: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let value = self
+            .wait(
+                what,
+                SHOWN_ROWS,
+                vec![json!(selector), json!(attribute)],
+                PATIENCE,
+                |v| cells(v).is_some_and(|rows| ready(&rows)),
+            )
+            .await;
+        strings(&value)
+    }
+
+    async fn value_of(&self, selector: &str) -> Value {
+        self.js(
+            "return document.querySelector(arguments[0]).value;",
+            vec![json!(selector)],
+        )
+        .await
+        .expect("read the field")
+    }
+}
+
+/// Status of a GET through the proxy as the user of `jwt`.
+async fn status_for(node: &Node, jwt: &str, path: &str) -> StatusCode {
+    client()
+        .get(node.proxy_url(path))
+        .header(COOKIE, format!("latch_token={jwt}"))
+        .header("Sec-Fetch-Dest", "document")
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .expect("the proxy answers")
+        .status()
+}
+
+const LOCK_ROWS: &str = "#locks-table tbody tr";
+
+/// A display name that would be an element, were it put into the page as markup.
+const HOSTILE_NAME: &str = "Carol <img src=x onerror=alert(1)>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_sort_naturally_count_down_filter_and_release_all_of_one_holder() {
+    run(
+        "locks_sort_naturally_count_down_filter_and_release_all_of_one_holder",
+        Mode::Run,
+        |s| Box::pin(locks_view(s)),
+    )
+    .await;
+}
+
+async fn locks_view(s: &mut Scene) {
+    s.create_rule(json!({ "id": "doc", "pattern": PATTERN, "resource": "doc:{id}" }))
+        .await;
+    let bob = token("bob", "Bob", &[]);
+    // A display name is whatever the identity provider says; it is shown as text, never markup.
+    let carol = token("carol", HOSTILE_NAME, &[]);
+    for (jwt, path, resource) in [
+        (&bob, "/echo/doc/10", "doc:10"),
+        (&bob, "/echo/doc/2", "doc:2"),
+        (&carol, "/echo/doc/3", "doc:3"),
+        (&bob, "/echo/doc/1", "doc:1"),
+    ] {
+        let claimed = eventually(Duration::from_secs(5), || async {
+            resource_claimed(&s.node, jwt, path).await
+        })
+        .await;
+        assert_eq!(claimed.as_deref(), Some(resource), "{path}");
+    }
+
+    s.open("admin", "root", "Root").await;
+    let ui = s.get("admin");
+    ui.click("nav a[data-tab=\"locks\"]").await;
+    let order = ui
+        .wait_rows("all four locks listed", LOCK_ROWS, "data-resource", |r| {
+            r.len() == 4
+        })
+        .await;
+    assert_eq!(
+        order,
+        ["doc:1", "doc:2", "doc:3", "doc:10"],
+        "natural order, not code-point order"
+    );
+
+    let doc3 = ui
+        .wait_row("#locks-table tr[data-resource=\"doc:3\"]", PATIENCE, |_| {
+            true
+        })
+        .await;
+    assert_eq!(doc3[1], format!("{HOSTILE_NAME} (carol)"));
+    assert_eq!(
+        ui.js(
+            "return document.querySelectorAll('#locks-table img, #bulk-holder img').length;",
+            vec![]
+        )
+        .await
+        .expect("look for markup"),
+        0,
+        "the name was put in as text"
+    );
+
+    // Nobody renews doc:1 now; its countdown goes down on its own, second by second.
+    let row = "#locks-table tr[data-resource=\"doc:1\"]";
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.len() < 3 {
+        let cells = ui.wait_row(row, PATIENCE, |_| true).await;
+        let left = seconds_left(&cells[EXPIRES_CELL])
+            .unwrap_or_else(|| panic!("a countdown: {:?}", cells[EXPIRES_CELL]));
+        if seen.last() != Some(&left) {
+            seen.push(left);
+        }
+        assert!(Instant::now() < deadline, "the countdown moved: {seen:?}");
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(seen[0] <= 30, "within the 30 s lease: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "it only goes down: {seen:?}"
+    );
+
+    // The filter looks at resources and holders, ignoring case.
+    ui.type_into("#locks-filter", "carol").await;
+    ui.wait_rows("only Carol's lock", LOCK_ROWS, "data-resource", |r| {
+        r == ["doc:3"]
+    })
+    .await;
+    ui.type_into("#locks-filter", "DOC:1").await;
+    ui.wait_rows("doc:1 and doc:10", LOCK_ROWS, "data-resource", |r| {
+        r == ["doc:1", "doc:10"]
+    })
+    .await;
+    ui.type_into("#locks-filter", "nobody").await;
+    ui.wait_text("#locks-none-match", |t| t.contains("No lock matches"))
+        .await;
+    ui.type_into("#locks-filter", "").await;
+    ui.wait_rows("every lock again", LOCK_ROWS, "data-resource", |r| {
+        r.len() == 4
+    })
+    .await;
+    ui.wait_hidden("#locks-none-match").await;
+
+    // Release all of Bob's locks at once.
+    ui.session()
+        .find(Locator::Css("#bulk-holder"))
+        .await
+        .expect("the holder list")
+        .select_by_value("bob")
+        .await
+        .expect("pick Bob");
+    ui.wait_text("#release-holder", |t| t == "Release all of Bob's locks")
+        .await;
+    ui.click("#release-holder").await;
+    let question = ui.accept_dialog().await;
+    assert!(
+        question.contains("all 3 locks held by Bob (bob)")
+            && question.contains("doc:1, doc:2, doc:10")
+            && !question.contains("doc:3"),
+        "the dialog names the holder and each lock: {question}"
+    );
+    ui.wait_text("#toast", |t| t.contains("Released 3 of Bob's locks"))
+        .await;
+    let left: Vec<Value> = s.api_get("/api/v1/locks").await["locks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["resource"], "doc:3");
+    assert_eq!(left[0]["holder"]["id"], "carol");
+    ui.wait_rows("only Carol's lock left", LOCK_ROWS, "data-resource", |r| {
+        r == ["doc:3"]
+    })
+    .await;
+    // Bob's pages are free for someone else.
+    let taken = eventually(Duration::from_secs(5), || async {
+        resource_claimed(&s.node, &carol, "/echo/doc/10").await
+    })
+    .await;
+    assert_eq!(taken.as_deref(), Some("doc:10"));
+    ui.assert_not_reloaded().await;
+}
+
+const RULE_ROWS: &str = "#rules-table tbody tr";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_filter_sort_and_edit_in_place_and_activity_shows_the_change_as_a_diff() {
+    run(
+        "rules_filter_sort_and_edit_in_place_and_activity_shows_the_change_as_a_diff",
+        Mode::ControlPlane,
+        |s| Box::pin(rules_view(s)),
+    )
+    .await;
+}
+
+/// The priority rule `r{n}` is created with.
+fn priority_of(n: u32) -> u32 {
+    (n * 7) % 11
+}
+
+async fn rules_view(s: &mut Scene) {
+    const MANY: u32 = 30;
+    for n in 1..=MANY {
+        s.create_rule(json!({
+            "id": format!("r{n}"),
+            "pattern": format!("/area{n}/(?P<id>[0-9]+)"),
+            "resource": format!("thing{n}:{{id}}"),
+            "priority": priority_of(n),
+        }))
+        .await;
+    }
+    s.open("admin", "root", "Root").await;
+    let ui = s.get("admin");
+    ui.wait_rows("every rule listed", RULE_ROWS, "data-id", |r| {
+        r.len() == MANY as usize
+    })
+    .await;
+    let natural: Vec<String> = (1..=MANY).map(|n| format!("r{n}")).collect();
+
+    // Sorting by id is natural; a second click reverses it.
+    ui.click("#rules-table th[data-sort=id] button").await;
+    ui.wait_rows("sorted by id", RULE_ROWS, "data-id", |r| r == natural)
+        .await;
+    let sorted = ui
+        .js(
+            "return document.querySelector('#rules-table th[data-sort=id]').getAttribute('aria-sort');",
+            vec![],
+        )
+        .await
+        .expect("read the head");
+    assert_eq!(sorted, "ascending");
+    ui.click("#rules-table th[data-sort=id] button").await;
+    let reversed: Vec<String> = natural.iter().rev().cloned().collect();
+    ui.wait_rows("sorted by id, down", RULE_ROWS, "data-id", |r| {
+        r == reversed
+    })
+    .await;
+    ui.click("#rules-table th[data-sort=priority] button").await;
+    let priorities = ui
+        .wait(
+            "sorted by priority",
+            SHOWN_COLUMN,
+            vec![json!(RULE_ROWS), json!(PRIORITY_CELL)],
+            PATIENCE,
+            |v| {
+                let p: Vec<u32> = strings(v).iter().filter_map(|c| c.parse().ok()).collect();
+                p.len() == MANY as usize && p.windows(2).all(|w| w[0] <= w[1])
+            },
+        )
+        .await;
+    assert_eq!(strings(&priorities)[0], "0");
+
+    // The filter looks at ids, patterns and resources.
+    ui.type_into("#rules-filter", "r1").await;
+    let mut ones = ui
+        .wait_rows("the rules whose id has r1", RULE_ROWS, "data-id", |r| {
+            r.len() == 11
+        })
+        .await;
+    ones.sort();
+    let mut expected: Vec<String> = ["r1".to_owned()]
+        .into_iter()
+        .chain((10..=19).map(|n| format!("r{n}")))
+        .collect();
+    expected.sort();
+    assert_eq!(ones, expected);
+    ui.type_into("#rules-filter", "area7/").await;
+    ui.wait_rows("the rule by pattern", RULE_ROWS, "data-id", |r| r == ["r7"])
+        .await;
+    ui.type_into("#rules-filter", "THING12:").await;
+    ui.wait_rows("the rule by resource", RULE_ROWS, "data-id", |r| {
+        r == ["r12"]
+    })
+    .await;
+    ui.wait_text("#rules-count", |t| t == "1 of 30").await;
+    ui.type_into("#rules-filter", "no-such-rule").await;
+    ui.wait_text("#rules-none-match", |t| t.contains("No rule matches"))
+        .await;
+    ui.type_into("#rules-filter", "").await;
+
+    // Keyboard focus shows: Tab from the filter lands on the first column's head, outlined.
+    ui.session()
+        .find(Locator::Css("#rules-filter"))
+        .await
+        .expect("the filter")
+        .send_keys("\u{E004}")
+        .await
+        .expect("press Tab");
+    let focus = ui
+        .js(
+            "const el = document.activeElement;\
+             const style = getComputedStyle(el);\
+             return [el.closest('th') ? el.closest('th').dataset.sort : el.tagName,\
+                     style.outlineStyle, parseFloat(style.outlineWidth)];",
+            vec![],
+        )
+        .await
+        .expect("read the focus");
+    assert_eq!(focus[0], "id", "{focus}");
+    assert_eq!(focus[1], "solid", "the focus is outlined: {focus}");
+    assert!(focus[2].as_f64().is_some_and(|w| w >= 2.0), "{focus}");
+    ui.click("#rules-table th[data-sort=id] button").await;
+    ui.wait_rows("every rule, by id", RULE_ROWS, "data-id", |r| r == natural)
+        .await;
+
+    // Editing the first of many rules: the editor opens where the admin is, whole, with the
+    // focus in it; not below a long table.
+    ui.click("#rules-table tbody tr:first-child button.edit")
+        .await;
+    ui.wait_text("#editor-title", |t| t == "Edit rule r1").await;
+    let place = ui
+        .js(BOX, vec![json!("#rule-dialog")])
+        .await
+        .expect("measure");
+    let at = |k: &str| place[k].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        at("top") >= 0.0
+            && at("left") >= 0.0
+            && at("bottom") <= at("height")
+            && at("right") <= at("width"),
+        "the editor is within the viewport: {place}"
+    );
+    let table = ui
+        .js(BOX, vec![json!("#rules-table")])
+        .await
+        .expect("measure");
+    assert!(
+        table["bottom"].as_f64().unwrap_or_default() > at("height"),
+        "the table is longer than the window, so the old place was off screen: {table}"
+    );
+    assert_eq!(
+        ui.js(
+            "return document.activeElement.closest('#rule-dialog') !== null\
+                 && document.activeElement.name;",
+            vec![]
+        )
+        .await
+        .expect("read the focus"),
+        "pattern",
+        "the focus is in the editor"
+    );
+    assert_eq!(
+        ui.value_of("#rule-editor [name=resource]").await,
+        "thing1:{id}"
+    );
+    ui.type_into("#rule-editor [name=priority]", "42").await;
+    ui.click("#save-rule").await;
+    ui.wait_hidden("#rule-editor").await;
+    assert_eq!(s.api_get("/api/v1/rules/r1").await["priority"], 42);
+
+    // Activity: the change is a diff of the one field that changed.
+    ui.click("nav a[data-tab=\"activity\"]").await;
+    ui.wait_text("#events li[data-kind=\"rule_updated\"]", |t| {
+        t.contains("rule r1")
+    })
+    .await;
+    let diff = ui
+        .js(
+            "return [...document.querySelectorAll('#events li[data-kind=\"rule_updated\"] .diff dd')]\
+                 .map((dd) => [dd.dataset.field, dd.querySelector('del').textContent,\
+                               dd.querySelector('ins').textContent]);",
+            vec![],
+        )
+        .await
+        .expect("read the diff");
+    assert_eq!(
+        diff,
+        json!([["priority", priority_of(1).to_string(), "42"]]),
+        "only what changed, before and after"
+    );
+
+    // The text filter narrows what is shown.
+    let feed = "#events li";
+    let all = ui
+        .wait_rows("the whole feed", feed, "data-kind", |r| {
+            r.len() == MANY as usize + 1
+        })
+        .await;
+    assert_eq!(all[0], "rule_updated", "newest first");
+    ui.type_into("#event-filters [name=text]", "rule r12").await;
+    let kinds = ui
+        .wait_rows("only r12's creation", feed, "data-kind", |r| r.len() == 1)
+        .await;
+    assert_eq!(kinds, ["rule_created"]);
+    ui.type_into("#event-filters [name=text]", "PRIORITY").await;
+    ui.wait_rows("only the update", feed, "data-kind", |r| {
+        r == ["rule_updated"]
+    })
+    .await;
+    ui.type_into("#event-filters [name=text]", "nothing like this")
+        .await;
+    ui.wait_text("#events-none-match", |t| t.contains("No shown event"))
+        .await;
+    ui.assert_not_reloaded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_view_creates_a_rule_the_proxy_enforces_and_every_view_fits_360_px() {
+    run(
+        "traffic_view_creates_a_rule_the_proxy_enforces_and_every_view_fits_360_px",
+        Mode::Run,
+        |s| Box::pin(traffic_view(s)),
+    )
+    .await;
+}
+
+const SHAPE_ROWS: &str = "#shapes-table tbody tr";
+const PAGES_SHAPE: &str = "GET /echo/pages/{int}/edit/";
+
+async fn traffic_view(s: &mut Scene) {
+    s.open("admin", "root", "Root").await;
+    let alice = token("alice", "Alice", &[]);
+    // One request in 8 is sampled: 80 make about ten samples.
+    for i in 0..80 {
+        let path = format!("/echo/pages/{i}/edit/");
+        assert_eq!(status_for(&s.node, &alice, &path).await, StatusCode::OK);
+    }
+    for i in 0..24 {
+        let path = format!("/echo/other/{i}");
+        assert_eq!(status_for(&s.node, &alice, &path).await, StatusCode::OK);
+    }
+
+    let ui = s.get("admin");
+    ui.click("nav a[data-tab=\"traffic\"]").await;
+    // Proxies publish every 5 seconds and the view asks every 5.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = strings(
+            &ui.js(SHOWN_ROWS, vec![json!(SHAPE_ROWS), json!("data-shape")])
+                .await
+                .expect("read the shapes"),
+        );
+        if rows.iter().any(|r| r == PAGES_SHAPE)
+            && rows.iter().any(|r| r.starts_with("GET /echo/other/"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both shapes listed: {rows:?}");
+        ui.click("#shapes-refresh").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The prefix filter.
+    ui.type_into("#shapes-filter [name=prefix]", "/echo/pages/")
+        .await;
+    ui.wait_rows("only the pages", SHAPE_ROWS, "data-shape", |r| {
+        r == [PAGES_SHAPE]
+    })
+    .await;
+    let row = format!("#shapes-table tr[data-shape=\"{PAGES_SHAPE}\"]");
+    let cells = ui.wait_row(&row, PATIENCE, |_| true).await;
+    assert_eq!(cells[0], "GET");
+    assert_eq!(cells[1], "/echo/pages/{int}/edit/");
+    let count: u64 = cells[2]
+        .trim_start_matches("≈ ")
+        .parse()
+        .unwrap_or_else(|_| panic!("a count: {cells:?}"));
+    assert!(count > 0, "{cells:?}");
+    assert_eq!(&cells[3..6], ["page", "no", "none"]);
+    assert!(
+        cells[6].contains("/echo/pages/{id:int}/edit/") && cells[6].contains("pages:{id}"),
+        "the suggestion: {cells:?}"
+    );
+
+    // Create rule: the editor opens with the suggestion, and the id from its noun.
+    ui.click(&format!("{row} button.create-rule")).await;
+    ui.wait_text("#editor-title", |t| t == "New rule").await;
+    assert_eq!(ui.value_of("#rule-editor [name=id]").await, "pages");
+    assert_eq!(
+        ui.value_of("#rule-editor [name=pattern]").await,
+        "/echo/pages/{id:int}/edit/"
+    );
+    assert_eq!(
+        ui.value_of("#rule-editor [name=resource]").await,
+        "pages:{id}"
+    );
+    ui.wait_text("#validity", |t| t == "Valid").await;
+    ui.click("#save-rule").await;
+    ui.wait_hidden("#rule-editor").await;
+    let stored = s.api_get("/api/v1/rules/pages").await;
+    assert_eq!(stored["pattern"], "/echo/pages/{id:int}/edit/");
+    assert_eq!(stored["resource"], "pages:{id}");
+
+    // The proxy enforces it: Alice's page 3 is hers, Bob is turned away.
+    let claimed = eventually(Duration::from_secs(5), || async {
+        resource_claimed(&s.node, &alice, "/echo/pages/3/edit/").await
+    })
+    .await;
+    assert_eq!(claimed.as_deref(), Some("pages:3"));
+    let bob = token("bob", "Bob", &[]);
+    assert_eq!(
+        status_for(&s.node, &bob, "/echo/pages/3/edit/").await,
+        StatusCode::LOCKED
+    );
+    assert_eq!(
+        status_for(&s.node, &bob, "/echo/pages/4/edit/").await,
+        StatusCode::OK,
+        "each page is locked apart"
+    );
+    // Seen again, the shape names the rule that matched it.
+    for _ in 0..16 {
+        resource_claimed(&s.node, &alice, "/echo/pages/3/edit/").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cells = ui.wait_row(&row, PATIENCE, |_| true).await;
+        if cells[5] == "pages" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shape names its rule: {cells:?}"
+        );
+        ui.click("#shapes-refresh").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // 360 px wide: nothing sticks out sideways but inside a box that scrolls.
+    ui.session()
+        .set_window_size(360, 780)
+        .await
+        .expect("resize the window");
+    ui.wait(
+        "a 360 px viewport",
+        "return document.documentElement.clientWidth;",
+        vec![],
+        PATIENCE,
+        |v| v.as_f64().is_some_and(|w| w <= 360.0),
+    )
+    .await;
+    for tab in ["rules", "locks", "activity", "traffic"] {
+        ui.click(&format!("nav a[data-tab=\"{tab}\"]")).await;
+        ui.wait_text(&format!("#view-{tab}"), |_| true).await;
+        let fit = ui.js(OVERFLOW, vec![]).await.expect("measure");
+        assert_eq!(fit["out"], json!([]), "{tab} at 360 px: {fit}");
+        assert!(
+            fit["scroll"].as_f64() <= fit["width"].as_f64(),
+            "{tab}: the page scrolls sideways: {fit}"
+        );
+    }
+    ui.click("nav a[data-tab=\"rules\"]").await;
+    ui.click("#new-rule").await;
+    ui.wait_text("#editor-title", |t| t == "New rule").await;
+    let fit = ui.js(OVERFLOW, vec![]).await.expect("measure");
+    assert_eq!(fit["out"], json!([]), "the editor at 360 px: {fit}");
+    let place = ui
+        .js(BOX, vec![json!("#rule-dialog")])
+        .await
+        .expect("measure");
+    assert!(
+        place["left"].as_f64().is_some_and(|l| l >= 0.0)
+            && place["right"].as_f64() <= place["width"].as_f64(),
+        "the editor fits the width: {place}"
+    );
+    ui.assert_not_reloaded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_in_dark_mode_gets_a_dark_console() {
+    run(
+        "a_system_in_dark_mode_gets_a_dark_console",
+        Mode::ControlPlane,
+        |s| Box::pin(dark_mode(s)),
+    )
+    .await;
+}
+
+/// The relative luminance (WCAG) of each of `arguments`' elements' background and text, as
+/// the page paints them.
+const LUMINANCE: &str = "const lum = (css) => {\
+       const [r, g, b] = css.match(/[0-9.]+/g).slice(0, 3).map((v) => {\
+         const c = Number(v) / 255;\
+         return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;\
+       });\
+       return 0.2126 * r + 0.7152 * g + 0.0722 * b;\
+     };\
+     return [...arguments].map((selector) => {\
+       const style = getComputedStyle(document.querySelector(selector));\
+       return [lum(style.backgroundColor), lum(style.color)];\
+     });";
+
+async fn dark_mode(s: &mut Scene) {
+    s.create_rule(json!({ "id": "doc", "pattern": PATTERN, "resource": "doc:{id}" }))
+        .await;
+    // Blink's switch for the colour scheme the system prefers: 0 is dark.
+    s.open_with(
+        "admin",
+        "root",
+        "Root",
+        &["--blink-settings=preferredColorScheme=0"],
+    )
+    .await;
+    let ui = s.get("admin");
+    ui.wait_row(DOC_ROW, PATIENCE, |_| true).await;
+    assert_eq!(
+        ui.js(
+            "return matchMedia('(prefers-color-scheme: dark)').matches;",
+            vec![]
+        )
+        .await
+        .expect("ask the page"),
+        true,
+        "the browser prefers dark"
+    );
+    let painted = ui
+        .js(
+            LUMINANCE,
+            vec![json!("body"), json!("#rules-table"), json!(".bar")],
+        )
+        .await
+        .expect("read the colours");
+    for (part, colours) in ["body", "rules table", "header"]
+        .iter()
+        .zip(painted.as_array().cloned().unwrap_or_default())
+    {
+        let background = colours[0].as_f64().unwrap_or(1.0);
+        let text = colours[1].as_f64().unwrap_or(0.0);
+        assert!(background < 0.05, "{part}: a dark background: {colours}");
+        // WCAG contrast ratio of at least 4.5:1 for the text.
+        assert!(
+            (text + 0.05) / (background + 0.05) >= 4.5,
+            "{part}: readable text: {colours}"
+        );
+    }
 }
