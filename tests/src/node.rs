@@ -32,6 +32,8 @@ pub struct Node {
 }
 
 /// Config for a [`Node`]. `rules_store` is a file path (relative to `dir`) or a mongodb URL.
+/// Every node notes every request in its shape summary (`proxy.shape_sample_every = 1`), so that
+/// a test sees each shape it sent.
 pub struct NodeConfig<'a> {
     pub dir: &'a Path,
     pub upstream_port: u16,
@@ -48,7 +50,7 @@ impl Node {
         let path = config.dir.join(&name);
         let text = format!(
             "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"http://127.0.0.1:{}\"\n\
-             threads = 1\n\n[auth]\nsecret = \"{SECRET}\"\n\n[locks]\nstore = \"memory\"\n\
+             threads = 1\nshape_sample_every = 1\n\n[auth]\nsecret = \"{SECRET}\"\n\n[locks]\nstore = \"memory\"\n\
              lease_seconds = 30\ngrace_seconds = 10\n\n[rules]\nstore = \"{}\"\npoll_seconds = {}\n\n\
              [control_plane]\nlisten = \"127.0.0.1:{cp_port}\"\nadmin_roles = [\"admin\"]\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",

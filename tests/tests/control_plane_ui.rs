@@ -1273,7 +1273,7 @@ const PAGES_SHAPE: &str = "GET /echo/pages/{int}/edit/";
 async fn traffic_view(s: &mut Scene) {
     s.open("admin", "root", "Root").await;
     let alice = token("alice", "Alice", &[]);
-    // One request in 8 is sampled: 80 make about ten samples.
+    // The node notes every request (`proxy.shape_sample_every = 1`), so each shape shows.
     for i in 0..80 {
         let path = format!("/echo/pages/{i}/edit/");
         assert_eq!(status_for(&s.node, &alice, &path).await, StatusCode::OK);
