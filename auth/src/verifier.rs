@@ -103,8 +103,37 @@ impl Verifier {
         Ok(identity)
     }
 
+    /// Verifies an OpenID Connect ID token just returned by the token endpoint: every check of
+    /// [`Verifier::verify`], never cached (it is used once), and its `nonce` claim must equal
+    /// the one the sign-in sent, so a token from another sign-in cannot be swapped in.
+    pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        let claims = match self.verified_claims(token) {
+            Err(AuthError::UnknownKey) => match self.provider() {
+                Some(provider) if provider.refetch_unknown().await => {
+                    self.verified_claims(token)?
+                }
+                _ => return Err(AuthError::UnknownKey),
+            },
+            answer => answer?,
+        };
+        match claims.get("nonce").and_then(serde_json::Value::as_str) {
+            Some(found) if !nonce.is_empty() && found == nonce => {}
+            _ => return Err(AuthError::WrongNonce),
+        }
+        self.claims.identity(&claims)
+    }
+
     /// Every check, with no memory of earlier tokens.
     fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+        let claims = self.verified_claims(token)?;
+        self.claims.identity(&claims)
+    }
+
+    /// The claims of a token whose algorithm, key, signature, time, issuer and audience passed.
+    fn verified_claims(&self, token: &str) -> Result<serde_json::Value, AuthError> {
         let header = peek_header(token)?;
         let alg_name = header.alg.as_deref().ok_or(AuthError::Malformed)?;
         let allowed = self
@@ -125,7 +154,7 @@ impl Verifier {
                 decode(jwks::select(&set.keys, allowed.alg, kid)?)?
             }
         };
-        self.claims.identity(&data.claims)
+        Ok(data.claims)
     }
 
     /// The identity provider whose fetched keys this verifier uses, if it uses fetched keys:
