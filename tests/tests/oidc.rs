@@ -558,3 +558,74 @@ async fn a_provider_error_or_a_provider_that_is_down_is_a_clear_error() {
     let up = Browser::new().get(&login, HTML).await;
     assert_eq!(up.status, StatusCode::FOUND, "{}", up.body);
 }
+
+#[tokio::test]
+async fn behind_https_the_sign_in_cookies_are_secure_and_the_callback_is_https() {
+    let idp = Idp::start();
+    let upstream = Upstream::start().await;
+    let latch = LatchBuilder::new(upstream.port())
+        .rules(DOC_EDIT)
+        .env("LATCH_PROXY_PUBLIC_SCHEME", "https")
+        .section(&format!(
+            "[oidc]\nissuer = \"{}\"\nclient_id = \"{WEB_CLIENT_ID}\"\n\
+             client_secret = \"{WEB_CLIENT_SECRET}\"\ncookie_secret = \"{COOKIE_SECRET}\"",
+            idp.issuer()
+        ))
+        .start();
+    let login = Url::parse(&latch.url("/__latch/login?return_to=/x")).unwrap();
+    let started = Browser::new().get(&login, HTML).await;
+    assert_eq!(started.status, StatusCode::FOUND, "{}", started.body);
+    assert_eq!(
+        query(started.to(), "redirect_uri"),
+        Some(format!("https://127.0.0.1:{}/__latch/callback", latch.port))
+    );
+    let flow = started.cookie("latch_oidc_flow").expect("a flow cookie");
+    assert!(flow.contains("; Secure"), "{flow}");
+    let logout = Url::parse(&latch.url("/__latch/logout")).unwrap();
+    let out = Browser::new().get(&logout, HTML).await;
+    let cleared = out
+        .cookie("latch_oidc")
+        .expect("the session cookie is cleared");
+    assert!(cleared.contains("; Secure"), "{cleared}");
+}
+
+/// The whole flow in a real browser: Chromium follows every redirect, keeps every cookie
+/// (SameSite=Lax across the provider's redirect back) and lands on the page it asked for.
+#[tokio::test]
+async fn chromium_signs_in_through_the_provider_and_lands_on_its_page() {
+    let w = world().await;
+    let driver = tests::browser::Driver::start().await;
+    let browser = driver.signed_out("alice").await;
+    let outcome = std::panic::AssertUnwindSafe(async {
+        browser.goto(&w.latch.url(PROTECTED)).await;
+        let at_provider = browser.url().await;
+        assert!(
+            at_provider.starts_with(&format!("{}/interaction/", w.idp.issuer())),
+            "{at_provider}"
+        );
+        browser.goto(&format!("{at_provider}?login=alice")).await;
+        assert_eq!(browser.url().await, w.latch.url(PROTECTED));
+        let text = browser.page_text().await;
+        assert!(text.contains("\"x-latch-user\":\"alice\""), "{text}");
+        // Logout: the session cookie is gone and the browser is at the provider's sign-out.
+        browser.goto(&w.latch.url("/__latch/logout")).await;
+        let at_end = browser.url().await;
+        assert!(
+            at_end.starts_with(&format!("{}/session/end", w.idp.issuer())),
+            "{at_end}"
+        );
+        let cookies = browser.session().get_all_cookies().await.unwrap();
+        assert!(
+            !cookies.iter().any(|c| c.name() == "latch_oidc"),
+            "{cookies:?}"
+        );
+    });
+    let result = futures::FutureExt::catch_unwind(outcome).await;
+    if result.is_err() {
+        browser.screenshot("oidc_chromium").await;
+    }
+    browser.quit().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
