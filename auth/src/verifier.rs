@@ -105,8 +105,15 @@ impl Verifier {
 
     /// Verifies an OpenID Connect ID token just returned by the token endpoint: every check of
     /// [`Verifier::verify`], never cached (it is used once), and its `nonce` claim must equal
-    /// the one the sign-in sent, so a token from another sign-in cannot be swapped in.
-    pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Identity, AuthError> {
+    /// the one the sign-in sent, so a token from another sign-in cannot be swapped in. A
+    /// token for several audiences must name `client_id` as its authorized party (`azp`), and
+    /// any `azp` must be `client_id` (OpenID Connect Core 3.1.3.7).
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+        client_id: &str,
+    ) -> Result<Identity, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
@@ -122,6 +129,15 @@ impl Verifier {
         match claims.get("nonce").and_then(serde_json::Value::as_str) {
             Some(found) if !nonce.is_empty() && found == nonce => {}
             _ => return Err(AuthError::WrongNonce),
+        }
+        let audiences = match claims.get("aud") {
+            Some(serde_json::Value::Array(list)) => list.len(),
+            _ => 1,
+        };
+        match claims.get("azp") {
+            Some(serde_json::Value::String(azp)) if azp == client_id => {}
+            None if audiences <= 1 => {}
+            _ => return Err(AuthError::WrongAudience),
         }
         self.claims.identity(&claims)
     }

@@ -226,6 +226,18 @@ impl SignIn {
             Ok((identity, return_to)) => {
                 let now = now_ms() / 1000;
                 let value = self.sessions.issue(&identity);
+                if value.len() > auth::MAX_SEALED_CHARS {
+                    // Browsers drop a cookie this large, or it would not be opened: the
+                    // browser would go round the sign-in for ever.
+                    let failed = Failure::new(
+                        502,
+                        "Identity too large",
+                        "identity_too_large",
+                        "the identity provider's claims (roles, say) are too large for a \
+                         session cookie; map fewer with auth.roles_claim",
+                    );
+                    return failure(html, failed).header(header::SET_COOKIE, clear_flow);
+                }
                 let max_age = identity.expires_at.saturating_sub(now);
                 tracing::info!(user = %identity.user, "signed in with the identity provider");
                 Reply::empty(302)
@@ -310,7 +322,7 @@ impl SignIn {
             .exchange(&endpoints, &code, &redirect_uri, &flow.v)
             .await?;
         let mut identity = (self.id_tokens)
-            .verify_id_token(&id_token, &flow.n)
+            .verify_id_token(&id_token, &flow.n, &self.config.client_id)
             .await
             .map_err(|e| {
                 Failure::new(
@@ -503,14 +515,13 @@ impl SignIn {
 
 /// `return_to` if it is a path on this site, else `/`: an absolute URL, a scheme-relative
 /// `//host`, a backslash (which browsers read as a slash) or a control character could send
-/// the browser elsewhere after sign-in.
+/// the browser elsewhere after sign-in. Only visible ASCII is kept, as a request's own path and
+/// query are sent (percent-encoded), so every browser reads the `Location` header alike.
 fn safe_return_to(wanted: &str) -> &str {
     let ok = wanted.starts_with('/')
         && !wanted.starts_with("//")
         && wanted.len() <= MAX_RETURN_TO
-        && !wanted
-            .bytes()
-            .any(|b| b == b'\\' || b.is_ascii_control() || b == b' ');
+        && wanted.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
     if ok {
         wanted
     } else {
@@ -589,7 +600,7 @@ mod tests {
 
     #[test]
     fn only_same_site_paths_are_returned_to() {
-        for ok in ["/", "/docs/7?tab=2", "/a/b#frag"] {
+        for ok in ["/", "/docs/7?tab=2", "/a/b#frag", "/caf%C3%A9?q=%0d%0a"] {
             assert_eq!(safe_return_to(ok), ok);
         }
         for bad in [
@@ -602,6 +613,7 @@ mod tests {
             "/ok\r\nSet-Cookie: x=1",
             "evil.example",
             "/%0d%0a is fine but a raw space is not",
+            "/caf\u{e9}",
         ] {
             assert_eq!(safe_return_to(bad), "/", "{bad:?}");
         }

@@ -490,6 +490,12 @@ async fn an_id_token_for_another_audience_or_another_sign_in_is_refused() {
         (json!({ "nonce": "not-the-sign-ins-nonce" }), "wrong_nonce"),
         (json!({ "iss": "https://impostor.example" }), "wrong_issuer"),
         (json!({ "exp": 1_000_000 }), "expired"),
+        // Several audiences, and the authorized party is another client or not named.
+        (
+            json!({ "aud": [WEB_CLIENT_ID, "other"], "azp": "other" }),
+            "wrong_audience",
+        ),
+        (json!({ "aud": [WEB_CLIENT_ID, "other"] }), "wrong_audience"),
     ] {
         w.idp.id_token_claims(&claims).await;
         let browser = Browser::new();
@@ -514,6 +520,19 @@ async fn an_id_token_for_another_audience_or_another_sign_in_is_refused() {
             browser.cookies_for(&page)
         );
     }
+    // Claims too large for a session cookie: refused, rather than a cookie the browser drops
+    // (and a sign-in that would go round for ever).
+    let roles: Vec<String> = (0..250)
+        .map(|i| format!("role-name-number-{i:04}"))
+        .collect();
+    w.idp.id_token_claims(&json!({ "roles": roles })).await;
+    let browser = Browser::new();
+    let (callback, _) = to_callback(&w, &browser, PROTECTED, "alice").await;
+    let refused = browser.get(&callback, "application/json").await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "identity_too_large");
+    assert!(refused.cookie("latch_oidc").is_none());
+
     // The same provider, behaving again: the sign-in works.
     w.idp.id_token_claims(&json!({})).await;
     let browser = Browser::new();
