@@ -385,6 +385,15 @@ fn cross_checks(
     let oidc = std::mem::take(&mut draft.oidc);
     if given.iter().any(|key| key.starts_with("oidc.")) {
         draft.config.oidc = oidc_config(oidc, base, &draft.config.proxy.prefix, problem);
+        let cookie = draft.config.auth.cookie.as_str();
+        if cookie.starts_with("latch_oidc") {
+            problem(
+                "auth.cookie",
+                format!(
+                    "{cookie:?} is a cookie of the [oidc] sign-in; name the token cookie otherwise"
+                ),
+            );
+        }
     }
 
     let locks = &draft.config.locks;

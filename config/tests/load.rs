@@ -1251,6 +1251,16 @@ fn oidc_settings() {
         "{found:#?}"
     );
     assert!(found[3].message.contains("32"), "{found:#?}");
+    // The token cookie cannot be one of the sign-in's.
+    bad(
+        &format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n[auth]\nsecret = \"{SECRET}\"\n\
+             cookie = \"latch_oidc\"\n\n[oidc]\nissuer = \"https://idp.example\"\n\
+             client_id = \"latch\"\nclient_secret = \"s\"\ncookie_secret = \"{cookie}\""
+        ),
+        "auth.cookie",
+        "sign-in",
+    );
     // A lone oidc key turns the section on, and so asks for the rest.
     let found = issues(&minimal("[oidc]\nclient_id = \"latch\""), &[]);
     let keys: Vec<&str> = found.iter().map(|issue| issue.key.as_str()).collect();

@@ -187,7 +187,14 @@ impl Latch {
         peer: Option<IpAddr>,
     ) -> Result<Arc<Identity>, auth::AuthError> {
         match self.credential(headers, peer)? {
-            Credential::Token(token) | Credential::Assertion(token) => self.verifier.verify(token),
+            // A refused token with a good sign-in session counts as the session: a browser
+            // that still carries an old token cookie would otherwise go round the sign-in for
+            // ever. The session alone grants as much, so the token adds nothing.
+            Credential::Token(token) => self
+                .verifier
+                .verify(token)
+                .or_else(|refused| self.signed_in(headers).map_err(|_| refused)),
+            Credential::Assertion(token) => self.verifier.verify(token),
             Credential::Forwarded(forwarded) => forwarded
                 .identity(crate::time_fmt::now_ms() / 1000)
                 .map(Arc::new),

@@ -459,6 +459,16 @@ async fn a_tampered_session_cookie_is_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "the untouched cookie works");
+    // An old token cookie beside a good session does not send the browser round the sign-in.
+    let resp = send(
+        format!("latch_token=stale.old.token; latch_oidc={value}"),
+        HTML,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the session counts");
+    let echo: Value = resp.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-latch-user"], "alice");
     let resp = send(format!("latch_oidc={tampered}"), "application/json")
         .await
         .unwrap();
@@ -466,6 +476,13 @@ async fn a_tampered_session_cookie_is_refused() {
     let problem: Value = resp.json().await.unwrap();
     assert_eq!(problem["code"], "bad_session");
     // A browser with a bad cookie is sent to sign in again.
+    let resp = send(
+        format!("latch_token=stale.old.token; latch_oidc={tampered}"),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "neither counts");
     let resp = send(format!("latch_oidc={tampered}"), HTML).await.unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert!(resp.headers()[LOCATION]
