@@ -35,6 +35,12 @@ pub enum AuthError {
     /// A trusted authentication proxy sent an identity header that is not plain text.
     #[error("The identity forwarded by the authentication proxy is unusable.")]
     BadForwardedIdentity,
+    /// An ID token whose `nonce` is not the one its sign-in sent.
+    #[error("The ID token was not issued for this sign-in (nonce mismatch).")]
+    WrongNonce,
+    /// A sign-in session cookie that does not decrypt, was altered, or has ended.
+    #[error("The sign-in session is invalid or has ended.")]
+    BadSession,
 }
 
 impl AuthError {
@@ -52,6 +58,8 @@ impl AuthError {
             AuthError::WrongAudience => "wrong_audience",
             AuthError::MissingClaim(_) => "missing_claim",
             AuthError::BadForwardedIdentity => "bad_forwarded_identity",
+            AuthError::WrongNonce => "wrong_nonce",
+            AuthError::BadSession => "bad_session",
         }
     }
 }
@@ -81,6 +89,12 @@ pub enum KeyError {
     SecretTooShort { len: usize },
     #[error("secret holds a PEM key; a public key belongs in public_key_file, not in secret")]
     SecretIsPem,
+    /// The key of the sign-in cookies; its size is the cipher's key size.
+    #[error(
+        "cookie_secret is {len} bytes; at least {min} are required",
+        min = crate::MIN_COOKIE_SECRET_BYTES
+    )]
+    CookieSecretTooShort { len: usize },
     /// One key serves one algorithm family; anything else invites algorithm confusion.
     #[error("algorithm {algorithm} cannot be verified with {key}, which only allows {allowed}")]
     AlgorithmKeyMismatch {

@@ -11,7 +11,9 @@
 //! callers read key files and pass bytes, pass header values as bytes and peer addresses, and
 //! decide what a refusal looks like on the wire. Only [`Provider`] does I/O, as an HTTP client
 //! of the identity provider: it fetches the key set (and discovery document) and keeps it
-//! current. Everything else is synchronous, and its only ambient input is the clock.
+//! current. Everything else is synchronous, and its only ambient input is the clock (and the
+//! random nonces of [`Sealer`], which seals the OpenID Connect sign-in's cookies and
+//! [`Sessions`], the signed-in identity they carry).
 
 mod algorithm;
 mod bearer;
@@ -28,6 +30,8 @@ mod origin;
 mod pem;
 mod provider;
 mod refetch;
+mod seal;
+mod session;
 mod settings;
 mod trusted;
 mod verifier;
@@ -40,6 +44,8 @@ pub use key::MIN_SECRET_BYTES;
 pub use mint::{mint_hs256, parse_ttl, MintRequest};
 pub use origin::same_origin;
 pub use provider::{KeyStatus, Provider};
+pub use seal::{Sealer, MAX_SEALED_CHARS, MIN_COOKIE_SECRET_BYTES};
+pub use session::Sessions;
 pub use settings::{AuthSettings, KeyLocation, KeySource, RemoteKeys};
 pub use trusted::{Forwarded, TrustedProxy, TrustedProxySettings, FORWARDED_LIFETIME_SECONDS};
 pub use verifier::Verifier;

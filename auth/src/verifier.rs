@@ -103,8 +103,53 @@ impl Verifier {
         Ok(identity)
     }
 
+    /// Verifies an OpenID Connect ID token just returned by the token endpoint: every check of
+    /// [`Verifier::verify`], never cached (it is used once), and its `nonce` claim must equal
+    /// the one the sign-in sent, so a token from another sign-in cannot be swapped in. A
+    /// token for several audiences must name `client_id` as its authorized party (`azp`), and
+    /// any `azp` must be `client_id` (OpenID Connect Core 3.1.3.7).
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+        client_id: &str,
+    ) -> Result<Identity, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        let claims = match self.verified_claims(token) {
+            Err(AuthError::UnknownKey) => match self.provider() {
+                Some(provider) if provider.refetch_unknown().await => {
+                    self.verified_claims(token)?
+                }
+                _ => return Err(AuthError::UnknownKey),
+            },
+            answer => answer?,
+        };
+        match claims.get("nonce").and_then(serde_json::Value::as_str) {
+            Some(found) if !nonce.is_empty() && found == nonce => {}
+            _ => return Err(AuthError::WrongNonce),
+        }
+        let audiences = match claims.get("aud") {
+            Some(serde_json::Value::Array(list)) => list.len(),
+            _ => 1,
+        };
+        match claims.get("azp") {
+            Some(serde_json::Value::String(azp)) if azp == client_id => {}
+            None if audiences <= 1 => {}
+            _ => return Err(AuthError::WrongAudience),
+        }
+        self.claims.identity(&claims)
+    }
+
     /// Every check, with no memory of earlier tokens.
     fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+        let claims = self.verified_claims(token)?;
+        self.claims.identity(&claims)
+    }
+
+    /// The claims of a token whose algorithm, key, signature, time, issuer and audience passed.
+    fn verified_claims(&self, token: &str) -> Result<serde_json::Value, AuthError> {
         let header = peek_header(token)?;
         let alg_name = header.alg.as_deref().ok_or(AuthError::Malformed)?;
         let allowed = self
@@ -125,7 +170,7 @@ impl Verifier {
                 decode(jwks::select(&set.keys, allowed.alg, kid)?)?
             }
         };
-        self.claims.identity(&data.claims)
+        Ok(data.claims)
     }
 
     /// The identity provider whose fetched keys this verifier uses, if it uses fetched keys:

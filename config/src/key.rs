@@ -26,6 +26,21 @@ pub(crate) struct Draft<'a> {
     /// `[trusted_proxy]` as written; judged once every key is read, since the assertion
     /// header also depends on `[auth]`.
     pub trusted: auth::TrustedProxySettings,
+    /// `[oidc]` as written; secrets may come from files, so it is judged once every key is read.
+    pub oidc: OidcDraft,
+}
+
+#[derive(Default)]
+pub(crate) struct OidcDraft {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Vec<String>,
+    pub redirect_url: Option<String>,
+    pub cookie_secret: Option<String>,
+    pub cookie_secret_file: Option<String>,
+    pub session: Duration,
 }
 
 #[derive(Default)]
@@ -444,6 +459,7 @@ mod tests {
             base: Path::new("/etc/latch"),
             auth_key: AuthKey::default(),
             trusted: auth::TrustedProxySettings::default(),
+            oidc: Default::default(),
         }
     }
 

@@ -205,6 +205,33 @@ fn declare() -> Vec<Key> {
         .default("")
         .allowed("a header name; empty: not used")
         .doc("Header with a signed JWT assertion (Pomerium's `X-Pomerium-Jwt-Assertion`), verified like a token with the `[auth]` keys, algorithms, issuer and audience; it wins over the other headers."),
+        // [oidc]
+        Key::text("oidc.issuer", |d, v| d.oidc.issuer = Some(v))
+        .allowed("an `https://` URL (`http://` only to a loopback address)")
+        .doc("The OpenID Provider's issuer; setting any `oidc` key turns sign-in on. Its discovery document gives the endpoints and the keys ID tokens are checked with."),
+        Key::text("oidc.client_id", |d, v| d.oidc.client_id = Some(v))
+        .doc("The client id registered with the provider; ID tokens must name it in `aud`."),
+        Key::text("oidc.client_secret", |d, v| d.oidc.client_secret = Some(v))
+        .doc("The client secret (sent with HTTP Basic authentication to the token endpoint). Or `client_secret_file`."),
+        Key::text("oidc.client_secret_file", |d, v| d.oidc.client_secret_file = Some(v))
+        .allowed("a file path, relative to the config file")
+        .doc("File holding the client secret (a trailing newline is ignored)."),
+        Key::list("oidc.scopes", |d, v| d.oidc.scopes = v)
+        .default(vec!["openid".to_owned(), "profile".to_owned(), "email".to_owned()])
+        .allowed("scope names, including `openid`")
+        .doc("Scopes asked for at sign-in."),
+        Key::text("oidc.redirect_url", |d, v| d.oidc.redirect_url = Some(v))
+        .allowed("an absolute URL whose path is `{prefix}/callback`")
+        .doc("The callback URL registered with the provider. Unset: `proxy.public_scheme` + the request's `Host` + `{prefix}/callback`."),
+        Key::text("oidc.cookie_secret", |d, v| d.oidc.cookie_secret = Some(v))
+        .allowed("at least 32 bytes")
+        .doc("Key of the encrypted sign-in cookies; every instance behind one address needs the same. Or `cookie_secret_file`."),
+        Key::text("oidc.cookie_secret_file", |d, v| d.oidc.cookie_secret_file = Some(v))
+        .allowed("a file path, relative to the config file")
+        .doc("File holding the cookie secret (a trailing newline is ignored)."),
+        Key::seconds("oidc.session_seconds", 0..=2_592_000, |d, v| d.oidc.session = v)
+        .default(0)
+        .doc("How long a sign-in lasts; 0: until the ID token's `exp`."),
         // [locks]
         Key::checked_text("locks.store", |d, v| {
             d.config.locks.store = lock_store(v)?;
@@ -378,6 +405,7 @@ pub(crate) fn blank() -> Config {
             max_bytes_per_user: 0,
         },
         trusted_proxy: None,
+        oidc: None,
     }
 }
 

@@ -60,6 +60,64 @@ pub struct Config {
     pub stash: StashConfig,
     /// Peers whose identity headers are believed (`[trusted_proxy]`); `None`: none are.
     pub trusted_proxy: Option<auth::TrustedProxy>,
+    /// Sign-in with an OpenID Provider (`[oidc]`); `None`: Latch does not sign users in.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[oidc]`: Latch as an OpenID Connect relying party (authorization code flow with PKCE).
+#[derive(Clone)]
+pub struct OidcConfig {
+    /// The provider's issuer identifier; its discovery document gives the endpoints and keys.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Always holds `openid`.
+    pub scopes: Vec<String>,
+    /// The public URL of `{prefix}/callback`; `None`: built from `proxy.public_scheme` and the
+    /// request's `Host`.
+    pub redirect_url: Option<String>,
+    /// Key material of the sign-in cookies; at least [`auth::MIN_COOKIE_SECRET_BYTES`].
+    pub cookie_secret: Vec<u8>,
+    /// How long a session lasts; `None`: until the ID token's `exp`.
+    pub session_lifetime: Option<Duration>,
+}
+
+impl OidcConfig {
+    /// The ID token algorithms accepted: every asymmetric one. A provider signs ID tokens with
+    /// its published keys, never with the client secret here.
+    pub const ID_TOKEN_ALGORITHMS: &'static [&'static str] = &[
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ];
+
+    /// How ID tokens are verified: the provider's discovered keys, `iss` = the issuer,
+    /// `aud` = the client id, and the claim mapping and leeway of `[auth]`.
+    pub fn id_token_settings(&self, auth: &auth::AuthSettings) -> auth::AuthSettings {
+        auth::AuthSettings {
+            algorithms: Self::ID_TOKEN_ALGORITHMS
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
+            key: auth::KeySource::Remote(auth::RemoteKeys::at(auth::KeyLocation::Discovery)),
+            issuer: Some(self.issuer.clone()),
+            audience: vec![self.client_id.clone()],
+            ..auth.clone()
+        }
+    }
+}
+
+/// Secrets stay out of logs and `Debug` output.
+impl fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("redirect_url", &self.redirect_url)
+            .field("cookie_secret", &"<redacted>")
+            .field("session_lifetime", &self.session_lifetime)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]

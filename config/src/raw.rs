@@ -170,6 +170,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
         base,
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
+        oidc: Default::default(),
     };
     for key in KEYS.iter() {
         apply_key(key, None, &mut draft, &mut |_, _| {});
@@ -186,6 +187,7 @@ pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::Rul
         base,
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
+        oidc: Default::default(),
     };
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
@@ -227,6 +229,7 @@ pub(crate) fn convert(
         base,
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
+        oidc: Default::default(),
     };
     let mut given = HashSet::new();
     for section in sections {
@@ -379,6 +382,20 @@ fn cross_checks(
         }
     }
 
+    let oidc = std::mem::take(&mut draft.oidc);
+    if given.iter().any(|key| key.starts_with("oidc.")) {
+        draft.config.oidc = oidc_config(oidc, base, &draft.config.proxy.prefix, problem);
+        let cookie = draft.config.auth.cookie.as_str();
+        if cookie.starts_with("latch_oidc") {
+            problem(
+                "auth.cookie",
+                format!(
+                    "{cookie:?} is a cookie of the [oidc] sign-in; name the token cookie otherwise"
+                ),
+            );
+        }
+    }
+
     let locks = &draft.config.locks;
     if locks.grace >= locks.lease {
         problem(
@@ -425,4 +442,143 @@ fn auth_setting_of(message: &str, key_setting: &'static str) -> &'static str {
         .iter()
         .find(|(opening, _)| message.starts_with(opening))
         .map_or(key_setting, |(_, setting)| setting)
+}
+
+/// `[oidc]` judged whole: every missing or unusable setting is reported, and the section is
+/// on only when all of them are usable.
+fn oidc_config(
+    draft: crate::key::OidcDraft,
+    base: &Path,
+    prefix: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<crate::OidcConfig> {
+    let mut ok = true;
+    let mut required = |key: &str, value: Option<String>, what: &str| match value {
+        Some(value) if !value.trim().is_empty() => Some(value),
+        Some(_) => {
+            problem(key, format!("{what} is empty"));
+            None
+        }
+        None => {
+            problem(key, format!("required in [oidc]: {what}"));
+            None
+        }
+    };
+    let issuer = required("oidc.issuer", draft.issuer, "the provider's issuer URL");
+    let client_id = required("oidc.client_id", draft.client_id, "the client id");
+    if let Some(issuer) = &issuer {
+        let location = auth::RemoteKeys::at(auth::KeyLocation::Discovery);
+        if let Err(errors) = auth::Provider::new(&location, Some(issuer), &[]) {
+            for error in errors {
+                problem("oidc.issuer", error.to_string());
+            }
+            ok = false;
+        }
+    }
+    let mut secret = |name: &str, value: Option<String>, file: Option<String>| {
+        match (value, file) {
+            (Some(_), Some(_)) => {
+                problem(
+                    &format!("oidc.{name}"),
+                    format!("give only one of {name} and {name}_file"),
+                );
+                None
+            }
+            (Some(value), None) => Some(value),
+            (None, Some(file)) => match std::fs::read_to_string(base.join(&file)) {
+                // A file written by `echo` or an editor ends with a newline that is no part
+                // of the secret.
+                Ok(text) => Some(text.trim_end_matches(['\r', '\n']).to_owned()),
+                Err(e) => {
+                    problem(
+                        &format!("oidc.{name}_file"),
+                        format!("cannot read {file:?}: {e}"),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                problem(
+                    &format!("oidc.{name}"),
+                    format!("required in [oidc]: {name} or {name}_file"),
+                );
+                None
+            }
+        }
+    };
+    let client_secret = secret(
+        "client_secret",
+        draft.client_secret,
+        draft.client_secret_file,
+    );
+    let cookie_secret = secret(
+        "cookie_secret",
+        draft.cookie_secret,
+        draft.cookie_secret_file,
+    );
+    if client_secret.as_deref().is_some_and(str::is_empty) {
+        problem("oidc.client_secret", "the client secret is empty".into());
+        ok = false;
+    }
+    if let Some(cookie_secret) = &cookie_secret {
+        if let Err(error) = auth::Sealer::new(cookie_secret.as_bytes()) {
+            problem("oidc.cookie_secret", error.to_string());
+            ok = false;
+        }
+    }
+    if !draft.scopes.iter().any(|scope| scope == "openid") {
+        problem(
+            "oidc.scopes",
+            "must include \"openid\": without it the provider issues no ID token".into(),
+        );
+        ok = false;
+    }
+    if let Some(bad) = draft.scopes.iter().find(|scope| {
+        scope.is_empty()
+            || !scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        problem("oidc.scopes", format!("{bad:?} is not a scope name"));
+        ok = false;
+    }
+    if let Some(url) = &draft.redirect_url {
+        if let Err(message) = redirect_url_ok(url, prefix) {
+            problem("oidc.redirect_url", message);
+            ok = false;
+        }
+    }
+    let session_lifetime = (!draft.session.is_zero()).then_some(draft.session);
+    match (issuer, client_id, client_secret, cookie_secret) {
+        (Some(issuer), Some(client_id), Some(client_secret), Some(cookie_secret)) if ok => {
+            Some(crate::OidcConfig {
+                issuer,
+                client_id,
+                client_secret,
+                scopes: draft.scopes,
+                redirect_url: draft.redirect_url,
+                cookie_secret: cookie_secret.into_bytes(),
+                session_lifetime,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The callback URL must be absolute and name this proxy's callback endpoint, or the provider
+/// would send the code somewhere that cannot finish the sign-in.
+fn redirect_url_ok(url: &str, prefix: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must be an absolute http(s) URL")?;
+    let path = rest.find('/').map_or("", |at| &rest[at..]);
+    let expected = format!("{prefix}/callback");
+    if rest.starts_with('/') || path != expected {
+        return Err(format!(
+            "must be this proxy's public URL of {expected} (with no query), like \
+             https://app.example.com{expected}"
+        ));
+    }
+    Ok(())
 }

@@ -1183,3 +1183,90 @@ fn each_kind_is_layered_from_the_environment_and_checked_there() {
         }
     }
 }
+
+#[test]
+fn oidc_settings() {
+    assert!(good(&minimal("")).oidc.is_none(), "off by default");
+    let cookie = "c".repeat(32);
+    let c = good(&minimal(&format!(
+        "[oidc]\nissuer = \"https://login.example.com/realms/main\"\nclient_id = \"latch\"\n\
+         client_secret = \"s3cret\"\ncookie_secret = \"{cookie}\"\n\
+         redirect_url = \"https://app.example.com/__latch/callback\"\nsession_seconds = 3600"
+    )));
+    let oidc = c.oidc.expect("configured");
+    assert_eq!(oidc.scopes, ["openid", "profile", "email"], "the default");
+    assert_eq!(oidc.client_secret, "s3cret");
+    assert_eq!(oidc.cookie_secret, cookie.as_bytes());
+    assert_eq!(oidc.session_lifetime, Some(Duration::from_secs(3600)));
+    let debug = format!("{oidc:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains(&cookie),
+        "{debug}"
+    );
+    let settings = oidc.id_token_settings(&c.auth.settings);
+    assert_eq!(settings.audience, ["latch"]);
+    assert_eq!(
+        settings.issuer.as_deref(),
+        Some("https://login.example.com/realms/main")
+    );
+
+    // Secrets from files, their trailing newline dropped.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client"), "from-file\n").unwrap();
+    std::fs::write(dir.path().join("cookie"), format!("{cookie}\r\n")).unwrap();
+    let c = Config::from_toml_str(
+        &minimal(
+            "[oidc]\nissuer = \"http://127.0.0.1:9000\"\nclient_id = \"latch\"\n\
+             client_secret_file = \"client\"\ncookie_secret_file = \"cookie\"",
+        ),
+        SOURCE,
+        dir.path(),
+        std::iter::empty(),
+    )
+    .unwrap();
+    let oidc = c.oidc.unwrap();
+    assert_eq!(oidc.client_secret, "from-file");
+    assert_eq!(oidc.cookie_secret, cookie.as_bytes());
+
+    // Every problem at once.
+    let found = issues(
+        &minimal(
+            "[oidc]\nissuer = \"http://idp.example.com\"\nclient_secret = \"a\"\n\
+             client_secret_file = \"b\"\ncookie_secret = \"short\"\nscopes = [\"profile\"]\n\
+             redirect_url = \"https://app.example.com/elsewhere\"",
+        ),
+        &[],
+    );
+    let keys: Vec<&str> = found.iter().map(|issue| issue.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "oidc.client_id",
+            "oidc.issuer",
+            "oidc.client_secret",
+            "oidc.cookie_secret",
+            "oidc.scopes",
+            "oidc.redirect_url",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[3].message.contains("32"), "{found:#?}");
+    // The token cookie cannot be one of the sign-in's.
+    bad(
+        &format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n[auth]\nsecret = \"{SECRET}\"\n\
+             cookie = \"latch_oidc\"\n\n[oidc]\nissuer = \"https://idp.example\"\n\
+             client_id = \"latch\"\nclient_secret = \"s\"\ncookie_secret = \"{cookie}\""
+        ),
+        "auth.cookie",
+        "sign-in",
+    );
+    // A lone oidc key turns the section on, and so asks for the rest.
+    let found = issues(&minimal("[oidc]\nclient_id = \"latch\""), &[]);
+    let keys: Vec<&str> = found.iter().map(|issue| issue.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["oidc.issuer", "oidc.client_secret", "oidc.cookie_secret"],
+        "{found:#?}"
+    );
+}

@@ -50,6 +50,12 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
     let path = session.req_header().uri.path();
     let name = path.get(prefix_len..).unwrap_or("").to_string();
     let method = session.req_header().method.clone();
+    if let Some(sign_in) = &latch.sign_in {
+        if let Some(reply) = sign_in.serve(&name, session).await {
+            let unread = matches!(method, Method::POST | Method::DELETE) && !session.is_body_done();
+            return reply.send(session, unread).await;
+        }
+    }
     let reply = match (name.as_str(), &method) {
         ("banner.js", &Method::GET | &Method::HEAD) => banner_js(session),
         ("ws", &Method::GET) => return ws::serve(latch, session).await,

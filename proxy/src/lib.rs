@@ -23,6 +23,7 @@ pub mod gate;
 mod inject_body;
 mod login;
 pub mod metrics;
+mod oidc;
 mod origin;
 mod peer;
 mod presence;

@@ -1,5 +1,6 @@
-//! What a request that needs a token and has no valid one gets (docs/http.md): a redirect to the
-//! login page for browsers when one is configured, otherwise 401 with a Bearer challenge.
+//! What a request that needs a token and has no valid one gets (docs/http.md): for browsers, a
+//! redirect to Latch's own sign-in when `[oidc]` is set, else to the login page when one is
+//! configured; otherwise 401 with a Bearer challenge.
 
 use http::header;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -10,6 +11,10 @@ use crate::state::Latch;
 
 pub fn challenge(latch: &Latch, session: &Session, err: &auth::AuthError) -> Reply {
     let req = session.req_header();
+    if let (true, Some(sign_in)) = (wants_html(session), &latch.sign_in) {
+        let here = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        return Reply::empty(302).header(header::LOCATION, sign_in.login_url(here));
+    }
     if let (true, Some(login)) = (wants_html(session), latch.config.auth.login_url.as_deref()) {
         let host = req
             .headers

@@ -69,7 +69,12 @@ impl Reply {
     pub async fn send(self, session: &mut Session, unread_body: bool) -> Result<()> {
         let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 2))?;
         for (name, value) in self.headers {
-            resp.insert_header(name, value)?;
+            // Several cookies are several headers; any other name is given once.
+            if name == header::SET_COOKIE {
+                resp.append_header(name, value)?;
+            } else {
+                resp.insert_header(name, value)?;
+            }
         }
         // 204 and 304 have no body by definition, and RFC 9110 forbids a Content-Length on
         // them that differs from the full response's: a cache could store a 304's `0`.

@@ -52,6 +52,9 @@ impl BackgroundService for Background {
         if let Some(provider) = self.latch.verifier.provider() {
             tokio::spawn(Arc::clone(provider).run());
         }
+        if let Some(provider) = self.latch.sign_in.as_ref().and_then(|s| s.keys()) {
+            tokio::spawn(Arc::clone(provider).run());
+        }
         let admin = self.admin.lock().ok().and_then(|mut a| a.take());
         if let Some(listener) = admin {
             let router = crate::admin::router(self.latch.clone());

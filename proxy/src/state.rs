@@ -19,6 +19,7 @@ use crate::app_sockets::AppSockets;
 use crate::banner::Hub;
 use crate::claim_rate::ClaimRate;
 use crate::metrics::Metrics;
+use crate::oidc::SignIn;
 use crate::recent::RecentClaims;
 use crate::shapes::ShapeBook;
 
@@ -72,6 +73,8 @@ pub struct Latch {
     pub app_sockets: AppSockets,
     /// The request shapes this instance saw (see [`ShapeBook`]).
     pub shapes: ShapeBook,
+    /// Sign-in with the OpenID Provider, when `[oidc]` is set (see [`SignIn`]).
+    pub sign_in: Option<SignIn>,
 }
 
 impl Latch {
@@ -87,6 +90,7 @@ impl Latch {
             .next()
             .ok_or_else(|| StartError::Upstream(address.clone(), "no addresses".into()))?;
         let verifier = Verifier::new(config.auth.settings.clone())?;
+        let sign_in = SignIn::new(&config)?;
         let metrics = Metrics::new();
         metrics.rules_loaded.set(rules.len() as i64);
         let op_latency = TIMED_OPS
@@ -112,6 +116,7 @@ impl Latch {
             claim_rate,
             app_sockets: AppSockets::default(),
             shapes,
+            sign_in,
         }))
     }
 
@@ -183,11 +188,37 @@ impl Latch {
         peer: Option<IpAddr>,
     ) -> Result<Arc<Identity>, auth::AuthError> {
         match self.credential(headers, peer)? {
-            Credential::Token(token) | Credential::Assertion(token) => self.verifier.verify(token),
+            // A refused token with a good sign-in session counts as the session: a browser
+            // that still carries an old token cookie would otherwise go round the sign-in for
+            // ever. The session alone grants as much, so the token adds nothing.
+            Credential::Token(token) => self
+                .verifier
+                .verify(token)
+                .or_else(|refused| self.signed_in(headers).map_err(|_| refused)),
+            Credential::Assertion(token) => self.verifier.verify(token),
             Credential::Forwarded(forwarded) => forwarded
                 .identity(crate::time_fmt::now_ms() / 1000)
                 .map(Arc::new),
-            Credential::None => Err(auth::AuthError::Missing),
+            Credential::None => self.signed_in(headers),
+        }
+    }
+
+    /// The identity of the sign-in session cookie, when sign-in is on and the request has
+    /// one; a token, when present, is used instead.
+    fn signed_in(&self, headers: &HeaderMap) -> Result<Arc<Identity>, auth::AuthError> {
+        let Some(sign_in) = &self.sign_in else {
+            return Err(auth::AuthError::Missing);
+        };
+        let cookies = headers.get_all(http::header::COOKIE).iter();
+        match auth::token_from_headers(
+            cookies.map(|v| v.as_bytes()),
+            None,
+            crate::oidc::SESSION_COOKIE,
+        ) {
+            Some(value) => sign_in
+                .sessions
+                .open(value, crate::time_fmt::now_ms() / 1000),
+            None => Err(auth::AuthError::Missing),
         }
     }
 

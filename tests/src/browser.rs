@@ -28,6 +28,30 @@ impl Driver {
 
     /// A new browser with a fresh profile, signed in as `jwt` on the proxy's site.
     pub async fn browser(&self, name: &'static str, latch: &Latch, jwt: &str) -> Browser {
+        let browser = self.signed_out(name).await;
+        // A cookie can only be set for the site the browser is on.
+        // fantoccini sends `SameSite=None` unless told otherwise, which Chrome refuses without
+        // `Secure`; Lax is what a sign-in cookie on plain HTTP gets.
+        let mut cookie =
+            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
+        cookie.set_domain("127.0.0.1");
+        let signed_in = async {
+            browser
+                .session()
+                .goto(&latch.url("/__latch/banner.js"))
+                .await?;
+            browser.session().add_cookie(cookie).await
+        }
+        .await;
+        if let Err(e) = signed_in {
+            browser.quit().await;
+            panic!("could not sign {name} in: {e}");
+        }
+        browser
+    }
+
+    /// A new browser with a fresh profile and no cookies: it signs in the way a person does.
+    pub async fn signed_out(&self, name: &'static str) -> Browser {
         let profile = tempfile::tempdir().expect("a profile dir");
         let args = [
             "--headless=new".to_string(),
@@ -52,30 +76,11 @@ impl Driver {
             .connect(&self.chrome.url())
             .await
             .expect("a WebDriver session");
-        let browser = Browser {
+        Browser {
             name,
             session: Some(session),
             _profile: profile,
-        };
-        // A cookie can only be set for the site the browser is on.
-        // fantoccini sends `SameSite=None` unless told otherwise, which Chrome refuses without
-        // `Secure`; Lax is what a sign-in cookie on plain HTTP gets.
-        let mut cookie =
-            Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax")).expect("a cookie");
-        cookie.set_domain("127.0.0.1");
-        let signed_in = async {
-            browser
-                .session()
-                .goto(&latch.url("/__latch/banner.js"))
-                .await?;
-            browser.session().add_cookie(cookie).await
         }
-        .await;
-        if let Err(e) = signed_in {
-            browser.quit().await;
-            panic!("could not sign {name} in: {e}");
-        }
-        browser
     }
 }
 

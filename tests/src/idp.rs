@@ -14,6 +14,9 @@ use crate::{client, free_port};
 pub const CLIENT_ID: &str = "latch-m2m";
 pub const CLIENT_SECRET: &str = "latch-m2m-secret";
 pub const AUDIENCE: &str = "urn:latch";
+/// The browser client (authorization code flow) `idp.js` registers on [`Idp::web_client`].
+pub const WEB_CLIENT_ID: &str = "latch-web";
+pub const WEB_CLIENT_SECRET: &str = "latch-web-secret";
 
 /// The provider; killed when dropped.
 pub struct Idp {
@@ -150,6 +153,19 @@ impl Idp {
         self.admin("GET", "/fetches", None).await["discovery"]
             .as_u64()
             .expect("a count")
+    }
+
+    /// Registers the browser client with `redirect_uri` as its only callback.
+    pub async fn web_client(&self, redirect_uri: &str) {
+        let body = json!({ "redirect_uris": [redirect_uri] });
+        self.admin("POST", "/web-client", Some(&body)).await;
+    }
+
+    /// Makes the token endpoint answer ID tokens with `claims` merged in, re-signed with the
+    /// provider's own key (`{}` stops it): a provider that misbehaves, or an attacker who
+    /// can swap the token.
+    pub async fn id_token_claims(&self, claims: &Value) {
+        self.admin("POST", "/id-token-claims", Some(claims)).await;
     }
 
     async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Value {

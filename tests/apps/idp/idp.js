@@ -1,5 +1,5 @@
 // A real OpenID Provider (panva's oidc-provider) for Latch's end-to-end tests of keys fetched
-// from the provider and of identity asserted by a trusted auth proxy.
+// from the provider, of identity asserted by a trusted auth proxy, and of Latch's own sign-in.
 //
 //   node idp.js <port> <admin-port>
 //
@@ -16,6 +16,16 @@
 //   GET  /fetches            {"jwks": n, "discovery": n}: key set and discovery requests seen
 //   POST /sign               sign the JSON claims in the body with the newest key (RS256,
 //                            its kid), as a provider-issued assertion: {"token": "..."}
+//   POST /web-client         register the browser client "latch-web" (secret "latch-web-secret",
+//                            authorization code flow) with the JSON body's redirect_uris
+//   POST /id-token-claims    merge the JSON body's claims into every ID token the token
+//                            endpoint answers from now on, re-signed with the newest key (a
+//                            misbehaving provider; {} stops it)
+//
+// Sign-in interactions are driven over HTTP: the provider sends the browser to
+// GET /interaction/<uid>; GET /interaction/<uid>?login=<user> signs <user> in and grants the
+// requested scopes, then redirects back to the authorization endpoint. Every user exists; their
+// claims are name "User <user>", email "<user>@example.com" and roles ["editors"].
 // It prints "listening <port> <admin-port>" once both ports accept connections.
 
 import http from 'node:http';
@@ -41,11 +51,34 @@ const state = {
   garbage: false,
   cacheControl: '',
   fetches: { jwks: 0, discovery: 0 },
+  webRedirects: [],
+  idTokenClaims: {},
 };
 
+function signJwt(claims) {
+  const [key] = state.keys;
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: key.kid })}.${b64(claims)}`;
+  const signature = crypto.sign('sha256', Buffer.from(input), {
+    key: crypto.createPrivateKey({ key, format: 'jwk' }),
+  });
+  return `${input}.${signature.toString('base64url')}`;
+}
+
 function makeProvider() {
+  const web = state.webRedirects.length === 0 ? [] : [
+    {
+      client_id: 'latch-web',
+      client_secret: 'latch-web-secret',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: state.webRedirects,
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+  ];
   const provider = new Provider(issuer, {
     clients: [
+      ...web,
       {
         client_id: 'latch-m2m',
         client_secret: 'latch-m2m-secret',
@@ -56,8 +89,17 @@ function makeProvider() {
       },
     ],
     jwks: { keys: state.keys },
+    findAccount: (ctx, id) => ({
+      accountId: id,
+      claims: () => ({ sub: id, name: `User ${id}`, email: `${id}@example.com`, roles: ['editors'] }),
+    }),
+    claims: { openid: ['sub'], profile: ['name', 'roles'], email: ['email'] },
+    // The profile claims go into the ID token itself, as Latch reads them from there.
+    conformIdTokenClaims: false,
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
       devInteractions: { enabled: false },
+      rpInitiatedLogout: { enabled: true },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -75,6 +117,29 @@ function makeProvider() {
     extraTokenClaims: () => ({ name: 'Machine Client', roles: ['reader', 'robots'] }),
   });
   provider.use(async (ctx, next) => {
+    const interaction = /^\/interaction\/([^/]+)$/.exec(ctx.path);
+    if (interaction && ctx.method === 'GET') {
+      const details = await provider.interactionDetails(ctx.req, ctx.res);
+      const accountId = ctx.query.login;
+      if (!accountId) {
+        ctx.status = 200;
+        ctx.type = 'text/plain';
+        ctx.body = `sign in: GET ${ctx.path}?login=<user> (${details.prompt.name})`;
+        return;
+      }
+      const grant = new provider.Grant({ accountId, clientId: details.params.client_id });
+      grant.addOIDCScope(details.params.scope);
+      const grantId = await grant.save();
+      const to = await provider.interactionResult(
+        ctx.req,
+        ctx.res,
+        { login: { accountId }, consent: { grantId } },
+        { mergeWithLastSubmission: false },
+      );
+      ctx.status = 303;
+      ctx.redirect(to);
+      return;
+    }
     if (ctx.path === '/jwks') state.fetches.jwks += 1;
     if (ctx.path === '/.well-known/openid-configuration') state.fetches.discovery += 1;
     if (ctx.path === '/jwks' && state.garbage) {
@@ -85,6 +150,13 @@ function makeProvider() {
     }
     await next();
     if (ctx.path === '/jwks' && state.cacheControl) ctx.set('cache-control', state.cacheControl);
+    if (ctx.path === '/token' && Object.keys(state.idTokenClaims).length > 0) {
+      const body = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : ctx.body;
+      if (body && body.id_token) {
+        const claims = JSON.parse(Buffer.from(body.id_token.split('.')[1], 'base64url'));
+        ctx.body = { ...body, id_token: signJwt({ ...claims, ...state.idTokenClaims }) };
+      }
+    }
   });
   return provider;
 }
@@ -140,17 +212,22 @@ const admin = http.createServer(async (req, res) => {
       return reply(200, { cacheControl: state.cacheControl });
     }
     if (req.method === 'GET' && url.pathname === '/fetches') return reply(200, state.fetches);
+    if (req.method === 'POST' && (url.pathname === '/web-client' || url.pathname === '/id-token-claims')) {
+      let text = '';
+      for await (const chunk of req) text += chunk;
+      const body = JSON.parse(text);
+      if (url.pathname === '/web-client') {
+        state.webRedirects = body.redirect_uris;
+        handler = makeProvider().callback();
+      } else {
+        state.idTokenClaims = body;
+      }
+      return reply(200, body);
+    }
     if (req.method === 'POST' && url.pathname === '/sign') {
       let text = '';
       for await (const chunk of req) text += chunk;
-      const claims = JSON.parse(text);
-      const [key] = state.keys;
-      const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-      const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: key.kid })}.${b64(claims)}`;
-      const signature = crypto.sign('sha256', Buffer.from(input), {
-        key: crypto.createPrivateKey({ key, format: 'jwk' }),
-      });
-      return reply(200, { token: `${input}.${signature.toString('base64url')}` });
+      return reply(200, { token: signJwt(JSON.parse(text)) });
     }
     return reply(404, { error: 'no such admin endpoint' });
   } catch (error) {
