@@ -51,6 +51,16 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
     let name = path.get(prefix_len..).unwrap_or("").to_string();
     let method = session.req_header().method.clone();
     if let Some(sign_in) = &latch.sign_in {
+        // Another site may not sign a user out (logout CSRF): a browser's cross-site request
+        // for the logout, by link, form or image, is refused.
+        if name == "logout" {
+            let scheme = latch.config.proxy.public_scheme;
+            if let Err(refused) = check_same_origin(&session.req_header().headers, scheme) {
+                let reply = Reply::problem(403, "Forbidden", refused.message());
+                let unread = method == Method::POST && !session.is_body_done();
+                return reply.send(session, unread).await;
+            }
+        }
         if let Some(reply) = sign_in.serve(&name, session).await {
             let unread = matches!(method, Method::POST | Method::DELETE) && !session.is_body_done();
             return reply.send(session, unread).await;

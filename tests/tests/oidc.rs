@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tests::fixtures::DOC_EDIT;
@@ -355,6 +356,40 @@ async fn logout_ends_the_session_and_goes_to_the_providers_end_session_endpoint(
     let after = alice.get(&page, "application/json").await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
     assert_eq!(after.json()["code"], "missing");
+}
+
+#[tokio::test]
+async fn another_site_cannot_sign_a_user_out() {
+    let w = world().await;
+    let alice = Browser::new();
+    sign_in(&w, &alice, PROTECTED, "alice").await;
+    let page = Url::parse(&w.latch.url(PROTECTED)).unwrap();
+    let logout = Url::parse(&w.latch.url("/__latch/logout")).unwrap();
+    for (method, headers) in [
+        (Method::GET, vec![("sec-fetch-site", "cross-site")]),
+        (Method::POST, vec![("sec-fetch-site", "cross-site")]),
+        (Method::POST, vec![("origin", "https://evil.example")]),
+    ] {
+        let mut request = alice.http.request(method.clone(), logout.clone());
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let refused = hop(&logout, request.send().await.unwrap()).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{method} {headers:?}"
+        );
+        assert!(
+            refused.cookie("latch_oidc").is_none(),
+            "{method} {headers:?}"
+        );
+    }
+    // Still signed in.
+    assert_eq!(
+        alice.get(&page, "application/json").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
