@@ -51,11 +51,19 @@ impl Idp {
             admin_port,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: on a loaded 2-core machine, node loading oidc-provider has taken over 20 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut idp = idp;
         while !idp
             .log()
             .contains(&format!("listening {port} {admin_port}"))
         {
+            if let Ok(Some(status)) = idp.child.try_wait() {
+                panic!(
+                    "the identity provider exited at start ({status}); its log:\n{}",
+                    idp.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "the identity provider did not start; its log:\n{}",
