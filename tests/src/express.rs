@@ -28,12 +28,14 @@ impl App {
         );
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("a log file");
+        let out = log.reopen().expect("the log file");
         let child = Command::new("node")
             .arg(dir.join("app.js"))
             .arg(port.to_string())
             .stdin(Stdio::null())
-            .stdout(log.reopen().expect("the log file"))
-            .stderr(log.reopen().expect("the log file"))
+            // One open file for both, so that neither overwrites what the other wrote.
+            .stdout(out.try_clone().expect("the log file"))
+            .stderr(out)
             .spawn()
             .expect("node runs the Express app (scripts/setup.sh test installs it)");
         let app = App { child, port, log };

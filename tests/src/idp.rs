@@ -18,6 +18,11 @@ pub const AUDIENCE: &str = "urn:latch";
 pub const WEB_CLIENT_ID: &str = "latch-web";
 pub const WEB_CLIENT_SECRET: &str = "latch-web-secret";
 
+/// How long one start of the provider may take.
+const START_PATIENCE: Duration = Duration::from_secs(20);
+/// How many starts are tried.
+const START_TRIES: usize = 3;
+
 /// The provider; killed when dropped.
 pub struct Idp {
     child: Child,
@@ -27,51 +32,61 @@ pub struct Idp {
 }
 
 impl Idp {
+    /// Starts the provider on free ports. A start that has not come up within
+    /// [`START_PATIENCE`] (node now and then stalls at start on a loaded machine) is killed and
+    /// tried again on new ports, up to [`START_TRIES`] times.
     pub fn start() -> Idp {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps/idp");
         assert!(
             dir.join("node_modules/oidc-provider/package.json").exists(),
             "the identity provider's packages are not installed: run `scripts/setup.sh test`"
         );
+        let mut last_log = String::new();
+        for _ in 0..START_TRIES {
+            match Idp::try_start(&dir) {
+                Ok(idp) => return idp,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!(
+            "the identity provider did not start in {START_TRIES} tries; its last log:\n{last_log}"
+        );
+    }
+
+    /// One start; the log of a start that did not come up in time.
+    fn try_start(dir: &std::path::Path) -> Result<Idp, String> {
         let port = free_port();
         let admin_port = free_port();
         let log = tempfile::NamedTempFile::new().expect("a log file");
+        let out = log.reopen().expect("the log file");
         let child = Command::new("node")
             .arg(dir.join("idp.js"))
             .arg(port.to_string())
             .arg(admin_port.to_string())
             .stdin(Stdio::null())
-            .stdout(log.reopen().expect("the log file"))
-            .stderr(log.reopen().expect("the log file"))
+            // One open file for both, so that they share its offset and neither overwrites
+            // what the other wrote (two opens of the file would each write from its start).
+            .stdout(out.try_clone().expect("the log file"))
+            .stderr(out)
             .spawn()
             .expect("node runs the identity provider (scripts/setup.sh test installs it)");
-        let idp = Idp {
+        let mut idp = Idp {
             child,
             port,
             admin_port,
             log,
         };
-        // Generous: on a loaded 2-core machine, node loading oidc-provider has taken over 20 s.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut idp = idp;
-        while !idp
-            .log()
-            .contains(&format!("listening {port} {admin_port}"))
-        {
-            if let Ok(Some(status)) = idp.child.try_wait() {
-                panic!(
-                    "the identity provider exited at start ({status}); its log:\n{}",
-                    idp.log()
-                );
+        let deadline = Instant::now() + START_PATIENCE;
+        let ready = format!("listening {port} {admin_port}");
+        while !idp.log().contains(&ready) {
+            let exited = matches!(idp.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
+                // Dropping it kills it.
+                return Err(idp.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "the identity provider did not start; its log:\n{}",
-                idp.log()
-            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        idp
+        Ok(idp)
     }
 
     pub fn log(&self) -> String {
