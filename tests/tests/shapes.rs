@@ -163,13 +163,19 @@ async fn browsing_shows_shapes_with_ids_folded_and_a_rule_from_one_is_enforced()
                 .as_u16()
         }
     };
-    eventually(Duration::from_secs(10), || async {
+    let enforced = eventually(Duration::from_secs(20), || async {
         (status("alice", "/echo/pages/7/edit/").await == 200
             && status("bob", "/echo/pages/7/edit/").await == 423)
             .then_some(())
     })
-    .await
-    .expect("the suggested rule is enforced");
+    .await;
+    assert!(
+        enforced.is_some(),
+        "the suggested rule is not enforced: alice {}, bob {}; the proxy's log:\n{}",
+        status("alice", "/echo/pages/7/edit/").await,
+        status("bob", "/echo/pages/7/edit/").await,
+        latch.log()
+    );
     assert_eq!(status("bob", "/echo/pages/8/edit/").await, 200);
     browse(
         &latch,
