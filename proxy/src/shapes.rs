@@ -115,21 +115,12 @@ pub struct ShapeBook {
     book: Mutex<Book>,
 }
 
-/// One shape as the admin port shows it.
+/// One shape as the admin port shows it: the entry an instance publishes and the control
+/// plane merges ([`rules::ShapeEntry`]), and a rule for it.
 #[derive(Serialize)]
 pub struct ShapeView {
-    pub method: String,
-    pub shape: String,
-    /// Estimated requests (sampled ones times the sampling interval).
-    pub count: u64,
-    /// Milliseconds since the Unix epoch.
-    pub first_seen: u64,
-    pub last_seen: u64,
-    pub kinds: Vec<Kind>,
-    /// A method that may change something (not GET, HEAD, OPTIONS or TRACE).
-    pub writes: bool,
-    /// The rule that matched it when it was last seen.
-    pub rule: Option<String>,
+    #[serde(flatten)]
+    pub entry: rules::ShapeEntry,
     /// A rule for it: `pattern` with typed captures and a `resource`.
     pub suggestion: Suggestion,
 }
@@ -246,25 +237,29 @@ impl ShapeBook {
             .map(|(key, stats)| {
                 let (pattern, resource) = rules::suggest_rule(&key.shape);
                 ShapeView {
-                    method: key.method.to_string(),
-                    shape: key.shape.to_string(),
-                    count: stats.count,
-                    first_seen: stats.first_seen,
-                    last_seen: stats.last_seen,
-                    kinds: Kind::ALL
-                        .into_iter()
-                        .filter(|k| stats.kinds & k.bit() != 0)
-                        .collect(),
-                    writes: !matches!(
-                        key.method,
-                        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-                    ),
-                    rule: stats.rule.as_deref().map(str::to_owned),
+                    entry: rules::ShapeEntry {
+                        method: key.method.to_string(),
+                        shape: key.shape.to_string(),
+                        count: stats.count,
+                        first_seen: stats.first_seen,
+                        last_seen: stats.last_seen,
+                        kinds: Kind::ALL
+                            .into_iter()
+                            .filter(|k| stats.kinds & k.bit() != 0)
+                            .map(|k| rules::SHAPE_KINDS[k as usize].to_owned())
+                            .collect(),
+                        writes: !matches!(
+                            key.method,
+                            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+                        ),
+                        rule: stats.rule.as_deref().map(str::to_owned),
+                    },
                     suggestion: Suggestion { pattern, resource },
                 }
             })
             .collect();
         shapes.sort_by(|a, b| {
+            let (a, b) = (&a.entry, &b.entry);
             b.count
                 .cmp(&a.count)
                 .then_with(|| a.shape.cmp(&b.shape))
@@ -426,7 +421,14 @@ mod tests {
         let rows: Vec<(&str, &str, u64, bool)> = report
             .shapes
             .iter()
-            .map(|s| (s.method.as_str(), s.shape.as_str(), s.count, s.writes))
+            .map(|s| {
+                (
+                    s.entry.method.as_str(),
+                    s.entry.shape.as_str(),
+                    s.entry.count,
+                    s.entry.writes,
+                )
+            })
             .collect();
         let n = u64::from(SAMPLE_EVERY);
         assert_eq!(
@@ -438,9 +440,12 @@ mod tests {
             ]
         );
         let edit = &report.shapes[0];
-        assert_eq!(edit.kinds, [Kind::Page, Kind::Xhr]);
-        assert_eq!((edit.first_seen, edit.last_seen), (1_000, 1_004));
-        assert_eq!(edit.rule.as_deref(), Some("pages"));
+        assert_eq!(edit.entry.kinds, ["page", "xhr"]);
+        assert_eq!(
+            (edit.entry.first_seen, edit.entry.last_seen),
+            (1_000, 1_004)
+        );
+        assert_eq!(edit.entry.rule.as_deref(), Some("pages"));
         assert_eq!(edit.suggestion.pattern, "/admin/pages/{id:int}/edit/");
         assert_eq!(edit.suggestion.resource, "pages:{id}");
         assert_eq!(book.report("", 2).shapes.len(), 2);
@@ -486,8 +491,8 @@ mod tests {
             "{} > {bound}",
             book.heap_bytes()
         );
-        assert_eq!(report.shapes[0].shape, "/admin/pages/{int}/edit/");
-        assert_eq!(report.shapes[0].count, 50 * u64::from(SAMPLE_EVERY));
+        assert_eq!(report.shapes[0].entry.shape, "/admin/pages/{int}/edit/");
+        assert_eq!(report.shapes[0].entry.count, 50 * u64::from(SAMPLE_EVERY));
     }
 
     #[test]
