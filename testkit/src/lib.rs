@@ -4,10 +4,12 @@
 //!
 //! - [`redis`]: throwaway `redis-server` processes (plain, TLS, a three-master cluster).
 //! - [`mongo`]: a MongoDB-compatible server (nx-27017) with its own data directory.
+//! - [`certs`]: a throwaway CA made with `openssl`, and the certificates it issues.
 //! - [`chrome`]: headless Chromium and a ChromeDriver child, for browser tests.
 //!
 //! It depends on no Latch crate, so `store` can use it for its own tests without a cycle.
 
+pub mod certs;
 pub mod chrome;
 pub mod mongo;
 pub mod redis;
@@ -39,7 +41,7 @@ pub fn wait_for_port(port: u16, limit: Duration, log: impl Fn() -> String) {
 /// Does something listen on loopback `port`? A connection whose local port is `port` itself
 /// is TCP's simultaneous open with itself, which happens now and then while nothing listens
 /// (the kernel may pick the target port as the ephemeral one): that is a no.
-fn listening(port: u16) -> bool {
+pub fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port))
         .and_then(|s| s.local_addr())
         .is_ok_and(|local| local.port() != port)

@@ -45,8 +45,10 @@ impl RedisServer {
     /// server and the CA certificate's path, for clients to trust.
     pub fn start_tls() -> (Self, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("a temp dir for redis");
-        let ca = make_certificates(dir.path());
-        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let authority = crate::certs::TestCa::new(dir.path(), "redis");
+        let issued = authority.issue(&["127.0.0.1", "localhost"]);
+        let ca = authority.cert();
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
         let port = free_port();
         let extra = vec![
             "--port".to_owned(),
@@ -54,11 +56,11 @@ impl RedisServer {
             "--tls-port".to_owned(),
             port.to_string(),
             "--tls-cert-file".to_owned(),
-            path("server.pem"),
+            path(&issued.cert),
             "--tls-key-file".to_owned(),
-            path("server.key"),
+            path(&issued.key),
             "--tls-ca-cert-file".to_owned(),
-            path("ca.pem"),
+            path(&ca),
             "--tls-auth-clients".to_owned(),
             "no".to_owned(),
         ];
@@ -158,77 +160,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Writes `ca.pem`, `server.pem` and `server.key` into `dir`; returns the CA's path.
-fn make_certificates(dir: &Path) -> std::path::PathBuf {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let key = "ec_paramgen_curve:prime256v1";
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        key,
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=latch-test-ca",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        key,
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("write server.ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    dir.join("ca.pem")
 }
 
 fn read_log(dir: &Path) -> String {
