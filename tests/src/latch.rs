@@ -99,7 +99,24 @@ impl LatchBuilder {
     }
 
     /// Writes the files, starts `latch proxy`, and waits until it serves.
+    ///
+    /// The listen ports are free when picked, but another test may bind one before `latch`
+    /// does; a start that fails for that reason is tried again on new ports.
     pub fn start(self) -> Latch {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            match self.try_start() {
+                Ok(latch) => return latch,
+                Err(log) if attempt < ATTEMPTS && log.contains("Address already in use") => {
+                    eprintln!("latch could not bind a port picked for it; trying new ports");
+                }
+                Err(log) => panic!("latch did not start; its log:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(&self) -> Result<Latch, String> {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = free_port();
         let admin_port = free_port();
@@ -138,8 +155,8 @@ impl LatchBuilder {
             dir,
             log_path,
         };
-        latch.wait_ready();
-        latch
+        latch.wait_ready()?;
+        Ok(latch)
     }
 }
 
@@ -202,22 +219,19 @@ impl Latch {
         let _ = self.child.wait();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until both ports accept; the log if the process exits first, or on timeout.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("latch exited at start ({status}); its log:\n{}", self.log());
+                return Err(format!("(exited at start: {status})\n{}", self.log()));
             }
-            let proxy_up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
-            let admin_up = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok();
-            if proxy_up && admin_up {
-                return;
+            if testkit::listening(self.port) && testkit::listening(self.admin_port) {
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "latch did not start; its log:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("(not listening after 20 s)\n{}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
