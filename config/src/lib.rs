@@ -83,24 +83,14 @@ pub struct OidcConfig {
 }
 
 impl OidcConfig {
-    /// The ID token algorithms accepted: every asymmetric one. A provider signs ID tokens with
-    /// its published keys, never with the client secret here.
-    pub const ID_TOKEN_ALGORITHMS: &'static [&'static str] = &[
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-    ];
-
-    /// How ID tokens are verified: the provider's discovered keys, `iss` = the issuer,
-    /// `aud` = the client id, and the claim mapping and leeway of `[auth]`.
-    pub fn id_token_settings(&self, auth: &auth::AuthSettings) -> auth::AuthSettings {
-        auth::AuthSettings {
-            algorithms: Self::ID_TOKEN_ALGORITHMS
-                .iter()
-                .map(|a| (*a).to_owned())
-                .collect(),
-            key: auth::KeySource::Remote(auth::RemoteKeys::at(auth::KeyLocation::Discovery)),
-            issuer: Some(self.issuer.clone()),
-            audience: vec![self.client_id.clone()],
-            ..auth.clone()
+    /// The client's registration, for the relying party.
+    pub fn client(&self) -> auth::ClientSettings {
+        auth::ClientSettings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            scopes: self.scopes.clone(),
+            session_lifetime: self.session_lifetime,
         }
     }
 }

@@ -1203,7 +1203,7 @@ fn oidc_settings() {
         !debug.contains("s3cret") && !debug.contains(&cookie),
         "{debug}"
     );
-    let settings = oidc.id_token_settings(&c.auth.settings);
+    let settings = auth::relying_party::id_token_settings(&oidc.client(), &c.auth.settings);
     assert_eq!(settings.audience, ["latch"]);
     assert_eq!(
         settings.issuer.as_deref(),

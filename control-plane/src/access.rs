@@ -35,14 +35,39 @@ impl ControlPlane {
             headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
             &self.cookie,
         );
-        let Some(token) = token else {
-            return Access::Anonymous(auth::AuthError::Missing.to_string());
+        // A token first, as the proxy takes it; then the sign-in session cookie.
+        let verified = match token {
+            Some(token) => self
+                .verifier
+                .verify(token)
+                .or_else(|refused| self.signed_in(headers).map_err(|_| refused)),
+            None => self.signed_in(headers),
         };
-        match self.verifier.verify(token) {
+        match verified {
             Ok(identity) if identity.has_any_role(&self.admin_roles) => Access::Admin(identity),
             Ok(identity) => Access::NotAdmin(identity),
             Err(e) => Access::Anonymous(e.to_string()),
         }
+    }
+
+    /// The identity of the sign-in session cookie, when `[oidc]` is set and the request has
+    /// one.
+    fn signed_in(&self, headers: &HeaderMap) -> Result<Arc<Identity>, auth::AuthError> {
+        let Some(party) = &self.sign_in else {
+            return Err(auth::AuthError::Missing);
+        };
+        let value = auth::token_from_headers(
+            headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+            None,
+            auth::relying_party::SESSION_COOKIE,
+        )
+        .ok_or(auth::AuthError::Missing)?;
+        party.sessions().open(value, crate::now_millis() / 1000)
+    }
+
+    /// Whether the console signs admins in with an identity provider.
+    pub(crate) fn signs_in(&self) -> bool {
+        self.sign_in.is_some()
     }
 }
 

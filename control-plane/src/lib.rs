@@ -19,6 +19,7 @@ mod request;
 mod rule_json;
 mod rules_api;
 mod shapes_api;
+mod sign_in;
 mod ui;
 
 use std::future::Future;
@@ -54,6 +55,9 @@ pub struct Parts {
     pub reserved_prefix: String,
     /// In demo mode, a link that signs the visitor in as the demo admin.
     pub demo_sign_in: Option<String>,
+    /// Sign-in with the OpenID Provider of `[oidc]`: the console's `/login`, `/callback` and
+    /// `/logout`, and its session cookie accepted like a token.
+    pub sign_in: Option<auth::RelyingParty>,
 }
 
 /// The control plane's shared state.
@@ -68,6 +72,7 @@ pub struct ControlPlane {
     path_parameters: rules::PathParameters,
     reserved_prefix: String,
     demo_sign_in: Option<String>,
+    sign_in: Option<auth::RelyingParty>,
     recorder: Recorder,
 }
 
@@ -96,6 +101,7 @@ impl ControlPlane {
             path_parameters: parts.path_parameters,
             reserved_prefix: parts.reserved_prefix,
             demo_sign_in: parts.demo_sign_in,
+            sign_in: parts.sign_in,
             recorder,
         };
         (Arc::new(control_plane), task)
@@ -125,6 +131,9 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
     Router::new()
         .route("/", get(ui::index))
         .route("/ui/{name}", get(ui::asset))
+        .route("/login", get(sign_in::login))
+        .route("/callback", get(sign_in::callback))
+        .route("/logout", get(sign_in::logout))
         .method_not_allowed_fallback(request::method_not_allowed)
         .nest("/api/v1", api)
         .fallback(request::no_route)

@@ -30,6 +30,17 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 pub async fn index(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> Response {
     let (status, state, user, reason) = match cp.access(&headers) {
         Access::Admin(identity) => (StatusCode::OK, "ok", identity.name.clone(), String::new()),
+        // With an identity provider, a visitor who is not signed in is sent to sign in.
+        Access::Anonymous(_) if cp.signs_in() => {
+            let mut response = StatusCode::FOUND.into_response();
+            if let Ok(location) = HeaderValue::from_str(&cp.login_location("/")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
         Access::Anonymous(reason) => (
             StatusCode::UNAUTHORIZED,
             "signed-out",
@@ -51,6 +62,7 @@ pub async fn index(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> R
         .replace("{{user}}", &escape(&user))
         .replace("{{reason}}", &escape(&reason))
         .replace("{{cookie}}", &escape(&cp.cookie))
+        .replace("{{signout}}", if cp.signs_in() { "/logout" } else { "" })
         .replace(
             "{{demo}}",
             &escape(cp.demo_sign_in.as_deref().unwrap_or("")),
@@ -112,6 +124,7 @@ mod tests {
             "{{user}}",
             "{{reason}}",
             "{{cookie}}",
+            "{{signout}}",
             "{{demo}}",
         ] {
             assert!(

@@ -705,6 +705,10 @@ function start() {
     return;
   }
   $("#who").textContent = `Signed in as ${body.dataset.user}`;
+  if (body.dataset.signout) {
+    $("#signout").href = body.dataset.signout;
+    $("#signout").hidden = false;
+  }
   $("#tabs").hidden = false;
   $("#app").hidden = false;
   showTab();

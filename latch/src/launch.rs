@@ -93,8 +93,22 @@ pub fn control_plane(
 ) -> Result<Task, Vec<String>> {
     let verifier = auth::Verifier::new(config.auth.settings.clone())
         .map_err(|e| vec![format!("auth: {e}")])?;
-    // Fetched keys are kept current by a task of the control plane's own.
-    let keys = verifier.provider().cloned();
+    // The console signs admins in with the provider of `[oidc]`, as the proxy does.
+    let sign_in = match &config.oidc {
+        Some(oidc) => Some(
+            auth::RelyingParty::new(oidc.client(), &config.auth.settings, &oidc.cookie_secret)
+                .map_err(|e| vec![format!("oidc: {e}")])?,
+        ),
+        None => None,
+    };
+    // Fetched keys are kept current by tasks of the control plane's own.
+    let keys: Vec<_> = [
+        verifier.provider().cloned(),
+        sign_in.as_ref().and_then(|s| s.keys().cloned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let (control_plane, recorder) = control_plane::ControlPlane::new(control_plane::Parts {
         rules: stores.rules.clone(),
         events: stores.events.clone(),
@@ -106,12 +120,13 @@ pub fn control_plane(
         path_parameters: config.proxy.path_parameters,
         reserved_prefix: config.proxy.prefix.clone(),
         demo_sign_in,
+        sign_in,
     });
     let router = control_plane::router(control_plane);
     let listen = config.control_plane.listen;
     Ok(Box::pin(async move {
         tokio::spawn(recorder);
-        if let Some(provider) = keys {
+        for provider in keys {
             tokio::spawn(provider.run());
         }
         tracing::info!(listen = %listen, "control plane serving");

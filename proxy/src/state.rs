@@ -216,7 +216,7 @@ impl Latch {
             crate::oidc::SESSION_COOKIE,
         ) {
             Some(value) => sign_in
-                .sessions
+                .sessions()
                 .open(value, crate::time_fmt::now_ms() / 1000),
             None => Err(auth::AuthError::Missing),
         }

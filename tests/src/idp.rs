@@ -180,7 +180,12 @@ impl Idp {
 
     /// Registers the browser client with `redirect_uri` as its only callback.
     pub async fn web_client(&self, redirect_uri: &str) {
-        let body = json!({ "redirect_uris": [redirect_uri] });
+        self.web_client_for(&[redirect_uri]).await;
+    }
+
+    /// Registers the browser client with several callbacks (the proxy's and the console's).
+    pub async fn web_client_for(&self, redirect_uris: &[&str]) {
+        let body = json!({ "redirect_uris": redirect_uris });
         self.admin("POST", "/web-client", Some(&body)).await;
     }
 

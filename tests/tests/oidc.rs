@@ -176,6 +176,16 @@ async fn to_callback(w: &World, browser: &Browser, return_to: &str, user: &str) 
 
 /// The provider's part: authorization request, interaction, consent, back to the callback.
 async fn finish_at_provider(w: &World, browser: &Browser, authorize: &Url, user: &str) -> Url {
+    provider_sign_in(browser, authorize, user, &w.latch.url("/__latch/callback")).await
+}
+
+/// The provider's part for a client whose callback is `expected_callback`.
+async fn provider_sign_in(
+    browser: &Browser,
+    authorize: &Url,
+    user: &str,
+    expected_callback: &str,
+) -> Url {
     let at = browser.get(authorize, HTML).await;
     assert_eq!(at.status, StatusCode::SEE_OTHER, "{}", at.body);
     let mut interaction = at.to().clone();
@@ -189,10 +199,7 @@ async fn finish_at_provider(w: &World, browser: &Browser, authorize: &Url, user:
     let resumed = browser.get(done.to(), HTML).await;
     assert_eq!(resumed.status, StatusCode::SEE_OTHER, "{}", resumed.body);
     let callback = resumed.to().clone();
-    assert_eq!(
-        callback.as_str().split('?').next(),
-        Some(w.latch.url("/__latch/callback").as_str())
-    );
+    assert_eq!(callback.as_str().split('?').next(), Some(expected_callback));
     callback
 }
 
@@ -699,4 +706,134 @@ async fn chromium_signs_in_through_the_provider_and_lands_on_its_page() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// `latch run` with `[oidc]`: the console sends a visitor to the provider, lets the admin in
+/// on return (roles from the ID token), shares the session with the proxy on the same host,
+/// refuses a forged session and a cross-site sign-out, and signs out at the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_an_admin_in_with_the_provider_and_out_again() {
+    let idp = Idp::start();
+    let upstream = Upstream::start().await;
+    let cp_port = tests::free_port();
+    let oidc = format!(
+        "[oidc]\nissuer = \"{}\"\nclient_id = \"{WEB_CLIENT_ID}\"\n\
+         client_secret = \"{WEB_CLIENT_SECRET}\"\ncookie_secret = \"{COOKIE_SECRET}\"",
+        idp.issuer()
+    );
+    // Every user of the test provider has the role "editors".
+    let console =
+        format!("[control_plane]\nlisten = \"127.0.0.1:{cp_port}\"\nadmin_roles = [\"editors\"]");
+    let port = upstream.port();
+    let latch = tokio::task::spawn_blocking(move || {
+        let latch = LatchBuilder::new(port)
+            .command("run")
+            .rules(DOC_EDIT)
+            .section(&oidc)
+            .section(&console)
+            .start();
+        tests::wait_for_port(cp_port, std::time::Duration::from_secs(20), || latch.log());
+        latch
+    })
+    .await
+    .expect("starting latch run");
+    let cp = |path: &str| Url::parse(&format!("http://127.0.0.1:{cp_port}{path}")).unwrap();
+    let console_callback = cp("/callback");
+    idp.web_client_for(&[&latch.url("/__latch/callback"), console_callback.as_str()])
+        .await;
+
+    // A visitor without a session is sent to sign in, and from there to the provider.
+    let browser = Browser::new();
+    let page = browser.get(&cp("/"), HTML).await;
+    assert_eq!(page.status, StatusCode::FOUND, "{}", page.body);
+    assert_eq!(page.to().as_str(), cp("/login?return_to=%2F").as_str());
+    let started = browser.get(page.to(), HTML).await;
+    assert_eq!(started.status, StatusCode::FOUND, "{}", started.body);
+    let flow = started.cookie("latch_oidc_flow").expect("a flow cookie");
+    assert!(
+        flow.contains("Path=/callback") && flow.contains("HttpOnly"),
+        "{flow}"
+    );
+    let authorize = started.to().clone();
+    assert!(authorize.as_str().starts_with(&idp.issuer()), "{authorize}");
+    assert_eq!(
+        query(&authorize, "redirect_uri").as_deref(),
+        Some(console_callback.as_str())
+    );
+
+    // Back from the provider: a session, and the console as an admin.
+    let callback = provider_sign_in(&browser, &authorize, "ada", console_callback.as_str()).await;
+    let done = browser.get(&callback, HTML).await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert_eq!(done.to().as_str(), cp("/").as_str());
+    let session = session_value(&done);
+    let page = browser.get(&cp("/"), HTML).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("data-auth=\"ok\""), "{}", page.body);
+    assert!(
+        page.body.contains("data-user=\"User ada\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("data-signout=\"/logout\""),
+        "{}",
+        page.body
+    );
+    let locks = browser.get(&cp("/api/v1/locks"), "application/json").await;
+    assert_eq!(locks.status, StatusCode::OK, "{}", locks.body);
+
+    // One sign-in serves both: the proxy on the same host takes the same session.
+    let edit = Url::parse(&latch.url(PROTECTED)).unwrap();
+    let opened = browser.get(&edit, HTML).await;
+    assert_eq!(opened.status, StatusCode::OK, "{}", opened.body);
+    let held = browser.get(&cp("/api/v1/locks"), "application/json").await;
+    assert!(
+        held.body.contains("\"ada\""),
+        "the lock is ada's: {}",
+        held.body
+    );
+
+    // A forged session cookie is not an admin: it is sent to sign in.
+    let forged_cookie = format!("latch_oidc={}x", &session[..session.len() - 1]);
+    let stranger = Browser::new();
+    let forged = stranger
+        .http
+        .get(cp("/"))
+        .header(ACCEPT, HTML)
+        .header(COOKIE, &forged_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FOUND);
+    let api = stranger
+        .http
+        .get(cp("/api/v1/locks"))
+        .header(COOKIE, &forged_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+
+    // Another site cannot sign the admin out.
+    let cross = browser
+        .http
+        .get(cp("/logout"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    let still = browser.get(&cp("/api/v1/locks"), "application/json").await;
+    assert_eq!(still.status, StatusCode::OK, "{}", still.body);
+
+    // Signing out clears the session and goes to the provider's end-session endpoint.
+    let out = browser.get(&cp("/logout"), HTML).await;
+    assert_eq!(out.status, StatusCode::FOUND, "{}", out.body);
+    assert!(out.to().as_str().starts_with(&idp.issuer()), "{}", out.to());
+    assert_eq!(query(out.to(), "client_id").as_deref(), Some(WEB_CLIENT_ID));
+    let cleared = out.cookie("latch_oidc").expect("the session is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let after = browser.get(&cp("/api/v1/locks"), "application/json").await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
 }
