@@ -30,6 +30,8 @@ const SCENARIO: &str = "instructions per request (callgrind), 1.4 KB";
 const SCENARIO_BIG: &str = "instructions per request (callgrind), 100 KB HTML";
 const SCENARIO_FRESH: &str =
     "instructions per request (callgrind), 100 KB HTML, head new on every request";
+/// The sign-in cookie secret of the Latch under callgrind, so the bench can seal a session.
+const COOKIE_SECRET: &str = "bench-cookie-secret-of-at-least-32-bytes!";
 const WARMUP: Duration = Duration::from_secs(3);
 const MEASURED: Duration = Duration::from_secs(8);
 
@@ -234,8 +236,14 @@ pub(crate) async fn rows(
         store: "memory".into(),
     };
     let conf = latch_dir.join("latch.toml");
-    std::fs::write(&conf, latch::config(&settings, port, admin_port))
-        .map_err(|e| BenchError::io(conf.display().to_string(), e))?;
+    // Sign-in is on, so the held path can also be measured with a session cookie instead of a
+    // bearer token. The provider is never reached: sessions are sealed here.
+    let oidc = format!(
+        "\n[oidc]\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"latch\"\n\
+         client_secret = \"bench\"\ncookie_secret = \"{COOKIE_SECRET}\"\n"
+    );
+    let config = latch::config(&settings, port, admin_port) + &oidc;
+    std::fs::write(&conf, config).map_err(|e| BenchError::io(conf.display().to_string(), e))?;
     let rules = latch_dir.join("rules.toml");
     std::fs::write(&rules, latch::RULES)
         .map_err(|e| BenchError::io(rules.display().to_string(), e))?;
@@ -259,7 +267,16 @@ pub(crate) async fn rows(
     let held_n = profiled
         .per_request(&Load::get(url(&held), 200).bearer(&tokens.alice), scripts)
         .await;
+    let bearer_held = held_n.as_ref().ok().copied();
     rows.push(row(SCENARIO, "latch, held, memory", held_n, base_held));
+    let session = session_cookie()?;
+    let by_session = profiled
+        .per_request(
+            &Load::get(url(&held), 200).cookie(auth::relying_party::SESSION_COOKIE, &session),
+            scripts,
+        )
+        .await;
+    rows.push(session_row(by_session, base_held, bearer_held));
     // The same page with and without the banner: their difference is the banner's cost.
     for (dir, system) in [
         ("plain", "latch, held, inject=false"),
@@ -278,6 +295,39 @@ pub(crate) async fn rows(
     rows.extend(big_rows);
     rows.extend(fresh_rows);
     Ok(rows)
+}
+
+/// A sign-in session for alice, sealed with the key of the Latch under callgrind.
+fn session_cookie() -> Result<String, BenchError> {
+    let sessions = auth::Sessions::new(COOKIE_SECRET.as_bytes())
+        .map_err(|e| BenchError::Check(format!("session key: {e}")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(sessions.issue(&auth::Identity {
+        user: "alice".into(),
+        name: "alice".into(),
+        roles: Vec::new(),
+        expires_at: now + 24 * 3600,
+    }))
+}
+
+/// The held path with a session cookie: against bare pingora with a token, and against the same
+/// path with a bearer token (the budget is +2%).
+fn session_row(
+    per_request: Result<f64, BenchError>,
+    bare: Option<f64>,
+    bearer: Option<f64>,
+) -> Row {
+    let against_bearer = match (&per_request, bearer) {
+        (Ok(n), Some(b)) if b > 0.0 => Some((n / b - 1.0) * 100.0),
+        _ => None,
+    };
+    let mut row = row(SCENARIO, "latch, held, session cookie", per_request, bare);
+    if let (Verdict::Info(text), Some(percent)) = (&mut row.verdict, against_bearer) {
+        text.push_str(&format!(", {percent:+.2}% against the bearer token"));
+    }
+    row
 }
 
 #[cfg(test)]
@@ -304,6 +354,21 @@ mod tests {
             Err(BenchError::Check("x".into())),
             None,
         );
+        assert_eq!(failed.verdict, Verdict::Failed("x".into()));
+    }
+
+    #[test]
+    fn the_session_row_compares_with_the_bearer_token_too() {
+        let r = session_row(Ok(101_000.0), Some(84_000.0), Some(100_000.0));
+        assert_eq!(r.system, "latch, held, session cookie");
+        assert_eq!(
+            r.verdict,
+            Verdict::Info(
+                "101,000 instructions, 1.202× bare pingora's, +1.00% against the bearer token"
+                    .into()
+            )
+        );
+        let failed = session_row(Err(BenchError::Check("x".into())), None, Some(1.0));
         assert_eq!(failed.verdict, Verdict::Failed("x".into()));
     }
 

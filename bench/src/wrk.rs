@@ -29,6 +29,13 @@ impl Load {
         }
     }
 
+    /// Sends `Cookie: {name}={value}` on every request.
+    pub fn cookie(mut self, name: &str, value: &str) -> Load {
+        self.headers
+            .push(("Cookie".into(), format!("{name}={value}")));
+        self
+    }
+
     /// Sends `Authorization: Bearer {token}` on every request.
     pub fn bearer(mut self, token: &str) -> Load {
         self.headers
