@@ -65,6 +65,20 @@ if [ "$purpose" = test ]; then
   fi
 fi
 
+# `npm ci` in $1 (shown as $2) at the versions its package-lock.json pins; installed again only
+# when the lock file changes. $3 says what it installs.
+npm_ci() {
+  local dir="$1" shown="$2" what="$3"
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.latch-package-lock.json"; then
+    echo "setup: installing $what (npm ci, $shown)"
+    (cd "$dir" && npm ci --no-audit --no-fund --silent) || {
+      echo "setup: could not install them; run: (cd $shown && npm ci)" >&2
+      exit 1
+    }
+    cp "$dir/package-lock.json" "$dir/node_modules/.latch-package-lock.json"
+  fi
+}
+
 if [ "$purpose" = test ]; then
   # The real apps the enforcement differential test puts behind Latch (tests/apps/), at the
   # versions pinned there: the Python ones into tests/apps/pydeps/ (the apps import from it
@@ -81,28 +95,14 @@ if [ "$purpose" = test ]; then
     }
     cp "$apps/requirements.txt" "$apps/pydeps/.requirements.txt"
   fi
-  if ! cmp -s "$apps/express/package-lock.json" "$apps/express/node_modules/.latch-package-lock.json"; then
-    echo "setup: installing the Express test app's packages (npm ci, tests/apps/express)"
-    (cd "$apps/express" && npm ci --no-audit --no-fund --silent) || {
-      echo "setup: could not install them; run: (cd tests/apps/express && npm ci)" >&2
-      exit 1
-    }
-    cp "$apps/express/package-lock.json" "$apps/express/node_modules/.latch-package-lock.json"
-  fi
+  npm_ci "$apps/express" tests/apps/express "the Express test app's packages"
 fi
 
 if [ "$purpose" = test ]; then
   # The identity provider of the key-fetching and trusted-proxy tests (oidc-provider, pinned
   # in tests/apps/idp/package-lock.json), installed again when its pins change.
-  idp="$(cd "$(dirname "$0")/.." && pwd)/tests/apps/idp"
-  if ! cmp -s "$idp/package-lock.json" "$idp/node_modules/.latch-package-lock.json"; then
-    echo "setup: installing the test identity provider's packages (npm ci, tests/apps/idp)"
-    (cd "$idp" && npm ci --no-audit --no-fund --silent) || {
-      echo "setup: could not install them; run: (cd tests/apps/idp && npm ci)" >&2
-      exit 1
-    }
-    cp "$idp/package-lock.json" "$idp/node_modules/.latch-package-lock.json"
-  fi
+  npm_ci "$(cd "$(dirname "$0")/.." && pwd)/tests/apps/idp" tests/apps/idp \
+    "the test identity provider's packages"
   # The API contract checkers (tests/tools/): schemathesis and openapi-spec-validator at the
   # versions pinned in tests/tools/requirements.txt,
   # in a virtual environment of their own, so their many dependencies meet nothing else.
@@ -119,12 +119,5 @@ if [ "$purpose" = test ]; then
     cp "$tools/requirements.txt" "$tools/venv/.requirements.txt"
   fi
   # Redocly's OpenAPI linter, at the version locked in tests/tools/package-lock.json.
-  if ! cmp -s "$tools/package-lock.json" "$tools/node_modules/.latch-package-lock.json"; then
-    echo "setup: installing Redocly's OpenAPI linter (npm ci, tests/tools)"
-    (cd "$tools" && npm ci --no-audit --no-fund --silent) || {
-      echo "setup: could not install it; run: (cd tests/tools && npm ci)" >&2
-      exit 1
-    }
-    cp "$tools/package-lock.json" "$tools/node_modules/.latch-package-lock.json"
-  fi
+  npm_ci "$tools" tests/tools "Redocly's OpenAPI linter"
 fi
