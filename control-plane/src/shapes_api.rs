@@ -43,23 +43,11 @@ pub struct Suggestion {
     pub resource: String,
 }
 
+/// A merged shape, as the proxies publish it, with the rule suggested for it.
 #[derive(Serialize, ToSchema)]
 pub struct ShapeView {
-    pub method: String,
-    /// The normalized path with ids folded: `{int}`, `{uuid}`, `{date}`, `{hash}`, `{token}`,
-    /// `{str}`.
-    pub shape: String,
-    /// Estimated requests, over every instance.
-    pub count: u64,
-    /// Milliseconds since the Unix epoch.
-    pub first_seen: u64,
-    pub last_seen: u64,
-    /// `page`, `xhr`, `asset`, `other`.
-    pub kinds: Vec<String>,
-    /// A method that may change something was seen.
-    pub writes: bool,
-    /// The rule that matched it when last seen.
-    pub rule: Option<String>,
+    #[serde(flatten)]
+    pub entry: rules::ShapeEntry,
     pub suggestion: Suggestion,
 }
 
@@ -110,14 +98,7 @@ pub async fn list(
         .map(|entry| {
             let (pattern, resource) = rules::suggest_rule(&entry.shape);
             ShapeView {
-                method: entry.method,
-                shape: entry.shape,
-                count: entry.count,
-                first_seen: entry.first_seen,
-                last_seen: entry.last_seen,
-                kinds: entry.kinds,
-                writes: entry.writes,
-                rule: entry.rule,
+                entry,
                 suggestion: Suggestion { pattern, resource },
             }
         })

@@ -189,16 +189,20 @@ pub const SHAPE_KINDS: [&str; 4] = ["page", "xhr", "asset", "other"];
 
 /// One shape as a proxy instance publishes it and the control plane merges it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShapeEntry {
     pub method: String,
+    /// The normalized path with ids folded: `{int}`, `{uuid}`, `{date}`, `{hash}`, `{token}`,
+    /// `{str}`.
     pub shape: String,
-    /// Estimated requests.
+    /// Estimated requests (over every instance, once merged).
     pub count: u64,
     /// Milliseconds since the Unix epoch.
     pub first_seen: u64,
     pub last_seen: u64,
-    /// Some of [`SHAPE_KINDS`], in that order.
+    /// Some of [`SHAPE_KINDS`] (`page`, `xhr`, `asset`, `other`), in that order.
     pub kinds: Vec<String>,
+    /// A method that may change something was seen.
     pub writes: bool,
     /// The rule that matched it when last seen.
     pub rule: Option<String>,
