@@ -29,7 +29,9 @@ pub enum Access {
 }
 
 impl ControlPlane {
-    pub(crate) fn access(&self, headers: &HeaderMap) -> Access {
+    /// A token naming a key the fetched set does not hold (the provider rotated its keys) gets
+    /// one rate-limited refetch of the set before it is refused, as at the proxy.
+    pub(crate) async fn access(&self, headers: &HeaderMap) -> Access {
         let token = auth::token_from_headers(
             headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
             headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
@@ -37,10 +39,10 @@ impl ControlPlane {
         );
         // A token first, as the proxy takes it; then the sign-in session cookie.
         let verified = match token {
-            Some(token) => self
-                .verifier
-                .verify(token)
-                .or_else(|refused| self.signed_in(headers).map_err(|_| refused)),
+            Some(token) => match self.verifier.verify_or_refetch(token).await {
+                Ok(identity) => Ok(identity),
+                Err(refused) => self.signed_in(headers).map_err(|_| refused),
+            },
             None => self.signed_in(headers),
         };
         match verified {
@@ -78,7 +80,7 @@ impl FromRequestParts<Arc<ControlPlane>> for Admin {
         parts: &mut Parts,
         state: &Arc<ControlPlane>,
     ) -> Result<Admin, ApiError> {
-        let identity = match state.access(&parts.headers) {
+        let identity = match state.access(&parts.headers).await {
             Access::Admin(identity) => identity,
             Access::Anonymous(reason) => return Err(ApiError::Unauthorized(reason)),
             Access::NotAdmin(identity) => {

@@ -28,7 +28,7 @@ const STYLE: &str = include_str!("../ui/style.css");
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 pub async fn index(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> Response {
-    let (status, state, user, reason) = match cp.access(&headers) {
+    let (status, state, user, reason) = match cp.access(&headers).await {
         Access::Admin(identity) => (StatusCode::OK, "ok", identity.name.clone(), String::new()),
         // With an identity provider, a visitor who is not signed in is sent to sign in.
         Access::Anonymous(_) if cp.signs_in() => {

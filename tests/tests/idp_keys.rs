@@ -383,3 +383,61 @@ async fn unsigned_and_foreign_algorithm_tokens_stay_refused() {
     let forged = foreign_token(kid.as_str().unwrap());
     assert_refused(&latch, &forged, "bad_signature", "foreign key, known kid").await;
 }
+
+/// The control plane verifies admins' tokens with the same fetched keys, and a rotation at the
+/// provider needs no restart there either: a token naming the new key refetches the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_follows_a_rotation_with_no_restart() {
+    let upstream = Upstream::start().await;
+    let idp = Idp::start();
+    let cp_port = tests::free_port();
+    let auth = format!(
+        "algorithms = [\"RS256\"]\nissuer = \"{}\"\naudience = [\"{AUDIENCE}\"]\n\
+         jwks_refetch_seconds = 1",
+        idp.issuer()
+    );
+    let key_line = jwks_url(&idp);
+    let port = upstream.port();
+    // The provider's machine client has the roles "reader" and "robots".
+    let latch = tokio::task::spawn_blocking(move || {
+        let latch = LatchBuilder::new(port)
+            .command("run")
+            .rules(DOC_EDIT)
+            .auth_key(&key_line)
+            .auth(&auth)
+            .section(&format!(
+                "[control_plane]\nlisten = \"127.0.0.1:{cp_port}\"\nadmin_roles = [\"robots\"]"
+            ))
+            .start();
+        tests::wait_for_port(cp_port, Duration::from_secs(20), || latch.log());
+        latch
+    })
+    .await
+    .expect("starting latch run");
+    let locks = |token: String| async move {
+        let resp = client()
+            .get(format!("http://127.0.0.1:{cp_port}/api/v1/locks"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap_or_default())
+    };
+    let before = eventually(Duration::from_secs(10), || async {
+        let (status, _) = locks(idp.token().await).await;
+        (status == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert!(
+        before.is_some(),
+        "the admin's token is refused:\n{}",
+        latch.log()
+    );
+
+    idp.rotate(false).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = locks(idp.token().await).await;
+    assert_eq!(status, StatusCode::OK, "signed with the new key: {body}");
+    let (status, body) = locks(foreign_token("not-published")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a foreign key: {body}");
+}
