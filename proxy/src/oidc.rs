@@ -147,10 +147,12 @@ impl SignIn {
     /// Serves `login`, `callback` and `logout`; `None` for any other endpoint name.
     pub async fn serve(&self, name: &str, session: &Session) -> Option<Reply> {
         let method = &session.req_header().method;
+        // Over TLS the callback is an https URL and the cookies are `Secure`.
+        let scheme = crate::peer::scheme(session, self.public_scheme);
         let reply = match (name, method) {
-            ("login", &Method::GET) => self.login(session).await,
-            ("callback", &Method::GET) => self.callback(session).await,
-            ("logout", &Method::GET | &Method::POST) => self.logout().await,
+            ("login", &Method::GET) => self.login(session, scheme).await,
+            ("callback", &Method::GET) => self.callback(session, scheme).await,
+            ("logout", &Method::GET | &Method::POST) => self.logout(scheme).await,
             ("login" | "callback", _) => {
                 Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET")
             }
@@ -170,12 +172,12 @@ impl SignIn {
         url
     }
 
-    async fn login(&self, session: &Session) -> Reply {
+    async fn login(&self, session: &Session, scheme: &str) -> Reply {
         let html = wants_html(session);
         let headers = &session.req_header().headers;
         let return_to = query_param(session, "return_to").unwrap_or_default();
         let return_to = safe_return_to(&return_to).to_owned();
-        let Some(redirect_uri) = self.redirect_uri(headers) else {
+        let Some(redirect_uri) = self.redirect_uri(scheme, headers) else {
             return failure(
                 html,
                 Failure::new(
@@ -215,14 +217,20 @@ impl SignIn {
             .header(header::LOCATION, target.to_string())
             .header(
                 header::SET_COOKIE,
-                self.cookie(FLOW_COOKIE, &sealed, &self.flow_path(), FLOW_SECONDS),
+                self.cookie(
+                    scheme,
+                    FLOW_COOKIE,
+                    &sealed,
+                    &self.flow_path(),
+                    FLOW_SECONDS,
+                ),
             )
     }
 
-    async fn callback(&self, session: &Session) -> Reply {
+    async fn callback(&self, session: &Session, scheme: &str) -> Reply {
         let html = wants_html(session);
-        let clear_flow = self.cookie(FLOW_COOKIE, "", &self.flow_path(), 0);
-        match self.finish(session).await {
+        let clear_flow = self.cookie(scheme, FLOW_COOKIE, "", &self.flow_path(), 0);
+        match self.finish(session, scheme).await {
             Ok((identity, return_to)) => {
                 let now = now_ms() / 1000;
                 let value = self.sessions.issue(&identity);
@@ -245,7 +253,7 @@ impl SignIn {
                     .header(header::SET_COOKIE, clear_flow)
                     .header(
                         header::SET_COOKIE,
-                        self.cookie(SESSION_COOKIE, &value, "/", max_age),
+                        self.cookie(scheme, SESSION_COOKIE, &value, "/", max_age),
                     )
             }
             Err(failed) => {
@@ -256,7 +264,11 @@ impl SignIn {
     }
 
     /// Every check of a returning browser, then the code exchange and the ID token's.
-    async fn finish(&self, session: &Session) -> Result<(auth::Identity, String), Failure> {
+    async fn finish(
+        &self,
+        session: &Session,
+        scheme: &str,
+    ) -> Result<(auth::Identity, String), Failure> {
         let headers = &session.req_header().headers;
         let no_flow = || {
             Failure::new(
@@ -309,7 +321,7 @@ impl SignIn {
                     "the callback carries no code",
                 )
             })?;
-        let redirect_uri = self.redirect_uri(headers).ok_or_else(|| {
+        let redirect_uri = self.redirect_uri(scheme, headers).ok_or_else(|| {
             Failure::new(
                 400,
                 "Bad request",
@@ -404,8 +416,8 @@ impl SignIn {
             })
     }
 
-    async fn logout(&self) -> Reply {
-        let clear = self.cookie(SESSION_COOKIE, "", "/", 0);
+    async fn logout(&self, scheme: &str) -> Reply {
+        let clear = self.cookie(scheme, SESSION_COOKIE, "", "/", 0);
         let target = match self.endpoints().await {
             Ok(endpoints) => match &endpoints.end_session {
                 Some(end) => {
@@ -484,7 +496,7 @@ impl SignIn {
 
     /// The callback URL: configured, or this proxy's public scheme, the request's Host and the
     /// callback path. `None` for a Host that is not a plain host and port.
-    fn redirect_uri(&self, headers: &HeaderMap) -> Option<String> {
+    fn redirect_uri(&self, scheme: &str, headers: &HeaderMap) -> Option<String> {
         if let Some(url) = &self.config.redirect_url {
             return Some(url.clone());
         }
@@ -494,7 +506,7 @@ impl SignIn {
             && host.bytes().all(|b| {
                 b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
             });
-        plain.then(|| format!("{}://{host}{}/callback", self.public_scheme, self.prefix))
+        plain.then(|| format!("{scheme}://{host}{}/callback", self.prefix))
     }
 
     fn flow_path(&self) -> String {
@@ -503,12 +515,8 @@ impl SignIn {
 
     /// A `Set-Cookie` value: never readable by scripts, sent on top-level navigations from the
     /// provider (Lax), and only over TLS when browsers reach the proxy over TLS.
-    fn cookie(&self, name: &str, value: &str, path: &str, max_age: u64) -> String {
-        let secure = if self.public_scheme == "https" {
-            "; Secure"
-        } else {
-            ""
-        };
+    fn cookie(&self, scheme: &str, name: &str, value: &str, path: &str, max_age: u64) -> String {
+        let secure = if scheme == "https" { "; Secure" } else { "" };
         format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
     }
 }
