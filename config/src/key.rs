@@ -473,6 +473,7 @@ mod tests {
             auth_key: AuthKey::default(),
             trusted: auth::TrustedProxySettings::default(),
             oidc: Default::default(),
+            tls: Default::default(),
         }
     }
 

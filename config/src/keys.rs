@@ -115,7 +115,7 @@ fn declare() -> Vec<Key> {
             .doc("Optional plain-HTTP listener that answers every request with 308 to the same host, path and query over HTTPS; a host no certificate covers gets 421."),
         Key::seconds("tls.hsts_seconds", 0..=63_072_000, |d, v| d.tls.hsts = v)
             .default(0)
-            .doc("`Strict-Transport-Security: max-age` sent on every response over TLS; `0`: not sent."),
+            .doc("`Strict-Transport-Security: max-age` sent on the app's responses over TLS (docs/tls.md); `0`: not sent."),
         Key::seconds("tls.reload_seconds", 0..=86_400, |d, v| d.tls.reload = v)
             .default(60)
             .doc("How often the certificate files are read again; a changed, valid file replaces its certificate for new connections. `0`: only on SIGHUP (which always reloads)."),
