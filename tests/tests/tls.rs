@@ -672,3 +672,56 @@ async fn chromium_shows_the_banner_on_a_page_served_over_https() {
         .await;
     alice.quit().await;
 }
+
+#[test]
+fn latch_check_reports_every_certificate_problem() {
+    let (ca, dir) = new_ca();
+    let good = ca.issue(&["app.test"]);
+    let other = ca.issue(&["other.test"]);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    let config = dir.path().join("latch.toml");
+    std::fs::write(dir.path().join("rules.toml"), "").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:1\"\n[auth]\nsecret = \"{}\"\n\
+             [rules]\nstore = \"rules.toml\"\n\
+             [tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             certificates = [\"garbage.pem\"]\n",
+            tests::SECRET,
+            good.cert.display(),
+            other.key.display(),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) =
+        tests::latch::run_latch(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("tls.cert_file")
+            && err.contains("the private key does not belong to the certificate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tls.certificates") && err.contains("garbage.pem"),
+        "{err}"
+    );
+
+    // The same files, fixed, pass.
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:1\"\n[auth]\nsecret = \"{}\"\n\
+             [rules]\nstore = \"rules.toml\"\n\
+             [tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            tests::SECRET,
+            good.cert.display(),
+            good.key.display(),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) =
+        tests::latch::run_latch(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
