@@ -71,7 +71,7 @@ fn declare() -> Vec<Key> {
             .doc("What `;` path parameters mean to rules: removed before matching, or refused."),
         Key::choice("proxy.public_scheme", |d, Scheme(v)| d.config.proxy.public_scheme = v)
             .default("http")
-            .doc("Scheme browsers use to reach the proxy (`https` behind a TLS load balancer); a browser's `Origin` must name it."),
+            .doc("Scheme browsers use to reach the proxy (`https` behind a TLS load balancer); a browser's `Origin` must name it. Requests to `tls.listen` are `https` whatever this says."),
         Key::seconds("proxy.header_timeout_seconds", 1..=3_600, |d, v| {
             d.config.proxy.header_timeout = v
         })
