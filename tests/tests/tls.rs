@@ -596,7 +596,8 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_head_deadli
     );
     let latch = LatchBuilder::new(upstream.port())
         .section(&section(https, &lines))
-        .env("LATCH_PROXY_HEADER_TIMEOUT_SECONDS", "2")
+        // Long enough that the three handshakes below finish on a loaded machine.
+        .env("LATCH_PROXY_HEADER_TIMEOUT_SECONDS", "5")
         .env("LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT", "3")
         .start();
     wait_https(&latch, https);
@@ -646,7 +647,7 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_head_deadli
     }
     let held = opened.elapsed();
     assert!(
-        held >= Duration::from_millis(1500) && held < Duration::from_secs(15),
+        held >= Duration::from_secs(4) && held < Duration::from_secs(19),
         "held for {held:?}"
     );
     assert!(connect(https, "app.test", &config).await.is_ok());
