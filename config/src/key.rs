@@ -28,6 +28,19 @@ pub(crate) struct Draft<'a> {
     pub trusted: auth::TrustedProxySettings,
     /// `[oidc]` as written; secrets may come from files, so it is judged once every key is read.
     pub oidc: OidcDraft,
+    /// `[tls]` as written; its files are read once every key is read.
+    pub tls: TlsDraft,
+}
+
+#[derive(Default)]
+pub(crate) struct TlsDraft {
+    pub listen: Option<SocketAddr>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub certificates: Vec<String>,
+    pub redirect_listen: Option<SocketAddr>,
+    pub hsts: Duration,
+    pub reload: Duration,
 }
 
 #[derive(Default)]
@@ -460,6 +473,7 @@ mod tests {
             auth_key: AuthKey::default(),
             trusted: auth::TrustedProxySettings::default(),
             oidc: Default::default(),
+            tls: Default::default(),
         }
     }
 

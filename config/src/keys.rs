@@ -71,7 +71,7 @@ fn declare() -> Vec<Key> {
             .doc("What `;` path parameters mean to rules: removed before matching, or refused."),
         Key::choice("proxy.public_scheme", |d, Scheme(v)| d.config.proxy.public_scheme = v)
             .default("http")
-            .doc("Scheme browsers use to reach the proxy (`https` behind a TLS load balancer); a browser's `Origin` must name it."),
+            .doc("Scheme browsers use to reach the proxy (`https` behind a TLS load balancer); a browser's `Origin` must name it. Requests to `tls.listen` are `https` whatever this says."),
         Key::seconds("proxy.header_timeout_seconds", 1..=3_600, |d, v| {
             d.config.proxy.header_timeout = v
         })
@@ -98,6 +98,27 @@ fn declare() -> Vec<Key> {
         })
         .default(DEFAULT_SHAPE_SAMPLE_EVERY)
         .doc("One request in this many, at random, is noted in the request-shape summary (`/shapes`); `1`: every one; `0`: none."),
+        // [tls]
+        Key::address("tls.listen", |d, v| d.tls.listen = Some(v))
+            .doc("Address of the HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN). Unset: no TLS. Needs a certificate: `cert_file` and `key_file`, or `certificates`."),
+        Key::text("tls.cert_file", |d, v| d.tls.cert_file = Some(v))
+            .allowed("a path, relative to the config file")
+            .doc("PEM certificate chain (leaf first) of the default certificate, served when the client's SNI names no certificate of `certificates`. Goes with `key_file`."),
+        Key::text("tls.key_file", |d, v| d.tls.key_file = Some(v))
+            .allowed("a path, relative to the config file")
+            .doc("PEM private key of `cert_file`."),
+        Key::list("tls.certificates", |d, v| d.tls.certificates = v)
+            .default(Vec::<String>::new())
+            .allowed("paths, relative to the config file")
+            .doc("PEM files that each hold a chain and its key, chosen by the client's SNI from the DNS names of the certificate (`*.example.com` included). With no default certificate, an SNI naming none of them fails the handshake."),
+        Key::address("tls.redirect_listen", |d, v| d.tls.redirect_listen = Some(v))
+            .doc("Optional plain-HTTP listener that answers every request with 308 to the same host, path and query over HTTPS; a host no certificate covers gets 421."),
+        Key::seconds("tls.hsts_seconds", 0..=63_072_000, |d, v| d.tls.hsts = v)
+            .default(0)
+            .doc("`Strict-Transport-Security: max-age` sent on the app's responses over TLS (docs/tls.md); `0`: not sent."),
+        Key::seconds("tls.reload_seconds", 0..=86_400, |d, v| d.tls.reload = v)
+            .default(60)
+            .doc("How often the certificate files are read again; a changed, valid file replaces its certificate for new connections. `0`: only on SIGHUP (which always reloads)."),
         // [auth]
         Key::list("auth.algorithms", |d, v| d.config.auth.settings.algorithms = v)
         .default(auth.algorithms.clone())
@@ -406,6 +427,7 @@ pub(crate) fn blank() -> Config {
         },
         trusted_proxy: None,
         oidc: None,
+        tls: None,
     }
 }
 
@@ -454,7 +476,7 @@ fn nonzero(n: u64) -> Option<u32> {
     u32::try_from(n).ok().filter(|n| *n > 0)
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
     let path = Path::new(p);
     if path.is_absolute() {
         path.to_path_buf()

@@ -19,6 +19,7 @@ mod key;
 mod keys;
 mod raw;
 mod reference;
+mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub use raw::ENV_PREFIX;
 pub use reference::reference_markdown;
+pub use tls::{load_certificate, name_covers, parse_certificate, LoadedCertificate};
 
 /// One configuration problem: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +64,25 @@ pub struct Config {
     pub trusted_proxy: Option<auth::TrustedProxy>,
     /// Sign-in with an OpenID Provider (`[oidc]`); `None`: Latch does not sign users in.
     pub oidc: Option<OidcConfig>,
+    /// The HTTPS listener (`[tls]`); `None`: the proxy speaks plain HTTP only.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: the HTTPS listener, its certificates and the plain listener that redirects to it.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// The default certificate: its chain file and its key file, served to a client whose SNI
+    /// names no other certificate (or that sends none).
+    pub default_certificate: Option<(PathBuf, PathBuf)>,
+    /// Files that each hold a chain and its key, chosen by SNI from their names.
+    pub certificates: Vec<PathBuf>,
+    /// A plain listener that answers every request with a redirect to the HTTPS listener.
+    pub redirect_listen: Option<SocketAddr>,
+    /// `Strict-Transport-Security: max-age` on responses over TLS; `None`: not sent.
+    pub hsts: Option<Duration>,
+    /// How often the certificate files are read again for changes; `None`: only on SIGHUP.
+    pub reload: Option<Duration>,
 }
 
 /// `[oidc]`: Latch as an OpenID Connect relying party (authorization code flow with PKCE).

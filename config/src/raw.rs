@@ -3,13 +3,13 @@
 //! stopping at the first.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rules::Problems;
 use toml::{Table, Value};
 
 use crate::key::{AuthKey, Draft, Fallback, Key};
-use crate::keys::{blank, KEYS};
+use crate::keys::{blank, resolve, KEYS};
 use crate::{Config, Issue};
 
 /// Environment variables starting with this override config keys: `LATCH_AUTH_SECRET`.
@@ -171,6 +171,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
         oidc: Default::default(),
+        tls: Default::default(),
     };
     for key in KEYS.iter() {
         apply_key(key, None, &mut draft, &mut |_, _| {});
@@ -188,6 +189,7 @@ pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::Rul
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
         oidc: Default::default(),
+        tls: Default::default(),
     };
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
@@ -230,6 +232,7 @@ pub(crate) fn convert(
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
         oidc: Default::default(),
+        tls: Default::default(),
     };
     let mut given = HashSet::new();
     for section in sections {
@@ -394,6 +397,11 @@ fn cross_checks(
                 ),
             );
         }
+    }
+
+    let tls = std::mem::take(&mut draft.tls);
+    if given.iter().any(|key| key.starts_with("tls.")) {
+        draft.config.tls = tls_config(tls, base, problem);
     }
 
     let locks = &draft.config.locks;
@@ -581,4 +589,86 @@ fn redirect_url_ok(url: &str, prefix: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `[tls]` judged whole: a listener, at least one certificate, and every certificate file
+/// readable, parsed, its key matching and not expired. Every problem is reported.
+fn tls_config(
+    draft: crate::key::TlsDraft,
+    base: &Path,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<crate::TlsConfig> {
+    let mut ok = true;
+    let Some(listen) = draft.listen else {
+        problem(
+            "tls.listen",
+            "required when any other [tls] key is set: the HTTPS listener's address".into(),
+        );
+        return None;
+    };
+    let default_certificate = match (draft.cert_file, draft.key_file) {
+        (Some(cert), Some(key)) => Some((resolve(base, &cert), resolve(base, &key))),
+        (Some(_), None) => {
+            problem("tls.key_file", "required with cert_file".into());
+            ok = false;
+            None
+        }
+        (None, Some(_)) => {
+            problem("tls.cert_file", "required with key_file".into());
+            ok = false;
+            None
+        }
+        (None, None) => None,
+    };
+    let certificates: Vec<PathBuf> = draft
+        .certificates
+        .iter()
+        .map(|file| resolve(base, file))
+        .collect();
+    if ok && default_certificate.is_none() && certificates.is_empty() {
+        problem(
+            "tls.cert_file",
+            "the HTTPS listener needs a certificate: cert_file and key_file, or certificates"
+                .into(),
+        );
+        ok = false;
+    }
+    if let Some((cert, key)) = &default_certificate {
+        if let Err(why) = crate::load_certificate(cert, key) {
+            problem("tls.cert_file", why);
+            ok = false;
+        }
+    }
+    for file in &certificates {
+        match crate::load_certificate(file, file) {
+            Ok(loaded) if loaded.names.is_empty() => {
+                problem(
+                    "tls.certificates",
+                    format!(
+                        "{}: the certificate has no DNS name in its subjectAltName, so no SNI \
+                         can choose it",
+                        file.display()
+                    ),
+                );
+                ok = false;
+            }
+            Ok(_) => {}
+            Err(why) => {
+                problem("tls.certificates", why);
+                ok = false;
+            }
+        }
+    }
+    if draft.redirect_listen == Some(listen) {
+        problem("tls.redirect_listen", "must differ from tls.listen".into());
+        ok = false;
+    }
+    ok.then(|| crate::TlsConfig {
+        listen,
+        default_certificate,
+        certificates,
+        redirect_listen: draft.redirect_listen,
+        hsts: (!draft.hsts.is_zero()).then_some(draft.hsts),
+        reload: (!draft.reload.is_zero()).then_some(draft.reload),
+    })
 }

@@ -54,7 +54,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
         // Another site may not sign a user out (logout CSRF): a browser's cross-site request
         // for the logout, by link, form or image, is refused.
         if name == "logout" {
-            let scheme = latch.config.proxy.public_scheme;
+            let scheme = crate::peer::scheme(session, latch.config.proxy.public_scheme);
             if let Err(refused) = check_same_origin(&session.req_header().headers, scheme) {
                 let reply = Reply::problem(403, "Forbidden", refused.message());
                 let unread = method == Method::POST && !session.is_body_done();
@@ -122,7 +122,7 @@ async fn read_small_body(session: &mut Session, limit: usize) -> Result<Option<B
 }
 
 async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result<Reply> {
-    let scheme = latch.config.proxy.public_scheme;
+    let scheme = crate::peer::scheme(session, latch.config.proxy.public_scheme);
     if let Err(refused) = check_same_origin(&session.req_header().headers, scheme) {
         return Ok(Reply::problem(403, "Forbidden", refused.message()));
     }

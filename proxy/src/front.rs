@@ -27,6 +27,14 @@
 //! - a connection that has said nothing by its deadline is closed; one that has sent part of a
 //!   head gets 408; a head longer than `max_header_bytes` gets 431 and never reaches pingora.
 //!
+//! Over TLS (`tls.listen`) the front first admits the connection under the client's limit and
+//! completes the TLS handshake itself, by the same deadline as the first head: pingora's own
+//! listener would give a handshake 60 s and count nothing. An HTTP/1.1 connection then runs the
+//! same kept-alive loop, the head put back through pingora's pipelined-request prefix (a TLS
+//! stream cannot be rewound); the banner socket is answered by the proxy's `{prefix}/ws`
+//! endpoint. An HTTP/2 connection (ALPN `h2`) goes to pingora's HTTP/2 server, whose bounds are
+//! its own (docs/tls.md).
+//!
 //! One timer per connection serves every deadline: it is moved, not re-armed, and moving a
 //! tokio timer later costs no more than an atomic update, so a request on a kept-alive
 //! connection pays no timer registration of its own. Pingora then reads the head from the bytes
@@ -38,14 +46,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::protocols::{GetSocketDigest, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use crate::conn_limit::ClientLimit;
@@ -80,6 +90,8 @@ pub struct Front {
     max_head: usize,
     /// `proxy.max_connections_per_client`.
     clients: ClientLimit,
+    /// The TLS handshake of every connection, on the HTTPS listener.
+    tls: Option<Acceptor>,
 }
 
 impl Front {
@@ -94,6 +106,16 @@ impl Front {
             clients: ClientLimit::new(config.max_connections_per_client),
             latch,
             line,
+            tls: None,
+        }
+    }
+
+    /// The front of the HTTPS listener: every connection is admitted, then its TLS handshake
+    /// made with `acceptor`, before any request is read.
+    pub fn with_tls(proxy: HttpProxy<LatchProxy>, latch: Arc<Latch>, acceptor: Acceptor) -> Front {
+        Front {
+            tls: Some(acceptor),
+            ..Front::new(proxy, latch)
         }
     }
 }
@@ -129,6 +151,26 @@ impl ServerApp for Front {
             tracing::debug!(?peer, "connection refused: the client has too many open");
             return None;
         };
+        if let Some(acceptor) = &self.tls {
+            let deadline = Instant::now() + self.header_timeout;
+            let tls = match tokio::time::timeout_at(deadline, acceptor.tls_handshake(*tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(?peer, "TLS handshake not finished in time");
+                    return None;
+                }
+            };
+            let stream: Stream = Box::new(tls);
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            }
+            Box::pin(self.serve_tls_http1(stream, deadline, shutdown)).await;
+            return None;
+        }
         // Boxed, so that a banner socket's long life does not keep the room its HTTP requests
         // needed (the read buffer, the deadline) in its own future.
         let banner = Box::pin(self.serve_http(tcp, shutdown)).await;
@@ -195,7 +237,8 @@ impl Front {
             };
             if first && self.opens_banner(&read) {
                 if let Head::Complete(headers, n) = parse_head(&read[..head_len]) {
-                    let admitted = ws::admit(&self.latch, &headers, peer_ip(&tcp));
+                    let scheme = self.latch.config.proxy.public_scheme;
+                    let admitted = ws::admit(&self.latch, &headers, peer_ip(&tcp), scheme);
                     drop(headers);
                     if let Ok(admitted) = admitted {
                         // A client may not send frames before the 101, but anything it did
@@ -228,6 +271,74 @@ impl Front {
         }
     }
 
+    /// Serves an HTTP/1.1 connection over TLS as [`Front::serve_http`] serves a plain one,
+    /// without the banner socket's own path. `deadline` is when the first head is due (the
+    /// handshake took part of that time).
+    async fn serve_tls_http1(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
+        let deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(deadline);
+        let mut shutdown_changed = shutdown.clone();
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let mut read = Vec::with_capacity(READ_SIZE);
+            let head = self
+                .read_head(
+                    &mut stream,
+                    &mut read,
+                    deadline.as_mut(),
+                    &mut shutdown_changed,
+                    first,
+                )
+                .await;
+            if let Err(missed) = head {
+                self.refuse_missed(stream, missed).await;
+                return None;
+            }
+            first = false;
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings.take() {
+                settings.apply_to_session(&mut session);
+            }
+            // The head read here is handed to pingora as the start of the request, exactly as
+            // it arrived; pingora parses it without waiting for more.
+            session.set_pipelined_prefix(BytesMut::from(Bytes::from(read)));
+            let keepalive = (!*shutdown.borrow()).then_some(self.header_timeout.as_secs().max(1));
+            session.set_keepalive(keepalive);
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (next_stream, next) = reused.consume();
+            settings = next;
+            stream = next_stream;
+            deadline
+                .as_mut()
+                .reset(Instant::now() + self.keepalive_timeout);
+        }
+    }
+
+    /// Answers a head that did not come as it should: nothing, 408 or 431.
+    async fn refuse_missed<S: AsyncRead + AsyncWrite + Unpin>(&self, io: S, missed: Missed) {
+        match missed {
+            Missed::Gone => {}
+            Missed::Late => {
+                refuse(
+                    io,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request head did not arrive in time",
+                )
+                .await
+            }
+            Missed::TooLarge => {
+                let detail = format!("the request head is longer than {} bytes", self.max_head);
+                refuse(io, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &detail).await;
+            }
+        }
+    }
+
     /// Does this head open with a banner handshake's request line?
     fn opens_banner(&self, read: &[u8]) -> bool {
         read.starts_with(&self.line) && matches!(read.get(self.line.len()), Some(b' ' | b'?'))
@@ -237,9 +348,9 @@ impl Front {
     /// (`read` may hold more: the start of a body). `deadline` is when the first byte is due
     /// (for the first request of a connection: the whole head); once a later request's first
     /// bytes arrived, the rest is due `header_timeout` after them.
-    async fn read_head(
+    async fn read_head<S: AsyncRead + Unpin>(
         &self,
-        tcp: &mut TcpStream,
+        tcp: &mut S,
         read: &mut Vec<u8>,
         mut deadline: Pin<&mut Sleep>,
         shutdown: &mut ShutdownWatch,
@@ -313,7 +424,7 @@ fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
 
 /// Answers a request head the proxy will not take with `status` and a problem document, then
 /// closes the connection.
-async fn refuse(mut tcp: Box<TcpStream>, status: StatusCode, detail: &str) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S, status: StatusCode, detail: &str) {
     let reply = Reply::problem(
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error"),

@@ -28,6 +28,7 @@ mod origin;
 mod peer;
 mod presence;
 mod recent;
+mod redirect;
 mod respond;
 pub mod rules_source;
 pub mod server;
@@ -37,6 +38,7 @@ mod stash;
 mod state;
 mod task;
 mod time_fmt;
+mod tls;
 mod upstream_headers;
 mod ws;
 

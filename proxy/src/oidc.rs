@@ -52,10 +52,12 @@ impl SignIn {
     /// Serves `login`, `callback` and `logout`; `None` for any other endpoint name.
     pub async fn serve(&self, name: &str, session: &Session) -> Option<Reply> {
         let method = &session.req_header().method;
+        // Over TLS the callback is an https URL and the cookies are `Secure`.
+        let scheme = crate::peer::scheme(session, self.public_scheme);
         let reply = match (name, method) {
-            ("login", &Method::GET) => self.login(session).await,
-            ("callback", &Method::GET) => self.callback(session).await,
-            ("logout", &Method::GET | &Method::POST) => self.logout().await,
+            ("login", &Method::GET) => self.login(session, scheme).await,
+            ("callback", &Method::GET) => self.callback(session, scheme).await,
+            ("logout", &Method::GET | &Method::POST) => self.logout(scheme).await,
             ("login" | "callback", _) => {
                 Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET")
             }
@@ -71,10 +73,10 @@ impl SignIn {
         relying_party::login_location(&format!("{}/login", self.prefix), path_and_query)
     }
 
-    async fn login(&self, session: &Session) -> Reply {
+    async fn login(&self, session: &Session, scheme: &str) -> Reply {
         let html = wants_html(session);
         let return_to = query_param(session, "return_to").unwrap_or_default();
-        let Some(redirect_uri) = self.redirect_uri(session) else {
+        let Some(redirect_uri) = self.redirect_uri(session, scheme) else {
             return failure(html, Failure::bad_host());
         };
         match self.party.begin(&return_to, &redirect_uri).await {
@@ -82,7 +84,8 @@ impl SignIn {
                 .header(header::LOCATION, begun.location)
                 .header(
                     header::SET_COOKIE,
-                    self.cookie(
+                    cookie(
+                        scheme,
                         FLOW_COOKIE,
                         &begun.flow_cookie,
                         &self.flow_path(),
@@ -93,9 +96,9 @@ impl SignIn {
         }
     }
 
-    async fn callback(&self, session: &Session) -> Reply {
+    async fn callback(&self, session: &Session, scheme: &str) -> Reply {
         let html = wants_html(session);
-        let clear_flow = self.cookie(FLOW_COOKIE, "", &self.flow_path(), 0);
+        let clear_flow = cookie(scheme, FLOW_COOKIE, "", &self.flow_path(), 0);
         let headers = &session.req_header().headers;
         let flow = auth::token_from_headers(
             headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
@@ -103,7 +106,7 @@ impl SignIn {
             FLOW_COOKIE,
         );
         let callback = Callback::from_query(session.req_header().uri.query());
-        let redirect_uri = self.redirect_uri(session);
+        let redirect_uri = self.redirect_uri(session, scheme);
         match self
             .party
             .finish(flow, &callback, redirect_uri.as_deref())
@@ -118,7 +121,7 @@ impl SignIn {
                     .header(header::SET_COOKIE, clear_flow)
                     .header(
                         header::SET_COOKIE,
-                        self.cookie(SESSION_COOKIE, &done.session_cookie, "/", max_age),
+                        cookie(scheme, SESSION_COOKIE, &done.session_cookie, "/", max_age),
                     )
             }
             Err(failed) => {
@@ -128,35 +131,31 @@ impl SignIn {
         }
     }
 
-    async fn logout(&self) -> Reply {
-        let clear = self.cookie(SESSION_COOKIE, "", "/", 0);
+    async fn logout(&self, scheme: &str) -> Reply {
+        let clear = cookie(scheme, SESSION_COOKIE, "", "/", 0);
         Reply::empty(302)
             .header(header::LOCATION, self.party.logout_location("/").await)
             .header(header::SET_COOKIE, clear)
     }
 
-    /// The callback URL: configured, or this proxy's public scheme, the request's Host and the
-    /// callback path.
-    fn redirect_uri(&self, session: &Session) -> Option<String> {
+    /// The callback URL: configured, or the request's scheme (https over TLS, else the public
+    /// scheme), its Host and the callback path.
+    fn redirect_uri(&self, session: &Session, scheme: &str) -> Option<String> {
         if let Some(url) = &self.redirect_url {
             return Some(url.clone());
         }
         let host = session.req_header().headers.get(header::HOST);
-        relying_party::callback_url(
-            self.public_scheme,
-            host.map(|h| h.as_bytes()),
-            &self.flow_path(),
-        )
+        relying_party::callback_url(scheme, host.map(|h| h.as_bytes()), &self.flow_path())
     }
 
     fn flow_path(&self) -> String {
         format!("{}/callback", self.prefix)
     }
+}
 
-    /// A sign-in cookie, `Secure` when browsers reach the proxy over TLS.
-    fn cookie(&self, name: &str, value: &str, path: &str, max_age: u64) -> String {
-        relying_party::cookie(name, value, path, max_age, self.public_scheme == "https")
-    }
+/// A sign-in cookie, `Secure` when the request's scheme is https.
+fn cookie(scheme: &str, name: &str, value: &str, path: &str, max_age: u64) -> String {
+    relying_party::cookie(name, value, path, max_age, scheme == "https")
 }
 
 fn query_param(session: &Session, name: &str) -> Option<String> {

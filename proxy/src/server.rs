@@ -9,18 +9,24 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use pingora::services::ServiceWithDependents;
+use pingora::tls::ResolvesServerCert;
 
 use crate::front::Front;
+use crate::redirect::Redirect;
 use crate::rules_source::{self, Polling};
 use crate::service::LatchProxy;
 use crate::state::{Latch, StartError};
 use crate::task::Task;
+use crate::tls::Certificates;
 
 /// Everything one instance runs besides the proxy itself.
 struct Background {
@@ -99,6 +105,28 @@ pub fn build(
         })?,
     );
 
+    let tls = match &latch.config.tls {
+        Some(config) => {
+            let certs = Certificates::load(config).map_err(StartError::Other)?;
+            for (key, addr) in [
+                ("tls.listen", Some(config.listen)),
+                ("tls.redirect_listen", config.redirect_listen),
+            ] {
+                if let Some(addr) = addr {
+                    drop(std::net::TcpListener::bind(addr).map_err(|e| {
+                        StartError::Other(format!("{key}: cannot listen on {addr}: {e}"))
+                    })?);
+                }
+            }
+            tasks.push(Box::pin(crate::tls::watch(
+                Arc::clone(&certs),
+                config.reload,
+            )));
+            Some((config.clone(), certs))
+        }
+        None => None,
+    };
+
     if let Some(polling) = rules {
         tasks.push(Box::pin(rules_source::poll(
             latch.clone(),
@@ -123,12 +151,7 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let proxy = pingora::proxy::http_proxy(
-        &server.configuration,
-        LatchProxy {
-            latch: latch.clone(),
-        },
-    );
+    let proxy = pingora::proxy::http_proxy(&server.configuration, LatchProxy::new(latch.clone()));
     let mut proxy = Service::new("latch proxy".into(), Front::new(proxy, latch.clone()));
     // No read buffer under pingora's own: HTTP sessions read into their own buffers, and a
     // banner socket would otherwise keep a buffer page of its own for its whole idle life.
@@ -136,6 +159,21 @@ pub fn build(
         ListenerConfig::tcp(latch.config.proxy.listen.to_string())
             .l4_buffer(L4BufferSettings::default().read(0)),
     );
+    let mut services: Vec<Box<dyn ServiceWithDependents>> = Vec::new();
+    if let Some((config, certs)) = tls {
+        services.push(Box::new(https_service(&server, &latch, &config, &certs)));
+        if let Some(addr) = config.redirect_listen {
+            let redirect = Redirect::new(
+                certs,
+                config.listen.port(),
+                latch.config.proxy.max_connections_per_client,
+                latch.config.proxy.header_timeout,
+            );
+            let mut service = Service::new("latch https redirect".into(), redirect);
+            service.add_tcp(&addr.to_string());
+            services.push(Box::new(service));
+        }
+    }
     let background = background_service(
         "latch",
         Background {
@@ -145,8 +183,38 @@ pub fn build(
         },
     );
     server.add_service(proxy);
+    for service in services {
+        server.add_boxed_service(service);
+    }
     server.add_service(background);
     Ok(server)
+}
+
+/// The HTTPS listener: its own proxy (HTTP/2 connections idle out after
+/// `proxy.keepalive_timeout_seconds`) behind a front that makes the TLS handshakes with
+/// `certs`, offering HTTP/2 and HTTP/1.1 by ALPN.
+fn https_service(
+    server: &Server,
+    latch: &Arc<Latch>,
+    config: &config::TlsConfig,
+    certs: &Arc<Certificates>,
+) -> Service<Front> {
+    let mut proxy =
+        pingora::proxy::http_proxy(&server.configuration, LatchProxy::new(latch.clone()));
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(latch.config.proxy.keepalive_timeout);
+    proxy.server_options = Some(options);
+    // No files: the certificates come from the resolver, so the paths are never read.
+    let mut settings =
+        TlsSettings::intermediate("", "").expect("TLS settings without files cannot fail");
+    settings.set_cert_resolver(Arc::clone(certs) as Arc<dyn ResolvesServerCert>);
+    settings.enable_h2();
+    let front = Front::with_tls(proxy, latch.clone(), settings.build());
+    let mut service = Service::new("latch https".into(), front);
+    // A plain TCP listener: the front makes the handshake, after the client's limit and under
+    // the first head's deadline.
+    service.add_listener(ListenerConfig::tcp(config.listen.to_string()));
+    service
 }
 
 /// Runs until SIGINT (quick exit) or SIGTERM (a grace period of 1 s, then up to 2 s for the

@@ -23,7 +23,7 @@ use crate::cookies::{self, SESSION_COOKIE};
 use crate::fenced::Fenced;
 use crate::inject_body::{self, InjectPlan};
 use crate::metrics::Outcome;
-use crate::peer::peer_ip;
+use crate::peer::{self, peer_ip};
 use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
@@ -58,6 +58,22 @@ pub struct Ctx {
 
 pub struct LatchProxy {
     pub latch: Arc<Latch>,
+    /// `Strict-Transport-Security` for responses over TLS (`tls.hsts_seconds`).
+    hsts: Option<HeaderValue>,
+}
+
+impl LatchProxy {
+    pub fn new(latch: Arc<Latch>) -> LatchProxy {
+        let hsts = latch
+            .config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.hsts)
+            .and_then(|max_age| {
+                HeaderValue::try_from(format!("max-age={}", max_age.as_secs())).ok()
+            });
+        LatchProxy { latch, hsts }
+    }
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -157,6 +173,15 @@ impl LatchProxy {
     /// receives exactly the path the rules are matched against. Returns the 400 reply for a
     /// target or path that is refused.
     fn admit_target(&self, session: &mut Session) -> Result<Result<Admitted, Reply>> {
+        // An HTTP/2 request names its host in `:authority`, which pingora keeps in the URI
+        // (and has already checked against any `Host`). Everything after this reads `Host`, as
+        // for HTTP/1.1: the origin checks, the sign-in's callback, the app.
+        if session.is_http2() && !session.req_header().headers.contains_key(header::HOST) {
+            if let Some(authority) = session.req_header().uri.authority() {
+                let host = authority.as_str().to_owned();
+                session.req_header_mut().insert_header(header::HOST, host)?;
+            }
+        }
         let req = session.req_header();
         let is_options = req.method == Method::OPTIONS;
         let target = match rules::parse_target(req.raw_path(), is_options) {
@@ -460,8 +485,14 @@ impl LatchProxy {
             Some(sid) => sid.to_string(),
             None => {
                 let sid = cookies::new_session_id();
+                // Over TLS the cookie is never sent over plain HTTP, where it could be read.
+                let secure = if peer::is_tls(session) {
+                    "; Secure"
+                } else {
+                    ""
+                };
                 ctx.set_cookie = Some(format!(
-                    "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax"
+                    "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax{secure}"
                 ));
                 sid
             }
@@ -707,6 +738,11 @@ impl ProxyHttp for LatchProxy {
         }
         if let Some(cookie) = ctx.set_cookie.take() {
             resp.append_header(header::SET_COOKIE, cookie)?;
+        }
+        if let Some(hsts) = &self.hsts {
+            if peer::is_tls(session) {
+                resp.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
+            }
         }
         if let Some(plan) = ctx.inject.take() {
             ctx.injector = inject_body::prepare(&self.latch, session, resp, &plan).map(Box::new);

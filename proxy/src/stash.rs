@@ -334,7 +334,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, rest: &str) -> Rep
     match (&id, &method) {
         (_, &Method::GET | &Method::HEAD) => {}
         (Some(_), &Method::DELETE) => {
-            let scheme = latch.config.proxy.public_scheme;
+            let scheme = crate::peer::scheme(session, latch.config.proxy.public_scheme);
             if let Err(refused) = check_same_origin(&session.req_header().headers, scheme) {
                 return Reply::problem(403, "Forbidden", refused.message());
             }

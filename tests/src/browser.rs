@@ -50,10 +50,45 @@ impl Driver {
         browser
     }
 
+    /// A new browser signed in as `jwt` on `https://{host}:{port}`, Latch's HTTPS listener, with
+    /// `host` resolved to loopback. It takes the test CA's certificates without knowing the CA
+    /// (`--ignore-certificate-errors`), which is all this browser ever connects to.
+    pub async fn browser_over_https(
+        &self,
+        name: &'static str,
+        host: &str,
+        port: u16,
+        jwt: &str,
+    ) -> Browser {
+        let extra = [
+            "--ignore-certificate-errors".to_string(),
+            format!("--host-resolver-rules=MAP {host} 127.0.0.1"),
+        ];
+        let browser = self.signed_out_with(name, &extra).await;
+        let mut cookie = Cookie::parse(format!("latch_token={jwt}; Path=/; SameSite=Lax; Secure"))
+            .expect("a cookie");
+        cookie.set_domain(host.to_owned());
+        let signed_in = async {
+            let script = format!("https://{host}:{port}/__latch/banner.js");
+            browser.session().goto(&script).await?;
+            browser.session().add_cookie(cookie).await
+        }
+        .await;
+        if let Err(e) = signed_in {
+            browser.quit().await;
+            panic!("could not sign {name} in over https: {e}");
+        }
+        browser
+    }
+
     /// A new browser with a fresh profile and no cookies: it signs in the way a person does.
     pub async fn signed_out(&self, name: &'static str) -> Browser {
+        self.signed_out_with(name, &[]).await
+    }
+
+    async fn signed_out_with(&self, name: &'static str, extra: &[String]) -> Browser {
         let profile = tempfile::tempdir().expect("a profile dir");
-        let args = [
+        let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -65,6 +100,7 @@ impl Driver {
             "--window-size=1200,800".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(extra.iter().cloned());
         let chromium = crate::chrome::chromium();
         let mut caps = serde_json::Map::new();
         caps.insert(

@@ -213,6 +213,11 @@ impl Latch {
         std::fs::rename(&tmp, self.dir.path().join("rules.toml")).expect("rename rules");
     }
 
+    /// The process id, to signal it (`kill -HUP`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

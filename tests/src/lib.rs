@@ -12,6 +12,7 @@
 //!   down and counted.
 //! - The Flask document editor: [`editor`], the real app most browser tests run against.
 //! - Rule files: [`fixtures`], the shared `[[rule]]` tables.
+//! - HTTPS: [`tls`], the `[tls]` section and rustls clients that trust the test CA.
 //! - External servers (from the `testkit` crate, shared with the store's tests): [`redis`]
 //!   (`redis-server`, TLS, a cluster), [`mongo`] (a MongoDB-compatible server), [`chrome`]
 //!   (Chromium and ChromeDriver), and [`browser`], the signed-in Chromium browsers and banner
@@ -27,6 +28,7 @@ pub mod idp;
 pub mod instances;
 pub mod latch;
 pub mod node;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;

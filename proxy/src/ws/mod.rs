@@ -67,7 +67,12 @@ pub struct Admitted {
 /// Decides whether a WebSocket handshake may open a banner socket (same origin, a valid token,
 /// under the per-user limit) and registers it with the hub if so. The refusal is the reply to
 /// send instead of the 101.
-pub fn admit(latch: &Latch, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Admitted, Reply> {
+pub fn admit(
+    latch: &Latch,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    scheme: &str,
+) -> Result<Admitted, Reply> {
     let Some(key) = handshake_key(headers) else {
         return Err(Reply::problem(
             400,
@@ -76,7 +81,7 @@ pub fn admit(latch: &Latch, headers: &HeaderMap, peer: Option<IpAddr>) -> Result
         )
         .header(header::SEC_WEBSOCKET_VERSION, "13"));
     };
-    if let Err(refused) = check_same_origin(headers, latch.config.proxy.public_scheme) {
+    if let Err(refused) = check_same_origin(headers, scheme) {
         return Err(Reply::problem(403, "Forbidden", refused.message()));
     }
     let identity = latch.authenticate(headers, peer).map_err(|e| {
@@ -147,7 +152,8 @@ async fn run_admitted(latch: &Arc<Latch>, ws: Ws, admitted: Admitted, via: &'sta
 /// refused at the front), then bridges the upgraded connection until either side ends.
 pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
     let peer = crate::peer::peer_ip(session);
-    let admitted = match admit(latch, &session.req_header().headers, peer) {
+    let scheme = crate::peer::scheme(session, latch.config.proxy.public_scheme);
+    let admitted = match admit(latch, &session.req_header().headers, peer, scheme) {
         Ok(admitted) => admitted,
         Err(reply) => return reply.send(session, false).await,
     };
