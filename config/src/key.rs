@@ -28,7 +28,27 @@ pub(crate) struct Draft<'a> {
     pub trusted: auth::TrustedProxySettings,
     /// `[oidc]` as written; secrets may come from files, so it is judged once every key is read.
     pub oidc: OidcDraft,
+    /// The `[[app]]` entry being read; the keys of a repeated section fill it in, and the
+    /// loader moves it into `config.apps` once its keys are read.
+    pub app: crate::AppConfig,
 }
+
+impl<'a> Draft<'a> {
+    pub fn new(base: &'a Path) -> Draft<'a> {
+        Draft {
+            config: crate::keys::blank(),
+            base,
+            auth_key: AuthKey::default(),
+            trusted: auth::TrustedProxySettings::default(),
+            oidc: OidcDraft::default(),
+            app: crate::AppConfig::blank(),
+        }
+    }
+}
+
+/// Sections written as arrays of tables (`[[app]]`), each entry read with the section's keys.
+/// They are set only in the file: an environment variable could not say which entry it means.
+pub(crate) const REPEATED: &[&str] = &["app"];
 
 #[derive(Default)]
 pub(crate) struct OidcDraft {
@@ -360,6 +380,11 @@ impl Key {
         self
     }
 
+    /// Is this a key of each entry of a repeated section (`[[app]]`)?
+    pub fn repeated(&self) -> bool {
+        REPEATED.contains(&self.section)
+    }
+
     /// `section.name`.
     pub fn dotted(&self) -> String {
         format!("{}.{}", self.section, self.name)
@@ -450,17 +475,11 @@ pub(crate) fn choose<T: Choice>(s: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{blank, KEYS};
+    use crate::keys::KEYS;
     use crate::HeaderCase;
 
     fn draft() -> Draft<'static> {
-        Draft {
-            config: blank(),
-            base: Path::new("/etc/latch"),
-            auth_key: AuthKey::default(),
-            trusted: auth::TrustedProxySettings::default(),
-            oidc: Default::default(),
-        }
+        Draft::new(Path::new("/etc/latch"))
     }
 
     /// Applies `value` to `key` on a blank draft: the message, or what the setter stored as
