@@ -9,6 +9,7 @@
 //! release is a store operation whose event reaches the banners by itself.
 
 mod access;
+mod apps_api;
 mod error;
 mod events_api;
 mod locks_api;
@@ -54,6 +55,9 @@ pub struct Parts {
     pub reserved_prefix: String,
     /// In demo mode, a link that signs the visitor in as the demo admin.
     pub demo_sign_in: Option<String>,
+    /// `[[app]]` entries: the apps a rule may name, and the hosts that pick one when testing
+    /// a path. Empty: one app, with no name.
+    pub apps: Vec<config::AppConfig>,
 }
 
 /// The control plane's shared state.
@@ -68,10 +72,36 @@ pub struct ControlPlane {
     path_parameters: rules::PathParameters,
     reserved_prefix: String,
     demo_sign_in: Option<String>,
+    apps: Vec<config::AppConfig>,
     recorder: Recorder,
 }
 
 impl ControlPlane {
+    /// The names of the configured apps, in config order.
+    fn app_names(&self) -> Vec<&str> {
+        self.apps.iter().map(|app| app.name.as_str()).collect()
+    }
+
+    /// A rule's `app` must name a configured app: one naming none would never apply.
+    fn check_app(&self, rule: &rules::Rule) -> Result<(), Vec<FieldError>> {
+        let names = self.app_names();
+        let issues = rules::check_rule_apps(std::slice::from_ref(rule), &names);
+        match issues.first() {
+            Some(issue) => Err(vec![FieldError::new("app", issue.message.clone())]),
+            None => Ok(()),
+        }
+    }
+
+    /// The app a lock key belongs to, by the name that starts it (`wiki/doc:1`); `None` in
+    /// the one-app case.
+    fn app_of_resource(&self, resource: &str) -> Option<String> {
+        let (name, _) = resource.split_once('/')?;
+        self.apps
+            .iter()
+            .find(|app| app.name == name)
+            .map(|app| app.name.clone())
+    }
+
     /// Tells every proxy sharing the lock store to reload rules now (a Redis publish, or an
     /// in-process signal); their polling would pick the change up anyway within
     /// `poll_seconds`, so a failure here is only logged.
@@ -96,6 +126,7 @@ impl ControlPlane {
             path_parameters: parts.path_parameters,
             reserved_prefix: parts.reserved_prefix,
             demo_sign_in: parts.demo_sign_in,
+            apps: parts.apps,
             recorder,
         };
         (Arc::new(control_plane), task)
@@ -114,6 +145,7 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
                 .delete(rules_api::delete),
         )
         .route("/match", post(rules_api::matching))
+        .route("/apps", get(apps_api::list))
         .route("/locks", get(locks_api::list))
         .route("/locks/{resource}", delete(locks_api::force_release))
         .route("/shapes", get(shapes_api::list))

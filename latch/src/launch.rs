@@ -105,6 +105,7 @@ pub fn control_plane(
         public_scheme: config.control_plane.public_scheme,
         path_parameters: config.proxy.path_parameters,
         reserved_prefix: config.proxy.prefix.clone(),
+        apps: config.apps.clone(),
         demo_sign_in,
     });
     let router = control_plane::router(control_plane);
