@@ -207,7 +207,10 @@ mod tests {
     fn app(name: &str, hosts: &[&str]) -> AppConfig {
         AppConfig {
             name: name.to_owned(),
-            hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
             ..AppConfig::blank()
         }
     }
@@ -237,7 +240,9 @@ mod tests {
             ("wiki example", Err(())),
         ];
         for (text, expected) in cases {
-            let got = HostPattern::parse(text).map(|p| p.to_string()).map_err(|_| ());
+            let got = HostPattern::parse(text)
+                .map(|p| p.to_string())
+                .map_err(|_| ());
             assert_eq!(got, expected.map(str::to_owned), "{text:?}");
         }
     }
@@ -254,7 +259,11 @@ mod tests {
             ("", ""),
         ];
         for (authority, host) in cases {
-            assert_eq!(host_of(authority.as_bytes()), host.as_bytes(), "{authority}");
+            assert_eq!(
+                host_of(authority.as_bytes()),
+                host.as_bytes(),
+                "{authority}"
+            );
         }
     }
 
@@ -282,7 +291,11 @@ mod tests {
             ("other.test", None),
         ];
         for (authority, expected) in cases {
-            assert_eq!(app_for(&apps, authority.as_bytes()), *expected, "{authority}");
+            assert_eq!(
+                app_for(&apps, authority.as_bytes()),
+                *expected,
+                "{authority}"
+            );
         }
     }
 
@@ -294,7 +307,9 @@ mod tests {
             app("wiki", &["*.Example.com", "crm.example.com"]),
         ];
         let mut found = Vec::new();
-        cross_checks(&apps, &mut |key, message| found.push(format!("{key}: {message}")));
+        cross_checks(&apps, &mut |key, message| {
+            found.push(format!("{key}: {message}"))
+        });
         assert_eq!(
             found,
             [

@@ -44,7 +44,11 @@ pub fn reference_markdown() -> String {
                 key.kind.name(),
                 cell(&default_shown(key)),
                 cell(&allowed(key)),
-                if repeated { "none".to_string() } else { format!("`{}`", key.env_var()) },
+                if repeated {
+                    "none".to_string()
+                } else {
+                    format!("`{}`", key.env_var())
+                },
                 cell(key.doc),
             );
         }

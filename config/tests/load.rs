@@ -1345,7 +1345,10 @@ fn every_app_problem_is_reported_with_its_entry() {
 #[test]
 fn apps_and_proxy_upstream_are_one_or_the_other() {
     bad(
-        &format!("[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n{}", apps(WIKI)),
+        &format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n{}",
+            apps(WIKI)
+        ),
         "proxy.upstream",
         "not both",
     );
@@ -1372,5 +1375,9 @@ fn app_keys_are_not_set_from_the_environment() {
     let found = issues(&apps(WIKI), &[("LATCH_APP_NAME", "x")]);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].key, "LATCH_APP_NAME");
-    assert!(found[0].message.contains("only in the file"), "{}", found[0]);
+    assert!(
+        found[0].message.contains("only in the file"),
+        "{}",
+        found[0]
+    );
 }

@@ -275,9 +275,7 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
             .map(|_| format!("expected {expected}"))
     }
     match name {
-        "id" | "pattern" | "resource" | "redirect_to" | "app" => {
-            check::<String>(value, "a string")
-        }
+        "id" | "pattern" | "resource" | "redirect_to" | "app" => check::<String>(value, "a string"),
         "methods" | "takeover_roles" => check::<Vec<String>>(value, "a list of strings"),
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),

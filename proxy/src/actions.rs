@@ -67,7 +67,9 @@ pub async fn release(
     }
     let owner = lock.holder.owner_key();
     if pagehide {
-        let grace = latch.grace_under(&lock.resource, &lock.rule).min(PAGEHIDE_GRACE);
+        let grace = latch
+            .grace_under(&lock.resource, &lock.rule)
+            .min(PAGEHIDE_GRACE);
         latch
             .store_op("renew", latch.store.renew(resource, &owner, grace))
             .await?;
@@ -141,7 +143,9 @@ pub async fn leave(
         tracing::debug!(resource, user = %identity.user, "a page closed; another tab still watches");
         return Ok(());
     }
-    let grace = latch.grace_under(&lock.resource, &lock.rule).min(PAGEHIDE_GRACE);
+    let grace = latch
+        .grace_under(&lock.resource, &lock.rule)
+        .min(PAGEHIDE_GRACE);
     latch
         .store_op(
             "begin_grace",

@@ -226,8 +226,7 @@ async fn open(
     upstream: std::net::SocketAddr,
     request: Box<RequestHeader>,
 ) -> std::result::Result<HttpSession, String> {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await
-    {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(format!("cannot connect to the app: {e}")),
         Err(_) => return Err("cannot connect to the app: timed out".to_owned()),

@@ -14,7 +14,6 @@ use std::time::Duration;
 use config::{AppConfig, Config};
 use http::{header, HeaderMap, Uri};
 
-
 /// An app by its position in [`Apps`]: `0` in the one-app case.
 pub type AppId = usize;
 
@@ -214,7 +213,10 @@ upstream = "http://127.0.0.1:2"
         Apps::new(&config).unwrap()
     }
 
-    fn route(apps: &Apps, uri: &str, hosts: &[&str]) -> Result<Option<&'static str>, HostRefusal> {
+    /// The name of the app a request went to, or why none.
+    type Routed = Result<Option<&'static str>, HostRefusal>;
+
+    fn route(apps: &Apps, uri: &str, hosts: &[&str]) -> Routed {
         let uri: Uri = uri.parse().unwrap();
         let mut headers = HeaderMap::new();
         for host in hosts {
@@ -232,7 +234,7 @@ upstream = "http://127.0.0.1:2"
         let apps = apps();
         use HostRefusal::*;
         #[rustfmt::skip]
-        let cases: &[(&str, &[&str], Result<Option<&str>, HostRefusal>)] = &[
+        let cases: &[(&str, &[&str], Routed)] = &[
             ("/", &["wiki.test"], Ok(Some("wiki"))),
             ("/", &["WIKI.test:8080"], Ok(Some("wiki"))),
             ("/", &["wiki.test."], Ok(Some("wiki"))),

@@ -299,11 +299,8 @@ impl LatchProxy {
     fn no_app(&self, refusal: HostRefusal) -> (Outcome, Step) {
         match refusal {
             HostRefusal::Ambiguous => {
-                let reply = Reply::problem(
-                    400,
-                    "Bad request",
-                    "the request names two different hosts",
-                );
+                let reply =
+                    Reply::problem(400, "Bad request", "the request names two different hosts");
                 (Outcome::BadRequest, Step::Reply(reply))
             }
             HostRefusal::Unknown => {
@@ -315,7 +312,11 @@ impl LatchProxy {
                         "this server does not serve that host name",
                     )
                 } else {
-                    Reply::problem(404, "Not found", "this server does not serve that host name")
+                    Reply::problem(
+                        404,
+                        "Not found",
+                        "this server does not serve that host name",
+                    )
                 };
                 (Outcome::UnknownHost, Step::Reply(reply))
             }

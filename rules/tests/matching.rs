@@ -674,6 +674,9 @@ fn braces_that_are_not_typed_captures_keep_their_regex_meaning() {
     check(&s, "GET", "/e/{x:int}", Some(("esc", "esc")));
 }
 
+/// The rule id and lock key a request gets, if a rule applies.
+type Found = Option<(&'static str, &'static str)>;
+
 #[test]
 fn rules_scoped_to_an_app_apply_only_there_and_keys_carry_the_app() {
     let scoped = |id: &str, pattern: &str, app: Option<&str>| Rule {
@@ -687,7 +690,7 @@ fn rules_scoped_to_an_app_apply_only_there_and_keys_carry_the_app() {
         scoped("crm-docs", r"/docs/(?P<id>\d+)", Some("crm")),
     ]);
     #[rustfmt::skip]
-    let cases: &[(Option<&str>, &str, Option<(&str, &str)>)] = &[
+    let cases: &[(Option<&str>, &str, Found)] = &[
         (Some("wiki"), "/docs/1", Some(("wiki-docs", "wiki/doc:1"))),
         (Some("crm"), "/docs/1", Some(("crm-docs", "crm/doc:1"))),
         (Some("other"), "/docs/1", None),
@@ -699,7 +702,9 @@ fn rules_scoped_to_an_app_apply_only_there_and_keys_carry_the_app() {
     ];
     for (app, path, expected) in cases {
         let got = s.find_in(*app, "GET", path);
-        let got = got.as_ref().map(|m| (m.rule.id.as_str(), m.resource.as_str()));
+        let got = got
+            .as_ref()
+            .map(|m| (m.rule.id.as_str(), m.resource.as_str()));
         assert_eq!(got, *expected, "{app:?} {path}");
     }
     assert_eq!(
@@ -727,7 +732,10 @@ fn app_names_are_checked_in_rules_and_against_the_configured_apps() {
     let rules = [Rule::new("plain", "/p"), wiki, crm];
     let found = rules::check_rule_apps(&rules, &["wiki"]);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].to_string(), "rule 'c' (#3): app: \"crm\" is not an app of this proxy (the configured apps are wiki)");
+    assert_eq!(
+        found[0].to_string(),
+        "rule 'c' (#3): app: \"crm\" is not an app of this proxy (the configured apps are wiki)"
+    );
     let none = rules::check_rule_apps(&rules, &[]);
     assert_eq!(none.len(), 2);
     assert!(none[0].message.contains("no [[app]] entries"), "{none:?}");

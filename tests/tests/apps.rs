@@ -29,21 +29,24 @@ impl Named {
         let addr = listener.local_addr().expect("upstream addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
-            .fallback(|State((name, seen)): State<(&'static str, Arc<Mutex<Vec<String>>>)>, req: Request| async move {
-                let path = req.uri().path().to_owned();
-                seen.lock().unwrap().push(path.clone());
-                let header = |n: &str| {
-                    req.headers()
-                        .get(n)
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                };
-                axum::Json(json!({
-                    "app": name,
-                    "path": path,
-                    "host": header("host"),
-                    "resource": header("x-latch-resource"),
-                }))
-            })
+            .fallback(
+                |State((name, seen)): State<(&'static str, Arc<Mutex<Vec<String>>>)>,
+                 req: Request| async move {
+                    let path = req.uri().path().to_owned();
+                    seen.lock().unwrap().push(path.clone());
+                    let header = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    };
+                    axum::Json(json!({
+                        "app": name,
+                        "path": path,
+                        "host": header("host"),
+                        "resource": header("x-latch-resource"),
+                    }))
+                },
+            )
             .with_state((name, seen.clone()));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -151,7 +154,10 @@ impl Env {
         let resp = req.send().await.expect("request through latch");
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     fn cp(&self, path: &str) -> String {
@@ -264,18 +270,33 @@ async fn a_rule_scoped_to_one_app_does_not_apply_to_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_host_gets_421_and_reaches_no_upstream() {
     let env = start().await;
-    for host in ["other.test", "wiki.test.evil", "wiki.test.crm.test", "deep.team.wiki.test"] {
+    for host in [
+        "other.test",
+        "wiki.test.evil",
+        "wiki.test.crm.test",
+        "deep.team.wiki.test",
+    ] {
         let (status, body) = env.get(host, "/docs/1", Some(&alice())).await;
         assert_eq!(status, 421, "{host}: {body}");
-        let (status, _) = env.get(host, "/__latch/status?path=/docs/1", Some(&alice())).await;
+        let (status, _) = env
+            .get(host, "/__latch/status?path=/docs/1", Some(&alice()))
+            .await;
         assert_eq!(status, 421, "{host}: the proxy's own endpoints too");
     }
     // HTTP/1.0 without Host names no app either.
     let answer = env.raw("GET /page HTTP/1.0\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.1 421") || answer.starts_with("HTTP/1.0 421"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 421") || answer.starts_with("HTTP/1.0 421"),
+        "{answer}"
+    );
     assert_eq!(env.wiki.seen(), Vec::<String>::new());
     assert_eq!(env.crm.seen(), Vec::<String>::new());
-    assert!(env.latch.counter("latch_requests_total{outcome=\"unknown_host\"}").await >= 9);
+    assert!(
+        env.latch
+            .counter("latch_requests_total{outcome=\"unknown_host\"}")
+            .await
+            >= 9
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,7 +421,15 @@ async fn the_control_plane_tests_a_path_on_a_host_and_knows_the_apps() {
         (status == 200 && body["resource"] == "wiki/page:home").then_some(())
     })
     .await;
-    assert!(got.is_some(), "the new rule never applied: {}", env.latch.log());
+    assert!(
+        got.is_some(),
+        "the new rule never applied: {}",
+        env.latch.log()
+    );
     let (_, body) = env.get("crm.test", "/page/home", Some(&alice())).await;
-    assert_eq!(body["resource"], Value::Null, "the wiki rule applied in crm");
+    assert_eq!(
+        body["resource"],
+        Value::Null,
+        "the wiki rule applied in crm"
+    );
 }

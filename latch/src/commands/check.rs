@@ -63,7 +63,11 @@ fn check_rule_file(file: &PathBuf, apps: Option<&[&str]>) -> Result<usize, Vec<S
 }
 
 /// Every problem of `rules`: their own, and with `apps` every `app` that names none of them.
-fn compile(source: &str, rules: Vec<rules::Rule>, apps: Option<&[&str]>) -> Result<(), Vec<String>> {
+fn compile(
+    source: &str,
+    rules: Vec<rules::Rule>,
+    apps: Option<&[&str]>,
+) -> Result<(), Vec<String>> {
     let mut issues = apps.map_or_else(Vec::new, |apps| rules::check_rule_apps(&rules, apps));
     if let Err(more) = rules::RuleSet::compile(rules) {
         issues.extend(more);

@@ -83,7 +83,12 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
     fenced
         .upstream_headers(false)
         .apply(&mut request, latch.config.proxy.header_case)?;
-    let upstream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(fenced.upstream, &request)).await {
+    let upstream = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(fenced.upstream, &request),
+    )
+    .await
+    {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => {
             tracing::warn!(resource = %fenced.resource, error = %e, "app WebSocket handshake failed");

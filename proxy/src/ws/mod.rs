@@ -85,7 +85,11 @@ pub fn admit(latch: &Latch, headers: &HeaderMap, peer: Option<IpAddr>) -> Result
         .route(&http::Uri::from_static("/"), headers)
         .map_err(|_| {
             let status = latch.config.proxy.unknown_host.status();
-            Reply::problem(status, "Unknown host", "this server does not serve that host name")
+            Reply::problem(
+                status,
+                "Unknown host",
+                "this server does not serve that host name",
+            )
         })?;
     if let Err(refused) = check_same_origin(headers, latch.config.proxy.public_scheme) {
         return Err(Reply::problem(403, "Forbidden", refused.message()));
