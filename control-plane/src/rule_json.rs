@@ -310,6 +310,7 @@ mod tests {
         rule.max_per_user = Some(3);
         rule.idle_seconds = Some(600);
         rule.offer_seconds = Some(60);
+        rule.app = Some("wiki".into());
         let json = serde_json::to_value(RuleDto::from(rule.clone())).unwrap();
         let mut keys: Vec<&str> = json
             .as_object()
