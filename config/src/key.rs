@@ -34,9 +34,10 @@ pub(crate) struct Draft<'a> {
 }
 
 impl<'a> Draft<'a> {
-    pub fn new(base: &'a Path) -> Draft<'a> {
+    /// A draft that fills in `config` (the blank shape, from `keys.rs`).
+    pub fn new(config: Config, base: &'a Path) -> Draft<'a> {
         Draft {
-            config: crate::keys::blank(),
+            config,
             base,
             auth_key: AuthKey::default(),
             trusted: auth::TrustedProxySettings::default(),
@@ -475,11 +476,11 @@ pub(crate) fn choose<T: Choice>(s: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KEYS;
+    use crate::keys::{blank, KEYS};
     use crate::HeaderCase;
 
     fn draft() -> Draft<'static> {
-        Draft::new(Path::new("/etc/latch"))
+        Draft::new(blank(), Path::new("/etc/latch"))
     }
 
     /// Applies `value` to `key` on a blank draft: the message, or what the setter stored as

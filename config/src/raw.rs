@@ -9,7 +9,7 @@ use rules::Problems;
 use toml::{Table, Value};
 
 use crate::key::{AuthKey, Draft, Fallback, Key, REPEATED};
-use crate::keys::KEYS;
+use crate::keys::{blank, KEYS};
 use crate::{Config, Issue};
 
 /// Environment variables starting with this override config keys: `LATCH_AUTH_SECRET`.
@@ -182,7 +182,7 @@ fn apply_key(
 /// The configuration every key's default makes, with required keys left empty; relative paths
 /// resolve against `base`.
 pub(crate) fn defaults(base: &Path) -> Config {
-    let mut draft = Draft::new(base);
+    let mut draft = Draft::new(blank(), base);
     for key in KEYS.iter().filter(|key| !key.repeated()) {
         apply_key(key, None, &mut draft, &mut |_, _| {});
     }
@@ -193,7 +193,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
 pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::RuleStoreKind> {
     let mut problems = Problems::new();
     let mut section = take_section(&mut root, "rules", "", &mut problems);
-    let mut draft = Draft::new(base);
+    let mut draft = Draft::new(blank(), base);
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
         key,
@@ -229,7 +229,7 @@ pub(crate) fn convert(
         }
     }
 
-    let mut draft = Draft::new(base);
+    let mut draft = Draft::new(blank(), base);
     let mut given = HashSet::new();
     for section in sections {
         if REPEATED.contains(&section) {
