@@ -433,3 +433,101 @@ async fn the_control_plane_tests_a_path_on_a_host_and_knows_the_apps() {
         "the wiki rule applied in crm"
     );
 }
+
+/// Opens a banner socket as `user` from a page on `host`, watches `path` and returns the first
+/// `lock` message, or the handshake's refusal status.
+async fn watch(env: &Env, host: &str, user: &str, path: &str) -> Result<Value, u16> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let mut req = env
+        .latch
+        .ws_url("/__latch/ws")
+        .into_client_request()
+        .expect("a WebSocket request");
+    let headers = req.headers_mut();
+    headers.insert("host", host.parse().unwrap());
+    headers.insert("origin", format!("http://{host}").parse().unwrap());
+    headers.insert("cookie", format!("latch_token={user}").parse().unwrap());
+    let connected = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("the handshake timed out");
+    let mut ws = match connected {
+        Ok((ws, _)) => ws,
+        Err(tungstenite::Error::Http(resp)) => return Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected handshake failure: {e}"),
+    };
+    let watch = json!({ "type": "watch", "path": path }).to_string();
+    ws.send(Message::Text(watch.into())).await.expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no lock message in time")
+            .expect("the socket closed")
+            .expect("a message");
+        if let Message::Text(text) = next {
+            let value: Value = serde_json::from_str(&text).expect("json");
+            if value["type"] == "lock" {
+                return Ok(value);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banner_socket_watches_the_locks_of_its_own_app() {
+    let env = start().await;
+    let (status, _) = env.get("wiki.test", "/docs/1", Some(&alice())).await;
+    assert_eq!(status, 200);
+    // From a wiki page, /docs/1 is the lock Alice holds.
+    let lock = watch(&env, "wiki.test", &bob(), "/docs/1")
+        .await
+        .expect("opens");
+    assert_eq!(lock["resource"], "wiki/doc:1");
+    assert_eq!(lock["state"], "held");
+    assert_eq!(lock["holder"]["id"], "alice");
+    // From a crm page, the same path is crm's doc:1, which nobody holds.
+    let lock = watch(&env, "crm.test", &bob(), "/docs/1")
+        .await
+        .expect("opens");
+    assert_eq!(lock["resource"], "crm/doc:1");
+    assert_eq!(lock["state"], "free");
+    // A page of no app opens no socket.
+    assert_eq!(watch(&env, "other.test", &bob(), "/docs/1").await, Err(421));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_takeover_from_one_app_do_not_reach_another_apps_locks() {
+    let env = start().await;
+    let (status, _) = env.get("wiki.test", "/docs/1", Some(&alice())).await;
+    assert_eq!(status, 200);
+    let post = |host: &'static str, action: &str, who: String| {
+        env.http
+            .post(env.latch.url(&format!("/__latch/{action}")))
+            .header(reqwest::header::HOST, host)
+            .header(reqwest::header::ORIGIN, format!("http://{host}"))
+            .bearer_auth(who)
+            .body(r#"{"resource": "wiki/doc:1"}"#)
+            .send()
+    };
+    // From crm's pages, wiki's lock is out of reach, even for an admin or its holder.
+    let res = post("crm.test", "takeover", admin())
+        .await
+        .expect("takeover");
+    assert_eq!(res.status(), 403);
+    let res = post("crm.test", "release", alice()).await.expect("release");
+    assert_eq!(res.status(), 403);
+    let (status, _) = env.get("wiki.test", "/docs/1", Some(&bob())).await;
+    assert_eq!(status, 423, "the lock is still Alice's");
+    // From wiki's own pages the holder releases it.
+    let res = post("wiki.test", "release", alice())
+        .await
+        .expect("release");
+    assert_eq!(res.status(), 204);
+    let (status, _) = env.get("wiki.test", "/docs/1", Some(&bob())).await;
+    assert_eq!(status, 200);
+}
