@@ -30,6 +30,9 @@ pub(crate) struct Draft<'a> {
     pub oidc: OidcDraft,
     /// `[tls]` as written; its files are read once every key is read.
     pub tls: TlsDraft,
+    /// The `[[app]]` entry being read; the keys of a repeated section fill it in, and the
+    /// loader moves it into `config.apps` once its keys are read.
+    pub app: crate::AppConfig,
 }
 
 #[derive(Default)]
@@ -42,6 +45,25 @@ pub(crate) struct TlsDraft {
     pub hsts: Duration,
     pub reload: Duration,
 }
+
+impl<'a> Draft<'a> {
+    /// A draft that fills in `config` (the blank shape, from `keys.rs`).
+    pub fn new(config: Config, base: &'a Path) -> Draft<'a> {
+        Draft {
+            config,
+            base,
+            auth_key: AuthKey::default(),
+            trusted: auth::TrustedProxySettings::default(),
+            oidc: OidcDraft::default(),
+            tls: TlsDraft::default(),
+            app: crate::AppConfig::blank(),
+        }
+    }
+}
+
+/// Sections written as arrays of tables (`[[app]]`), each entry read with the section's keys.
+/// They are set only in the file: an environment variable could not say which entry it means.
+pub(crate) const REPEATED: &[&str] = &["app"];
 
 #[derive(Default)]
 pub(crate) struct OidcDraft {
@@ -373,6 +395,11 @@ impl Key {
         self
     }
 
+    /// Is this a key of each entry of a repeated section (`[[app]]`)?
+    pub fn repeated(&self) -> bool {
+        REPEATED.contains(&self.section)
+    }
+
     /// `section.name`.
     pub fn dotted(&self) -> String {
         format!("{}.{}", self.section, self.name)
@@ -467,14 +494,7 @@ mod tests {
     use crate::HeaderCase;
 
     fn draft() -> Draft<'static> {
-        Draft {
-            config: blank(),
-            base: Path::new("/etc/latch"),
-            auth_key: AuthKey::default(),
-            trusted: auth::TrustedProxySettings::default(),
-            oidc: Default::default(),
-            tls: Default::default(),
-        }
+        Draft::new(blank(), Path::new("/etc/latch"))
     }
 
     /// Applies `value` to `key` on a blank draft: the message, or what the setter stored as

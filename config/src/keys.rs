@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use toml::Value;
 
+use crate::apps::HostPattern;
 use crate::key::{Choice, Key};
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, LockStoreKind, LocksConfig,
     OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, StashConfig,
-    Upstream, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
+    UnknownHost, Upstream, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_SHAPE_SAMPLE_EVERY,
     DEFAULT_UPSTREAM_TIMEOUT,
 };
@@ -34,13 +35,16 @@ fn declare() -> Vec<Key> {
         Key::address("proxy.listen", |d, v| d.config.proxy.listen = v)
             .default("127.0.0.1:8080")
             .doc("Address the proxy listens on."),
+        // Not `required`: `[[app]]` entries take its place (checked in `raw::cross_checks`).
         Key::checked_text("proxy.upstream", |d, v| {
             d.config.proxy.upstream = parse_upstream(&v)?;
             Ok(())
         })
-        .required("the URL of the protected app")
-        .allowed("an `http://` URL of a host and port")
-        .doc("The protected app. Plain HTTP only: the proxy has no TLS stack."),
+        .allowed("an `http://` URL of a host and port; required unless `[[app]]` entries are given, and not with them")
+        .doc("The protected app, reached by every host name. Plain HTTP only: the proxy has no TLS stack."),
+        Key::choice("proxy.unknown_host", |d, v| d.config.proxy.unknown_host = v)
+            .default("misdirected")
+            .doc("With `[[app]]` entries, the answer to a request whose host names no app: 421 Misdirected Request, or 404; never another app."),
         Key::checked_text("proxy.prefix", |d, v| {
             let ok = prefix_ok(&v);
             d.config.proxy.prefix = v;
@@ -339,6 +343,44 @@ fn declare() -> Vec<Key> {
         Key::address("admin.listen", |d, v| d.config.admin.listen = v)
             .default("127.0.0.1:9100")
             .doc("Address of the proxy's `/metrics`, `/healthz` and `/readyz`."),
+        // [[app]]: one table per app; these keys are read once per entry.
+        Key::checked_text("app.name", |d, v| {
+            let ok = crate::apps::app_name_ok(&v);
+            d.app.name = v;
+            ok
+        })
+        .required("the app's name")
+        .allowed("`[a-z0-9_-]{1,32}`, unique")
+        .doc("Names the app: rules name it in `app`, and its lock keys start with it (`wiki/doc:1`)."),
+        Key::checked_list("app.hosts", |d, v| {
+            if v.is_empty() {
+                return Err("must list at least one host name".into());
+            }
+            let mut bad = Vec::new();
+            for host in &v {
+                match HostPattern::parse(host) {
+                    Ok(pattern) => d.app.hosts.push(pattern),
+                    Err(message) => bad.push(message),
+                }
+            }
+            if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+        })
+        .required("the host names that reach the app")
+        .allowed("host names (`wiki.example.com`) and one-label wildcards (`*.example.com`), without port; each in one app only")
+        .doc("The host names whose requests go to this app; an exact name wins over another app's wildcard."),
+        Key::checked_text("app.upstream", |d, v| {
+            d.app.upstream = parse_upstream(&v)?;
+            Ok(())
+        })
+        .required("the URL of the app")
+        .allowed("as `proxy.upstream`")
+        .doc("Where this app lives, as `proxy.upstream`."),
+        Key::seconds("app.lease_seconds", 5..=86_400, |d, v| d.app.lease = Some(v))
+            .doc("Overrides `locks.lease_seconds` for this app's rules; a rule's own value wins."),
+        Key::seconds("app.grace_seconds", 0..=3_600, |d, v| d.app.grace = Some(v))
+            .doc("Overrides `locks.grace_seconds` for this app's rules; a rule's own value wins."),
+        Key::seconds("app.idle_seconds", 0..=86_400, |d, v| d.app.idle = Some(v))
+            .doc("Overrides `locks.idle_seconds` for this app's rules; a rule's own value wins."),
         // [stash]
         Key::flag("stash.enabled", |d, v| d.config.stash.enabled = v)
             .default(true)
@@ -386,6 +428,7 @@ pub(crate) fn blank() -> Config {
             max_header_bytes: 0,
             max_connections_per_client: None,
             shape_sample_every: 0,
+            unknown_host: UnknownHost::Misdirected,
         },
         auth: AuthConfig {
             settings: auth::AuthSettings::default(),
@@ -428,6 +471,7 @@ pub(crate) fn blank() -> Config {
         trusted_proxy: None,
         oidc: None,
         tls: None,
+        apps: Vec::new(),
     }
 }
 
@@ -449,6 +493,13 @@ impl Choice for PathParameters {
     const CHOICES: &'static [(&'static str, Self)] = &[
         ("strip", PathParameters::Strip),
         ("reject", PathParameters::Reject),
+    ];
+}
+
+impl Choice for UnknownHost {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("misdirected", UnknownHost::Misdirected),
+        ("not_found", UnknownHost::NotFound),
     ];
 }
 

@@ -15,6 +15,7 @@
 //! This crate knows the shape of the configuration and how to read the files it names (keys,
 //! JWKS). It must not know how the proxy or the control plane use it.
 
+mod apps;
 mod key;
 mod keys;
 mod raw;
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use apps::{app_for, host_of, AppConfig, HostPattern, MAX_APP_NAME};
 pub use raw::ENV_PREFIX;
 pub use reference::reference_markdown;
 pub use tls::{load_certificate, name_covers, parse_certificate, LoadedCertificate};
@@ -64,6 +66,9 @@ pub struct Config {
     pub trusted_proxy: Option<auth::TrustedProxy>,
     /// Sign-in with an OpenID Provider (`[oidc]`); `None`: Latch does not sign users in.
     pub oidc: Option<OidcConfig>,
+    /// `[[app]]` entries, in file order. Empty: one app, `proxy.upstream`, reached by every
+    /// host name, whose lock keys carry no app name.
+    pub apps: Vec<AppConfig>,
     /// The HTTPS listener (`[tls]`); `None`: the proxy speaks plain HTTP only.
     pub tls: Option<TlsConfig>,
 }
@@ -181,6 +186,27 @@ pub struct ProxyConfig {
     /// One request in this many, drawn at random, goes into the request-shape summary; `0`
     /// keeps none. Default [`DEFAULT_SHAPE_SAMPLE_EVERY`].
     pub shape_sample_every: u32,
+    /// What a request gets when `[[app]]` entries are given and its host names none of them.
+    pub unknown_host: UnknownHost,
+}
+
+/// The answer to a request whose host names no app ([`ProxyConfig::unknown_host`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownHost {
+    /// 421 Misdirected Request (RFC 9110 §15.5.20): this server does not answer for that
+    /// host. The default.
+    Misdirected,
+    /// 404 Not Found, for deployments that would rather not say more.
+    NotFound,
+}
+
+impl UnknownHost {
+    pub fn status(self) -> u16 {
+        match self {
+            UnknownHost::Misdirected => 421,
+            UnknownHost::NotFound => 404,
+        }
+    }
 }
 
 /// [`ProxyConfig::upstream_timeout`] unless the config says otherwise.

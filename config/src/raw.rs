@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rules::Problems;
 use toml::{Table, Value};
 
-use crate::key::{AuthKey, Draft, Fallback, Key};
+use crate::key::{AuthKey, Draft, Fallback, Key, REPEATED};
 use crate::keys::{blank, resolve, KEYS};
 use crate::{Config, Issue};
 
@@ -62,7 +62,24 @@ pub(crate) fn apply_env(
     vars.sort();
     for (name, value) in vars {
         let wanted = name.to_ascii_uppercase();
-        let Some(key) = KEYS.iter().find(|key| key.env_var() == wanted) else {
+        if let Some(key) = KEYS
+            .iter()
+            .find(|key| key.repeated() && key.env_var() == wanted)
+        {
+            problems.push(Issue {
+                source: "environment".into(),
+                key: name,
+                message: format!(
+                    "[[{}]] entries are set only in the file: a variable cannot say which entry it means",
+                    key.section
+                ),
+            });
+            continue;
+        }
+        let Some(key) = KEYS
+            .iter()
+            .find(|key| !key.repeated() && key.env_var() == wanted)
+        else {
             problems.push(Issue {
                 source: "environment".into(),
                 key: name,
@@ -165,15 +182,8 @@ fn apply_key(
 /// The configuration every key's default makes, with required keys left empty; relative paths
 /// resolve against `base`.
 pub(crate) fn defaults(base: &Path) -> Config {
-    let mut draft = Draft {
-        config: blank(),
-        base,
-        auth_key: AuthKey::default(),
-        trusted: auth::TrustedProxySettings::default(),
-        oidc: Default::default(),
-        tls: Default::default(),
-    };
-    for key in KEYS.iter() {
+    let mut draft = Draft::new(blank(), base);
+    for key in KEYS.iter().filter(|key| !key.repeated()) {
         apply_key(key, None, &mut draft, &mut |_, _| {});
     }
     draft.config
@@ -183,14 +193,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
 pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::RuleStoreKind> {
     let mut problems = Problems::new();
     let mut section = take_section(&mut root, "rules", "", &mut problems);
-    let mut draft = Draft {
-        config: blank(),
-        base,
-        auth_key: AuthKey::default(),
-        trusted: auth::TrustedProxySettings::default(),
-        oidc: Default::default(),
-        tls: Default::default(),
-    };
+    let mut draft = Draft::new(blank(), base);
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
         key,
@@ -226,16 +229,13 @@ pub(crate) fn convert(
         }
     }
 
-    let mut draft = Draft {
-        config: blank(),
-        base,
-        auth_key: AuthKey::default(),
-        trusted: auth::TrustedProxySettings::default(),
-        oidc: Default::default(),
-        tls: Default::default(),
-    };
+    let mut draft = Draft::new(blank(), base);
     let mut given = HashSet::new();
     for section in sections {
+        if REPEATED.contains(&section) {
+            read_entries(&mut root, section, source, &mut draft, problems);
+            continue;
+        }
         let mut table = take_section(&mut root, section, source, problems);
         let known: Vec<&str> = keys_of(section).map(|key| key.name).collect();
         problems
@@ -263,6 +263,71 @@ pub(crate) fn convert(
         problems.push(key, message)
     });
     draft.config
+}
+
+/// Reads every entry of the repeated section `section` (`[[app]]`) with the section's keys.
+/// Problems name the entry, counting from 1 in file order: `app[2].hosts`.
+fn read_entries(
+    root: &mut Table,
+    section: &str,
+    source: &str,
+    draft: &mut Draft<'_>,
+    problems: &mut Problems<Issue>,
+) {
+    let entries = match root.remove(section) {
+        None => return,
+        Some(Value::Array(entries)) => entries,
+        Some(other) => {
+            problems.push(Issue {
+                source: source.to_string(),
+                key: section.to_string(),
+                message: format!(
+                    "expected [[{section}]] entries (an array of tables), found {}",
+                    match other {
+                        Value::Table(_) => "a single [table]".to_string(),
+                        other => other.type_str().to_string(),
+                    }
+                ),
+            });
+            return;
+        }
+    };
+    let known: Vec<&str> = keys_of(section).map(|key| key.name).collect();
+    for (index, entry) in entries.into_iter().enumerate() {
+        let at = format!("{section}[{}]", index + 1);
+        let mut table = match entry {
+            Value::Table(table) => table,
+            other => {
+                problems.push(Issue {
+                    source: source.to_string(),
+                    key: at,
+                    message: format!("expected a table, found {}", other.type_str()),
+                });
+                continue;
+            }
+        };
+        problems
+            .context(|key, message| Issue {
+                source: source.to_string(),
+                key: format!("{at}.{key}"),
+                message,
+            })
+            .unknown(table.keys().map(String::as_str), &known, |known| {
+                format!("unknown key (known keys: {known})")
+            });
+        draft.app = crate::AppConfig::blank();
+        for key in keys_of(section) {
+            apply_key(key, table.remove(key.name), draft, &mut |key, message| {
+                problems.push(Issue {
+                    source: source.to_string(),
+                    key: format!("{at}.{}", key.name),
+                    message,
+                })
+            });
+        }
+        let app = std::mem::replace(&mut draft.app, crate::AppConfig::blank());
+        draft.config.apps.push(app);
+    }
 }
 
 /// The checks that involve more than one key.
@@ -404,7 +469,37 @@ fn cross_checks(
         draft.config.tls = tls_config(tls, base, problem);
     }
 
+    let apps = &draft.config.apps;
+    match (apps.is_empty(), given.contains("proxy.upstream")) {
+        (true, false) => problem(
+            "proxy.upstream",
+            "required: the URL of the protected app (or [[app]] entries, one per app)".into(),
+        ),
+        (false, true) => problem(
+            "proxy.upstream",
+            "give either proxy.upstream (one app, every host) or [[app]] entries, not both; \
+             move it into an [[app]] entry with its hosts"
+                .into(),
+        ),
+        _ => {}
+    }
+    crate::apps::cross_checks(apps, problem);
     let locks = &draft.config.locks;
+    for (index, app) in apps.iter().enumerate() {
+        let lease = app.lease.unwrap_or(locks.lease);
+        let grace = app.grace.unwrap_or(locks.grace);
+        if (app.lease.is_some() || app.grace.is_some()) && grace >= lease {
+            problem(
+                &format!("app[{}].grace_seconds", index + 1),
+                format!(
+                    "{} must be shorter than the app's lease ({})",
+                    grace.as_secs(),
+                    lease.as_secs()
+                ),
+            );
+        }
+    }
+
     if locks.grace >= locks.lease {
         problem(
             "locks.grace_seconds",

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::key::{Fallback, Key, Kind};
+use crate::key::{Fallback, Key, Kind, REPEATED};
 use crate::keys::KEYS;
 use crate::raw::sections;
 
@@ -19,21 +19,36 @@ pub fn reference_markdown() -> String {
          sections and `LATCH_*` variables are errors.\n",
     );
     for section in sections() {
+        let repeated = REPEATED.contains(&section);
+        let heading = if repeated {
+            format!(
+                "`[[{section}]]`\n\n\
+                 One table per entry; each key below is read once per entry. Problems name the \
+                 entry, counting from 1: `{section}[2].hosts`. These keys are set only in the \
+                 file: an environment variable could not say which entry it means."
+            )
+        } else {
+            format!("`[{section}]`")
+        };
         let _ = write!(
             out,
-            "\n## `[{section}]`\n\n\
+            "\n## {heading}\n\n\
              | key | kind | default | allowed | env var | meaning |\n\
              |---|---|---|---|---|---|\n"
         );
         for key in KEYS.iter().filter(|key| key.section == section) {
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | `{}` | {} |",
+                "| `{}` | {} | {} | {} | {} | {} |",
                 key.name,
                 key.kind.name(),
                 cell(&default_shown(key)),
                 cell(&allowed(key)),
-                key.env_var(),
+                if repeated {
+                    "none".to_string()
+                } else {
+                    format!("`{}`", key.env_var())
+                },
                 cell(key.doc),
             );
         }

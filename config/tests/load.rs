@@ -1270,3 +1270,114 @@ fn oidc_settings() {
         "{found:#?}"
     );
 }
+
+/// `[auth]` with the test secret and the given `[[app]]` entries, without `proxy.upstream`.
+fn apps(entries: &str) -> String {
+    format!("[auth]\nsecret = \"{SECRET}\"\n\n{entries}")
+}
+
+const WIKI: &str = "[[app]]\nname = \"wiki\"\nhosts = [\"wiki.example.com\", \"*.wiki.example.com\"]\nupstream = \"http://127.0.0.1:3001\"\n";
+const CRM: &str = "[[app]]\nname = \"crm\"\nhosts = \"crm.example.com\"\nupstream = \"http://[::1]:3002\"\nlease_seconds = 60\ngrace_seconds = 5\nidle_seconds = 0\n";
+
+#[test]
+fn app_entries_are_read_in_order_with_their_overrides() {
+    let c = good(&apps(&format!("{WIKI}\n{CRM}")));
+    assert_eq!(c.apps.len(), 2);
+    let (wiki, crm) = (&c.apps[0], &c.apps[1]);
+    assert_eq!(wiki.name, "wiki");
+    let hosts: Vec<String> = wiki.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["wiki.example.com", "*.wiki.example.com"]);
+    assert_eq!(wiki.upstream.address(), "127.0.0.1:3001");
+    assert_eq!((wiki.lease, wiki.grace, wiki.idle), (None, None, None));
+    assert_eq!(crm.upstream.address(), "[::1]:3002");
+    assert_eq!(crm.lease, Some(Duration::from_secs(60)));
+    assert_eq!(crm.grace, Some(Duration::from_secs(5)));
+    assert_eq!(crm.idle, Some(Duration::ZERO));
+    assert_eq!(c.proxy.unknown_host, config::UnknownHost::Misdirected);
+    assert_eq!(config::app_for(&c.apps, b"CRM.example.com:8443"), Some(1));
+    assert_eq!(config::app_for(&c.apps, b"a.wiki.example.com"), Some(0));
+    assert_eq!(config::app_for(&c.apps, b"example.com"), None);
+
+    let c = good(&format!(
+        "[proxy]\nunknown_host = \"not_found\"\n\n{}",
+        apps(WIKI)
+    ));
+    assert_eq!(c.proxy.unknown_host, config::UnknownHost::NotFound);
+    // The one-app case: no entries.
+    assert!(good(&minimal("")).apps.is_empty());
+}
+
+#[test]
+fn every_app_problem_is_reported_with_its_entry() {
+    let text = apps(
+        "[[app]]\nname = \"Wiki!\"\nhosts = [\"wiki.example.com:80\", \"ok.example.com\"]\nupstream = \"https://x\"\ncolour = \"red\"\n\n\
+         [[app]]\nhosts = []\nlease_seconds = 10\ngrace_seconds = 10\n\n\
+         [[app]]\nname = \"crm\"\nhosts = [\"ok.example.com\", \"*.example.com\"]\nupstream = \"http://127.0.0.1:1\"\n\n\
+         [[app]]\nname = \"crm\"\nhosts = [\"*.EXAMPLE.com\"]\nupstream = \"http://127.0.0.1:2\"\n",
+    );
+    let found: Vec<String> = issues(&text, &[])
+        .iter()
+        .map(|i| format!("{}: {}", i.key, i.message))
+        .collect();
+    let expect = [
+        "app[1].colour: unknown key",
+        "app[1].name: \"Wiki!\" contains 'W'",
+        "app[1].hosts: \"wiki.example.com:80\" is not a host name",
+        "app[1].upstream: https upstreams are not supported",
+        "app[2].name: required",
+        "app[2].hosts: must list at least one host name",
+        "app[2].upstream: required",
+        "app[2].grace_seconds: 10 must be shorter than the app's lease (10)",
+        // The good host of a list with a bad one still counts, so its clash is found now.
+        "app[3].hosts: ok.example.com is already a host of app[1]",
+        "app[4].name: \"crm\" is already the name of app[3]",
+        "app[4].hosts: *.example.com is already a host of app[3]",
+    ];
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+    for want in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(want)),
+            "no problem like {want:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn apps_and_proxy_upstream_are_one_or_the_other() {
+    bad(
+        &format!(
+            "[proxy]\nupstream = \"http://127.0.0.1:3000\"\n\n{}",
+            apps(WIKI)
+        ),
+        "proxy.upstream",
+        "not both",
+    );
+    bad(&apps(""), "proxy.upstream", "[[app]]");
+    // A misshapen `app` is reported as such; with no app read, the upstream is missing too.
+    for (text, key, says) in [
+        ("[app]\nname = \"x\"\n[proxy]\n", "app", "array of tables"),
+        ("app = [1]\n", "app[1]", "expected a table"),
+        ("app = 3\n", "app", "integer"),
+    ] {
+        // Top-level keys come before the first table.
+        let found = issues(&format!("{text}\n[auth]\nsecret = \"{SECRET}\"\n"), &[]);
+        assert!(
+            found
+                .iter()
+                .any(|i| i.key == key && i.message.contains(says)),
+            "no {key}: {says} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn app_keys_are_not_set_from_the_environment() {
+    let found = issues(&apps(WIKI), &[("LATCH_APP_NAME", "x")]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "LATCH_APP_NAME");
+    assert!(
+        found[0].message.contains("only in the file"),
+        "{}",
+        found[0]
+    );
+}

@@ -9,6 +9,7 @@
 //! release is a store operation whose event reaches the banners by itself.
 
 mod access;
+mod apps_api;
 mod error;
 mod events_api;
 mod locks_api;
@@ -58,6 +59,9 @@ pub struct Parts {
     /// Sign-in with the OpenID Provider of `[oidc]`: the console's `/login`, `/callback` and
     /// `/logout`, and its session cookie accepted like a token.
     pub sign_in: Option<auth::RelyingParty>,
+    /// `[[app]]` entries: the apps a rule may name, and the hosts that pick one when testing
+    /// a path. Empty: one app, with no name.
+    pub apps: Vec<config::AppConfig>,
 }
 
 /// The control plane's shared state.
@@ -73,10 +77,36 @@ pub struct ControlPlane {
     reserved_prefix: String,
     demo_sign_in: Option<String>,
     sign_in: Option<auth::RelyingParty>,
+    apps: Vec<config::AppConfig>,
     recorder: Recorder,
 }
 
 impl ControlPlane {
+    /// The names of the configured apps, in config order.
+    fn app_names(&self) -> Vec<&str> {
+        self.apps.iter().map(|app| app.name.as_str()).collect()
+    }
+
+    /// A rule's `app` must name a configured app: one naming none would never apply.
+    fn check_app(&self, rule: &rules::Rule) -> Result<(), Vec<FieldError>> {
+        let names = self.app_names();
+        let issues = rules::check_rule_apps(std::slice::from_ref(rule), &names);
+        match issues.first() {
+            Some(issue) => Err(vec![FieldError::new("app", issue.message.clone())]),
+            None => Ok(()),
+        }
+    }
+
+    /// The app a lock key belongs to, by the name that starts it (`wiki/doc:1`); `None` in
+    /// the one-app case.
+    fn app_of_resource(&self, resource: &str) -> Option<String> {
+        let (name, _) = resource.split_once('/')?;
+        self.apps
+            .iter()
+            .find(|app| app.name == name)
+            .map(|app| app.name.clone())
+    }
+
     /// Tells every proxy sharing the lock store to reload rules now (a Redis publish, or an
     /// in-process signal); their polling would pick the change up anyway within
     /// `poll_seconds`, so a failure here is only logged.
@@ -102,6 +132,7 @@ impl ControlPlane {
             reserved_prefix: parts.reserved_prefix,
             demo_sign_in: parts.demo_sign_in,
             sign_in: parts.sign_in,
+            apps: parts.apps,
             recorder,
         };
         (Arc::new(control_plane), task)
@@ -120,6 +151,7 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
                 .delete(rules_api::delete),
         )
         .route("/match", post(rules_api::matching))
+        .route("/apps", get(apps_api::list))
         .route("/locks", get(locks_api::list))
         .route("/locks/{resource}", delete(locks_api::force_release))
         .route("/shapes", get(shapes_api::list))

@@ -41,7 +41,10 @@ impl From<Holder> for HolderView {
 
 #[derive(Serialize, ToSchema)]
 pub struct LockView {
+    /// The lock key; with `[[app]]` entries it starts with its app's name (`wiki/doc:1`).
     pub resource: String,
+    /// The `[[app]]` the lock belongs to; `null` with a single app.
+    pub app: Option<String>,
     /// The rule that claimed it.
     pub rule: String,
     pub holder: HolderView,
@@ -64,6 +67,7 @@ impl From<Lock> for LockView {
             since_ms: lock.since,
             expires_ms: lock.expires,
             resource: lock.resource,
+            app: None,
             rule: lock.rule,
             holder: lock.holder.into(),
             fence: lock.fence,
@@ -94,13 +98,22 @@ pub async fn list(
 ) -> Result<Json<LockList>, ApiError> {
     let locks = cp.locks.list().await?;
     Ok(Json(LockList {
-        locks: locks.into_iter().map(LockView::from).collect(),
+        locks: locks
+            .into_iter()
+            .map(|lock| {
+                let app = cp.app_of_resource(&lock.resource);
+                LockView {
+                    app,
+                    ..LockView::from(lock)
+                }
+            })
+            .collect(),
     }))
 }
 
 /// Force-release a lock; its holder and watchers are told.
 #[utoipa::path(delete, path = "/api/v1/locks/{resource}", tag = "locks", operation_id = "forceRelease",
-    params(("resource" = String, Path, description = "The lock key, e.g. doc:42")),
+    params(("resource" = String, Path, description = "The lock key, e.g. doc:42 (wiki/doc:42 with [[app]] entries; percent-encode the slash)")),
     responses(
         (status = 200, description = "Released; the holder and watchers are told", body = Released),
         (status = 400, description = "The lock key in the URL does not decode", body = Problem),
@@ -114,8 +127,12 @@ pub async fn force_release(
     match cp.locks.force_release(&resource, &admin.user).await? {
         Some(lock) => {
             tracing::info!(resource = %resource, holder = %lock.holder.user, by = %admin.user, "lock force-released");
+            let app = cp.app_of_resource(&lock.resource);
             Ok(Json(Released {
-                released: lock.into(),
+                released: LockView {
+                    app,
+                    ..LockView::from(lock)
+                },
             }))
         }
         None => Err(ApiError::NotFound(format!(

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{error, events_api, locks_api, rule_json, rules_api, shapes_api};
+use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,7 @@ use crate::{error, events_api, locks_api, rule_json, rules_api, shapes_api};
         locks_api::list, locks_api::force_release,
         events_api::list, events_api::stream,
         shapes_api::list,
+        apps_api::list,
     ),
     components(schemas(
         rule_json::RuleDto, rule_json::RuleView, rules_api::RuleListView, rules_api::Validation,
@@ -36,6 +37,7 @@ use crate::{error, events_api, locks_api, rule_json, rules_api, shapes_api};
         locks_api::LockView, locks_api::HolderView, locks_api::LockList, locks_api::Released,
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
         shapes_api::ShapeList, shapes_api::ShapeView, shapes_api::Suggestion,
+        apps_api::AppList, apps_api::AppView,
     )),
     servers((url = "/", description = "This control plane")),
     modifiers(&Security),

@@ -85,6 +85,10 @@ pub struct RuleDto {
     /// Whether the app's WebSocket upgrade needs the lock; default `lock`.
     #[schema(schema_with = websocket_schema, required = false)]
     pub websocket: WebSocket,
+    /// The `[[app]]` this rule applies to, by name; default every app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$", example = "wiki")]
+    pub app: Option<String>,
 }
 
 /// A nullable string enum of `names` (`null` is the default).
@@ -176,6 +180,7 @@ impl From<Rule> for RuleDto {
             case_insensitive: rule.case_insensitive,
             enabled: rule.enabled,
             websocket: rule.websocket,
+            app: rule.app,
         }
     }
 }
@@ -270,7 +275,7 @@ fn type_error(name: &str, value: &Value) -> Option<String> {
             .map(|_| format!("expected {expected}"))
     }
     match name {
-        "id" | "pattern" | "resource" | "redirect_to" => check::<String>(value, "a string"),
+        "id" | "pattern" | "resource" | "redirect_to" | "app" => check::<String>(value, "a string"),
         "methods" | "takeover_roles" => check::<Vec<String>>(value, "a list of strings"),
         "mode" => check::<Mode>(value, "one of \"block\", \"redirect\", \"read_only\""),
         "owner" => check::<Owner>(value, "one of \"user\", \"session\""),
@@ -305,6 +310,7 @@ mod tests {
         rule.max_per_user = Some(3);
         rule.idle_seconds = Some(600);
         rule.offer_seconds = Some(60);
+        rule.app = Some("wiki".into());
         let json = serde_json::to_value(RuleDto::from(rule.clone())).unwrap();
         let mut keys: Vec<&str> = json
             .as_object()

@@ -54,6 +54,12 @@ pub struct MatchRequest {
     /// match, exactly as at the proxy.
     #[schema(example = "/docs/1/edit?draft=1")]
     pub path: String,
+    /// The host the request is sent to (a `Host` header: port and case do not matter). With
+    /// `[[app]]` entries it picks the app, and is required unless `path` is a whole URL,
+    /// whose host then wins; without them it is ignored.
+    #[serde(default)]
+    #[schema(example = "wiki.example.com")]
+    pub host: Option<String>,
 }
 
 /// What the proxy would do with a request.
@@ -74,6 +80,8 @@ pub struct MatchResult {
     pub resource: Option<String>,
     /// Where a `redirect` rule would send a blocked request.
     pub redirect_to: Option<String>,
+    /// The `[[app]]` the host picks; `null` with a single app.
+    pub app: Option<String>,
 }
 
 fn etag_header(tag: &str) -> Option<HeaderValue> {
@@ -181,6 +189,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let rule =
         rule_from_json(json_body(&headers, &body)?, None).map_err(ApiError::Unprocessable)?;
+    cp.check_app(&rule).map_err(ApiError::Unprocessable)?;
     let id = rule.id.clone();
     let created = cp
         .rules
@@ -238,6 +247,7 @@ pub async fn replace(
     let value = json_body(&headers, &body)?;
     let current = cp.current(&id, &condition).await?;
     let rule = rule_from_json(value, Some(&id)).map_err(ApiError::Unprocessable)?;
+    cp.check_app(&rule).map_err(ApiError::Unprocessable)?;
     if rule == current.rule {
         // Nothing changes: no write, no new version for the proxies, nothing to audit.
         return Ok(with_etag(StatusCode::OK, current.into()));
@@ -310,12 +320,13 @@ pub async fn delete(
         (status = 413, description = "The body is over 64 KiB", body = Problem),
         (status = 415, description = "The body is not JSON", body = Problem)))]
 pub async fn validate(
+    State(cp): State<Arc<ControlPlane>>,
     _admin: Admin,
     headers: HeaderMap,
     RequestBody(body): RequestBody,
 ) -> Result<Json<Validation>, ApiError> {
     let errors = match rule_from_json(json_body(&headers, &body)?, None) {
-        Ok(_) => Vec::new(),
+        Ok(rule) => cp.check_app(&rule).err().unwrap_or_default(),
         Err(errors) => errors,
     };
     Ok(Json(Validation {
@@ -360,6 +371,7 @@ pub async fn matching(
         Some(m) if m.bytes().all(is_token_byte) => m.to_ascii_uppercase(),
         Some(_) => return Err(ApiError::field("method", "is not an HTTP method")),
     };
+    let app = cp.app_of_request(&request)?;
     let seen = cp.proxy_view(&method, &request.path)?;
     let Some(rule_path) = seen.rule_path else {
         return Ok(Json(MatchResult {
@@ -370,13 +382,15 @@ pub async fn matching(
             rule: None,
             resource: None,
             redirect_to: None,
+            app,
         }));
     };
     let set = rules::RuleSet::compile(cp.rules.list().await?.into_rules()).map_err(|issues| {
         ApiError::Internal(format!("the stored rules do not compile: {}", issues.len()))
     })?;
-    let found = set.find(&method, &rule_path);
+    let found = set.find_in(app.as_deref(), &method, &rule_path);
     Ok(Json(MatchResult {
+        app: app.clone(),
         method,
         matched: found.is_some(),
         reserved: false,
@@ -398,6 +412,44 @@ struct ProxyView {
 }
 
 impl ControlPlane {
+    /// The app a request to match is for, as the proxy routes it: the URL's host when `path`
+    /// is a whole URL (it must then agree with `host`), else `host`. `None` with a single app.
+    fn app_of_request(&self, request: &MatchRequest) -> Result<Option<String>, ApiError> {
+        if self.apps.is_empty() {
+            return Ok(None);
+        }
+        let url_host = match rules::parse_target(request.path.as_bytes(), false) {
+            Ok(rules::Target::Absolute { authority, .. }) => Some(authority.to_owned()),
+            _ => None,
+        };
+        let host = match (url_host, request.host.as_deref()) {
+            (Some(url), Some(host))
+                if !config::host_of(url.as_bytes())
+                    .eq_ignore_ascii_case(config::host_of(host.as_bytes())) =>
+            {
+                return Err(ApiError::field(
+                    "host",
+                    "names another host than the URL in path; the proxies answer 400",
+                ))
+            }
+            (Some(url), _) => url,
+            (None, Some(host)) => host.to_owned(),
+            (None, None) => {
+                return Err(ApiError::field(
+                    "host",
+                    "is required: this proxy serves several apps, and the host picks one",
+                ))
+            }
+        };
+        match config::app_for(&self.apps, host.as_bytes()) {
+            Some(index) => Ok(Some(self.apps[index].name.clone())),
+            None => Err(ApiError::field(
+                "host",
+                "names no app of this proxy; the proxies answer it with proxy.unknown_host (421 or 404)",
+            )),
+        }
+    }
+
     /// The steps of the proxy's `route` up to the rule lookup, in its order: the target's form
     /// (`rules::parse_target`), its path without the query, normalization, the reserved prefix,
     /// `OPTIONS` (preflights pass unclaimed), path parameters. A target the proxy answers 400

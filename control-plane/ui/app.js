@@ -148,6 +148,21 @@ function compareRules(column) {
   };
 }
 
+/** The `[[app]]` entries of the config; empty with a single app, which hides every app field. */
+let apps = [];
+
+async function loadApps() {
+  const res = await api("GET", "/apps");
+  if (res.status !== 200) return;
+  apps = res.data.apps;
+  const several = apps.length > 0;
+  $("#app-field").hidden = !several;
+  $("#match-host").hidden = !several;
+  for (const th of document.querySelectorAll("th.app-column")) th.hidden = !several;
+  $("#app-names").replaceChildren(...apps.map((app) => el("option", { value: app.name }, app.hosts.join(", "))));
+  if (several) $("#match-host").placeholder = apps[0].hosts[0] || "host";
+}
+
 async function loadRules() {
   const res = await api("GET", "/rules");
   if (res.status !== 200) { toast(problem(res)); return; }
@@ -247,6 +262,7 @@ function openEditor(rule, draft = {}) {
   f.redirect_to.value = r.redirect_to || "";
   f.owner.value = r.owner;
   f.websocket.value = r.websocket || "lock";
+  f.app.value = r.app || "";
   f.lease_seconds.value = r.lease_seconds ?? "";
   f.grace_seconds.value = r.grace_seconds ?? "";
   f.max_per_user.value = r.max_per_user ?? "";
@@ -281,6 +297,7 @@ function formRule() {
     redirect_to: optional("redirect_to"),
     owner: f.owner.value,
     websocket: f.websocket.value,
+    app: optional("app"),
     lease_seconds: number("lease_seconds"),
     grace_seconds: number("grace_seconds"),
     max_per_user: number("max_per_user"),
@@ -356,7 +373,8 @@ $("#new-rule").addEventListener("click", () => openEditor(null));
 $("#match-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const out = $("#match-result");
-  const res = await api("POST", "/match", { json: { method: $("#match-method").value, path: $("#match-path").value.trim() } });
+  const host = $("#match-host").value.trim();
+  const res = await api("POST", "/match", { json: { method: $("#match-method").value, path: $("#match-path").value.trim(), host: host || null } });
   out.className = "";
   if (res.status !== 200) {
     out.className = "bad";
@@ -370,7 +388,8 @@ $("#match-form").addEventListener("submit", async (event) => {
     out.textContent = `${res.data.method} ${res.data.normalized_path}: ${why}; the request passes through.`;
   } else {
     const redirect = res.data.redirect_to ? `, redirects to ${res.data.redirect_to}` : "";
-    out.textContent = `${res.data.method} ${res.data.normalized_path}: rule ${res.data.rule.id} (${res.data.rule.mode}${redirect}), resource ${res.data.resource}`;
+    const app = res.data.app ? `app ${res.data.app}, ` : "";
+    out.textContent = `${res.data.method} ${res.data.normalized_path}: ${app}rule ${res.data.rule.id} (${res.data.rule.mode}${redirect}), resource ${res.data.resource}`;
   }
 });
 
@@ -396,6 +415,7 @@ function lockRow(lock) {
   el("td", {}, time(lock.since_ms)),
   el("td", { class: "expires" }),
   el("td", {}, lock.instance),
+  el("td", { class: "app-column", hidden: apps.length === 0 }, lock.app || ""),
   el("td", { class: "actions-cell" },
     el("button", { type: "button", class: "danger force-release", onclick: () => forceRelease(lock) }, "Force release")));
 }
@@ -712,6 +732,7 @@ function start() {
   $("#tabs").hidden = false;
   $("#app").hidden = false;
   showTab();
+  loadApps();
   loadRules();
   loadLocks();
   loadEvents();

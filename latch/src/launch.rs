@@ -119,6 +119,7 @@ pub fn control_plane(
         public_scheme: config.control_plane.public_scheme,
         path_parameters: config.proxy.path_parameters,
         reserved_prefix: config.proxy.prefix.clone(),
+        apps: config.apps.clone(),
         demo_sign_in,
         sign_in,
     });

@@ -67,7 +67,9 @@ pub async fn release(
     }
     let owner = lock.holder.owner_key();
     if pagehide {
-        let grace = latch.grace_under(&lock.rule).min(PAGEHIDE_GRACE);
+        let grace = latch
+            .grace_under(&lock.resource, &lock.rule)
+            .min(PAGEHIDE_GRACE);
         latch
             .store_op("renew", latch.store.renew(resource, &owner, grace))
             .await?;
@@ -141,7 +143,9 @@ pub async fn leave(
         tracing::debug!(resource, user = %identity.user, "a page closed; another tab still watches");
         return Ok(());
     }
-    let grace = latch.grace_under(&lock.rule).min(PAGEHIDE_GRACE);
+    let grace = latch
+        .grace_under(&lock.resource, &lock.rule)
+        .min(PAGEHIDE_GRACE);
     latch
         .store_op(
             "begin_grace",
@@ -187,7 +191,7 @@ pub async fn takeover(
         resource: resource.to_string(),
         rule: lock.rule.clone(),
         holder: latch.holder_under(identity, &lock.rule, session),
-        lease: latch.lease_under(&lock.rule),
+        lease: latch.lease_under(&lock.resource, &lock.rule),
         instance: latch.config.proxy.instance.clone(),
         unsafe_method: false,
         // Taking over is decided by role, not by how many locks the taker holds.

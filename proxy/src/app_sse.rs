@@ -104,7 +104,7 @@ pub async fn serve(
     fenced
         .upstream_headers(true)
         .apply(&mut request, latch.config.proxy.header_case)?;
-    let mut app = match open(latch, request).await {
+    let mut app = match open(latch, fenced.upstream, request).await {
         Ok(app) => app,
         Err(e) => {
             tracing::warn!(resource = %fenced.resource, error = %e, "app event stream request failed");
@@ -223,10 +223,10 @@ enum End {
 /// Connects to the app, sends the request, and reads the answer's head (past any 1xx).
 async fn open(
     latch: &Latch,
+    upstream: std::net::SocketAddr,
     request: Box<RequestHeader>,
 ) -> std::result::Result<HttpSession, String> {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(latch.upstream)).await
-    {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(format!("cannot connect to the app: {e}")),
         Err(_) => return Err("cannot connect to the app: timed out".to_owned()),

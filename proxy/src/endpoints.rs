@@ -150,6 +150,16 @@ async fn action(latch: &Arc<Latch>, session: &mut Session, name: &str) -> Result
             ))
         }
     };
+    // A page of one app acts on that app's locks only: its origin was checked, not another's.
+    let req = session.req_header();
+    let app = latch.apps.route(&req.uri, &req.headers).unwrap_or_default();
+    if !latch.apps.owns(app, &body.resource) {
+        return Ok(Reply::problem(
+            403,
+            "Forbidden",
+            "that lock belongs to another app of this proxy",
+        ));
+    }
     let result = if name == "release" && body.pagehide {
         match body.tab.as_deref() {
             Some(tab) if !actions::valid_tab(tab) => {
@@ -208,8 +218,10 @@ async fn status(latch: &Arc<Latch>, session: &mut Session) -> Reply {
         Ok(p) => p,
         Err(e) => return Reply::problem(400, "Bad path", &e.to_string()),
     };
+    let req = session.req_header();
+    let app = latch.apps.route(&req.uri, &req.headers).unwrap_or_default();
     let rules = latch.rules.load();
-    let Some(m) = rules.find("GET", &rule_path) else {
+    let Some(m) = rules.find_in(latch.apps.name(app), "GET", &rule_path) else {
         return Reply::json(200, &json!({ "path": path, "matched": false }));
     };
     let lock = match latch.store_op("get", latch.store.get(&m.resource)).await {

@@ -10,6 +10,7 @@ pub mod admin;
 mod app_sockets;
 mod app_sse;
 mod app_ws;
+mod apps;
 mod audit;
 mod banner;
 mod claim_rate;

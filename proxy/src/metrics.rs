@@ -35,10 +35,12 @@ pub enum Outcome {
     OverCap,
     /// The lock was free, but the user made `claims_per_minute` new claims already: 429.
     RateLimited,
+    /// With `[[app]]` entries, the request's host named no app: 421 or 404.
+    UnknownHost,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 12] = [
+    const ALL: [Outcome; 13] = [
         Outcome::Passed,
         Outcome::Claimed,
         Outcome::Renewed,
@@ -51,6 +53,7 @@ impl Outcome {
         Outcome::Internal,
         Outcome::OverCap,
         Outcome::RateLimited,
+        Outcome::UnknownHost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Outcome {
             Outcome::OverCap => "over_cap",
             Outcome::RateLimited => "rate_limited",
             Outcome::Internal => "internal",
+            Outcome::UnknownHost => "unknown_host",
         }
     }
 }

@@ -19,6 +19,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use store::{ClaimOutcome, ClaimRequest};
 
+use crate::apps::{AppId, HostRefusal};
 use crate::cookies::{self, SESSION_COOKIE};
 use crate::fenced::Fenced;
 use crate::inject_body::{self, InjectPlan};
@@ -46,6 +47,9 @@ pub struct Granted {
 /// Per-request state carried between hooks.
 #[derive(Default)]
 pub struct Ctx {
+    /// The app the request was routed to (see [`crate::apps`]); `0` until routed, which is
+    /// the only app in the one-app case.
+    pub app: AppId,
     pub identity: Option<Arc<Identity>>,
     pub granted: Option<Granted>,
     /// A `Set-Cookie` value to add to the response (a new browser-session id).
@@ -255,6 +259,13 @@ impl LatchProxy {
             Ok(Admitted::Asterisk) => return Ok((Outcome::Passed, Step::Forward)),
             Err(reply) => return Ok((Outcome::BadRequest, Step::Reply(reply))),
         }
+        // The app is decided before anything else looks at the request, the proxy's own
+        // endpoints included: a host that names no app reaches nothing.
+        let req = session.req_header();
+        ctx.app = match self.latch.apps.route(&req.uri, &req.headers) {
+            Ok(app) => app,
+            Err(refusal) => return Ok(self.no_app(refusal)),
+        };
 
         let path = session.req_header().uri.path();
         if self.is_reserved(path) {
@@ -275,7 +286,8 @@ impl LatchProxy {
         };
         let rules = self.latch.rules.load();
         let method = session.req_header().method.clone();
-        let found = rules.find(method.as_str(), &rule_path);
+        let app_name = self.latch.apps.name(ctx.app);
+        let found = rules.find_in(app_name, method.as_str(), &rule_path);
         let rule_id = found.as_ref().map(|m| m.rule.id.as_str());
         (self.latch.shapes).note(&method, &rule_path, session.req_header(), rule_id);
         drop(rule_path);
@@ -308,6 +320,34 @@ impl LatchProxy {
             .await
     }
 
+    /// The answer to a request for no app: never forwarded, and never served by another app.
+    fn no_app(&self, refusal: HostRefusal) -> (Outcome, Step) {
+        match refusal {
+            HostRefusal::Ambiguous => {
+                let reply =
+                    Reply::problem(400, "Bad request", "the request names two different hosts");
+                (Outcome::BadRequest, Step::Reply(reply))
+            }
+            HostRefusal::Unknown => {
+                let status = self.latch.config.proxy.unknown_host.status();
+                let reply = if status == 421 {
+                    Reply::problem(
+                        421,
+                        "Misdirected request",
+                        "this server does not serve that host name",
+                    )
+                } else {
+                    Reply::problem(
+                        404,
+                        "Not found",
+                        "this server does not serve that host name",
+                    )
+                };
+                (Outcome::UnknownHost, Step::Reply(reply))
+            }
+        }
+    }
+
     fn unauthenticated(&self, session: &Session, err: &auth::AuthError) -> (Outcome, Step) {
         let reply = login::challenge(&self.latch, session, err);
         (Outcome::Unauthenticated, Step::Reply(reply))
@@ -329,7 +369,7 @@ impl LatchProxy {
             rules::Owner::User => None,
             rules::Owner::Session => Some(self.browser_session(session, ctx)),
         };
-        let lease = self.latch.lease_for(rule);
+        let lease = self.latch.lease_for(ctx.app, rule);
         let kind = gate::Kind::of(
             is_safe(&method),
             asks_for_websocket(session.req_header()),
@@ -392,7 +432,8 @@ impl LatchProxy {
                 if verdict == (gate::Verdict::Hold { claimed: true }) {
                     self.latch.claim_rate.took(&identity.user);
                 }
-                Step::AppSocket(Box::new(self.fenced(&identity, rule, sid, resource, fence)))
+                let fenced = self.fenced(ctx.app, &identity, rule, sid, resource, fence);
+                Step::AppSocket(Box::new(fenced))
             }
             gate::Decision::Grant { fence } => {
                 if let (gate::Claim::Store(_), Some(fence)) = (claim, fence) {
@@ -415,7 +456,7 @@ impl LatchProxy {
                         && !has_body(session.req_header())
                 });
                 if let Some(fence) = stream {
-                    let fenced = self.fenced(&identity, rule, sid, resource, fence);
+                    let fenced = self.fenced(ctx.app, &identity, rule, sid, resource, fence);
                     return Ok((verdict.outcome(), Step::AppStream(Box::new(fenced))));
                 }
                 ctx.granted = Some(Granted {
@@ -461,6 +502,7 @@ impl LatchProxy {
     /// The lock a granted long-lived connection of the app opens under.
     fn fenced(
         &self,
+        app: AppId,
         identity: &Identity,
         rule: &rules::Rule,
         sid: Option<String>,
@@ -470,6 +512,7 @@ impl LatchProxy {
         let holder = self.latch.holder(identity, rule, sid.as_deref());
         Fenced {
             resource,
+            upstream: self.latch.apps.get(app).upstream,
             fence,
             owner: holder.owner_key(),
             user: holder.user,
@@ -673,8 +716,9 @@ impl ProxyHttp for LatchProxy {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.latch.upstream, false, String::new());
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let upstream = self.latch.apps.get(ctx.app).upstream;
+        let mut peer = HttpPeer::new(upstream, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         // No idle timeout on pooled upstream connections: each would arm a timer for every
         // request. A pooled connection is watched for the upstream closing it and dropped then;

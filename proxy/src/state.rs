@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use rules::{Owner, Rule, RuleSet};
 use store::{Holder, LockStore, StoreError};
 
 use crate::app_sockets::AppSockets;
+use crate::apps::{AppId, Apps};
 use crate::banner::Hub;
 use crate::claim_rate::ClaimRate;
 use crate::metrics::Metrics;
@@ -39,8 +40,8 @@ const TIMED_OPS: [&str; 8] = [
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("proxy.upstream: cannot resolve {0}: {1}")]
-    Upstream(String, String),
+    #[error(transparent)]
+    Upstream(#[from] crate::apps::Unresolved),
     #[error("auth: {0}")]
     Auth(#[from] auth::KeyError),
     #[error("{0}")]
@@ -55,8 +56,9 @@ pub struct Latch {
     pub store: Arc<dyn LockStore>,
     pub metrics: Metrics,
     pub hub: Hub,
-    /// Resolved once at start so the request path never waits on DNS.
-    pub upstream: SocketAddr,
+    /// The apps behind this proxy, their upstreams resolved once at start so the request path
+    /// never waits on DNS.
+    pub apps: Apps,
     /// Why the rule source is not usable, if it is not (shown by `/readyz`).
     pub rules_problem: std::sync::Mutex<Option<String>>,
     /// Where denials are recorded, when an audit log is attached.
@@ -83,12 +85,7 @@ impl Latch {
         store: Arc<dyn LockStore>,
         rules: RuleSet,
     ) -> Result<Arc<Latch>, StartError> {
-        let address = config.proxy.upstream.address();
-        let upstream = address
-            .to_socket_addrs()
-            .map_err(|e| StartError::Upstream(address.clone(), e.to_string()))?
-            .next()
-            .ok_or_else(|| StartError::Upstream(address.clone(), "no addresses".into()))?;
+        let apps = Apps::new(&config)?;
         let verifier = Verifier::new(config.auth.settings.clone())?;
         let sign_in = SignIn::new(&config)?;
         let metrics = Metrics::new();
@@ -107,7 +104,7 @@ impl Latch {
             store,
             metrics,
             hub: Hub::default(),
-            upstream,
+            apps,
             rules_problem: std::sync::Mutex::new(None),
             audit: std::sync::OnceLock::new(),
             op_latency,
@@ -310,27 +307,41 @@ impl Latch {
         }
     }
 
-    /// The lease of the rule with id `rule_id`, or `[locks] lease` when that rule was deleted.
-    pub fn lease_under(&self, rule_id: &str) -> Duration {
+    /// The lease of lock `resource` under the rule with id `rule_id`, or its app's default
+    /// when that rule was deleted.
+    pub fn lease_under(&self, resource: &str, rule_id: &str) -> Duration {
+        let app = self.apps.of_resource(resource);
         match self.rules.load().get(rule_id) {
-            Some(rule) => self.lease_for(rule),
-            None => self.config.locks.lease,
+            Some(rule) => self.lease_for(app, rule),
+            None => self.app_lease(app),
         }
     }
 
-    /// The grace period of the rule with id `rule_id`, or `[locks] grace` when that rule was
-    /// deleted.
-    pub fn grace_under(&self, rule_id: &str) -> Duration {
+    /// The grace period of lock `resource` under the rule with id `rule_id`, or its app's
+    /// default when that rule was deleted.
+    pub fn grace_under(&self, resource: &str, rule_id: &str) -> Duration {
+        let app = self.apps.of_resource(resource);
         match self.rules.load().get(rule_id) {
-            Some(rule) => self.grace_for(rule),
-            None => self.config.locks.grace,
+            Some(rule) => self.grace_for(app, rule),
+            None => self.app_grace(app),
         }
     }
 
-    pub fn lease_for(&self, rule: &Rule) -> Duration {
+    /// `[locks] lease_seconds`, or the app's own.
+    fn app_lease(&self, app: AppId) -> Duration {
+        self.apps.get(app).lease.unwrap_or(self.config.locks.lease)
+    }
+
+    /// `[locks] grace_seconds`, or the app's own.
+    fn app_grace(&self, app: AppId) -> Duration {
+        self.apps.get(app).grace.unwrap_or(self.config.locks.grace)
+    }
+
+    /// The lease under `rule` in `app`: the rule's own, else the app's, else `[locks]`.
+    pub fn lease_for(&self, app: AppId, rule: &Rule) -> Duration {
         rule.lease_seconds
             .map(Duration::from_secs)
-            .unwrap_or(self.config.locks.lease)
+            .unwrap_or_else(|| self.app_lease(app))
     }
 
     /// The cap on a user's live locks for a new claim under `rule`: its own `max_per_user`,
@@ -343,12 +354,14 @@ impl Latch {
         }
     }
 
-    /// How long a holder under `rule` may show no activity before the lock is released: the
-    /// rule's `idle_seconds`, else `[locks] idle_seconds`; `None` when that is zero (off).
-    pub fn idle_for(&self, rule: &Rule) -> Option<Duration> {
+    /// How long a holder under `rule` in `app` may show no activity before the lock is
+    /// released: the rule's `idle_seconds`, else the app's, else `[locks] idle_seconds`; `None`
+    /// when that is zero (off).
+    pub fn idle_for(&self, app: AppId, rule: &Rule) -> Option<Duration> {
         let idle = rule
             .idle_seconds
             .map(Duration::from_secs)
+            .or(self.apps.get(app).idle)
             .unwrap_or(self.config.locks.idle);
         (!idle.is_zero()).then_some(idle)
     }
@@ -360,10 +373,11 @@ impl Latch {
             .unwrap_or(self.config.locks.offer)
     }
 
-    pub fn grace_for(&self, rule: &Rule) -> Duration {
+    /// The grace period under `rule` in `app`: the rule's own, else the app's, else `[locks]`.
+    pub fn grace_for(&self, app: AppId, rule: &Rule) -> Duration {
         rule.grace_seconds
             .map(Duration::from_secs)
-            .unwrap_or(self.config.locks.grace)
+            .unwrap_or_else(|| self.app_grace(app))
     }
 
     /// The banner script tag for a page at `path` (`page` is `app` or `blocked`).

@@ -177,7 +177,9 @@ fn read_table(
 fn check_type(field: &str, value: &Value) -> Result<(), toml::de::Error> {
     let value = value.clone();
     match field {
-        "id" | "pattern" | "resource" | "redirect_to" => value.try_into::<String>().map(drop),
+        "id" | "pattern" | "resource" | "redirect_to" | "app" => {
+            value.try_into::<String>().map(drop)
+        }
         "methods" | "takeover_roles" => value.try_into::<Vec<String>>().map(drop),
         "mode" => value.try_into::<Mode>().map(drop),
         "owner" => value.try_into::<Owner>().map(drop),
@@ -241,6 +243,7 @@ mod tests {
         rule.max_per_user = Some(3);
         rule.idle_seconds = Some(600);
         rule.offer_seconds = Some(60);
+        rule.app = Some("wiki".into());
         let table = toml::Table::try_from(&rule).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut fields = RULE_FIELDS.to_vec();

@@ -69,6 +69,11 @@ pub struct Rule {
     /// Whether a WebSocket upgrade under this rule needs the lock. Default `lock`.
     #[serde(default)]
     pub websocket: WebSocket,
+    /// The `[[app]]` this rule applies to, by name. `None`: every app. Whether the name is one
+    /// of the configured apps is checked where rules meet the configuration (the control
+    /// plane, `latch check`, the proxy's rule loading), since this crate knows no config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 /// Every field name a rule accepts, in declaration order. Rule files are checked against this
@@ -92,6 +97,7 @@ pub const RULE_FIELDS: &[&str] = &[
     "case_insensitive",
     "enabled",
     "websocket",
+    "app",
 ];
 
 impl Rule {
@@ -116,6 +122,7 @@ impl Rule {
             case_insensitive: false,
             enabled: true,
             websocket: WebSocket::default(),
+            app: None,
         }
     }
 }

@@ -60,6 +60,8 @@ struct Entry {
     /// Whether rendering the resource or the redirect reads capture groups. When not, a hit
     /// in the set is enough and the pattern is not run again for its captures.
     needs_captures: bool,
+    /// The app the rule is scoped to; `None`: every app.
+    app: Option<String>,
 }
 
 impl Default for RuleSet {
@@ -118,6 +120,7 @@ impl RuleSet {
                     case_insensitive: rule.case_insensitive,
                     types: pattern.types,
                     needs_captures,
+                    app: rule.app.clone(),
                 };
                 prepared.push((entry, pattern.source));
             }
@@ -183,7 +186,18 @@ impl RuleSet {
     /// and `/docs/1/` name the same resource even for a pattern like `/docs/(?P<rest>.*)`.
     /// Of the enabled rules that match and accept the method (compared ignoring ASCII case),
     /// the highest priority wins, ties going to the smaller id.
+    ///
+    /// This is the one-app case: the request belongs to no named app, so only rules without
+    /// `app` apply and lock keys carry no app name. See [`RuleSet::find_in`].
     pub fn find(&self, method: &str, path: &str) -> Option<Match<'_>> {
+        self.find_in(None, method, path)
+    }
+
+    /// As [`RuleSet::find`], for a request routed to the app named `app`: rules scoped to
+    /// another app are passed over, and the lock key is namespaced by the app (`wiki/doc:1`),
+    /// so the same key in two apps names two locks. App names hold no `/`, so no key of one
+    /// app can spell a key of another.
+    pub fn find_in(&self, app: Option<&str>, method: &str, path: &str) -> Option<Match<'_>> {
         let trimmed = match path.strip_suffix('/') {
             Some(trimmed) if !trimmed.is_empty() => trimmed,
             _ => path,
@@ -198,7 +212,7 @@ impl RuleSet {
             if trimmed_hits.is_empty() && slash_hits.is_none_or(PatternSet::is_empty) {
                 return None;
             }
-            self.first_accepting(method, trimmed, path, trimmed_hits, slash_hits)
+            self.first_accepting(app, method, trimmed, path, trimmed_hits, slash_hits)
         })
     }
 
@@ -217,6 +231,7 @@ impl RuleSet {
     /// The first entry, in priority order, whose pattern matched and which accepts `method`.
     fn first_accepting(
         &self,
+        app: Option<&str>,
         method: &str,
         trimmed: &str,
         path: &str,
@@ -234,19 +249,19 @@ impl RuleSet {
             } else {
                 continue;
             };
-            if !entry.accepts(method) {
+            if !entry.accepts(method) || !entry.applies_to(app) {
                 continue;
             }
             let Some(rule) = self.rules.get(entry.rule) else {
                 continue;
             };
             if !entry.needs_captures {
-                return Some(entry.render(rule, None));
+                return Some(entry.render(app, rule, None));
             }
             let Some(captures) = entry.regex.captures(haystack) else {
                 continue;
             };
-            return Some(entry.render(rule, Some(&captures)));
+            return Some(entry.render(app, rule, Some(&captures)));
         }
         None
     }
@@ -283,8 +298,22 @@ impl Entry {
         })
     }
 
-    fn render<'a>(&self, rule: &'a Rule, captures: Option<&Captures<'_>>) -> Match<'a> {
+    /// A rule without `app` applies to every app; one with it only to that app.
+    fn applies_to(&self, app: Option<&str>) -> bool {
+        self.app.is_none() || self.app.as_deref() == app
+    }
+
+    fn render<'a>(
+        &self,
+        app: Option<&str>,
+        rule: &'a Rule,
+        captures: Option<&Captures<'_>>,
+    ) -> Match<'a> {
         let mut resource = String::new();
+        if let Some(app) = app {
+            resource.push_str(app);
+            resource.push('/');
+        }
         match &self.resource {
             Some(template) => {
                 template.render_into(captures, self.case_insensitive, &self.types, &mut resource)

@@ -172,6 +172,11 @@ pub(crate) fn check_rule(
         .as_deref()
         .and_then(|methods| check_methods(&mut report, methods));
     check_numbers(&mut report, rule);
+    if let Some(app) = &rule.app {
+        if let Err(message) = check_app_name(app) {
+            report.push("app", message);
+        }
+    }
 
     let compiled = match pattern {
         Some(pattern) if report.issues.is_empty() => Some(CompiledRule {
@@ -186,6 +191,51 @@ pub(crate) fn check_rule(
         issues: report.issues,
         compiled,
     }
+}
+
+/// Longest app name: it starts every lock key of its app.
+pub const APP_NAME_MAX_LEN: usize = 32;
+
+/// Is `name` a well-formed app name, `[a-z0-9_-]{1,32}`? Shared with the configuration's
+/// `[[app]] name`, so a rule can name every app the config can declare.
+pub fn check_app_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > APP_NAME_MAX_LEN {
+        return Err(format!(
+            "{name:?} must be 1 to {APP_NAME_MAX_LEN} characters long"
+        ));
+    }
+    match name.chars().find(|&c| !is_id_char(c)) {
+        Some(bad) => Err(format!(
+            "{name:?} contains '{}'; only a-z, 0-9, '_' and '-' are allowed",
+            bad.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The rules that name an app not in `apps`, as issues on their `app` field: a rule scoped to
+/// an app that does not exist would never apply, which is a mistake worth stopping for.
+pub fn check_rule_apps(rules: &[Rule], apps: &[&str]) -> Vec<Issue> {
+    let known = if apps.is_empty() {
+        "no [[app]] entries are configured".to_owned()
+    } else {
+        format!("the configured apps are {}", apps.join(", "))
+    };
+    rules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, rule)| {
+            let app = rule.app.as_deref()?;
+            (!apps.contains(&app)).then(|| {
+                Issue::new(
+                    Some(&rule.id),
+                    Some(index),
+                    "app",
+                    format!("{app:?} is not an app of this proxy ({known})"),
+                )
+            })
+        })
+        .collect()
 }
 
 struct Report<'a> {

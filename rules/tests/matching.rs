@@ -673,3 +673,70 @@ fn braces_that_are_not_typed_captures_keep_their_regex_meaning() {
     check(&s, "GET", "/c/{x:int}", Some(("class", "class")));
     check(&s, "GET", "/e/{x:int}", Some(("esc", "esc")));
 }
+
+/// The rule id and lock key a request gets, if a rule applies.
+type Found = Option<(&'static str, &'static str)>;
+
+#[test]
+fn rules_scoped_to_an_app_apply_only_there_and_keys_carry_the_app() {
+    let scoped = |id: &str, pattern: &str, app: Option<&str>| Rule {
+        resource: Some("doc:{id}".into()),
+        app: app.map(str::to_owned),
+        ..Rule::new(id, pattern)
+    };
+    let s = set(vec![
+        scoped("wiki-docs", r"/docs/(?P<id>\d+)", Some("wiki")),
+        scoped("any-docs", r"/docs/(?P<id>\d+)/edit", None),
+        scoped("crm-docs", r"/docs/(?P<id>\d+)", Some("crm")),
+    ]);
+    #[rustfmt::skip]
+    let cases: &[(Option<&str>, &str, Found)] = &[
+        (Some("wiki"), "/docs/1", Some(("wiki-docs", "wiki/doc:1"))),
+        (Some("crm"), "/docs/1", Some(("crm-docs", "crm/doc:1"))),
+        (Some("other"), "/docs/1", None),
+        (Some("wiki"), "/docs/1/edit", Some(("any-docs", "wiki/doc:1"))),
+        (Some("crm"), "/docs/1/edit", Some(("any-docs", "crm/doc:1"))),
+        // The one-app case: only unscoped rules, keys exactly as without apps.
+        (None, "/docs/1", None),
+        (None, "/docs/1/edit", Some(("any-docs", "doc:1"))),
+    ];
+    for (app, path, expected) in cases {
+        let got = s.find_in(*app, "GET", path);
+        let got = got
+            .as_ref()
+            .map(|m| (m.rule.id.as_str(), m.resource.as_str()));
+        assert_eq!(got, *expected, "{app:?} {path}");
+    }
+    assert_eq!(
+        s.find("GET", "/docs/1/edit").map(|m| m.resource),
+        Some("doc:1".to_owned())
+    );
+}
+
+#[test]
+fn app_names_are_checked_in_rules_and_against_the_configured_apps() {
+    let mut bad = Rule::new("a", "/a");
+    bad.app = Some("Wiki/x".into());
+    let issues = rules::validate_rule(&bad);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].field, "app");
+    assert!(issues[0].message.contains("only a-z"), "{issues:?}");
+    let mut long = Rule::new("b", "/b");
+    long.app = Some("x".repeat(33));
+    assert_eq!(rules::validate_rule(&long)[0].field, "app");
+
+    let mut wiki = Rule::new("w", "/w");
+    wiki.app = Some("wiki".into());
+    let mut crm = Rule::new("c", "/c");
+    crm.app = Some("crm".into());
+    let rules = [Rule::new("plain", "/p"), wiki, crm];
+    let found = rules::check_rule_apps(&rules, &["wiki"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0].to_string(),
+        "rule 'c' (#3): app: \"crm\" is not an app of this proxy (the configured apps are wiki)"
+    );
+    let none = rules::check_rule_apps(&rules, &[]);
+    assert_eq!(none.len(), 2);
+    assert!(none[0].message.contains("no [[app]] entries"), "{none:?}");
+}

@@ -466,6 +466,7 @@ fn a_rule_with_many_problems_reports_them_all() {
         case_insensitive: false,
         enabled: true,
         websocket: rules::WebSocket::Lock,
+        app: Some("Bad App".into()),
     };
     check(
         &bad,
@@ -481,6 +482,7 @@ fn a_rule_with_many_problems_reports_them_all() {
             ("max_per_user", "not 1001"),
             ("priority", "not 5000"),
             ("takeover_roles", "entry 1 is empty"),
+            ("app", "only a-z"),
         ],
     );
     for issue in validate_rule(&bad) {
@@ -681,6 +683,7 @@ resource = "doc:{id}"
             case_insensitive: true,
             enabled: false,
             websocket: rules::WebSocket::Pass,
+            app: None,
         },
         with(rule("doc-save", r"/docs/(?P<id>\d+)"), |r| {
             r.methods = Some(strings(&["POST", "put"]));

@@ -93,6 +93,13 @@ impl LatchBuilder {
         self
     }
 
+    /// `[[app]]` entries in place of `proxy.upstream`: several apps on one proxy.
+    pub fn apps(mut self, entries: &str) -> Self {
+        self.upstream.clear();
+        self.sections.push(entries.to_string());
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -120,12 +127,17 @@ impl LatchBuilder {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = free_port();
         let admin_port = free_port();
+        let upstream = if self.upstream.is_empty() {
+            String::new()
+        } else {
+            format!("upstream = \"{}\"\n", self.upstream)
+        };
         let config = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"{}\"\nthreads = 2\n\n\
+            "[proxy]\nlisten = \"127.0.0.1:{port}\"\n{}threads = 2\n\n\
              [auth]\n{}\n{}\n\n\
              [locks]\n{}\n\n[rules]\nstore = \"rules.toml\"\npoll_seconds = 1\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}\n",
-            self.upstream,
+            upstream,
             self.auth_key,
             self.auth_extra,
             self.locks,

@@ -493,3 +493,71 @@ fn every_subcommand_has_help() {
         assert!(out.contains(sub), "{out}");
     }
 }
+
+/// `[[app]]` entries instead of `proxy.upstream`, with the given hosts for the second app.
+fn apps_config(crm_hosts: &str) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:{}\"\n\n\
+         [auth]\nsecret = \"{SECRET}\"\n\n[rules]\nstore = \"rules.toml\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:{}\"\n\n\
+         [[app]]\nname = \"wiki\"\nhosts = [\"wiki.example.com\", \"*.example.com\"]\nupstream = \"http://127.0.0.1:3001\"\n\n\
+         [[app]]\nname = \"crm\"\nhosts = {crm_hosts}\nupstream = \"http://127.0.0.1:3002\"\n",
+        free_port(),
+        free_port()
+    )
+}
+
+const APP_RULES: &str = r#"
+[[rule]]
+id = "wiki-doc"
+pattern = "/docs/{id:int}"
+app = "wiki"
+
+[[rule]]
+id = "ghost-doc"
+pattern = "/ghost/{id:int}"
+app = "ghost"
+
+[[rule]]
+id = "any-doc"
+pattern = "/any/{id:int}"
+"#;
+
+#[test]
+fn check_reports_host_overlaps_and_rules_naming_no_app() {
+    let good = files(
+        &apps_config("[\"crm.example.com\"]"),
+        &APP_RULES.replace("ghost", "crm"),
+    );
+    let (code, out, err) = check(&good, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 rules"), "{out}");
+
+    let rules_bad = files(&apps_config("[\"crm.example.com\"]"), APP_RULES);
+    let (code, out, err) = check(&rules_bad, &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_no_panic(&err);
+    assert_named(
+        &err,
+        &rules_bad.path().join("rules.toml"),
+        &[("ghost-doc", "\"ghost\" is not an app of this proxy")],
+    );
+
+    let hosts_bad = files(
+        &apps_config("[\"WIKI.example.com\", \"*.example.com\"]"),
+        BARE_DOC_EDIT,
+    );
+    let (code, out, err) = check(&hosts_bad, &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_named(
+        &err,
+        &hosts_bad.path().join("latch.toml"),
+        &[
+            (
+                "app[2].hosts",
+                "wiki.example.com is already a host of app[1]",
+            ),
+            ("app[2].hosts", "*.example.com is already a host of app[1]"),
+        ],
+    );
+}

@@ -19,15 +19,17 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
             if let Some(RuleStoreKind::File(file)) =
                 config::Config::rule_store_of(path, std::env::vars())
             {
-                if let Err(rule_problems) = check_rule_file(&file) {
+                // The apps are unknown while the config is broken: rule apps wait for a fix.
+                if let Err(rule_problems) = check_rule_file(&file, None) {
                     problems.extend(rule_problems);
                 }
             }
             return Err(problems);
         }
     };
+    let apps: Vec<&str> = config.apps.iter().map(|app| app.name.as_str()).collect();
     let count = match &config.rules.store {
-        RuleStoreKind::File(file) => check_rule_file(file)?,
+        RuleStoreKind::File(file) => check_rule_file(file, Some(&apps))?,
         RuleStoreKind::Mongo(_) => {
             let source = format!("{}: rules.store", path.display());
             let runtime = stores::runtime()?;
@@ -39,7 +41,7 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
             let rules = list.into_rules();
             let count = rules.len();
             warn(&source, &rules);
-            rules::RuleSet::compile(rules).map_err(|issues| prefixed(&source, issues))?;
+            compile(&source, rules, Some(&apps))?;
             count
         }
     };
@@ -47,16 +49,34 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     Ok(())
 }
 
-/// Parses and compiles a rule file, returning how many rules it holds or every problem.
-fn check_rule_file(file: &PathBuf) -> Result<usize, Vec<String>> {
+/// Parses and compiles a rule file, returning how many rules it holds or every problem. With
+/// `apps`, a rule's `app` must name one of them.
+fn check_rule_file(file: &PathBuf, apps: Option<&[&str]>) -> Result<usize, Vec<String>> {
     let source = file.display().to_string();
     let text = std::fs::read_to_string(file)
         .map_err(|e| vec![format!("{source}: cannot read the rule file: {e}")])?;
     let rules = rules::parse_rules_toml(&text).map_err(|issues| prefixed(&source, issues))?;
     let count = rules.len();
     warn(&source, &rules);
-    rules::RuleSet::compile(rules).map_err(|issues| prefixed(&source, issues))?;
+    compile(&source, rules, apps)?;
     Ok(count)
+}
+
+/// Every problem of `rules`: their own, and with `apps` every `app` that names none of them.
+fn compile(
+    source: &str,
+    rules: Vec<rules::Rule>,
+    apps: Option<&[&str]>,
+) -> Result<(), Vec<String>> {
+    let mut issues = apps.map_or_else(Vec::new, |apps| rules::check_rule_apps(&rules, apps));
+    if let Err(more) = rules::RuleSet::compile(rules) {
+        issues.extend(more);
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(prefixed(source, issues))
+    }
 }
 
 fn warn(source: &str, rules: &[rules::Rule]) {

@@ -9,9 +9,18 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let config = super::load_config(path)?;
     let stores = Stores::open(&config)?;
     let plan = ProxyPlan::load(config, path, &stores)?;
+    // With `[[app]]` entries each app has its upstream; the log names them all.
+    let upstream = match plan.config.apps.as_slice() {
+        [] => plan.config.proxy.upstream.address(),
+        apps => apps
+            .iter()
+            .map(|app| format!("{}={}", app.name, app.upstream.address()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     tracing::info!(
         listen = %plan.config.proxy.listen,
-        upstream = %plan.config.proxy.upstream.address(),
+        upstream = %upstream,
         admin = %plan.config.admin.listen,
         rules = plan.rules.len(),
         "latch proxy starting"

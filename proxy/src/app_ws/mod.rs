@@ -83,7 +83,12 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
     fenced
         .upstream_headers(false)
         .apply(&mut request, latch.config.proxy.header_case)?;
-    let upstream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(latch, &request)).await {
+    let upstream = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(fenced.upstream, &request),
+    )
+    .await
+    {
         Ok(Ok(upstream)) => upstream,
         Ok(Err(e)) => {
             tracing::warn!(resource = %fenced.resource, error = %e, "app WebSocket handshake failed");
@@ -123,10 +128,10 @@ type App = BufReader<TcpStream>;
 /// Sends the handshake to the app and reads its answer's head. What the reader holds past the
 /// head already belongs to the WebSocket.
 async fn handshake(
-    latch: &Latch,
+    upstream: std::net::SocketAddr,
     request: &RequestHeader,
 ) -> std::result::Result<(Box<ResponseHeader>, App), String> {
-    let mut tcp = TcpStream::connect(latch.upstream)
+    let mut tcp = TcpStream::connect(upstream)
         .await
         .map_err(|e| format!("cannot connect to the app: {e}"))?;
     let _ = tcp.set_nodelay(true);

@@ -114,6 +114,8 @@ const REBUILD_AFTER: Duration = Duration::from_secs(1);
 struct Conn {
     latch: Arc<Latch>,
     id: u64,
+    /// The app of the page the socket was opened from.
+    app: crate::apps::AppId,
     identity: Arc<Identity>,
     sid: Option<String>,
     watched: Vec<Watched>,
@@ -333,7 +335,8 @@ impl Conn {
         };
         let (resource, rule_id, lease, grace, idle, offer) = {
             let rules = self.latch.rules.load();
-            let Some(m) = rules.find("GET", &rule_path) else {
+            let app_name = self.latch.apps.name(self.app);
+            let Some(m) = rules.find_in(app_name, "GET", &rule_path) else {
                 return send(
                     ws,
                     error_json("not_protected", "no rule protects this path"),
@@ -343,9 +346,9 @@ impl Conn {
             (
                 m.resource,
                 m.rule.id.clone(),
-                self.latch.lease_for(m.rule),
-                self.latch.grace_for(m.rule),
-                self.latch.idle_for(m.rule),
+                self.latch.lease_for(self.app, m.rule),
+                self.latch.grace_for(self.app, m.rule),
+                self.latch.idle_for(self.app, m.rule),
                 self.latch.offer_for(m.rule),
             )
         };
@@ -690,6 +693,7 @@ impl Conn {
 pub async fn run_socket(
     latch: Arc<Latch>,
     id: u64,
+    app: crate::apps::AppId,
     identity: Arc<Identity>,
     sid: Option<String>,
     mut ws: Ws,
@@ -704,6 +708,7 @@ pub async fn run_socket(
     let mut conn = Conn {
         latch,
         id,
+        app,
         identity,
         sid,
         watched: Vec::new(),

@@ -58,6 +58,8 @@ pub fn handshake_key(headers: &HeaderMap) -> Option<HeaderValue> {
 /// A banner socket that may open: who it is for, and its place in the hub.
 pub struct Admitted {
     key: HeaderValue,
+    /// The app of the page, by the handshake's `Host`: the socket watches its pages only.
+    app: crate::apps::AppId,
     identity: Arc<Identity>,
     sid: Option<String>,
     socket_id: u64,
@@ -81,6 +83,19 @@ pub fn admit(
         )
         .header(header::SEC_WEBSOCKET_VERSION, "13"));
     };
+    // The page's app, by the handshake's Host: a socket watches pages of that app only, so
+    // a page path names the same lock as the page's own request did.
+    let app = latch
+        .apps
+        .route(&http::Uri::from_static("/"), headers)
+        .map_err(|_| {
+            let status = latch.config.proxy.unknown_host.status();
+            Reply::problem(
+                status,
+                "Unknown host",
+                "this server does not serve that host name",
+            )
+        })?;
     if let Err(refused) = check_same_origin(headers, scheme) {
         return Err(Reply::problem(403, "Forbidden", refused.message()));
     }
@@ -98,6 +113,7 @@ pub fn admit(
         })?;
     Ok(Admitted {
         key,
+        app,
         identity,
         sid,
         socket_id,
@@ -131,6 +147,7 @@ pub async fn serve_tcp(latch: &Arc<Latch>, mut tcp: Box<TcpStream>, admitted: Ad
 async fn run_admitted(latch: &Arc<Latch>, ws: Ws, admitted: Admitted, via: &'static str) {
     let Admitted {
         key,
+        app,
         identity,
         sid,
         socket_id,
@@ -143,7 +160,7 @@ async fn run_admitted(latch: &Arc<Latch>, ws: Ws, admitted: Admitted, via: &'sta
         .banner_sockets_opened
         .with_label_values(&[via])
         .inc();
-    conn::run_socket(latch.clone(), socket_id, identity, sid, ws, pushes).await;
+    conn::run_socket(latch.clone(), socket_id, app, identity, sid, ws, pushes).await;
     latch.metrics.banner_sockets.dec();
     latch.hub.unregister(socket_id);
 }
