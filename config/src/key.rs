@@ -28,6 +28,8 @@ pub(crate) struct Draft<'a> {
     pub trusted: auth::TrustedProxySettings,
     /// `[oidc]` as written; secrets may come from files, so it is judged once every key is read.
     pub oidc: OidcDraft,
+    /// The upstream keys as written; they are judged together, and name files to read.
+    pub upstream: crate::upstream::UpstreamDraft,
 }
 
 #[derive(Default)]
@@ -460,6 +462,7 @@ mod tests {
             auth_key: AuthKey::default(),
             trusted: auth::TrustedProxySettings::default(),
             oidc: Default::default(),
+            upstream: Default::default(),
         }
     }
 

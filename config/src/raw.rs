@@ -171,6 +171,7 @@ pub(crate) fn defaults(base: &Path) -> Config {
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
         oidc: Default::default(),
+        upstream: Default::default(),
     };
     for key in KEYS.iter() {
         apply_key(key, None, &mut draft, &mut |_, _| {});
@@ -188,6 +189,7 @@ pub(crate) fn rule_store_only(mut root: Table, base: &Path) -> Option<crate::Rul
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
         oidc: Default::default(),
+        upstream: Default::default(),
     };
     let key = keys_of("rules").find(|key| key.name == "store")?;
     apply_key(
@@ -230,6 +232,7 @@ pub(crate) fn convert(
         auth_key: AuthKey::default(),
         trusted: auth::TrustedProxySettings::default(),
         oidc: Default::default(),
+        upstream: Default::default(),
     };
     let mut given = HashSet::new();
     for section in sections {
@@ -394,6 +397,13 @@ fn cross_checks(
                 ),
             );
         }
+    }
+
+    let upstream = std::mem::take(&mut draft.upstream);
+    if let Some(upstream) = crate::upstream::build(upstream, base, &mut |setting, message| {
+        problem(&format!("proxy.{setting}"), message)
+    }) {
+        draft.config.proxy.upstream = upstream;
     }
 
     let locks = &draft.config.locks;
