@@ -37,6 +37,7 @@ mod stash;
 mod state;
 mod task;
 mod time_fmt;
+mod upstream;
 mod upstream_headers;
 mod ws;
 

@@ -136,6 +136,7 @@ pub fn build(
         ListenerConfig::tcp(latch.config.proxy.listen.to_string())
             .l4_buffer(L4BufferSettings::default().read(0)),
     );
+    let health = latch.upstream.health_service();
     let background = background_service(
         "latch",
         Background {
@@ -146,6 +147,9 @@ pub fn build(
     );
     server.add_service(proxy);
     server.add_service(background);
+    if let Some(health) = health {
+        server.add_boxed_service(health);
+    }
     Ok(server)
 }
 

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -39,8 +39,8 @@ const TIMED_OPS: [&str; 8] = [
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("proxy.upstream: cannot resolve {0}: {1}")]
-    Upstream(String, String),
+    #[error("proxy.upstream: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
     #[error("auth: {0}")]
     Auth(#[from] auth::KeyError),
     #[error("{0}")]
@@ -55,8 +55,8 @@ pub struct Latch {
     pub store: Arc<dyn LockStore>,
     pub metrics: Metrics,
     pub hub: Hub,
-    /// Resolved once at start so the request path never waits on DNS.
-    pub upstream: SocketAddr,
+    /// The app's servers, resolved once at start so the request path never waits on DNS.
+    pub upstream: crate::upstream::Upstream,
     /// Why the rule source is not usable, if it is not (shown by `/readyz`).
     pub rules_problem: std::sync::Mutex<Option<String>>,
     /// Where denials are recorded, when an audit log is attached.
@@ -83,12 +83,7 @@ impl Latch {
         store: Arc<dyn LockStore>,
         rules: RuleSet,
     ) -> Result<Arc<Latch>, StartError> {
-        let address = config.proxy.upstream.address();
-        let upstream = address
-            .to_socket_addrs()
-            .map_err(|e| StartError::Upstream(address.clone(), e.to_string()))?
-            .next()
-            .ok_or_else(|| StartError::Upstream(address.clone(), "no addresses".into()))?;
+        let upstream = crate::upstream::Upstream::new(&config.proxy.upstream)?;
         let verifier = Verifier::new(config.auth.settings.clone())?;
         let sign_in = SignIn::new(&config)?;
         let metrics = Metrics::new();

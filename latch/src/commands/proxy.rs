@@ -11,10 +11,16 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let plan = ProxyPlan::load(config, path, &stores)?;
     tracing::info!(
         listen = %plan.config.proxy.listen,
-        upstream = %plan.config.proxy.upstream.address(),
+        upstream = %upstreams(&plan.config.proxy.upstream),
         admin = %plan.config.admin.listen,
         rules = plan.rules.len(),
         "latch proxy starting"
     );
     launch::run(stores, Some(plan), Vec::new())
+}
+
+/// The upstream's server URLs, for the start line of the log.
+fn upstreams(upstream: &config::UpstreamConfig) -> String {
+    let urls: Vec<String> = upstream.servers.iter().map(ToString::to_string).collect();
+    urls.join(", ")
 }
