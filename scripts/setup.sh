@@ -2,7 +2,7 @@
 # Installs what Latch needs beyond the Rust toolchain, gcc and python3, for one purpose:
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
-#                            openssl (Redis and TLS tests), the MongoDB-wire test server, the
+#                            openssl (Redis and TLS tests), nginx (TLS upstreams and pools), the MongoDB-wire test server, the
 #                            Flask, Django, Express and Tomcat apps of the enforcement
 #                            differential test, the test identity provider (oidc-provider),
 #                            and schemathesis, openapi-spec-validator and Redocly's linter
@@ -24,6 +24,8 @@ case "$purpose" in
     need_cmd redis-server redis-server   # each Redis test starts its own on a free port
     need_cmd redis-cli redis-tools       # builds the local Redis Cluster for the cluster tests
     need_cmd openssl openssl             # makes the CA and keys for the rediss:// and JWT tests
+    # The HTTPS upstreams and the servers of the pool tests (Debian puts it in /usr/sbin).
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)
     need_cmd node nodejs                 # runs the Express app (tests/apps/express)
     need_cmd npm npm
     # The API contract checkers get a virtual environment of their own (tests/tools/venv).

@@ -15,6 +15,7 @@ use std::time::Duration;
 use toml::Value;
 
 use crate::key::{Choice, Key};
+use crate::upstream::{Balance, HealthCheckKind, HostHeader, DEFAULT_HEALTH_INTERVAL};
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, LockStoreKind, LocksConfig,
     OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, StashConfig,
@@ -22,7 +23,6 @@ use crate::{
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_SHAPE_SAMPLE_EVERY,
     DEFAULT_UPSTREAM_TIMEOUT,
 };
-use crate::upstream::{Balance, HealthCheckKind, HostHeader, DEFAULT_HEALTH_INTERVAL};
 
 /// Every key, section by section; sections appear in the order of their first key.
 pub(crate) static KEYS: LazyLock<Vec<Key>> = LazyLock::new(declare);

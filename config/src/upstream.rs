@@ -243,7 +243,10 @@ pub fn build(
     let tls_only = [
         ("upstream_sni", draft.sni.is_some()),
         ("upstream_ca_file", draft.ca_file.is_some()),
-        ("upstream_client_cert_file", draft.client_cert_file.is_some()),
+        (
+            "upstream_client_cert_file",
+            draft.client_cert_file.is_some(),
+        ),
         ("upstream_client_key_file", draft.client_key_file.is_some()),
         ("upstream_tls_verify", !draft.verify),
     ];
@@ -302,8 +305,7 @@ pub fn build(
         (None, Some(_)) => {
             problem(
                 "upstream_client_cert_file",
-                "required with upstream_client_key_file: the certificate the key belongs to"
-                    .into(),
+                "required with upstream_client_key_file: the certificate the key belongs to".into(),
             );
             ok = false;
             None
@@ -394,7 +396,10 @@ fn read_client_identity(
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         (
             "upstream_client_key_file",
-            format!("{} holds no usable PEM private key: {e}", key_path.display()),
+            format!(
+                "{} holds no usable PEM private key: {e}",
+                key_path.display()
+            ),
         )
     })?;
     let key_der = key.secret_der().to_vec();

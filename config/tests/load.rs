@@ -1391,9 +1391,24 @@ fn bad_upstream_settings_are_each_reported() {
         );
     };
     let https = "\"https://app.internal\"";
-    one(https, "upstream_ca_file = \"missing.pem\"", "proxy.upstream_ca_file", "cannot read");
-    one(https, "upstream_ca_file = \"garbage.pem\"", "proxy.upstream_ca_file", "no PEM certificate");
-    one(https, "upstream_ca_file = \"empty.pem\"", "proxy.upstream_ca_file", "no PEM certificate");
+    one(
+        https,
+        "upstream_ca_file = \"missing.pem\"",
+        "proxy.upstream_ca_file",
+        "cannot read",
+    );
+    one(
+        https,
+        "upstream_ca_file = \"garbage.pem\"",
+        "proxy.upstream_ca_file",
+        "no PEM certificate",
+    );
+    one(
+        https,
+        "upstream_ca_file = \"empty.pem\"",
+        "proxy.upstream_ca_file",
+        "no PEM certificate",
+    );
     let cert = files.cert.display();
     let key = files.key.display();
     let other = files.other_key.display();
@@ -1417,11 +1432,18 @@ fn bad_upstream_settings_are_each_reported() {
     );
     one(
         https,
-        &format!("upstream_client_cert_file = \"{cert}\"\nupstream_client_key_file = \"garbage.pem\""),
+        &format!(
+            "upstream_client_cert_file = \"{cert}\"\nupstream_client_key_file = \"garbage.pem\""
+        ),
         "proxy.upstream_client_key_file",
         "no usable PEM private key",
     );
-    one(https, "upstream_sni = \"bad name!\"", "proxy.upstream_sni", "not a DNS name");
+    one(
+        https,
+        "upstream_sni = \"bad name!\"",
+        "proxy.upstream_sni",
+        "not a DNS name",
+    );
     one(
         "\"http://app.internal\"",
         "upstream_ca_file = \"missing.pem\"",
@@ -1434,7 +1456,12 @@ fn bad_upstream_settings_are_each_reported() {
         "proxy.upstream",
         "mixes http:// and https://",
     );
-    one("[\"http://a:1\", \"http://a:1\"]", "", "proxy.upstream", "twice");
+    one(
+        "[\"http://a:1\", \"http://a:1\"]",
+        "",
+        "proxy.upstream",
+        "twice",
+    );
     one("[]", "", "proxy.upstream", "lists no server");
     one(
         "\"http://a:1\"",
@@ -1442,7 +1469,12 @@ fn bad_upstream_settings_are_each_reported() {
         "proxy.upstream_health_path",
         "starting with /",
     );
-    one("\"http://a:1\"", "upstream_balance = \"random\"", "proxy.upstream_balance", "round_robin");
+    one(
+        "\"http://a:1\"",
+        "upstream_balance = \"random\"",
+        "proxy.upstream_balance",
+        "round_robin",
+    );
 
     // Every problem at once: a bad URL, an unreadable CA, a half client identity.
     let text = upstream_with(
@@ -1453,7 +1485,11 @@ fn bad_upstream_settings_are_each_reported() {
     let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["proxy.upstream", "proxy.upstream_ca_file", "proxy.upstream_client_cert_file"],
+        [
+            "proxy.upstream",
+            "proxy.upstream_ca_file",
+            "proxy.upstream_client_cert_file"
+        ],
         "{found:#?}"
     );
 }

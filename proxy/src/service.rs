@@ -664,7 +664,8 @@ impl ProxyHttp for LatchProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if session.req_header().method.is_idempotent() && self.latch.upstream.may_retry(&ctx.upstream)
+        if session.req_header().method.is_idempotent()
+            && self.latch.upstream.may_retry(&ctx.upstream)
         {
             e.set_retry(true);
         }

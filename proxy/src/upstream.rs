@@ -36,7 +36,6 @@ use pingora::services::background::GenBackgroundService;
 use pingora::services::ServiceWithDependents;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 
-
 /// How long opening a connection to a server (TCP and TLS) may take before it counts as
 /// failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -249,12 +248,12 @@ impl Upstream {
     pub fn health_service(&self) -> Option<Box<dyn ServiceWithDependents>> {
         let name = "upstream health checks".to_owned();
         match self.pool.as_ref()? {
-            Pool::RoundRobin(lb) if lb.health_check_frequency.is_some() => Some(Box::new(
-                GenBackgroundService::new(name, Arc::clone(lb)),
-            )),
-            Pool::LeastConnections(lb) if lb.health_check_frequency.is_some() => Some(
-                Box::new(GenBackgroundService::new(name, Arc::clone(lb))),
-            ),
+            Pool::RoundRobin(lb) if lb.health_check_frequency.is_some() => {
+                Some(Box::new(GenBackgroundService::new(name, Arc::clone(lb))))
+            }
+            Pool::LeastConnections(lb) if lb.health_check_frequency.is_some() => {
+                Some(Box::new(GenBackgroundService::new(name, Arc::clone(lb))))
+            }
             _ => None,
         }
     }
@@ -327,10 +326,8 @@ fn pool(servers: &[Target], config: &UpstreamConfig) -> Result<Pool, UpstreamErr
                     .map(|t| (t.address, Arc::clone(&t.in_flight)))
                     .collect(),
             ));
-            let mut lb = LoadBalancer::<LeastConnections>::from_backends_with_config(
-                backends,
-                Some(table),
-            );
+            let mut lb =
+                LoadBalancer::<LeastConnections>::from_backends_with_config(backends, Some(table));
             finish(&mut lb, frequency).map_err(ready)?;
             Pool::LeastConnections(Arc::new(lb))
         }
@@ -400,7 +397,10 @@ fn health_check(
 }
 
 fn names(servers: &[Target]) -> Vec<(SocketAddr, String)> {
-    servers.iter().map(|t| (t.address, t.name.clone())).collect()
+    servers
+        .iter()
+        .map(|t| (t.address, t.name.clone()))
+        .collect()
 }
 
 /// Runs the check meant for each server (or the one for all) and logs every change of a
@@ -440,7 +440,10 @@ impl HealthCheck for Logged {
         if healthy {
             tracing::info!(server, "the app's server passes its health check again");
         } else {
-            tracing::warn!(server, "the app's server fails its health check; it gets no requests until it passes");
+            tracing::warn!(
+                server,
+                "the app's server fails its health check; it gets no requests until it passes"
+            );
         }
     }
 
