@@ -686,7 +686,9 @@ impl ProxyHttp for LatchProxy {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
-        if code == 502 && session.response_written().is_none() {
+        // An upstream failure, not a 502 a filter chose to answer.
+        let unreachable = code == 502 && !matches!(e.etype(), ErrorType::HTTPStatus(_));
+        if unreachable && session.response_written().is_none() {
             tracing::warn!(
                 server = self.latch.upstream.server_name(&ctx.upstream),
                 error = %e,

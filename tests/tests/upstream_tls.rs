@@ -215,8 +215,9 @@ async fn a_certificate_for_another_name_gets_the_502_page_and_a_logged_reason() 
 
     let logged = eventually(Duration::from_secs(10), || async {
         let log = latch.log();
-        (log.contains("the app could not be reached") && log.contains("NotValidForName"))
-            .then_some(())
+        (log.contains("the app could not be reached")
+            && log.contains("certificate not valid for name \"app.internal\""))
+        .then_some(())
     })
     .await;
     assert!(logged.is_some(), "no reason in the log:\n{}", latch.log());
