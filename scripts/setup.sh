@@ -2,10 +2,10 @@
 # Installs what Latch needs beyond the Rust toolchain, gcc and python3, for one purpose:
 #   scripts/setup.sh demo    cmake (pingora builds zlib-ng with it)
 #   scripts/setup.sh test    + Chromium and ChromeDriver (browser tests), redis-server/redis-cli and
-#                            openssl (Redis and TLS tests), curl and wrk (TLS tests), the
-#                            MongoDB-wire test server, the Flask, Django, Express and Tomcat
-#                            apps of the enforcement differential test, the test identity
-#                            provider (oidc-provider),
+#                            openssl (Redis and TLS tests), curl and wrk (TLS tests), nginx
+#                            (TLS upstreams and pools), the MongoDB-wire test server, the
+#                            Flask, Django, Express and Tomcat apps of the enforcement
+#                            differential test, the test identity provider (oidc-provider),
 #                            and schemathesis, openapi-spec-validator and Redocly's linter
 #                            (the API contract test)
 #   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
@@ -27,6 +27,8 @@ case "$purpose" in
     need_cmd openssl openssl             # makes the CA and keys for the rediss://, TLS and JWT tests
     need_cmd curl curl                   # HTTP/2 over TLS (tests/tests/tls.rs)
     need_cmd wrk wrk                     # certificate reload under load (tests/tests/tls.rs)
+    # The HTTPS upstreams and the servers of the pool tests (Debian puts it in /usr/sbin).
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_pkgs+=(nginx-light)
     need_cmd node nodejs                 # runs the Express app (tests/apps/express)
     need_cmd npm npm
     # The API contract checkers get a virtual environment of their own (tests/tools/venv).

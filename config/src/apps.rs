@@ -10,20 +10,21 @@
 
 use std::time::Duration;
 
-use crate::Upstream;
+use crate::UpstreamConfig;
 
 /// Longest app name, which also prefixes every lock key of the app.
 pub const MAX_APP_NAME: usize = 32;
 
 /// One `[[app]]` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AppConfig {
     /// `[a-z0-9_-]{1,32}`, unique; rules name it in `app`, and it namespaces the app's lock
     /// keys (`wiki/doc:1`).
     pub name: String,
     /// The host names that reach this app; never empty once loaded.
     pub hosts: Vec<HostPattern>,
-    pub upstream: Upstream,
+    /// Its servers, with the `[proxy]` upstream settings.
+    pub upstream: UpstreamConfig,
     /// Overrides `locks.lease_seconds` for this app's rules (a rule's own value wins).
     pub lease: Option<Duration>,
     /// Overrides `locks.grace_seconds` for this app's rules (a rule's own value wins).
@@ -38,10 +39,7 @@ impl AppConfig {
         AppConfig {
             name: String::new(),
             hosts: Vec::new(),
-            upstream: Upstream {
-                host: String::new(),
-                port: 0,
-            },
+            upstream: UpstreamConfig::plain("", 0),
             lease: None,
             grace: None,
             idle: None,

@@ -33,6 +33,13 @@ pub(crate) struct Draft<'a> {
     /// The `[[app]]` entry being read; the keys of a repeated section fill it in, and the
     /// loader moves it into `config.apps` once its keys are read.
     pub app: crate::AppConfig,
+    /// The upstream keys as written; they are judged together, and name files to read.
+    pub upstream: crate::upstream::UpstreamDraft,
+    /// Each `[[app]]` entry's `upstream` URLs as written, in entry order; judged with the
+    /// `[proxy]` upstream settings once every key is read.
+    pub app_upstreams: Vec<Vec<String>>,
+    /// The `upstream` URLs of the `[[app]]` entry being read.
+    pub app_upstream: Vec<String>,
 }
 
 #[derive(Default)]
@@ -57,6 +64,9 @@ impl<'a> Draft<'a> {
             oidc: OidcDraft::default(),
             tls: TlsDraft::default(),
             app: crate::AppConfig::blank(),
+            upstream: Default::default(),
+            app_upstreams: Vec::new(),
+            app_upstream: Vec::new(),
         }
     }
 }

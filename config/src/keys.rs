@@ -16,10 +16,11 @@ use toml::Value;
 
 use crate::apps::HostPattern;
 use crate::key::{Choice, Key};
+use crate::upstream::{Balance, HealthCheckKind, HostHeader, DEFAULT_HEALTH_INTERVAL};
 use crate::{
     AdminConfig, AuthConfig, Config, ControlPlaneConfig, HeaderCase, LockStoreKind, LocksConfig,
     OnStoreError, PathParameters, ProxyConfig, Require, RuleStoreKind, RulesConfig, StashConfig,
-    UnknownHost, Upstream, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
+    UnknownHost, UpstreamConfig, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_SHAPE_SAMPLE_EVERY,
     DEFAULT_UPSTREAM_TIMEOUT,
 };
@@ -36,12 +37,52 @@ fn declare() -> Vec<Key> {
             .default("127.0.0.1:8080")
             .doc("Address the proxy listens on."),
         // Not `required`: `[[app]]` entries take its place (checked in `raw::cross_checks`).
-        Key::checked_text("proxy.upstream", |d, v| {
-            d.config.proxy.upstream = parse_upstream(&v)?;
+        Key::checked_list("proxy.upstream", |d, v| {
+            // Each URL is judged with the other upstream keys (`raw::cross_checks`).
+            if v.is_empty() {
+                return Err("lists no server".into());
+            }
+            d.upstream.urls = v;
             Ok(())
         })
-        .allowed("an `http://` URL of a host and port; required unless `[[app]]` entries are given, and not with them")
-        .doc("The protected app, reached by every host name. Plain HTTP only: the proxy has no TLS stack."),
+        .allowed("an `http://` or `https://` URL of a host and port, or a list of them (a pool, all of one scheme); required unless `[[app]]` entries are given, and not with them")
+        .doc("The protected app, reached by every host name: one server, or a pool of servers that serve it alike."),
+        Key::text("proxy.upstream_sni", |d, v| d.upstream.sni = Some(v))
+        .allowed("a DNS name or IP address")
+        .doc("Name sent as SNI to an `https://` upstream and checked against its certificate. Unset: each server's own host."),
+        Key::text("proxy.upstream_ca_file", |d, v| d.upstream.ca_file = Some(v))
+        .allowed("a PEM file path, relative to the config file")
+        .doc("CA certificates an `https://` upstream's certificate must chain to. Unset: the system's trust store."),
+        Key::text("proxy.upstream_client_cert_file", |d, v| d.upstream.client_cert_file = Some(v))
+        .allowed("a PEM file path (leaf first, then intermediates), relative to the config file")
+        .doc("Certificate Latch presents to an `https://` upstream that asks for one (mutual TLS); with `upstream_client_key_file`."),
+        Key::text("proxy.upstream_client_key_file", |d, v| d.upstream.client_key_file = Some(v))
+        .allowed("a PEM private key file (PKCS#8, SEC1 or PKCS#1), relative to the config file")
+        .doc("Private key of `upstream_client_cert_file`."),
+        Key::flag("proxy.upstream_tls_verify", |d, v| d.upstream.verify = v)
+        .default(true)
+        .doc("Check an `https://` upstream's certificate (chain and name); `false` accepts any certificate and is for tests only."),
+        Key::choice("proxy.upstream_host_header", |d, v| d.upstream.host_header = Some(v))
+        .default("client")
+        .doc("`Host` sent upstream: the client's, as it came, or the upstream server's own `host[:port]`."),
+        Key::choice("proxy.upstream_balance", |d, v| d.upstream.balance = Some(v))
+        .default("round_robin")
+        .doc("How a pool's server is chosen for a request: in turn, or the one with the fewest requests in flight from this instance."),
+        Key::choice("proxy.upstream_health_check", |d, v| d.upstream.health_check = Some(v))
+        .default("tcp")
+        .doc("Active check of a pool's servers: a TCP connection opens, a `GET` of `upstream_health_path` answers 200, or none. A server that fails gets no requests until it passes."),
+        Key::text("proxy.upstream_health_path", |d, v| d.upstream.health_path = Some(v))
+        .default("/")
+        .allowed("a path starting with `/`")
+        .doc("Path the `http` health check asks for."),
+        Key::seconds("proxy.upstream_health_interval_seconds", 1..=3_600, |d, v| {
+            d.upstream.health_interval = Some(v)
+        })
+        .default(DEFAULT_HEALTH_INTERVAL.as_secs() as i64)
+        .doc("Time between two health checks of each server of a pool."),
+        Key::flag("proxy.upstream_retry", |d, v| d.upstream.retry = v)
+        .default(true)
+        .doc("Send an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) whose connection to one server of a pool fails to another server, each server at most once."),
         Key::choice("proxy.unknown_host", |d, v| d.config.proxy.unknown_host = v)
             .default("misdirected")
             .doc("With `[[app]]` entries, the answer to a request whose host names no app: 421 Misdirected Request, or 404; never another app."),
@@ -368,13 +409,17 @@ fn declare() -> Vec<Key> {
         .required("the host names that reach the app")
         .allowed("host names (`wiki.example.com`) and one-label wildcards (`*.example.com`), without port; each in one app only")
         .doc("The host names whose requests go to this app; an exact name wins over another app's wildcard."),
-        Key::checked_text("app.upstream", |d, v| {
-            d.app.upstream = parse_upstream(&v)?;
+        Key::checked_list("app.upstream", |d, v| {
+            // Judged with the `[proxy]` upstream settings (`raw::cross_checks`).
+            if v.is_empty() {
+                return Err("lists no server".into());
+            }
+            d.app_upstream = v;
             Ok(())
         })
         .required("the URL of the app")
-        .allowed("as `proxy.upstream`")
-        .doc("Where this app lives, as `proxy.upstream`."),
+        .allowed("as `proxy.upstream`: one URL, or a list of them (a pool)")
+        .doc("Where this app lives, as `proxy.upstream`; the `proxy.upstream_*` settings (TLS, Host, balance, health checks, retries) apply to it."),
         Key::seconds("app.lease_seconds", 5..=86_400, |d, v| d.app.lease = Some(v))
             .doc("Overrides `locks.lease_seconds` for this app's rules; a rule's own value wins."),
         Key::seconds("app.grace_seconds", 0..=3_600, |d, v| d.app.grace = Some(v))
@@ -411,10 +456,7 @@ pub(crate) fn blank() -> Config {
     Config {
         proxy: ProxyConfig {
             listen: unspecified,
-            upstream: Upstream {
-                host: String::new(),
-                port: 0,
-            },
+            upstream: UpstreamConfig::plain("", 0),
             prefix: String::new(),
             threads: 0,
             instance: String::new(),
@@ -500,6 +542,28 @@ impl Choice for UnknownHost {
     const CHOICES: &'static [(&'static str, Self)] = &[
         ("misdirected", UnknownHost::Misdirected),
         ("not_found", UnknownHost::NotFound),
+    ];
+}
+
+impl Choice for HostHeader {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("client", HostHeader::Client),
+        ("upstream", HostHeader::Upstream),
+    ];
+}
+
+impl Choice for Balance {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("round_robin", Balance::RoundRobin),
+        ("least_connections", Balance::LeastConnections),
+    ];
+}
+
+impl Choice for HealthCheckKind {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("tcp", HealthCheckKind::Tcp),
+        ("http", HealthCheckKind::Http),
+        ("none", HealthCheckKind::None),
     ];
 }
 
@@ -593,59 +657,6 @@ fn rule_store(store: String, base: &Path) -> Result<RuleStoreKind, String> {
     } else {
         Ok(RuleStoreKind::File(resolve(base, &store)))
     }
-}
-
-pub(crate) fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let rest = if let Some(r) = s.strip_prefix("http://") {
-        r
-    } else if s.starts_with("https://") {
-        return Err(
-            "https upstreams are not supported; put the app on plain HTTP behind the proxy".into(),
-        );
-    } else {
-        return Err(format!(
-            "{s:?} must be an http:// URL such as http://127.0.0.1:3000"
-        ));
-    };
-    let authority = rest.trim_end_matches('/');
-    if authority.contains('/') || authority.contains('?') || authority.contains('@') {
-        return Err(format!("{s:?} must name only a scheme, host and port"));
-    }
-    let port_of = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("{s:?} has an invalid port"))
-    };
-    // An IPv6 literal is bracketed and carries colons of its own; anything else splits at
-    // its only colon, if any.
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| format!("{s:?} has an unclosed '[' in its host"))?;
-        match after {
-            "" => (host, 80),
-            after => match after.strip_prefix(':') {
-                Some(p) => (host, port_of(p)?),
-                None => return Err(format!("{s:?} has text after its bracketed host")),
-            },
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, p)) if !p.contains(':') => (host, port_of(p)?),
-            Some(_) => {
-                return Err(format!(
-                    "{s:?} has an IPv6 host without brackets; write http://[::1]:3000"
-                ))
-            }
-            None => (authority, 80),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{s:?} has no host"));
-    }
-    Ok(Upstream {
-        host: host.to_string(),
-        port,
-    })
 }
 
 /// The default `proxy.instance`: this host's name and the process id.

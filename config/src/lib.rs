@@ -21,6 +21,7 @@ mod keys;
 mod raw;
 mod reference;
 mod tls;
+mod upstream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,6 +32,11 @@ pub use apps::{app_for, host_of, AppConfig, HostPattern, MAX_APP_NAME};
 pub use raw::ENV_PREFIX;
 pub use reference::reference_markdown;
 pub use tls::{load_certificate, name_covers, parse_certificate, LoadedCertificate};
+pub use upstream::{
+    build as build_upstream, parse_url as parse_upstream_url, Balance, ClientIdentity, HealthCheck,
+    HealthCheckKind, HostHeader, Server, UpstreamConfig, UpstreamDraft, UpstreamTls,
+    DEFAULT_HEALTH_INTERVAL, MAX_SERVERS,
+};
 
 /// One configuration problem: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,7 +145,8 @@ impl fmt::Debug for OidcConfig {
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
-    pub upstream: Upstream,
+    /// The protected app: its servers, how they are reached and chosen.
+    pub upstream: UpstreamConfig,
     /// Reserved path prefix served by the proxy itself; starts with `/`, no trailing slash.
     pub prefix: String,
     /// Worker threads for the proxy service. Default 2: pingora's own default of 1 leaves a
@@ -252,24 +259,6 @@ pub enum HeaderCase {
 
 /// How rules see `;` path parameters; defined with the rules, which apply it.
 pub use rules::PathParameters;
-
-/// Where the protected app lives. Only plain HTTP: the proxy is built without a TLS stack.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upstream {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Upstream {
-    /// `host:port`, with an IPv6 host in brackets, as socket address resolution expects.
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Require {
@@ -433,10 +422,7 @@ impl Config {
         let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let mut config = raw::defaults(Path::new(""));
         config.proxy.listen = loopback(port);
-        config.proxy.upstream = Upstream {
-            host: "127.0.0.1".into(),
-            port: upstream_port,
-        };
+        config.proxy.upstream = UpstreamConfig::plain("127.0.0.1", upstream_port);
         config.auth.settings.key = auth::KeySource::Secret(secret.as_bytes().to_vec());
         config.control_plane.listen = loopback(port.wrapping_add(1));
         config.admin.listen = loopback(port.wrapping_add(2));

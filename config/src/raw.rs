@@ -327,6 +327,8 @@ fn read_entries(
         }
         let app = std::mem::replace(&mut draft.app, crate::AppConfig::blank());
         draft.config.apps.push(app);
+        let urls = std::mem::take(&mut draft.app_upstream);
+        draft.app_upstreams.push(urls);
     }
 }
 
@@ -461,6 +463,40 @@ fn cross_checks(
                     "{cookie:?} is a cookie of the [oidc] sign-in; name the token cookie otherwise"
                 ),
             );
+        }
+    }
+
+    // `proxy.upstream`, or each `[[app]]`'s `upstream`, with the `[proxy]` upstream settings.
+    // A problem of a shared setting (an unreadable CA file, say) is reported once.
+    let upstream = std::mem::take(&mut draft.upstream);
+    let app_upstreams = std::mem::take(&mut draft.app_upstreams);
+    let mut reported = HashSet::new();
+    for (index, urls) in app_upstreams.into_iter().enumerate() {
+        let entry = crate::upstream::UpstreamDraft {
+            urls,
+            ..upstream.clone()
+        };
+        let built = crate::upstream::build(entry, base, &mut |setting, message| {
+            let key = match setting {
+                "upstream" => format!("app[{}].upstream", index + 1),
+                shared => format!("proxy.{shared}"),
+            };
+            if reported.insert((key.clone(), message.clone())) {
+                problem(&key, message);
+            }
+        });
+        if let (Some(built), Some(app)) = (built, draft.config.apps.get_mut(index)) {
+            app.upstream = built;
+        }
+    }
+    if given.contains("proxy.upstream") || draft.config.apps.is_empty() {
+        if let Some(upstream) = crate::upstream::build(upstream, base, &mut |setting, message| {
+            let key = format!("proxy.{setting}");
+            if reported.insert((key.clone(), message.clone())) {
+                problem(&key, message);
+            }
+        }) {
+            draft.config.proxy.upstream = upstream;
         }
     }
 

@@ -89,8 +89,8 @@ fn addr(s: &str) -> SocketAddr {
 fn defaults_fill_every_optional_key() {
     let c = good(&minimal(""));
     assert_eq!(c.proxy.listen, addr("127.0.0.1:8080"));
-    assert_eq!(c.proxy.upstream.host, "127.0.0.1");
-    assert_eq!(c.proxy.upstream.port, 3000);
+    assert_eq!(c.proxy.upstream.servers[0].host, "127.0.0.1");
+    assert_eq!(c.proxy.upstream.servers[0].port, 3000);
     assert_eq!(c.proxy.prefix, "/__latch");
     assert_eq!(c.proxy.threads, 2);
     assert!(!c.proxy.instance.is_empty());
@@ -185,8 +185,8 @@ listen = "127.0.0.1:0"
 "#
     ));
     assert_eq!(c.proxy.listen, addr("0.0.0.0:80"));
-    assert_eq!(c.proxy.upstream.host, "app.internal");
-    assert_eq!(c.proxy.upstream.port, 8081);
+    assert_eq!(c.proxy.upstream.servers[0].host, "app.internal");
+    assert_eq!(c.proxy.upstream.servers[0].port, 8081);
     assert_eq!(c.proxy.prefix, "/_gate/v1");
     assert_eq!(c.proxy.threads, 8);
     assert_eq!(c.proxy.instance, "edge-1");
@@ -293,13 +293,13 @@ fn good_values_table() {
 #[test]
 fn upstream_addresses_are_usable_for_ipv6() {
     let c = good(&minimal("").replace("127.0.0.1:3000", "[::1]:3000"));
-    assert_eq!(c.proxy.upstream.host, "::1");
-    assert_eq!(c.proxy.upstream.address(), "[::1]:3000");
+    assert_eq!(c.proxy.upstream.servers[0].host, "::1");
+    assert_eq!(c.proxy.upstream.servers[0].address(), "[::1]:3000");
     let c = good(&minimal("").replace("127.0.0.1:3000", "[::1]"));
-    assert_eq!(c.proxy.upstream.port, 80);
-    assert_eq!(c.proxy.upstream.address(), "[::1]:80");
+    assert_eq!(c.proxy.upstream.servers[0].port, 80);
+    assert_eq!(c.proxy.upstream.servers[0].address(), "[::1]:80");
     let c = good(&minimal(""));
-    assert_eq!(c.proxy.upstream.address(), "127.0.0.1:3000");
+    assert_eq!(c.proxy.upstream.servers[0].address(), "127.0.0.1:3000");
 }
 
 #[test]
@@ -405,7 +405,8 @@ fn bad_proxy_values() {
 fn bad_upstreams() {
     let cases: &[(&str, &str)] = &[
         ("ftp://example.com", "http://"),
-        ("https://example.com", "https"),
+        ("https://", "no host"),
+        ("http://example.com:0", "port"),
         ("example.com:3000", "http://"),
         ("http://", "no host"),
         ("http://:3000", "no host"),
@@ -1063,7 +1064,7 @@ fn load_reads_the_file_and_resolves_paths_against_its_directory() {
 fn demo_config_is_self_consistent() {
     let c = Config::demo(8080, 3000, SECRET);
     assert_eq!(c.proxy.listen, addr("127.0.0.1:8080"));
-    assert_eq!(c.proxy.upstream.address(), "127.0.0.1:3000");
+    assert_eq!(c.proxy.upstream.servers[0].address(), "127.0.0.1:3000");
     assert!(auth::Verifier::new(c.auth.settings.clone()).is_ok());
     assert!(c.locks.grace < c.locks.lease);
 }
@@ -1121,7 +1122,7 @@ fn kubernetes_service_variables_are_not_config_keys() {
     .map(|(k, v)| (k.to_string(), v.to_string()));
     let config = config::Config::from_toml_str(text, "latch.toml", std::path::Path::new("."), env)
         .expect("service-discovery variables are ignored");
-    assert_eq!(config.proxy.upstream.port, 3000);
+    assert_eq!(config.proxy.upstream.servers[0].port, 3000);
 
     let typo = [("LATCH_PROXY_LISTN".to_string(), "127.0.0.1:1".to_string())];
     let issues = config::Config::from_toml_str(text, "latch.toml", std::path::Path::new("."), typo)
@@ -1287,9 +1288,9 @@ fn app_entries_are_read_in_order_with_their_overrides() {
     assert_eq!(wiki.name, "wiki");
     let hosts: Vec<String> = wiki.hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["wiki.example.com", "*.wiki.example.com"]);
-    assert_eq!(wiki.upstream.address(), "127.0.0.1:3001");
+    assert_eq!(wiki.upstream.servers[0].address(), "127.0.0.1:3001");
     assert_eq!((wiki.lease, wiki.grace, wiki.idle), (None, None, None));
-    assert_eq!(crm.upstream.address(), "[::1]:3002");
+    assert_eq!(crm.upstream.servers[0].address(), "[::1]:3002");
     assert_eq!(crm.lease, Some(Duration::from_secs(60)));
     assert_eq!(crm.grace, Some(Duration::from_secs(5)));
     assert_eq!(crm.idle, Some(Duration::ZERO));
@@ -1310,7 +1311,7 @@ fn app_entries_are_read_in_order_with_their_overrides() {
 #[test]
 fn every_app_problem_is_reported_with_its_entry() {
     let text = apps(
-        "[[app]]\nname = \"Wiki!\"\nhosts = [\"wiki.example.com:80\", \"ok.example.com\"]\nupstream = \"https://x\"\ncolour = \"red\"\n\n\
+        "[[app]]\nname = \"Wiki!\"\nhosts = [\"wiki.example.com:80\", \"ok.example.com\"]\nupstream = \"ftp://x\"\ncolour = \"red\"\n\n\
          [[app]]\nhosts = []\nlease_seconds = 10\ngrace_seconds = 10\n\n\
          [[app]]\nname = \"crm\"\nhosts = [\"ok.example.com\", \"*.example.com\"]\nupstream = \"http://127.0.0.1:1\"\n\n\
          [[app]]\nname = \"crm\"\nhosts = [\"*.EXAMPLE.com\"]\nupstream = \"http://127.0.0.1:2\"\n",
@@ -1323,7 +1324,7 @@ fn every_app_problem_is_reported_with_its_entry() {
         "app[1].colour: unknown key",
         "app[1].name: \"Wiki!\" contains 'W'",
         "app[1].hosts: \"wiki.example.com:80\" is not a host name",
-        "app[1].upstream: https upstreams are not supported",
+        "app[1].upstream: ",
         "app[2].name: required",
         "app[2].hosts: must list at least one host name",
         "app[2].upstream: required",
@@ -1379,5 +1380,227 @@ fn app_keys_are_not_set_from_the_environment() {
         found[0].message.contains("only in the file"),
         "{}",
         found[0]
+    );
+}
+
+/// A CA, a certificate for `app.internal` and files that are not what their keys ask for, in
+/// a directory that is the config's base.
+struct TlsFiles {
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    other_key: PathBuf,
+}
+
+fn tls_files() -> TlsFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = testkit::certs::TestCa::new(dir.path(), "upstream");
+    let issued = ca.issue(&["app.internal"]);
+    let other = ca.issue(&["other.internal"]);
+    std::fs::write(dir.path().join("garbage.pem"), "not a certificate\n").unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    TlsFiles {
+        ca: ca.cert(),
+        cert: issued.cert,
+        key: issued.key,
+        other_key: other.key,
+        dir,
+    }
+}
+
+fn load_in(dir: &Path, text: &str) -> Result<Config, Vec<Issue>> {
+    Config::from_toml_str(text, SOURCE, dir, std::iter::empty())
+}
+
+fn upstream_with(upstream: &str, lines: &str) -> String {
+    format!("[proxy]\nupstream = {upstream}\n{lines}\n\n[auth]\nsecret = \"{SECRET}\"\n")
+}
+
+#[test]
+fn an_https_upstream_with_a_ca_file_and_a_client_certificate() {
+    let files = tls_files();
+    let text = upstream_with(
+        "\"https://app.internal:8443\"",
+        &format!(
+            "upstream_ca_file = {:?}\nupstream_client_cert_file = {:?}\nupstream_client_key_file = \"{}\"\n\
+             upstream_sni = \"app.example\"\nupstream_host_header = \"upstream\"",
+            files.ca.file_name().unwrap(),
+            files.cert,
+            files.key.display()
+        ),
+    );
+    let c = load_in(files.dir.path(), &text).unwrap_or_else(|e| panic!("{e:#?}"));
+    let up = &c.proxy.upstream;
+    assert_eq!(up.servers.len(), 1);
+    assert!(up.servers[0].tls);
+    assert_eq!(up.servers[0].port, 8443);
+    assert_eq!(up.servers[0].authority(), "app.internal:8443");
+    assert_eq!(up.host_header, config::HostHeader::Upstream);
+    let tls = up.tls.as_ref().expect("tls settings");
+    assert_eq!(tls.sni.as_deref(), Some("app.example"));
+    assert_eq!(tls.ca.as_ref().map(|c| c.len()), Some(1));
+    let client = tls.client.as_ref().expect("a client certificate");
+    assert_eq!(client.certs.len(), 1);
+    assert!(tls.verify);
+}
+
+#[test]
+fn an_https_upstream_without_a_ca_file_uses_the_system_roots() {
+    let c = good(&upstream_with("\"https://app.internal\"", ""));
+    let up = &c.proxy.upstream;
+    assert_eq!(up.servers[0].port, 443);
+    assert_eq!(up.servers[0].authority(), "app.internal");
+    let tls = up.tls.as_ref().unwrap();
+    assert!(tls.ca.is_none() && tls.client.is_none() && tls.sni.is_none());
+}
+
+#[test]
+fn a_pool_lists_servers_of_one_scheme() {
+    let c = good(&upstream_with(
+        "[\"http://10.0.0.1:3000\", \"http://10.0.0.2:3000\"]",
+        "upstream_balance = \"least_connections\"\nupstream_health_check = \"http\"\n\
+         upstream_health_path = \"/healthz?full=1\"\nupstream_health_interval_seconds = 2\nupstream_retry = false",
+    ));
+    let up = &c.proxy.upstream;
+    assert_eq!(up.servers.len(), 2);
+    assert_eq!(up.servers[1].host, "10.0.0.2");
+    assert_eq!(up.balance, config::Balance::LeastConnections);
+    assert_eq!(up.health.kind, config::HealthCheckKind::Http);
+    assert_eq!(up.health.path, "/healthz?full=1");
+    assert_eq!(up.health.interval, Duration::from_secs(2));
+    assert!(!up.retry);
+    // The defaults.
+    let up = good(&minimal("")).proxy.upstream;
+    assert_eq!(up.balance, config::Balance::RoundRobin);
+    assert_eq!(up.health.kind, config::HealthCheckKind::Tcp);
+    assert_eq!(up.health.interval, Duration::from_secs(5));
+    assert_eq!(up.host_header, config::HostHeader::Client);
+    assert!(up.retry && up.tls.is_none());
+    // A pool from the environment, comma-separated.
+    let c = load_env(
+        &minimal(""),
+        &[("LATCH_PROXY_UPSTREAM", "http://a:1, http://b:2")],
+    )
+    .unwrap();
+    assert_eq!(c.proxy.upstream.servers.len(), 2);
+}
+
+#[test]
+fn bad_upstream_settings_are_each_reported() {
+    let files = tls_files();
+    let dir = files.dir.path();
+    let one = |upstream: &str, lines: &str, key: &str, says: &str| {
+        let text = upstream_with(upstream, lines);
+        let found = load_in(dir, &text).expect_err(&text);
+        assert_eq!(found.len(), 1, "{found:#?}\n{text}");
+        assert_eq!(found[0].key, key, "{found:#?}");
+        assert!(
+            found[0].message.contains(says),
+            "{key}: {:?} does not mention {says:?}",
+            found[0].message
+        );
+    };
+    let https = "\"https://app.internal\"";
+    one(
+        https,
+        "upstream_ca_file = \"missing.pem\"",
+        "proxy.upstream_ca_file",
+        "cannot read",
+    );
+    one(
+        https,
+        "upstream_ca_file = \"garbage.pem\"",
+        "proxy.upstream_ca_file",
+        "no PEM certificate",
+    );
+    one(
+        https,
+        "upstream_ca_file = \"empty.pem\"",
+        "proxy.upstream_ca_file",
+        "no PEM certificate",
+    );
+    let cert = files.cert.display();
+    let key = files.key.display();
+    let other = files.other_key.display();
+    one(
+        https,
+        &format!("upstream_client_cert_file = \"{cert}\""),
+        "proxy.upstream_client_key_file",
+        "required",
+    );
+    one(
+        https,
+        &format!("upstream_client_key_file = \"{key}\""),
+        "proxy.upstream_client_cert_file",
+        "required",
+    );
+    one(
+        https,
+        &format!("upstream_client_cert_file = \"{cert}\"\nupstream_client_key_file = \"{other}\""),
+        "proxy.upstream_client_key_file",
+        "is not the key of",
+    );
+    one(
+        https,
+        &format!(
+            "upstream_client_cert_file = \"{cert}\"\nupstream_client_key_file = \"garbage.pem\""
+        ),
+        "proxy.upstream_client_key_file",
+        "no usable PEM private key",
+    );
+    one(
+        https,
+        "upstream_sni = \"bad name!\"",
+        "proxy.upstream_sni",
+        "not a DNS name",
+    );
+    one(
+        "\"http://app.internal\"",
+        "upstream_ca_file = \"missing.pem\"",
+        "proxy.upstream_ca_file",
+        "only to https://",
+    );
+    one(
+        "[\"http://a:1\", \"https://b:2\"]",
+        "",
+        "proxy.upstream",
+        "mixes http:// and https://",
+    );
+    one(
+        "[\"http://a:1\", \"http://a:1\"]",
+        "",
+        "proxy.upstream",
+        "twice",
+    );
+    one("[]", "", "proxy.upstream", "lists no server");
+    one(
+        "\"http://a:1\"",
+        "upstream_health_path = \"healthz\"",
+        "proxy.upstream_health_path",
+        "starting with /",
+    );
+    one(
+        "\"http://a:1\"",
+        "upstream_balance = \"random\"",
+        "proxy.upstream_balance",
+        "round_robin",
+    );
+
+    // Every problem at once: a bad URL, an unreadable CA, a half client identity.
+    let text = upstream_with(
+        "[\"https://a:1\", \"ftp://b\"]",
+        "upstream_ca_file = \"missing.pem\"\nupstream_client_key_file = \"garbage.pem\"",
+    );
+    let found = load_in(dir, &text).unwrap_err();
+    let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "proxy.upstream",
+            "proxy.upstream_ca_file",
+            "proxy.upstream_client_cert_file"
+        ],
+        "{found:#?}"
     );
 }

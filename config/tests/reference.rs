@@ -42,7 +42,7 @@ fn the_reference_lists_every_section_key_and_variable() {
         "## `[admin]`",
         "| `threads` | integer | `2` | 1 to 64 | `LATCH_PROXY_THREADS` |",
         "| `inject_at` | enum | `\"head\"` | `\"head\"`, `\"body_end\"` | `LATCH_PROXY_INJECT_AT` |",
-        "| `upstream` | string | required |",
+        "| `upstream` | list of strings | required |",
         "| `lease_seconds` | seconds | `30` | 5 to 86400 | `LATCH_LOCKS_LEASE_SECONDS` |",
         "| `store_timeout_ms` | milliseconds | `500` |",
         "| `admin_roles` | list of strings | `[\"admin\"]` |",

@@ -36,14 +36,14 @@ use http::{header, HeaderValue, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession;
-use pingora::protocols::l4::stream::Stream;
 use pingora::proxy::Session;
 use serde_json::json;
-use tokio::net::TcpStream;
 
+use crate::apps::AppId;
 use crate::fenced::{self, Fenced};
 use crate::respond::Reply;
 use crate::state::Latch;
+use crate::upstream::InFlight;
 
 /// The type of the last event a stream gets when its owner loses the lock.
 pub const LOCK_LOST_EVENT: &str = "latch-lock-lost";
@@ -104,8 +104,9 @@ pub async fn serve(
     fenced
         .upstream_headers(true)
         .apply(&mut request, latch.config.proxy.header_case)?;
-    let mut app = match open(latch, fenced.upstream, request).await {
-        Ok(app) => app,
+    // Counted against its server (least connections) for as long as the stream lasts.
+    let (mut app, _held) = match open(latch, fenced.app, request).await {
+        Ok(opened) => opened,
         Err(e) => {
             tracing::warn!(resource = %fenced.resource, error = %e, "app event stream request failed");
             let reply = Reply::problem(502, "Bad gateway", &e);
@@ -223,16 +224,21 @@ enum End {
 /// Connects to the app, sends the request, and reads the answer's head (past any 1xx).
 async fn open(
     latch: &Latch,
-    upstream: std::net::SocketAddr,
-    request: Box<RequestHeader>,
-) -> std::result::Result<HttpSession, String> {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(upstream)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(format!("cannot connect to the app: {e}")),
-        Err(_) => return Err("cannot connect to the app: timed out".to_owned()),
-    };
-    let _ = tcp.set_nodelay(true);
-    let mut app = HttpSession::new(Box::new(Stream::from(tcp)));
+    app: AppId,
+    mut request: Box<RequestHeader>,
+) -> std::result::Result<(HttpSession, Option<InFlight>), String> {
+    let connection =
+        match tokio::time::timeout(CONNECT_TIMEOUT, latch.apps.get(app).upstream.connect()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("cannot connect to the app: timed out".to_owned()),
+        };
+    if let Some(host) = connection.host {
+        request
+            .insert_header(header::HOST, host)
+            .map_err(|e| format!("cannot set the Host header: {e}"))?;
+    }
+    let mut app = HttpSession::new(connection.stream);
     app.write_timeout = Some(WRITE_TIMEOUT);
     app.read_timeout = latch.config.proxy.upstream_timeout;
     app.write_request_header(request)
@@ -246,7 +252,7 @@ async fn open(
             .resp_header()
             .is_some_and(|h| h.status.is_informational());
         if !informational {
-            return Ok(app);
+            return Ok((app, connection.held));
         }
     }
     Err("the app sent too many informational answers".to_owned())

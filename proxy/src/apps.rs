@@ -8,29 +8,28 @@
 //!
 //! This module knows the configuration and the request head, nothing of rules or locks.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use config::{AppConfig, Config};
 use http::{header, HeaderMap, Uri};
 
+use crate::upstream::{Upstream, UpstreamError};
+
 /// An app by its position in [`Apps`]: `0` in the one-app case.
 pub type AppId = usize;
 
 /// One app, ready for the request path.
-#[derive(Debug)]
 pub struct App {
     /// `None` in the one-app case (`proxy.upstream`).
     pub name: Option<String>,
-    /// Resolved once at start so the request path never waits on DNS.
-    pub upstream: SocketAddr,
+    /// Its servers, resolved once at start so the request path never waits on DNS.
+    pub upstream: Upstream,
     pub lease: Option<Duration>,
     pub grace: Option<Duration>,
     pub idle: Option<Duration>,
 }
 
 /// Every app of this proxy.
-#[derive(Debug)]
 pub struct Apps {
     apps: Vec<App>,
     /// The `[[app]]` entries, whose hosts route requests; empty in the one-app case.
@@ -47,33 +46,27 @@ pub enum HostRefusal {
     Ambiguous,
 }
 
-/// An upstream whose name did not resolve at start.
+/// An app whose servers cannot be used (a name that does not resolve, say).
 #[derive(Debug, thiserror::Error)]
-#[error("{key}: cannot resolve {address}: {reason}")]
-pub struct Unresolved {
+#[error("{key}: {source}")]
+pub struct Unusable {
     key: String,
-    address: String,
-    reason: String,
+    #[source]
+    source: UpstreamError,
 }
 
-fn resolve(key: &str, address: String) -> Result<SocketAddr, Unresolved> {
-    let unresolved = |address: &str, reason: String| Unresolved {
+fn upstream(key: &str, config: &config::UpstreamConfig) -> Result<Upstream, Unusable> {
+    Upstream::new(config).map_err(|source| Unusable {
         key: key.to_owned(),
-        address: address.to_owned(),
-        reason,
-    };
-    address
-        .to_socket_addrs()
-        .map_err(|e| unresolved(&address, e.to_string()))?
-        .next()
-        .ok_or_else(|| unresolved(&address, "no addresses".into()))
+        source,
+    })
 }
 
 impl Apps {
-    /// Resolves every app's upstream.
-    pub fn new(config: &Config) -> Result<Apps, Unresolved> {
+    /// Resolves every app's servers.
+    pub fn new(config: &Config) -> Result<Apps, Unusable> {
         if config.apps.is_empty() {
-            let upstream = resolve("proxy.upstream", config.proxy.upstream.address())?;
+            let upstream = upstream("proxy.upstream", &config.proxy.upstream)?;
             return Ok(Apps {
                 apps: vec![App {
                     name: None,
@@ -93,13 +86,13 @@ impl Apps {
                 let key = format!("app[{}].upstream", index + 1);
                 Ok(App {
                     name: Some(app.name.clone()),
-                    upstream: resolve(&key, app.upstream.address())?,
+                    upstream: upstream(&key, &app.upstream)?,
                     lease: app.lease,
                     grace: app.grace,
                     idle: app.idle,
                 })
             })
-            .collect::<Result<_, Unresolved>>()?;
+            .collect::<Result<_, Unusable>>()?;
         Ok(Apps {
             apps,
             routes: config.apps.clone(),
@@ -109,6 +102,11 @@ impl Apps {
     /// Is there more than the one app without a name?
     pub fn routed(&self) -> bool {
         !self.routes.is_empty()
+    }
+
+    /// Every app, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &App> {
+        self.apps.iter()
     }
 
     pub fn get(&self, app: AppId) -> &App {

@@ -19,8 +19,8 @@ use crate::upstream_headers::UpstreamHeaders;
 /// The lock a fenced connection opens under.
 pub struct Fenced {
     pub resource: String,
-    /// The upstream of the app the request was routed to.
-    pub upstream: std::net::SocketAddr,
+    /// The app the request was routed to, whose servers it is opened on.
+    pub app: crate::apps::AppId,
     pub fence: u64,
     /// The owner key of the lock's holder.
     pub owner: String,

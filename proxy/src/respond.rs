@@ -323,6 +323,26 @@ h1{{font-size:1.6rem}}ul{{background:#fff4e5;border-left:4px solid #f0a020;paddi
     reply.header(header::RETRY_AFTER, retry_after.max(1).to_string())
 }
 
+/// The 502 answer when the app cannot be reached (no connection, a TLS handshake that failed,
+/// no answer in time). It says nothing of why: that is logged, and is the operator's to read.
+pub fn bad_gateway(html: bool) -> Reply {
+    if html {
+        Reply::new(
+            502,
+            "text/html; charset=utf-8",
+            "<!doctype html><title>Bad gateway</title><h1>Bad gateway</h1>\
+             <p>The application behind this address cannot be reached right now. Try again in a \
+             few seconds.</p>",
+        )
+    } else {
+        Reply::problem(
+            502,
+            "Bad gateway",
+            "The application behind this address cannot be reached right now.",
+        )
+    }
+}
+
 /// The 503 answer when the lock store cannot be reached and `on_store_error = "deny"`.
 pub fn unavailable(html: bool) -> Reply {
     let reply = if html {

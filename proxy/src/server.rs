@@ -174,6 +174,11 @@ pub fn build(
             services.push(Box::new(service));
         }
     }
+    for app in latch.apps.iter() {
+        if let Some(health) = app.upstream.health_service() {
+            services.push(health);
+        }
+    }
     let background = background_service(
         "latch",
         Background {

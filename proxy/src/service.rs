@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use store::{ClaimOutcome, ClaimRequest};
 
 use crate::apps::{AppId, HostRefusal};
@@ -28,6 +28,7 @@ use crate::peer::{self, peer_ip};
 use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
+use crate::upstream::Attempt;
 use crate::upstream_headers::UpstreamHeaders;
 use crate::{app_sse, app_ws, endpoints, gate, login, stash};
 
@@ -58,6 +59,8 @@ pub struct Ctx {
     pub inject: Option<InjectPlan>,
     /// Boxed: the rewriter is large, and the context lives inside every request's future.
     pub injector: Option<Box<inject_body::BodyInjector>>,
+    /// Which of the app's servers this request went to, and which it tried.
+    pub upstream: Attempt,
 }
 
 pub struct LatchProxy {
@@ -512,7 +515,7 @@ impl LatchProxy {
         let holder = self.latch.holder(identity, rule, sid.as_deref());
         Fenced {
             resource,
-            upstream: self.latch.apps.get(app).upstream,
+            app,
             fence,
             owner: holder.owner_key(),
             user: holder.user,
@@ -717,20 +720,76 @@ impl ProxyHttp for LatchProxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let upstream = self.latch.apps.get(ctx.app).upstream;
-        let mut peer = HttpPeer::new(upstream, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        // No idle timeout on pooled upstream connections: each would arm a timer for every
-        // request. A pooled connection is watched for the upstream closing it and dropped then;
-        // the pool is bounded, and an idempotent request that fails on a reused connection is
-        // retried on a new one.
-        //
+        let mut peer = self
+            .latch
+            .apps
+            .get(ctx.app)
+            .upstream
+            .peer(&mut ctx.upstream);
         // An app's WebSocket may sit idle for as long as its page is open; any other response
         // is bounded by `proxy.upstream_timeout_seconds` between reads.
         if !session.is_upgrade_req() {
             peer.options.read_timeout = self.latch.config.proxy.upstream_timeout;
         }
-        Ok(Box::new(peer))
+        Ok(peer)
+    }
+
+    /// A connection that could not be opened carried nothing of the request, so an idempotent
+    /// one goes to another server of a pool, each server at most once.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if session.req_header().method.is_idempotent()
+            && self
+                .latch
+                .apps
+                .get(ctx.app)
+                .upstream
+                .may_retry(&ctx.upstream)
+        {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// A request that reached no answer from the app gets Latch's 502 page (problem+json for
+    /// clients that are not browsers); why is logged with the server's URL, never shown.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // An upstream failure, not a 502 a filter chose to answer.
+        let unreachable = code == 502 && !matches!(e.etype(), ErrorType::HTTPStatus(_));
+        if unreachable && session.response_written().is_none() {
+            tracing::warn!(
+                server = self.latch.apps.get(ctx.app).upstream.server_name(&ctx.upstream),
+                error = %e,
+                "the app could not be reached; answered 502"
+            );
+            let reply = respond::bad_gateway(respond::wants_html(session));
+            let unread = has_body(session.req_header());
+            if let Err(e) = reply.send(session, unread).await {
+                tracing::debug!(error = %e, "the 502 page could not be sent");
+            }
+        } else if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn upstream_request_filter(
@@ -755,6 +814,9 @@ impl ProxyHttp for LatchProxy {
                 Some(_) => "exclusive",
                 None => "read_only",
             }));
+        }
+        if let Some(host) = self.latch.apps.get(ctx.app).upstream.host(&ctx.upstream) {
+            upstream.insert_header(header::HOST, host.clone())?;
         }
         add.apply(upstream, self.latch.config.proxy.header_case)
     }

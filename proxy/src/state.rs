@@ -41,7 +41,7 @@ const TIMED_OPS: [&str; 8] = [
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Upstream(#[from] crate::apps::Unresolved),
+    Upstream(#[from] crate::apps::Unusable),
     #[error("auth: {0}")]
     Auth(#[from] auth::KeyError),
     #[error("{0}")]

@@ -5,6 +5,7 @@
 //! - [`redis`]: throwaway `redis-server` processes (plain, TLS, a three-master cluster).
 //! - [`mongo`]: a MongoDB-compatible server (nx-27017) with its own data directory.
 //! - [`certs`]: a throwaway CA made with `openssl`, and the certificates it issues.
+//! - [`nginx`]: throwaway nginx servers (plain or TLS upstreams), one process each.
 //! - [`chrome`]: headless Chromium and a ChromeDriver child, for browser tests.
 //!
 //! It depends on no Latch crate, so `store` can use it for its own tests without a cycle.
@@ -12,6 +13,7 @@
 pub mod certs;
 pub mod chrome;
 pub mod mongo;
+pub mod nginx;
 pub mod redis;
 
 use std::net::TcpListener;

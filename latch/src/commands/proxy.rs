@@ -11,10 +11,10 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let plan = ProxyPlan::load(config, path, &stores)?;
     // With `[[app]]` entries each app has its upstream; the log names them all.
     let upstream = match plan.config.apps.as_slice() {
-        [] => plan.config.proxy.upstream.address(),
+        [] => upstreams(&plan.config.proxy.upstream),
         apps => apps
             .iter()
-            .map(|app| format!("{}={}", app.name, app.upstream.address()))
+            .map(|app| format!("{}={}", app.name, upstreams(&app.upstream)))
             .collect::<Vec<_>>()
             .join(", "),
     };
@@ -26,4 +26,10 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
         "latch proxy starting"
     );
     launch::run(stores, Some(plan), Vec::new())
+}
+
+/// The upstream's server URLs, for the start line of the log.
+fn upstreams(upstream: &config::UpstreamConfig) -> String {
+    let urls: Vec<String> = upstream.servers.iter().map(ToString::to_string).collect();
+    urls.join(", ")
 }

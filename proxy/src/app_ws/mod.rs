@@ -31,17 +31,19 @@ use futures::{SinkExt, StreamExt};
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::apps::AppId;
 use crate::fenced::{self, Fenced};
 use crate::respond::Reply;
 use crate::state::Latch;
+use crate::upstream::InFlight;
 
 /// The close code an app socket gets when its owner loses the lock.
 pub const LOCK_LOST: u16 = 4423;
@@ -85,7 +87,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
         .apply(&mut request, latch.config.proxy.header_case)?;
     let upstream = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake(fenced.upstream, &request),
+        handshake(latch, fenced.app, &mut request),
     )
     .await
     {
@@ -98,7 +100,8 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
             return bad_gateway(session, "the app did not answer the handshake in time").await
         }
     };
-    let (head, mut app) = upstream;
+    // Counted against its server (least connections) for as long as the socket lives.
+    let (head, mut app, _held) = upstream;
     if head.status.as_u16() != 101 {
         return relay_refusal(session, head, &mut app).await;
     }
@@ -123,18 +126,22 @@ async fn bad_gateway(session: &mut Session, why: &str) -> Result<()> {
         .await
 }
 
-type App = BufReader<TcpStream>;
+type App = BufReader<Stream>;
 
 /// Sends the handshake to the app and reads its answer's head. What the reader holds past the
 /// head already belongs to the WebSocket.
 async fn handshake(
-    upstream: std::net::SocketAddr,
-    request: &RequestHeader,
-) -> std::result::Result<(Box<ResponseHeader>, App), String> {
-    let mut tcp = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| format!("cannot connect to the app: {e}"))?;
-    let _ = tcp.set_nodelay(true);
+    latch: &Latch,
+    app: AppId,
+    request: &mut RequestHeader,
+) -> std::result::Result<(Box<ResponseHeader>, App, Option<InFlight>), String> {
+    let connection = latch.apps.get(app).upstream.connect().await?;
+    if let Some(host) = connection.host {
+        request
+            .insert_header(header::HOST, host)
+            .map_err(|e| format!("cannot set the Host header: {e}"))?;
+    }
+    let mut tcp = connection.stream;
     let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = BytesMut::with_capacity(1024);
     head.extend_from_slice(format!("GET {path} HTTP/1.1\r\n").as_bytes());
@@ -165,7 +172,7 @@ async fn handshake(
             break;
         }
     }
-    Ok((parse_response(&raw)?, app))
+    Ok((parse_response(&raw)?, app, connection.held))
 }
 
 fn parse_response(raw: &[u8]) -> std::result::Result<Box<ResponseHeader>, String> {
