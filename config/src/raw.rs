@@ -471,11 +471,39 @@ fn cross_checks(
     let upstream = std::mem::take(&mut draft.upstream);
     let app_upstreams = std::mem::take(&mut draft.app_upstreams);
     let mut reported = HashSet::new();
+    let tls_settings = upstream.sni.is_some()
+        || upstream.ca_file.is_some()
+        || upstream.client_cert_file.is_some()
+        || upstream.client_key_file.is_some()
+        || !upstream.verify;
+    let https = |urls: &[String]| {
+        urls.iter().any(|u| {
+            u.get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        })
+    };
+    if tls_settings && !app_upstreams.is_empty() && !app_upstreams.iter().any(|u| https(u)) {
+        problem(
+            "proxy.upstream_ca_file",
+            "the upstream TLS settings apply only to https:// upstreams, and no app's upstream \
+             is https://"
+                .into(),
+        );
+    }
     for (index, urls) in app_upstreams.into_iter().enumerate() {
-        let entry = crate::upstream::UpstreamDraft {
+        // The TLS settings are for the apps served over https://; a plain app ignores them.
+        let plain = !https(&urls);
+        let mut entry = crate::upstream::UpstreamDraft {
             urls,
             ..upstream.clone()
         };
+        if plain {
+            entry.sni = None;
+            entry.ca_file = None;
+            entry.client_cert_file = None;
+            entry.client_key_file = None;
+            entry.verify = true;
+        }
         let built = crate::upstream::build(entry, base, &mut |setting, message| {
             let key = match setting {
                 "upstream" => format!("app[{}].upstream", index + 1),

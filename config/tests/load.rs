@@ -1604,3 +1604,41 @@ fn bad_upstream_settings_are_each_reported() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn each_app_has_its_own_servers_with_the_proxy_upstream_settings() {
+    let files = tls_files();
+    let text = format!(
+        "[proxy]\nupstream_ca_file = {:?}\nupstream_balance = \"least_connections\"\n\n\
+         [auth]\nsecret = \"{SECRET}\"\n\n{WIKI}\n\
+         [[app]]\nname = \"crm\"\nhosts = [\"crm.example.com\"]\n\
+         upstream = [\"https://app.internal:8443\", \"https://app.internal:8444\"]\n",
+        files.ca.file_name().unwrap()
+    );
+    let c = load_in(files.dir.path(), &text).unwrap_or_else(|e| panic!("{e:#?}"));
+    let (wiki, crm) = (&c.apps[0].upstream, &c.apps[1].upstream);
+    // The plain app ignores the TLS settings; the pool over https takes them.
+    assert_eq!(wiki.servers.len(), 1);
+    assert!(wiki.tls.is_none());
+    assert_eq!(crm.servers.len(), 2);
+    assert!(crm.servers.iter().all(|s| s.tls));
+    assert_eq!(
+        crm.tls.as_ref().and_then(|t| t.ca.as_ref()).map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(crm.balance, config::Balance::LeastConnections);
+    assert_eq!(wiki.balance, config::Balance::LeastConnections);
+
+    // A bad server of one app is reported under that app; a CA file no https app uses, once.
+    let text = format!(
+        "[proxy]\nupstream_ca_file = \"missing.pem\"\n\n[auth]\nsecret = \"{SECRET}\"\n\n{WIKI}\n\
+         [[app]]\nname = \"crm\"\nhosts = [\"crm.example.com\"]\nupstream = [\"http://a:1\", \"http://a:1\"]\n"
+    );
+    let found = load_in(files.dir.path(), &text).unwrap_err();
+    let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["proxy.upstream_ca_file", "app[2].upstream"],
+        "{found:#?}"
+    );
+}

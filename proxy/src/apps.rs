@@ -44,6 +44,8 @@ pub enum HostRefusal {
     /// It names two hosts (two `Host` headers, or a URI authority and a `Host` that differ):
     /// 400, since either reading could be the one a cache or the app makes.
     Ambiguous,
+    /// It came over TLS on a connection whose SNI names another app (or no app): 421.
+    OtherConnection,
 }
 
 /// An app whose servers cannot be used (a name that does not resolve, say).

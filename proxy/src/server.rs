@@ -210,8 +210,9 @@ fn https_service(
     options.h2_idle_timeout = Some(latch.config.proxy.keepalive_timeout);
     proxy.server_options = Some(options);
     // No files: the certificates come from the resolver, so the paths are never read.
-    let mut settings =
-        TlsSettings::intermediate("", "").expect("TLS settings without files cannot fail");
+    // Each connection's SNI is kept, so a request for another app's host on it gets 421.
+    let mut settings = TlsSettings::with_callbacks(Box::new(crate::tls::RememberSni))
+        .expect("TLS settings without files cannot fail");
     settings.set_cert_resolver(Arc::clone(certs) as Arc<dyn ResolvesServerCert>);
     settings.enable_h2();
     let front = Front::with_tls(proxy, latch.clone(), settings.build());

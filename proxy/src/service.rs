@@ -269,6 +269,16 @@ impl LatchProxy {
             Ok(app) => app,
             Err(refusal) => return Ok(self.no_app(refusal)),
         };
+        // Over TLS, a connection opened for one app's name carries requests for that app
+        // only: a browser that reused it for another host is told to open a new one.
+        if self.latch.apps.routed()
+            && !self
+                .latch
+                .apps
+                .sni_agrees(crate::tls::sni(session), ctx.app)
+        {
+            return Ok(self.no_app(HostRefusal::OtherConnection));
+        }
 
         let path = session.req_header().uri.path();
         if self.is_reserved(path) {
@@ -326,6 +336,15 @@ impl LatchProxy {
     /// The answer to a request for no app: never forwarded, and never served by another app.
     fn no_app(&self, refusal: HostRefusal) -> (Outcome, Step) {
         match refusal {
+            HostRefusal::OtherConnection => {
+                let reply = Reply::problem(
+                    421,
+                    "Misdirected request",
+                    "this connection was opened for another host name (TLS SNI); open one for \
+                     this host",
+                );
+                (Outcome::UnknownHost, Step::Reply(reply))
+            }
             HostRefusal::Ambiguous => {
                 let reply =
                     Reply::problem(400, "Bad request", "the request names two different hosts");

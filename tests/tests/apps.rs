@@ -531,3 +531,74 @@ async fn release_and_takeover_from_one_app_do_not_reach_another_apps_locks() {
     let (status, _) = env.get("wiki.test", "/docs/1", Some(&bob())).await;
     assert_eq!(status, 200);
 }
+
+/// Over TLS, a connection opened for one app's name (its SNI) carries requests for that app
+/// only: a request on it whose Host names the other app gets 421, over HTTP/1.1 and HTTP/2
+/// alike, and reaches no upstream, even with one certificate for both names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_connection_opened_for_one_app_carries_no_request_for_another() {
+    let wiki = Named::start("wiki").await;
+    let crm = Named::start("crm").await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ca = testkit::certs::TestCa::new(dir.path(), "apps");
+    let both = ca.issue(&["wiki.test", "crm.test"]);
+    let https = free_port();
+    let apps = format!(
+        "[[app]]\nname = \"wiki\"\nhosts = [\"wiki.test\"]\nupstream = \"http://{}\"\n\n\
+         [[app]]\nname = \"crm\"\nhosts = [\"crm.test\"]\nupstream = \"http://{}\"\n",
+        wiki.addr, crm.addr
+    );
+    let tls = tests::tls::section(
+        https,
+        &format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"",
+            both.cert.display(),
+            both.key.display()
+        ),
+    );
+    let latch = tokio::task::spawn_blocking(move || {
+        let latch = LatchBuilder::new(0)
+            .rules(RULES)
+            .apps(&apps)
+            .section(&tls)
+            .start();
+        tests::tls::wait_https(&latch, https);
+        latch
+    })
+    .await
+    .expect("starting latch");
+
+    let curl = |name: &str, host: Option<&str>, http2: bool| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_version} %{http_code}"])
+            .arg(if http2 { "--http2" } else { "--http1.1" })
+            .arg("--cacert")
+            .arg(ca.cert())
+            .arg("--resolve")
+            .arg(format!("{name}:{https}:127.0.0.1"));
+        if let Some(host) = host {
+            cmd.args(["-H", &format!("Host: {host}")]);
+        }
+        let out = cmd
+            .arg(format!("https://{name}:{https}/open/1"))
+            .output()
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("wiki.test", None, false), "1.1 200");
+    assert_eq!(curl("crm.test", None, true), "2 200");
+    assert_eq!(wiki.seen(), ["/open/1"]);
+    assert_eq!(crm.seen(), ["/open/1"]);
+    // The SNI names wiki, the Host crm: refused, and neither app sees it.
+    assert_eq!(curl("wiki.test", Some("crm.test"), false), "1.1 421");
+    assert_eq!(curl("wiki.test", Some("crm.test:443"), true), "2 421");
+    assert_eq!(curl("crm.test", Some("wiki.test"), false), "1.1 421");
+    assert_eq!(wiki.seen().len(), 1, "{:?}\n{}", wiki.seen(), latch.log());
+    assert_eq!(crm.seen().len(), 1, "{:?}", crm.seen());
+}
