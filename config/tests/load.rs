@@ -1623,7 +1623,10 @@ fn each_app_has_its_own_servers_with_the_proxy_upstream_settings() {
     assert_eq!(crm.servers.len(), 2);
     assert!(crm.servers.iter().all(|s| s.tls));
     assert_eq!(
-        crm.tls.as_ref().and_then(|t| t.ca.as_ref()).map(Vec::len),
+        crm.tls
+            .as_ref()
+            .and_then(|t| t.ca.as_ref())
+            .map(|c| c.len()),
         Some(1)
     );
     assert_eq!(crm.balance, config::Balance::LeastConnections);
