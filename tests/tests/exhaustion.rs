@@ -439,15 +439,29 @@ async fn a_client_past_its_connection_limit_is_refused_until_one_closes() {
         ("LATCH_PROXY_KEEPALIVE_TIMEOUT_SECONDS", "60"),
     ])
     .await;
+    // The start's readiness probes were connections from this address too; the proxy may
+    // not have seen them close yet, so a refused connection is tried again for a while.
     let mut held = Vec::new();
     for _ in 0..3 {
-        let mut conn = connect(latch.port).await;
-        conn.write_all(&get("/held")).await.unwrap();
-        assert_eq!(
-            read_response(&mut conn).await.expect("a response").status,
-            200
-        );
-        held.push(conn);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut conn = connect(latch.port).await;
+            conn.write_all(&get("/held")).await.unwrap();
+            match read_response(&mut conn).await {
+                Some(response) => {
+                    assert_eq!(response.status, 200);
+                    held.push(conn);
+                    break;
+                }
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => panic!(
+                    "no response within 5 s with {} connections held",
+                    held.len()
+                ),
+            }
+        }
     }
 
     // The fourth is closed at once, without an answer.
