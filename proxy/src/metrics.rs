@@ -86,6 +86,8 @@ pub struct Metrics {
     pub banner_sockets: IntGauge,
     pub banner_sockets_opened: IntCounterVec,
     pub banner_skipped: IntCounterVec,
+    /// Finished sign-ins with the identity provider (`{prefix}/callback`), by result.
+    pub sign_ins: IntCounterVec,
     pub injected: IntCounter,
     pub injected_remembered: IntCounter,
     pub event_fanout: Histogram,
@@ -154,6 +156,16 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let sign_ins = IntCounterVec::new(
+            Opts::new(
+                "latch_sign_ins_total",
+                "Returns from the identity provider to the sign-in callback, by result: \"ok\" \
+                 (a session was set) or why none was (state_mismatch, provider_refused, \
+                 code_refused, provider_unavailable, …).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let injected = IntCounter::new(
             "latch_banner_injected_total",
             "HTML responses the banner script was injected into.",
@@ -216,6 +228,7 @@ impl Metrics {
             Box::new(banner_sockets.clone()),
             Box::new(banner_sockets_opened.clone()),
             Box::new(banner_skipped.clone()),
+            Box::new(sign_ins.clone()),
             Box::new(injected.clone()),
             Box::new(injected_remembered.clone()),
             Box::new(event_fanout.clone()),
@@ -237,6 +250,7 @@ impl Metrics {
             banner_sockets,
             banner_sockets_opened,
             banner_skipped,
+            sign_ins,
             injected,
             injected_remembered,
             event_fanout,

@@ -50,13 +50,18 @@ impl SignIn {
     }
 
     /// Serves `login`, `callback` and `logout`; `None` for any other endpoint name.
-    pub async fn serve(&self, name: &str, session: &Session) -> Option<Reply> {
+    pub async fn serve(
+        &self,
+        name: &str,
+        session: &Session,
+        metrics: &crate::metrics::Metrics,
+    ) -> Option<Reply> {
         let method = &session.req_header().method;
         // Over TLS the callback is an https URL and the cookies are `Secure`.
         let scheme = crate::peer::scheme(session, self.public_scheme);
         let reply = match (name, method) {
             ("login", &Method::GET) => self.login(session, scheme).await,
-            ("callback", &Method::GET) => self.callback(session, scheme).await,
+            ("callback", &Method::GET) => self.callback(session, scheme, metrics).await,
             ("logout", &Method::GET | &Method::POST) => self.logout(scheme).await,
             ("login" | "callback", _) => {
                 Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET")
@@ -96,7 +101,12 @@ impl SignIn {
         }
     }
 
-    async fn callback(&self, session: &Session, scheme: &str) -> Reply {
+    async fn callback(
+        &self,
+        session: &Session,
+        scheme: &str,
+        metrics: &crate::metrics::Metrics,
+    ) -> Reply {
         let html = wants_html(session);
         let clear_flow = cookie(scheme, FLOW_COOKIE, "", &self.flow_path(), 0);
         let headers = &session.req_header().headers;
@@ -116,6 +126,7 @@ impl SignIn {
                 let now = crate::time_fmt::now_ms() / 1000;
                 let max_age = done.identity.expires_at.saturating_sub(now);
                 tracing::info!(user = %done.identity.user, "signed in with the identity provider");
+                metrics.sign_ins.with_label_values(&["ok"]).inc();
                 Reply::empty(302)
                     .header(header::LOCATION, done.return_to)
                     .header(header::SET_COOKIE, clear_flow)
@@ -126,6 +137,8 @@ impl SignIn {
             }
             Err(failed) => {
                 tracing::info!(code = failed.code, detail = %failed.detail, "sign-in refused");
+                // `code` is one of a fixed set of names, so the label's values are bounded.
+                metrics.sign_ins.with_label_values(&[failed.code]).inc();
                 failure(html, failed).header(header::SET_COOKIE, clear_flow)
             }
         }

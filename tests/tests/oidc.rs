@@ -447,6 +447,17 @@ async fn a_forged_state_and_a_replayed_callback_grant_nothing() {
     assert_eq!(replayed.json()["code"], "code_refused");
     assert!(replayed.cookie("latch_oidc").is_none(), "no session");
 
+    // Each return to the callback is counted by its result.
+    let latch = &w.latch;
+    let count = |result: &str| {
+        let series = format!("latch_sign_ins_total{{result=\"{result}\"}}");
+        async move { latch.counter(&series).await }
+    };
+    assert_eq!(count("ok").await, 1);
+    assert_eq!(count("state_mismatch").await, 1);
+    assert_eq!(count("no_flow").await, 1);
+    assert_eq!(count("code_refused").await, 1);
+
     // A callback with no flow cookie at all, as a browser page.
     let stranger = Browser::new();
     let page = stranger.get(&callback, HTML).await;
