@@ -134,6 +134,7 @@ const RULE_COLUMNS = {
   id: (rule) => rule.id,
   pattern: (rule) => rule.pattern,
   resource: (rule) => rule.resource || "",
+  app: (rule) => rule.app || "",
   mode: (rule) => rule.mode,
   priority: (rule) => rule.priority,
   enabled: (rule) => (rule.enabled ? 1 : 0),
@@ -161,6 +162,8 @@ async function loadApps() {
   for (const th of document.querySelectorAll("th.app-column")) th.hidden = !several;
   $("#app-names").replaceChildren(...apps.map((app) => el("option", { value: app.name }, app.hosts.join(", "))));
   if (several) $("#match-host").placeholder = apps[0].hosts[0] || "host";
+  // The rules may have been drawn before the apps were known.
+  if (several) renderRules();
 }
 
 async function loadRules() {
@@ -173,7 +176,7 @@ async function loadRules() {
 /** The table from `rules`, filtered and sorted as the admin asked. */
 function renderRules() {
   const needle = $("#rules-filter").value.trim().toLowerCase();
-  let shown = rules.filter((rule) => !needle || mentions(needle, rule.id, rule.pattern, rule.resource));
+  let shown = rules.filter((rule) => !needle || mentions(needle, rule.id, rule.pattern, rule.resource, rule.app));
   if (ruleSort) {
     const compare = compareRules(ruleSort.column);
     shown = [...shown].sort((a, b) => compare(a, b) * ruleSort.direction || collator.compare(a.id, b.id));
@@ -215,6 +218,7 @@ function ruleRow(rule) {
     el("td", {}, rule.mode),
     el("td", {}, rule.priority),
     el("td", {}, toggle),
+    el("td", { class: "app-column", hidden: apps.length === 0 }, apps.length ? rule.app || "every app" : ""),
     el("td", { class: "actions-cell" },
       el("button", { type: "button", class: "secondary edit", onclick: () => openEditor(rule) }, "Edit"), " ",
       el("button", { type: "button", class: "danger delete", onclick: () => deleteRule(rule) }, "Delete")));
