@@ -43,18 +43,29 @@ pub struct NodeConfig<'a> {
 
 impl Node {
     pub fn start(mode: Mode, config: NodeConfig<'_>) -> Node {
+        Node::start_with_apps(mode, config, None)
+    }
+
+    /// A node whose apps are these `[[app]]` entries instead of the one upstream.
+    pub fn start_with_apps(mode: Mode, config: NodeConfig<'_>, apps: Option<&str>) -> Node {
         let proxy_port = free_port();
         let cp_port = free_port();
         let admin_port = free_port();
         let name = format!("latch-{proxy_port}.toml");
         let path = config.dir.join(&name);
+        let upstream = match apps {
+            Some(_) => String::new(),
+            None => format!("upstream = \"http://127.0.0.1:{}\"\n", config.upstream_port),
+        };
         let text = format!(
-            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"http://127.0.0.1:{}\"\n\
+            "[proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n{upstream}\
              threads = 1\nshape_sample_every = 1\n\n[auth]\nsecret = \"{SECRET}\"\n\n[locks]\nstore = \"memory\"\n\
              lease_seconds = 30\ngrace_seconds = 10\n\n[rules]\nstore = \"{}\"\npoll_seconds = {}\n\n\
              [control_plane]\nlisten = \"127.0.0.1:{cp_port}\"\nadmin_roles = [\"admin\"]\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
-            config.upstream_port, config.rules_store, config.poll_seconds
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}",
+            config.rules_store,
+            config.poll_seconds,
+            apps.unwrap_or_default()
         );
         std::fs::write(&path, text).expect("write config");
         let log_path = config.dir.join(format!("{name}.log"));

@@ -371,11 +371,19 @@ struct Scene {
 }
 
 impl Scene {
-    async fn start(mode: Mode) -> Scene {
+    /// `apps`: `[[app]]` entries with `{upstream}` where the test upstream's URL goes; `None`:
+    /// one app.
+    async fn start(mode: Mode, apps: Option<&str>) -> Scene {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("rules.toml"), "").expect("an empty rule file");
-        let node = Node::start(
+        let apps = apps.map(|a| {
+            a.replace(
+                "{upstream}",
+                &format!("http://127.0.0.1:{}", upstream.port()),
+            )
+        });
+        let node = Node::start_with_apps(
             mode,
             NodeConfig {
                 dir: dir.path(),
@@ -383,6 +391,7 @@ impl Scene {
                 rules_store: "rules.toml",
                 poll_seconds: 1,
             },
+            apps.as_deref(),
         );
         let driver = Driver::start().await;
         Scene {
@@ -452,11 +461,19 @@ async fn run<F>(test: &str, mode: Mode, scenario: F)
 where
     F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
 {
+    run_with_apps(test, mode, None, scenario).await;
+}
+
+/// [`run`], with `[[app]]` entries (see [`Scene::start`]).
+async fn run_with_apps<F>(test: &str, mode: Mode, apps: Option<&str>, scenario: F)
+where
+    F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
+{
     // One scene at a time: one or two Chromiums are plenty for a small machine.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut scene = Scene::start(mode).await;
+    let mut scene = Scene::start(mode, apps).await;
     let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
     if outcome.is_err() {
         for browser in &scene.browsers {
@@ -1485,4 +1502,69 @@ async fn dark_mode(s: &mut Scene) {
             "{part}: readable text: {colours}"
         );
     }
+}
+
+/// Two apps on one proxy, both on the test upstream.
+const TWO_APPS: &str = "[[app]]\nname = \"wiki\"\nhosts = [\"wiki.test\"]\nupstream = \"{upstream}\"\n\n\
+                        [[app]]\nname = \"crm\"\nhosts = [\"crm.test\"]\nupstream = \"{upstream}\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_apps_the_console_shows_the_app_of_each_rule_and_lock() {
+    run_with_apps(
+        "with_several_apps_the_console_shows_the_app_of_each_rule_and_lock",
+        Mode::Run,
+        Some(TWO_APPS),
+        |s| Box::pin(several_apps(s)),
+    )
+    .await;
+}
+
+/// A rule scoped to crm shows "crm" in the rules table's App column, a rule for every app says
+/// so, and a lock taken through crm's host shows crm in Active locks.
+async fn several_apps(s: &mut Scene) {
+    s.create_rule(json!({ "id": "doc", "pattern": PATTERN, "resource": "doc:{id}", "app": "crm" }))
+        .await;
+    s.create_rule(json!({ "id": "page", "pattern": "/echo/page/(?P<id>[0-9]+)" }))
+        .await;
+    s.open("admin", "root", "Root").await;
+    let ui = &s.browsers[0];
+    let doc = ui
+        .wait_row("#rules-table tr[data-id=\"doc\"]", PATIENCE, |c| {
+            c.get(6).is_some_and(|app| app == "crm")
+        })
+        .await;
+    assert_eq!(&doc[..3], ["doc", PATTERN, "doc:{id}"]);
+    let page = ui
+        .wait_row("#rules-table tr[data-id=\"page\"]", PATIENCE, |c| {
+            c.len() > 6
+        })
+        .await;
+    assert_eq!(page[6], "every app");
+    ui.wait_text("#rules-table th.app-column", |t| t == "App")
+        .await;
+
+    // Alice opens document 3 on crm's host: the lock is crm's, and the console says so.
+    let alice = token("alice", "Alice", &[]);
+    let claimed = eventually(Duration::from_secs(5), || async {
+        let response = client()
+            .get(s.node.proxy_url("/echo/doc/3"))
+            .header("Host", "crm.test")
+            .header(COOKIE, format!("latch_token={alice}"))
+            .send()
+            .await
+            .ok()?;
+        let echo: Value = response.json().await.ok()?;
+        echo["headers"]["x-latch-resource"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert_eq!(claimed.as_deref(), Some("crm/doc:3"));
+    ui.click("nav a[data-tab=\"locks\"]").await;
+    let lock = ui
+        .wait_row("#locks-table tr[data-resource=\"crm/doc:3\"]", LIVE, |c| {
+            c.get(6).is_some_and(|app| app == "crm")
+        })
+        .await;
+    assert_eq!(&lock[..3], ["crm/doc:3", "Alice (alice)", "doc"]);
 }
