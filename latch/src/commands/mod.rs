@@ -114,10 +114,13 @@ pub fn run(cli: Cli) -> Result<(), Vec<String>> {
     }
 }
 
-/// Logs go to stderr; `LATCH_LOG` (tracing's env-filter syntax) sets the level, default `info`.
+/// Logs go to stderr; `LATCH_LOG` (tracing's env-filter syntax) sets the level, default `info`
+/// with rustls's own messages at `error` only: it warns about what clients send in their
+/// handshakes (an IP address as SNI, say), once per connection, which any client could use to
+/// fill the log.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
