@@ -213,7 +213,17 @@ pub(crate) fn throughput_row(
 /// rounds. Its ratio would be 1.00× on a quiet machine; how far it is from that is the noise
 /// every other ratio of the run carries.
 fn control_row(scenario: &str, results: &HashMap<&'static str, (Measured, Option<u64>)>) -> Row {
-    let mut row = throughput_row(scenario, "bare pingora, twin", results, "bare-twin");
+    twin_row(scenario, "bare pingora, twin", results, "bare-twin")
+}
+
+/// The A/A control row of case `key`, a twin of its baseline (see [`control_row`]).
+pub(crate) fn twin_row(
+    scenario: &str,
+    system: &str,
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    key: &str,
+) -> Row {
+    let mut row = throughput_row(scenario, system, results, key);
     row.target = "A/A control".into();
     if matches!(row.verdict, Verdict::Reference) {
         if let Some(ratio) = row.ratio {

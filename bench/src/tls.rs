@@ -3,7 +3,7 @@
 //! - TLS pass-through and the TLS held path run in bracketed rounds (see [`crate::rounds`])
 //!   against a bare pingora that listens with TLS too: the same certificate, rustls in both,
 //!   HTTP/1.1 from wrk over `https`. Only what Latch adds on top of pingora's TLS is charged to
-//!   it.
+//!   it. A second, identical bare pingora with TLS is the part's A/A control.
 //! - HTTP/2 against HTTP/1.1 is measured on the same Latch listener with h2load for both
 //!   protocols (wrk speaks no HTTP/2), the two runs alternating round by round.
 //! - A pool of two upstream servers against one: two Latch instances, one per upstream
@@ -81,6 +81,8 @@ pub fn make_certificate(dir: &Path) -> Result<Certificate, BenchError> {
 /// The processes of the part, besides the shared ones in [`Systems`].
 struct TlsSystems {
     bare_tls: (Proc, u16),
+    /// An identical second one: the part's A/A control.
+    bare_tls_twin: (Proc, u16),
     latch_tls: Latch,
     tls_port: u16,
     _second_upstream: Proc,
@@ -104,6 +106,13 @@ fn start(
         work,
         systems.upstream_port,
         "bare pingora tls",
+        Some((&cert.cert, &cert.key)),
+    )?;
+    let bare_tls_twin = systems::start_bare_with(
+        opts,
+        work,
+        systems.upstream_port,
+        "bare pingora tls twin",
         Some((&cert.cert, &cert.key)),
     )?;
     let tls_port = free_port()?;
@@ -142,6 +151,7 @@ fn start(
     )?;
     Ok(TlsSystems {
         bare_tls,
+        bare_tls_twin,
         latch_tls,
         tls_port,
         _second_upstream: second,
@@ -301,6 +311,14 @@ pub(crate) async fn rows(
         Load::get(bare_https(&asset), 200),
         bare_tls.pid(),
     )?;
+    let (twin, twin_port) = &tls.bare_tls_twin;
+    family.add(
+        "bare-tls-twin",
+        Some("bare-tls"),
+        "1.4 KB over TLS / bare pingora, twin",
+        Load::get(format!("https://127.0.0.1:{twin_port}{asset}"), 200),
+        twin.pid(),
+    )?;
     let latch_pid = tls.latch_tls.proc.pid();
     family.add(
         "tls-pass",
@@ -353,6 +371,12 @@ pub(crate) async fn rows(
         &r,
         "bare-tls",
     )];
+    rows.push(throughput::twin_row(
+        pass_s,
+        "bare pingora, TLS, twin",
+        &r,
+        "bare-tls-twin",
+    ));
     rows.push(throughput::at_least(
         pass_s,
         &r,
