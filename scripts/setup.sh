@@ -8,7 +8,7 @@
 #                            differential test, the test identity provider (oidc-provider),
 #                            and schemathesis, openapi-spec-validator and Redocly's linter
 #                            (the API contract test)
-#   scripts/setup.sh bench   + wrk (load generator), nginx (baseline) and valgrind (callgrind)
+#   scripts/setup.sh bench   + wrk (load generator), nginx (baseline), valgrind (callgrind), h2load (HTTP/2)
 # Anything already present is left alone. Without root, it prints the exact command to run.
 set -euo pipefail
 
@@ -40,6 +40,7 @@ case "$purpose" in
     need_cmd wrk wrk
     need_cmd nginx nginx-light
     need_cmd valgrind valgrind            # instructions per request (callgrind)
+    need_cmd h2load nghttp2-client        # HTTP/2 load (wrk speaks only HTTP/1.1)
     ;;
   *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac

@@ -231,6 +231,8 @@ pub(crate) async fn rows(
     let (port, admin_port) = (free_port()?, free_port()?);
     let settings = Settings {
         upstream_port: systems.upstream_port,
+        pool: Vec::new(),
+        tls: None,
         threads: opts.proxy_threads,
         auth: Auth::Secret,
         store: "memory".into(),

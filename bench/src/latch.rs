@@ -76,9 +76,20 @@ pub enum Auth {
     },
 }
 
+/// A TLS listener's port and the certificate it presents.
+pub struct TlsListener {
+    pub port: u16,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// One instance's settings.
 pub struct Settings {
     pub upstream_port: u16,
+    /// More upstream servers: with any, the upstream is a pool of `upstream_port` and these.
+    pub pool: Vec<u16>,
+    /// A `[tls]` listener besides the plain one.
+    pub tls: Option<TlsListener>,
     pub threads: usize,
     pub auth: Auth,
     /// `memory` or a `redis://` URL.
@@ -116,13 +127,31 @@ pub fn config(settings: &Settings, port: u16, admin_port: u16) -> String {
             public_key_file.display()
         ),
     };
+    let server = |port: &u16| format!("\"http://127.0.0.1:{port}\"");
+    let upstream = if settings.pool.is_empty() {
+        server(&settings.upstream_port)
+    } else {
+        let servers: Vec<String> = std::iter::once(&settings.upstream_port)
+            .chain(&settings.pool)
+            .map(server)
+            .collect();
+        format!("[{}]", servers.join(", "))
+    };
+    let tls = match &settings.tls {
+        Some(tls) => format!(
+            "\n[tls]\nlisten = \"127.0.0.1:{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            tls.port,
+            tls.cert_file.display(),
+            tls.key_file.display()
+        ),
+        None => String::new(),
+    };
     format!(
-        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:{up}\"\n\
+        "[proxy]\nlisten = \"127.0.0.1:{port}\"\nupstream = {upstream}\n\
          threads = {threads}\nmax_connections_per_client = 0\n\n[auth]\n{auth}\n\n\
          [locks]\nstore = \"{store}\"\nlease_seconds = 3600\n\n\
          [rules]\nstore = \"rules.toml\"\npoll_seconds = 60\n\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
-        up = settings.upstream_port,
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{tls}",
         threads = settings.threads,
         store = settings.store,
     )
@@ -147,7 +176,9 @@ pub fn start(
     let mut cmd = cpus.server_command(bin);
     cmd.current_dir(dir).arg("proxy").arg("--config").arg(&conf);
     let mut proc = Proc::spawn(name, cmd, &dir.join("latch.log"))?;
-    proc.wait_listening(&[port, admin_port])?;
+    let mut ports = vec![port, admin_port];
+    ports.extend(settings.tls.as_ref().map(|tls| tls.port));
+    proc.wait_listening(&ports)?;
     Ok(Latch {
         proc,
         port,
@@ -169,6 +200,8 @@ mod tests {
                 public_key_file: PathBuf::from("es.pub.pem"),
             },
             store: "redis://127.0.0.1:7001/0".into(),
+            pool: Vec::new(),
+            tls: None,
         };
         let conf = config(&settings, 7002, 7003);
         assert!(conf.contains("upstream = \"http://127.0.0.1:7000\""));
@@ -179,5 +212,31 @@ mod tests {
         assert!(conf.contains("public_key_file = \"es.pub.pem\""));
         assert!(conf.contains("store = \"redis://127.0.0.1:7001/0\""));
         assert!(conf.contains("listen = \"127.0.0.1:7003\""));
+        assert!(!conf.contains("[tls]"));
+    }
+
+    #[test]
+    fn a_pool_lists_every_server_and_tls_gets_its_own_listener() {
+        let settings = Settings {
+            upstream_port: 7000,
+            pool: vec![7010],
+            tls: Some(TlsListener {
+                port: 7443,
+                cert_file: PathBuf::from("leaf.pem"),
+                key_file: PathBuf::from("leaf.key"),
+            }),
+            threads: 1,
+            auth: Auth::Secret,
+            store: "memory".into(),
+        };
+        let conf = config(&settings, 7002, 7003);
+        assert!(
+            conf.contains("upstream = [\"http://127.0.0.1:7000\", \"http://127.0.0.1:7010\"]\n")
+        );
+        assert!(conf.ends_with(
+            "[tls]\nlisten = \"127.0.0.1:7443\"\ncert_file = \"leaf.pem\"\nkey_file = \"leaf.key\"\n"
+        ));
+        // The plain listener stays: the readiness checks and the pool scenario use it.
+        assert!(conf.contains("listen = \"127.0.0.1:7002\""));
     }
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fanout;
 pub mod fanout_presence;
 pub mod fanout_queue;
+pub mod h2load;
 pub mod instructions;
 pub mod jwt;
 pub mod latch;
@@ -29,6 +30,7 @@ pub mod stats;
 pub mod suite;
 pub mod systems;
 pub mod throughput;
+pub mod tls;
 pub mod tokens;
 pub mod wrk;
 

@@ -42,12 +42,15 @@ pub enum Group {
     Jwt,
     /// Instructions per request under callgrind.
     Instructions,
+    /// TLS pass-through and held, HTTP/2 against HTTP/1.1, a pool of two upstream servers.
+    Tls,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [
+    pub const ALL: [Group; 6] = [
         Group::Small,
         Group::Html,
+        Group::Tls,
         Group::Sockets,
         Group::Jwt,
         Group::Instructions,
@@ -60,6 +63,7 @@ impl Group {
             "sockets" => Some(Group::Sockets),
             "jwt" => Some(Group::Jwt),
             "instructions" => Some(Group::Instructions),
+            "tls" => Some(Group::Tls),
             _ => None,
         }
     }

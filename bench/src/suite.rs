@@ -85,7 +85,12 @@ fn machine(opts: &Options, upstream_kind: &str) -> Vec<String> {
             ),
             _ => "- CPUs: not pinned".to_string(),
         },
-        format!("- tools: {}; {}", version("wrk", &["--version"]), version("nginx", &["-v"])),
+        format!(
+            "- tools: {}; {}; h2load {}",
+            version("wrk", &["--version"]),
+            version("nginx", &["-v"]),
+            version("h2load", &["--version"])
+        ),
     ]
 }
 
@@ -240,6 +245,8 @@ async fn socket_rows(
     }
     let settings = Settings {
         upstream_port: systems.upstream_port,
+        pool: Vec::new(),
+        tls: None,
         threads: opts.proxy_threads,
         auth: Auth::Secret,
         store: "memory".into(),
@@ -349,6 +356,12 @@ pub async fn run(opts: &Options) -> Result<Outcome, BenchError> {
     if opts.groups.contains(&Group::Html) {
         eprintln!("bench: 100 KB HTML page");
         rows.extend(throughput::html_family(opts, &systems, &tokens, &scripts, &mut tally).await?);
+    }
+    if opts.groups.contains(&Group::Tls) {
+        eprintln!("bench: TLS, HTTP/2 and an upstream pool");
+        rows.extend(
+            crate::tls::rows(opts, &systems, &tokens, work.path(), &scripts, &mut tally).await?,
+        );
     }
     if tally.runs > 0 {
         machine.push(format!(

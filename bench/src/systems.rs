@@ -50,6 +50,17 @@ pub(crate) fn start_bare(
     upstream_port: u16,
     name: &str,
 ) -> Result<(Proc, u16), BenchError> {
+    start_bare_with(opts, work, upstream_port, name, None)
+}
+
+/// A bare pingora; with `tls` (a certificate chain and its key) it listens with TLS.
+pub(crate) fn start_bare_with(
+    opts: &Options,
+    work: &Path,
+    upstream_port: u16,
+    name: &str,
+    tls: Option<(&Path, &Path)>,
+) -> Result<(Proc, u16), BenchError> {
     let port = free_port()?;
     let mut cmd = opts.cpus.server_command(opts.bin_dir.join("bare-pingora"));
     cmd.arg("--listen")
@@ -58,6 +69,9 @@ pub(crate) fn start_bare(
         .arg(process::loopback(upstream_port).to_string())
         .arg("--threads")
         .arg(opts.proxy_threads.to_string());
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
     let log = work.join(format!("{}.log", name.replace(' ', "-")));
     let mut proc = Proc::spawn(name, cmd, &log)?;
     proc.wait_listening(&[port])?;
@@ -69,11 +83,22 @@ pub(crate) fn start_upstream(
     work: &Path,
     root: &Path,
 ) -> Result<(Proc, u16, &'static str), BenchError> {
+    start_upstream_named(opts, work, root, "upstream")
+}
+
+/// An upstream serving `root`, its files and logs under `work` in directories named after
+/// `name` (a second upstream, for a pool, needs its own).
+pub(crate) fn start_upstream_named(
+    opts: &Options,
+    work: &Path,
+    root: &Path,
+    name: &str,
+) -> Result<(Proc, u16, &'static str), BenchError> {
     let port = free_port()?;
     if process::installed("nginx") {
         let proc = nginx::start(
-            "nginx upstream",
-            &work.join("nginx-upstream"),
+            &format!("nginx {name}"),
+            &work.join(format!("nginx-{name}")),
             port,
             opts.upstream_workers,
             &nginx::Role::Files { root },
@@ -90,7 +115,11 @@ pub(crate) fn start_upstream(
         .arg(root)
         .arg("--threads")
         .arg(opts.upstream_workers.to_string());
-    let mut proc = Proc::spawn("static upstream", cmd, &work.join("static-upstream.log"))?;
+    let mut proc = Proc::spawn(
+        &format!("static {name}"),
+        cmd,
+        &work.join(format!("static-{name}.log")),
+    )?;
     proc.wait_listening(&[port])?;
     Ok((proc, port, "static-upstream (nginx not installed)"))
 }
@@ -124,6 +153,8 @@ pub(crate) fn start_keyed_latch(
     let pem = std::fs::read(&pair.public).map_err(|e| e.to_string())?;
     let settings = Settings {
         upstream_port,
+        pool: Vec::new(),
+        tls: None,
         threads: opts.proxy_threads,
         auth: Auth::PublicKey {
             algorithm,
@@ -167,6 +198,8 @@ pub(crate) fn start_systems(opts: &Options, work: &Path) -> Result<(Systems, Tok
     let latch_bin = opts.bin_dir.join("latch");
     let memory = |store: String| Settings {
         upstream_port,
+        pool: Vec::new(),
+        tls: None,
         threads: opts.proxy_threads,
         auth: Auth::Secret,
         store,

@@ -30,7 +30,7 @@ pub(crate) struct Tally {
 
 /// The cases of a family, in the order they were added, with each one's key and the process
 /// whose memory its row reports.
-struct Family {
+pub(crate) struct Family {
     cases: Vec<Case>,
     owners: Vec<(&'static str, u32)>,
     scripts: PathBuf,
@@ -77,6 +77,15 @@ fn baseline_rows(
 }
 
 impl Family {
+    /// An empty family whose wrk scripts go into `scripts`.
+    pub(crate) fn new(scripts: &Path) -> Family {
+        Family {
+            cases: Vec::new(),
+            owners: Vec::new(),
+            scripts: scripts.to_path_buf(),
+        }
+    }
+
     /// Adds the reference systems serving `path` (see [`Baselines`]); `size` starts the labels.
     fn add_baselines(
         &mut self,
@@ -114,7 +123,7 @@ impl Family {
     }
 
     /// Adds a case; `reference` names an earlier case it runs between two runs of.
-    fn add(
+    pub(crate) fn add(
         &mut self,
         key: &'static str,
         reference: Option<&'static str>,
@@ -145,7 +154,7 @@ impl Family {
     }
 
     /// Runs the rounds; returns each key's measurement and the memory of its process after.
-    async fn run(
+    pub(crate) async fn run(
         self,
         opts: &Options,
         tally: &mut Tally,
@@ -177,7 +186,7 @@ impl Family {
 }
 
 /// Fills a row from a measurement; its ratio is to the baseline the case ran bracketed by.
-fn throughput_row(
+pub(crate) fn throughput_row(
     scenario: &str,
     system: &str,
     results: &HashMap<&'static str, (Measured, Option<u64>)>,
@@ -204,7 +213,17 @@ fn throughput_row(
 /// rounds. Its ratio would be 1.00× on a quiet machine; how far it is from that is the noise
 /// every other ratio of the run carries.
 fn control_row(scenario: &str, results: &HashMap<&'static str, (Measured, Option<u64>)>) -> Row {
-    let mut row = throughput_row(scenario, "bare pingora, twin", results, "bare-twin");
+    twin_row(scenario, "bare pingora, twin", results, "bare-twin")
+}
+
+/// The A/A control row of case `key`, a twin of its baseline (see [`control_row`]).
+pub(crate) fn twin_row(
+    scenario: &str,
+    system: &str,
+    results: &HashMap<&'static str, (Measured, Option<u64>)>,
+    key: &str,
+) -> Row {
+    let mut row = throughput_row(scenario, system, results, key);
     row.target = "A/A control".into();
     if matches!(row.verdict, Verdict::Reference) {
         if let Some(ratio) = row.ratio {
@@ -232,7 +251,7 @@ fn reported_against_bare_with_token(
 }
 
 /// Case `key`'s row, judged as at least `min` times bare pingora: see [`judged`].
-fn at_least(
+pub(crate) fn at_least(
     scenario: &str,
     results: &HashMap<&'static str, (Measured, Option<u64>)>,
     key: &str,
@@ -276,7 +295,7 @@ fn round_ratios(results: &HashMap<&'static str, (Measured, Option<u64>)>, key: &
 
 /// How case `a` compares with case `b`, both bracketed by the same baseline: per round, their
 /// ratios to it divided.
-fn relative_rounds(
+pub(crate) fn relative_rounds(
     results: &HashMap<&'static str, (Measured, Option<u64>)>,
     a: &str,
     b: &str,
@@ -288,7 +307,7 @@ fn relative_rounds(
 }
 
 /// The median over rounds of [`relative_rounds`].
-fn relative_ratio(
+pub(crate) fn relative_ratio(
     results: &HashMap<&'static str, (Measured, Option<u64>)>,
     a: &str,
     b: &str,
@@ -303,11 +322,7 @@ pub(crate) async fn small_family(
     scripts: &Path,
     tally: &mut Tally,
 ) -> Result<Vec<Row>, BenchError> {
-    let mut family = Family {
-        cases: Vec::new(),
-        owners: Vec::new(),
-        scripts: scripts.to_path_buf(),
-    };
+    let mut family = Family::new(scripts);
     let asset = site::path("", ASSET);
     let held = site::path("held", ASSET);
     family.add_baselines(systems, &SMALL, "1.4 KB", &asset)?;
@@ -460,11 +475,7 @@ pub(crate) async fn html_family(
     scripts: &Path,
     tally: &mut Tally,
 ) -> Result<Vec<Row>, BenchError> {
-    let mut family = Family {
-        cases: Vec::new(),
-        owners: Vec::new(),
-        scripts: scripts.to_path_buf(),
-    };
+    let mut family = Family::new(scripts);
     family.add_baselines(systems, &BIG_BASELINES, "100 KB", &site::path("", BIG))?;
     // The held cases' reference: bare pingora, the same page and the same token.
     let (bare, bare_port) = &systems.bare;

@@ -1,12 +1,15 @@
 //! The floor every Latch figure is compared against: a pingora reverse proxy with the same
 //! pingora version and thread count as `latch proxy`, and nothing else — no rules, no tokens,
-//! no locks, no body filters.
+//! no locks, no body filters. With `--tls-cert` and `--tls-key` it answers HTTPS instead, with
+//! pingora's rustls listener offering HTTP/2 and HTTP/1.1 by ALPN, as Latch's `[tls]` does.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use async_trait::async_trait;
 use clap::Parser;
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -28,6 +31,12 @@ struct Args {
     /// Worker threads of the proxy service; give the same number as the Latch under test.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Listen with TLS, with this certificate chain (PEM, leaf first).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 struct Bare {
@@ -62,7 +71,23 @@ fn main() -> ExitCode {
         },
         "bare pingora",
     );
-    proxy.add_tcp(&args.listen.to_string());
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut settings = match TlsSettings::intermediate(
+                &cert.display().to_string(),
+                &key.display().to_string(),
+            ) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("bare-pingora: the TLS certificate or key: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&args.listen.to_string(), None, settings);
+        }
+        _ => proxy.add_tcp(&args.listen.to_string()),
+    }
     server.add_service(proxy);
     server.run(RunArgs::default());
     ExitCode::SUCCESS

@@ -73,7 +73,9 @@ fn options(args: Args) -> Result<(Options, Option<PathBuf>), String> {
             .iter()
             .map(|g| {
                 Group::parse(g).ok_or_else(|| {
-                    format!("--only: unknown part {g:?} (small, html, sockets, jwt, instructions)")
+                    format!(
+                        "--only: unknown part {g:?} (small, html, tls, sockets, jwt, instructions)"
+                    )
                 })
             })
             .collect::<Result<_, _>>()?
