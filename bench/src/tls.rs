@@ -13,7 +13,6 @@
 //! signs for `localhost` and `127.0.0.1`, so no key material lives in the repository.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::h2load::{self, Protocol};
@@ -28,9 +27,6 @@ use crate::throughput::{self, Family, Tally};
 use crate::wrk::Load;
 use crate::BenchError;
 
-/// The names the leaf is good for: the harness connects to `127.0.0.1`.
-const LEAF_NAMES: &str = "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
-
 /// The listener's certificate and what signed it.
 pub struct Certificate {
     pub ca: PathBuf,
@@ -40,41 +36,18 @@ pub struct Certificate {
     pub key: PathBuf,
 }
 
-/// The `openssl` invocations that make the CA and the leaf in the current directory, in
-/// order. P-256 keys: what most sites serve today, and quick to make.
-const OPENSSL_STEPS: [&str; 3] = [
-    "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-     -out ca.pem -days 2 -subj /CN=latch-bench-CA",
-    "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout leaf.key \
-     -out leaf.csr -subj /CN=localhost",
-    "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 \
-     -extfile leaf.ext",
-];
-
-/// Makes a CA and a leaf for `localhost` and `127.0.0.1` in `dir` with the `openssl` command.
+/// Makes a CA and a leaf for `localhost` and `127.0.0.1` in `dir` with the `openssl` command
+/// (the end-to-end tests' own test CA: P-256 keys, what most sites serve today).
 pub fn make_certificate(dir: &Path) -> Result<Certificate, BenchError> {
     systems::mkdir(dir)?;
-    let ext = dir.join("leaf.ext");
-    std::fs::write(&ext, LEAF_NAMES).map_err(|e| BenchError::io(ext.display().to_string(), e))?;
-    for step in OPENSSL_STEPS {
-        let args: Vec<&str> = step.split_whitespace().collect();
-        let out = Command::new("openssl")
-            .args(&args)
-            .current_dir(dir)
-            .output()
-            .map_err(|e| BenchError::io("running openssl", e))?;
-        if !out.status.success() {
-            return Err(BenchError::Check(format!(
-                "openssl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-    }
+    let ca = testkit::certs::TestCa::try_new(dir, "latch-bench").map_err(BenchError::Check)?;
+    let leaf = ca
+        .try_issue(&["localhost", "127.0.0.1"])
+        .map_err(BenchError::Check)?;
     Ok(Certificate {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("leaf.pem"),
-        key: dir.join("leaf.key"),
+        ca: ca.cert(),
+        cert: leaf.cert,
+        key: leaf.key,
     })
 }
 
@@ -429,6 +402,8 @@ pub(crate) async fn rows(
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
 
     #[test]

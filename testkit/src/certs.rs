@@ -29,6 +29,12 @@ pub struct Issued {
 impl TestCa {
     /// Makes a CA called `name` in `dir`, valid for two days.
     pub fn new(dir: &Path, name: &str) -> TestCa {
+        TestCa::try_new(dir, name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestCa::new`] for callers that report a failure rather than panic (the bench
+    /// harness): what went wrong, with what `openssl` said.
+    pub fn try_new(dir: &Path, name: &str) -> Result<TestCa, String> {
         let ca = TestCa {
             dir: dir.to_owned(),
             name: name.to_owned(),
@@ -40,8 +46,8 @@ impl TestCa {
         ca.openssl(&[
             "req", "-x509", "-newkey", "ec", "-pkeyopt", CURVE, "-nodes", "-keyout", &key, "-out",
             &cert, "-days", "2", "-subj", &subject,
-        ]);
-        ca
+        ])?;
+        Ok(ca)
     }
 
     /// The CA's certificate, for clients and upstream verification to trust.
@@ -52,6 +58,11 @@ impl TestCa {
     /// Issues a server and client certificate for `names`: DNS names, or IP addresses (which
     /// go into the certificate as IP entries). The first name is also its common name.
     pub fn issue(&self, names: &[&str]) -> Issued {
+        self.try_issue(names).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestCa::issue`], reporting a failure rather than panicking.
+    pub fn try_issue(&self, names: &[&str]) -> Result<Issued, String> {
         let n = self.issued.get() + 1;
         self.issued.set(n);
         let stem = format!("{}-{n}", self.name);
@@ -75,7 +86,7 @@ impl TestCa {
             &csr,
             "-subj",
             &format!("/CN={cn}"),
-        ]);
+        ])?;
         let alt: Vec<String> = names
             .iter()
             .map(|n| {
@@ -93,7 +104,7 @@ impl TestCa {
                 alt.join(",")
             ),
         )
-        .expect("write the certificate's extensions");
+        .map_err(|e| format!("write the certificate's extensions: {e}"))?;
         let ca_cert = format!("{}-ca.pem", self.name);
         let ca_key = format!("{}-ca.key", self.name);
         self.openssl(&[
@@ -112,29 +123,34 @@ impl TestCa {
             "2",
             "-extfile",
             &ext,
-        ]);
+        ])?;
         let issued = Issued {
             cert: self.dir.join(&cert),
             key: self.dir.join(&key),
             bundle: self.dir.join(format!("{stem}-bundle.pem")),
         };
-        let mut bundle = std::fs::read(&issued.cert).expect("read the certificate");
-        bundle.extend(std::fs::read(&issued.key).expect("read the key"));
-        std::fs::write(&issued.bundle, bundle).expect("write the bundle");
-        issued
+        let read = |path: &Path| std::fs::read(path).map_err(|e| format!("read {path:?}: {e}"));
+        let mut bundle = read(&issued.cert)?;
+        bundle.extend(read(&issued.key)?);
+        std::fs::write(&issued.bundle, bundle).map_err(|e| format!("write the bundle: {e}"))?;
+        Ok(issued)
     }
 
-    fn openssl(&self, args: &[&str]) {
+    fn openssl(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(&self.dir)
             .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 }
 
