@@ -43,7 +43,7 @@ pub use credential::{credential, Credential, Presented};
 pub use error::{AuthError, FetchError, KeyError, MintError, TrustedProxyError};
 pub use key::MIN_SECRET_BYTES;
 pub use mint::{mint_hs256, parse_ttl, MintRequest};
-pub use origin::same_origin;
+pub use origin::{from_same_site, same_origin, Refused as CrossOrigin};
 pub use provider::{KeyStatus, Provider};
 pub use relying_party::{ClientSettings, RelyingParty};
 pub use seal::{Sealer, MAX_SEALED_CHARS, MIN_COOKIE_SECRET_BYTES};

@@ -37,6 +37,47 @@ pub fn same_origin(origin: &[u8], host: &[u8], scheme: &str) -> bool {
     split(authority) == split(host)
 }
 
+/// Why a browser's request was refused as coming from another site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `Sec-Fetch-Site` says another site (or a sibling subdomain) sent it.
+    CrossSite,
+    /// Its `Origin` names another origin than the `Host` it was sent to.
+    ForeignOrigin,
+}
+
+impl Refused {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refused::CrossSite => "cross-site requests are not accepted here",
+            Refused::ForeignOrigin => "the request's Origin does not match this site",
+        }
+    }
+}
+
+/// Accepts a request that comes from a page of the site it was sent to, or from no browser
+/// page at all: `sec_fetch_site`, `origin` and `host` are the values of those headers. Browsers
+/// send `Sec-Fetch-Site` with every request and `Origin` with POSTs and WebSocket handshakes,
+/// so a cross-site page cannot hide where it comes from; clients that are not browsers send
+/// neither.
+pub fn from_same_site(
+    sec_fetch_site: Option<&[u8]>,
+    origin: Option<&[u8]>,
+    host: Option<&[u8]>,
+    scheme: &str,
+) -> Result<(), Refused> {
+    if let Some(site) = sec_fetch_site {
+        if !matches!(site, b"same-origin" | b"none") {
+            return Err(Refused::CrossSite);
+        }
+    }
+    match (origin, host) {
+        (None, _) => Ok(()),
+        (Some(origin), Some(host)) if same_origin(origin, host, scheme) => Ok(()),
+        (Some(_), _) => Err(Refused::ForeignOrigin),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::same_origin;

@@ -123,19 +123,17 @@ impl ControlPlane {
     }
 }
 
-/// A navigation that began on this site (or typed in the address bar): `Sec-Fetch-Site`, when
-/// the browser sends it, says so, and an `Origin`, when sent, names this host.
+/// A navigation that began on this site (or typed in the address bar), by `Sec-Fetch-Site`
+/// and `Origin` when the browser sends them ([`auth::from_same_site`]).
 fn same_site_navigation(headers: &HeaderMap, scheme: &str) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
-            return false;
-        }
-    }
-    match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
-        (None, _) => true,
-        (Some(origin), Some(host)) => auth::same_origin(origin.as_bytes(), host.as_bytes(), scheme),
-        (Some(_), None) => false,
-    }
+    let value = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    auth::from_same_site(
+        value("sec-fetch-site"),
+        value("origin"),
+        value("host"),
+        scheme,
+    )
+    .is_ok()
 }
 
 fn redirect(location: &str, cookies: &[String]) -> Response {

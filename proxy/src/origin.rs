@@ -6,42 +6,18 @@
 
 use http::HeaderMap;
 
-/// Why a request was refused as cross-origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    CrossSite,
-    ForeignOrigin,
-}
-
-impl Refused {
-    pub fn message(self) -> &'static str {
-        match self {
-            Refused::CrossSite => "cross-site requests are not accepted here",
-            Refused::ForeignOrigin => "the request's Origin does not match this site",
-        }
-    }
-}
+pub use auth::CrossOrigin as Refused;
 
 /// Accepts the request if it comes from the same origin as `Host` under `scheme` (see
-/// `proxy.public_scheme`), or from no browser page.
+/// `proxy.public_scheme`), or from no browser page ([`auth::from_same_site`]).
 pub fn check_same_origin(headers: &HeaderMap, scheme: &str) -> Result<(), Refused> {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        match site.as_bytes() {
-            b"same-origin" | b"none" => {}
-            _ => return Err(Refused::CrossSite),
-        }
-    }
-    let Some(origin) = headers.get(http::header::ORIGIN) else {
-        return Ok(());
-    };
-    let host = headers
-        .get(http::header::HOST)
-        .ok_or(Refused::ForeignOrigin)?;
-    if auth::same_origin(origin.as_bytes(), host.as_bytes(), scheme) {
-        Ok(())
-    } else {
-        Err(Refused::ForeignOrigin)
-    }
+    let value = |name| headers.get(name).map(|v: &http::HeaderValue| v.as_bytes());
+    auth::from_same_site(
+        value(http::header::HeaderName::from_static("sec-fetch-site")),
+        value(http::header::ORIGIN),
+        value(http::header::HOST),
+        scheme,
+    )
 }
 
 #[cfg(test)]
