@@ -303,3 +303,87 @@ impl Browser {
         }
     }
 }
+
+/// A Latch with the memory store in front of the test upstream, ChromeDriver, and the browsers
+/// a browser test opens, each found again by its person's name.
+pub struct Scene {
+    pub latch: Latch,
+    _upstream: crate::Upstream,
+    pub browsers: Vec<Browser>,
+    /// Kept last so that it outlives the sessions closed before it.
+    driver: Driver,
+}
+
+impl Scene {
+    /// `rules` is the rule file; `locks` the `[locks]` section's body.
+    pub async fn start(rules: &str, locks: &str) -> Scene {
+        let upstream = crate::Upstream::start().await;
+        let latch = crate::LatchBuilder::new(upstream.port())
+            .rules(rules)
+            .locks(locks)
+            .start();
+        let driver = Driver::start().await;
+        Scene {
+            latch,
+            _upstream: upstream,
+            browsers: Vec::new(),
+            driver,
+        }
+    }
+
+    /// Opens a browser signed in with `jwt`; it is then found by `name`.
+    pub async fn open(&mut self, name: &'static str, jwt: &str) {
+        let browser = self.driver.browser(name, &self.latch, jwt).await;
+        self.browsers.push(browser);
+    }
+
+    pub fn get(&self, name: &str) -> &Browser {
+        self.browsers
+            .iter()
+            .find(|b| b.name() == name)
+            .expect("a browser of that name")
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> &mut Browser {
+        self.browsers
+            .iter_mut()
+            .find(|b| b.name() == name)
+            .expect("a browser of that name")
+    }
+
+    async fn close_all(self) {
+        for browser in self.browsers {
+            browser.quit().await;
+        }
+    }
+
+    /// Starts a scene and runs `scenario` on it; if it fails, saves a screenshot of every
+    /// browser still open and prints the proxy's log first. The browsers are closed either
+    /// way, so no Chromium outlives the test. Scenes run one at a time: several Chromiums at
+    /// once on a small machine make the timings these tests assert depend on the scheduler.
+    pub async fn run<F>(test: &str, rules: &str, locks: &str, scenario: F)
+    where
+        F: for<'s> FnOnce(
+            &'s mut Scene,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 's>>,
+    {
+        use futures::FutureExt;
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let mut scene = Scene::start(rules, locks).await;
+        let outcome = std::panic::AssertUnwindSafe(scenario(&mut scene))
+            .catch_unwind()
+            .await;
+        if outcome.is_err() {
+            for browser in &scene.browsers {
+                browser.screenshot(test).await;
+            }
+            eprintln!("the proxy's log:\n{}", scene.latch.log());
+        }
+        scene.close_all().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}

@@ -8,15 +8,13 @@
 //! `artifacts/` at the repository root.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures::FutureExt;
 use reqwest::header::{COOKIE, ORIGIN};
 use reqwest::StatusCode;
 use serde_json::json;
-use tests::browser::{Browser, Driver};
-use tests::{client, token, token_ttl, Latch, LatchBuilder, Upstream};
+use tests::browser::Scene;
+use tests::{client, token, token_ttl};
 
 /// Every test page is protected; `/html/chunked` is held by one browser session rather than
 /// by the user.
@@ -41,87 +39,18 @@ const GRACE_SECONDS: u64 = 2;
 /// How long the browser may take to show what the test waits for, when nothing else bounds it.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Everything one browser test runs against.
-struct Scene {
-    latch: Latch,
-    _upstream: Upstream,
-    browsers: Vec<Browser>,
-    /// Kept last so that it outlives the sessions closed before it.
-    driver: Driver,
-}
-
-impl Scene {
-    async fn start() -> Scene {
-        let upstream = Upstream::start().await;
-        let latch = LatchBuilder::new(upstream.port())
-            .rules(RULES)
-            .locks(&format!(
-                "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = {GRACE_SECONDS}"
-            ))
-            .start();
-        let driver = Driver::start().await;
-        Scene {
-            latch,
-            _upstream: upstream,
-            browsers: Vec::new(),
-            driver,
-        }
-    }
-
-    /// Opens a browser signed in with `jwt`; it is then found by `name`.
-    async fn open(&mut self, name: &'static str, jwt: &str) {
-        let browser = self.driver.browser(name, &self.latch, jwt).await;
-        self.browsers.push(browser);
-    }
-
-    fn get(&self, name: &str) -> &Browser {
-        self.browsers
-            .iter()
-            .find(|b| b.name() == name)
-            .expect("a browser of that name")
-    }
-
-    fn get_mut(&mut self, name: &str) -> &mut Browser {
-        self.browsers
-            .iter_mut()
-            .find(|b| b.name() == name)
-            .expect("a browser of that name")
-    }
-
-    fn page(&self) -> String {
-        self.latch.url("/html/cl")
-    }
-
-    async fn close_all(self) {
-        for browser in self.browsers {
-            browser.quit().await;
-        }
-    }
-}
-
-/// Starts a scene and runs `scenario` on it; if it fails, saves a screenshot of every browser
-/// still open and prints the proxy's log first. The browsers are closed either way, so no
-/// Chromium outlives the test.
+/// Runs `scenario` on a scene with this file's rules (see [`Scene::run`]).
 async fn run<F>(test: &str, scenario: F)
 where
     F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
 {
-    // One scene at a time: several Chromiums at once on a small machine make the timings
-    // these tests assert (grace + 1 s, under 2 s) depend on the scheduler.
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let mut scene = Scene::start().await;
-    let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
-    if outcome.is_err() {
-        for browser in &scene.browsers {
-            browser.screenshot(test).await;
-        }
-        eprintln!("the proxy's log:\n{}", scene.latch.log());
-    }
-    scene.close_all().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    let locks = format!("store = \"memory\"\nlease_seconds = 30\ngrace_seconds = {GRACE_SECONDS}");
+    Scene::run(test, RULES, &locks, scenario).await;
+}
+
+/// The page every scenario opens.
+fn page(s: &Scene) -> String {
+    s.latch.url("/html/cl")
 }
 
 fn alice_token() -> String {
@@ -138,7 +67,7 @@ fn admin_token() -> String {
 
 /// Alice opens the page and edits; Bob is blocked.
 async fn alice_edits_bob_is_blocked(s: &mut Scene) {
-    let page = s.page();
+    let page = page(s);
     let (alice, bob) = (s.get("alice"), s.get("bob"));
     alice.goto(&page).await;
     assert!(
@@ -254,7 +183,7 @@ async fn hand_over_and_take_over(s: &mut Scene) {
     );
 
     // The admin is blocked too, but may take over from the banner and then gets the page.
-    admin.goto(&format!("{}?from=admin", s.page())).await;
+    admin.goto(&format!("{}?from=admin", page(s))).await;
     admin
         .wait_banner("locked", "Locked by Bob since ", PATIENCE)
         .await;
@@ -290,7 +219,7 @@ async fn expired_session_is_shown_in_the_banner() {
 async fn session_expires(s: &mut Scene) {
     s.open("carol", &token_ttl("carol", "Carol", &[], 8)).await;
     let carol = s.get("carol");
-    carol.goto(&s.page()).await;
+    carol.goto(&page(s)).await;
     carol
         .wait_banner("editing", "You are editing", PATIENCE)
         .await;

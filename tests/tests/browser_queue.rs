@@ -8,13 +8,11 @@
 //! WebDriver session and profile per person; screenshots in `artifacts/` on failure).
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures::FutureExt;
 use serde_json::{json, Value};
-use tests::browser::{Banner, Browser, Driver};
-use tests::{token, Latch, LatchBuilder, Upstream};
+use tests::browser::{Banner, Browser, Scene};
+use tests::token;
 
 /// Every test page is protected, and a freed page is reserved for the head of its line for
 /// [`OFFER_SECONDS`].
@@ -36,87 +34,18 @@ const GRACE_SECONDS: u64 = 2;
 /// How long the browser may take to show what the test waits for, when nothing else bounds it.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Everything one browser test runs against.
-struct Scene {
-    latch: Latch,
-    _upstream: Upstream,
-    browsers: Vec<Browser>,
-    /// Kept last so that it outlives the sessions closed before it.
-    driver: Driver,
-}
-
-impl Scene {
-    async fn start() -> Scene {
-        let upstream = Upstream::start().await;
-        let latch = LatchBuilder::new(upstream.port())
-            .rules(RULES)
-            .locks(&format!(
-                "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = {GRACE_SECONDS}"
-            ))
-            .start();
-        let driver = Driver::start().await;
-        Scene {
-            latch,
-            _upstream: upstream,
-            browsers: Vec::new(),
-            driver,
-        }
-    }
-
-    /// Opens a browser signed in with `jwt`; it is then found by `name`.
-    async fn open(&mut self, name: &'static str, jwt: &str) {
-        let browser = self.driver.browser(name, &self.latch, jwt).await;
-        self.browsers.push(browser);
-    }
-
-    fn get(&self, name: &str) -> &Browser {
-        self.browsers
-            .iter()
-            .find(|b| b.name() == name)
-            .expect("a browser of that name")
-    }
-
-    fn get_mut(&mut self, name: &str) -> &mut Browser {
-        self.browsers
-            .iter_mut()
-            .find(|b| b.name() == name)
-            .expect("a browser of that name")
-    }
-
-    fn page(&self) -> String {
-        self.latch.url("/html/cl")
-    }
-
-    async fn close_all(self) {
-        for browser in self.browsers {
-            browser.quit().await;
-        }
-    }
-}
-
-/// Starts a scene and runs `scenario` on it; if it fails, saves a screenshot of every browser
-/// still open and prints the proxy's log first. The browsers are closed either way, so no
-/// Chromium outlives the test.
+/// Runs `scenario` on a scene with this file's rules (see [`Scene::run`]).
 async fn run<F>(test: &str, scenario: F)
 where
     F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
 {
-    // One scene at a time: several Chromiums at once on a small machine make the timings
-    // these tests assert (grace + 1 s, under 2 s) depend on the scheduler.
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let mut scene = Scene::start().await;
-    let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
-    if outcome.is_err() {
-        for browser in &scene.browsers {
-            browser.screenshot(test).await;
-        }
-        eprintln!("the proxy's log:\n{}", scene.latch.log());
-    }
-    scene.close_all().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    let locks = format!("store = \"memory\"\nlease_seconds = 30\ngrace_seconds = {GRACE_SECONDS}");
+    Scene::run(test, RULES, &locks, scenario).await;
+}
+
+/// The page every scenario opens.
+fn page(s: &Scene) -> String {
+    s.latch.url("/html/cl")
 }
 
 fn person(id: &str, name: &str) -> String {
@@ -164,7 +93,7 @@ async fn wait_in_line(s: &mut Scene) {
     s.open("alice", &person("alice", "Alice")).await;
     s.open("bob", &person("bob", "Bob")).await;
     s.open("carol", &person("carol", "Carol")).await;
-    let page = s.page();
+    let page = page(s);
 
     let alice = s.get("alice");
     alice.goto(&page).await;
