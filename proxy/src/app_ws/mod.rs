@@ -114,7 +114,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session, fenced: Fenced) ->
     let fenced_total = latch.metrics.app_sockets_fenced.clone();
     let expiry = fenced.expiry();
     let relay = tokio::spawn(relay(client, app, lost, expiry, fenced_total));
-    pump(session, bridge).await;
+    crate::ws::pump(session, bridge, BRIDGE_BUFFER).await;
     let _ = relay.await;
     latch.metrics.app_sockets.dec();
     Ok(())
@@ -358,34 +358,4 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
-}
-
-/// Moves bytes between the upgraded downstream connection and the duplex until either closes.
-async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream) {
-    let (mut from_ws, mut to_ws) = tokio::io::split(bridge);
-    let mut buf = vec![0u8; BRIDGE_BUFFER];
-    loop {
-        tokio::select! {
-            incoming = session.read_request_body() => match incoming {
-                Ok(Some(bytes)) => {
-                    if to_ws.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            },
-            n = from_ws.read(&mut buf) => match n {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let write = session
-                        .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), false);
-                    if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(()))) {
-                        break;
-                    }
-                }
-            },
-        }
-    }
-    let _ = to_ws.shutdown().await;
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, session.write_response_body(None, true)).await;
 }

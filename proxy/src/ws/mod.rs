@@ -21,6 +21,8 @@ mod queue;
 mod rate;
 mod transport;
 
+pub(crate) use self::transport::pump;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -35,7 +37,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use self::transport::{pump, socket_config, Transport, Ws, WRITE_TIMEOUT};
+use self::transport::{socket_config, Transport, Ws, WRITE_TIMEOUT};
 use crate::banner::Push;
 use crate::cookies::{cookie, SESSION_COOKIE};
 use crate::origin::check_same_origin;
@@ -193,7 +195,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
         let latch = latch.clone();
         async move { run_admitted(&latch, ws, admitted, "session").await }
     });
-    pump(session, bridge).await;
+    pump(session, bridge, transport::READ_BUFFER).await;
     // The client is gone; the socket task sees EOF on its side and cleans up.
     let _ = task.await;
     Ok(())

@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 pub const MAX_MESSAGE: usize = 8 * 1024;
 /// Read buffer of a socket. Larger messages are read in several steps; a small buffer keeps
 /// ten thousand idle sockets cheap.
-const READ_BUFFER: usize = 1024;
+pub const READ_BUFFER: usize = 1024;
 /// How long one write to the client may take. A client that stops reading would otherwise pin
 /// its socket task, its bridge and its slot in the per-user limit for ever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,10 +59,12 @@ pub fn socket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
-/// Moves bytes between the upgraded downstream connection and the duplex until either closes.
-pub async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream) {
+/// Moves bytes between the upgraded downstream connection and the duplex until either closes,
+/// reading at most `buffer` bytes from the duplex at a time. The banner socket and the app's
+/// relayed sockets both bridge pingora's session to a WebSocket this way.
+pub async fn pump(session: &mut Session, bridge: tokio::io::DuplexStream, buffer: usize) {
     let (mut from_ws, mut to_ws) = tokio::io::split(bridge);
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; buffer];
     loop {
         tokio::select! {
             incoming = session.read_request_body() => match incoming {
