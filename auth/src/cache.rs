@@ -156,6 +156,7 @@ mod tests {
             name: user.to_owned(),
             roles: vec!["editor".to_owned()],
             expires_at: 1_000,
+            sign_in: None,
         })
     }
 

@@ -18,6 +18,10 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The token's `exp`, in unix seconds: when sessions built on this token must end.
     pub expires_at: u64,
+    /// The id of the sign-in session (`latch_oidc` cookie) the identity comes from, when it
+    /// does: a logout ends that session, and what was opened under it, on every instance.
+    #[serde(skip)]
+    pub sign_in: Option<String>,
 }
 
 impl Identity {
@@ -107,6 +111,7 @@ impl ClaimMap {
             name,
             roles,
             expires_at,
+            sign_in: None,
         })
     }
 }

@@ -41,6 +41,9 @@ pub enum AuthError {
     /// A sign-in session cookie that does not decrypt, was altered, or has ended.
     #[error("The sign-in session is invalid or has ended.")]
     BadSession,
+    /// A sign-in session cookie whose session was ended by a logout.
+    #[error("The sign-in session was ended by a logout.")]
+    SignedOut,
 }
 
 impl AuthError {
@@ -60,6 +63,7 @@ impl AuthError {
             AuthError::BadForwardedIdentity => "bad_forwarded_identity",
             AuthError::WrongNonce => "wrong_nonce",
             AuthError::BadSession => "bad_session",
+            AuthError::SignedOut => "signed_out",
         }
     }
 }

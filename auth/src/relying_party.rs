@@ -316,6 +316,7 @@ impl RelyingParty {
         if let Some(lifetime) = self.client.session_lifetime {
             identity.expires_at = now + lifetime.as_secs();
         }
+        identity.sign_in = Some(crate::new_session_id());
         if identity.expires_at <= now {
             return Err(Failure::new(
                 401,
@@ -324,7 +325,7 @@ impl RelyingParty {
                 "the ID token has expired",
             ));
         }
-        let session_cookie = self.sessions.issue(&identity);
+        let session_cookie = self.sessions.issue_with_hint(&identity, &id_token);
         if session_cookie.len() > crate::MAX_SEALED_CHARS {
             // Browsers drop a cookie this large, or it would not be opened: the browser would
             // go round the sign-in for ever.
@@ -345,14 +346,32 @@ impl RelyingParty {
 
     /// Where a signed-out browser goes: the provider's end-session endpoint (RP-initiated
     /// logout) when it has one, else `fallback`. The session ends here whatever the
-    /// provider's state, so an unreachable provider also gives `fallback`.
-    pub async fn logout_location(&self, fallback: &str) -> String {
+    /// provider's state, so an unreachable provider also gives `fallback`. The provider is
+    /// sent `client_id`, the session's ID token as `id_token_hint` when the session kept it
+    /// (the session cookie's value is `session`), and `post_logout_redirect_uri` when given:
+    /// where it sends the browser once signed out, without asking again when it trusts the
+    /// hint.
+    pub async fn logout_location(
+        &self,
+        fallback: &str,
+        session: Option<&str>,
+        post_logout_redirect_uri: Option<&str>,
+    ) -> String {
         match self.endpoints().await {
             Ok(endpoints) => match &endpoints.end_session {
                 Some(end) => {
+                    let hint = session.and_then(|s| self.sessions.id_token_hint(s, now_seconds()));
                     let mut end = end.clone();
-                    end.query_pairs_mut()
-                        .append_pair("client_id", &self.client.client_id);
+                    {
+                        let mut query = end.query_pairs_mut();
+                        query.append_pair("client_id", &self.client.client_id);
+                        if let Some(hint) = &hint {
+                            query.append_pair("id_token_hint", hint);
+                        }
+                        if let Some(uri) = post_logout_redirect_uri {
+                            query.append_pair("post_logout_redirect_uri", uri);
+                        }
+                    }
                     end.to_string()
                 }
                 None => fallback.to_owned(),

@@ -4,15 +4,22 @@
 //! Opening a session costs a decryption; like verified tokens, an opened session is remembered
 //! by its exact cookie value until it ends (see [`crate::cache`]), so a browser pays it once.
 //! Values that do not open are never remembered, so forged cookies cannot fill the cache.
+//!
+//! Each session has a random id, made at sign-in and sealed with it
+//! ([`Identity::sign_in`]): a logout records that id as ended in the lock store, and whoever
+//! accepts session cookies refuses the ended ones (the cookie itself stays valid to this
+//! module until its end).
 
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, TokenCache};
 use crate::claims::Identity;
 use crate::error::{AuthError, KeyError};
-use crate::seal::Sealer;
+use crate::seal::{Sealer, MAX_SEALED_CHARS};
 
 /// The authenticated data of session cookies: no other sealed value opens as one.
 const PURPOSE: &str = "latch-session-v1";
@@ -20,10 +27,16 @@ const PURPOSE: &str = "latch-session-v1";
 /// What the cookie holds, in short member names: cookies are sent with every request.
 #[derive(Serialize, Deserialize)]
 struct Sealed {
+    /// The session id.
+    i: String,
     u: String,
     n: String,
     r: Vec<String>,
     e: u64,
+    /// The ID token of the sign-in, kept to send as RP-initiated logout's `id_token_hint`
+    /// when the cookie has room for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    h: Option<String>,
 }
 
 /// Issues and opens session cookies with one key.
@@ -46,13 +59,37 @@ impl Sessions {
         &self.sealer
     }
 
-    /// The cookie value of a session for `identity`, ending at `identity.expires_at`.
+    /// The cookie value of a session for `identity`, ending at `identity.expires_at`, with
+    /// id `identity.sign_in` (see [`new_session_id`]).
     pub fn issue(&self, identity: &Identity) -> String {
+        self.seal(identity, None)
+    }
+
+    /// As [`Sessions::issue`], keeping `id_token` for the logout's `id_token_hint` when the
+    /// cookie stays within [`MAX_SEALED_CHARS`] with it; without it otherwise.
+    pub fn issue_with_hint(&self, identity: &Identity, id_token: &str) -> String {
+        let with = self.seal(identity, Some(id_token));
+        if with.len() <= MAX_SEALED_CHARS {
+            return with;
+        }
+        self.seal(identity, None)
+    }
+
+    /// The ID token kept in a session cookie that opens at unix second `now`, if it has one.
+    pub fn id_token_hint(&self, value: &str, now: u64) -> Option<String> {
+        let plain = self.sealer.open(PURPOSE, value)?;
+        let sealed: Sealed = serde_json::from_slice(&plain).ok()?;
+        (sealed.e > now).then_some(sealed.h).flatten()
+    }
+
+    fn seal(&self, identity: &Identity, id_token: Option<&str>) -> String {
         let sealed = Sealed {
+            i: identity.sign_in.clone().unwrap_or_default(),
             u: identity.user.clone(),
             n: identity.name.clone(),
             r: identity.roles.clone(),
             e: identity.expires_at,
+            h: id_token.map(str::to_owned),
         };
         let json = serde_json::to_vec(&sealed).unwrap_or_default();
         self.sealer.seal(PURPOSE, &json)
@@ -68,6 +105,9 @@ impl Sessions {
             .open(PURPOSE, value)
             .ok_or(AuthError::BadSession)?;
         let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| AuthError::BadSession)?;
+        if !store_safe_id(&sealed.i) {
+            return Err(AuthError::BadSession);
+        }
         if sealed.e <= now {
             return Err(AuthError::Expired);
         }
@@ -76,11 +116,27 @@ impl Sessions {
             name: sealed.n,
             roles: sealed.r,
             expires_at: sealed.e,
+            sign_in: Some(sealed.i),
         });
         self.opened
             .insert(value, &identity, identity.expires_at, now);
         Ok(identity)
     }
+}
+
+/// A fresh session id: 128 random bits as unpadded base64url (22 characters).
+pub fn new_session_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether a sealed id has the form [`new_session_id`] makes; a session without one (sealed
+/// before sessions had ids) is not accepted, since it could not be ended.
+fn store_safe_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -93,6 +149,7 @@ mod tests {
             name: "Alice".into(),
             roles: vec!["editor".into()],
             expires_at,
+            sign_in: Some("AAAAAAAAAAAAAAAAAAAAAA".into()),
         }
     }
 
@@ -105,6 +162,36 @@ mod tests {
         assert_eq!(sessions.open(&cookie, 1_000), Err(AuthError::Expired));
         let fresh = Sessions::new(&[3; 32]).unwrap();
         assert_eq!(fresh.open(&cookie, 1_000), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn session_ids_are_fresh_and_of_the_sealed_form() {
+        let (a, b) = (new_session_id(), new_session_id());
+        assert_ne!(a, b);
+        assert!(store_safe_id(&a) && store_safe_id(&b));
+        let sessions = Sessions::new(&[3; 32]).unwrap();
+        let mut identity = alice(1_000);
+        identity.sign_in = Some(a.clone());
+        let opened = sessions.open(&sessions.issue(&identity), 10).unwrap();
+        assert_eq!(opened.sign_in.as_deref(), Some(a.as_str()));
+    }
+
+    #[test]
+    fn the_id_token_is_kept_for_the_logout_when_the_cookie_has_room() {
+        let sessions = Sessions::new(&[3; 32]).unwrap();
+        let cookie = sessions.issue_with_hint(&alice(1_000), "header.claims.signature");
+        assert_eq!(sessions.open(&cookie, 10).unwrap().user, "alice");
+        assert_eq!(
+            sessions.id_token_hint(&cookie, 10).as_deref(),
+            Some("header.claims.signature")
+        );
+        assert_eq!(sessions.id_token_hint(&cookie, 1_000), None, "ended");
+        let huge = "x".repeat(MAX_SEALED_CHARS);
+        let cookie = sessions.issue_with_hint(&alice(1_000), &huge);
+        assert!(cookie.len() <= MAX_SEALED_CHARS);
+        assert_eq!(sessions.open(&cookie, 10).unwrap().user, "alice");
+        assert_eq!(sessions.id_token_hint(&cookie, 10), None);
+        assert_eq!(sessions.id_token_hint("garbage", 10), None);
     }
 
     #[test]
@@ -123,6 +210,11 @@ mod tests {
             .sealer()
             .seal("latch-flow-v1", br#"{"u":"x","n":"x","r":[],"e":9999}"#);
         assert_eq!(sessions.open(&flow, 10), Err(AuthError::BadSession));
+        // A session sealed without an id (as before ids) cannot be ended, so it is refused.
+        let no_id = sessions
+            .sealer()
+            .seal(PURPOSE, br#"{"i":"","u":"x","n":"x","r":[],"e":9999}"#);
+        assert_eq!(sessions.open(&no_id, 10), Err(AuthError::BadSession));
         assert_eq!(sessions.opened.len(), 0);
     }
 }

@@ -212,6 +212,7 @@ impl Forwarded<'_> {
             name: name.to_owned(),
             roles,
             expires_at: now.saturating_add(FORWARDED_LIFETIME_SECONDS),
+            sign_in: None,
         })
     }
 }

@@ -276,6 +276,7 @@ fn has_any_role_matches_exactly() {
         name: "Alice".into(),
         roles: vec!["editor".into(), "admin".into()],
         expires_at: 0,
+        sign_in: None,
     };
     assert!(identity.has_any_role(&["viewer".into(), "admin".into()]));
     assert!(!identity.has_any_role(&["Admin".into()]));
@@ -289,6 +290,7 @@ fn identity_serializes_with_its_field_names() {
         name: "Alice".into(),
         roles: vec!["admin".into()],
         expires_at: 99,
+        sign_in: None,
     };
     assert_eq!(
         serde_json::to_value(&identity).unwrap(),

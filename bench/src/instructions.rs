@@ -311,6 +311,7 @@ fn session_cookie() -> Result<String, BenchError> {
         name: "alice".into(),
         roles: Vec::new(),
         expires_at: now + 24 * 3600,
+        sign_in: Some(auth::new_session_id()),
     }))
 }
 

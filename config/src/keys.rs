@@ -289,6 +289,9 @@ fn declare() -> Vec<Key> {
         Key::text("oidc.redirect_url", |d, v| d.oidc.redirect_url = Some(v))
         .allowed("an absolute URL whose path is `{prefix}/callback`")
         .doc("The callback URL registered with the provider. Unset: `proxy.public_scheme` + the request's `Host` + `{prefix}/callback`."),
+        Key::text("oidc.post_logout_redirect_uri", |d, v| d.oidc.post_logout_redirect_uri = Some(v))
+        .allowed("an absolute http(s) URL")
+        .doc("Where the provider sends the browser after a logout (RP-initiated logout's `post_logout_redirect_uri`; register it with the provider). Unset: `proxy.public_scheme` + the request's `Host` + `/`."),
         Key::text("oidc.cookie_secret", |d, v| d.oidc.cookie_secret = Some(v))
         .allowed("at least 32 bytes")
         .doc("Key of the encrypted sign-in cookies; every instance behind one address needs the same. Or `cookie_secret_file`."),

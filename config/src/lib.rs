@@ -108,6 +108,9 @@ pub struct OidcConfig {
     /// The public URL of `{prefix}/callback`; `None`: built from `proxy.public_scheme` and the
     /// request's `Host`.
     pub redirect_url: Option<String>,
+    /// Where the provider sends the browser after a logout; `None`: the site's `/`, from
+    /// `proxy.public_scheme` and the request's `Host`.
+    pub post_logout_redirect_uri: Option<String>,
     /// Key material of the sign-in cookies; at least [`auth::MIN_COOKIE_SECRET_BYTES`].
     pub cookie_secret: Vec<u8>,
     /// How long a session lasts; `None`: until the ID token's `exp`.
@@ -136,6 +139,7 @@ impl fmt::Debug for OidcConfig {
             .field("client_secret", &"<redacted>")
             .field("scopes", &self.scopes)
             .field("redirect_url", &self.redirect_url)
+            .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
             .field("cookie_secret", &"<redacted>")
             .field("session_lifetime", &self.session_lifetime)
             .finish()

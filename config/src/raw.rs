@@ -715,6 +715,12 @@ fn oidc_config(
             ok = false;
         }
     }
+    if let Some(url) = &draft.post_logout_redirect_uri {
+        if let Err(message) = absolute_url_ok(url) {
+            problem("oidc.post_logout_redirect_uri", message);
+            ok = false;
+        }
+    }
     let session_lifetime = (!draft.session.is_zero()).then_some(draft.session);
     match (issuer, client_id, client_secret, cookie_secret) {
         (Some(issuer), Some(client_id), Some(client_secret), Some(cookie_secret)) if ok => {
@@ -724,6 +730,7 @@ fn oidc_config(
                 client_secret,
                 scopes: draft.scopes,
                 redirect_url: draft.redirect_url,
+                post_logout_redirect_uri: draft.post_logout_redirect_uri,
                 cookie_secret: cookie_secret.into_bytes(),
                 session_lifetime,
             })
@@ -746,6 +753,22 @@ fn redirect_url_ok(url: &str, prefix: &str) -> Result<(), String> {
             "must be this proxy's public URL of {expected} (with no query), like \
              https://app.example.com{expected}"
         ));
+    }
+    Ok(())
+}
+
+/// An absolute http(s) URL with a host, as a provider compares registered URLs: no fragment,
+/// nothing a header could not carry.
+fn absolute_url_ok(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must be an absolute http(s) URL")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("must name a host, like https://app.example.com/".into());
+    }
+    if url.contains('#') || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must have no fragment, spaces or control characters".into());
     }
     Ok(())
 }

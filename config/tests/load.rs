@@ -1192,9 +1192,14 @@ fn oidc_settings() {
     let c = good(&minimal(&format!(
         "[oidc]\nissuer = \"https://login.example.com/realms/main\"\nclient_id = \"latch\"\n\
          client_secret = \"s3cret\"\ncookie_secret = \"{cookie}\"\n\
-         redirect_url = \"https://app.example.com/__latch/callback\"\nsession_seconds = 3600"
+         redirect_url = \"https://app.example.com/__latch/callback\"\nsession_seconds = 3600\n\
+         post_logout_redirect_uri = \"https://app.example.com/bye\""
     )));
     let oidc = c.oidc.expect("configured");
+    assert_eq!(
+        oidc.post_logout_redirect_uri.as_deref(),
+        Some("https://app.example.com/bye")
+    );
     assert_eq!(oidc.scopes, ["openid", "profile", "email"], "the default");
     assert_eq!(oidc.client_secret, "s3cret");
     assert_eq!(oidc.cookie_secret, cookie.as_bytes());
@@ -1234,7 +1239,8 @@ fn oidc_settings() {
         &minimal(
             "[oidc]\nissuer = \"http://idp.example.com\"\nclient_secret = \"a\"\n\
              client_secret_file = \"b\"\ncookie_secret = \"short\"\nscopes = [\"profile\"]\n\
-             redirect_url = \"https://app.example.com/elsewhere\"",
+             redirect_url = \"https://app.example.com/elsewhere\"\n\
+             post_logout_redirect_uri = \"/bye\"",
         ),
         &[],
     );
@@ -1248,6 +1254,7 @@ fn oidc_settings() {
             "oidc.cookie_secret",
             "oidc.scopes",
             "oidc.redirect_url",
+            "oidc.post_logout_redirect_uri",
         ],
         "{found:#?}"
     );

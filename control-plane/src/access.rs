@@ -64,7 +64,16 @@ impl ControlPlane {
             auth::relying_party::SESSION_COOKIE,
         )
         .ok_or(auth::AuthError::Missing)?;
-        party.sessions().open(value, crate::now_millis() / 1000)
+        let identity = party.sessions().open(value, crate::now_millis() / 1000)?;
+        let ended = identity
+            .sign_in
+            .as_deref()
+            .zip(self.ended.as_ref())
+            .is_some_and(|(id, ended)| ended.has_ended(id));
+        if ended {
+            return Err(auth::AuthError::SignedOut);
+        }
+        Ok(identity)
     }
 
     /// Whether the console signs admins in with an identity provider.

@@ -30,7 +30,7 @@ use auth::Verifier;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use store::{EventLog, LockStore, RuleStore, UnixMillis};
+use store::{EndedSessions, EventLog, LockStore, RuleStore, UnixMillis};
 
 pub use error::{ApiError, FieldError};
 pub use openapi::ApiDoc;
@@ -77,6 +77,8 @@ pub struct ControlPlane {
     reserved_prefix: String,
     demo_sign_in: Option<String>,
     sign_in: Option<auth::RelyingParty>,
+    /// Sign-in sessions ended by a logout here or at any proxy, when `[oidc]` is set.
+    ended: Option<Arc<EndedSessions>>,
     apps: Vec<config::AppConfig>,
     recorder: Recorder,
 }
@@ -117,9 +119,23 @@ impl ControlPlane {
     }
 
     /// The control plane and its background task, which records lock events into the audit
-    /// trail; run the task for as long as the control plane serves.
+    /// trail and, with `[oidc]`, keeps the ended sign-in sessions; run the task for as long as
+    /// the control plane serves.
     pub fn new(parts: Parts) -> (Arc<ControlPlane>, impl Future<Output = ()> + Send + 'static) {
-        let (recorder, task) = recorder::recorder(parts.events.clone(), parts.locks.as_ref());
+        let (recorder, recording) = recorder::recorder(parts.events.clone(), parts.locks.as_ref());
+        let ended = parts
+            .sign_in
+            .as_ref()
+            .map(|_| Arc::new(EndedSessions::new(parts.locks.clone())));
+        let reader = ended.clone();
+        let task = async move {
+            match reader {
+                Some(ended) => {
+                    tokio::join!(recording, ended.run());
+                }
+                None => recording.await,
+            }
+        };
         let control_plane = ControlPlane {
             rules: parts.rules,
             events: parts.events,
@@ -132,6 +148,7 @@ impl ControlPlane {
             reserved_prefix: parts.reserved_prefix,
             demo_sign_in: parts.demo_sign_in,
             sign_in: parts.sign_in,
+            ended,
             apps: parts.apps,
             recorder,
         };

@@ -99,7 +99,37 @@ pub async fn logout(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> 
         return response;
     }
     let clear = cp.cookie(SESSION_COOKIE, "", "/", 0);
-    redirect(&party.logout_location("/").await, &[clear])
+    let session = auth::token_from_headers(
+        headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+        None,
+        SESSION_COOKIE,
+    );
+    // The session ends everywhere, as at the proxy's logout.
+    let signed_in = session.and_then(|s| party.sessions().open(s, crate::now_millis() / 1000).ok());
+    if let Some(identity) = signed_in {
+        let live = (identity.sign_in.as_deref())
+            .zip(cp.ended.as_deref())
+            .filter(|(id, ended)| !ended.has_ended(id));
+        if let Some((id, ended)) = live {
+            if let Err(e) = ended
+                .end(id, identity.expires_at.saturating_mul(1000))
+                .await
+            {
+                tracing::warn!(user = %identity.user, error = %e, "cannot record a logout in the lock store");
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Signed out in this browser, but the end of the session could not be \
+                     recorded, so a copy of its cookie may still work until the session's end; \
+                     try again.",
+                )
+                    .into_response();
+                append_cookie(&mut response, &clear);
+                no_store(&mut response);
+                return response;
+            }
+        }
+    }
+    redirect(&party.logout_location("/", session, None).await, &[clear])
 }
 
 impl ControlPlane {

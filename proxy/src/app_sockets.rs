@@ -10,6 +10,9 @@
 //! is the lock's state after the event, not the event's kind, so kinds this module does not
 //! know (presence, queue changes) close nothing. If events may have been missed (the
 //! subscription lagged or was lost), every registered resource is read back from the store.
+//!
+//! The end of a sign-in session (`SessionEnded`, a logout on any instance) ends every socket
+//! opened under it, whatever lock it lives under.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,14 +45,25 @@ struct Entry {
     user: String,
     owner: String,
     fence: u64,
-    /// Takes the close reason when the owner loses the lock.
-    lost: oneshot::Sender<String>,
+    /// The sign-in session (`latch_oidc`) it was opened under, if any.
+    sign_in: Option<String>,
+    /// Takes why the socket must end: its owner lost the lock, or signed out.
+    lost: oneshot::Sender<Ending>,
 }
 
-/// One registered socket; the receiver gets the close reason when the owner loses the lock.
+/// Why a registered socket must end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The owner lost the lock; the close reason.
+    Lost(String),
+    /// The sign-in session it was opened under ended (a logout on any instance).
+    SignedOut,
+}
+
+/// One registered socket; the receiver gets why it must end.
 pub struct Registration {
     pub id: u64,
-    pub lost: oneshot::Receiver<String>,
+    pub lost: oneshot::Receiver<Ending>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +74,15 @@ pub struct Registration {
 pub struct TooManySockets;
 
 impl AppSockets {
-    /// Registers a socket of `user` (owner key `owner`) that holds `resource` under `fence`.
+    /// Registers a socket of `user` (owner key `owner`) that holds `resource` under `fence`,
+    /// opened under sign-in session `sign_in`.
     pub fn register(
         &self,
         resource: &str,
         user: &str,
         owner: &str,
         fence: u64,
+        sign_in: Option<&str>,
     ) -> Result<Registration, TooManySockets> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let count = inner.per_user.entry(user.to_owned()).or_default();
@@ -85,6 +101,7 @@ impl AppSockets {
                 user: user.to_owned(),
                 owner: owner.to_owned(),
                 fence,
+                sign_in: sign_in.map(str::to_owned),
                 lost,
             });
         Ok(Registration { id, lost: rx })
@@ -132,13 +149,36 @@ impl AppSockets {
         for entry in lost {
             release_slot(&mut inner.per_user, &entry.user);
             // The socket may be ending on its own; then nobody listens, which is fine.
-            let _ = entry.lost.send(reason.to_owned());
+            let _ = entry.lost.send(Ending::Lost(reason.to_owned()));
+        }
+        closed
+    }
+
+    /// Closes every socket opened under sign-in session `session`. Returns how many.
+    pub fn sign_out(&self, session: &str) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ended = Vec::new();
+        inner.by_resource.retain(|_, entries| {
+            let (out, keep): (Vec<Entry>, Vec<Entry>) = entries
+                .drain(..)
+                .partition(|e| e.sign_in.as_deref() == Some(session));
+            *entries = keep;
+            ended.extend(out);
+            !entries.is_empty()
+        });
+        let closed = ended.len();
+        for entry in ended {
+            release_slot(&mut inner.per_user, &entry.user);
+            let _ = entry.lost.send(Ending::SignedOut);
         }
         closed
     }
 
     /// Applies one lock event. Returns how many sockets it closed.
     pub fn apply(&self, event: &LockEvent) -> usize {
+        if let EventKind::SessionEnded { session, .. } = &event.kind {
+            return self.sign_out(session);
+        }
         // An event that carries no lock (a stash change) says nothing of who holds it.
         if !event.kind.carries_lock() || !self.watches(&event.resource) {
             return 0;
@@ -277,19 +317,26 @@ mod tests {
     #[test]
     fn a_take_over_closes_the_old_owners_sockets_with_the_new_holders_name() {
         let sockets = AppSockets::default();
-        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let mut alice = sockets
+            .register("doc:1", "alice", "alice", 7, None)
+            .unwrap();
         let kind = EventKind::TakenOver {
             by: holder("bob", "Bob"),
         };
         assert_eq!(sockets.apply(&event(kind, Some(lock("bob", 8)))), 1);
-        assert_eq!(alice.lost.try_recv().unwrap(), "lock taken over by Bob");
+        assert_eq!(
+            alice.lost.try_recv().unwrap(),
+            Ending::Lost("lock taken over by Bob".into())
+        );
         assert_eq!(sockets.count(), 0);
     }
 
     #[test]
     fn events_that_leave_the_owner_holding_under_the_same_fence_close_nothing() {
         let sockets = AppSockets::default();
-        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let mut alice = sockets
+            .register("doc:1", "alice", "alice", 7, None)
+            .unwrap();
         let asked = EventKind::AccessRequested {
             by: holder("bob", "Bob"),
         };
@@ -300,13 +347,43 @@ mod tests {
             sockets.apply(&event(EventKind::Claimed, Some(lock("alice", 9)))),
             1
         );
-        assert_eq!(alice.lost.try_recv().unwrap(), "lock lost");
+        assert_eq!(
+            alice.lost.try_recv().unwrap(),
+            Ending::Lost("lock lost".into())
+        );
+    }
+
+    #[test]
+    fn a_session_end_closes_the_sockets_of_that_sign_in_only() {
+        let sockets = AppSockets::default();
+        let mut one = sockets
+            .register("doc:1", "alice", "alice", 7, Some("one"))
+            .unwrap();
+        let mut other = sockets
+            .register("doc:2", "alice", "alice", 3, Some("two"))
+            .unwrap();
+        let ended = LockEvent {
+            resource: String::new(),
+            ..event(
+                EventKind::SessionEnded {
+                    session: "one".to_owned(),
+                    until: 9,
+                },
+                None,
+            )
+        };
+        assert_eq!(sockets.apply(&ended), 1);
+        assert_eq!(one.lost.try_recv().unwrap(), Ending::SignedOut);
+        assert!(other.lost.try_recv().is_err());
+        assert_eq!(sockets.count(), 1);
     }
 
     #[test]
     fn a_stash_change_on_the_resource_closes_nothing() {
         let sockets = AppSockets::default();
-        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
+        let mut alice = sockets
+            .register("doc:1", "alice", "alice", 7, None)
+            .unwrap();
         let kept = EventKind::StashChanged {
             user: "alice".to_owned(),
         };
@@ -341,13 +418,20 @@ mod tests {
     #[test]
     fn only_the_resource_and_owner_concerned_are_closed() {
         let sockets = AppSockets::default();
-        let mut alice = sockets.register("doc:1", "alice", "alice", 7).unwrap();
-        let mut other = sockets.register("doc:2", "alice", "alice", 3).unwrap();
+        let mut alice = sockets
+            .register("doc:1", "alice", "alice", 7, None)
+            .unwrap();
+        let mut other = sockets
+            .register("doc:2", "alice", "alice", 3, None)
+            .unwrap();
         let expired = EventKind::Released {
             reason: ReleaseReason::Expired,
         };
         assert_eq!(sockets.apply(&event(expired, None)), 1);
-        assert_eq!(alice.lost.try_recv().unwrap(), "lock expired");
+        assert_eq!(
+            alice.lost.try_recv().unwrap(),
+            Ending::Lost("lock expired".into())
+        );
         assert!(other.lost.try_recv().is_err());
         sockets.unregister("doc:2", other.id);
         assert_eq!(sockets.count(), 0);
@@ -357,12 +441,19 @@ mod tests {
     fn a_user_has_a_bounded_number_of_sockets_and_gets_a_slot_back_when_one_ends() {
         let sockets = AppSockets::default();
         let ids: Vec<u64> = (0..MAX_SOCKETS_PER_USER)
-            .map(|_| sockets.register("doc:1", "alice", "alice", 1).unwrap().id)
+            .map(|_| {
+                sockets
+                    .register("doc:1", "alice", "alice", 1, None)
+                    .unwrap()
+                    .id
+            })
             .collect();
-        assert!(sockets.register("doc:1", "alice", "alice", 1).is_err());
-        assert!(sockets.register("doc:1", "bob", "bob", 1).is_ok());
+        assert!(sockets
+            .register("doc:1", "alice", "alice", 1, None)
+            .is_err());
+        assert!(sockets.register("doc:1", "bob", "bob", 1, None).is_ok());
         sockets.unregister("doc:1", ids[0]);
-        assert!(sockets.register("doc:1", "alice", "alice", 1).is_ok());
+        assert!(sockets.register("doc:1", "alice", "alice", 1, None).is_ok());
     }
 
     #[test]

@@ -39,6 +39,7 @@ use pingora::protocols::http::v1::client::HttpSession;
 use pingora::proxy::Session;
 use serde_json::json;
 
+use crate::app_sockets::Ending;
 use crate::apps::AppId;
 use crate::fenced::{self, Fenced};
 use crate::respond::Reply;
@@ -144,11 +145,14 @@ pub async fn serve(
     let end = loop {
         tokio::select! {
             _ = &mut expiry => break End::Expired,
-            reason = &mut lost => {
-                // A closed sender without a reason means the registration went away, which
-                // only happens once this stream is over anyway.
-                break End::Lost(reason.unwrap_or_else(|_| "lock lost".to_owned()));
-            }
+            ending = &mut lost => match ending {
+                // The sign-in session ended: as for an expired one.
+                Ok(Ending::SignedOut) => break End::Expired,
+                Ok(Ending::Lost(reason)) => break End::Lost(reason),
+                // A closed sender means the registration went away, which only happens once
+                // this stream is over anyway.
+                Err(_) => break End::Lost("lock lost".to_owned()),
+            },
             // Nothing more is to come from the client: it can only go away.
             _ = session.read_body_or_idle(true) => break End::Client,
             chunk = app.read_body_bytes() => match chunk {

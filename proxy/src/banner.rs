@@ -8,7 +8,8 @@
 //!
 //! One kind is routed by user rather than by resource: a change to a user's kept changes
 //! (`StashChanged`) goes to every local socket of that user, whatever they watch, and to no
-//! one else's.
+//! one else's. Another by sign-in session: the end of one (`SessionEnded`, a logout on any
+//! instance) goes to every local socket opened under it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,8 @@ struct Socket {
     user: String,
     /// The browser session (`latch_sid`) the socket came from, if it sent one.
     session: Option<String>,
+    /// The sign-in session (`latch_oidc`) it was opened under, if any.
+    sign_in: Option<String>,
     tx: mpsc::Sender<Push>,
     watching: Vec<String>,
 }
@@ -82,12 +85,13 @@ pub struct Hub {
 pub struct TooManySockets;
 
 impl Hub {
-    /// Registers a socket for `user` from browser `session`; its pushes arrive on the returned
-    /// receiver.
+    /// Registers a socket for `user` from browser `session`, opened under sign-in session
+    /// `sign_in`; its pushes arrive on the returned receiver.
     pub fn register(
         &self,
         user: &str,
         session: Option<&str>,
+        sign_in: Option<&str>,
     ) -> Result<(u64, mpsc::Receiver<Push>), TooManySockets> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -102,6 +106,7 @@ impl Hub {
             Socket {
                 user: user.to_string(),
                 session: session.map(str::to_string),
+                sign_in: sign_in.map(str::to_string),
                 tx,
                 watching: Vec::new(),
             },
@@ -184,6 +189,16 @@ impl Hub {
     /// the board instead.
     pub fn dispatch(&self, event: LockEvent) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let EventKind::SessionEnded { session, .. } = &event.kind {
+            // Logouts are rare: a look at every socket costs less than an index kept up.
+            let event = Arc::new(event.clone());
+            for socket in inner.sockets.values() {
+                if socket.sign_in.as_deref() == Some(session.as_str()) {
+                    socket.push(Push::Event(event.clone()));
+                }
+            }
+            return;
+        }
         let ids = match &event.kind {
             EventKind::StashChanged { user } => inner.by_user.get(user),
             _ => inner.by_resource.get(&event.resource),
@@ -295,9 +310,29 @@ mod tests {
     }
 
     #[test]
+    fn a_session_end_reaches_the_sockets_of_that_sign_in_only() {
+        let hub = Hub::default();
+        let (_a1, mut r1) = hub.register("alice", None, Some("one")).unwrap();
+        let (_a2, mut r2) = hub.register("alice", None, Some("two")).unwrap();
+        let (_b, mut rb) = hub.register("bob", None, None).unwrap();
+        hub.dispatch(LockEvent {
+            kind: EventKind::SessionEnded {
+                session: "one".into(),
+                until: 9,
+            },
+            resource: String::new(),
+            ..event(1)
+        });
+        assert!(matches!(drain(&mut r1).as_slice(), [Push::Event(e)]
+            if matches!(&e.kind, EventKind::SessionEnded { session, .. } if session == "one")));
+        assert!(drain(&mut r2).is_empty());
+        assert!(drain(&mut rb).is_empty());
+    }
+
+    #[test]
     fn a_socket_that_falls_behind_gets_a_resync_last() {
         let hub = Hub::default();
-        let (id, mut rx) = hub.register("alice", None).unwrap();
+        let (id, mut rx) = hub.register("alice", None, None).unwrap();
         hub.watch(id, "doc:1");
         for at in 0..(QUEUE as u64 * 2) {
             hub.dispatch(event(at));
@@ -316,7 +351,7 @@ mod tests {
     #[test]
     fn a_burst_of_presence_changes_is_one_push_and_the_rest_noted_on_the_board() {
         let hub = Hub::default();
-        let (id, mut rx) = hub.register("alice", None).unwrap();
+        let (id, mut rx) = hub.register("alice", None, None).unwrap();
         hub.watch(id, "doc:1");
         for at in 0..(QUEUE as u64 * 2) {
             hub.dispatch(LockEvent {
@@ -343,7 +378,7 @@ mod tests {
     #[test]
     fn a_resync_for_everyone_reaches_even_a_full_queue() {
         let hub = Hub::default();
-        let (id, mut rx) = hub.register("alice", None).unwrap();
+        let (id, mut rx) = hub.register("alice", None, None).unwrap();
         hub.watch(id, "doc:1");
         for at in 0..(QUEUE as u64 - 1) {
             hub.dispatch(event(at));
@@ -357,8 +392,8 @@ mod tests {
     #[test]
     fn only_watchers_of_the_resource_get_its_events() {
         let hub = Hub::default();
-        let (a, mut ra) = hub.register("alice", None).unwrap();
-        let (b, mut rb) = hub.register("bob", None).unwrap();
+        let (a, mut ra) = hub.register("alice", None, None).unwrap();
+        let (b, mut rb) = hub.register("bob", None, None).unwrap();
         hub.watch(a, "doc:1");
         hub.watch(b, "doc:2");
         hub.dispatch(event(1));
@@ -372,9 +407,9 @@ mod tests {
     #[test]
     fn a_stash_change_reaches_every_socket_of_its_user_and_no_one_else() {
         let hub = Hub::default();
-        let (a1, mut r1) = hub.register("alice", None).unwrap();
-        let (_a2, mut r2) = hub.register("alice", None).unwrap();
-        let (b, mut rb) = hub.register("bob", None).unwrap();
+        let (a1, mut r1) = hub.register("alice", None, None).unwrap();
+        let (_a2, mut r2) = hub.register("alice", None, None).unwrap();
+        let (b, mut rb) = hub.register("bob", None, None).unwrap();
         // One of Alice's sockets watches another page, one watches nothing; Bob watches the
         // page the entry was kept for.
         hub.watch(a1, "doc:2");
@@ -401,9 +436,9 @@ mod tests {
     #[test]
     fn others_watching_counts_sockets_of_the_same_owner() {
         let hub = Hub::default();
-        let (a1, _r1) = hub.register("alice", Some("s1")).unwrap();
-        let (a2, _r2) = hub.register("alice", Some("s2")).unwrap();
-        let (b, _r3) = hub.register("bob", Some("s1")).unwrap();
+        let (a1, _r1) = hub.register("alice", Some("s1"), None).unwrap();
+        let (a2, _r2) = hub.register("alice", Some("s2"), None).unwrap();
+        let (b, _r3) = hub.register("bob", Some("s1"), None).unwrap();
         for id in [a1, a2, b] {
             hub.watch(id, "doc:1");
         }
@@ -417,11 +452,11 @@ mod tests {
     fn sockets_per_user_are_capped_and_freed_on_unregister() {
         let hub = Hub::default();
         let ids: Vec<u64> = (0..MAX_SOCKETS_PER_USER)
-            .map(|_| hub.register("alice", None).unwrap().0)
+            .map(|_| hub.register("alice", None, None).unwrap().0)
             .collect();
-        assert!(hub.register("alice", None).is_err());
-        assert!(hub.register("bob", None).is_ok());
+        assert!(hub.register("alice", None, None).is_err());
+        assert!(hub.register("bob", None, None).is_ok());
         hub.unregister(ids[0]);
-        assert!(hub.register("alice", None).is_ok());
+        assert!(hub.register("alice", None, None).is_ok());
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue};
 use tokio::sync::oneshot;
 
+use crate::app_sockets::Ending;
 use crate::gate::LockedWhy;
 use crate::respond::{self, Reply};
 use crate::state::Latch;
@@ -29,6 +30,8 @@ pub struct Fenced {
     /// When the credential it was opened with expires (unix seconds): the connection ends
     /// then, as the banner socket does, so a signed-out user keeps nothing open.
     pub expires_at: u64,
+    /// The sign-in session it is opened under, if any: a logout ends the connection.
+    pub sign_in: Option<String>,
 }
 
 impl Fenced {
@@ -71,16 +74,22 @@ impl Drop for Admitted {
 /// Registers a connection under its lock and reads the lock back, so that a loss between the
 /// claim and the registration (whose event is already gone by) is not missed. `what` names the
 /// kind of connection in the 429 a user past the bound gets. The `Err` is the answer to send
-/// instead: 429, 423 for an owner who lost the lock meanwhile, or 503. The receiver gets the
-/// reason when the owner loses the lock.
+/// instead: 429, 423 for an owner who lost the lock meanwhile, or 503. The receiver gets why
+/// the connection must end: the owner lost the lock, or signed out.
 pub async fn admit(
     latch: &Arc<Latch>,
     fenced: &Fenced,
     what: &str,
-) -> Result<(Admitted, oneshot::Receiver<String>), Reply> {
+) -> Result<(Admitted, oneshot::Receiver<Ending>), Reply> {
     let registration = latch
         .app_sockets
-        .register(&fenced.resource, &fenced.user, &fenced.owner, fenced.fence)
+        .register(
+            &fenced.resource,
+            &fenced.user,
+            &fenced.owner,
+            fenced.fence,
+            fenced.sign_in.as_deref(),
+        )
         .map_err(|e| {
             Reply::problem(429, &format!("Too many {what}"), &e.to_string())
                 .header(header::RETRY_AFTER, "10")

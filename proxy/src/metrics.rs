@@ -88,6 +88,8 @@ pub struct Metrics {
     pub banner_skipped: IntCounterVec,
     /// Finished sign-ins with the identity provider (`{prefix}/callback`), by result.
     pub sign_ins: IntCounterVec,
+    /// Sign-outs of a signed-in session (`{prefix}/logout`), by result.
+    pub sign_outs: IntCounterVec,
     pub injected: IntCounter,
     pub injected_remembered: IntCounter,
     pub event_fanout: Histogram,
@@ -166,6 +168,15 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let sign_outs = IntCounterVec::new(
+            Opts::new(
+                "latch_sign_outs_total",
+                "Logouts of a signed-in session, by result: \"ok\" (the session ended on every \
+                 instance) or \"store_error\" (its end could not be recorded).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let injected = IntCounter::new(
             "latch_banner_injected_total",
             "HTML responses the banner script was injected into.",
@@ -229,6 +240,7 @@ impl Metrics {
             Box::new(banner_sockets_opened.clone()),
             Box::new(banner_skipped.clone()),
             Box::new(sign_ins.clone()),
+            Box::new(sign_outs.clone()),
             Box::new(injected.clone()),
             Box::new(injected_remembered.clone()),
             Box::new(event_fanout.clone()),
@@ -251,6 +263,7 @@ impl Metrics {
             banner_sockets_opened,
             banner_skipped,
             sign_ins,
+            sign_outs,
             injected,
             injected_remembered,
             event_fanout,

@@ -1,7 +1,8 @@
 //! Signing users in with an OpenID Provider (`[oidc]`, docs/http.md "Sign-in"), carried over
 //! the proxy's own endpoints: `{prefix}/login` starts a flow, `{prefix}/callback` finishes it
-//! and `{prefix}/logout` ends the session. The flow itself (discovery, PKCE, `state`, `nonce`,
-//! the code exchange, the ID token's checks, the sealed cookies) is
+//! and `{prefix}/logout` ends the session on every instance (see [`store::EndedSessions`]). The flow
+//! itself (discovery, PKCE, `state`, `nonce`, the code exchange, the ID token's checks, the
+//! sealed cookies) is
 //! [`auth::RelyingParty`]'s; this module reads the request and writes the answer. A finished
 //! flow leaves a sealed session cookie, which [`crate::state::Latch`] accepts like a token.
 
@@ -12,6 +13,7 @@ use http::{header, Method};
 use pingora::proxy::Session;
 
 use crate::respond::{wants_html, Reply};
+use crate::state::Latch;
 
 pub use auth::relying_party::SESSION_COOKIE;
 
@@ -20,6 +22,8 @@ pub struct SignIn {
     party: auth::RelyingParty,
     /// `oidc.redirect_url`, when set.
     redirect_url: Option<String>,
+    /// `oidc.post_logout_redirect_uri`, when set.
+    post_logout: Option<String>,
     prefix: String,
     public_scheme: &'static str,
 }
@@ -34,6 +38,7 @@ impl SignIn {
         Ok(Some(SignIn {
             party,
             redirect_url: oidc.redirect_url.clone(),
+            post_logout: oidc.post_logout_redirect_uri.clone(),
             prefix: config.proxy.prefix.clone(),
             public_scheme: config.proxy.public_scheme,
         }))
@@ -50,19 +55,15 @@ impl SignIn {
     }
 
     /// Serves `login`, `callback` and `logout`; `None` for any other endpoint name.
-    pub async fn serve(
-        &self,
-        name: &str,
-        session: &Session,
-        metrics: &crate::metrics::Metrics,
-    ) -> Option<Reply> {
+    pub async fn serve(&self, name: &str, session: &Session, latch: &Latch) -> Option<Reply> {
+        let metrics = &latch.metrics;
         let method = &session.req_header().method;
         // Over TLS the callback is an https URL and the cookies are `Secure`.
         let scheme = crate::peer::scheme(session, self.public_scheme);
         let reply = match (name, method) {
             ("login", &Method::GET) => self.login(session, scheme).await,
             ("callback", &Method::GET) => self.callback(session, scheme, metrics).await,
-            ("logout", &Method::GET | &Method::POST) => self.logout(scheme).await,
+            ("logout", &Method::GET | &Method::POST) => self.logout(session, scheme, latch).await,
             ("login" | "callback", _) => {
                 Reply::problem(405, "Method not allowed", "use GET").header(header::ALLOW, "GET")
             }
@@ -144,10 +145,66 @@ impl SignIn {
         }
     }
 
-    async fn logout(&self, scheme: &str) -> Reply {
+    /// Ends the request's session, if it has one, on every instance: its id is recorded as
+    /// ended in the lock store until the session's own end, so its cookie is refused from now
+    /// on wherever it is presented, and the sockets opened under it close. The cookie is
+    /// cleared whatever happens; if the store cannot record the end, the user is told that
+    /// the session may live on elsewhere (503) rather than sent on as if signed out.
+    async fn logout(&self, session: &Session, scheme: &str, latch: &Latch) -> Reply {
         let clear = cookie(scheme, SESSION_COOKIE, "", "/", 0);
+        let headers = &session.req_header().headers;
+        let value = auth::token_from_headers(
+            headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+            None,
+            SESSION_COOKIE,
+        );
+        let now = crate::time_fmt::now_ms();
+        let signed_in = value.and_then(|v| self.sessions().open(v, now / 1000).ok());
+        if let Some(identity) = signed_in {
+            let id = identity.sign_in.as_deref();
+            // An ended session's copy ends nothing more.
+            let live = id
+                .zip(latch.ended.as_ref())
+                .filter(|(id, ended)| !ended.has_ended(id));
+            if let Some((id, ended)) = live {
+                let until = identity.expires_at.saturating_mul(1000);
+                let recorded = latch.store_op("end_session", ended.end(id, until)).await;
+                if let Err(e) = recorded {
+                    tracing::warn!(user = %identity.user, error = %e, "cannot record a logout in the lock store");
+                    latch
+                        .metrics
+                        .sign_outs
+                        .with_label_values(&["store_error"])
+                        .inc();
+                    return failure(
+                        wants_html(session),
+                        Failure {
+                            status: 503,
+                            title: "Sign-out not recorded",
+                            detail: "this browser is signed out, but the end of its session could not be \
+                                     recorded, so a copy of its cookie may still work until \
+                                     the session's end; try again"
+                                .to_owned(),
+                            code: "store_unavailable",
+                        },
+                    )
+                    .header(header::SET_COOKIE, clear);
+                }
+                tracing::info!(user = %identity.user, "signed out");
+                latch.metrics.sign_outs.with_label_values(&["ok"]).inc();
+            }
+        }
+        // Back to the configured page, or this site's root, once the provider signed out.
+        let back = self.post_logout.clone().or_else(|| {
+            let host = headers.get(header::HOST).map(|h| h.as_bytes());
+            relying_party::callback_url(scheme, host, "/")
+        });
+        let location = self
+            .party
+            .logout_location("/", value, back.as_deref())
+            .await;
         Reply::empty(302)
-            .header(header::LOCATION, self.party.logout_location("/").await)
+            .header(header::LOCATION, location)
             .header(header::SET_COOKIE, clear)
     }
 

@@ -172,8 +172,8 @@ impl Recent {
     fn catch_up(&mut self, store: &dyn LockStore) {
         loop {
             match self.events.try_recv() {
-                // Neither who has a banner open, the wait queue nor kept changes change the
-                // holder: what is remembered stays true, and the holder's next request needs no
+                // Neither who has a banner open, the wait queue, kept changes nor a logout
+                // change the holder: what is remembered stays true, and the holder's next request needs no
                 // store call.
                 Ok(event)
                     if matches!(
@@ -181,6 +181,7 @@ impl Recent {
                         EventKind::PresenceChanged
                             | EventKind::QueueChanged { .. }
                             | EventKind::StashChanged { .. }
+                            | EventKind::SessionEnded { .. }
                     ) => {}
                 Ok(event) => {
                     self.generation += 1;

@@ -52,6 +52,12 @@ impl BackgroundService for Background {
         tokio::spawn(async move { latch.app_sockets.run(latch.store.as_ref()).await });
         let latch = self.latch.clone();
         tokio::spawn(async move {
+            if let Some(ended) = &latch.ended {
+                ended.run().await;
+            }
+        });
+        let latch = self.latch.clone();
+        tokio::spawn(async move {
             let instance = &latch.config.proxy.instance;
             crate::shapes::publish(&latch.shapes, latch.store.as_ref(), instance).await
         });

@@ -540,6 +540,7 @@ impl LatchProxy {
             user: holder.user,
             user_name: holder.name,
             expires_at: identity.expires_at,
+            sign_in: identity.sign_in.clone(),
         }
     }
 

@@ -13,7 +13,7 @@ use auth::{Credential, Identity, Verifier};
 use config::Config;
 use http::HeaderMap;
 use rules::{Owner, Rule, RuleSet};
-use store::{Holder, LockStore, StoreError};
+use store::{EndedSessions, Holder, LockStore, StoreError};
 
 use crate::app_sockets::AppSockets;
 use crate::apps::{AppId, Apps};
@@ -77,6 +77,9 @@ pub struct Latch {
     pub shapes: ShapeBook,
     /// Sign-in with the OpenID Provider, when `[oidc]` is set (see [`SignIn`]).
     pub sign_in: Option<SignIn>,
+    /// Sign-in sessions ended by a logout on any instance, when `[oidc]` is set (see
+    /// [`EndedSessions`]).
+    pub ended: Option<EndedSessions>,
 }
 
 impl Latch {
@@ -101,7 +104,7 @@ impl Latch {
             config,
             verifier,
             rules: ArcSwap::from_pointee(rules),
-            store,
+            store: store.clone(),
             metrics,
             hub: Hub::default(),
             apps,
@@ -113,6 +116,7 @@ impl Latch {
             claim_rate,
             app_sockets: AppSockets::default(),
             shapes,
+            ended: sign_in.as_ref().map(|_| EndedSessions::new(store.clone())),
             sign_in,
         }))
     }
@@ -212,9 +216,20 @@ impl Latch {
             None,
             crate::oidc::SESSION_COOKIE,
         ) {
-            Some(value) => sign_in
-                .sessions()
-                .open(value, crate::time_fmt::now_ms() / 1000),
+            Some(value) => {
+                let identity = sign_in
+                    .sessions()
+                    .open(value, crate::time_fmt::now_ms() / 1000)?;
+                let ended = identity
+                    .sign_in
+                    .as_deref()
+                    .zip(self.ended.as_ref())
+                    .is_some_and(|(id, ended)| ended.has_ended(id));
+                if ended {
+                    return Err(auth::AuthError::SignedOut);
+                }
+                Ok(identity)
+            }
             None => Err(auth::AuthError::Missing),
         }
     }

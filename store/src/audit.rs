@@ -201,6 +201,7 @@ impl AuditEvent {
                 Some(user.clone()),
                 Some("stash"),
             ),
+            EventKind::SessionEnded { .. } => (AuditKind::AccessRequested, None, Some("session")),
         };
         let discriminator = format!(
             "{}\u{0}{fence}\u{0}{}",

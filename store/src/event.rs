@@ -60,6 +60,11 @@ pub enum EventKind {
     /// nothing of the entry: consumers re-read [`stash_list`](crate::LockStore::stash_list)
     /// for that user only, so it reaches no one else.
     StashChanged { user: String },
+    /// Sign-in session `session` (the id sealed in its `latch_oidc` cookie) ended before its
+    /// time, by logout: every instance refuses its cookie until `until` (unix milliseconds,
+    /// the session's own end) and closes the sockets opened under it. `resource` is empty;
+    /// `lock` and `previous` are `None` (see [`EventKind::carries_lock`]).
+    SessionEnded { session: String, until: UnixMillis },
 }
 
 impl EventKind {
@@ -74,6 +79,7 @@ impl EventKind {
             Self::PresenceChanged
                 | Self::QueueChanged { offered: false, .. }
                 | Self::StashChanged { .. }
+                | Self::SessionEnded { .. }
         )
     }
 
@@ -82,7 +88,7 @@ impl EventKind {
     /// A stash change is written in the user's own keys, apart from any lock, so it carries
     /// none and says nothing about one.
     pub fn carries_lock(&self) -> bool {
-        !matches!(self, Self::StashChanged { .. })
+        !matches!(self, Self::StashChanged { .. } | Self::SessionEnded { .. })
     }
 }
 
@@ -171,5 +177,15 @@ mod tests {
         assert!(EventKind::Claimed.is_audited());
         assert!(EventKind::Claimed.carries_lock());
         assert!(EventKind::PresenceChanged.carries_lock());
+        let ended = EventKind::SessionEnded {
+            session: "s1".to_owned(),
+            until: 9,
+        };
+        assert!(!ended.is_audited());
+        assert!(!ended.carries_lock());
+        assert_eq!(
+            serde_json::to_value(&ended).unwrap(),
+            serde_json::json!({"type": "session_ended", "session": "s1", "until": 9})
+        );
     }
 }

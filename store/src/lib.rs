@@ -14,6 +14,7 @@
 
 mod atomic_file;
 mod audit;
+mod ended;
 mod error;
 mod event;
 mod file_events;
@@ -39,6 +40,7 @@ pub use audit::{
     AuditEvent, AuditKind, EventLog, EventLogError, EventQuery, DEFAULT_QUERY_LIMIT,
     MAX_QUERY_LIMIT,
 };
+pub use ended::EndedSessions;
 pub use error::StoreError;
 pub use event::{EventKind, LockEvent, ReleaseReason};
 pub use file_events::FileEventLog;
@@ -48,7 +50,8 @@ pub use lock::{
     UnixMillis,
 };
 pub use lock_store::{
-    LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+    is_session_id, LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_ENDED_FOR, MAX_ENDED_SESSIONS,
+    MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE, MAX_SESSION_ID,
 };
 pub use memory::MemoryLockStore;
 pub use mongo::{Mongo, SELECTION_TIMEOUT};

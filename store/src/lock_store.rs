@@ -40,6 +40,27 @@ pub const DEFAULT_QUEUE_MAX: usize = 100;
 /// queue once, so the bound also bounds that work.
 pub const MAX_QUEUE: usize = 1_000;
 
+/// Most ended sign-in sessions a store remembers (see [`LockStore::end_session`]). Past it,
+/// the ones whose own end comes soonest are forgotten first; a logout needs a signed-in
+/// session, so reaching it takes that many sign-ins at the identity provider.
+pub const MAX_ENDED_SESSIONS: usize = 100_000;
+
+/// Longest an ended sign-in session is remembered: sessions never last longer.
+pub const MAX_ENDED_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Longest sign-in session id a store accepts.
+pub const MAX_SESSION_ID: usize = 64;
+
+/// Whether `session` has the form of a sign-in session id: 1 to [`MAX_SESSION_ID`] characters
+/// of unpadded base64url. Stores refuse anything else, so what they keep stays bounded.
+pub fn is_session_id(session: &str) -> bool {
+    !session.is_empty()
+        && session.len() <= MAX_SESSION_ID
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Shared lock state for the proxy and the control plane.
 ///
 /// Invariants every implementation keeps:
@@ -221,6 +242,17 @@ pub trait LockStore: Send + Sync + 'static {
     /// Every instance's latest summary published less than `max_age` ago, as
     /// `(instance, summary)`, in no particular order. Older ones are dropped.
     async fn shapes(&self, max_age: Duration) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Records that sign-in session `session` ended (logout) and must be refused until
+    /// `until` (unix milliseconds, its own end; at most [`MAX_ENDED_FOR`] from now), and
+    /// emits [`EventKind::SessionEnded`](crate::EventKind::SessionEnded) on every instance
+    /// sharing the store. At most [`MAX_ENDED_SESSIONS`] are kept. A `session` that is not
+    /// [`is_session_id`] is the caller's error: nothing is kept and the call fails.
+    async fn end_session(&self, session: &str, until: UnixMillis) -> Result<(), StoreError>;
+
+    /// Every ended sign-in session whose end has not come, as `(session, until)`, at most
+    /// [`MAX_ENDED_SESSIONS`]: what an instance that may have missed events reads back.
+    async fn ended_sessions(&self) -> Result<Vec<(String, UnixMillis)>, StoreError>;
 
     /// Tells every instance sharing this store that the rule set changed, so their rule
     /// pollers reload now instead of at their next tick. Only a hint: polling stays the

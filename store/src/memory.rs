@@ -23,7 +23,8 @@ use crate::lock::{
     ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
 };
 use crate::lock_store::{
-    LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+    is_session_id, LockStore, DISPLACED_TTL, MAX_ENDED_FOR, MAX_ENDED_SESSIONS, MAX_HELD_SHOWN,
+    MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
 };
 use crate::memory_queue::{Join, Queue};
 use crate::memory_stash::Shelves;
@@ -53,6 +54,8 @@ pub struct MemoryLockStore {
     stash: Mutex<Shelves>,
     /// Each instance's request-shape summary and when it came, at most [`MAX_SHAPE_SOURCES`].
     shapes: Mutex<HashMap<String, (Instant, String)>>,
+    /// Ended sign-in sessions: id → until (unix ms), at most [`MAX_ENDED_SESSIONS`].
+    ended: Mutex<HashMap<String, UnixMillis>>,
 }
 
 /// Most instances whose shape summaries the memory store keeps; the oldest goes first.
@@ -81,6 +84,7 @@ impl MemoryLockStore {
             reaper_wake: Arc::new(Notify::new()),
             stash: Mutex::new(Shelves::default()),
             shapes: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashMap::new()),
         })
     }
 
@@ -532,7 +536,53 @@ impl LockStore for MemoryLockStore {
     fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {
         Some(self.nudges.subscribe())
     }
+
+    async fn end_session(&self, session: &str, until: UnixMillis) -> Result<(), StoreError> {
+        if !is_session_id(session) {
+            return Err(StoreError::Unavailable(NOT_A_SESSION_ID.to_owned()));
+        }
+        let at = self.clock.unix(Instant::now());
+        let until = until.min(at.saturating_add(millis(MAX_ENDED_FOR)));
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        ended.retain(|_, end| *end > at);
+        if ended.len() >= MAX_ENDED_SESSIONS && !ended.contains_key(session) {
+            let soonest = ended
+                .iter()
+                .min_by_key(|(_, end)| **end)
+                .map(|(id, _)| id.clone());
+            if let Some(soonest) = soonest {
+                ended.remove(&soonest);
+            }
+        }
+        let end = ended.entry(session.to_owned()).or_insert(until);
+        *end = (*end).max(until);
+        // Sent while the map is held, so every subscriber hears of it before the call returns.
+        let _ = self.events.send(LockEvent {
+            kind: EventKind::SessionEnded {
+                session: session.to_owned(),
+                until: *end,
+            },
+            resource: String::new(),
+            lock: None,
+            previous: None,
+            at,
+        });
+        Ok(())
+    }
+
+    async fn ended_sessions(&self) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+        let at = self.clock.unix(Instant::now());
+        let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(ended
+            .iter()
+            .filter(|(_, end)| **end > at)
+            .map(|(id, end)| (id.clone(), *end))
+            .collect())
+    }
 }
+
+/// Why [`LockStore::end_session`] kept nothing.
+pub(crate) const NOT_A_SESSION_ID: &str = "not a sign-in session id";
 
 /// Why a stash write kept nothing (see [`LockStore::stash_put`]).
 pub(crate) const STASH_TOO_LARGE: &str = "stash entry exceeds the per-user bounds";

@@ -92,6 +92,10 @@ use crate::stash::{NewStash, StashEntry, StashId, StashMeta};
 #[path = "redis_stash.rs"]
 mod stash;
 
+/// Ended sign-in sessions, in a key of their own.
+#[path = "redis_ended.rs"]
+mod ended;
+
 /// How long a resource's last fence is remembered after its last grant, so idle resources cost
 /// no memory for ever. Fences also carry the Redis clock, so forgetting one only matters if
 /// that clock has since stepped back by more than the time since the grant.
@@ -1104,6 +1108,14 @@ impl LockStore for RedisLockStore {
 
     fn rule_nudges(&self) -> Option<broadcast::Receiver<()>> {
         Some(self.feed.nudges.subscribe())
+    }
+
+    async fn end_session(&self, session: &str, until: UnixMillis) -> Result<(), StoreError> {
+        self.end(session, until).await
+    }
+
+    async fn ended_sessions(&self) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+        self.ended().await
     }
 }
 

@@ -16,6 +16,7 @@
 //! | `{p}:{bN}:waiters:{resource}` | hash | owner key → the waiter as JSON (holder, entry deadline, offer length) |
 //! | `{p}:{bN}:offer:{resource}` | hash | the standing offer (owner key, holder, until, offer length) |
 //! | `{p}:held:{user}` | sorted set | resource → lease deadline (ms) as last written, for the locks one user id holds |
+//! | `{p}:ended` | sorted set | ended sign-in session id → until (ms), at most `MAX_ENDED_SESSIONS` |
 //! | `{p}:events` | pub/sub channel | every lock event, as JSON |
 //!
 //! Keys that share a hash tag share a Redis Cluster slot, so one script can read and write a
@@ -139,6 +140,11 @@ impl KeyLayout {
     /// The hash of every instance's request-shape summary, by instance.
     pub fn shapes(&self) -> String {
         format!("{}:shapes", self.prefix)
+    }
+
+    /// The sorted set of ended sign-in sessions: id → until (ms).
+    pub fn ended(&self) -> String {
+        format!("{}:ended", self.prefix)
     }
 
     pub fn channel(&self) -> String {

@@ -5,8 +5,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use reqwest::header::COOKIE;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
+use crate::instances::Ws;
 use crate::{client, eventually, free_port, wait_for_port};
 
 /// How long the tests wait for the app to have seen something.
@@ -84,6 +88,24 @@ impl App {
         .await
         .unwrap_or_else(|| panic!("the app never saw {user}'s socket closed with {code}"))
     }
+}
+
+/// Opens the app's socket for document `id` at `base` (`ws://host:port`) with the request
+/// header `Cookie: {cookie}`.
+pub async fn open_socket(
+    base: &str,
+    id: u32,
+    cookie: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("{base}/docs/{id}/socket")
+        .into_client_request()
+        .expect("a WebSocket request");
+    req.headers_mut()
+        .insert(COOKIE, HeaderValue::from_str(cookie).expect("cookie"));
+    tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("the handshake timed out")
+        .map(|(ws, _)| ws)
 }
 
 impl Drop for App {

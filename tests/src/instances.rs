@@ -124,16 +124,22 @@ pub async fn release(latch: &Latch, resource: &str, auth: &str) -> u16 {
 /// Opens a banner socket as `user` and watches `path`; returns it with the first `lock`
 /// message.
 pub async fn watch(latch: &Latch, user: &str, path: &str) -> (Ws, Value) {
+    let cookie = format!("latch_token={}", token(user, &user.to_uppercase(), &[]));
+    watch_with(latch, &cookie, path).await
+}
+
+/// Opens a banner socket with the request header `Cookie: {cookie}` and watches `path`;
+/// returns it with the first `lock` message.
+pub async fn watch_with(latch: &Latch, cookie: &str, path: &str) -> (Ws, Value) {
     let mut req = latch
         .ws_url("/__latch/ws")
         .into_client_request()
         .expect("a WebSocket request");
     let origin = format!("http://127.0.0.1:{}", latch.port);
-    let cookie = format!("latch_token={}", token(user, &user.to_uppercase(), &[]));
     req.headers_mut()
         .insert(ORIGIN, HeaderValue::from_str(&origin).expect("origin"));
     req.headers_mut()
-        .insert(COOKIE, HeaderValue::from_str(&cookie).expect("cookie"));
+        .insert(COOKIE, HeaderValue::from_str(cookie).expect("cookie"));
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(5),
         tokio_tungstenite::connect_async(req),

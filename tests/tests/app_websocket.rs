@@ -44,16 +44,8 @@ use tests::express::PATIENCE;
 
 /// Opens the app's socket for document `id` at `base` (`ws://host:port`) as `user`.
 async fn open(base: &str, id: u32, user: &str) -> Result<Ws, WsError> {
-    let mut req = format!("{base}/docs/{id}/socket")
-        .into_client_request()
-        .expect("a WebSocket request");
     let cookie = format!("latch_token={}", token(user, &title(user), &[]));
-    req.headers_mut()
-        .insert(COOKIE, HeaderValue::from_str(&cookie).expect("cookie"));
-    tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("the handshake timed out")
-        .map(|(ws, _)| ws)
+    tests::express::open_socket(base, id, &cookie).await
 }
 
 fn title(user: &str) -> String {

@@ -6,14 +6,20 @@
 
 use std::sync::Arc;
 
+use futures::{SinkExt, StreamExt};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::time::Duration;
+use tests::express::{open_socket, App, PATIENCE};
 use tests::fixtures::DOC_EDIT;
 use tests::idp::{Idp, WEB_CLIENT_ID, WEB_CLIENT_SECRET};
-use tests::{client, token, Latch, LatchBuilder, Upstream};
+use tests::instances::{next_message, redis_locks, wait_ready, watch_with, Ws};
+use tests::redis::RedisServer;
+use tests::{client, eventually, token, Latch, LatchBuilder, Upstream};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use url::Url;
 
 const PROTECTED: &str = "/echo/docs/1/edit";
@@ -27,16 +33,21 @@ struct World {
     _upstream: Upstream,
 }
 
+/// The `[oidc]` section signing users in with `idp`.
+fn oidc_section(idp: &Idp) -> String {
+    format!(
+        "[oidc]\nissuer = \"{}\"\nclient_id = \"{WEB_CLIENT_ID}\"\n\
+         client_secret = \"{WEB_CLIENT_SECRET}\"\ncookie_secret = \"{COOKIE_SECRET}\"",
+        idp.issuer()
+    )
+}
+
 async fn world() -> World {
     let idp = Idp::start();
     let upstream = Upstream::start().await;
     let latch = LatchBuilder::new(upstream.port())
         .rules(DOC_EDIT)
-        .section(&format!(
-            "[oidc]\nissuer = \"{}\"\nclient_id = \"{WEB_CLIENT_ID}\"\n\
-             client_secret = \"{WEB_CLIENT_SECRET}\"\ncookie_secret = \"{COOKIE_SECRET}\"",
-            idp.issuer()
-        ))
+        .section(&oidc_section(&idp))
         .start();
     idp.web_client(&latch.url("/__latch/callback")).await;
     World {
@@ -159,17 +170,26 @@ fn with_query(url: &Url, name: &str, value: &str) -> Url {
 /// including) the callback: the callback URL the provider sent the browser to, and the login
 /// hop (its Location is the authorization request).
 async fn to_callback(w: &World, browser: &Browser, return_to: &str, user: &str) -> (Url, Hop) {
-    let mut login = Url::parse(&w.latch.url("/__latch/login")).unwrap();
+    to_callback_on(&w.idp, &w.latch, browser, return_to, user).await
+}
+
+/// [`to_callback`] through `latch`, signing in at `idp`.
+async fn to_callback_on(
+    idp: &Idp,
+    latch: &Latch,
+    browser: &Browser,
+    return_to: &str,
+    user: &str,
+) -> (Url, Hop) {
+    let mut login = Url::parse(&latch.url("/__latch/login")).unwrap();
     login.query_pairs_mut().append_pair("return_to", return_to);
     let started = browser.get(&login, HTML).await;
     assert_eq!(started.status, StatusCode::FOUND, "{}", started.body);
     let authorize = started.to().clone();
-    assert!(
-        authorize.as_str().starts_with(&w.idp.issuer()),
-        "{authorize}"
-    );
+    assert!(authorize.as_str().starts_with(&idp.issuer()), "{authorize}");
+    let callback = latch.url("/__latch/callback");
     (
-        finish_at_provider(w, browser, &authorize, user).await,
+        provider_sign_in(browser, &authorize, user, &callback).await,
         started,
     )
 }
@@ -205,7 +225,18 @@ async fn provider_sign_in(
 
 /// A whole sign-in: the browser holds a session afterwards. Returns the callback's answer.
 async fn sign_in(w: &World, browser: &Browser, return_to: &str, user: &str) -> Hop {
-    let (callback, _) = to_callback(w, browser, return_to, user).await;
+    sign_in_on(&w.idp, &w.latch, browser, return_to, user).await
+}
+
+/// [`sign_in`] through `latch`, at `idp`.
+async fn sign_in_on(
+    idp: &Idp,
+    latch: &Latch,
+    browser: &Browser,
+    return_to: &str,
+    user: &str,
+) -> Hop {
+    let (callback, _) = to_callback_on(idp, latch, browser, return_to, user).await;
     let done = browser.get(&callback, HTML).await;
     assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
     done
@@ -351,18 +382,292 @@ async fn logout_ends_the_session_and_goes_to_the_providers_end_session_endpoint(
         Some(format!("{}/session/end", w.idp.issuer()).as_str())
     );
     assert_eq!(query(end, "client_id").as_deref(), Some(WEB_CLIENT_ID));
+    // RP-initiated logout: the sign-in's ID token as the hint, and the way back to the site.
+    let hint = query(end, "id_token_hint").expect("the ID token as id_token_hint");
+    assert_eq!(hint.split('.').count(), 3, "{hint}");
+    assert_eq!(
+        query(end, "post_logout_redirect_uri"),
+        Some(w.latch.url("/"))
+    );
     let cleared = out
         .cookie("latch_oidc")
         .expect("the session cookie is cleared");
     assert!(cleared.starts_with("latch_oidc=;"), "{cleared}");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
-    // The provider's own sign-out page answers that URL.
+    // The provider accepts the hint and confirms the sign-out without asking (its page
+    // submits its form at once); the confirmation sends the browser back to the site.
     let at_provider = alice.get(end, HTML).await;
     assert_eq!(at_provider.status, StatusCode::OK, "{}", at_provider.body);
+    assert!(
+        at_provider.body.contains("data-hinted=\"true\""),
+        "{}",
+        at_provider.body
+    );
+    let attribute = |name: &str| {
+        let start = at_provider.body.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        let len = at_provider.body[start..].find('"').unwrap();
+        at_provider.body[start..start + len].to_owned()
+    };
+    let confirm = Url::parse(&attribute("action")).unwrap();
+    let xsrf = attribute("value");
+    let resp = alice
+        .http
+        .post(confirm.clone())
+        .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    let back = hop(&confirm, resp).await;
+    assert!(back.status.is_redirection(), "{}", back.body);
+    assert_eq!(back.to().as_str(), w.latch.url("/"));
 
     let after = alice.get(&page, "application/json").await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
     assert_eq!(after.json()["code"], "missing");
+}
+
+/// The Express app's live documents: its WebSocket needs the document's lock.
+const LIVE_DOCS: &str = r#"
+[[rule]]
+id = "docs"
+pattern = '/docs/(?P<id>\d+)/(live|socket|save)'
+resource = "doc:{id}"
+inject = false
+"#;
+
+/// The `latch_oidc=…` cookie `browser` holds for `latch` (the jar also holds the provider's,
+/// on the same host).
+fn session_cookie(browser: &Browser, latch: &Latch) -> String {
+    let all = browser.cookies_for(&Url::parse(&latch.url("/")).unwrap());
+    all.split("; ")
+        .find(|c| c.starts_with("latch_oidc="))
+        .unwrap_or_else(|| panic!("no session cookie in {all}"))
+        .to_owned()
+}
+
+/// The banner's `session_expired`, skipping what comes before it.
+async fn session_expired(banner: &mut Ws) {
+    loop {
+        match next_message(banner, PATIENCE).await {
+            Some(msg) if msg == json!({ "type": "session_expired" }) => return,
+            Some(_) => {}
+            None => panic!("no session_expired message"),
+        }
+    }
+}
+
+/// The close frame's code and reason, skipping what comes before it.
+async fn close_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+/// A signed-in browser's banner socket and app socket on `latch`, and the proof that both are
+/// live: the banner watches document 1, and the app saw the socket as `user`.
+async fn open_sockets(latch: &Latch, cookie: &str, user: &str) -> (Ws, Ws) {
+    let (banner, first) = watch_with(latch, cookie, "/docs/1/live").await;
+    assert_eq!(first["type"], "lock", "{first}");
+    let base = format!("ws://127.0.0.1:{}", latch.port);
+    let mut app = open_socket(&base, 1, cookie)
+        .await
+        .expect("the app socket opens");
+    app.send(Message::Text("draft".into())).await.unwrap();
+    let answer = loop {
+        match tokio::time::timeout(PATIENCE, app.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                break serde_json::from_str::<Value>(&text).unwrap()
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no answer from the app: {other:?}"),
+        }
+    };
+    assert_eq!(answer["user"], user, "{answer}");
+    (banner, app)
+}
+
+/// After a logout, what a copy of the old cookie gets on `latch`: 401 `signed_out` for API
+/// clients, the sign-in for browsers, and no banner socket.
+async fn copied_cookie_is_refused(latch: &Latch, cookie: &str) {
+    let page = latch.url("/docs/1/live");
+    let api = client()
+        .get(&page)
+        .header(COOKIE, cookie)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let problem: Value = api.json().await.unwrap();
+    assert_eq!(problem["code"], "signed_out", "{problem}");
+    let html = client()
+        .get(&page)
+        .header(COOKIE, cookie)
+        .header(ACCEPT, HTML)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), StatusCode::FOUND);
+    assert!(
+        html.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/__latch/login?"),
+        "{:?}",
+        html.headers()[LOCATION]
+    );
+    let base = format!("ws://127.0.0.1:{}", latch.port);
+    match open_socket(&base, 1, cookie).await {
+        Err(WsError::Http(refused)) => assert_eq!(refused.status().as_u16(), 401),
+        other => panic!(
+            "the app socket opened with a signed-out cookie: {:?}",
+            other.is_ok()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_closes_the_sessions_sockets_on_another_and_ends_its_cookie() {
+    let idp = Idp::start();
+    let app = App::start();
+    let redis = RedisServer::start();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let (port, locks, oidc) = (app.port, redis_locks(&redis.url()), oidc_section(&idp));
+        let latch = tokio::task::spawn_blocking(move || {
+            LatchBuilder::new(port)
+                .rules(LIVE_DOCS)
+                .locks(&locks)
+                .section(&oidc)
+                .start()
+        })
+        .await
+        .unwrap();
+        wait_ready(&latch, Duration::from_secs(10)).await;
+        instances.push(latch);
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    idp.web_client_for(&[&a.url("/__latch/callback"), &b.url("/__latch/callback")])
+        .await;
+
+    // Alice signs in through A; her session cookie works on B too (one cookie secret).
+    let alice = Browser::new();
+    sign_in_on(&idp, a, &alice, "/docs/1/live", "alice").await;
+    let cookie = session_cookie(&alice, a);
+    let (mut banner, mut socket) = open_sockets(b, &cookie, "alice").await;
+    // Another sign-in of hers, in another browser, is another session.
+    let other = Browser::new();
+    sign_in_on(&idp, b, &other, "/", "alice").await;
+    let other_cookie = session_cookie(&other, b);
+    assert_ne!(other_cookie, cookie);
+
+    let out = alice
+        .get(&Url::parse(&a.url("/__latch/logout")).unwrap(), HTML)
+        .await;
+    assert_eq!(out.status, StatusCode::FOUND, "{}", out.body);
+    assert!(out
+        .cookie("latch_oidc")
+        .is_some_and(|c| c.contains("Max-Age=0")));
+
+    // On B: the banner is told, and both sockets close with 4401, on the app's side too.
+    session_expired(&mut banner).await;
+    assert_eq!(close_of(&mut banner).await.0, 4401);
+    assert_eq!(close_of(&mut socket).await, (4401, "signed out".to_owned()));
+    app.closed("alice", 4401).await;
+
+    // A copy of the cookie is refused on both instances; the other session lives on.
+    copied_cookie_is_refused(a, &cookie).await;
+    copied_cookie_is_refused(b, &cookie).await;
+    for latch in [a, b] {
+        let page = Url::parse(&latch.url("/docs/1/live")).unwrap();
+        let still = other.get(&page, "application/json").await;
+        assert_eq!(still.status, StatusCode::OK, "{}", still.body);
+    }
+    assert_eq!(a.counter("latch_sign_outs_total{result=\"ok\"}").await, 1);
+
+    // An instance that starts after the logout reads the ended session back from Redis.
+    let (port, locks, oidc) = (app.port, redis_locks(&redis.url()), oidc_section(&idp));
+    let late = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port)
+            .rules(LIVE_DOCS)
+            .locks(&locks)
+            .section(&oidc)
+            .start()
+    })
+    .await
+    .unwrap();
+    wait_ready(&late, Duration::from_secs(10)).await;
+    let refused = eventually(PATIENCE, || async {
+        let resp = client()
+            .get(late.url("/docs/1/live"))
+            .header(COOKIE, &cookie)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "a late instance accepted the ended session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_memory_store_a_logout_closes_the_sessions_sockets_and_ends_its_cookie() {
+    let idp = Idp::start();
+    let app = App::start();
+    let (port, oidc) = (app.port, oidc_section(&idp));
+    let latch = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port)
+            .rules(LIVE_DOCS)
+            .section(&oidc)
+            .start()
+    })
+    .await
+    .unwrap();
+    idp.web_client(&latch.url("/__latch/callback")).await;
+    let alice = Browser::new();
+    sign_in_on(&idp, &latch, &alice, "/docs/1/live", "alice").await;
+    let cookie = session_cookie(&alice, &latch);
+    let (mut banner, mut socket) = open_sockets(&latch, &cookie, "alice").await;
+
+    // Logout with a POST from the page itself.
+    let logout = Url::parse(&latch.url("/__latch/logout")).unwrap();
+    let out = alice
+        .http
+        .post(logout.clone())
+        .header("origin", latch.url("").trim_end_matches('/'))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::FOUND);
+
+    session_expired(&mut banner).await;
+    assert_eq!(close_of(&mut banner).await.0, 4401);
+    assert_eq!(close_of(&mut socket).await, (4401, "signed out".to_owned()));
+    app.closed("alice", 4401).await;
+    copied_cookie_is_refused(&latch, &cookie).await;
+
+    // A second logout with the ended cookie changes nothing and still signs the browser out.
+    let again = client()
+        .get(logout)
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::FOUND);
+    assert_eq!(
+        latch.counter("latch_sign_outs_total{result=\"ok\"}").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -696,13 +1001,15 @@ async fn chromium_signs_in_through_the_provider_and_lands_on_its_page() {
         assert_eq!(browser.url().await, w.latch.url(PROTECTED));
         let text = browser.page_text().await;
         assert!(text.contains("\"x-latch-user\":\"alice\""), "{text}");
-        // Logout: the session cookie is gone and the browser is at the provider's sign-out.
+        // Logout: the provider signs out at once (the ID token hint is good) and sends the
+        // browser back to the site's root; the session cookie is gone.
         browser.goto(&w.latch.url("/__latch/logout")).await;
-        let at_end = browser.url().await;
-        assert!(
-            at_end.starts_with(&format!("{}/session/end", w.idp.issuer())),
-            "{at_end}"
-        );
+        let back = tests::eventually(PATIENCE, || async {
+            let here = browser.url().await;
+            (here == w.latch.url("/")).then_some(here)
+        })
+        .await;
+        assert!(back.is_some(), "the browser is at {}", browser.url().await);
         let cookies = browser.session().get_all_cookies().await.unwrap();
         assert!(
             !cookies.iter().any(|c| c.name() == "latch_oidc"),
@@ -847,4 +1154,24 @@ async fn the_console_signs_an_admin_in_with_the_provider_and_out_again() {
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     let after = browser.get(&cp("/api/v1/locks"), "application/json").await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.body);
+    // The session ended everywhere: a copy of its cookie is refused by the console and by
+    // the proxy alike.
+    let copy = format!("latch_oidc={session}");
+    let api = client()
+        .get(cp("/api/v1/locks"))
+        .header(COOKIE, &copy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let proxied = client()
+        .get(latch.url(PROTECTED))
+        .header(COOKIE, &copy)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::UNAUTHORIZED);
+    let problem: Value = proxied.json().await.unwrap();
+    assert_eq!(problem["code"], "signed_out", "{problem}");
 }

@@ -18,7 +18,8 @@
 //! 4. relays messages both ways until either side closes, or until the owner loses the lock:
 //!    then both sides get a close frame with code [`LOCK_LOST`] and the reason; or until the
 //!    credential the socket was opened with expires: then both get [`SESSION_EXPIRED`], as the
-//!    banner socket does.
+//!    banner socket does; or until the sign-in session it was opened under ends (a logout on
+//!    any instance): then both get [`SESSION_EXPIRED`] with the reason `signed out`.
 //!
 //! Pings are answered on each hop, not forwarded. Messages over [`MAX_MESSAGE`] close the
 //! socket with 1009.
@@ -39,6 +40,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::app_sockets::Ending;
 use crate::apps::AppId;
 use crate::fenced::{self, Fenced};
 use crate::respond::Reply;
@@ -242,7 +244,7 @@ fn config() -> WebSocketConfig {
 async fn relay<C, A>(
     mut client: WebSocketStream<C>,
     mut app: WebSocketStream<A>,
-    mut lost: tokio::sync::oneshot::Receiver<String>,
+    mut lost: tokio::sync::oneshot::Receiver<Ending>,
     expiry: tokio::time::Instant,
     fenced_total: prometheus::IntCounter,
 ) where
@@ -251,12 +253,23 @@ async fn relay<C, A>(
 {
     loop {
         tokio::select! {
-            reason = &mut lost => {
-                // A closed sender without a reason means the registration went away, which only
-                // happens once this socket is over anyway.
-                let reason = reason.unwrap_or_else(|_| "lock lost".to_owned());
-                fenced_total.inc();
-                let frame = CloseFrame { code: CloseCode::from(LOCK_LOST), reason: reason.into() };
+            ending = &mut lost => {
+                let frame = match ending {
+                    Ok(Ending::SignedOut) => CloseFrame {
+                        code: CloseCode::from(SESSION_EXPIRED),
+                        reason: "signed out".into(),
+                    },
+                    // A closed sender means the registration went away, which only happens
+                    // once this socket is over anyway.
+                    lost => {
+                        fenced_total.inc();
+                        let reason = match lost {
+                            Ok(Ending::Lost(reason)) => reason,
+                            _ => "lock lost".to_owned(),
+                        };
+                        CloseFrame { code: CloseCode::from(LOCK_LOST), reason: reason.into() }
+                    }
+                };
                 tokio::join!(
                     close(&mut client, Some(frame.clone())),
                     close(&mut app, Some(frame)),

@@ -486,6 +486,16 @@ impl Conn {
             EventKind::QueueChanged { queue, .. } => {
                 self.push_queue(ws, &event.resource, queue).await
             }
+            EventKind::SessionEnded { session, .. } => {
+                // The hub routes these by sign-in session; the check keeps any other from
+                // closing this socket, whatever routed it.
+                if self.identity.sign_in.as_deref() == Some(session.as_str()) {
+                    let _ = send(ws, json!({ "type": "session_expired" })).await;
+                    close(ws, CloseCode::from(CLOSE_SESSION_EXPIRED), "signed out").await;
+                    return false;
+                }
+                true
+            }
             EventKind::StashChanged { user } => {
                 // The hub routes these by user; the check keeps another user's change from
                 // ever being listed here, whatever routed it.

@@ -108,7 +108,7 @@ pub fn admit(
     let sid = cookie(headers, SESSION_COOKIE).map(str::to_string);
     let (socket_id, pushes) = latch
         .hub
-        .register(&identity.user, sid.as_deref())
+        .register(&identity.user, sid.as_deref(), identity.sign_in.as_deref())
         .map_err(|e| {
             Reply::problem(429, "Too many banner sockets", &e.to_string())
                 .header(header::RETRY_AFTER, "10")

@@ -17,7 +17,9 @@
 //   POST /sign               sign the JSON claims in the body with the newest key (RS256,
 //                            its kid), as a provider-issued assertion: {"token": "..."}
 //   POST /web-client         register the browser client "latch-web" (secret "latch-web-secret",
-//                            authorization code flow) with the JSON body's redirect_uris
+//                            authorization code flow) with the JSON body's redirect_uris, and
+//                            its post_logout_redirect_uris (default: each redirect URI's
+//                            origin followed by "/")
 //   POST /id-token-claims    merge the JSON body's claims into every ID token the token
 //                            endpoint answers from now on, re-signed with the newest key (a
 //                            misbehaving provider; {} stops it)
@@ -52,6 +54,7 @@ const state = {
   cacheControl: '',
   fetches: { jwks: 0, discovery: 0 },
   webRedirects: [],
+  webLogoutRedirects: [],
   idTokenClaims: {},
 };
 
@@ -73,6 +76,7 @@ function makeProvider() {
       grant_types: ['authorization_code'],
       response_types: ['code'],
       redirect_uris: state.webRedirects,
+      post_logout_redirect_uris: state.webLogoutRedirects,
       token_endpoint_auth_method: 'client_secret_basic',
     },
   ];
@@ -99,7 +103,24 @@ function makeProvider() {
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
       devInteractions: { enabled: false },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        // With a valid id_token_hint (the end-session endpoint refuses an invalid one before
+        // this runs) the sign-out is confirmed at once, as Keycloak does; without one the
+        // provider asks, as its default page does.
+        logoutSource: async (ctx, form) => {
+          const hinted = Boolean(ctx.oidc.params.id_token_hint);
+          const confirm = hinted
+            ? `<script>const f = document.getElementById('op.logoutForm');
+                 const yes = document.createElement('input');
+                 yes.type = 'hidden'; yes.name = 'logout'; yes.value = 'yes';
+                 f.appendChild(yes); f.submit();</script>`
+            : `<p>Do you want to sign out?</p>
+               <button type="submit" form="op.logoutForm" name="logout" value="yes">Yes</button>`;
+          ctx.body = `<!DOCTYPE html><html><head><title>Sign out</title></head><body
+            data-hinted="${hinted}">${form}${confirm}</body></html>`;
+        },
+      },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -218,6 +239,8 @@ const admin = http.createServer(async (req, res) => {
       const body = JSON.parse(text);
       if (url.pathname === '/web-client') {
         state.webRedirects = body.redirect_uris;
+        state.webLogoutRedirects = body.post_logout_redirect_uris
+          ?? [...new Set(body.redirect_uris.map((uri) => `${new URL(uri).origin}/`))];
         handler = makeProvider().callback();
       } else {
         state.idTokenClaims = body;
