@@ -37,6 +37,7 @@ use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes
         locks_api::LockView, locks_api::HolderView, locks_api::LockList, locks_api::Released,
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
         shapes_api::ShapeList, shapes_api::ShapeView, shapes_api::Suggestion,
+        rules::RelatedShape,
         apps_api::AppList, apps_api::AppView,
     )),
     servers((url = "/", description = "This control plane")),
