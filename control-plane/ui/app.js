@@ -584,7 +584,8 @@ function labelBulk() {
 $("#bulk-holder").addEventListener("change", labelBulk);
 
 /** Releases every lock the picked holder holds, after asking, one DELETE each. The list is
- *  read again after the question, so that a lock someone else took meanwhile is left alone. */
+ *  read again after the question, and each DELETE carries the lock's ETag, so that a lock
+ *  someone else took meanwhile, even a moment before its DELETE, is left alone (412). */
 $("#release-holder").addEventListener("click", async () => {
   const id = $("#bulk-holder").value;
   const mine = locks.filter((lock) => lock.holder.id === id);
@@ -598,19 +599,23 @@ $("#release-holder").addEventListener("click", async () => {
   if (fresh.status !== 200) { toast(problem(fresh)); return; }
   const still = fresh.data.locks.filter((lock) => lock.holder.id === id);
   let released = 0;
+  const moved = [];
   const failed = [];
   for (const lock of still) {
-    const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`);
+    const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`, { etag: lock.etag });
     if (res.status === 200) released += 1;
+    else if (res.status === 412) moved.push(lock.resource);
     else if (res.status !== 404) failed.push(`${lock.resource}: ${problem(res)}`);
   }
-  toast(`Released ${released} of ${name}'s locks.` + (failed.length ? ` Not released: ${failed.join("; ")}` : ""));
+  toast(`Released ${released} of ${name}'s locks.` +
+    (moved.length ? ` Left alone, as they changed hands meanwhile: ${moved.join(", ")}.` : "") +
+    (failed.length ? ` Not released: ${failed.join("; ")}` : ""));
   loadLocks();
 });
 
 async function forceRelease(lock) {
   if (!confirm(`Release ${lock.resource}, held by ${lock.holder.name}? Their open page is told and can no longer save.`)) return;
-  const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`);
+  const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`, { etag: lock.etag });
   toast(res.status === 200 ? `${lock.resource} released.` : problem(res));
   loadLocks();
 }

@@ -48,7 +48,8 @@ pub use lock::{
     UnixMillis,
 };
 pub use lock_store::{
-    LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+    ForceReleased, LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE,
+    MAX_PRESENCE, MAX_QUEUE,
 };
 pub use memory::MemoryLockStore;
 pub use mongo::{Mongo, SELECTION_TIMEOUT};
