@@ -50,7 +50,7 @@ pub struct Problem {
     /// Present on 422: every field problem.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
-    /// Present on 412: the rule's current ETag.
+    /// Present on 412: the current ETag of the rule or lock.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_etag: Option<String>,
 }
@@ -71,6 +71,12 @@ pub enum ApiError {
     PreconditionRequired,
     #[error("Someone else changed rule {id:?} since you loaded it. Reload it to see their change, then apply yours again.")]
     PreconditionFailed { id: String, current: String },
+    #[error("The lock on {resource:?} changed hands since you looked (it is {holder}'s now), so it was not released. Look again before releasing it.")]
+    LockChanged {
+        resource: String,
+        holder: String,
+        current: String,
+    },
     #[error("The request body must be JSON (Content-Type: application/json).")]
     UnsupportedMediaType,
     #[error("The request body is larger than the API reads ({} KiB).", .limit / 1024)]
@@ -95,7 +101,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
-            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionFailed { .. } | ApiError::LockChanged { .. } => {
+                StatusCode::PRECONDITION_FAILED
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -172,7 +180,8 @@ impl IntoResponse for ApiError {
         let detail = self.to_string();
         let (errors, current_etag) = match self {
             ApiError::Unprocessable(errors) => (Some(errors), None),
-            ApiError::PreconditionFailed { current, .. } => (None, Some(current)),
+            ApiError::PreconditionFailed { current, .. }
+            | ApiError::LockChanged { current, .. } => (None, Some(current)),
             _ => (None, None),
         };
         let problem = Problem {
@@ -235,6 +244,14 @@ mod tests {
                 ApiError::PreconditionFailed {
                     id: "a".into(),
                     current: "r1".into(),
+                },
+                412,
+            ),
+            (
+                ApiError::LockChanged {
+                    resource: "doc:1".into(),
+                    holder: "Bob".into(),
+                    current: "7".into(),
                 },
                 412,
             ),

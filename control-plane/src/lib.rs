@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use auth::Verifier;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 use store::{EndedSessions, EventLog, LockStore, RuleStore, UnixMillis};
 
@@ -170,7 +170,10 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
         .route("/match", post(rules_api::matching))
         .route("/apps", get(apps_api::list))
         .route("/locks", get(locks_api::list))
-        .route("/locks/{resource}", delete(locks_api::force_release))
+        .route(
+            "/locks/{resource}",
+            get(locks_api::get).delete(locks_api::force_release),
+        )
         .route("/shapes", get(shapes_api::list))
         .route("/events", get(events_api::list))
         .route("/events/stream", get(events_api::stream))

@@ -26,7 +26,7 @@ use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes
     paths(
         rules_api::list, rules_api::get, rules_api::create, rules_api::replace,
         rules_api::delete, rules_api::validate, rules_api::matching,
-        locks_api::list, locks_api::force_release,
+        locks_api::list, locks_api::get, locks_api::force_release,
         events_api::list, events_api::stream,
         shapes_api::list,
         apps_api::list,
@@ -37,6 +37,7 @@ use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes
         locks_api::LockView, locks_api::HolderView, locks_api::LockList, locks_api::Released,
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
         shapes_api::ShapeList, shapes_api::ShapeView, shapes_api::Suggestion,
+        rules::RelatedShape,
         apps_api::AppList, apps_api::AppView,
     )),
     servers((url = "/", description = "This control plane")),
@@ -123,9 +124,35 @@ fn close_rule_schemas(doc: &mut Value) {
     schemas.insert("RuleView".into(), Value::Object(view));
 }
 
+/// An optional header (`If-Match` of a lock's release) is absent or a string: utoipa writes
+/// an `Option` header as nullable, which would call the text `null` a valid value.
+fn optional_headers_are_not_null(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let parameters = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters"))
+        .filter_map(Value::as_array_mut)
+        .flatten();
+    for parameter in parameters {
+        if parameter["in"] != "header" {
+            continue;
+        }
+        if let Some(kind) = parameter.pointer_mut("/schema/type") {
+            if kind.as_array().is_some_and(|k| k.contains(&json!("null"))) {
+                *kind = json!("string");
+            }
+        }
+    }
+}
+
 /// What every operation shares; see the module's doc.
 fn contract(doc: &mut Value) {
     close_rule_schemas(doc);
+    optional_headers_are_not_null(doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };

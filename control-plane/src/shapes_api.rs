@@ -43,12 +43,21 @@ pub struct Suggestion {
     pub resource: String,
 }
 
-/// A merged shape, as the proxies publish it, with the rule suggested for it.
+// The document's `maxItems` of `related`.
+const _: () = assert!(rules::MAX_RELATED == 16);
+
+/// A merged shape, as the proxies publish it, with the rule suggested for it and the other
+/// paths of the same object, offered for the same resource.
 #[derive(Serialize, ToSchema)]
 pub struct ShapeView {
     #[serde(flatten)]
     pub entry: rules::ShapeEntry,
     pub suggestion: Suggestion,
+    /// The other paths seen of the object the suggestion's first capture names (shapes that
+    /// agree with this one up to and including its first placeholder), writes first, at most
+    /// 16. A rule for each, with the suggestion's `resource`, makes them one lock.
+    #[schema(max_items = 16)]
+    pub related: Vec<rules::RelatedShape>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -58,7 +67,8 @@ pub struct ShapeList {
     pub shapes: Vec<ShapeView>,
 }
 
-/// List the request shapes the proxies saw, merged, with a suggested rule each.
+/// List the request shapes the proxies saw, merged, with a suggested rule each and the other
+/// paths of the same object.
 #[utoipa::path(get, path = "/api/v1/shapes", tag = "shapes", operation_id = "listShapes",
     params(ShapeFilter),
     responses(
@@ -91,13 +101,16 @@ pub async fn list(
             .inspect_err(|e| tracing::warn!(%instance, error = %e, "unreadable shape summary"))
             .ok()
     });
-    let shapes = rules::merge_shapes(parsed)
+    let merged = rules::merge_shapes(parsed);
+    let groups = rules::RelatedShapes::new(&merged);
+    let shapes = merged
         .into_iter()
         .filter(|entry| entry.shape.starts_with(&prefix))
         .take(limit)
         .map(|entry| {
             let (pattern, resource) = rules::suggest_rule(&entry.shape);
             ShapeView {
+                related: groups.of(&entry.shape),
                 entry,
                 suggestion: Suggestion { pattern, resource },
             }

@@ -249,10 +249,60 @@ const NEW_RULE = {
   priority: 0, inject: true, case_insensitive: false, enabled: true,
 };
 
+/** The other paths of the suggested rule's object (`related` of a shape), each offered as a
+ *  rule of its own for the same resource; empty unless the editor was opened from a shape. */
+let relatedOffered = [];
+
+function showRelated(related) {
+  relatedOffered = related;
+  $("#related").hidden = related.length === 0;
+  $("#related-list").replaceChildren(...related.map((r, i) => el("li", {},
+    el("label", {},
+      el("input", { type: "checkbox", name: "related", value: String(i), "data-shape": r.shape, checked: r.writes && !ruleFor(r.pattern) }),
+      el("span", {}, code(`${r.methods.join(", ")} ${r.shape}`),
+        r.writes ? " (writes)" : "",
+        ruleFor(r.pattern) ? ` (rule ${ruleFor(r.pattern).id} has this pattern)` : "")))));
+}
+
+const ruleFor = (pattern) => rules.find((rule) => rule.pattern === pattern);
+
+/** A rule id for a related path: the main rule's id and the path's words after the object's
+ *  id (`pages` and `/admin/pages/{int}/lock/` give `pages-lock`), unique among `taken`. */
+function relatedId(base, shape, taken) {
+  const after = shape.split("/").slice(1);
+  const first = after.findIndex((segment) => /^\{[a-z]+\}$/.test(segment));
+  const words = after.slice(first + 1).join("-").toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, "-").replace(/-+/g, "-").replace(/^-+|-+$/g, "");
+  const stem = `${base}-${words || "object"}`.slice(0, 60).replace(/-+$/, "");
+  let id = stem;
+  for (let n = 2; taken.has(id); n += 1) id = `${stem}-${n}`;
+  taken.add(id);
+  return id;
+}
+
+/** Creates a rule for each related path ticked, like `rule` but for that path and every
+ *  method. Resolves to the ids created and the failures, as text. */
+async function createRelated(rule) {
+  const chosen = [...editor.querySelectorAll("input[name=related]:checked")]
+    .map((box) => relatedOffered[Number(box.value)]);
+  const taken = new Set([...rules.map((r) => r.id), rule.id]);
+  const created = [];
+  const failed = [];
+  for (const related of chosen) {
+    const id = relatedId(rule.id, related.shape, taken);
+    const res = await api("POST", "/rules", { json: { ...rule, id, pattern: related.pattern, methods: null } });
+    if (res.status === 201) created.push(id);
+    else failed.push(`${related.shape}: ${problem(res)}`);
+  }
+  return { created, failed };
+}
+
 /** Opens the editor over the page, where the admin is: `rule` to edit one, else a new rule,
- *  with the fields of `draft` filled in (a suggestion from the Traffic view). */
-function openEditor(rule, draft = {}) {
+ *  with the fields of `draft` filled in (a suggestion from the Traffic view) and `related`
+ *  paths of the same object offered for the same resource. */
+function openEditor(rule, draft = {}, related = []) {
   editing = rule ? { id: rule.id, etag: rule.etag } : null;
+  showRelated(rule ? [] : related);
   $("#editor-title").textContent = rule ? `Edit rule ${rule.id}` : "New rule";
   $("#editor-message").hidden = true;
   const f = editor.elements;
@@ -354,9 +404,22 @@ editor.addEventListener("submit", async (event) => {
     : await api("POST", "/rules", { json: rule });
   const message = $("#editor-message");
   if (res.status === 200 || res.status === 201) {
-    dialog.close();
-    toast(`Rule ${rule.id} saved. Proxies pick it up within a few seconds.`);
+    const { created, failed } = editing ? { created: [], failed: [] } : await createRelated(rule);
     loadRules();
+    if (failed.length) {
+      // The rule itself is stored: saving again updates it.
+      editing = { id: rule.id, etag: res.etag };
+      $("#editor-title").textContent = `Edit rule ${rule.id}`;
+      editor.elements.id.readOnly = true;
+      showRelated([]);
+      message.hidden = false;
+      message.textContent = `Rule ${rule.id} saved${created.length ? `, and ${created.join(", ")}` : ""}; ` +
+        `not saved: ${failed.join("; ")}`;
+      return;
+    }
+    dialog.close();
+    const also = created.length ? ` with ${created.join(", ")} for the same resource` : "";
+    toast(`Rule ${rule.id} saved${also}. Proxies pick it up within a few seconds.`);
     return;
   }
   message.hidden = false;
@@ -521,7 +584,8 @@ function labelBulk() {
 $("#bulk-holder").addEventListener("change", labelBulk);
 
 /** Releases every lock the picked holder holds, after asking, one DELETE each. The list is
- *  read again after the question, so that a lock someone else took meanwhile is left alone. */
+ *  read again after the question, and each DELETE carries the lock's ETag, so that a lock
+ *  someone else took meanwhile, even a moment before its DELETE, is left alone (412). */
 $("#release-holder").addEventListener("click", async () => {
   const id = $("#bulk-holder").value;
   const mine = locks.filter((lock) => lock.holder.id === id);
@@ -535,19 +599,23 @@ $("#release-holder").addEventListener("click", async () => {
   if (fresh.status !== 200) { toast(problem(fresh)); return; }
   const still = fresh.data.locks.filter((lock) => lock.holder.id === id);
   let released = 0;
+  const moved = [];
   const failed = [];
   for (const lock of still) {
-    const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`);
+    const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`, { etag: lock.etag });
     if (res.status === 200) released += 1;
+    else if (res.status === 412) moved.push(lock.resource);
     else if (res.status !== 404) failed.push(`${lock.resource}: ${problem(res)}`);
   }
-  toast(`Released ${released} of ${name}'s locks.` + (failed.length ? ` Not released: ${failed.join("; ")}` : ""));
+  toast(`Released ${released} of ${name}'s locks.` +
+    (moved.length ? ` Left alone, as they changed hands meanwhile: ${moved.join(", ")}.` : "") +
+    (failed.length ? ` Not released: ${failed.join("; ")}` : ""));
   loadLocks();
 });
 
 async function forceRelease(lock) {
   if (!confirm(`Release ${lock.resource}, held by ${lock.holder.name}? Their open page is told and can no longer save.`)) return;
-  const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`);
+  const res = await api("DELETE", `/locks/${encodeURIComponent(lock.resource)}`, { etag: lock.etag });
   toast(res.status === 200 ? `${lock.resource} released.` : problem(res));
   loadLocks();
 }
@@ -671,7 +739,7 @@ function ruleIdFor(resource) {
 }
 
 /** Everything a shape's row shows but its count, which changes all the time and is updated in place. */
-const shapeKey = (shape) => JSON.stringify([shape.method, shape.shape, shape.kinds, shape.writes, shape.rule, shape.suggestion]);
+const shapeKey = (shape) => JSON.stringify([shape.method, shape.shape, shape.kinds, shape.writes, shape.rule, shape.suggestion, shape.related.map((r) => [r.shape, r.methods])]);
 
 function shapeRow(shape) {
   const { pattern, resource } = shape.suggestion;
@@ -687,7 +755,7 @@ function shapeRow(shape) {
       el("button", {
         type: "button",
         class: shape.rule ? "secondary create-rule" : "create-rule",
-        onclick: () => openEditor(null, { id: ruleIdFor(resource), pattern, resource }),
+        onclick: () => openEditor(null, { id: ruleIdFor(resource), pattern, resource }, shape.related),
       }, "Create rule")));
 }
 

@@ -26,7 +26,10 @@ pub use pattern::CaptureType;
 pub use problems::{ProblemContext, Problems};
 pub use redirect::{check_same_site, OffSite};
 pub use set::{Match, RuleSet};
-pub use shape::{merge_shapes, shape, suggest_rule, ShapeEntry, MAX_SHAPE_LEN, SHAPE_KINDS};
+pub use shape::{
+    merge_shapes, shape, suggest_rule, RelatedShape, RelatedShapes, ShapeEntry, MAX_RELATED,
+    MAX_SHAPE_LEN, SHAPE_KINDS,
+};
 pub use target::{parse_target, AbsolutePath, Target, TargetError};
 pub use validate::{
     check_app_name, check_rule_apps, validate_rule, validate_rules, Issue, APP_NAME_MAX_LEN,

@@ -252,6 +252,103 @@ pub fn merge_shapes(summaries: impl IntoIterator<Item = Vec<ShapeEntry>>) -> Vec
     list
 }
 
+/// Most related shapes [`RelatedShapes::of`] lists for one shape.
+pub const MAX_RELATED: usize = 16;
+
+/// Another path of the same object as a shape, offered for the same resource: `POST
+/// /admin/pages/{int}/edit/preview/` beside `GET /admin/pages/{int}/edit/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelatedShape {
+    pub shape: String,
+    /// Every method it was seen with, in alphabetical order.
+    pub methods: Vec<String>,
+    /// One of those methods may change something.
+    pub writes: bool,
+    /// Estimated requests, over all its methods.
+    pub count: u64,
+    /// The rule pattern suggested for it; its resource is the one suggested for the shape it
+    /// is related to.
+    pub pattern: String,
+}
+
+/// The shapes of each object: shapes whose segments agree up to and including their first
+/// placeholder (`/admin/pages/{int}`) are one object's, and a rule for one of them is
+/// suggested the same resource as a rule for any other (`pages:{id}`), since
+/// [`suggest_rule`] names the resource after that prefix alone.
+pub struct RelatedShapes {
+    /// Object prefix to its paths, writes first, then the most seen, then by path.
+    groups: HashMap<String, Vec<RelatedShape>>,
+}
+
+impl RelatedShapes {
+    /// The groups of merged shapes (as [`merge_shapes`] returns them).
+    pub fn new(shapes: &[ShapeEntry]) -> RelatedShapes {
+        let mut groups: HashMap<String, Vec<RelatedShape>> = HashMap::new();
+        for entry in shapes {
+            let Some(prefix) = object_prefix(&entry.shape) else {
+                continue;
+            };
+            let group = groups.entry(prefix.to_owned()).or_default();
+            match group.iter_mut().find(|r| r.shape == entry.shape) {
+                Some(seen) => {
+                    seen.methods.push(entry.method.clone());
+                    seen.writes |= entry.writes;
+                    seen.count = seen.count.saturating_add(entry.count);
+                }
+                None => group.push(RelatedShape {
+                    shape: entry.shape.clone(),
+                    methods: vec![entry.method.clone()],
+                    writes: entry.writes,
+                    count: entry.count,
+                    pattern: suggest_rule(&entry.shape).0,
+                }),
+            }
+        }
+        for group in groups.values_mut() {
+            for related in group.iter_mut() {
+                related.methods.sort();
+                related.methods.dedup();
+            }
+            group.sort_by(|a, b| {
+                b.writes
+                    .cmp(&a.writes)
+                    .then_with(|| b.count.cmp(&a.count))
+                    .then_with(|| a.shape.cmp(&b.shape))
+            });
+        }
+        RelatedShapes { groups }
+    }
+
+    /// The other paths of `shape`'s object, writes first, at most [`MAX_RELATED`]; none for a
+    /// shape without a placeholder. A rule for `shape` already covers its own path whatever
+    /// the method, so that path is not among them.
+    pub fn of(&self, shape: &str) -> Vec<RelatedShape> {
+        let Some(group) = object_prefix(shape).and_then(|p| self.groups.get(p)) else {
+            return Vec::new();
+        };
+        group
+            .iter()
+            .filter(|r| r.shape != shape)
+            .take(MAX_RELATED)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A shape up to and including its first placeholder segment: `/admin/pages/{int}` for
+/// `/admin/pages/{int}/edit/`; `None` for a shape without one.
+fn object_prefix(shape: &str) -> Option<&str> {
+    let mut end = 0;
+    for segment in shape.strip_prefix('/')?.split('/') {
+        end += 1 + segment.len();
+        if Fold::from_placeholder(segment).is_some() {
+            return Some(&shape[..end]);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,5 +520,97 @@ mod tests {
             ]
         );
         assert!(merge_shapes(Vec::<Vec<ShapeEntry>>::new()).is_empty());
+    }
+
+    fn related(method: &str, shape: &str, count: u64, writes: bool) -> ShapeEntry {
+        ShapeEntry {
+            writes,
+            ..entry(method, shape, count, (1, 1), &["page"])
+        }
+    }
+
+    /// (shape, methods, writes) of each related shape, in order.
+    fn listed(found: &[RelatedShape]) -> Vec<(&str, Vec<&str>, bool)> {
+        found
+            .iter()
+            .map(|r| {
+                let methods = r.methods.iter().map(String::as_str).collect();
+                (r.shape.as_str(), methods, r.writes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_paths_of_one_object_are_related_writes_first() {
+        let merged = merge_shapes([vec![
+            related("GET", "/admin/pages/{int}/edit/", 90, false),
+            related("GET", "/admin/pages/{int}/", 70, false),
+            related("GET", "/admin/pages/{int}/edit/preview/", 40, false),
+            related("POST", "/admin/pages/{int}/edit/preview/", 30, true),
+            related("POST", "/admin/pages/{int}/edit/", 20, true),
+            related("POST", "/admin/pages/{int}/lock/", 5, true),
+            related("POST", "/admin/pages/{int}/unlock/", 5, true),
+            related("GET", "/admin/pages/{int}", 3, false),
+            // Other objects, and pages without an id.
+            related("POST", "/admin/images/{int}/edit/", 50, true),
+            related("GET", "/admin/pages/", 60, false),
+            related("GET", "/admin/pages/search/", 10, false),
+            related("GET", "/admin/{int}/pages/{int}/", 10, false),
+            related("GET", "/admin/pages/{uuid}/edit/", 10, false),
+        ]]);
+        let groups = RelatedShapes::new(&merged);
+        let found = groups.of("/admin/pages/{int}/edit/");
+        assert_eq!(
+            listed(&found),
+            [
+                (
+                    "/admin/pages/{int}/edit/preview/",
+                    vec!["GET", "POST"],
+                    true
+                ),
+                ("/admin/pages/{int}/lock/", vec!["POST"], true),
+                ("/admin/pages/{int}/unlock/", vec!["POST"], true),
+                ("/admin/pages/{int}/", vec!["GET"], false),
+                ("/admin/pages/{int}", vec!["GET"], false),
+            ]
+        );
+        assert_eq!(found[0].count, 70);
+        assert_eq!(found[0].pattern, "/admin/pages/{id:int}/edit/preview/");
+        // Each related pattern captures the same `id` the suggested resource names.
+        let (_, resource) = suggest_rule("/admin/pages/{int}/edit/");
+        assert_eq!(resource, "pages:{id}");
+        for r in &found {
+            assert_eq!(suggest_rule(&r.shape).1, resource, "{}", r.shape);
+        }
+        // Related both ways, the shape asked about never among its own.
+        let back = groups.of("/admin/pages/{int}/lock/");
+        assert_eq!(back[0].shape, "/admin/pages/{int}/edit/");
+        assert!(back.iter().all(|r| r.shape != "/admin/pages/{int}/lock/"));
+        assert_eq!(back.len(), found.len());
+        assert!(
+            groups.of("/admin/pages/").is_empty(),
+            "no placeholder, no object"
+        );
+        assert!(groups.of("/admin/pages/search/").is_empty());
+        assert!(groups.of("/admin/images/{int}/edit/").is_empty(), "alone");
+        assert!(
+            groups.of("/admin/pages/{uuid}/edit/").is_empty(),
+            "another id type"
+        );
+        assert!(groups.of("/nowhere/{int}").is_empty(), "not seen at all");
+    }
+
+    #[test]
+    fn an_object_with_many_paths_lists_a_bounded_number() {
+        let shapes: Vec<ShapeEntry> = (0..100)
+            .map(|i| related("POST", &format!("/o/{{int}}/action{i}/"), i, true))
+            .collect();
+        let groups = RelatedShapes::new(&merge_shapes([shapes]));
+        let found = groups.of("/o/{int}/action0/");
+        assert_eq!(found.len(), MAX_RELATED);
+        assert_eq!(found[0].shape, "/o/{int}/action99/", "the most seen first");
+        // A literal brace in a path is escaped, so it is not read as a placeholder.
+        assert_eq!(object_prefix(&shape("/o/{int}/x")), None);
+        assert_eq!(object_prefix("/o/{int}/x"), Some("/o/{int}"));
     }
 }

@@ -50,8 +50,8 @@ pub use lock::{
     UnixMillis,
 };
 pub use lock_store::{
-    is_session_id, LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_ENDED_FOR, MAX_ENDED_SESSIONS,
-    MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE, MAX_SESSION_ID,
+    is_session_id, ForceReleased, LockStore, DEFAULT_QUEUE_MAX, DISPLACED_TTL, MAX_ENDED_FOR,
+    MAX_ENDED_SESSIONS, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE, MAX_SESSION_ID,
 };
 pub use memory::MemoryLockStore;
 pub use mongo::{Mongo, SELECTION_TIMEOUT};

@@ -61,6 +61,17 @@ pub fn is_session_id(session: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What [`LockStore::force_release_if`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForceReleased {
+    /// Released: the lock as it was.
+    Released(Lock),
+    /// Nobody held the resource.
+    Free,
+    /// Held under another fence than the one given: nothing changed. The lock as it is.
+    Changed(Lock),
+}
+
 /// Shared lock state for the proxy and the control plane.
 ///
 /// Invariants every implementation keeps:
@@ -156,7 +167,22 @@ pub trait LockStore: Send + Sync + 'static {
 
     /// Releases the resource whoever holds it, on an admin's behalf (`by` names the admin).
     /// The holder is marked displaced. `None` if it was free.
-    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError>;
+    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {
+        Ok(match self.force_release_if(resource, by, None).await? {
+            ForceReleased::Released(lock) => Some(lock),
+            ForceReleased::Free | ForceReleased::Changed(_) => None,
+        })
+    }
+
+    /// [`force_release`](Self::force_release), only if the lock is still held under `fence`
+    /// (when one is given): the check and the release are one step, so a lock that changed
+    /// hands since the admin saw it is left alone.
+    async fn force_release_if(
+        &self,
+        resource: &str,
+        by: &str,
+        fence: Option<u64>,
+    ) -> Result<ForceReleased, StoreError>;
 
     /// The current lock on a resource, if any.
     async fn get(&self, resource: &str) -> Result<Option<Lock>, StoreError>;

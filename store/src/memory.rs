@@ -23,8 +23,8 @@ use crate::lock::{
     ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
 };
 use crate::lock_store::{
-    is_session_id, LockStore, DISPLACED_TTL, MAX_ENDED_FOR, MAX_ENDED_SESSIONS, MAX_HELD_SHOWN,
-    MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+    is_session_id, ForceReleased, LockStore, DISPLACED_TTL, MAX_ENDED_FOR, MAX_ENDED_SESSIONS,
+    MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
 };
 use crate::memory_queue::{Join, Queue};
 use crate::memory_stash::Shelves;
@@ -362,10 +362,27 @@ impl LockStore for MemoryLockStore {
             .collect())
     }
 
-    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {
+    async fn force_release_if(
+        &self,
+        resource: &str,
+        by: &str,
+        fence: Option<u64>,
+    ) -> Result<ForceReleased, StoreError> {
         let mut op = self.begin();
         op.expire_if_lapsed(resource);
-        Ok(op.remove_with(resource, ReleaseReason::Forced { by: by.to_owned() }))
+        match op.current(resource) {
+            None => return Ok(ForceReleased::Free),
+            Some(lock) if fence.is_some_and(|f| f != lock.fence) => {
+                return Ok(ForceReleased::Changed(lock))
+            }
+            Some(_) => {}
+        }
+        Ok(
+            match op.remove_with(resource, ReleaseReason::Forced { by: by.to_owned() }) {
+                Some(lock) => ForceReleased::Released(lock),
+                None => ForceReleased::Free,
+            },
+        )
     }
 
     async fn get(&self, resource: &str) -> Result<Option<Lock>, StoreError> {

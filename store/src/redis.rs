@@ -80,7 +80,7 @@ use crate::lock::{
     ClaimOutcome, ClaimRequest, Holder, Lock, Present, QueuePlace, QueueState, Takeover, UnixMillis,
 };
 use crate::lock_store::{
-    LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
+    ForceReleased, LockStore, DISPLACED_TTL, MAX_HELD_SHOWN, MAX_LEASE, MAX_PRESENCE, MAX_QUEUE,
 };
 use crate::redis_keys::{check_prefix, KeyLayout, BUCKETS};
 use crate::redis_options::{redact, RedisOpenError, RedisOptions, Target};
@@ -904,17 +904,29 @@ impl LockStore for RedisLockStore {
         Ok(present)
     }
 
-    async fn force_release(&self, resource: &str, by: &str) -> Result<Option<Lock>, StoreError> {
-        let args = [by.to_owned()];
+    async fn force_release_if(
+        &self,
+        resource: &str,
+        by: &str,
+        fence: Option<u64>,
+    ) -> Result<ForceReleased, StoreError> {
+        let args = [
+            by.to_owned(),
+            fence.map(|f| f.to_string()).unwrap_or_default(),
+        ];
         let Reply {
-            outcome, previous, ..
+            outcome,
+            lock,
+            previous,
+            ..
         } = self.run(&scripts().force_release, resource, &args).await?;
-        match (outcome.as_str(), previous) {
-            ("none", _) => Ok(None),
-            ("released", Some(previous)) => {
+        match (outcome.as_str(), lock, previous) {
+            ("none", _, _) => Ok(ForceReleased::Free),
+            ("changed", Some(lock), _) => Ok(ForceReleased::Changed(lock)),
+            ("released", _, Some(previous)) => {
                 self.note_held(&previous.holder.user, &[(resource, 0)])
                     .await;
-                Ok(Some(previous))
+                Ok(ForceReleased::Released(previous))
             }
             _ => Err(unexpected("force_release", &outcome)),
         }

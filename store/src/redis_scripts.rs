@@ -534,11 +534,15 @@ remove(lock, cjson.decode(ARGV[7]), ARGV[8] == '1')
 return reply('released', nil, lock)
 "#;
 
-/// `ARGV[6]` = the admin. Outcomes: none, released.
+/// `ARGV[6]` = the admin, `ARGV[7]` = the fence the lock must have, or empty for any.
+/// Outcomes: none, changed (with the lock as it is), released.
 const FORCE_RELEASE: &str = r#"
 local lock = current()
 if not lock then
   return reply('none')
+end
+if ARGV[7] ~= '' and lock.fence ~= ARGV[7] then
+  return reply('changed', lock)
 end
 remove(lock, { type = 'forced', by = ARGV[6] }, true)
 return reply('released', nil, lock)

@@ -1,6 +1,8 @@
 //! `latch locks` and `latch rules` from a terminal: the real binary against a real `latch run`
-//! (proxy and control plane), with an admin token from the environment or a file.
+//! (proxy and control plane), with an admin token from the environment or a file. Releasing all
+//! of a user's locks leaves one that changed hands after the list was read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::COOKIE;
@@ -49,8 +51,18 @@ impl Scene {
     }
 
     async fn cli(&self, args: &[&str], env: Vec<(String, String)>) -> (i32, String, String) {
+        self.cli_at(&self.cp_url, args, env).await
+    }
+
+    /// [`Scene::cli`] with the control plane at `url`.
+    async fn cli_at(
+        &self,
+        url: &str,
+        args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> (i32, String, String) {
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        args.extend(["--url".to_owned(), self.cp_url.clone()]);
+        args.extend(["--url".to_owned(), url.to_owned()]);
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let env: Vec<(&str, &str)> =
@@ -275,6 +287,167 @@ async fn locks_list_in_natural_order_and_release_all_of_a_users_locks() {
     assert_eq!(code, 2, "{out}");
     assert!(err.contains("doc%3A99") && err.contains("404"), "{err}");
     assert!(out.contains("released doc:3"), "{out}");
+}
+
+/// Stands between the CLI and the control plane, passing every request on; before the first
+/// DELETE it runs its `meanwhile` (once), as another admin and user acting in between would.
+struct Relay {
+    control_plane: String,
+    first_delete: std::sync::Mutex<Option<String>>,
+    meanwhile: Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+}
+
+impl Relay {
+    /// Serves the relay on a free port; returns its URL.
+    async fn start(relay: Relay) -> (String, Arc<Relay>) {
+        let relay = Arc::new(relay);
+        let app = axum::Router::new()
+            .fallback(pass_on)
+            .with_state(relay.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, relay)
+    }
+}
+
+async fn pass_on(
+    axum::extract::State(relay): axum::extract::State<Arc<Relay>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .expect("a request body");
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if parts.method == reqwest::Method::DELETE {
+        let first = relay
+            .first_delete
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(|| path.to_owned())
+            .clone();
+        if first == path {
+            (relay.meanwhile)().await;
+        }
+    }
+    let mut forward = client()
+        .request(parts.method, format!("{}{path}", relay.control_plane))
+        .body(body);
+    // The framing headers are each side's own.
+    let framing = |name: &reqwest::header::HeaderName| {
+        [
+            reqwest::header::HOST,
+            reqwest::header::CONTENT_LENGTH,
+            reqwest::header::TRANSFER_ENCODING,
+            reqwest::header::CONNECTION,
+        ]
+        .contains(name)
+    };
+    for (name, value) in &parts.headers {
+        if !framing(name) {
+            forward = forward.header(name, value);
+        }
+    }
+    let answer = forward.send().await.expect("the control plane answers");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = answer.bytes().await.expect("its body");
+    let mut response = axum::response::IntoResponse::into_response((status, bytes));
+    for (name, value) in &headers {
+        if !framing(name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_a_users_locks_leaves_one_that_changed_hands_meanwhile() {
+    let scene = Scene::start().await;
+    let file = scene.rule_file("rules.toml", TWO_RULES);
+    assert_eq!(scene.admin(&["rules", "apply", &file]).await.0, 0);
+    tests::eventually(Duration::from_secs(10), || async {
+        (scene.open("alice", "/echo/docs/10/edit").await == 200).then_some(())
+    })
+    .await
+    .expect("the rule reaches the proxy");
+    for path in ["/echo/docs/2/edit", "/echo/docs/1/edit"] {
+        assert_eq!(scene.open("alice", path).await, 200);
+    }
+
+    // After the CLI read the list, and before its first release (doc:1, first in natural
+    // order), another admin frees doc:1 and Bob opens it.
+    let cp = scene.cp_url.clone();
+    let bobs_page = scene.latch.url("/echo/docs/1/edit");
+    let (url, relay) = Relay::start(Relay {
+        control_plane: cp.clone(),
+        first_delete: std::sync::Mutex::new(None),
+        meanwhile: Box::new(move || {
+            let cp = cp.clone();
+            let bobs_page = bobs_page.clone();
+            Box::pin(async move {
+                let freed = client()
+                    .delete(format!("{cp}/api/v1/locks/doc:1"))
+                    .bearer_auth(token("other", "Other", &["admin"]))
+                    .send()
+                    .await
+                    .expect("the control plane answers");
+                assert_eq!(freed.status(), 200);
+                let opened = client()
+                    .get(&bobs_page)
+                    .header(COOKIE, format!("latch_token={}", token("bob", "bob", &[])))
+                    .send()
+                    .await
+                    .expect("the proxy answers");
+                assert_eq!(opened.status(), 200);
+            })
+        }),
+    })
+    .await;
+    let admin = token("root", "Root", &["admin"]);
+    let (code, out, err) = scene
+        .cli_at(
+            &url,
+            &["locks", "release", "--user", "alice"],
+            vec![("LATCH_ADMIN_TOKEN".to_owned(), admin)],
+        )
+        .await;
+    assert_eq!(
+        relay.first_delete.lock().expect("not poisoned").as_deref(),
+        Some("/api/v1/locks/doc%3A1"),
+        "doc:1 went first"
+    );
+    assert_eq!(code, 2, "a lock was left alone: {out}");
+    assert!(
+        err.contains("doc%3A1") && err.contains("412") && err.contains("changed hands"),
+        "{err}"
+    );
+    let released: Vec<&str> = out.lines().filter(|l| l.starts_with("released ")).collect();
+    assert_eq!(
+        released,
+        [
+            "released doc:2 (held by alice)",
+            "released doc:10 (held by alice)"
+        ],
+        "{out}"
+    );
+    let (_, out, _) = scene.admin(&["locks", "list", "--json"]).await;
+    let left: Value = serde_json::from_str(&out).expect("JSON");
+    let left: Vec<(&str, &str)> = left["locks"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|l| {
+            (
+                l["resource"].as_str().unwrap(),
+                l["holder"]["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(left, [("doc:1", "bob")], "Bob keeps what he took");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

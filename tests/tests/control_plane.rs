@@ -1,7 +1,7 @@
 //! The admin API (docs/admin-api.md) over real sockets, on both rule stores: a MongoDB-compatible
 //! server (nx-27017) and the embedded rule file. Also: locks and force release seen from a
-//! banner socket, the audit trail and its live stream, rule changes reaching a separate proxy,
-//! and what happens while MongoDB is down.
+//! banner socket, a release conditional on the lock's ETag, the audit trail and its live
+//! stream, rule changes reaching a separate proxy, and what happens while MongoDB is down.
 
 use std::time::{Duration, Instant};
 
@@ -547,6 +547,126 @@ async fn locks_are_listed_and_a_force_release_reaches_the_holder_and_the_trail()
         .unwrap()
         .iter()
         .any(|e| e["kind"] == "claimed" && e["user"] == "alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_with_if_match_leaves_a_lock_that_changed_hands() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_empty_rules(dir.path());
+    let node = Node::start(
+        Mode::Run,
+        NodeConfig {
+            dir: dir.path(),
+            upstream_port: upstream.port(),
+            rules_store: "rules.toml",
+            poll_seconds: 1,
+        },
+    );
+    let api = Api { node: &node };
+    assert_eq!(
+        send(api.post("/api/v1/rules", &doc_rule("doc")))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let claimed = eventually(Duration::from_secs(3), || async {
+        resource_seen(&node, "alice", "/echo/doc/1").await
+    })
+    .await;
+    assert_eq!(claimed.as_deref(), Some("doc:1"));
+
+    // GET of one lock carries its ETag, the one the list shows.
+    let alices = send(api.get("/api/v1/locks/doc:1")).await;
+    assert_eq!(alices.status(), StatusCode::OK);
+    let alices_tag = etag(&alices);
+    let alices: Value = alices.json().await.unwrap();
+    assert_eq!(alices["holder"]["id"], "alice");
+    assert_eq!(alices_tag, format!("\"{}\"", alices["fence"]));
+    let list: Value = send(api.get("/api/v1/locks")).await.json().await.unwrap();
+    assert_eq!(list["locks"][0]["etag"], alices["etag"]);
+    let missing = send(api.get("/api/v1/locks/doc:2")).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(is_problem(&missing));
+
+    // Released with Alice's tag, then Bob takes it: Alice's tag no longer releases anything.
+    let released = send(
+        api.delete("/api/v1/locks/doc:1")
+            .header(IF_MATCH, &alices_tag),
+    )
+    .await;
+    assert_eq!(released.status(), StatusCode::OK);
+    assert_eq!(
+        resource_seen(&node, "bob", "/echo/doc/1").await.as_deref(),
+        Some("doc:1")
+    );
+    let stale = send(
+        api.delete("/api/v1/locks/doc:1")
+            .header(IF_MATCH, &alices_tag),
+    )
+    .await;
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    assert!(is_problem(&stale));
+    let bobs_tag = etag(&stale);
+    assert_ne!(bobs_tag, alices_tag);
+    let problem: Value = stale.json().await.unwrap();
+    assert_eq!(
+        format!("\"{}\"", problem["current_etag"].as_str().unwrap()),
+        bobs_tag
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("changed hands"),
+        "{problem}"
+    );
+    let still: Value = send(api.get("/api/v1/locks/doc:1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["holder"]["id"], "bob", "Bob's lock was not released");
+
+    // If-Match as RFC 9110 reads it: a weak tag never matches, a list matches by any member,
+    // and a field that is not a tag list is a 400.
+    let weak = format!("W/{bobs_tag}");
+    for (field, status) in [
+        (weak.as_str(), StatusCode::PRECONDITION_FAILED),
+        ("\"\"", StatusCode::PRECONDITION_FAILED),
+        ("doc", StatusCode::BAD_REQUEST),
+        ("*, \"1\"", StatusCode::BAD_REQUEST),
+    ] {
+        let answer = send(api.delete("/api/v1/locks/doc:1").header(IF_MATCH, field)).await;
+        assert_eq!(answer.status(), status, "If-Match: {field}");
+        assert!(is_problem(&answer), "If-Match: {field}");
+    }
+    let list_field = format!("{alices_tag}, {bobs_tag}");
+    let released = send(
+        api.delete("/api/v1/locks/doc:1")
+            .header(IF_MATCH, &list_field),
+    )
+    .await;
+    assert_eq!(released.status(), StatusCode::OK);
+    let released: Value = released.json().await.unwrap();
+    assert_eq!(released["released"]["holder"]["id"], "bob");
+    // A lock nobody holds is 404 whatever the condition; `*` releases whoever holds it.
+    let gone = send(
+        api.delete("/api/v1/locks/doc:1")
+            .header(IF_MATCH, &bobs_tag),
+    )
+    .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let unreadable = send(api.delete("/api/v1/locks/doc:1").header(IF_MATCH, "doc")).await;
+    assert_eq!(unreadable.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        resource_seen(&node, "carol", "/echo/doc/1")
+            .await
+            .as_deref(),
+        Some("doc:1")
+    );
+    let any = send(api.delete("/api/v1/locks/doc:1").header(IF_MATCH, "*")).await;
+    assert_eq!(any.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,9 @@
 //! The console's comforts: locks in natural order, each lease counting down, filtered, and all
 //! of one holder's released at once (and gone from the API); rules filtered and sorted, the
 //! editor opening whole in the viewport over a long table, the change then shown in Activity
-//! as a diff; a rule created from a request shape in Traffic that the proxy then enforces;
+//! as a diff; a rule created from a request shape in Traffic that the proxy then enforces, and
+//! one created from the editor app's page with its save endpoint, offered beside it, taken for
+//! the same resource, so that the page's lock guards the save;
 //! every view at 360 px wide with nothing sticking out of the page; a dark console for a
 //! system that prefers dark.
 //!
@@ -28,9 +30,10 @@ use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use reqwest::header::{AUTHORIZATION, COOKIE};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tests::chrome::ChromeDriver;
+use tests::editor::Editor;
 use tests::eventually;
 use tests::node::{admin_bearer, Mode, Node, NodeConfig};
 use tests::{client, token, Upstream};
@@ -360,10 +363,27 @@ fn cells(value: &Value) -> Option<Vec<String>> {
     })
 }
 
+/// The app behind the proxy.
+enum Backend {
+    /// The test upstream, which echoes every request.
+    Echo(Upstream),
+    /// The document editor of `tests/apps/editor`.
+    Editor(Editor),
+}
+
+impl Backend {
+    fn port(&self) -> u16 {
+        match self {
+            Backend::Echo(upstream) => upstream.port(),
+            Backend::Editor(editor) => editor.port(),
+        }
+    }
+}
+
 /// Everything one UI test runs against.
 struct Scene {
     node: Node,
-    _upstream: Upstream,
+    backend: Backend,
     browsers: Vec<Browser>,
     /// Kept last so that it outlives the sessions closed before it.
     driver: Driver,
@@ -373,21 +393,28 @@ struct Scene {
 impl Scene {
     /// `apps`: `[[app]]` entries with `{upstream}` where the test upstream's URL goes; `None`:
     /// one app.
-    async fn start(mode: Mode, apps: Option<&str>) -> Scene {
-        let upstream = Upstream::start().await;
+    async fn start(mode: Mode, apps: Option<&str>, editor: bool) -> Scene {
+        let backend = match editor {
+            true => Backend::Editor(
+                tokio::task::spawn_blocking(Editor::start)
+                    .await
+                    .expect("start the editor"),
+            ),
+            false => Backend::Echo(Upstream::start().await),
+        };
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("rules.toml"), "").expect("an empty rule file");
         let apps = apps.map(|a| {
             a.replace(
                 "{upstream}",
-                &format!("http://127.0.0.1:{}", upstream.port()),
+                &format!("http://127.0.0.1:{}", backend.port()),
             )
         });
         let node = Node::start_with_apps(
             mode,
             NodeConfig {
                 dir: dir.path(),
-                upstream_port: upstream.port(),
+                upstream_port: backend.port(),
                 rules_store: "rules.toml",
                 poll_seconds: 1,
             },
@@ -396,7 +423,7 @@ impl Scene {
         let driver = Driver::start().await;
         Scene {
             node,
-            _upstream: upstream,
+            backend,
             browsers: Vec::new(),
             driver,
             _dir: dir,
@@ -469,11 +496,26 @@ async fn run_with_apps<F>(test: &str, mode: Mode, apps: Option<&str>, scenario: 
 where
     F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
 {
+    run_scene(test, mode, apps, false, scenario).await;
+}
+
+/// [`run`], with the document editor of `tests/apps/editor` behind the proxy.
+async fn run_with_editor<F>(test: &str, scenario: F)
+where
+    F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
+{
+    run_scene(test, Mode::Run, None, true, scenario).await;
+}
+
+async fn run_scene<F>(test: &str, mode: Mode, apps: Option<&str>, editor: bool, scenario: F)
+where
+    F: for<'s> FnOnce(&'s mut Scene) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 's>>,
+{
     // One scene at a time: one or two Chromiums are plenty for a small machine.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
-    let mut scene = Scene::start(mode, apps).await;
+    let mut scene = Scene::start(mode, apps, editor).await;
     let outcome = AssertUnwindSafe(scenario(&mut scene)).catch_unwind().await;
     if outcome.is_err() {
         for browser in &scene.browsers {
@@ -1431,6 +1473,179 @@ async fn traffic_view(s: &mut Scene) {
         place["left"].as_f64().is_some_and(|l| l >= 0.0)
             && place["right"].as_f64() <= place["width"].as_f64(),
         "the editor fits the width: {place}"
+    );
+    ui.assert_not_reloaded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_from_the_editors_page_takes_its_save_endpoint_for_the_same_lock() {
+    run_with_editor(
+        "a_rule_from_the_editors_page_takes_its_save_endpoint_for_the_same_lock",
+        |s| Box::pin(same_resource(s)),
+    )
+    .await;
+}
+
+/// Status of `method path` through the proxy as the user of `jwt`: a page load for GET, the
+/// editor's form save for POST.
+async fn send(node: &Node, jwt: &str, method: Method, path: &str) -> StatusCode {
+    let request = client()
+        .request(method.clone(), node.proxy_url(path))
+        .header(COOKIE, format!("latch_token={jwt}"));
+    let request = match method {
+        Method::GET => request
+            .header("Sec-Fetch-Dest", "document")
+            .header("Accept", "text/html"),
+        _ => request.form(&[("text", "changed")]),
+    };
+    request.send().await.expect("the proxy answers").status()
+}
+
+const EDIT_ROW: &str = "#shapes-table tr[data-shape=\"GET /docs/{int}/edit\"]";
+
+/// The related paths the editor offers: `[shape, ticked]` of each, in order.
+const RELATED: &str = "return [...document.querySelectorAll('#related-list input')]\
+                       .map((box) => [box.dataset.shape, box.checked]);";
+
+async fn same_resource(s: &mut Scene) {
+    s.open("admin", "root", "Root").await;
+    let alice = token("alice", "Alice", &[]);
+    // Alice browses the editor: its pages, previews and views, and saves.
+    for doc in [1, 2, 3] {
+        for path in ["/edit", "/preview", "/preview", ""] {
+            let path = format!("/docs/{doc}{path}");
+            assert_eq!(
+                send(&s.node, &alice, Method::GET, &path).await,
+                StatusCode::OK,
+                "{path}"
+            );
+        }
+        let path = format!("/docs/{doc}/save");
+        assert_eq!(
+            send(&s.node, &alice, Method::POST, &path).await,
+            StatusCode::OK
+        );
+    }
+    // The control plane relates the editor's page to the other paths of its document.
+    let related = eventually(Duration::from_secs(30), || async {
+        let list = s.api_get("/api/v1/shapes?prefix=/docs/").await;
+        let edit = list["shapes"]
+            .as_array()?
+            .iter()
+            .find(|shape| shape["method"] == "GET" && shape["shape"] == "/docs/{int}/edit")?;
+        (edit["related"].as_array()?.len() == 3).then(|| edit["related"].clone())
+    })
+    .await
+    .expect("the editor's shapes reach the control plane");
+    let shapes: Vec<&Value> = related
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| &r["shape"])
+        .collect();
+    assert_eq!(
+        shapes,
+        ["/docs/{int}/save", "/docs/{int}/preview", "/docs/{int}"],
+        "writes first, then the most seen"
+    );
+    assert_eq!(related[0]["methods"], json!(["POST"]));
+    assert_eq!(related[0]["pattern"], "/docs/{id:int}/save");
+
+    let ui = s.get("admin");
+    ui.click("nav a[data-tab=\"traffic\"]").await;
+    ui.type_into("#shapes-filter [name=prefix]", "/docs/").await;
+    ui.wait_row(EDIT_ROW, PATIENCE, |_| true).await;
+    ui.click(&format!("{EDIT_ROW} button.create-rule")).await;
+    ui.wait_text("#editor-title", |t| t == "New rule").await;
+    assert_eq!(ui.value_of("#rule-editor [name=id]").await, "docs");
+    assert_eq!(
+        ui.value_of("#rule-editor [name=resource]").await,
+        "docs:{id}"
+    );
+    // Offered: the save, ticked as a write; the preview and the view, not ticked.
+    let offered = ui.js(RELATED, vec![]).await.expect("read the offer");
+    assert_eq!(
+        offered,
+        json!([
+            ["/docs/{int}/save", true],
+            ["/docs/{int}/preview", false],
+            ["/docs/{int}", false]
+        ])
+    );
+    let legend = ui.wait_text("#related legend", |_| true).await;
+    assert_eq!(legend, "Same resource?");
+    ui.wait_text("#validity", |t| t == "Valid").await;
+    ui.click("#save-rule").await;
+    ui.wait_hidden("#rule-editor").await;
+
+    // Two rules, one resource; the preview and the view stay open.
+    let list = s.api_get("/api/v1/rules").await;
+    let ids: Vec<&Value> = list["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(ids, ["docs", "docs-save"]);
+    let save = s.api_get("/api/v1/rules/docs-save").await;
+    assert_eq!(save["pattern"], "/docs/{id:int}/save");
+    assert_eq!(save["resource"], "docs:{id}");
+    assert!(save["methods"].is_null(), "every method: {save}");
+    assert_eq!(save["mode"], "block");
+
+    // Alice opens document 1's editor, which takes its lock once the proxies have the rules.
+    let held = eventually(Duration::from_secs(10), || async {
+        assert_eq!(
+            send(&s.node, &alice, Method::GET, "/docs/1/edit").await,
+            StatusCode::OK
+        );
+        let locks = s.api_get("/api/v1/locks").await;
+        locks["locks"]
+            .as_array()?
+            .iter()
+            .find(|lock| lock["resource"] == "docs:1")
+            .map(|lock| lock["holder"]["id"].clone())
+    })
+    .await;
+    assert_eq!(held, Some(json!("alice")));
+    // Bob's save of that document is refused with the page's lock; his preview passes.
+    let bob = token("bob", "Bob", &[]);
+    assert_eq!(
+        send(&s.node, &bob, Method::POST, "/docs/1/save").await,
+        StatusCode::LOCKED
+    );
+    assert_eq!(
+        send(&s.node, &bob, Method::GET, "/docs/1/preview").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&s.node, &alice, Method::POST, "/docs/1/save").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&s.node, &bob, Method::POST, "/docs/2/save").await,
+        StatusCode::OK,
+        "another document"
+    );
+    let Backend::Editor(editor) = &s.backend else {
+        panic!("the editor is behind the proxy");
+    };
+    let saves = editor.saves().await;
+    let last_of_1 = saves
+        .iter()
+        .rev()
+        .find(|save| save["id"] == 1)
+        .expect("a save of 1");
+    assert_eq!(last_of_1["user"], "alice");
+    assert!(
+        last_of_1["fence"].is_string(),
+        "saved under the lock: {last_of_1}"
+    );
+    assert!(
+        !saves
+            .iter()
+            .any(|save| save["id"] == 1 && save["user"] == "bob"),
+        "Bob never saved document 1: {saves:?}"
     );
     ui.assert_not_reloaded().await;
 }

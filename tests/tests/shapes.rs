@@ -1,6 +1,7 @@
 //! The request shapes a proxy saw, on its admin port: browsing through the real proxy folds
 //! ids into placeholders, sorts pages from XHRs and writes, keeps no query string or user,
-//! and a suggested rule, once written to the rule file, is enforced.
+//! and a suggested rule, once written to the rule file, is enforced. The control plane merges
+//! every instance's shapes and offers the other paths of one object for the same resource.
 
 use std::time::Duration;
 
@@ -204,7 +205,8 @@ async fn browsing_shows_shapes_with_ids_folded_and_a_rule_from_one_is_enforced()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis() {
+async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis_and_relates_one_objects_paths(
+) {
     let redis = tests::redis::RedisServer::start();
     let upstream = Upstream::start().await;
     let port = upstream.port();
@@ -284,6 +286,21 @@ async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis() {
     assert_eq!(edit["suggestion"]["resource"], "pages:{id}");
     let lock = row(&merged, "POST", "/echo/pages/{int}/lock/");
     assert_eq!(lock["writes"], true);
+    // The page's write endpoint, seen on the other instance only, is offered for the page's
+    // resource, and the other way round.
+    assert_eq!(
+        edit["related"],
+        serde_json::json!([{
+            "shape": "/echo/pages/{int}/lock/",
+            "methods": ["POST"],
+            "writes": true,
+            "count": 40,
+            "pattern": "/echo/pages/{id:int}/lock/",
+        }])
+    );
+    assert_eq!(lock["suggestion"]["resource"], "pages:{id}");
+    assert_eq!(lock["related"][0]["shape"], "/echo/pages/{int}/edit/");
+    assert_eq!(lock["related"][0]["writes"], false);
 
     // A bad limit is a problem naming the field.
     let bad = client()

@@ -17,6 +17,7 @@ pub enum Action {
     List,
     /// Force-release locks: the named resources, and with --user every lock that user holds.
     /// Holders and watchers are told through their banners, and the audit trail records it.
+    /// A lock of the user's that changed hands after the list was read is left alone.
     Release {
         resources: Vec<String>,
         /// Release every lock this user (the holder's id) holds.
@@ -85,10 +86,13 @@ fn fetch(api: &Api) -> Result<Vec<Value>, Vec<String>> {
     Ok(locks)
 }
 
+/// Releases the named resources whoever holds them, and each lock `user` holds only while
+/// they hold it: its DELETE carries the lock's ETag (`If-Match`), so one that changed hands
+/// since the list was read is refused (412) and reported.
 fn release(
     api: &Api,
     as_json: bool,
-    mut resources: Vec<String>,
+    resources: Vec<String>,
     user: Option<String>,
 ) -> Result<(), Vec<String>> {
     if resources.is_empty() && user.is_none() {
@@ -96,24 +100,31 @@ fn release(
             "name the resources to release, or --user ID for all of a user's locks".to_owned(),
         ]);
     }
+    // Each resource with the ETag its release is conditional on, if any.
+    let mut targets: Vec<(String, Option<String>)> =
+        resources.into_iter().map(|r| (r, None)).collect();
     if let Some(user) = &user {
-        let held: Vec<String> = fetch(api)?
+        let held: Vec<(String, Option<String>)> = fetch(api)?
             .iter()
             .filter(|lock| lock["holder"]["id"].as_str() == Some(user))
-            .map(|lock| text(&lock["resource"]))
+            .map(|lock| {
+                let etag = lock["etag"].as_str().map(|tag| format!("\"{tag}\""));
+                (text(&lock["resource"]), etag)
+            })
+            .filter(|(resource, _)| !targets.iter().any(|(named, _)| named == resource))
             .collect();
-        if held.is_empty() && resources.is_empty() {
+        if held.is_empty() && targets.is_empty() {
             println!("{user} holds no locks");
             return Ok(());
         }
-        resources.extend(held);
+        targets.extend(held);
     }
-    resources.dedup();
+    targets.dedup_by(|a, b| a.0 == b.0);
     let mut released = Vec::new();
     let mut problems = Vec::new();
-    for resource in &resources {
+    for (resource, etag) in &targets {
         let path = format!("/api/v1/locks/{}", segment(resource));
-        match api.call(Method::DELETE, &path, None, None) {
+        match api.call(Method::DELETE, &path, etag.as_deref(), None) {
             Ok(answer) => {
                 let lock = answer.body["released"].clone();
                 if !as_json {

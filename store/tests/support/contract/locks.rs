@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use store::{ClaimOutcome, EventKind, LockStore, ReleaseReason, Takeover};
+use store::{ClaimOutcome, EventKind, ForceReleased, LockStore, ReleaseReason, Takeover};
 use tokio::sync::Barrier;
 
 use super::{
@@ -337,6 +337,56 @@ pub async fn force_release_emits_forced_and_marks_displaced(store: Arc<dyn LockS
         None
     );
     claimed(store.claim(&safe(&alice)).await.unwrap());
+}
+
+pub async fn a_conditional_force_release_leaves_a_lock_that_changed_hands(
+    store: Arc<dyn LockStore>,
+    _: Timing,
+) {
+    let alice = user("alice");
+    let bob = user("bob");
+    let mut rx = store.subscribe();
+    let first = claimed(store.claim(&safe(&alice)).await.unwrap());
+    assert_eq!(
+        store
+            .force_release_if(DOC, "root", Some(first.fence))
+            .await
+            .unwrap(),
+        ForceReleased::Released(first.clone())
+    );
+    // Bob claims it next: a release conditional on Alice's fence changes nothing.
+    let second = claimed(store.claim(&safe(&bob)).await.unwrap());
+    assert!(second.fence > first.fence);
+    let _ = events(&mut rx, 3).await;
+    assert_eq!(
+        store
+            .force_release_if(DOC, "root", Some(first.fence))
+            .await
+            .unwrap(),
+        ForceReleased::Changed(second.clone())
+    );
+    assert_quiet(&mut rx).await;
+    assert_eq!(store.get(DOC).await.unwrap(), Some(second.clone()));
+    // Without a fence, or with Bob's, it goes.
+    assert_eq!(
+        store
+            .force_release_if(DOC, "root", Some(second.fence))
+            .await
+            .unwrap(),
+        ForceReleased::Released(second)
+    );
+    assert_eq!(
+        store
+            .force_release_if(DOC, "root", Some(first.fence))
+            .await
+            .unwrap(),
+        ForceReleased::Free
+    );
+    let third = claimed(store.claim(&safe(&alice)).await.unwrap());
+    assert_eq!(
+        store.force_release_if(DOC, "root", None).await.unwrap(),
+        ForceReleased::Released(third)
+    );
 }
 
 pub async fn every_change_emits_one_event_with_lock_and_previous(

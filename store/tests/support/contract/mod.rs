@@ -91,6 +91,7 @@ macro_rules! lock_store_contract {
                     renew_after_lapse_does_not_resurrect,
                     list_is_sorted_and_skips_lapsed_locks,
                     force_release_emits_forced_and_marks_displaced,
+                    a_conditional_force_release_leaves_a_lock_that_changed_hands,
                     every_change_emits_one_event_with_lock_and_previous,
                     request_access_only_emits_an_event,
                 ],
