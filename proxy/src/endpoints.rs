@@ -61,7 +61,7 @@ pub async fn serve(latch: &Arc<Latch>, session: &mut Session) -> Result<()> {
                 return reply.send(session, unread).await;
             }
         }
-        if let Some(reply) = sign_in.serve(&name, session, latch).await {
+        if let Some(reply) = sign_in.serve(&name, session, latch.as_ref()).await {
             let unread = matches!(method, Method::POST | Method::DELETE) && !session.is_body_done();
             return reply.send(session, unread).await;
         }

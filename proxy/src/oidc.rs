@@ -4,18 +4,33 @@
 //! itself (discovery, PKCE, `state`, `nonce`, the code exchange, the ID token's checks, the
 //! sealed cookies) is
 //! [`auth::RelyingParty`]'s; this module reads the request and writes the answer. A finished
-//! flow leaves a sealed session cookie, which [`crate::state::Latch`] accepts like a token.
+//! flow leaves a sealed session cookie, which the proxy's state accepts like a token.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use auth::relying_party::{self, Callback, Failure, FLOW_COOKIE, FLOW_SECONDS};
 use http::{header, Method};
 use pingora::proxy::Session;
+use store::{EndedSessions, StoreError, UnixMillis};
 
+use crate::metrics::Metrics;
 use crate::respond::{wants_html, Reply};
-use crate::state::Latch;
 
 pub use auth::relying_party::SESSION_COOKIE;
+
+/// What the sign-in's endpoints need of the running proxy: its metrics, and where ended
+/// sessions are kept and recorded (a bounded lock store call).
+pub trait Proxy {
+    fn metrics(&self) -> &Metrics;
+    fn ended(&self) -> Option<&EndedSessions>;
+    fn end_session(
+        &self,
+        ended: &EndedSessions,
+        id: &str,
+        until: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
 /// The relying party, and where the proxy serves its endpoints.
 pub struct SignIn {
@@ -55,8 +70,8 @@ impl SignIn {
     }
 
     /// Serves `login`, `callback` and `logout`; `None` for any other endpoint name.
-    pub async fn serve(&self, name: &str, session: &Session, latch: &Latch) -> Option<Reply> {
-        let metrics = &latch.metrics;
+    pub async fn serve(&self, name: &str, session: &Session, latch: &impl Proxy) -> Option<Reply> {
+        let metrics = latch.metrics();
         let method = &session.req_header().method;
         // Over TLS the callback is an https URL and the cookies are `Secure`.
         let scheme = crate::peer::scheme(session, self.public_scheme);
@@ -102,12 +117,7 @@ impl SignIn {
         }
     }
 
-    async fn callback(
-        &self,
-        session: &Session,
-        scheme: &str,
-        metrics: &crate::metrics::Metrics,
-    ) -> Reply {
+    async fn callback(&self, session: &Session, scheme: &str, metrics: &Metrics) -> Reply {
         let html = wants_html(session);
         let clear_flow = cookie(scheme, FLOW_COOKIE, "", &self.flow_path(), 0);
         let headers = &session.req_header().headers;
@@ -150,7 +160,7 @@ impl SignIn {
     /// on wherever it is presented, and the sockets opened under it close. The cookie is
     /// cleared whatever happens; if the store cannot record the end, the user is told that
     /// the session may live on elsewhere (503) rather than sent on as if signed out.
-    async fn logout(&self, session: &Session, scheme: &str, latch: &Latch) -> Reply {
+    async fn logout(&self, session: &Session, scheme: &str, latch: &impl Proxy) -> Reply {
         let clear = cookie(scheme, SESSION_COOKIE, "", "/", 0);
         let headers = &session.req_header().headers;
         let value = auth::token_from_headers(
@@ -164,15 +174,15 @@ impl SignIn {
             let id = identity.sign_in.as_deref();
             // An ended session's copy ends nothing more.
             let live = id
-                .zip(latch.ended.as_ref())
+                .zip(latch.ended())
                 .filter(|(id, ended)| !ended.has_ended(id));
             if let Some((id, ended)) = live {
                 let until = identity.expires_at.saturating_mul(1000);
-                let recorded = latch.store_op("end_session", ended.end(id, until)).await;
+                let recorded = latch.end_session(ended, id, until).await;
                 if let Err(e) = recorded {
                     tracing::warn!(user = %identity.user, error = %e, "cannot record a logout in the lock store");
                     latch
-                        .metrics
+                        .metrics()
                         .sign_outs
                         .with_label_values(&["store_error"])
                         .inc();
@@ -191,7 +201,7 @@ impl SignIn {
                     .header(header::SET_COOKIE, clear);
                 }
                 tracing::info!(user = %identity.user, "signed out");
-                latch.metrics.sign_outs.with_label_values(&["ok"]).inc();
+                latch.metrics().sign_outs.with_label_values(&["ok"]).inc();
             }
         }
         // Back to the configured page, or this site's root, once the provider signed out.

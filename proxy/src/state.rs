@@ -13,7 +13,7 @@ use auth::{Credential, Identity, Verifier};
 use config::Config;
 use http::HeaderMap;
 use rules::{Owner, Rule, RuleSet};
-use store::{EndedSessions, Holder, LockStore, StoreError};
+use store::{EndedSessions, Holder, LockStore, StoreError, UnixMillis};
 
 use crate::app_sockets::AppSockets;
 use crate::apps::{AppId, Apps};
@@ -80,6 +80,25 @@ pub struct Latch {
     /// Sign-in sessions ended by a logout on any instance, when `[oidc]` is set (see
     /// [`EndedSessions`]).
     pub ended: Option<EndedSessions>,
+}
+
+impl crate::oidc::Proxy for Latch {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn ended(&self) -> Option<&EndedSessions> {
+        self.ended.as_ref()
+    }
+
+    fn end_session(
+        &self,
+        ended: &EndedSessions,
+        id: &str,
+        until: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.store_op("end_session", ended.end(id, until))
+    }
 }
 
 impl Latch {
