@@ -484,8 +484,11 @@ async fn open_sockets(latch: &Latch, cookie: &str, user: &str) -> (Ws, Ws) {
             Ok(Some(Ok(Message::Text(text)))) => {
                 break serde_json::from_str::<Value>(&text).unwrap()
             }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                panic!("the app socket closed: {frame:?}\n{}", latch.log())
+            }
             Ok(Some(Ok(_))) => {}
-            other => panic!("no answer from the app: {other:?}"),
+            other => panic!("no answer from the app: {other:?}\n{}", latch.log()),
         }
     };
     assert_eq!(answer["user"], user, "{answer}");
