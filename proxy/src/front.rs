@@ -152,24 +152,9 @@ impl ServerApp for Front {
             return None;
         };
         if let Some(acceptor) = &self.tls {
-            let deadline = Instant::now() + self.header_timeout;
-            let tls = match tokio::time::timeout_at(deadline, acceptor.tls_handshake(*tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(?peer, error = %e, "TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    tracing::debug!(?peer, "TLS handshake not finished in time");
-                    return None;
-                }
-            };
-            let stream: Stream = Box::new(tls);
-            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                return ServerApp::process_new(&self.proxy, stream, shutdown).await;
-            }
-            Box::pin(self.serve_tls_http1(stream, deadline, shutdown)).await;
-            return None;
+            // Boxed, so that a plain connection's future (a banner socket's, for its whole
+            // life) keeps no room for a TLS handshake it never makes.
+            return Box::pin(self.serve_tls(acceptor, tcp, peer, shutdown)).await;
         }
         // Boxed, so that a banner socket's long life does not keep the room its HTTP requests
         // needed (the read buffer, the deadline) in its own future.
@@ -192,6 +177,35 @@ fn peer_ip(tcp: &TcpStream) -> Option<IpAddr> {
 }
 
 impl Front {
+    /// Makes the TLS handshake within the first head's deadline, then serves HTTP/2 through
+    /// pingora or HTTP/1.1 as [`Front::serve_tls_http1`] does.
+    async fn serve_tls(
+        self: &Arc<Self>,
+        acceptor: &Acceptor,
+        tcp: Box<TcpStream>,
+        peer: Option<IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let deadline = Instant::now() + self.header_timeout;
+        let tls = match tokio::time::timeout_at(deadline, acceptor.tls_handshake(*tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(?peer, "TLS handshake not finished in time");
+                return None;
+            }
+        };
+        let stream: Stream = Box::new(tls);
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        Box::pin(self.serve_tls_http1(stream, deadline, shutdown)).await;
+        None
+    }
+
     /// Serves the connection's HTTP/1 requests one after another, as pingora's HTTP server
     /// would (this proxy has no HTTP/2 over cleartext to look for), each head read by
     /// [`Front::read_head`] first. Returns the connection and its admission when its first
