@@ -96,6 +96,24 @@ impl Sessions {
     }
 
     /// The identity a session cookie holds at unix second `now`, or why it holds none.
+    /// The identity of the session cookie ([`SESSION_COOKIE`](crate::relying_party::SESSION_COOKIE))
+    /// among a request's `Cookie` headers, unless `has_ended` says its sign-in was logged out.
+    pub fn from_cookies<'a>(
+        &self,
+        cookie_headers: impl Iterator<Item = &'a [u8]>,
+        now: u64,
+        has_ended: impl FnOnce(&str) -> bool,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let value =
+            crate::token_from_headers(cookie_headers, None, crate::relying_party::SESSION_COOKIE)
+                .ok_or(AuthError::Missing)?;
+        let identity = self.open(value, now)?;
+        if identity.sign_in.as_deref().is_some_and(has_ended) {
+            return Err(AuthError::SignedOut);
+        }
+        Ok(identity)
+    }
+
     pub fn open(&self, value: &str, now: u64) -> Result<Arc<Identity>, AuthError> {
         if let Some(identity) = self.opened.get(value, now) {
             return Ok(identity);
@@ -162,6 +180,26 @@ mod tests {
         assert_eq!(sessions.open(&cookie, 1_000), Err(AuthError::Expired));
         let fresh = Sessions::new(&[3; 32]).unwrap();
         assert_eq!(fresh.open(&cookie, 1_000), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn from_cookies_finds_the_session_and_refuses_an_ended_one() {
+        let sessions = Sessions::new(&[3; 32]).unwrap();
+        let mut identity = alice(1_000);
+        identity.sign_in = Some(new_session_id());
+        let cookie = format!("a=1; latch_oidc={}", sessions.issue(&identity));
+        let headers = || std::iter::once(cookie.as_bytes());
+        let opened = sessions.from_cookies(headers(), 10, |_| false).unwrap();
+        assert_eq!(opened.user, identity.user);
+        let ended = identity.sign_in.clone().unwrap();
+        assert!(matches!(
+            sessions.from_cookies(headers(), 10, |id| id == ended),
+            Err(AuthError::SignedOut)
+        ));
+        assert!(matches!(
+            sessions.from_cookies(std::iter::once(&b"a=1"[..]), 10, |_| false),
+            Err(AuthError::Missing)
+        ));
     }
 
     #[test]

@@ -58,22 +58,11 @@ impl ControlPlane {
         let Some(party) = &self.sign_in else {
             return Err(auth::AuthError::Missing);
         };
-        let value = auth::token_from_headers(
+        party.sessions().from_cookies(
             headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
-            None,
-            auth::relying_party::SESSION_COOKIE,
+            crate::now_millis() / 1000,
+            |id| self.ended.as_ref().is_some_and(|ended| ended.has_ended(id)),
         )
-        .ok_or(auth::AuthError::Missing)?;
-        let identity = party.sessions().open(value, crate::now_millis() / 1000)?;
-        let ended = identity
-            .sign_in
-            .as_deref()
-            .zip(self.ended.as_ref())
-            .is_some_and(|(id, ended)| ended.has_ended(id));
-        if ended {
-            return Err(auth::AuthError::SignedOut);
-        }
-        Ok(identity)
     }
 
     /// Whether the console signs admins in with an identity provider.

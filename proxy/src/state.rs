@@ -229,28 +229,14 @@ impl Latch {
         let Some(sign_in) = &self.sign_in else {
             return Err(auth::AuthError::Missing);
         };
-        let cookies = headers.get_all(http::header::COOKIE).iter();
-        match auth::token_from_headers(
-            cookies.map(|v| v.as_bytes()),
-            None,
-            crate::oidc::SESSION_COOKIE,
-        ) {
-            Some(value) => {
-                let identity = sign_in
-                    .sessions()
-                    .open(value, crate::time_fmt::now_ms() / 1000)?;
-                let ended = identity
-                    .sign_in
-                    .as_deref()
-                    .zip(self.ended.as_ref())
-                    .is_some_and(|(id, ended)| ended.has_ended(id));
-                if ended {
-                    return Err(auth::AuthError::SignedOut);
-                }
-                Ok(identity)
-            }
-            None => Err(auth::AuthError::Missing),
-        }
+        sign_in.sessions().from_cookies(
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+            crate::time_fmt::now_ms() / 1000,
+            |id| self.ended.as_ref().is_some_and(|ended| ended.has_ended(id)),
+        )
     }
 
     /// What the request presents, gathered for [`auth::credential`]. Without
