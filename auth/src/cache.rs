@@ -157,6 +157,7 @@ mod tests {
             roles: vec!["editor".to_owned()],
             expires_at: 1_000,
             sign_in: None,
+            renewal: None,
         })
     }
 

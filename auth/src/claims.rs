@@ -22,9 +22,40 @@ pub struct Identity {
     /// does: a logout ends that session, and what was opened under it, on every instance.
     #[serde(skip)]
     pub sign_in: Option<String>,
+    /// For a sign-in session that renews itself with a refresh token: when to renew it.
+    #[serde(skip)]
+    pub renewal: Option<Renewal>,
+}
+
+/// When a renewable sign-in session is renewed at the provider (see
+/// [`RelyingParty::renew`](crate::RelyingParty::renew)), in unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// From this second, a request renews the session before it is served.
+    pub from: u64,
+    /// The ID token's `exp`: past it, the identity holds only once renewed.
+    pub by: u64,
+}
+
+impl Renewal {
+    /// The window before an ID token ending at `by` (issued at `now`) in which it is renewed:
+    /// its last minute, or the second half of a lifetime shorter than two minutes.
+    pub fn before(by: u64, now: u64) -> Renewal {
+        let ahead = (by.saturating_sub(now) / 2).min(60);
+        Renewal {
+            from: by - ahead,
+            by,
+        }
+    }
 }
 
 impl Identity {
+    /// Whether this identity is a renewable session whose ID token ended before unix second
+    /// `now`: it holds again only once renewed.
+    pub fn must_renew(&self, now: u64) -> bool {
+        self.renewal.is_some_and(|r| r.by <= now)
+    }
+
     /// Role names compare exactly (case-sensitive), as IdPs issue them.
     pub fn has_any_role(&self, roles: &[String]) -> bool {
         self.roles.iter().any(|held| roles.contains(held))
@@ -112,6 +143,7 @@ impl ClaimMap {
             roles,
             expires_at,
             sign_in: None,
+            renewal: None,
         })
     }
 }

@@ -44,6 +44,10 @@ pub enum AuthError {
     /// A sign-in session cookie whose session was ended by a logout.
     #[error("The sign-in session was ended by a logout.")]
     SignedOut,
+    /// A sign-in session the identity provider would not renew (the user was disabled, or the
+    /// grant revoked): it is ended.
+    #[error("The identity provider refused to renew the sign-in session.")]
+    RenewalRefused,
 }
 
 impl AuthError {
@@ -64,6 +68,7 @@ impl AuthError {
             AuthError::WrongNonce => "wrong_nonce",
             AuthError::BadSession => "bad_session",
             AuthError::SignedOut => "signed_out",
+            AuthError::RenewalRefused => "renewal_refused",
         }
     }
 }

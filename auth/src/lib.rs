@@ -38,7 +38,7 @@ mod trusted;
 mod verifier;
 
 pub use bearer::token_from_headers;
-pub use claims::Identity;
+pub use claims::{Identity, Renewal};
 pub use credential::{credential, Credential, Presented};
 pub use error::{AuthError, FetchError, KeyError, MintError, TrustedProxyError};
 pub use key::MIN_SECRET_BYTES;
@@ -47,7 +47,7 @@ pub use origin::{from_same_site, same_origin, Refused as CrossOrigin};
 pub use provider::{KeyStatus, Provider};
 pub use relying_party::{ClientSettings, RelyingParty};
 pub use seal::{Sealer, MAX_SEALED_CHARS, MIN_COOKIE_SECRET_BYTES};
-pub use session::{new_session_id, Sessions};
+pub use session::{new_session_id, RenewWith, Sessions};
 pub use settings::{AuthSettings, KeyLocation, KeySource, RemoteKeys};
 pub use trusted::{Forwarded, TrustedProxy, TrustedProxySettings, FORWARDED_LIFETIME_SECONDS};
 pub use verifier::Verifier;

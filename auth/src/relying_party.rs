@@ -10,19 +10,21 @@
 //! both accept like a token. Every failure is a [`Failure`] that says what went wrong, and no
 //! session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
-use crate::{AuthSettings, Identity, KeyError, Provider, Sessions, Verifier};
+use crate::session::{RenewWith, Renewable, Sealed};
+use crate::{AuthSettings, Identity, KeyError, Provider, Renewal, Sessions, Verifier};
 
-/// The session cookie a finished sign-in sets.
-pub const SESSION_COOKIE: &str = "latch_oidc";
+pub use crate::session::SESSION_COOKIE;
 /// The cookie that carries a flow between `login` and `callback`.
 pub const FLOW_COOKIE: &str = "latch_oidc_flow";
 /// How long a browser may spend at the provider, in seconds: long enough to type a password and
@@ -46,9 +48,27 @@ pub struct ClientSettings {
     pub client_secret: String,
     /// Always holds `openid`.
     pub scopes: Vec<String>,
-    /// How long a session lasts; `None`: until the ID token's `exp`.
+    /// How long a session lasts; `None`: until the ID token's `exp`, or
+    /// [`RENEWABLE_SESSION`] for a session that renews itself.
     pub session_lifetime: Option<Duration>,
+    /// Whether a refresh token the provider gives at sign-in renews the session before its ID
+    /// token ends (see [`RelyingParty::renew`]).
+    pub renew: bool,
 }
+
+/// How long a session that renews itself with a refresh token lasts when
+/// `session_lifetime` does not say: a working day.
+pub const RENEWABLE_SESSION: Duration = Duration::from_secs(12 * 3600);
+/// Most renewals under way or just done that are remembered, so a browser's parallel requests,
+/// and those it sends with the old cookie while the new one is on its way, share one.
+const MAX_RENEWALS: usize = 10_000;
+/// One renewal's outcome, once known.
+type RenewalCell = OnceCell<Result<Renewed, NotRenewed>>;
+
+/// How long a renewal's outcome is shared with requests that carry the old cookie.
+const RENEWAL_SHARED: Duration = Duration::from_secs(60);
+/// How long a provider out of reach is not asked again for the same session.
+const UNAVAILABLE_SHARED: Duration = Duration::from_secs(5);
 
 /// Why a sign-in did not finish: what the user (or client) is told.
 #[derive(Debug)]
@@ -90,6 +110,25 @@ impl Failure {
 pub struct Begun {
     pub location: String,
     pub flow_cookie: String,
+}
+
+/// A session renewed: who it names now, and the session cookie's new value.
+#[derive(Clone)]
+pub struct Renewed {
+    pub identity: Arc<Identity>,
+    pub session_cookie: String,
+}
+
+/// Why a session was not renewed.
+#[derive(Clone, Debug)]
+pub enum NotRenewed {
+    /// The provider refused (the grant was revoked, the user disabled), or answered for
+    /// another user: the session must end.
+    Refused(Arc<Failure>),
+    /// The provider could not be asked, or answered nothing usable: the session holds until
+    /// its ID token ends, and the next request past [`Renewal::from`](crate::Renewal) tries
+    /// again.
+    Unavailable(Arc<Failure>),
 }
 
 /// A flow finished: who signed in, the session cookie's value, and where to send them back.
@@ -158,6 +197,11 @@ struct Flow {
 struct TokenResponse {
     #[serde(default)]
     id_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    /// The access token's lifetime, in seconds: how long a renewal without an ID token holds.
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +218,9 @@ pub struct RelyingParty {
     id_tokens: Verifier,
     http: reqwest::Client,
     endpoints: ArcSwapOption<Endpoints>,
+    /// Renewals by session id and the renewal time of the cookie renewed, under way or recently
+    /// done (see [`still_shared`]).
+    renewals: std::sync::Mutex<HashMap<String, (Instant, Arc<RenewalCell>)>>,
 }
 
 impl RelyingParty {
@@ -197,6 +244,7 @@ impl RelyingParty {
             id_tokens,
             http,
             endpoints: ArcSwapOption::empty(),
+            renewals: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -299,9 +347,10 @@ impl RelyingParty {
             })?;
         let redirect_uri = redirect_uri.ok_or_else(Failure::bad_host)?;
         let endpoints = self.endpoints().await?;
-        let id_token = self
+        let tokens = self
             .exchange(&endpoints, code, redirect_uri, &flow.v)
             .await?;
+        let id_token = tokens.id_token.unwrap_or_default();
         let mut identity = (self.id_tokens)
             .verify_id_token(&id_token, &flow.n, &self.client.client_id)
             .await
@@ -313,11 +362,21 @@ impl RelyingParty {
                     format!("the identity provider's ID token was refused: {e}"),
                 )
             })?;
-        if let Some(lifetime) = self.client.session_lifetime {
-            identity.expires_at = now + lifetime.as_secs();
+        let renew = tokens
+            .refresh_token
+            .filter(|t| self.client.renew && !t.is_empty())
+            .map(|refresh_token| RenewWith {
+                refresh_token,
+                nonce: flow.n.clone(),
+            });
+        let id_token_ends = identity.expires_at;
+        match (self.client.session_lifetime, &renew) {
+            (Some(lifetime), _) => identity.expires_at = now + lifetime.as_secs(),
+            (None, Some(_)) => identity.expires_at = now + RENEWABLE_SESSION.as_secs(),
+            (None, None) => {}
         }
         identity.sign_in = Some(crate::new_session_id());
-        if identity.expires_at <= now {
+        if identity.expires_at <= now || id_token_ends <= now {
             return Err(Failure::new(
                 401,
                 "ID token refused",
@@ -325,7 +384,26 @@ impl RelyingParty {
                 "the ID token has expired",
             ));
         }
-        let session_cookie = self.sessions.issue_with_hint(&identity, &id_token);
+        if renew.is_some() {
+            let by = id_token_ends.min(identity.expires_at);
+            identity.renewal = Some(Renewal::before(by, now));
+        }
+        let mut session_cookie =
+            self.sessions
+                .issue_with_hint(&identity, &id_token, renew.as_ref());
+        if renew.is_some() && session_cookie.len() > crate::MAX_SEALED_CHARS {
+            // The refresh token does not fit: a session that ends with its ID token.
+            tracing::warn!(
+                "the provider's refresh token does not fit in the session cookie; the session \
+                 ends with its ID token"
+            );
+            identity.renewal = None;
+            identity.expires_at = match self.client.session_lifetime {
+                Some(lifetime) => now + lifetime.as_secs(),
+                None => id_token_ends,
+            };
+            session_cookie = self.sessions.issue_with_hint(&identity, &id_token, None);
+        }
         if session_cookie.len() > crate::MAX_SEALED_CHARS {
             // Browsers drop a cookie this large, or it would not be opened: the browser would
             // go round the sign-in for ever.
@@ -380,41 +458,224 @@ impl RelyingParty {
         }
     }
 
-    /// The authorization code traded for tokens at the token endpoint; the ID token.
+    /// Renews the session whose cookie value is `value` with its refresh token: the provider's
+    /// new ID token, checked as at sign-in (its `nonce` may be absent, or the sign-in's), must
+    /// name the same user; it gives the session's new cookie, with the same id and end. The
+    /// requests of one session cookie share one renewal, since a provider may rotate refresh
+    /// tokens and take the reuse of an old one for theft. The flag says whether this call
+    /// asked the provider (rather than sharing another request's renewal).
+    pub async fn renew(&self, value: &str) -> (Result<Renewed, NotRenewed>, bool) {
+        let now = now_seconds();
+        let refused = |code, detail: &str| {
+            NotRenewed::Refused(Arc::new(Failure::new(
+                401,
+                "Session not renewed",
+                code,
+                detail,
+            )))
+        };
+        let sealed = self
+            .sessions
+            .unseal(value)
+            .filter(|sealed| sealed.e > now)
+            .ok_or_else(|| refused("bad_session", "the session cookie is invalid or has ended"));
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => return (Err(e), false),
+        };
+        let Some(renewable) = sealed.t.clone() else {
+            return (
+                Err(refused("not_renewable", "the session has no refresh token")),
+                false,
+            );
+        };
+        let key = format!("{}:{}", sealed.i, renewable.b);
+        let cell = {
+            let mut renewals = self
+                .renewals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if renewals.len() >= MAX_RENEWALS {
+                renewals.retain(|_, (at, cell)| still_shared(*at, cell, now));
+            }
+            match renewals.get(&key) {
+                Some((at, cell)) if still_shared(*at, cell, now) => Arc::clone(cell),
+                _ if renewals.len() >= MAX_RENEWALS => {
+                    let busy = Failure::new(
+                        503,
+                        "Session not renewed",
+                        "renewals_busy",
+                        "too many sessions are being renewed at once",
+                    );
+                    return (Err(NotRenewed::Unavailable(Arc::new(busy))), false);
+                }
+                _ => {
+                    let cell = Arc::new(OnceCell::new());
+                    renewals.insert(key, (Instant::now(), Arc::clone(&cell)));
+                    cell
+                }
+            }
+        };
+        let mut asked = false;
+        let outcome = cell
+            .get_or_init(|| {
+                asked = true;
+                self.renew_now(sealed, renewable, now)
+            })
+            .await
+            .clone();
+        match outcome {
+            // Shared from a renewal long enough ago that its cookie is past its own ID token:
+            // the browser has a newer cookie, or must sign in again.
+            Ok(renewed) if renewed.identity.must_renew(now) => {
+                let stale = Failure::new(
+                    401,
+                    "Session not renewed",
+                    "renewed_elsewhere",
+                    "this session cookie was renewed already; its successor has ended too",
+                );
+                (Err(NotRenewed::Unavailable(Arc::new(stale))), asked)
+            }
+            outcome => (outcome, asked),
+        }
+    }
+
+    async fn renew_now(
+        &self,
+        sealed: Sealed,
+        renewable: Renewable,
+        now: u64,
+    ) -> Result<Renewed, NotRenewed> {
+        let unavailable = |failure: Failure| NotRenewed::Unavailable(Arc::new(failure));
+        let refused = |detail: String| {
+            NotRenewed::Refused(Arc::new(Failure::new(
+                401,
+                "Session not renewed",
+                "renewal_refused",
+                detail,
+            )))
+        };
+        let endpoints = self.endpoints().await.map_err(unavailable)?;
+        let (status, body) = self
+            .token_endpoint(
+                &endpoints,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &renewable.t),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        if status == reqwest::StatusCode::BAD_REQUEST || status == reqwest::StatusCode::UNAUTHORIZED
+        {
+            // RFC 6749 5.2: a refresh token that is invalid, expired or revoked, or a client
+            // no longer allowed to use it.
+            return Err(refused(format!(
+                "the token endpoint refused the refresh token: {:?}",
+                printable(&provider_error(&body, status))
+            )));
+        }
+        if !status.is_success() {
+            return Err(unavailable(Failure::new(
+                502,
+                "Identity provider unavailable",
+                "provider_unavailable",
+                format!(
+                    "the token endpoint answered {:?}",
+                    printable(&provider_error(&body, status))
+                ),
+            )));
+        }
+        let tokens: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            unavailable(Failure::new(
+                502,
+                "Bad answer from the identity provider",
+                "provider_unavailable",
+                "the token endpoint's answer to a refresh is not JSON",
+            ))
+        })?;
+        let (mut identity, by) = match tokens.id_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(id_token) => {
+                let identity = (self.id_tokens)
+                    .verify_renewed_id_token(id_token, &renewable.o, &self.client.client_id)
+                    .await
+                    .map_err(|e| refused(format!("the renewed ID token was refused: {e}")))?;
+                if identity.user != sealed.u {
+                    return Err(refused(format!(
+                        "the renewed ID token names {:?}, not the session's user",
+                        printable(&identity.user)
+                    )));
+                }
+                let by = identity.expires_at;
+                (identity, by)
+            }
+            // Some providers renew only the access token: the identity stays as signed in.
+            None => {
+                let lasts = tokens.expires_in.unwrap_or(300).clamp(1, 86_400);
+                let identity = Identity {
+                    user: sealed.u.clone(),
+                    name: sealed.n.clone(),
+                    roles: sealed.r.clone(),
+                    expires_at: now + lasts,
+                    sign_in: None,
+                    renewal: None,
+                };
+                (identity, now + lasts)
+            }
+        };
+        let by = by.min(sealed.e);
+        if by <= now {
+            return Err(unavailable(Failure::new(
+                502,
+                "Bad answer from the identity provider",
+                "provider_unavailable",
+                "the renewed ID token has already expired",
+            )));
+        }
+        identity.expires_at = sealed.e;
+        identity.sign_in = Some(sealed.i);
+        identity.renewal = Some(Renewal::before(by, now));
+        let with = RenewWith {
+            refresh_token: tokens
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .unwrap_or(renewable.t),
+            nonce: renewable.o,
+        };
+        let hint = tokens.id_token.or(sealed.h).unwrap_or_default();
+        let session_cookie = self.sessions.issue_with_hint(&identity, &hint, Some(&with));
+        if session_cookie.len() > crate::MAX_SEALED_CHARS {
+            return Err(refused(
+                "the renewed identity is too large for a session cookie".to_owned(),
+            ));
+        }
+        Ok(Renewed {
+            identity: Arc::new(identity),
+            session_cookie,
+        })
+    }
+
+    /// The authorization code traded for tokens at the token endpoint.
     async fn exchange(
         &self,
         endpoints: &Endpoints,
         code: &str,
         redirect_uri: &str,
         verifier: &str,
-    ) -> Result<String, Failure> {
-        // RFC 6749 2.3.1: the id and secret are form-encoded before Basic authentication.
-        let encode =
-            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let answer = self
-            .http
-            .post(endpoints.token.clone())
-            .basic_auth(
-                encode(&self.client.client_id),
-                Some(encode(&self.client.client_secret)),
+    ) -> Result<TokenResponse, Failure> {
+        let (status, body) = self
+            .token_endpoint(
+                endpoints,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("redirect_uri", redirect_uri),
+                    ("code_verifier", verifier),
+                ],
             )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", redirect_uri),
-                ("code_verifier", verifier),
-            ])
-            .send()
-            .await
-            .map_err(|e| unreachable_provider(&e))?;
-        let status = answer.status();
-        let body = read_capped(answer).await?;
+            .await?;
         if !status.is_success() {
-            let error = serde_json::from_slice::<ProviderError>(&body)
-                .ok()
-                .and_then(|e| e.error)
-                .unwrap_or_else(|| status.to_string());
+            let error = provider_error(&body, status);
             return Err(Failure::new(
                 502,
                 "Sign-in refused by the identity provider",
@@ -427,7 +688,7 @@ impl RelyingParty {
         }
         serde_json::from_slice::<TokenResponse>(&body)
             .ok()
-            .and_then(|t| t.id_token)
+            .filter(|t| t.id_token.as_deref().is_some_and(|t| !t.is_empty()))
             .ok_or_else(|| {
                 Failure::new(
                     502,
@@ -436,6 +697,32 @@ impl RelyingParty {
                     "the token endpoint answered no ID token",
                 )
             })
+    }
+
+    /// A form posted to the token endpoint, authenticated as the client: the answer's status
+    /// and body.
+    async fn token_endpoint(
+        &self,
+        endpoints: &Endpoints,
+        form: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
+        // RFC 6749 2.3.1: the id and secret are form-encoded before Basic authentication.
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let answer = self
+            .http
+            .post(endpoints.token.clone())
+            .basic_auth(
+                encode(&self.client.client_id),
+                Some(encode(&self.client.client_secret)),
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| unreachable_provider(&e))?;
+        let status = answer.status();
+        Ok((status, read_capped(answer).await?))
     }
 
     /// The discovered endpoints, fetched on first use and kept; a failed fetch is retried by
@@ -572,6 +859,31 @@ fn now_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Whether a renewal begun at `at` is still given to requests with the old cookie: for
+/// [`RENEWAL_SHARED`], and a successful one for as long as the cookie it gave needs no renewal
+/// of its own, so a browser that missed the new cookie (an aborted request) is given it again
+/// rather than presenting a refresh token the provider may have rotated away.
+fn still_shared(at: Instant, cell: &RenewalCell, now: u64) -> bool {
+    match cell.get() {
+        // Under way.
+        None => at.elapsed() < PROVIDER_TIMEOUT * 2,
+        Some(Ok(renewed)) => {
+            at.elapsed() < RENEWAL_SHARED || renewed.identity.renewal.is_some_and(|r| now < r.from)
+        }
+        Some(Err(NotRenewed::Refused(_))) => at.elapsed() < RENEWAL_SHARED,
+        // A provider out of reach is asked again a few seconds later.
+        Some(Err(NotRenewed::Unavailable(_))) => at.elapsed() < UNAVAILABLE_SHARED,
+    }
+}
+
+/// The `error` of a token endpoint's answer, or its status.
+fn provider_error(body: &[u8], status: reqwest::StatusCode) -> String {
+    serde_json::from_slice::<ProviderError>(body)
+        .ok()
+        .and_then(|e| e.error)
+        .unwrap_or_else(|| status.to_string())
 }
 
 /// A provider-chosen string, cut short and stripped of control characters, for messages.

@@ -17,26 +17,49 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, TokenCache};
-use crate::claims::Identity;
+use crate::claims::{Identity, Renewal};
 use crate::error::{AuthError, KeyError};
 use crate::seal::{Sealer, MAX_SEALED_CHARS};
+
+/// The session cookie a finished sign-in sets.
+pub const SESSION_COOKIE: &str = "latch_oidc";
 
 /// The authenticated data of session cookies: no other sealed value opens as one.
 const PURPOSE: &str = "latch-session-v1";
 
 /// What the cookie holds, in short member names: cookies are sent with every request.
 #[derive(Serialize, Deserialize)]
-struct Sealed {
+pub(crate) struct Sealed {
     /// The session id.
-    i: String,
-    u: String,
-    n: String,
-    r: Vec<String>,
-    e: u64,
+    pub(crate) i: String,
+    pub(crate) u: String,
+    pub(crate) n: String,
+    pub(crate) r: Vec<String>,
+    /// When the session ends, in unix seconds.
+    pub(crate) e: u64,
     /// The ID token of the sign-in, kept to send as RP-initiated logout's `id_token_hint`
     /// when the cookie has room for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    h: Option<String>,
+    pub(crate) h: Option<String>,
+    /// A renewable session's refresh token, the nonce of its sign-in (a renewed ID token that
+    /// carries one must carry this one), and when it is renewed (see [`Renewal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) t: Option<Renewable>,
+}
+
+/// What a renewable session keeps for its renewal.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Renewable {
+    pub(crate) t: String,
+    pub(crate) o: String,
+    pub(crate) f: u64,
+    pub(crate) b: u64,
+}
+
+/// A session's means of renewal: its refresh token and the nonce of its sign-in.
+pub struct RenewWith {
+    pub refresh_token: String,
+    pub nonce: String,
 }
 
 /// Issues and opens session cookies with one key.
@@ -62,41 +85,63 @@ impl Sessions {
     /// The cookie value of a session for `identity`, ending at `identity.expires_at`, with
     /// id `identity.sign_in` (see [`new_session_id`]).
     pub fn issue(&self, identity: &Identity) -> String {
-        self.seal(identity, None)
+        self.seal(identity, None, None)
     }
 
     /// As [`Sessions::issue`], keeping `id_token` for the logout's `id_token_hint` when the
-    /// cookie stays within [`MAX_SEALED_CHARS`] with it; without it otherwise.
-    pub fn issue_with_hint(&self, identity: &Identity, id_token: &str) -> String {
-        let with = self.seal(identity, Some(id_token));
+    /// cookie stays within [`MAX_SEALED_CHARS`] with it; without it otherwise. A session with
+    /// `renew` (and `identity.renewal`) renews itself with its refresh token.
+    pub fn issue_with_hint(
+        &self,
+        identity: &Identity,
+        id_token: &str,
+        renew: Option<&RenewWith>,
+    ) -> String {
+        let with = self.seal(identity, Some(id_token), renew);
         if with.len() <= MAX_SEALED_CHARS {
             return with;
         }
-        self.seal(identity, None)
+        self.seal(identity, None, renew)
     }
 
     /// The ID token kept in a session cookie that opens at unix second `now`, if it has one.
     pub fn id_token_hint(&self, value: &str, now: u64) -> Option<String> {
-        let plain = self.sealer.open(PURPOSE, value)?;
-        let sealed: Sealed = serde_json::from_slice(&plain).ok()?;
+        let sealed = self.unseal(value)?;
         (sealed.e > now).then_some(sealed.h).flatten()
     }
 
-    fn seal(&self, identity: &Identity, id_token: Option<&str>) -> String {
+    /// What a session cookie holds, unchecked.
+    pub(crate) fn unseal(&self, value: &str) -> Option<Sealed> {
+        let plain = self.sealer.open(PURPOSE, value)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    fn seal(
+        &self,
+        identity: &Identity,
+        id_token: Option<&str>,
+        renew: Option<&RenewWith>,
+    ) -> String {
+        let renewable = renew.zip(identity.renewal).map(|(with, when)| Renewable {
+            t: with.refresh_token.clone(),
+            o: with.nonce.clone(),
+            f: when.from,
+            b: when.by,
+        });
         let sealed = Sealed {
             i: identity.sign_in.clone().unwrap_or_default(),
             u: identity.user.clone(),
             n: identity.name.clone(),
             r: identity.roles.clone(),
             e: identity.expires_at,
-            h: id_token.map(str::to_owned),
+            h: id_token.filter(|t| !t.is_empty()).map(str::to_owned),
+            t: renewable,
         };
         let json = serde_json::to_vec(&sealed).unwrap_or_default();
         self.sealer.seal(PURPOSE, &json)
     }
 
-    /// The identity a session cookie holds at unix second `now`, or why it holds none.
-    /// The identity of the session cookie ([`SESSION_COOKIE`](crate::relying_party::SESSION_COOKIE))
+    /// The identity of the session cookie ([`SESSION_COOKIE`])
     /// among a request's `Cookie` headers, unless `has_ended` says its sign-in was logged out.
     pub fn from_cookies<'a>(
         &self,
@@ -104,9 +149,8 @@ impl Sessions {
         now: u64,
         has_ended: impl FnOnce(&str) -> bool,
     ) -> Result<Arc<Identity>, AuthError> {
-        let value =
-            crate::token_from_headers(cookie_headers, None, crate::relying_party::SESSION_COOKIE)
-                .ok_or(AuthError::Missing)?;
+        let value = crate::token_from_headers(cookie_headers, None, SESSION_COOKIE)
+            .ok_or(AuthError::Missing)?;
         let identity = self.open(value, now)?;
         if identity.sign_in.as_deref().is_some_and(has_ended) {
             return Err(AuthError::SignedOut);
@@ -114,15 +158,14 @@ impl Sessions {
         Ok(identity)
     }
 
+    /// The identity a session cookie holds at unix second `now`, or why it holds none. A
+    /// renewable session's identity is given past its [`Renewal`] too: whoever accepts it
+    /// renews it then, or refuses it once [`Identity::must_renew`].
     pub fn open(&self, value: &str, now: u64) -> Result<Arc<Identity>, AuthError> {
         if let Some(identity) = self.opened.get(value, now) {
             return Ok(identity);
         }
-        let plain = self
-            .sealer
-            .open(PURPOSE, value)
-            .ok_or(AuthError::BadSession)?;
-        let sealed: Sealed = serde_json::from_slice(&plain).map_err(|_| AuthError::BadSession)?;
+        let sealed = self.unseal(value).ok_or(AuthError::BadSession)?;
         if !store_safe_id(&sealed.i) {
             return Err(AuthError::BadSession);
         }
@@ -135,6 +178,7 @@ impl Sessions {
             roles: sealed.r,
             expires_at: sealed.e,
             sign_in: Some(sealed.i),
+            renewal: sealed.t.map(|t| Renewal { from: t.f, by: t.b }),
         });
         self.opened
             .insert(value, &identity, identity.expires_at, now);
@@ -168,6 +212,7 @@ mod tests {
             roles: vec!["editor".into()],
             expires_at,
             sign_in: Some("AAAAAAAAAAAAAAAAAAAAAA".into()),
+            renewal: None,
         }
     }
 
@@ -217,7 +262,7 @@ mod tests {
     #[test]
     fn the_id_token_is_kept_for_the_logout_when_the_cookie_has_room() {
         let sessions = Sessions::new(&[3; 32]).unwrap();
-        let cookie = sessions.issue_with_hint(&alice(1_000), "header.claims.signature");
+        let cookie = sessions.issue_with_hint(&alice(1_000), "header.claims.signature", None);
         assert_eq!(sessions.open(&cookie, 10).unwrap().user, "alice");
         assert_eq!(
             sessions.id_token_hint(&cookie, 10).as_deref(),
@@ -225,7 +270,7 @@ mod tests {
         );
         assert_eq!(sessions.id_token_hint(&cookie, 1_000), None, "ended");
         let huge = "x".repeat(MAX_SEALED_CHARS);
-        let cookie = sessions.issue_with_hint(&alice(1_000), &huge);
+        let cookie = sessions.issue_with_hint(&alice(1_000), &huge, None);
         assert!(cookie.len() <= MAX_SEALED_CHARS);
         assert_eq!(sessions.open(&cookie, 10).unwrap().user, "alice");
         assert_eq!(sessions.id_token_hint(&cookie, 10), None);
@@ -254,5 +299,41 @@ mod tests {
             .seal(PURPOSE, br#"{"i":"","u":"x","n":"x","r":[],"e":9999}"#);
         assert_eq!(sessions.open(&no_id, 10), Err(AuthError::BadSession));
         assert_eq!(sessions.opened.len(), 0);
+    }
+
+    #[test]
+    fn a_renewable_session_keeps_its_refresh_token_and_renewal_times() {
+        let sessions = Sessions::new(&[3; 32]).unwrap();
+        let mut identity = alice(10_000);
+        identity.renewal = Some(Renewal::before(400, 100));
+        let with = RenewWith {
+            refresh_token: "refresh-1".into(),
+            nonce: "nonce-1".into(),
+        };
+        let cookie = sessions.issue_with_hint(&identity, "id.token.sig", Some(&with));
+        let opened = sessions.open(&cookie, 500).unwrap();
+        assert_eq!(opened.renewal, Some(Renewal { from: 340, by: 400 }));
+        assert!(opened.must_renew(500) && !opened.must_renew(399));
+        let sealed = sessions.unseal(&cookie).unwrap();
+        let kept = sealed.t.unwrap();
+        assert_eq!((kept.t.as_str(), kept.o.as_str()), ("refresh-1", "nonce-1"));
+        // Without a renewal time there is nothing to renew with.
+        let plain = sessions.issue_with_hint(&alice(10_000), "id.token.sig", Some(&with));
+        assert!(sessions.unseal(&plain).unwrap().t.is_none());
+        assert_eq!(sessions.open(&plain, 500).unwrap().renewal, None);
+    }
+
+    #[test]
+    fn the_renewal_window_is_the_last_minute_or_half_a_short_lifetime() {
+        assert_eq!(
+            Renewal::before(3_700, 100),
+            Renewal {
+                from: 3_640,
+                by: 3_700
+            }
+        );
+        assert_eq!(Renewal::before(108, 100), Renewal { from: 104, by: 108 });
+        assert_eq!(Renewal::before(100, 100), Renewal { from: 100, by: 100 });
+        assert_eq!(Renewal::before(50, 100), Renewal { from: 50, by: 50 });
     }
 }

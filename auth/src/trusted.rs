@@ -213,6 +213,7 @@ impl Forwarded<'_> {
             roles,
             expires_at: now.saturating_add(FORWARDED_LIFETIME_SECONDS),
             sign_in: None,
+            renewal: None,
         })
     }
 }

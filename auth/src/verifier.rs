@@ -114,6 +114,29 @@ impl Verifier {
         nonce: &str,
         client_id: &str,
     ) -> Result<Identity, AuthError> {
+        self.check_id_token(token, nonce, false, client_id).await
+    }
+
+    /// Verifies an ID token the token endpoint answered a refresh with, as
+    /// [`Verifier::verify_id_token`] does, except that it may carry no `nonce`; one it carries
+    /// must be the sign-in's (OpenID Connect Core 12.2).
+    pub async fn verify_renewed_id_token(
+        &self,
+        token: &str,
+        sign_in_nonce: &str,
+        client_id: &str,
+    ) -> Result<Identity, AuthError> {
+        self.check_id_token(token, sign_in_nonce, true, client_id)
+            .await
+    }
+
+    async fn check_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+        renewed: bool,
+        client_id: &str,
+    ) -> Result<Identity, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
@@ -126,8 +149,9 @@ impl Verifier {
             },
             answer => answer?,
         };
-        match claims.get("nonce").and_then(serde_json::Value::as_str) {
-            Some(found) if !nonce.is_empty() && found == nonce => {}
+        match claims.get("nonce") {
+            None if renewed => {}
+            Some(serde_json::Value::String(found)) if !nonce.is_empty() && found == nonce => {}
             _ => return Err(AuthError::WrongNonce),
         }
         let audiences = match claims.get("aud") {

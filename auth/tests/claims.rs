@@ -277,6 +277,7 @@ fn has_any_role_matches_exactly() {
         roles: vec!["editor".into(), "admin".into()],
         expires_at: 0,
         sign_in: None,
+        renewal: None,
     };
     assert!(identity.has_any_role(&["viewer".into(), "admin".into()]));
     assert!(!identity.has_any_role(&["Admin".into()]));
@@ -291,6 +292,7 @@ fn identity_serializes_with_its_field_names() {
         roles: vec!["admin".into()],
         expires_at: 99,
         sign_in: None,
+        renewal: None,
     };
     assert_eq!(
         serde_json::to_value(&identity).unwrap(),

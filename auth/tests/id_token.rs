@@ -100,3 +100,28 @@ async fn the_token_checks_still_apply() {
         Err(AuthError::BadSignature)
     );
 }
+
+#[tokio::test]
+async fn a_renewed_id_token_may_carry_no_nonce_but_never_another() {
+    let renewed = |extra: Value, nonce: &'static str| async move {
+        id_verifier()
+            .verify_renewed_id_token(&id_token(extra), nonce, CLIENT)
+            .await
+    };
+    assert_eq!(renewed(json!({}), NONCE).await.unwrap().user, "alice");
+    let without = renewed(json!({ "nonce": null }), NONCE).await;
+    assert_eq!(without.unwrap().user, "alice");
+    assert_eq!(
+        renewed(json!({ "nonce": "another" }), NONCE).await,
+        Err(AuthError::WrongNonce)
+    );
+    assert_eq!(
+        renewed(json!({ "nonce": 7 }), NONCE).await,
+        Err(AuthError::WrongNonce)
+    );
+    // Every other check still applies.
+    assert_eq!(
+        renewed(json!({ "aud": "another-client", "nonce": null }), NONCE).await,
+        Err(AuthError::WrongAudience)
+    );
+}

@@ -312,6 +312,7 @@ fn session_cookie() -> Result<String, BenchError> {
         roles: Vec::new(),
         expires_at: now + 24 * 3600,
         sign_in: Some(auth::new_session_id()),
+        renewal: None,
     }))
 }
 

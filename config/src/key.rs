@@ -87,6 +87,7 @@ pub(crate) struct OidcDraft {
     pub cookie_secret: Option<String>,
     pub cookie_secret_file: Option<String>,
     pub session: Duration,
+    pub renew: bool,
 }
 
 #[derive(Default)]

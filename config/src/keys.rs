@@ -300,7 +300,10 @@ fn declare() -> Vec<Key> {
         .doc("File holding the cookie secret (a trailing newline is ignored)."),
         Key::seconds("oidc.session_seconds", 0..=2_592_000, |d, v| d.oidc.session = v)
         .default(0)
-        .doc("How long a sign-in lasts; 0: until the ID token's `exp`."),
+        .doc("How long a sign-in lasts at most; 0: until the ID token's `exp`, or 12 hours (43200) for a session that renews itself."),
+        Key::flag("oidc.renew", |d, v| d.oidc.renew = v)
+        .default(true)
+        .doc("Renew a session with the refresh token the provider gives at sign-in, before its ID token ends (ask for one with the `offline_access` scope where the provider wants it). A refused renewal ends the session on every instance."),
         // [locks]
         Key::checked_text("locks.store", |d, v| {
             d.config.locks.store = lock_store(v)?;

@@ -113,8 +113,11 @@ pub struct OidcConfig {
     pub post_logout_redirect_uri: Option<String>,
     /// Key material of the sign-in cookies; at least [`auth::MIN_COOKIE_SECRET_BYTES`].
     pub cookie_secret: Vec<u8>,
-    /// How long a session lasts; `None`: until the ID token's `exp`.
+    /// How long a session lasts; `None`: until the ID token's `exp`, or 12 hours for one
+    /// that renews itself.
     pub session_lifetime: Option<Duration>,
+    /// Whether sessions renew themselves with the provider's refresh token.
+    pub renew: bool,
 }
 
 impl OidcConfig {
@@ -126,6 +129,7 @@ impl OidcConfig {
             client_secret: self.client_secret.clone(),
             scopes: self.scopes.clone(),
             session_lifetime: self.session_lifetime,
+            renew: self.renew,
         }
     }
 }
@@ -142,6 +146,7 @@ impl fmt::Debug for OidcConfig {
             .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
             .field("cookie_secret", &"<redacted>")
             .field("session_lifetime", &self.session_lifetime)
+            .field("renew", &self.renew)
             .finish()
     }
 }

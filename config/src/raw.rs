@@ -733,6 +733,7 @@ fn oidc_config(
                 post_logout_redirect_uri: draft.post_logout_redirect_uri,
                 cookie_secret: cookie_secret.into_bytes(),
                 session_lifetime,
+                renew: draft.renew,
             })
         }
         _ => None,

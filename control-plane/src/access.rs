@@ -58,11 +58,18 @@ impl ControlPlane {
         let Some(party) = &self.sign_in else {
             return Err(auth::AuthError::Missing);
         };
-        party.sessions().from_cookies(
+        let now = crate::now_millis() / 1000;
+        let identity = party.sessions().from_cookies(
             headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
-            crate::now_millis() / 1000,
+            now,
             |id| self.ended.as_ref().is_some_and(|ended| ended.has_ended(id)),
-        )
+        )?;
+        // Past its ID token's end, a renewable session holds only once renewed (see
+        // [`crate::sign_in::renew_session`]).
+        if identity.must_renew(now) {
+            return Err(auth::AuthError::Expired);
+        }
+        Ok(identity)
     }
 
     /// Whether the console signs admins in with an identity provider.

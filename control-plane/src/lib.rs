@@ -189,6 +189,10 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
         .method_not_allowed_fallback(request::method_not_allowed)
         .nest("/api/v1", api)
         .fallback(request::no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&control_plane),
+            sign_in::renew_session,
+        ))
         .layer(DefaultBodyLimit::max(request::MAX_BODY))
         .with_state(control_plane)
 }

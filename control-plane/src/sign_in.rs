@@ -7,9 +7,12 @@
 
 use std::sync::Arc;
 
-use auth::relying_party::{self, Callback, Failure, FLOW_COOKIE, FLOW_SECONDS, SESSION_COOKIE};
-use axum::extract::{Query, RawQuery, State};
+use auth::relying_party::{
+    self, Callback, Failure, NotRenewed, FLOW_COOKIE, FLOW_SECONDS, SESSION_COOKIE,
+};
+use axum::extract::{Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::ControlPlane;
@@ -130,6 +133,74 @@ pub async fn logout(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> 
         }
     }
     redirect(&party.logout_location("/", session, None).await, &[clear])
+}
+
+/// Renews a due sign-in session before the console serves the request (see
+/// [`auth::RelyingParty::renew`]): the request is served with the renewed cookie, and the
+/// answer sets it. A refused renewal ends the session on every instance, and the request is
+/// served as signed out; with the provider out of reach, the session holds until its ID token
+/// ends.
+pub async fn renew_session(
+    State(cp): State<Arc<ControlPlane>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(party) = &cp.sign_in else {
+        return next.run(request).await;
+    };
+    let now = crate::now_millis() / 1000;
+    let cookies = request.headers().get_all(header::COOKIE);
+    let value =
+        auth::token_from_headers(cookies.iter().map(|v| v.as_bytes()), None, SESSION_COOKIE);
+    let due = value.and_then(|value| {
+        let identity = party.sessions().open(value, now).ok()?;
+        let ended = (identity.sign_in.as_deref())
+            .zip(cp.ended.as_deref())
+            .is_some_and(|(id, ended)| ended.has_ended(id));
+        let due = identity.renewal.is_some_and(|r| now >= r.from);
+        (due && !ended).then(|| (value.to_owned(), identity))
+    });
+    let Some((value, identity)) = due else {
+        return next.run(request).await;
+    };
+    match party.renew(&value).await.0 {
+        Ok(renewed) => {
+            // The renewed cookie first: the first `latch_oidc` of a request is the one read.
+            let headers = request.headers_mut();
+            let old: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+            headers.remove(header::COOKIE);
+            if let Ok(fresh) =
+                HeaderValue::from_str(&format!("{SESSION_COOKIE}={}", renewed.session_cookie))
+            {
+                headers.append(header::COOKIE, fresh);
+            }
+            for value in old {
+                headers.append(header::COOKIE, value);
+            }
+            let mut response = next.run(request).await;
+            let max_age = renewed.identity.expires_at.saturating_sub(now);
+            let set = cp.cookie(SESSION_COOKIE, &renewed.session_cookie, "/", max_age);
+            append_cookie(&mut response, &set);
+            response
+        }
+        Err(NotRenewed::Refused(failed)) => {
+            tracing::info!(user = %identity.user, code = failed.code, detail = %failed.detail, "console session renewal refused; the session ends");
+            let live = (identity.sign_in.as_deref()).zip(cp.ended.as_deref());
+            if let Some((id, ended)) = live {
+                if let Err(e) = ended
+                    .end(id, identity.expires_at.saturating_mul(1000))
+                    .await
+                {
+                    tracing::warn!(user = %identity.user, error = %e, "cannot record a refused renewal's end in the lock store");
+                }
+            }
+            next.run(request).await
+        }
+        Err(NotRenewed::Unavailable(failed)) => {
+            tracing::warn!(user = %identity.user, detail = %failed.detail, "cannot renew a console session; it holds until its ID token ends");
+            next.run(request).await
+        }
+    }
 }
 
 impl ControlPlane {

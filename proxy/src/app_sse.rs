@@ -80,13 +80,14 @@ pub fn asks_for_event_stream(req: &RequestHeader) -> bool {
         })
 }
 
-/// Serves a granted, fenced request for an event stream to its end. `set_cookie` is a new
-/// browser-session cookie the answer must carry (`owner = "session"` rules).
+/// Serves a granted, fenced request for an event stream to its end. `set_cookie` holds the
+/// cookies the answer must carry (a new browser-session id for `owner = "session"` rules, a
+/// renewed sign-in session).
 pub async fn serve(
     latch: &Arc<Latch>,
     session: &mut Session,
     fenced: Fenced,
-    set_cookie: Option<String>,
+    set_cookie: Vec<String>,
 ) -> Result<()> {
     let what = "WebSockets and event streams";
     let (_admitted, mut lost) = match fenced::admit(latch, &fenced, what).await {
@@ -120,7 +121,7 @@ pub async fn serve(
     let stream = is_event_stream(head);
     let http10 = session.req_header().version == Version::HTTP_10;
     let (mut head, keepalive) = downstream_head(head, stream, http10)?;
-    if let Some(cookie) = set_cookie {
+    for cookie in set_cookie {
         head.append_header(header::SET_COOKIE, cookie)?;
     }
     if !keepalive {

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub sign_ins: IntCounterVec,
     /// Sign-outs of a signed-in session (`{prefix}/logout`), by result.
     pub sign_outs: IntCounterVec,
+    /// Renewals of sign-in sessions with their refresh token, by result.
+    pub session_renewals: IntCounterVec,
     pub injected: IntCounter,
     pub injected_remembered: IntCounter,
     pub event_fanout: Histogram,
@@ -177,6 +179,16 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let session_renewals = IntCounterVec::new(
+            Opts::new(
+                "latch_session_renewals_total",
+                "Renewals of sign-in sessions at the identity provider, by result: \"ok\", \
+                 \"refused\" (the session ended) or \"unavailable\" (the provider could not \
+                 be asked; the session holds until its ID token ends).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let injected = IntCounter::new(
             "latch_banner_injected_total",
             "HTML responses the banner script was injected into.",
@@ -241,6 +253,7 @@ impl Metrics {
             Box::new(banner_skipped.clone()),
             Box::new(sign_ins.clone()),
             Box::new(sign_outs.clone()),
+            Box::new(session_renewals.clone()),
             Box::new(injected.clone()),
             Box::new(injected_remembered.clone()),
             Box::new(event_fanout.clone()),
@@ -264,6 +277,7 @@ impl Metrics {
             banner_skipped,
             sign_ins,
             sign_outs,
+            session_renewals,
             injected,
             injected_remembered,
             event_fanout,

@@ -9,7 +9,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use auth::relying_party::{self, Callback, Failure, FLOW_COOKIE, FLOW_SECONDS};
+use auth::relying_party::{self, Callback, Failure, NotRenewed, FLOW_COOKIE, FLOW_SECONDS};
+use auth::{AuthError, Identity};
 use http::{header, Method};
 use pingora::proxy::Session;
 use store::{EndedSessions, StoreError, UnixMillis};
@@ -87,6 +88,78 @@ impl SignIn {
             _ => return None,
         };
         Some(reply)
+    }
+
+    /// Renews the request's sign-in session with its refresh token (see
+    /// [`auth::RelyingParty::renew`]), for a request whose `identity` is due
+    /// ([`auth::Renewal::from`]): the renewed identity, and the `Set-Cookie` value of the new
+    /// session cookie. A refused renewal ends the session on every instance, as a logout does,
+    /// and the request is refused; a provider out of reach leaves the session as it is until
+    /// its ID token ends, and then refuses it as expired.
+    pub async fn renew(
+        &self,
+        session: &Session,
+        latch: &impl Proxy,
+        identity: Arc<Identity>,
+    ) -> Result<(Arc<Identity>, Option<String>), AuthError> {
+        let headers = &session.req_header().headers;
+        let Some(value) = auth::token_from_headers(
+            headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+            None,
+            SESSION_COOKIE,
+        ) else {
+            return Ok((identity, None));
+        };
+        let (outcome, asked) = self.party.renew(value).await;
+        let count = |result: &str| {
+            if asked {
+                latch
+                    .metrics()
+                    .session_renewals
+                    .with_label_values(&[result])
+                    .inc();
+            }
+        };
+        let now = crate::time_fmt::now_ms() / 1000;
+        match outcome {
+            Ok(renewed) => {
+                count("ok");
+                let scheme = crate::peer::scheme(session, self.public_scheme);
+                let max_age = renewed.identity.expires_at.saturating_sub(now);
+                let set = cookie(
+                    scheme,
+                    SESSION_COOKIE,
+                    &renewed.session_cookie,
+                    "/",
+                    max_age,
+                );
+                Ok((renewed.identity, Some(set)))
+            }
+            Err(NotRenewed::Refused(failed)) => {
+                count("refused");
+                if asked {
+                    tracing::info!(user = %identity.user, code = failed.code, detail = %failed.detail, "session renewal refused; the session ends");
+                }
+                let live = identity.sign_in.as_deref().zip(latch.ended());
+                if let Some((id, ended)) = live.filter(|(id, ended)| !ended.has_ended(id)) {
+                    let until = identity.expires_at.saturating_mul(1000);
+                    if let Err(e) = latch.end_session(ended, id, until).await {
+                        tracing::warn!(user = %identity.user, error = %e, "cannot record a refused renewal's end in the lock store");
+                    }
+                }
+                Err(AuthError::RenewalRefused)
+            }
+            Err(NotRenewed::Unavailable(failed)) => {
+                count("unavailable");
+                if asked {
+                    tracing::warn!(user = %identity.user, detail = %failed.detail, "cannot renew a session; it holds until its ID token ends");
+                }
+                if identity.must_renew(now) {
+                    return Err(AuthError::Expired);
+                }
+                Ok((identity, None))
+            }
+        }
     }
 
     /// Where a browser without a session is sent: the sign-in, then back to `path_and_query`.

@@ -53,8 +53,9 @@ pub struct Ctx {
     pub app: AppId,
     pub identity: Option<Arc<Identity>>,
     pub granted: Option<Granted>,
-    /// A `Set-Cookie` value to add to the response (a new browser-session id).
-    pub set_cookie: Option<String>,
+    /// `Set-Cookie` values to add to the response (a new browser-session id, a renewed
+    /// sign-in session).
+    pub set_cookie: Vec<String>,
     /// Set when this response should get the banner if it turns out to be an HTML page.
     pub inject: Option<InjectPlan>,
     /// Boxed: the rewriter is large, and the context lives inside every request's future.
@@ -306,10 +307,7 @@ impl LatchProxy {
         drop(rule_path);
         let Some(matched) = found else {
             if self.latch.config.auth.require == config::Require::All {
-                match (self.latch)
-                    .authenticate_or_refetch(&session.req_header().headers, peer_ip(session))
-                    .await
-                {
+                match self.identify(session, ctx).await {
                     Ok(id) => ctx.identity = Some(id),
                     Err(e) => return Ok(self.unauthenticated(session, &e)),
                 }
@@ -322,15 +320,33 @@ impl LatchProxy {
             return Ok((Outcome::Passed, Step::Forward));
         }
 
-        let identity = match (self.latch)
-            .authenticate_or_refetch(&session.req_header().headers, peer_ip(session))
-            .await
-        {
+        let identity = match self.identify(session, ctx).await {
             Ok(id) => id,
             Err(e) => return Ok(self.unauthenticated(session, &e)),
         };
         self.under_rule(session, ctx, matched, identity, method)
             .await
+    }
+
+    /// Who the request is from ([`Latch::authenticate_or_refetch`]), its sign-in session
+    /// renewed first when due; the renewed cookie goes out with the response.
+    async fn identify(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+    ) -> Result<Arc<Identity>, auth::AuthError> {
+        let identity = (self.latch)
+            .authenticate_or_refetch(&session.req_header().headers, peer_ip(session))
+            .await?;
+        let due = identity
+            .renewal
+            .is_some_and(|r| crate::time_fmt::now_ms() / 1000 >= r.from);
+        let Some(sign_in) = self.latch.sign_in.as_ref().filter(|_| due) else {
+            return Ok(identity);
+        };
+        let (identity, cookie) = Box::pin(sign_in.renew(session, &*self.latch, identity)).await?;
+        ctx.set_cookie.extend(cookie);
+        Ok(identity)
     }
 
     /// The answer to a request for no app: never forwarded, and never served by another app.
@@ -557,7 +573,7 @@ impl LatchProxy {
                 } else {
                     ""
                 };
-                ctx.set_cookie = Some(format!(
+                ctx.set_cookie.push(format!(
                     "{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax{secure}"
                 ));
                 sid
@@ -723,15 +739,13 @@ impl ProxyHttp for LatchProxy {
                 Ok(true)
             }
             Step::AppStream(fenced) => {
-                let cookie = ctx.set_cookie.take();
-                Box::pin(app_sse::serve(&self.latch, session, *fenced, cookie)).await?;
+                let cookies = std::mem::take(&mut ctx.set_cookie);
+                Box::pin(app_sse::serve(&self.latch, session, *fenced, cookies)).await?;
                 Ok(true)
             }
             Step::Reply(reply) => {
-                let reply = match ctx.set_cookie.take() {
-                    Some(c) => reply.header(header::SET_COOKIE, c),
-                    None => reply,
-                };
+                let reply = (ctx.set_cookie.drain(..))
+                    .fold(reply, |reply, c| reply.header(header::SET_COOKIE, c));
                 let body = has_body(session.req_header());
                 Box::pin(reply.send(session, body)).await?;
                 Ok(true)
@@ -862,7 +876,7 @@ impl ProxyHttp for LatchProxy {
                  (Accept: text/event-stream); it could not be fenced",
             );
         }
-        if let Some(cookie) = ctx.set_cookie.take() {
+        for cookie in ctx.set_cookie.drain(..) {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
         if let Some(hsts) = &self.hsts {

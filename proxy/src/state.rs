@@ -177,13 +177,14 @@ impl Latch {
     /// [`Latch::authenticate`], and for a token (or assertion) naming a key the identity
     /// provider's fetched set does not hold, one rate-limited refetch of the set and a second
     /// try (the only network wait a request can have, bounded by `auth.jwks_timeout_ms`).
-    /// Boxed, so the common path's future stays small.
+    /// Boxed, so the common path's future stays small. A sign-in session is given even past
+    /// its renewal: the caller renews it (see [`crate::oidc::SignIn::renew`]).
     pub async fn authenticate_or_refetch(
         &self,
         headers: &HeaderMap,
         peer: Option<IpAddr>,
     ) -> Result<Arc<Identity>, auth::AuthError> {
-        match self.authenticate(headers, peer) {
+        match self.identify(headers, peer) {
             Err(auth::AuthError::UnknownKey) if self.verifier.provider().is_some() => {
                 Box::pin(async {
                     match self.credential(headers, peer)? {
@@ -201,8 +202,22 @@ impl Latch {
 
     /// The identity a request proves, from whichever credential [`auth::credential`] says
     /// counts: a trusted auth proxy's assertion or headers, else its own token (bearer, then
-    /// cookie). `peer` is the address of the connection it came on.
+    /// cookie). `peer` is the address of the connection it came on. A sign-in session whose
+    /// ID token ended is refused until a request renews it.
     pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Identity>, auth::AuthError> {
+        let identity = self.identify(headers, peer)?;
+        if identity.renewal.is_some() && identity.must_renew(crate::time_fmt::now_ms() / 1000) {
+            return Err(auth::AuthError::Expired);
+        }
+        Ok(identity)
+    }
+
+    /// [`Latch::authenticate`] without the renewal check.
+    fn identify(
         &self,
         headers: &HeaderMap,
         peer: Option<IpAddr>,

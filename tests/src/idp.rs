@@ -179,6 +179,26 @@ impl Idp {
     }
 
     /// Registers the browser client with `redirect_uri` as its only callback.
+    /// ID tokens issued from now on last `seconds`.
+    pub async fn id_token_ttl(&self, seconds: u64) {
+        self.admin("POST", &format!("/id-token-ttl?seconds={seconds}"), None)
+            .await;
+    }
+
+    /// Gives the browser client the refresh_token grant, or takes it away (its refresh tokens
+    /// are refused from then on).
+    pub async fn allow_refresh(&self, allow: bool) {
+        self.admin("POST", &format!("/refresh?allow={}", u8::from(allow)), None)
+            .await;
+    }
+
+    /// How many refresh_token grants the token endpoint answered.
+    pub async fn refreshes(&self) -> u64 {
+        self.admin("GET", "/fetches", None).await["refresh"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     pub async fn web_client(&self, redirect_uri: &str) {
         self.web_client_for(&[redirect_uri]).await;
     }

@@ -1062,6 +1062,7 @@ async fn the_console_signs_an_admin_in_with_the_provider_and_out_again() {
     let console_callback = cp("/callback");
     idp.web_client_for(&[&latch.url("/__latch/callback"), console_callback.as_str()])
         .await;
+    idp.id_token_ttl(4).await;
 
     // A visitor without a session is sent to sign in, and from there to the provider.
     let browser = Browser::new();
@@ -1103,6 +1104,15 @@ async fn the_console_signs_an_admin_in_with_the_provider_and_out_again() {
     );
     let locks = browser.get(&cp("/api/v1/locks"), "application/json").await;
     assert_eq!(locks.status, StatusCode::OK, "{}", locks.body);
+
+    // Past the ID token's end, the console renews the session with its refresh token and
+    // serves the request, rather than sending the admin to sign in.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let renewed = browser.get(&cp("/api/v1/locks"), "application/json").await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.body);
+    let fresh = renewed_value(&renewed).expect("a renewed session cookie");
+    assert_ne!(fresh, session);
+    assert!(idp.refreshes().await >= 1);
 
     // One sign-in serves both: the proxy on the same host takes the same session.
     let edit = Url::parse(&latch.url(PROTECTED)).unwrap();
@@ -1177,4 +1187,212 @@ async fn the_console_signs_an_admin_in_with_the_provider_and_out_again() {
     assert_eq!(proxied.status(), StatusCode::UNAUTHORIZED);
     let problem: Value = proxied.json().await.unwrap();
     assert_eq!(problem["code"], "signed_out", "{problem}");
+}
+
+/// The value of `latch_oidc` in a hop's `Set-Cookie`, if it sets one.
+fn renewed_value(hop: &Hop) -> Option<String> {
+    hop.cookie("latch_oidc").map(|_| session_value(hop))
+}
+
+/// A GET of `url` with `cookie` alone, as a copy of a cookie would be sent.
+async fn get_with(url: &Url, cookie: &str, accept: &str) -> Hop {
+    let resp = client()
+        .get(url.clone())
+        .header(COOKIE, cookie)
+        .header(ACCEPT, accept)
+        .send()
+        .await
+        .unwrap();
+    hop(url, resp).await
+}
+
+#[tokio::test]
+async fn a_session_renews_itself_with_its_refresh_token_before_and_after_its_id_token_ends() {
+    let w = world().await;
+    w.idp.id_token_ttl(4).await;
+    let alice = Browser::new();
+    let signed_in = sign_in(&w, &alice, PROTECTED, "alice").await;
+    let first = session_value(&signed_in);
+    let page = Url::parse(&w.latch.url(PROTECTED)).unwrap();
+
+    // Early in the ID token's life nothing is renewed.
+    let early = alice.get(&page, "application/json").await;
+    assert_eq!(early.status, StatusCode::OK, "{}", early.body);
+    assert_eq!(renewed_value(&early), None, "renewed too early");
+    assert_eq!(w.idp.refreshes().await, 0);
+
+    // In its last half (under two minutes of life), the next request renews it: the app
+    // still sees alice, and the browser gets a new cookie with the same attributes.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let due = alice.get(&page, "application/json").await;
+    assert_eq!(due.status, StatusCode::OK, "{}", due.body);
+    assert_eq!(due.json()["headers"]["x-latch-user"], "alice");
+    let second = renewed_value(&due).expect("a renewed session cookie");
+    assert_ne!(second, first);
+    let set = due.cookie("latch_oidc").unwrap();
+    for attribute in ["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age="] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert_eq!(w.idp.refreshes().await, 1);
+
+    // Past the renewed ID token's end, a request renews it again rather than sending the
+    // browser to sign in: the lock is still alice's.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let late = alice.get(&page, "application/json").await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    let third = renewed_value(&late).expect("a session cookie renewed after its end");
+    assert_ne!(third, second);
+    assert_eq!(w.idp.refreshes().await, 2);
+    assert_eq!(
+        w.latch
+            .counter("latch_session_renewals_total{result=\"ok\"}")
+            .await,
+        2
+    );
+
+    // A copy of a cookie already renewed, presented soon after, is given the renewed cookie
+    // again rather than a second refresh with a refresh token the provider rotated away.
+    let copy = get_with(&page, &format!("latch_oidc={second}"), "application/json").await;
+    assert_eq!(copy.status, StatusCode::OK, "{}", copy.body);
+    assert_eq!(renewed_value(&copy), Some(third.clone()));
+    assert_eq!(
+        w.idp.refreshes().await,
+        2,
+        "no second use of a rotated token"
+    );
+
+    // The renewed session is the same session: a logout with it ends the first cookie too.
+    let logout = Url::parse(&w.latch.url("/__latch/logout")).unwrap();
+    let out = alice.get(&logout, HTML).await;
+    assert_eq!(out.status, StatusCode::FOUND);
+    let old = get_with(&page, &format!("latch_oidc={first}"), "application/json").await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{}", old.body);
+    assert_eq!(old.json()["code"], "signed_out", "{}", old.body);
+}
+
+#[tokio::test]
+async fn parallel_requests_due_for_renewal_share_one_refresh() {
+    let w = world().await;
+    w.idp.id_token_ttl(4).await;
+    let alice = Browser::new();
+    sign_in(&w, &alice, PROTECTED, "alice").await;
+    let cookie = session_cookie(&alice, &w.latch);
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+
+    // The provider rotates refresh tokens and revokes the grant when one is used twice, so
+    // eight renewals of one cookie would end the session; one renewal, shared, does not.
+    let page = Url::parse(&w.latch.url(PROTECTED)).unwrap();
+    let all =
+        futures::future::join_all((0..8).map(|_| get_with(&page, &cookie, "application/json")))
+            .await;
+    let mut cookies = Vec::new();
+    for answer in &all {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        cookies.push(renewed_value(answer).expect("each answer carries the renewed cookie"));
+    }
+    cookies.dedup();
+    assert_eq!(cookies.len(), 1, "one renewal: {cookies:?}");
+    assert_eq!(w.idp.refreshes().await, 1);
+    assert_eq!(
+        w.latch
+            .counter("latch_session_renewals_total{result=\"ok\"}")
+            .await,
+        1
+    );
+    let renewed = format!("latch_oidc={}", cookies[0]);
+    let after = get_with(&page, &renewed, "application/json").await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_renewal_ends_the_session_and_closes_its_sockets() {
+    let idp = Idp::start();
+    let app = App::start();
+    let (port, oidc) = (app.port, oidc_section(&idp));
+    let latch = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port)
+            .rules(LIVE_DOCS)
+            .section(&oidc)
+            .start()
+    })
+    .await
+    .unwrap();
+    idp.web_client(&latch.url("/__latch/callback")).await;
+    idp.id_token_ttl(4).await;
+    let alice = Browser::new();
+    sign_in_on(&idp, &latch, &alice, "/docs/1/live", "alice").await;
+    let cookie = session_cookie(&alice, &latch);
+    let (mut banner, mut socket) = open_sockets(&latch, &cookie, "alice").await;
+
+    // The provider no longer lets the client refresh (as when an admin revokes its grant).
+    idp.allow_refresh(false).await;
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let page = Url::parse(&latch.url("/docs/1/save")).unwrap();
+    let refused = get_with(&page, &cookie, "application/json").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(
+        refused.json()["code"],
+        "renewal_refused",
+        "{}",
+        refused.body
+    );
+    assert_eq!(renewed_value(&refused), None);
+
+    // The session ended as at a logout: its sockets close, and its cookie is refused.
+    session_expired(&mut banner).await;
+    assert_eq!(close_of(&mut banner).await.0, 4401);
+    assert_eq!(close_of(&mut socket).await, (4401, "signed out".to_owned()));
+    copied_cookie_is_refused(&latch, &cookie).await;
+    assert_eq!(
+        latch
+            .counter("latch_session_renewals_total{result=\"refused\"}")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn with_the_provider_down_a_session_holds_until_its_id_token_ends() {
+    let w = world().await;
+    w.idp.id_token_ttl(8).await;
+    let alice = Browser::new();
+    sign_in(&w, &alice, PROTECTED, "alice").await;
+    let cookie = session_cookie(&alice, &w.latch);
+    let page = Url::parse(&w.latch.url(PROTECTED)).unwrap();
+    w.idp.down().await;
+
+    // Due for renewal, the provider out of reach: the request is served as before.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let held = get_with(&page, &cookie, "application/json").await;
+    assert_eq!(held.status, StatusCode::OK, "{}", held.body);
+    assert_eq!(renewed_value(&held), None);
+    assert_eq!(
+        w.latch
+            .counter("latch_session_renewals_total{result=\"unavailable\"}")
+            .await,
+        1
+    );
+
+    // Past the ID token's end the session no longer holds: API clients get 401, browsers
+    // the sign-in.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let expired = get_with(&page, &cookie, "application/json").await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED, "{}", expired.body);
+    assert_eq!(expired.json()["code"], "expired", "{}", expired.body);
+    let browser = get_with(&page, &cookie, HTML).await;
+    assert_eq!(browser.status, StatusCode::FOUND);
+    assert_eq!(browser.to().path(), "/__latch/login");
+
+    // The provider back, the session renews (its refresh token was never used).
+    w.idp.up().await;
+    let back = eventually(Duration::from_secs(15), || async {
+        let answer = get_with(&page, &cookie, "application/json").await;
+        (answer.status == StatusCode::OK).then_some(answer)
+    })
+    .await
+    .expect("the session renews once the provider is back");
+    assert!(
+        renewed_value(&back).is_some(),
+        "renewed once the provider is back"
+    );
 }

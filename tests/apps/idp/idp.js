@@ -23,6 +23,13 @@
 //   POST /id-token-claims    merge the JSON body's claims into every ID token the token
 //                            endpoint answers from now on, re-signed with the newest key (a
 //                            misbehaving provider; {} stops it)
+//   POST /id-token-ttl?seconds=N   ID tokens issued from now on last N seconds (default 3600)
+//   POST /refresh?allow=0    take the refresh_token grant away from "latch-web" (allow=1: give
+//                            it back): its refresh tokens are then refused
+//   GET  /fetches            also counts "refresh": refresh_token grants answered
+//
+// "latch-web" gets a refresh token at every sign-in (as Keycloak gives one without
+// offline_access), and every refresh rotates it: a refresh token works once.
 //
 // Sign-in interactions are driven over HTTP: the provider sends the browser to
 // GET /interaction/<uid>; GET /interaction/<uid>?login=<user> signs <user> in and grants the
@@ -52,10 +59,12 @@ const state = {
   keys: [newKey()],
   garbage: false,
   cacheControl: '',
-  fetches: { jwks: 0, discovery: 0 },
+  fetches: { jwks: 0, discovery: 0, refresh: 0 },
   webRedirects: [],
   webLogoutRedirects: [],
   idTokenClaims: {},
+  idTokenTtl: 3600,
+  webRefresh: true,
 };
 
 function signJwt(claims) {
@@ -73,7 +82,7 @@ function makeProvider() {
     {
       client_id: 'latch-web',
       client_secret: 'latch-web-secret',
-      grant_types: ['authorization_code'],
+      grant_types: state.webRefresh ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
       response_types: ['code'],
       redirect_uris: state.webRedirects,
       post_logout_redirect_uris: state.webLogoutRedirects,
@@ -136,6 +145,9 @@ function makeProvider() {
       },
     },
     extraTokenClaims: () => ({ name: 'Machine Client', roles: ['reader', 'robots'] }),
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: () => true,
+    ttl: { IdToken: () => state.idTokenTtl },
   });
   provider.use(async (ctx, next) => {
     const interaction = /^\/interaction\/([^/]+)$/.exec(ctx.path);
@@ -170,6 +182,9 @@ function makeProvider() {
       return;
     }
     await next();
+    if (ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token') {
+      state.fetches.refresh += 1;
+    }
     if (ctx.path === '/jwks' && state.cacheControl) ctx.set('cache-control', state.cacheControl);
     if (ctx.path === '/token' && Object.keys(state.idTokenClaims).length > 0) {
       const body = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : ctx.body;
@@ -233,6 +248,15 @@ const admin = http.createServer(async (req, res) => {
       return reply(200, { cacheControl: state.cacheControl });
     }
     if (req.method === 'GET' && url.pathname === '/fetches') return reply(200, state.fetches);
+    if (req.method === 'POST' && url.pathname === '/id-token-ttl') {
+      state.idTokenTtl = Number(url.searchParams.get('seconds') ?? 3600);
+      return reply(200, { idTokenTtl: state.idTokenTtl });
+    }
+    if (req.method === 'POST' && url.pathname === '/refresh') {
+      state.webRefresh = url.searchParams.get('allow') !== '0';
+      handler = makeProvider().callback();
+      return reply(200, { refresh: state.webRefresh });
+    }
     if (req.method === 'POST' && (url.pathname === '/web-client' || url.pathname === '/id-token-claims')) {
       let text = '';
       for await (const chunk of req) text += chunk;
