@@ -1396,3 +1396,47 @@ async fn with_the_provider_down_a_session_holds_until_its_id_token_ends() {
         "renewed once the provider is back"
     );
 }
+
+#[tokio::test]
+async fn a_renewed_id_token_for_another_user_or_another_sign_in_ends_the_session() {
+    let w = world().await;
+    w.idp.id_token_ttl(4).await;
+    let page = Url::parse(&w.latch.url(PROTECTED)).unwrap();
+    for (claims, user) in [
+        (json!({ "sub": "mallory" }), "alice"),
+        (json!({ "nonce": "a-nonce-of-another-sign-in" }), "bob"),
+    ] {
+        w.idp.id_token_claims(&json!({})).await;
+        let browser = Browser::new();
+        sign_in(&w, &browser, PROTECTED, user).await;
+        let cookie = session_cookie(&browser, &w.latch);
+        // The provider's next ID tokens are not for this session.
+        w.idp.id_token_claims(&claims).await;
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        let refused = get_with(&page, &cookie, "application/json").await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNAUTHORIZED,
+            "{claims}: {}",
+            refused.body
+        );
+        assert_eq!(
+            refused.json()["code"],
+            "renewal_refused",
+            "{}",
+            refused.body
+        );
+        assert_eq!(renewed_value(&refused), None, "{claims}: no session");
+        // Ended: the same cookie stays refused, whatever the provider says next.
+        w.idp.id_token_claims(&json!({})).await;
+        let again = get_with(&page, &cookie, "application/json").await;
+        assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.body);
+        assert_eq!(again.json()["code"], "signed_out", "{}", again.body);
+    }
+    assert_eq!(
+        w.latch
+            .counter("latch_session_renewals_total{result=\"refused\"}")
+            .await,
+        2
+    );
+}
