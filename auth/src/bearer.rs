@@ -11,18 +11,45 @@ pub fn token_from_headers<'a>(
     authorization: Option<&'a [u8]>,
     cookie_name: &str,
 ) -> Option<&'a str> {
-    if let Some(token) = authorization.and_then(bearer) {
+    if let Some(token) = authorization.and_then(bearer_token) {
         return Some(token);
     }
-    if cookie_name.is_empty() {
-        return None;
-    }
-    cookie_headers
-        .flat_map(|header| header.split(|b| *b == b';'))
-        .find_map(|pair| cookie_value(pair, cookie_name.as_bytes()))
+    let [value] = cookie_values(cookie_headers, [cookie_name]);
+    value
 }
 
-fn bearer(value: &[u8]) -> Option<&str> {
+/// The values of the cookies `names` among any of the `Cookie` headers, in one pass: for each
+/// name, its first non-empty UTF-8 value. An empty name finds nothing.
+pub fn cookie_values<'a, const N: usize>(
+    cookie_headers: impl Iterator<Item = &'a [u8]>,
+    names: [&str; N],
+) -> [Option<&'a str>; N] {
+    let mut found = [None; N];
+    let mut missing = names.iter().filter(|name| !name.is_empty()).count();
+    if missing == 0 {
+        return found;
+    }
+    for pair in cookie_headers.flat_map(|header| header.split(|b| *b == b';')) {
+        let Some((name, value)) = cookie_pair(pair) else {
+            continue;
+        };
+        for (slot, wanted) in found.iter_mut().zip(names) {
+            if slot.is_none() && !wanted.is_empty() && name == wanted.as_bytes() {
+                *slot = cookie_text(value);
+                if slot.is_some() {
+                    missing -= 1;
+                }
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+    }
+    found
+}
+
+/// The token of an `Authorization: Bearer` value (scheme in any case).
+pub fn bearer_token(value: &[u8]) -> Option<&str> {
     let value = value.trim_ascii();
     let space = value.iter().position(|b| matches!(b, b' ' | b'\t'))?;
     let (scheme, token) = value.split_at(space);
@@ -36,13 +63,15 @@ fn bearer(value: &[u8]) -> Option<&str> {
     std::str::from_utf8(token).ok()
 }
 
-fn cookie_value<'a>(pair: &'a [u8], wanted: &[u8]) -> Option<&'a str> {
+/// A cookie's name (trimmed) and raw value.
+fn cookie_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
     let pair = pair.trim_ascii();
     let split = pair.iter().position(|b| *b == b'=')?;
-    let (name, value) = (&pair[..split], &pair[split + 1..]);
-    if name.trim_ascii() != wanted {
-        return None;
-    }
+    Some((pair[..split].trim_ascii(), &pair[split + 1..]))
+}
+
+/// A cookie's value as text: trimmed, unquoted, UTF-8 and not empty.
+fn cookie_text(value: &[u8]) -> Option<&str> {
     let value = value.trim_ascii();
     // RFC 6265 allows the value to be wrapped in double quotes.
     let value = value

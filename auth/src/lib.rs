@@ -37,7 +37,7 @@ mod settings;
 mod trusted;
 mod verifier;
 
-pub use bearer::token_from_headers;
+pub use bearer::{bearer_token, cookie_values, token_from_headers};
 pub use claims::{Identity, Renewal};
 pub use credential::{credential, Credential, Presented};
 pub use error::{AuthError, FetchError, KeyError, MintError, TrustedProxyError};

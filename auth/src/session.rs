@@ -149,9 +149,18 @@ impl Sessions {
         now: u64,
         has_ended: impl FnOnce(&str) -> bool,
     ) -> Result<Arc<Identity>, AuthError> {
-        let value = crate::token_from_headers(cookie_headers, None, SESSION_COOKIE)
-            .ok_or(AuthError::Missing)?;
-        let identity = self.open(value, now)?;
+        let value = crate::token_from_headers(cookie_headers, None, SESSION_COOKIE);
+        self.from_value(value, now, has_ended)
+    }
+
+    /// As [`Sessions::from_cookies`], for the session cookie's value already found.
+    pub fn from_value(
+        &self,
+        value: Option<&str>,
+        now: u64,
+        has_ended: impl FnOnce(&str) -> bool,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let identity = self.open(value.ok_or(AuthError::Missing)?, now)?;
         if identity.sign_in.as_deref().is_some_and(has_ended) {
             return Err(AuthError::SignedOut);
         }

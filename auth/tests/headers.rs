@@ -112,3 +112,21 @@ fn an_empty_cookie_name_matches_nothing() {
         None
     );
 }
+
+#[test]
+fn cookie_values_finds_each_name_once_in_one_pass() {
+    let headers = [
+        &b"a=1; latch_token=tok; x=\"quoted\""[..],
+        &b"latch_oidc=; latch_oidc=sealed; latch_token=second"[..],
+    ];
+    let [token, session, quoted, absent] = auth::cookie_values(
+        headers.iter().copied(),
+        ["latch_token", "latch_oidc", "x", "nope"],
+    );
+    assert_eq!(token, Some("tok"), "the first value wins");
+    assert_eq!(session, Some("sealed"), "an empty value counts as absent");
+    assert_eq!(quoted, Some("quoted"));
+    assert_eq!(absent, None);
+    let [empty_name] = auth::cookie_values(headers.iter().copied(), [""]);
+    assert_eq!(empty_name, None);
+}

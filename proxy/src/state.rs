@@ -187,7 +187,7 @@ impl Latch {
         match self.identify(headers, peer) {
             Err(auth::AuthError::UnknownKey) if self.verifier.provider().is_some() => {
                 Box::pin(async {
-                    match self.credential(headers, peer)? {
+                    match self.credential(headers, peer)?.0 {
                         Credential::Token(token) | Credential::Assertion(token) => {
                             self.verifier.verify_or_refetch(token).await
                         }
@@ -222,39 +222,38 @@ impl Latch {
         headers: &HeaderMap,
         peer: Option<IpAddr>,
     ) -> Result<Arc<Identity>, auth::AuthError> {
-        match self.credential(headers, peer)? {
+        let (credential, session) = self.credential(headers, peer)?;
+        match credential {
             // A refused token with a good sign-in session counts as the session: a browser
             // that still carries an old token cookie would otherwise go round the sign-in for
             // ever. The session alone grants as much, so the token adds nothing.
             Credential::Token(token) => self
                 .verifier
                 .verify(token)
-                .or_else(|refused| self.signed_in(headers).map_err(|_| refused)),
+                .or_else(|refused| self.signed_in(session).map_err(|_| refused)),
             Credential::Assertion(token) => self.verifier.verify(token),
             Credential::Forwarded(forwarded) => forwarded
                 .identity(crate::time_fmt::now_ms() / 1000)
                 .map(Arc::new),
-            Credential::None => self.signed_in(headers),
+            Credential::None => self.signed_in(session),
         }
     }
 
-    /// The identity of the sign-in session cookie, when sign-in is on and the request has
-    /// one; a token, when present, is used instead.
-    fn signed_in(&self, headers: &HeaderMap) -> Result<Arc<Identity>, auth::AuthError> {
+    /// The identity of the sign-in session cookie's `value`, when sign-in is on and the
+    /// request has one; a token, when present, is used instead.
+    fn signed_in(&self, value: Option<&str>) -> Result<Arc<Identity>, auth::AuthError> {
         let Some(sign_in) = &self.sign_in else {
             return Err(auth::AuthError::Missing);
         };
-        sign_in.sessions().from_cookies(
-            headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(|v| v.as_bytes()),
-            crate::time_fmt::now_ms() / 1000,
-            |id| self.ended.as_ref().is_some_and(|ended| ended.has_ended(id)),
-        )
+        sign_in
+            .sessions()
+            .from_value(value, crate::time_fmt::now_ms() / 1000, |id| {
+                self.ended.as_ref().is_some_and(|ended| ended.has_ended(id))
+            })
     }
 
-    /// What the request presents, gathered for [`auth::credential`]. Without
+    /// What the request presents, gathered for [`auth::credential`], and the sign-in session
+    /// cookie's value (both cookies found in one pass over the `Cookie` headers). Without
     /// `[trusted_proxy]` peers, only the token is looked at, as before. A trusted peer's
     /// identity header sent more than once is refused: which copy would be the auth
     /// proxy's cannot be told.
@@ -262,20 +261,25 @@ impl Latch {
         &self,
         headers: &'h HeaderMap,
         peer: Option<IpAddr>,
-    ) -> Result<Credential<'h>, auth::AuthError> {
-        let token = auth::token_from_headers(
+    ) -> Result<(Credential<'h>, Option<&'h str>), auth::AuthError> {
+        let session_cookie = match self.sign_in {
+            Some(_) => crate::oidc::SESSION_COOKIE,
+            None => "",
+        };
+        let [token_cookie, session] = auth::cookie_values(
             headers
                 .get_all(http::header::COOKIE)
                 .iter()
                 .map(|v| v.as_bytes()),
-            headers
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-            &self.config.auth.cookie,
+            [&self.config.auth.cookie, session_cookie],
         );
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| auth::bearer_token(v.as_bytes()));
+        let token = bearer.or(token_cookie);
         let trusted = match &self.config.trusted_proxy {
             Some(trusted) if trusted.trusts(peer) => trusted,
-            _ => return Ok(token.map_or(Credential::None, Credential::Token)),
+            _ => return Ok((token.map_or(Credential::None, Credential::Token), session)),
         };
         let single = move |name: Option<&str>| -> Result<Option<&'h [u8]>, auth::AuthError> {
             let Some(name) = name else { return Ok(None) };
@@ -301,7 +305,7 @@ impl Latch {
             },
             token,
         };
-        Ok(auth::credential(presented))
+        Ok((auth::credential(presented), session))
     }
 
     /// The lock holder a request represents under `rule`: the user, plus the browser session

@@ -33,8 +33,9 @@ pub struct EndedSessions {
 
 struct Inner {
     events: broadcast::Receiver<LockEvent>,
-    /// Session id → until (unix ms), at most [`MAX_ENDED_SESSIONS`].
-    ended: HashMap<String, UnixMillis>,
+    /// Session id → until (unix ms), at most [`MAX_ENDED_SESSIONS`]. The ids are random and
+    /// come sealed or from the store, so a fast hash is safe.
+    ended: HashMap<String, UnixMillis, foldhash::fast::RandomState>,
 }
 
 impl EndedSessions {
@@ -44,7 +45,7 @@ impl EndedSessions {
             store,
             inner: Mutex::new(Inner {
                 events,
-                ended: HashMap::new(),
+                ended: HashMap::default(),
             }),
             reload: Notify::new(),
         }
@@ -52,10 +53,15 @@ impl EndedSessions {
 
     /// Whether sign-in session `id` has ended.
     pub fn has_ended(&self, id: &str) -> bool {
-        let now = now_ms();
         let mut inner = self.lock();
-        inner.catch_up(self.store.as_ref(), &self.reload, now);
-        inner.ended.get(id).is_some_and(|until| *until > now)
+        inner.catch_up(self.store.as_ref(), &self.reload);
+        // Mostly no session has ended early: then neither the clock nor the map is read.
+        if inner.ended.is_empty() {
+            return false;
+        }
+        let until = inner.ended.get(id).copied();
+        drop(inner);
+        until.is_some_and(|until| until > now_ms())
     }
 
     /// Ends sign-in session `id` until `until` (unix ms) on every instance sharing the store,
@@ -100,13 +106,13 @@ impl EndedSessions {
 
 impl Inner {
     /// Applies the events that arrived since the last look; asks for a read-back after a gap.
-    fn catch_up(&mut self, store: &dyn LockStore, reload: &Notify, now: UnixMillis) {
+    fn catch_up(&mut self, store: &dyn LockStore, reload: &Notify) {
         loop {
             match self.events.try_recv() {
                 Ok(LockEvent {
                     kind: EventKind::SessionEnded { session, until },
                     ..
-                }) => self.insert(&session, until, now),
+                }) => self.insert(&session, until, now_ms()),
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Lagged(_)) => reload.notify_one(),
