@@ -495,6 +495,50 @@ async fn open_sockets(latch: &Latch, cookie: &str, user: &str) -> (Ws, Ws) {
     (banner, app)
 }
 
+/// alice signed in on a Latch in front of the Express app (which has WebSockets of its own),
+/// with her banner socket and an app socket open.
+struct Live {
+    idp: Idp,
+    app: App,
+    latch: Latch,
+    alice: Browser,
+    cookie: String,
+    banner: Ws,
+    socket: Ws,
+}
+
+/// [`Live`], the provider's ID tokens lasting `id_token_ttl` seconds when given.
+async fn live_alice(id_token_ttl: Option<u64>) -> Live {
+    let idp = Idp::start();
+    let app = App::start();
+    let (port, oidc) = (app.port, oidc_section(&idp));
+    let latch = tokio::task::spawn_blocking(move || {
+        LatchBuilder::new(port)
+            .rules(LIVE_DOCS)
+            .section(&oidc)
+            .start()
+    })
+    .await
+    .unwrap();
+    idp.web_client(&latch.url("/__latch/callback")).await;
+    if let Some(seconds) = id_token_ttl {
+        idp.id_token_ttl(seconds).await;
+    }
+    let alice = Browser::new();
+    sign_in_on(&idp, &latch, &alice, "/docs/1/live", "alice").await;
+    let cookie = session_cookie(&alice, &latch);
+    let (banner, socket) = open_sockets(&latch, &cookie, "alice").await;
+    Live {
+        idp,
+        app,
+        latch,
+        alice,
+        cookie,
+        banner,
+        socket,
+    }
+}
+
 /// After a logout, what a copy of the old cookie gets on `latch`: 401 `signed_out` for API
 /// clients, the sign-in for browsers, and no banner socket.
 async fn copied_cookie_is_refused(latch: &Latch, cookie: &str) {
@@ -625,22 +669,15 @@ async fn a_logout_on_one_instance_closes_the_sessions_sockets_on_another_and_end
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_memory_store_a_logout_closes_the_sessions_sockets_and_ends_its_cookie() {
-    let idp = Idp::start();
-    let app = App::start();
-    let (port, oidc) = (app.port, oidc_section(&idp));
-    let latch = tokio::task::spawn_blocking(move || {
-        LatchBuilder::new(port)
-            .rules(LIVE_DOCS)
-            .section(&oidc)
-            .start()
-    })
-    .await
-    .unwrap();
-    idp.web_client(&latch.url("/__latch/callback")).await;
-    let alice = Browser::new();
-    sign_in_on(&idp, &latch, &alice, "/docs/1/live", "alice").await;
-    let cookie = session_cookie(&alice, &latch);
-    let (mut banner, mut socket) = open_sockets(&latch, &cookie, "alice").await;
+    let Live {
+        idp: _idp,
+        app,
+        latch,
+        alice,
+        cookie,
+        mut banner,
+        mut socket,
+    } = live_alice(None).await;
 
     // Logout with a POST from the page itself.
     let logout = Url::parse(&latch.url("/__latch/logout")).unwrap();
@@ -1306,23 +1343,15 @@ async fn parallel_requests_due_for_renewal_share_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_renewal_ends_the_session_and_closes_its_sockets() {
-    let idp = Idp::start();
-    let app = App::start();
-    let (port, oidc) = (app.port, oidc_section(&idp));
-    let latch = tokio::task::spawn_blocking(move || {
-        LatchBuilder::new(port)
-            .rules(LIVE_DOCS)
-            .section(&oidc)
-            .start()
-    })
-    .await
-    .unwrap();
-    idp.web_client(&latch.url("/__latch/callback")).await;
-    idp.id_token_ttl(4).await;
-    let alice = Browser::new();
-    sign_in_on(&idp, &latch, &alice, "/docs/1/live", "alice").await;
-    let cookie = session_cookie(&alice, &latch);
-    let (mut banner, mut socket) = open_sockets(&latch, &cookie, "alice").await;
+    let Live {
+        idp,
+        app: _app,
+        latch,
+        alice: _alice,
+        cookie,
+        mut banner,
+        mut socket,
+    } = live_alice(Some(4)).await;
 
     // The provider no longer lets the client refresh (as when an admin revokes its grant).
     idp.allow_refresh(false).await;
