@@ -495,7 +495,7 @@ impl LatchProxy {
                 });
                 if let Some(fence) = stream {
                     let fenced = self.fenced(ctx.app, &identity, rule, sid, resource, fence);
-                    return Ok((verdict.outcome(), Step::AppStream(Box::new(fenced))));
+                    return Ok((Outcome::from(verdict), Step::AppStream(Box::new(fenced))));
                 }
                 ctx.granted = Some(Granted {
                     resource,
@@ -534,7 +534,7 @@ impl LatchProxy {
                 }
             }
         };
-        Ok((verdict.outcome(), step))
+        Ok((Outcome::from(verdict), step))
     }
 
     /// The lock a granted long-lived connection of the app opens under.
