@@ -15,6 +15,7 @@ mod events_api;
 mod locks_api;
 mod openapi;
 mod precondition;
+mod preview_api;
 mod recorder;
 mod request;
 mod rule_json;
@@ -62,6 +63,9 @@ pub struct Parts {
     /// `[[app]]` entries: the apps a rule may name, and the hosts that pick one when testing
     /// a path. Empty: one app, with no name.
     pub apps: Vec<config::AppConfig>,
+    /// `[locks] lease_seconds`: the lease of a rule that sets none, in an app that sets none,
+    /// for the rule preview.
+    pub lease: std::time::Duration,
 }
 
 /// The control plane's shared state.
@@ -80,6 +84,7 @@ pub struct ControlPlane {
     /// Sign-in sessions ended by a logout here or at any proxy, when `[oidc]` is set.
     ended: Option<Arc<EndedSessions>>,
     apps: Vec<config::AppConfig>,
+    lease: std::time::Duration,
     recorder: Recorder,
 }
 
@@ -150,6 +155,7 @@ impl ControlPlane {
             sign_in: parts.sign_in,
             ended,
             apps: parts.apps,
+            lease: parts.lease,
             recorder,
         };
         (Arc::new(control_plane), task)
@@ -161,6 +167,7 @@ pub fn router(control_plane: Arc<ControlPlane>) -> Router {
     let api = Router::new()
         .route("/rules", get(rules_api::list).post(rules_api::create))
         .route("/rules/validate", post(rules_api::validate))
+        .route("/rules/preview", post(preview_api::preview))
         .route(
             "/rules/{id}",
             get(rules_api::get)

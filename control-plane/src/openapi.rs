@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes_api};
+use crate::{
+    apps_api, error, events_api, locks_api, preview_api, rule_json, rules_api, shapes_api,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,7 +27,7 @@ use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes
     ),
     paths(
         rules_api::list, rules_api::get, rules_api::create, rules_api::replace,
-        rules_api::delete, rules_api::validate, rules_api::matching,
+        rules_api::delete, rules_api::validate, rules_api::matching, preview_api::preview,
         locks_api::list, locks_api::get, locks_api::force_release,
         events_api::list, events_api::stream,
         shapes_api::list,
@@ -38,6 +40,7 @@ use crate::{apps_api, error, events_api, locks_api, rule_json, rules_api, shapes
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
         shapes_api::ShapeList, shapes_api::ShapeView, shapes_api::Suggestion,
         rules::RelatedShape,
+        preview_api::Preview, preview_api::PreviewRequest, preview_api::PreviewUser,
         apps_api::AppList, apps_api::AppView,
     )),
     servers((url = "/", description = "This control plane")),

@@ -4,6 +4,8 @@
 //!
 //! Each proxy publishes its own summary through the lock store every few seconds
 //! (`proxy::shapes`); this reads the live ones and merges them ([`rules::merge_shapes`]).
+//! A summary also carries the instance's sampled requests, which the rule preview replays
+//! (`preview_api`); [`Summaries::read`] reads both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use store::LockStore;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::access::Admin;
@@ -20,6 +23,49 @@ use crate::ControlPlane;
 
 /// A summary older than this belongs to an instance that stopped: it is left out.
 const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// What one instance publishes: its shapes and its sampled requests. An instance of an
+/// earlier version publishes the shapes alone, as a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Publication {
+    Both {
+        shapes: Vec<rules::ShapeEntry>,
+        requests: Vec<rules::SampledRequest>,
+    },
+    Shapes(Vec<rules::ShapeEntry>),
+}
+
+/// Every live instance's publication, read.
+pub(crate) struct Summaries {
+    /// How many instances' summaries were read.
+    pub instances: usize,
+    pub shapes: Vec<Vec<rules::ShapeEntry>>,
+    pub requests: Vec<Vec<rules::SampledRequest>>,
+}
+
+impl Summaries {
+    /// Reads the live summaries from the lock store; an unreadable one is logged and left out.
+    pub async fn read(locks: &dyn LockStore) -> Result<Summaries, ApiError> {
+        let published = locks.shapes(MAX_AGE).await?;
+        let mut summaries = Summaries {
+            instances: published.len(),
+            shapes: Vec::with_capacity(published.len()),
+            requests: Vec::with_capacity(published.len()),
+        };
+        for (instance, summary) in published {
+            match serde_json::from_str::<Publication>(&summary) {
+                Ok(Publication::Both { shapes, requests }) => {
+                    summaries.shapes.push(shapes);
+                    summaries.requests.push(requests);
+                }
+                Ok(Publication::Shapes(shapes)) => summaries.shapes.push(shapes),
+                Err(e) => tracing::warn!(%instance, error = %e, "unreadable shape summary"),
+            }
+        }
+        Ok(summaries)
+    }
+}
 /// Most shapes one answer lists.
 const MAX_LIMIT: usize = 500;
 
@@ -94,14 +140,10 @@ pub async fn list(
         },
     };
     let prefix = filter.prefix.unwrap_or_default();
-    let summaries = cp.locks.shapes(MAX_AGE).await?;
-    let instances = summaries.len();
-    let parsed = summaries.into_iter().filter_map(|(instance, summary)| {
-        serde_json::from_str::<Vec<rules::ShapeEntry>>(&summary)
-            .inspect_err(|e| tracing::warn!(%instance, error = %e, "unreadable shape summary"))
-            .ok()
-    });
-    let merged = rules::merge_shapes(parsed);
+    let Summaries {
+        instances, shapes, ..
+    } = Summaries::read(cp.locks.as_ref()).await?;
+    let merged = rules::merge_shapes(shapes);
     let groups = rules::RelatedShapes::new(&merged);
     let shapes = merged
         .into_iter()
@@ -117,4 +159,29 @@ pub async fn list(
         })
         .collect();
     Ok(Json(ShapeList { instances, shapes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_is_read_with_or_without_its_requests() {
+        let entry = r#"{"method":"GET","shape":"/a/{int}","count":8,"first_seen":1,"last_seen":2,"kinds":["page"],"writes":false,"rule":null,"suggestion":{}}"#;
+        let request =
+            r#"{"at":2,"app":null,"method":"GET","path":"/a/1","kind":"page","user":"alice"}"#;
+        let both = format!(r#"{{"shapes":[{entry}],"requests":[{request}]}}"#);
+        match serde_json::from_str::<Publication>(&both) {
+            Ok(Publication::Both { shapes, requests }) => {
+                assert_eq!(shapes[0].shape, "/a/{int}");
+                assert_eq!(requests[0].user.as_deref(), Some("alice"));
+            }
+            _ => panic!("not read as both: {both}"),
+        }
+        let earlier = format!("[{entry}]");
+        assert!(matches!(
+            serde_json::from_str::<Publication>(&earlier),
+            Ok(Publication::Shapes(shapes)) if shapes.len() == 1
+        ));
+    }
 }

@@ -280,22 +280,67 @@ function relatedId(base, shape, taken) {
   return id;
 }
 
-/** Creates a rule for each related path ticked, like `rule` but for that path and every
- *  method. Resolves to the ids created and the failures, as text. */
-async function createRelated(rule) {
+/** A rule for each related path ticked, like `rule` but for that path and every method,
+ *  with the path's shape. */
+function relatedRules(rule) {
   const chosen = [...editor.querySelectorAll("input[name=related]:checked")]
     .map((box) => relatedOffered[Number(box.value)]);
   const taken = new Set([...rules.map((r) => r.id), rule.id]);
+  return chosen.map((related) => ({
+    shape: related.shape,
+    rule: { ...rule, id: relatedId(rule.id, related.shape, taken), pattern: related.pattern, methods: null },
+  }));
+}
+
+/** Creates the rules of `relatedRules(rule)`. Resolves to the ids created and the failures,
+ *  as text. */
+async function createRelated(rule) {
   const created = [];
   const failed = [];
-  for (const related of chosen) {
-    const id = relatedId(rule.id, related.shape, taken);
-    const res = await api("POST", "/rules", { json: { ...rule, id, pattern: related.pattern, methods: null } });
-    if (res.status === 201) created.push(id);
+  for (const related of relatedRules(rule)) {
+    const res = await api("POST", "/rules", { json: related.rule });
+    if (res.status === 201) created.push(related.rule.id);
     else failed.push(`${related.shape}: ${problem(res)}`);
   }
   return { created, failed };
 }
+
+/** The preview: the recent sampled requests the form's rule (and the related paths ticked)
+ *  would match, and how each user would have been treated, replayed by the control plane. */
+const TREATMENTS = {
+  claimed: "takes the lock", renewed: "holds it", read_only: "read-only", redirected: "303 redirect",
+  locked: "423 Locked", sign_in: "asked to sign in", preflight: "preflight, passes",
+};
+let previewing = 0;
+async function previewNow() {
+  const mine = ++previewing;
+  const rule = formRule();
+  const res = await api("POST", "/rules/preview", { json: [rule, ...relatedRules(rule).map((r) => r.rule)] });
+  if (mine !== previewing) return; // the form changed since
+  const state = $("#preview-state");
+  const users = $("#preview-users");
+  const table = $("#preview-requests");
+  if (res.status !== 200) {
+    state.textContent = res.status === 422 ? "Fix the rule to see what it would have done." : problem(res);
+    users.replaceChildren();
+    table.hidden = true;
+    return;
+  }
+  const p = res.data;
+  state.textContent = p.matched
+    ? `${p.matched} of the ${p.sampled} sampled requests of the last 15 minutes match.`
+    : `None of the ${p.sampled} sampled requests of the last 15 minutes match.`;
+  users.replaceChildren(...p.users.map((u) => el("li", { "data-user": u.user ?? "" }, u.summary)));
+  table.hidden = p.requests.length === 0;
+  table.tBodies[0].replaceChildren(...p.requests.slice().reverse().map((r) => el("tr", {},
+    el("td", { class: "expires" }, new Date(r.at).toLocaleTimeString()),
+    el("td", {}, r.user ?? "—"),
+    el("td", {}, code(`${r.method} ${r.path}`)),
+    el("td", {}, code(r.resource)),
+    el("td", { "data-treatment": r.treatment }, TREATMENTS[r.treatment] || r.treatment,
+      r.holder && r.holder !== r.user ? ` (${r.holder} holds it)` : ""))));
+}
+const previewSoon = debounce(previewNow, 400);
 
 /** Opens the editor over the page, where the admin is: `rule` to edit one, else a new rule,
  *  with the fields of `draft` filled in (a suggestion from the Traffic view) and `related`
@@ -329,6 +374,7 @@ function openEditor(rule, draft = {}, related = []) {
   if (!dialog.open) dialog.showModal();
   (rule ? f.pattern : f.id).focus();
   validateNow();
+  previewNow();
 }
 
 /** The form as a rule. Text that is not a number is sent as text, so the server names the field. */
@@ -395,6 +441,8 @@ async function validateNow() {
 const validateSoon = debounce(validateNow, 200);
 editor.addEventListener("input", validateSoon);
 editor.addEventListener("change", validateSoon);
+editor.addEventListener("input", previewSoon);
+editor.addEventListener("change", previewSoon);
 
 editor.addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -120,6 +120,7 @@ pub fn control_plane(
         path_parameters: config.proxy.path_parameters,
         reserved_prefix: config.proxy.prefix.clone(),
         apps: config.apps.clone(),
+        lease: config.locks.lease,
         demo_sign_in,
         sign_in,
     });

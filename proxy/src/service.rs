@@ -303,7 +303,18 @@ impl LatchProxy {
         let app_name = self.latch.apps.name(ctx.app);
         let found = rules.find_in(app_name, method.as_str(), &rule_path);
         let rule_id = found.as_ref().map(|m| m.rule.id.as_str());
-        (self.latch.shapes).note(&method, &rule_path, session.req_header(), rule_id);
+        let noted = crate::shapes::Noted {
+            method: &method,
+            path: &rule_path,
+            app: app_name,
+            rule: rule_id,
+        };
+        // Only a sampled request is authenticated here, for the sample of recent requests.
+        let req = session.req_header();
+        (self.latch.shapes).note(noted, req, || {
+            let identity = self.latch.authenticate(&req.headers, peer_ip(session));
+            identity.ok().map(|identity| identity.user.clone())
+        });
         drop(rule_path);
         let Some(matched) = found else {
             if self.latch.config.auth.require == config::Require::All {
@@ -495,7 +506,7 @@ impl LatchProxy {
                 });
                 if let Some(fence) = stream {
                     let fenced = self.fenced(ctx.app, &identity, rule, sid, resource, fence);
-                    return Ok((verdict.outcome(), Step::AppStream(Box::new(fenced))));
+                    return Ok((Outcome::from(verdict), Step::AppStream(Box::new(fenced))));
                 }
                 ctx.granted = Some(Granted {
                     resource,
@@ -534,7 +545,7 @@ impl LatchProxy {
                 }
             }
         };
-        Ok((verdict.outcome(), step))
+        Ok((Outcome::from(verdict), step))
     }
 
     /// The lock a granted long-lived connection of the app opens under.

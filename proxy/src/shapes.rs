@@ -7,12 +7,19 @@
 //! Never its query string, body, headers' values or user. Counts are estimates: each sampled
 //! request counts for the sampling interval.
 //!
+//! The same sampled requests are also kept one by one, for the preview of a rule
+//! ([`rules::SampledRequest`]): time, app, method, normalized path, kind and, when the request
+//! carries a credential that verifies, its user id. The credential is verified only for
+//! sampled requests, so the others pay nothing. At most [`rules::MAX_SAMPLED`] are kept, none
+//! older than 15 minutes ([`rules::SAMPLED_FOR_MS`]).
+//!
 //! Memory is bounded whatever the traffic: at most [`MAX_SHAPES`] entries of at most
 //! [`rules::MAX_SHAPE_LEN`] bytes each. When the book is full, a new shape replaces the least
 //! seen of a few entries picked at random (the way Redis approximates LFU eviction), so shapes
 //! seen often stay while a flood of one-off paths churns among themselves.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +34,9 @@ pub const MAX_SHAPES: usize = 2_000;
 const EVICTION_PROBES: usize = 5;
 /// How often the instance publishes its shapes through the lock store, for the control plane.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
+/// How long a publication outlives its instance in the lock store, at most (the control plane
+/// reads those younger than a minute).
+pub const PUBLICATION_KEPT: Duration = Duration::from_secs(60);
 /// How many shapes, the most seen, a publication carries.
 pub const PUBLISHED: usize = 500;
 
@@ -106,6 +116,8 @@ struct Book {
     evicted: u64,
     /// xorshift state for picking eviction candidates.
     seed: u64,
+    /// The sampled requests, oldest first.
+    requests: VecDeque<rules::SampledRequest>,
 }
 
 /// The shapes this instance saw.
@@ -113,6 +125,26 @@ pub struct ShapeBook {
     /// One request in this many is noted; 0: none.
     every: u32,
     book: Mutex<Book>,
+}
+
+/// A request as [`ShapeBook::note`] takes it.
+#[derive(Clone, Copy)]
+pub struct Noted<'a> {
+    pub method: &'a Method,
+    /// The normalized path rules see.
+    pub path: &'a str,
+    /// The `[[app]]` it is for; `None` with a single app.
+    pub app: Option<&'a str>,
+    /// The rule that matched it, if any.
+    pub rule: Option<&'a str>,
+}
+
+/// What an instance publishes through the lock store: its most seen shapes and its sampled
+/// requests (the control plane reads both, `control-plane/src/shapes_api.rs`).
+#[derive(Serialize)]
+struct Publication {
+    shapes: Vec<ShapeView>,
+    requests: Vec<rules::SampledRequest>,
 }
 
 /// One shape as the admin port shows it: the entry an instance publishes and the control
@@ -177,25 +209,55 @@ impl ShapeBook {
                 entries: IndexMap::with_capacity_and_hasher(64, Default::default()),
                 evicted: 0,
                 seed: 0x9E37_79B9_7F4A_7C15,
+                requests: VecDeque::new(),
             }),
         }
     }
 
-    /// Notes a request, if it is a sampled one. `path` is the normalized path rules see.
-    pub fn note(&self, method: &Method, path: &str, req: &RequestHeader, rule: Option<&str>) {
+    /// Notes a request, if it is a sampled one. `path` is the normalized path rules see,
+    /// `app` the `[[app]]` it is for; `user` says who sent it (only called for a sampled
+    /// request, so an unsampled one verifies nothing here).
+    pub fn note(
+        &self,
+        request: Noted<'_>,
+        req: &RequestHeader,
+        user: impl FnOnce() -> Option<String>,
+    ) {
         if self.every != 0 && sampled(self.every) {
-            self.record(method, path, Kind::of(req, path), rule, now_ms());
+            let kind = Kind::of(req, request.path);
+            self.record(&request, kind, user(), now_ms());
         }
     }
 
-    fn record(&self, method: &Method, path: &str, kind: Kind, rule: Option<&str>, now: u64) {
+    fn record(&self, request: &Noted<'_>, kind: Kind, user: Option<String>, now: u64) {
+        let Noted {
+            method,
+            path,
+            app,
+            rule,
+        } = *request;
         let key = Key {
             method: method.clone(),
             shape: rules::shape(path).into_boxed_str(),
         };
+        let sample = (path.len() <= rules::MAX_SAMPLED_PATH).then(|| rules::SampledRequest {
+            at: now,
+            app: app.map(str::to_owned),
+            method: method.to_string(),
+            path: path.to_owned(),
+            kind: rules::SHAPE_KINDS[kind as usize].to_owned(),
+            user: user.filter(|user| user.len() <= rules::MAX_SAMPLED_USER),
+        });
         let Ok(mut book) = self.book.lock() else {
             return;
         };
+        book.forget_requests_before(now.saturating_sub(rules::SAMPLED_FOR_MS));
+        if let Some(sample) = sample {
+            if book.requests.len() >= rules::MAX_SAMPLED {
+                book.requests.pop_front();
+            }
+            book.requests.push_back(sample);
+        }
         if let Some(stats) = book.entries.get_mut(&key) {
             stats.count += u64::from(self.every);
             stats.last_seen = now;
@@ -274,21 +336,50 @@ impl ShapeBook {
         }
     }
 
+    /// The sampled requests of the last 15 minutes, oldest first.
+    pub fn requests(&self) -> Vec<rules::SampledRequest> {
+        let Ok(mut book) = self.book.lock() else {
+            return Vec::new();
+        };
+        book.forget_requests_before(now_ms().saturating_sub(rules::SAMPLED_FOR_MS));
+        book.requests.iter().cloned().collect()
+    }
+
     /// Bytes the book holds in its entries' keys and values, for the memory bound's test.
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         let book = self.book.lock().expect("the book");
         let entry = std::mem::size_of::<Key>() + std::mem::size_of::<Stats>() + 8;
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
         book.entries.capacity() * entry
             + book
                 .entries
                 .iter()
                 .map(|(k, v)| k.shape.len() + v.rule.as_deref().map_or(0, str::len))
                 .sum::<usize>()
+            + book.requests.capacity() * std::mem::size_of::<rules::SampledRequest>()
+            + book
+                .requests
+                .iter()
+                .map(|r| {
+                    text(&r.app)
+                        + r.method.capacity()
+                        + r.path.capacity()
+                        + r.kind.capacity()
+                        + text(&r.user)
+                })
+                .sum::<usize>()
     }
 }
 
 impl Book {
+    /// Drops the sampled requests from before `since`.
+    fn forget_requests_before(&mut self, since: u64) {
+        while self.requests.front().is_some_and(|r| r.at < since) {
+            self.requests.pop_front();
+        }
+    }
+
     /// Drops the least seen of a few entries picked at random.
     fn evict(&mut self) {
         let len = self.entries.len();
@@ -316,7 +407,7 @@ impl Book {
     }
 }
 
-/// Publishes the book's most seen shapes through the lock store every [`PUBLISH_EVERY`], under
+/// Publishes the book's most seen shapes and its sampled requests through the lock store every [`PUBLISH_EVERY`], under
 /// this instance's name, so that the control plane can merge every instance's. Runs for the
 /// life of the process; a failed publication is only logged (the next one replaces it).
 pub async fn publish(book: &ShapeBook, store: &dyn store::LockStore, instance: &str) {
@@ -328,14 +419,18 @@ pub async fn publish(book: &ShapeBook, store: &dyn store::LockStore, instance: &
         if shapes.is_empty() {
             continue;
         }
-        let summary = match serde_json::to_string(&shapes) {
+        let publication = Publication {
+            shapes,
+            requests: book.requests(),
+        };
+        let summary = match serde_json::to_string(&publication) {
             Ok(summary) => summary,
             Err(e) => {
                 tracing::warn!(error = %e, "request shapes not published");
                 continue;
             }
         };
-        if let Err(e) = store.shapes_put(instance, &summary).await {
+        if let Err(e) = store.shapes_put(instance, &summary, PUBLICATION_KEPT).await {
             tracing::debug!(error = %e, "request shapes not published");
         }
     }
@@ -353,6 +448,24 @@ mod tests {
     use super::*;
 
     const SAMPLE_EVERY: u32 = 8;
+
+    /// Records a sampled request with no app and no user.
+    fn record(
+        book: &ShapeBook,
+        method: &Method,
+        path: &str,
+        kind: Kind,
+        rule: Option<&str>,
+        now: u64,
+    ) {
+        let noted = Noted {
+            method,
+            path,
+            app: None,
+            rule,
+        };
+        book.record(&noted, kind, None, now);
+    }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
@@ -415,7 +528,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            book.record(&method, path, kind, rule, 1_000 + i as u64);
+            record(&book, &method, path, kind, rule, 1_000 + i as u64);
         }
         let report = book.report("/admin/pages/", 100);
         let rows: Vec<(&str, &str, u64, bool)> = report
@@ -456,7 +569,14 @@ mod tests {
         let book = ShapeBook::new(SAMPLE_EVERY);
         // A shape seen often before the flood.
         for _ in 0..50 {
-            book.record(&Method::GET, "/admin/pages/1/edit/", Kind::Page, None, 1);
+            record(
+                &book,
+                &Method::GET,
+                "/admin/pages/1/edit/",
+                Kind::Page,
+                None,
+                1,
+            );
         }
         let bound = MAX_SHAPES
             * (std::mem::size_of::<Key>()
@@ -464,14 +584,22 @@ mod tests {
                 + 8
                 + rules::MAX_SHAPE_LEN
                 + rules::limits::ID_MAX_LEN)
-            * 2;
+            * 2
+            + rules::MAX_SAMPLED
+                * (std::mem::size_of::<rules::SampledRequest>()
+                    + rules::MAX_SAMPLED_PATH
+                    + rules::MAX_SAMPLED_USER
+                    + rules::APP_NAME_MAX_LEN
+                    + 32)
+                * 2;
         for i in 0..1_000_000u64 {
             // Words, not ids, so that each is a shape of its own.
             let word: String = format!("{i:x}")
                 .chars()
                 .map(|c| (b'g' + c.to_digit(16).unwrap_or(0) as u8) as char)
                 .collect();
-            book.record(
+            record(
+                &book,
                 &Method::POST,
                 &format!("/flood/{word}/x"),
                 Kind::Other,
@@ -498,7 +626,7 @@ mod tests {
     #[test]
     fn a_published_shape_reads_as_the_entry_the_control_plane_merges() {
         let book = ShapeBook::new(SAMPLE_EVERY);
-        book.record(&Method::POST, "/a/1/save", Kind::Xhr, Some("a"), 7);
+        record(&book, &Method::POST, "/a/1/save", Kind::Xhr, Some("a"), 7);
         let json = serde_json::to_string(&book.report("", PUBLISHED).shapes).expect("JSON");
         let entries: Vec<rules::ShapeEntry> = serde_json::from_str(&json).expect("entries");
         assert_eq!(
@@ -533,7 +661,74 @@ mod tests {
         // Every request, and none.
         assert!((0..100).all(|_| sampled(1)));
         let off = ShapeBook::new(0);
-        off.note(&Method::GET, "/a/1", &request(&[]), None);
+        let noted = Noted {
+            method: &Method::GET,
+            path: "/a/1",
+            app: None,
+            rule: None,
+        };
+        off.note(noted, &request(&[]), || panic!("no user is asked for"));
         assert!(off.report("", 10).shapes.is_empty());
+    }
+
+    #[test]
+    fn sampled_requests_keep_who_asked_what_at_most_a_thousand_and_fifteen_minutes() {
+        let book = ShapeBook::new(1);
+        let edit = Noted {
+            method: &Method::POST,
+            path: "/wiki/pages/12/edit",
+            app: Some("wiki"),
+            rule: None,
+        };
+        book.record(&edit, Kind::Xhr, Some("alice".to_owned()), 1_000);
+        let long = "/x/".to_owned() + &"a".repeat(rules::MAX_SAMPLED_PATH);
+        let long_path = Noted {
+            path: &long,
+            ..edit
+        };
+        book.record(&long_path, Kind::Page, None, 1_001);
+        let long_user = "u".repeat(rules::MAX_SAMPLED_USER + 1);
+        book.record(&edit, Kind::Xhr, Some(long_user), 1_002);
+        let kept: Vec<rules::SampledRequest> =
+            book.book.lock().expect("the book").requests.clone().into();
+        assert_eq!(
+            kept,
+            [
+                rules::SampledRequest {
+                    at: 1_000,
+                    app: Some("wiki".to_owned()),
+                    method: "POST".to_owned(),
+                    path: "/wiki/pages/12/edit".to_owned(),
+                    kind: "xhr".to_owned(),
+                    user: Some("alice".to_owned()),
+                },
+                rules::SampledRequest {
+                    at: 1_002,
+                    user: None,
+                    ..kept[0].clone()
+                },
+            ],
+            "a path too long is left out, a user id too long is not kept"
+        );
+
+        // A thousand at most: the oldest go first.
+        let now = 10 * rules::SAMPLED_FOR_MS;
+        for i in 0..(rules::MAX_SAMPLED as u64 + 10) {
+            book.record(&edit, Kind::Xhr, None, now + i);
+        }
+        let requests = book.book.lock().expect("the book").requests.clone();
+        assert_eq!(requests.len(), rules::MAX_SAMPLED);
+        assert_eq!(requests.front().map(|r| r.at), Some(now + 10));
+
+        // Fifteen minutes at most: a request noted later drops the ones before.
+        book.record(&edit, Kind::Xhr, None, now + 20 + rules::SAMPLED_FOR_MS);
+        let requests = book.book.lock().expect("the book").requests.clone();
+        let oldest = requests.front().map(|r| r.at);
+        let newest = requests.back().map(|r| r.at);
+        assert_eq!(oldest, Some(now + 20));
+        assert_eq!(newest, Some(now + 20 + rules::SAMPLED_FOR_MS));
+        assert_eq!(requests.len(), rules::MAX_SAMPLED - 10 + 1);
+        // The publication forgets them by the clock too.
+        assert!(book.requests().is_empty(), "noted in 1970, gone now");
     }
 }

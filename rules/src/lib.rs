@@ -12,6 +12,7 @@ mod normalize;
 mod pattern;
 mod problems;
 mod redirect;
+mod sampled;
 mod set;
 mod shape;
 mod target;
@@ -25,6 +26,9 @@ pub use normalize::{normalize_path, rule_path, strip_path_parameters, PathError,
 pub use pattern::CaptureType;
 pub use problems::{ProblemContext, Problems};
 pub use redirect::{check_same_site, OffSite};
+pub use sampled::{
+    merge_sampled, SampledRequest, MAX_SAMPLED, MAX_SAMPLED_PATH, MAX_SAMPLED_USER, SAMPLED_FOR_MS,
+};
 pub use set::{Match, RuleSet};
 pub use shape::{
     merge_shapes, shape, suggest_rule, RelatedShape, RelatedShapes, ShapeEntry, MAX_RELATED,

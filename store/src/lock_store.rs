@@ -262,8 +262,16 @@ pub trait LockStore: Send + Sync + 'static {
 
     /// Publishes `summary`, the request-shape summary of the proxy instance `instance` (JSON
     /// the store does not read), replacing that instance's last one. The caller bounds its
-    /// size.
-    async fn shapes_put(&self, instance: &str, summary: &str) -> Result<(), StoreError>;
+    /// size. Summaries carry user ids (sampled requests), so none outlives `keep`: every
+    /// instance's summary not replaced within `keep` is dropped here, whether or not anyone
+    /// reads them, and a store shared by processes (Redis) forgets them all `keep` after the
+    /// last publication.
+    async fn shapes_put(
+        &self,
+        instance: &str,
+        summary: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError>;
 
     /// Every instance's latest summary published less than `max_age` ago, as
     /// `(instance, summary)`, in no particular order. Older ones are dropped.

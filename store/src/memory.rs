@@ -484,8 +484,15 @@ impl LockStore for MemoryLockStore {
         Ok(())
     }
 
-    async fn shapes_put(&self, instance: &str, summary: &str) -> Result<(), StoreError> {
+    async fn shapes_put(
+        &self,
+        instance: &str,
+        summary: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
         let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        shapes.retain(|_, (at, _)| now.saturating_duration_since(*at) < keep);
         if !shapes.contains_key(instance) && shapes.len() >= MAX_SHAPE_SOURCES {
             let oldest = shapes
                 .iter()

@@ -1043,18 +1043,46 @@ impl LockStore for RedisLockStore {
         *self.feed.subscribed.borrow()
     }
 
-    async fn shapes_put(&self, instance: &str, summary: &str) -> Result<(), StoreError> {
+    async fn shapes_put(
+        &self,
+        instance: &str,
+        summary: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let value = format!("{}\n{summary}", unix_now_ms());
-        let set = redis::cmd("HSET")
-            .arg(self.layout.shapes())
-            .arg(instance)
-            .arg(value)
-            .clone();
-        match tokio::time::timeout(self.options.timeout, conn.query::<redis::Value>(&set)).await {
-            Ok(result) => result.map(|_| ()).map_err(store_error),
-            Err(_) => Err(StoreError::Timeout),
+        let (shapes, at) = (self.layout.shapes(), self.layout.shapes_at());
+        let now = unix_now_ms();
+        let keep = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        let timeout = self.options.timeout;
+        // Separate commands (the two keys may live on different cluster nodes); a publication
+        // cut short is made whole by the next, five seconds later.
+        for cmd in [
+            redis::cmd("HSET")
+                .arg(&shapes)
+                .arg(instance)
+                .arg(format!("{now}\n{summary}"))
+                .clone(),
+            redis::cmd("HSET").arg(&at).arg(instance).arg(now).clone(),
+            redis::cmd("PEXPIRE").arg(&shapes).arg(keep).clone(),
+            redis::cmd("PEXPIRE").arg(&at).arg(keep).clone(),
+        ] {
+            query_within::<redis::Value>(&mut conn, &cmd, timeout).await?;
         }
+        // The instances that stopped publishing: their summaries go now, read or not.
+        let times: Vec<(String, u64)> =
+            query_within(&mut conn, redis::cmd("HGETALL").arg(&at), timeout).await?;
+        let stale: Vec<String> = times
+            .into_iter()
+            .filter(|(_, published)| now.saturating_sub(*published) >= keep)
+            .map(|(instance, _)| instance)
+            .collect();
+        if !stale.is_empty() {
+            for key in [&shapes, &at] {
+                let drop = redis::cmd("HDEL").arg(key).arg(&stale).clone();
+                query_within::<redis::Value>(&mut conn, &drop, timeout).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn shapes(&self, max_age: Duration) -> Result<Vec<(String, String)>, StoreError> {
@@ -1137,6 +1165,18 @@ fn unexpected(op: &str, outcome: &str) -> StoreError {
 
 /// Maps a Redis client error onto what callers distinguish: no answer in time, data this
 /// version cannot read, or a server that cannot serve (down, loading, read-only replica, …).
+/// One command, bounded by `timeout`.
+async fn query_within<T: FromRedisValue>(
+    conn: &mut Conn,
+    cmd: &redis::Cmd,
+    timeout: Duration,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, conn.query::<T>(cmd)).await {
+        Ok(result) => result.map_err(store_error),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
 fn store_error(e: RedisError) -> StoreError {
     if e.is_timeout() {
         return StoreError::Timeout;

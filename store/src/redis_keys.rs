@@ -142,6 +142,11 @@ impl KeyLayout {
         format!("{}:shapes", self.prefix)
     }
 
+    /// When each instance last published its summary: instance → ms.
+    pub fn shapes_at(&self) -> String {
+        format!("{}:shapes:at", self.prefix)
+    }
+
     /// The sorted set of ended sign-in sessions: id → until (ms).
     pub fn ended(&self) -> String {
         format!("{}:ended", self.prefix)

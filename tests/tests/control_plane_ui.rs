@@ -1651,6 +1651,208 @@ async fn same_resource(s: &mut Scene) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_of_a_rule_from_traffic_names_the_holder_and_the_refused_as_the_proxy_then_does(
+) {
+    run_with_editor(
+        "the_preview_of_a_rule_from_traffic_names_the_holder_and_the_refused_as_the_proxy_then_does",
+        |s| Box::pin(preview(s)),
+    )
+    .await;
+}
+
+/// The per-user lines of the rule editor's preview.
+const PREVIEW_LINES: &str = "return [...document.querySelectorAll('#preview-users li')]\
+                             .map((li) => li.textContent);";
+
+/// `[user, request, treatment]` of each row of the preview's request list, oldest first.
+const PREVIEW_ROWS: &str = "return [...document.querySelectorAll('#preview-requests tbody tr')]\
+       .reverse().map((tr) => [tr.cells[1].textContent, tr.cells[2].textContent,\
+                               tr.cells[4].dataset.treatment]);";
+
+/// Alice, then Bob, open document 1 of the editor and save it, before any rule. The preview of
+/// a rule for the editor's page (and its save, ticked as the same resource) says Alice would
+/// have held `docs:1` and Bob been refused twice with 423; once the rule is saved the proxy does
+/// just that. The preview fits 360 px and is dark in a dark console.
+async fn preview(s: &mut Scene) {
+    s.open_with(
+        "admin",
+        "root",
+        "Root",
+        &["--blink-settings=preferredColorScheme=0"],
+    )
+    .await;
+    let alice = token("alice", "Alice", &[]);
+    let bob = token("bob", "Bob", &[]);
+    for (jwt, method, path) in [
+        (&alice, Method::GET, "/docs/1/edit"),
+        (&alice, Method::POST, "/docs/1/save"),
+        (&bob, Method::GET, "/docs/1/edit"),
+        (&bob, Method::POST, "/docs/1/save"),
+    ] {
+        assert_eq!(
+            send(&s.node, jwt, method, path).await,
+            StatusCode::OK,
+            "{path}"
+        );
+        // One millisecond apart at least, so the replay's time order is this order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The publication that has all four requests carries their sample too.
+    eventually(Duration::from_secs(30), || async {
+        let list = s.api_get("/api/v1/shapes?prefix=/docs/").await;
+        let edit = list["shapes"]
+            .as_array()?
+            .iter()
+            .find(|shape| shape["method"] == "GET" && shape["shape"] == "/docs/{int}/edit")?;
+        (edit["count"] == 2 && edit["related"][0]["count"] == 2).then_some(())
+    })
+    .await
+    .expect("all four requests reach the control plane");
+
+    let ui = s.get("admin");
+    ui.click("nav a[data-tab=\"traffic\"]").await;
+    ui.type_into("#shapes-filter [name=prefix]", "/docs/").await;
+    ui.wait_row(EDIT_ROW, PATIENCE, |_| true).await;
+    ui.click(&format!("{EDIT_ROW} button.create-rule")).await;
+    ui.wait_text("#editor-title", |t| t == "New rule").await;
+    let offered = ui.js(RELATED, vec![]).await.expect("read the offer");
+    assert_eq!(offered, json!([["/docs/{int}/save", true]]));
+
+    let lines = ui
+        .wait(
+            "the preview's lines",
+            PREVIEW_LINES,
+            vec![],
+            PATIENCE,
+            |v| v.as_array().is_some_and(|lines| lines.len() == 2),
+        )
+        .await;
+    assert_eq!(
+        lines,
+        json!([
+            "alice holds docs:1",
+            "bob: 2 requests refused 423, alice held it"
+        ])
+    );
+    let rows = ui
+        .js(PREVIEW_ROWS, vec![])
+        .await
+        .expect("read the requests");
+    assert_eq!(
+        rows,
+        json!([
+            ["alice", "GET /docs/1/edit", "claimed"],
+            ["alice", "POST /docs/1/save", "renewed"],
+            ["bob", "GET /docs/1/edit", "locked"],
+            ["bob", "POST /docs/1/save", "locked"]
+        ])
+    );
+    // Without the save ticked, Bob's save is not the rule's: one refusal is left.
+    ui.click("#related-list input").await;
+    ui.wait(
+        "the preview without the save",
+        PREVIEW_LINES,
+        vec![],
+        PATIENCE,
+        |v| {
+            v == &json!([
+                "alice holds docs:1",
+                "bob: 1 request refused 423, alice held it"
+            ])
+        },
+    )
+    .await;
+    ui.click("#related-list input").await;
+    ui.wait(
+        "the preview with the save again",
+        PREVIEW_LINES,
+        vec![],
+        PATIENCE,
+        |v| {
+            v == &json!([
+                "alice holds docs:1",
+                "bob: 2 requests refused 423, alice held it"
+            ])
+        },
+    )
+    .await;
+
+    // Dark, like the rest of the console, and readable.
+    let painted = ui
+        .js(
+            LUMINANCE,
+            vec![json!("#preview-users"), json!("#preview-requests")],
+        )
+        .await
+        .expect("read the colours");
+    for colours in painted.as_array().cloned().unwrap_or_default() {
+        let background = colours[0].as_f64().unwrap_or(1.0);
+        let text = colours[1].as_f64().unwrap_or(0.0);
+        assert!(background < 0.05, "a dark background: {colours}");
+        assert!(
+            (text + 0.05) / (background + 0.05) >= 4.5,
+            "readable: {colours}"
+        );
+    }
+    // 360 px wide: the preview scrolls inside its own box, the page does not.
+    ui.session()
+        .set_window_size(360, 780)
+        .await
+        .expect("resize the window");
+    ui.wait(
+        "a 360 px viewport",
+        "return document.documentElement.clientWidth;",
+        vec![],
+        PATIENCE,
+        |v| v.as_f64().is_some_and(|w| w <= 360.0),
+    )
+    .await;
+    let fit = ui.js(OVERFLOW, vec![]).await.expect("measure");
+    assert_eq!(fit["out"], json!([]), "the preview at 360 px: {fit}");
+    for part in ["#rule-dialog", "#preview-users"] {
+        let place = ui.js(BOX, vec![json!(part)]).await.expect("measure");
+        assert!(
+            place["left"].as_f64().is_some_and(|l| l >= 0.0)
+                && place["right"].as_f64() <= place["width"].as_f64(),
+            "{part} fits the width: {place}"
+        );
+    }
+
+    // Saved, the rules do what the preview said: Alice holds document 1, Bob is refused.
+    ui.wait_text("#validity", |t| t == "Valid").await;
+    ui.click("#save-rule").await;
+    ui.wait_hidden("#rule-editor").await;
+    let held = eventually(Duration::from_secs(10), || async {
+        assert_eq!(
+            send(&s.node, &alice, Method::GET, "/docs/1/edit").await,
+            StatusCode::OK
+        );
+        let locks = s.api_get("/api/v1/locks").await;
+        locks["locks"]
+            .as_array()?
+            .iter()
+            .find(|lock| lock["resource"] == "docs:1")
+            .map(|lock| lock["holder"]["id"].clone())
+    })
+    .await;
+    assert_eq!(held, Some(json!("alice")));
+    assert_eq!(
+        send(&s.node, &alice, Method::POST, "/docs/1/save").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&s.node, &bob, Method::GET, "/docs/1/edit").await,
+        StatusCode::LOCKED
+    );
+    assert_eq!(
+        send(&s.node, &bob, Method::POST, "/docs/1/save").await,
+        StatusCode::LOCKED
+    );
+    ui.assert_not_reloaded().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_in_dark_mode_gets_a_dark_console() {
     run(
         "a_system_in_dark_mode_gets_a_dark_console",

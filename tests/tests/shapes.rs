@@ -312,4 +312,177 @@ async fn the_control_plane_merges_the_shapes_of_every_instance_on_one_redis_and_
         .expect("the control plane answers");
     assert_eq!(bad.status(), 422);
     assert_eq!(bad.headers()["content-type"], "application/problem+json");
+
+    // The preview of a rule for the page and its lock endpoint, replayed over both instances'
+    // sampled requests: Alice's, then Bob's on the other instance, then one with no token.
+    let cookie = format!("latch_token={}", token("bob", "Bob", &[]));
+    for (method, path) in [
+        (Method::GET, "/echo/pages/5/edit/"),
+        (Method::POST, "/echo/pages/5/lock/"),
+    ] {
+        let response = client()
+            .request(method, other.url(path))
+            .header(COOKIE, cookie.as_str())
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let anonymous = client()
+        .get(other.url("/echo/pages/6/edit/"))
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert!(anonymous.status().is_success(), "{}", anonymous.status());
+    let candidates = serde_json::json!([
+        {"id": "pages", "pattern": "/echo/pages/{id:int}/edit/", "resource": "pages:{id}"},
+        {"id": "pages-lock", "pattern": "/echo/pages/{id:int}/lock/", "resource": "pages:{id}"},
+    ]);
+    let preview_url = format!("http://127.0.0.1:{cp_port}/api/v1/rules/preview");
+    let preview = eventually(Duration::from_secs(15), || async {
+        let preview: Value = client()
+            .post(&preview_url)
+            .bearer_auth(&admin)
+            .json(&candidates)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (preview["users"].as_array()?.len() == 3).then_some(preview)
+    })
+    .await
+    .expect("Bob's requests reach the preview");
+    assert_eq!(preview["instances"], 2);
+    assert_eq!(preview["matched"], 80 + 80 + 40 + 3, "{preview}");
+    let users = preview["users"].as_array().expect("users");
+    assert_eq!(users[0]["user"], "alice");
+    assert_eq!(users[0]["held"].as_array().map(Vec::len), Some(80));
+    assert_eq!(users[0]["locked"], 0);
+    assert_eq!(
+        users[1]["summary"],
+        "bob: 2 requests refused 423, alice held it"
+    );
+    assert_eq!(users[1]["held_by"], serde_json::json!(["alice"]));
+    assert!(users[2]["user"].is_null());
+    assert_eq!(
+        users[2]["summary"],
+        "not signed in: 1 request asked to sign in"
+    );
+    let requests = preview["requests"].as_array().expect("requests");
+    let last: Vec<Value> = requests[requests.len() - 3..]
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r["user"],
+                r["method"],
+                r["path"],
+                r["rule"],
+                r["resource"],
+                r["treatment"],
+                r["status"],
+                r["holder"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        last,
+        [
+            serde_json::json!([
+                "bob",
+                "GET",
+                "/echo/pages/5/edit/",
+                "pages",
+                "pages:5",
+                "locked",
+                423,
+                "alice"
+            ]),
+            serde_json::json!([
+                "bob",
+                "POST",
+                "/echo/pages/5/lock/",
+                "pages-lock",
+                "pages:5",
+                "locked",
+                423,
+                "alice"
+            ]),
+            serde_json::json!([
+                null,
+                "GET",
+                "/echo/pages/6/edit/",
+                "pages",
+                "pages:6",
+                "sign_in",
+                401,
+                "alice"
+            ]),
+        ]
+    );
+    assert!(
+        requests
+            .windows(2)
+            .all(|w| w[0]["at"].as_u64() <= w[1]["at"].as_u64()),
+        "in time order"
+    );
+
+    // Problems, as for the other writes.
+    for (body, field) in [
+        (serde_json::json!([]), ""),
+        (serde_json::json!({"id": "x", "pattern": "/x"}), ""),
+        (
+            serde_json::json!([{"id": "ok", "pattern": "/a"}, {"id": "x"}]),
+            "[1].pattern",
+        ),
+    ] {
+        let response = client()
+            .post(&preview_url)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .expect("the control plane answers");
+        assert_eq!(response.status(), 422, "{body}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.expect("a problem");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let not_json = client()
+        .post(&preview_url)
+        .bearer_auth(&admin)
+        .body("[]")
+        .send()
+        .await
+        .expect("the control plane answers");
+    assert_eq!(not_json.status(), 415);
+    let too_large = client()
+        .post(&preview_url)
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(format!("[{}]", " ".repeat(70 * 1024)))
+        .send()
+        .await
+        .expect("the control plane answers");
+    assert_eq!(too_large.status(), 413);
+    let foreign = client()
+        .post(&preview_url)
+        .bearer_auth(&admin)
+        .header("origin", "https://evil.example")
+        .json(&candidates)
+        .send()
+        .await
+        .expect("the control plane answers");
+    assert_eq!(foreign.status(), 403);
+    let anonymous = client()
+        .post(&preview_url)
+        .json(&candidates)
+        .send()
+        .await
+        .expect("the control plane answers");
+    assert_eq!(anonymous.status(), 401);
 }

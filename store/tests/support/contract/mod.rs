@@ -169,6 +169,7 @@ macro_rules! lock_store_contract {
                 cases: [
                     each_instance_keeps_its_latest_summary,
                     summaries_older_than_the_age_asked_for_are_dropped,
+                    a_summary_not_replaced_within_its_keep_is_dropped_by_the_next_publication,
                 ],
                 concurrent: [],
             }
