@@ -1030,6 +1030,8 @@ async fn chromium_signs_in_through_the_provider_and_lands_on_its_page() {
     let w = world().await;
     let driver = tests::browser::Driver::start().await;
     let browser = driver.signed_out("alice").await;
+    // Short ID tokens, so the session renews itself during the test.
+    w.idp.id_token_ttl(4).await;
     let outcome = std::panic::AssertUnwindSafe(async {
         browser.goto(&w.latch.url(PROTECTED)).await;
         let at_provider = browser.url().await;
@@ -1041,6 +1043,23 @@ async fn chromium_signs_in_through_the_provider_and_lands_on_its_page() {
         assert_eq!(browser.url().await, w.latch.url(PROTECTED));
         let text = browser.page_text().await;
         assert!(text.contains("\"x-latch-user\":\"alice\""), "{text}");
+        let session = || async {
+            let cookies = browser.session().get_all_cookies().await.unwrap();
+            let found = cookies.iter().find(|c| c.name() == "latch_oidc");
+            found
+                .map(|c| c.value().to_owned())
+                .expect("a session cookie")
+        };
+        let first = session().await;
+        // Past the ID token's end, a reload renews the session in place: the page, not the
+        // provider, with a new session cookie.
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        browser.goto(&w.latch.url(PROTECTED)).await;
+        assert_eq!(browser.url().await, w.latch.url(PROTECTED));
+        let text = browser.page_text().await;
+        assert!(text.contains("\"x-latch-user\":\"alice\""), "{text}");
+        assert_ne!(session().await, first, "the session cookie was renewed");
+        assert!(w.idp.refreshes().await >= 1);
         // Logout: the provider signs out at once (the ID token hint is good) and sends the
         // browser back to the site's root; the session cookie is gone.
         browser.goto(&w.latch.url("/__latch/logout")).await;
