@@ -231,6 +231,52 @@ impl From<&Replayed<'_>> for PreviewRequest {
     }
 }
 
+impl ControlPlane {
+    /// How the proxies would treat `user`'s `method` request under `found` now, with `lock`
+    /// the resource's live lock: the policy ([`gate::decide`]) applied to the claim's answer
+    /// as the lock store would give it (the user's own lock renewed, another's held, a free
+    /// one claimed). Wait queues and a displaced holder's refused write are not looked at.
+    pub(crate) fn treatment_now(
+        &self,
+        found: &rules::Match<'_>,
+        user: &str,
+        method: &str,
+        lock: Option<&store::Lock>,
+    ) -> (&'static str, Option<u16>) {
+        let rule = found.rule;
+        let outcome = match lock {
+            Some(lock) if lock.holder.user == user => store::ClaimOutcome::Renewed(lock.clone()),
+            Some(lock) => store::ClaimOutcome::Held(lock.clone()),
+            None => store::ClaimOutcome::Claimed(store::Lock {
+                resource: found.resource.clone(),
+                rule: rule.id.clone(),
+                holder: store::Holder {
+                    user: user.to_owned(),
+                    name: user.to_owned(),
+                    session: None,
+                },
+                since: 0,
+                expires: 0,
+                fence: 0,
+                instance: String::new(),
+                active: 0,
+            }),
+        };
+        let safe_method = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE");
+        let facts = gate::Facts {
+            claim: gate::Claim::Store(&outcome),
+            user,
+            mode: rule.mode,
+            safe: gate::Kind::of(safe_method, false, rule.websocket).is_safe(),
+            redirect_to: found.redirect_to.as_deref(),
+            rate_wait: None,
+            lease: self.lease_of(rule),
+            on_store_error: config::OnStoreError::Allow,
+        };
+        treatment(Treatment::Decided(gate::decide(&facts).0))
+    }
+}
+
 /// A treatment's name on the wire, and the status the proxy would answer itself.
 fn treatment(treatment: Treatment) -> (&'static str, Option<u16>) {
     match treatment {

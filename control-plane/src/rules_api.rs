@@ -60,6 +60,11 @@ pub struct MatchRequest {
     #[serde(default)]
     #[schema(example = "wiki.example.com")]
     pub host: Option<String>,
+    /// Who sends it (a user id, as tokens name users): the answer then says how the proxies
+    /// would treat this user's request now, given who holds the resource.
+    #[serde(default)]
+    #[schema(example = "bob", min_length = 1, max_length = 256)]
+    pub user: Option<String>,
 }
 
 /// What the proxy would do with a request.
@@ -82,6 +87,15 @@ pub struct MatchResult {
     pub redirect_to: Option<String>,
     /// The `[[app]]` the host picks; `null` with a single app.
     pub app: Option<String>,
+    /// With `user`, for a matched request: what the proxies would do with it now,
+    /// `claimed` (the resource is free), `renewed` (the user holds it), `read_only`,
+    /// `redirected` or `locked`; `null` otherwise.
+    pub treatment: Option<&'static str>,
+    /// The status the proxy would answer itself (303, 423), `null` when the request would
+    /// reach the app or no `user` was given.
+    pub status: Option<u16>,
+    /// With `user`: who holds the resource now (a user id), `null` when nobody does.
+    pub holder: Option<String>,
 }
 
 fn etag_header(tag: &str) -> Option<HeaderValue> {
@@ -371,6 +385,12 @@ pub async fn matching(
         Some(m) if m.bytes().all(is_token_byte) => m.to_ascii_uppercase(),
         Some(_) => return Err(ApiError::field("method", "is not an HTTP method")),
     };
+    let user = match request.user.as_deref() {
+        Some(user) if user.is_empty() || user.len() > 256 => {
+            return Err(ApiError::field("user", "must be 1 to 256 bytes"))
+        }
+        user => user.map(str::to_owned),
+    };
     let app = cp.app_of_request(&request)?;
     let seen = cp.proxy_view(&method, &request.path)?;
     let Some(rule_path) = seen.rule_path else {
@@ -383,13 +403,28 @@ pub async fn matching(
             resource: None,
             redirect_to: None,
             app,
+            treatment: None,
+            status: None,
+            holder: None,
         }));
     };
     let set = rules::RuleSet::compile(cp.rules.list().await?.into_rules()).map_err(|issues| {
         ApiError::Internal(format!("the stored rules do not compile: {}", issues.len()))
     })?;
     let found = set.find_in(app.as_deref(), &method, &rule_path);
+    let (treatment, status, holder) = match (&found, user) {
+        (Some(found), Some(user)) => {
+            let lock = cp.locks.get(&found.resource).await?;
+            let (treatment, status) = cp.treatment_now(found, &user, &method, lock.as_ref());
+            let holder = lock.map(|lock| lock.holder.user);
+            (Some(treatment), status, holder)
+        }
+        _ => (None, None, None),
+    };
     Ok(Json(MatchResult {
+        treatment,
+        status,
+        holder,
         app: app.clone(),
         method,
         matched: found.is_some(),

@@ -489,7 +489,8 @@ $("#match-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const out = $("#match-result");
   const host = $("#match-host").value.trim();
-  const res = await api("POST", "/match", { json: { method: $("#match-method").value, path: $("#match-path").value.trim(), host: host || null } });
+  const user = $("#match-user").value.trim();
+  const res = await api("POST", "/match", { json: { method: $("#match-method").value, path: $("#match-path").value.trim(), host: host || null, user: user || null } });
   out.className = "";
   if (res.status !== 200) {
     out.className = "bad";
@@ -504,7 +505,8 @@ $("#match-form").addEventListener("submit", async (event) => {
   } else {
     const redirect = res.data.redirect_to ? `, redirects to ${res.data.redirect_to}` : "";
     const app = res.data.app ? `app ${res.data.app}, ` : "";
-    out.textContent = `${res.data.method} ${res.data.normalized_path}: ${app}rule ${res.data.rule.id} (${res.data.rule.mode}${redirect}), resource ${res.data.resource}`;
+    const now = res.data.treatment ? `. For ${user} now: ${TREATMENTS[res.data.treatment] || res.data.treatment}${res.data.holder && res.data.holder !== user ? ` (${res.data.holder} holds it)` : ""}` : "";
+    out.textContent = `${res.data.method} ${res.data.normalized_path}: ${app}rule ${res.data.rule.id} (${res.data.rule.mode}${redirect}), resource ${res.data.resource}${now}`;
   }
 });
 

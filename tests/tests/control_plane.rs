@@ -491,6 +491,50 @@ async fn locks_are_listed_and_a_force_release_reaches_the_holder_and_the_trail()
         .as_str()
         .is_some_and(|i| !i.is_empty()));
 
+    // "Test a path" as a given user says what the proxy would do to them now, and agrees
+    // with the proxy itself.
+    let api_ref = &api;
+    let as_user = |user: &str, path: &str, method: &str| {
+        let body = json!({ "path": path, "method": method, "user": user });
+        async move {
+            let api = api_ref;
+            let answer = send(api.post("/api/v1/match", &body)).await;
+            assert_eq!(answer.status(), StatusCode::OK);
+            answer.json::<Value>().await.unwrap()
+        }
+    };
+    let bob = as_user("bob", "/echo/doc/1?tab=2", "POST").await;
+    assert_eq!(
+        (&bob["treatment"], &bob["status"], &bob["holder"]),
+        (&json!("locked"), &json!(423), &json!("alice")),
+        "{bob}"
+    );
+    assert_eq!(
+        status_for(&node, "bob", "/echo/doc/1").await,
+        StatusCode::LOCKED
+    );
+    let alice = as_user("alice", "/echo/doc/1", "GET").await;
+    assert_eq!(alice["treatment"], "renewed", "{alice}");
+    assert_eq!(alice["status"], Value::Null);
+    let free = as_user("bob", "/echo/doc/2", "GET").await;
+    assert_eq!(
+        (&free["treatment"], &free["holder"]),
+        (&json!("claimed"), &Value::Null),
+        "{free}"
+    );
+    let anyone = send(api.post("/api/v1/match", &json!({ "path": "/echo/doc/1" })))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(anyone["treatment"], Value::Null, "no user, no treatment");
+    let empty = send(api.post(
+        "/api/v1/match",
+        &json!({ "path": "/echo/doc/1", "user": "" }),
+    ))
+    .await;
+    assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
     let mut holder = banner(&node, "alice", "/echo/doc/1").await;
     let mut watcher = banner(&node, "bob", "/echo/doc/1").await;
     assert_eq!(next_lock_message(&mut holder, "doc:1").await["you"], true);

@@ -993,6 +993,19 @@ async fn locks_view(s: &mut Scene) {
 
     s.open("admin", "root", "Root").await;
     let ui = s.get("admin");
+    // "Test a path" as a given user: what the proxy would do to Carol's request for doc 1
+    // now that Bob holds it, and to Bob's own.
+    ui.type_into("#match-path", "/echo/doc/1?draft=1").await;
+    ui.type_into("#match-user", "carol").await;
+    ui.click("#match-form button[type=submit]").await;
+    ui.wait_text("#match-result", |t| {
+        t.contains("resource doc:1") && t.contains("For carol now: 423 Locked (bob holds it)")
+    })
+    .await;
+    ui.type_into("#match-user", "bob").await;
+    ui.click("#match-form button[type=submit]").await;
+    ui.wait_text("#match-result", |t| t.contains("For bob now: holds it"))
+        .await;
     ui.click("nav a[data-tab=\"locks\"]").await;
     let order = ui
         .wait_rows("all four locks listed", LOCK_ROWS, "data-resource", |r| {
