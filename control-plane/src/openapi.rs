@@ -40,7 +40,7 @@ use crate::{
         events_api::AuditEventDoc, events_api::EventPage, events_api::StreamEvent,
         shapes_api::ShapeList, shapes_api::ShapeView, shapes_api::Suggestion,
         rules::RelatedShape,
-        preview_api::Preview, preview_api::PreviewRequest, preview_api::PreviewUser,
+        preview_api::Preview, preview_api::PreviewRequest, gate::replay::UserSummary,
         apps_api::AppList, apps_api::AppView,
     )),
     servers((url = "/", description = "This control plane")),

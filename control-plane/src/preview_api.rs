@@ -65,29 +65,6 @@ pub struct PreviewRequest {
     pub redirect_to: Option<String>,
 }
 
-/// What one user's requests would have got.
-#[derive(Serialize, ToSchema)]
-pub struct PreviewUser {
-    /// `null`: the requests that carried no credential that verified.
-    pub user: Option<String>,
-    pub requests: usize,
-    /// The resources this user would have held.
-    pub held: Vec<String>,
-    /// Requests refused with 423.
-    pub locked: usize,
-    /// Requests forwarded read-only.
-    pub read_only: usize,
-    /// Requests sent to the rule's redirect target.
-    pub redirected: usize,
-    /// Requests asked to sign in.
-    pub sign_in: usize,
-    /// Who held what this user did not get.
-    pub held_by: Vec<String>,
-    /// All of it in one line.
-    #[schema(example = "bob: 2 requests refused 423, alice held it")]
-    pub summary: String,
-}
-
 /// The preview of candidate rules against recent traffic.
 #[derive(Serialize, ToSchema)]
 pub struct Preview {
@@ -98,7 +75,7 @@ pub struct Preview {
     /// How many of them the candidate rules match.
     pub matched: usize,
     /// One line per user, in the order they first appear.
-    pub users: Vec<PreviewUser>,
+    pub users: Vec<UserSummary>,
     /// The matched requests in time order, the latest 500 at most.
     #[schema(max_items = 500)]
     pub requests: Vec<PreviewRequest>,
@@ -126,10 +103,7 @@ pub async fn preview(
     let summaries = Summaries::read(cp.locks.as_ref()).await?;
     let requests = rules::merge_sampled(summaries.requests, now_millis());
     let replayed = replay::replay(&requests, &set, |rule| cp.lease_of(rule));
-    let users = replay::summarize(&replayed)
-        .into_iter()
-        .map(PreviewUser::from)
-        .collect();
+    let users = replay::summarize(&replayed);
     let skip = replayed.len().saturating_sub(MAX_LISTED);
     Ok(Json(Preview {
         instances: summaries.instances,
@@ -193,22 +167,6 @@ impl ControlPlane {
             .as_deref()
             .and_then(|name| self.apps.iter().find(|app| app.name == name));
         app.and_then(|app| app.lease).unwrap_or(self.lease)
-    }
-}
-
-impl From<UserSummary> for PreviewUser {
-    fn from(summary: UserSummary) -> PreviewUser {
-        PreviewUser {
-            user: summary.user,
-            requests: summary.requests,
-            held: summary.held,
-            locked: summary.locked,
-            read_only: summary.read_only,
-            redirected: summary.redirected,
-            sign_in: summary.sign_in,
-            held_by: summary.held_by,
-            summary: summary.line,
-        }
     }
 }
 

@@ -162,7 +162,8 @@ pub fn replay<'r>(
 }
 
 /// What happened to one user's replayed requests.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserSummary {
     /// `None`: the requests that carried no credential that verified.
     pub user: Option<String>,
@@ -181,6 +182,11 @@ pub struct UserSummary {
     pub held_by: Vec<String>,
     /// All of it in one sentence: "alice holds page:12", "bob: 2 requests refused 423, alice
     /// held it".
+    #[serde(rename = "summary")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "bob: 2 requests refused 423, alice held it")
+    )]
     pub line: String,
 }
 
