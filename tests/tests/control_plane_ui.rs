@@ -1520,6 +1520,25 @@ const EDIT_ROW: &str = "#shapes-table tr[data-shape=\"GET /docs/{int}/edit\"]";
 const RELATED: &str = "return [...document.querySelectorAll('#related-list input')]\
                        .map((box) => [box.dataset.shape, box.checked]);";
 
+/// Alice opens document 1's editor through the proxy until it gives her the lock (once the
+/// proxies have the rules), as the lock list shows.
+async fn alice_holds_document_1(s: &Scene, alice: &str) {
+    let held = eventually(Duration::from_secs(10), || async {
+        assert_eq!(
+            send(&s.node, alice, Method::GET, "/docs/1/edit").await,
+            StatusCode::OK
+        );
+        let locks = s.api_get("/api/v1/locks").await;
+        locks["locks"]
+            .as_array()?
+            .iter()
+            .find(|lock| lock["resource"] == "docs:1")
+            .map(|lock| lock["holder"]["id"].clone())
+    })
+    .await;
+    assert_eq!(held, Some(json!("alice")));
+}
+
 async fn same_resource(s: &mut Scene) {
     s.open("admin", "root", "Root").await;
     let alice = token("alice", "Alice", &[]);
@@ -1607,20 +1626,7 @@ async fn same_resource(s: &mut Scene) {
     assert_eq!(save["mode"], "block");
 
     // Alice opens document 1's editor, which takes its lock once the proxies have the rules.
-    let held = eventually(Duration::from_secs(10), || async {
-        assert_eq!(
-            send(&s.node, &alice, Method::GET, "/docs/1/edit").await,
-            StatusCode::OK
-        );
-        let locks = s.api_get("/api/v1/locks").await;
-        locks["locks"]
-            .as_array()?
-            .iter()
-            .find(|lock| lock["resource"] == "docs:1")
-            .map(|lock| lock["holder"]["id"].clone())
-    })
-    .await;
-    assert_eq!(held, Some(json!("alice")));
+    alice_holds_document_1(s, &alice).await;
     // Bob's save of that document is refused with the page's lock; his preview passes.
     let bob = token("bob", "Bob", &[]);
     assert_eq!(
@@ -1836,20 +1842,7 @@ async fn preview(s: &mut Scene) {
     ui.wait_text("#validity", |t| t == "Valid").await;
     ui.click("#save-rule").await;
     ui.wait_hidden("#rule-editor").await;
-    let held = eventually(Duration::from_secs(10), || async {
-        assert_eq!(
-            send(&s.node, &alice, Method::GET, "/docs/1/edit").await,
-            StatusCode::OK
-        );
-        let locks = s.api_get("/api/v1/locks").await;
-        locks["locks"]
-            .as_array()?
-            .iter()
-            .find(|lock| lock["resource"] == "docs:1")
-            .map(|lock| lock["holder"]["id"].clone())
-    })
-    .await;
-    assert_eq!(held, Some(json!("alice")));
+    alice_holds_document_1(s, &alice).await;
     assert_eq!(
         send(&s.node, &alice, Method::POST, "/docs/1/save").await,
         StatusCode::OK
