@@ -110,26 +110,18 @@ pub async fn logout(State(cp): State<Arc<ControlPlane>>, headers: HeaderMap) -> 
     // The session ends everywhere, as at the proxy's logout.
     let signed_in = session.and_then(|s| party.sessions().open(s, crate::now_millis() / 1000).ok());
     if let Some(identity) = signed_in {
-        let live = (identity.sign_in.as_deref())
-            .zip(cp.ended.as_deref())
-            .filter(|(id, ended)| !ended.has_ended(id));
-        if let Some((id, ended)) = live {
-            if let Err(e) = ended
-                .end(id, identity.expires_at.saturating_mul(1000))
-                .await
-            {
-                tracing::warn!(user = %identity.user, error = %e, "cannot record a logout in the lock store");
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Signed out in this browser, but the end of the session could not be \
-                     recorded, so a copy of its cookie may still work until the session's end; \
-                     try again.",
-                )
-                    .into_response();
-                append_cookie(&mut response, &clear);
-                no_store(&mut response);
-                return response;
-            }
+        if let Err(e) = cp.end_if_live(&identity).await {
+            tracing::warn!(user = %identity.user, error = %e, "cannot record a logout in the lock store");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Signed out in this browser, but the end of the session could not be \
+                 recorded, so a copy of its cookie may still work until the session's end; \
+                 try again.",
+            )
+                .into_response();
+            append_cookie(&mut response, &clear);
+            no_store(&mut response);
+            return response;
         }
     }
     redirect(&party.logout_location("/", session, None).await, &[clear])
@@ -185,14 +177,8 @@ pub async fn renew_session(
         }
         Err(NotRenewed::Refused(failed)) => {
             tracing::info!(user = %identity.user, code = failed.code, detail = %failed.detail, "console session renewal refused; the session ends");
-            let live = (identity.sign_in.as_deref()).zip(cp.ended.as_deref());
-            if let Some((id, ended)) = live {
-                if let Err(e) = ended
-                    .end(id, identity.expires_at.saturating_mul(1000))
-                    .await
-                {
-                    tracing::warn!(user = %identity.user, error = %e, "cannot record a refused renewal's end in the lock store");
-                }
+            if let Err(e) = cp.end_if_live(&identity).await {
+                tracing::warn!(user = %identity.user, error = %e, "cannot record a refused renewal's end in the lock store");
             }
             next.run(request).await
         }
@@ -204,6 +190,23 @@ pub async fn renew_session(
 }
 
 impl ControlPlane {
+    /// Ends `identity`'s sign-in session on every instance, until the session's own end,
+    /// unless it has ended already (an ended session's copy ends nothing more), as the proxy's
+    /// logout does.
+    async fn end_if_live(&self, identity: &auth::Identity) -> Result<(), store::StoreError> {
+        let live = (identity.sign_in.as_deref())
+            .zip(self.ended.as_deref())
+            .filter(|(id, ended)| !ended.has_ended(id));
+        match live {
+            Some((id, ended)) => {
+                ended
+                    .end(id, identity.expires_at.saturating_mul(1000))
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Where the console's sign-in starts for a visitor who asked for `path`.
     pub(crate) fn login_location(&self, path: &str) -> String {
         relying_party::login_location("/login", path)

@@ -140,12 +140,8 @@ impl SignIn {
                 if asked {
                     tracing::info!(user = %identity.user, code = failed.code, detail = %failed.detail, "session renewal refused; the session ends");
                 }
-                let live = identity.sign_in.as_deref().zip(latch.ended());
-                if let Some((id, ended)) = live.filter(|(id, ended)| !ended.has_ended(id)) {
-                    let until = identity.expires_at.saturating_mul(1000);
-                    if let Err(e) = latch.end_session(ended, id, until).await {
-                        tracing::warn!(user = %identity.user, error = %e, "cannot record a refused renewal's end in the lock store");
-                    }
+                if let Err(e) = end_if_live(latch, &identity).await {
+                    tracing::warn!(user = %identity.user, error = %e, "cannot record a refused renewal's end in the lock store");
                 }
                 Err(AuthError::RenewalRefused)
             }
@@ -244,15 +240,9 @@ impl SignIn {
         let now = crate::time_fmt::now_ms();
         let signed_in = value.and_then(|v| self.sessions().open(v, now / 1000).ok());
         if let Some(identity) = signed_in {
-            let id = identity.sign_in.as_deref();
-            // An ended session's copy ends nothing more.
-            let live = id
-                .zip(latch.ended())
-                .filter(|(id, ended)| !ended.has_ended(id));
-            if let Some((id, ended)) = live {
-                let until = identity.expires_at.saturating_mul(1000);
-                let recorded = latch.end_session(ended, id, until).await;
-                if let Err(e) = recorded {
+            match end_if_live(latch, &identity).await {
+                Ok(false) => {}
+                Err(e) => {
                     tracing::warn!(user = %identity.user, error = %e, "cannot record a logout in the lock store");
                     latch
                         .metrics()
@@ -273,8 +263,10 @@ impl SignIn {
                     )
                     .header(header::SET_COOKIE, clear);
                 }
-                tracing::info!(user = %identity.user, "signed out");
-                latch.metrics().sign_outs.with_label_values(&["ok"]).inc();
+                Ok(true) => {
+                    tracing::info!(user = %identity.user, "signed out");
+                    latch.metrics().sign_outs.with_label_values(&["ok"]).inc();
+                }
             }
         }
         // Back to the configured page, or this site's root, once the provider signed out.
@@ -304,6 +296,20 @@ impl SignIn {
     fn flow_path(&self) -> String {
         format!("{}/callback", self.prefix)
     }
+}
+
+/// Ends `identity`'s sign-in session on every instance, until the session's own end, unless
+/// it has ended already (an ended session's copy ends nothing more): whether it ended it now.
+async fn end_if_live(latch: &impl Proxy, identity: &Identity) -> Result<bool, StoreError> {
+    let live = (identity.sign_in.as_deref())
+        .zip(latch.ended())
+        .filter(|(id, ended)| !ended.has_ended(id));
+    let Some((id, ended)) = live else {
+        return Ok(false);
+    };
+    let until = identity.expires_at.saturating_mul(1000);
+    latch.end_session(ended, id, until).await?;
+    Ok(true)
 }
 
 /// A sign-in cookie, `Secure` when the request's scheme is https.
