@@ -8,34 +8,37 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// Open connections per client. SipHash (std's default) rather than a fast hash: the keys are
+/// chosen by whoever connects.
+type Counts = Mutex<HashMap<IpAddr, u32>>;
 
 /// The open connections per client address, and how many each may have.
 pub struct ClientLimit {
     /// `None`: no limit, and no counting at all.
     max: Option<u32>,
-    /// Open connections per client. SipHash (std's default) rather than a fast hash: the keys
-    /// are chosen by whoever connects.
-    open: Mutex<HashMap<IpAddr, u32>>,
+    open: Arc<Counts>,
 }
 
-/// One admitted connection; gives its place back when dropped.
-pub struct Permit<'a> {
-    /// The limit and the key counted, or `None` when nothing was counted.
-    counted: Option<(&'a ClientLimit, IpAddr)>,
+/// One admitted connection; gives its place back when dropped. It owns what it needs, so a
+/// connection handed to a task of its own (a banner socket) takes its place along.
+pub struct Permit {
+    /// The counts and the key counted, or `None` when nothing was counted.
+    counted: Option<(Arc<Counts>, IpAddr)>,
 }
 
 impl ClientLimit {
     pub fn new(max: Option<u32>) -> ClientLimit {
         ClientLimit {
             max,
-            open: Mutex::new(HashMap::new()),
+            open: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Admits one more connection from `peer`, or refuses it (`None`) when that client already
     /// has the most it may. A connection whose address is unknown (not IP) is not counted.
-    pub fn admit(&self, peer: Option<IpAddr>) -> Option<Permit<'_>> {
+    pub fn admit(&self, peer: Option<IpAddr>) -> Option<Permit> {
         let (Some(max), Some(peer)) = (self.max, peer) else {
             return Some(Permit { counted: None });
         };
@@ -52,7 +55,7 @@ impl ClientLimit {
         }
         *count += 1;
         Some(Permit {
-            counted: Some((self, key)),
+            counted: Some((Arc::clone(&self.open), key)),
         })
     }
 
@@ -63,12 +66,12 @@ impl ClientLimit {
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
-        let Some((limit, key)) = self.counted.take() else {
+        let Some((open, key)) = self.counted.take() else {
             return;
         };
-        let mut open = limit.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = open.get_mut(&key) {
             *count = count.saturating_sub(1);
             if *count == 0 {

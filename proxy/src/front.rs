@@ -6,8 +6,9 @@
 //!
 //! Why the banner socket: a banner socket stays open for as long as its page does, and most of
 //! them sit idle. Inside pingora's proxy session each one would keep that session alive for its
-//! whole life: its buffers, headers, modules and state machine, about 50 KB. Served here it
-//! keeps only the WebSocket and the socket task.
+//! whole life: its buffers, headers, modules and state machine, about 50 KB. Served here, in a
+//! task of its own once admitted, it keeps only the WebSocket and that task: not the
+//! connection's task, which pingora sizes for a TLS handshake on every listener.
 //!
 //! Only a complete, valid handshake that is admitted (same origin, valid token, under the
 //! per-user limit) is taken. Anything else, including a refusal, is handed to the proxy with the
@@ -147,20 +148,28 @@ impl ServerApp for Front {
         let tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
         // Past its client's limit a connection is closed before anything is read from it.
         let peer = peer_ip(&tcp);
-        let Some(_permit) = self.clients.admit(peer) else {
+        let Some(permit) = self.clients.admit(peer) else {
             tracing::debug!(?peer, "connection refused: the client has too many open");
             return None;
         };
         if let Some(acceptor) = &self.tls {
-            // Boxed, so that a plain connection's future (a banner socket's, for its whole
-            // life) keeps no room for a TLS handshake it never makes.
-            return Box::pin(self.serve_tls(acceptor, tcp, peer, shutdown)).await;
+            // Boxed, so that a plain connection's future keeps no room for a TLS handshake it
+            // never makes.
+            let served = Box::pin(self.serve_tls(acceptor, tcp, peer, shutdown)).await;
+            drop(permit);
+            return served;
         }
-        // Boxed, so that a banner socket's long life does not keep the room its HTTP requests
-        // needed (the read buffer, the deadline) in its own future.
-        let banner = Box::pin(self.serve_http(tcp, shutdown)).await;
+        let banner = self.serve_http(tcp, shutdown).await;
         if let Some((tcp, admitted)) = banner {
-            ws::serve_tcp(&self.latch, tcp, admitted).await;
+            // A banner socket lives as long as its page, mostly idle, so it gets a task of its
+            // own sized to it, and this one ends. The connection's task is pingora's, sized for
+            // the largest thing any connection does first (a TLS handshake, about 9 KB, even on
+            // a plain listener), and this future holds the room of every HTTP request.
+            let latch = Arc::clone(&self.latch);
+            tokio::spawn(async move {
+                ws::serve_tcp(&latch, tcp, admitted).await;
+                drop(permit);
+            });
         }
         None
     }

@@ -139,6 +139,25 @@ impl Setup {
             .expect("the banner socket opens")
     }
 
+    /// Opens a socket, trying again for a while when the connection is refused: under a
+    /// per-client connection limit, the proxy may not yet have seen earlier connections from
+    /// this address (the start's readiness probes) close.
+    async fn connect_retrying(&self, who: &Browser) -> Ws {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self
+                .try_connect(Some(&who.cookie), Some(&self.origin()))
+                .await
+            {
+                Ok(ws) => return ws,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("no socket within {PATIENCE:?}: {e}"),
+            }
+        }
+    }
+
     /// Opens a socket and watches `path`; returns it with the first `lock` message.
     async fn watch(&self, who: &Browser, path: &str) -> (Ws, Value) {
         let mut ws = self.connect(who).await;
@@ -539,6 +558,53 @@ async fn a_handshake_on_a_kept_alive_connection_still_opens_a_socket() {
     assert_eq!(next_of(&mut ws, "lock").await["state"], "free");
     assert_eq!(opened_via(&s, "session").await, 1);
     assert_eq!(opened_via(&s, "connection").await, 0);
+}
+
+/// A banner socket runs in a task of its own once admitted; its connection keeps its place
+/// under `proxy.max_connections_per_client` until it closes, and gives it back then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banner_socket_keeps_its_place_under_the_per_client_limit_until_it_closes() {
+    let upstream = Upstream::start().await;
+    let latch = LatchBuilder::new(upstream.port())
+        .rules(&RULES)
+        .locks("store = \"memory\"")
+        .env("LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT", "2")
+        .start();
+    let s = Setup {
+        latch,
+        _upstream: upstream,
+    };
+    let who = alice();
+    let mut first = s.connect_retrying(&who).await;
+    let mut second = s.connect_retrying(&who).await;
+
+    // A third connection from the same client is closed before its handshake is answered.
+    match s.try_connect(Some(&who.cookie), Some(&s.origin())).await {
+        Ok(_) => panic!("a third connection was admitted past the limit of 2"),
+        Err(tungstenite::Error::Http(resp)) => {
+            panic!(
+                "refused with an HTTP answer ({}), not closed",
+                resp.status()
+            )
+        }
+        Err(_) => {}
+    }
+    // Both sockets still serve.
+    for ws in [&mut first, &mut second] {
+        send(ws, json!({ "type": "watch", "path": "/echo/doc/1" })).await;
+        assert_eq!(next_of(ws, "lock").await["resource"], "doc:1");
+    }
+
+    // Once one closes, the client is admitted again.
+    first.close(None).await.expect("close");
+    drop(first);
+    let mut third = s.connect_retrying(&who).await;
+    send(
+        &mut third,
+        json!({ "type": "watch", "path": "/echo/doc/1" }),
+    )
+    .await;
+    assert_eq!(next_of(&mut third, "lock").await["resource"], "doc:1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -508,6 +508,22 @@ impl Conn {
         }
     }
 
+    /// Reads everything again after events were missed, perhaps because the store lost its
+    /// data: places in line are taken again first, so the lines read back (and the events
+    /// other waiters' joins cause) already hold this viewer; changes to kept entries may have
+    /// been missed too.
+    async fn resync(&mut self, ws: &mut Ws) -> bool {
+        self.refresh_queue().await;
+        self.stash.changed();
+        let mut ok = self.relist_stash(ws).await;
+        let resources: Vec<String> = self.watched.iter().map(|w| w.resource.clone()).collect();
+        for r in resources {
+            ok &= self.resend(ws, &r).await;
+            ok &= self.resend_queue(ws, &r, false).await;
+        }
+        ok
+    }
+
     /// Lists the viewer's kept changes again and sends them, if a change is pending and the
     /// last listing is old enough (see [`StashFeed`]); otherwise the renew tick comes back.
     async fn relist_stash(&mut self, ws: &mut Ws) -> bool {
@@ -700,6 +716,12 @@ impl Conn {
     }
 }
 
+/// Runs one banner socket until either side ends it.
+///
+/// Most sockets sit idle for hours, and an idle socket keeps this future at its full size,
+/// which is that of its largest await. So every await that does real work (a message, an
+/// event, a tick's renewals) is boxed: its room is allocated while it runs, and the idle
+/// socket keeps only the select over its sources.
 pub async fn run_socket(
     latch: Arc<Latch>,
     id: u64,
@@ -727,7 +749,7 @@ pub async fn run_socket(
         stash: StashFeed::new(),
     };
     conn.stash.changed();
-    if !conn.relist_stash(&mut ws).await {
+    if !Box::pin(conn.relist_stash(&mut ws)).await {
         return;
     }
     let mut ping = interval(PING_EVERY);
@@ -760,7 +782,7 @@ pub async fn run_socket(
                             continue;
                         }
                         let ok = match msg {
-                            Message::Text(text) => conn.handle(&mut ws, &text).await,
+                            Message::Text(text) => Box::pin(conn.handle(&mut ws, &text)).await,
                             Message::Binary(_) => {
                                 send(&mut ws, error_json("bad_message", "binary messages are not part of the protocol")).await
                             }
@@ -782,22 +804,8 @@ pub async fn run_socket(
             }
             push = pushes.recv() => {
                 let ok = match push {
-                    Some(Push::Event(event)) => conn.on_event(&mut ws, &event).await,
-                    Some(Push::Resync) => {
-                        // Events were missed, perhaps because the store lost its data: places
-                        // in line are taken again first, so the lines read back below (and the
-                        // events other waiters' joins cause) already hold this viewer.
-                        conn.refresh_queue().await;
-                        // Changes to kept entries may have been missed too.
-                        conn.stash.changed();
-                        let mut ok = conn.relist_stash(&mut ws).await;
-                        let resources: Vec<String> = conn.watched.iter().map(|w| w.resource.clone()).collect();
-                        for r in resources {
-                            ok &= conn.resend(&mut ws, &r).await;
-                            ok &= conn.resend_queue(&mut ws, &r, false).await;
-                        }
-                        ok
-                    }
+                    Some(Push::Event(event)) => Box::pin(conn.on_event(&mut ws, &event)).await,
+                    Some(Push::Resync) => Box::pin(conn.resync(&mut ws)).await,
                     None => false,
                 };
                 if !ok {
@@ -818,27 +826,27 @@ pub async fn run_socket(
                 if !matches!(tokio::time::timeout(WRITE_TIMEOUT, ping).await, Ok(Ok(()))) {
                     break;
                 }
-                conn.refresh_presence().await;
+                Box::pin(conn.refresh_presence()).await;
             }
             _ = renew.tick() => {
                 let every = conn.watched.iter().filter(|w| w.held).map(|w| w.renew_every).min();
                 if every.is_some_and(|e| last_renew.elapsed() >= e) {
                     last_renew = Instant::now();
-                    conn.renew_held().await;
+                    Box::pin(conn.renew_held()).await;
                 }
                 let every = conn.watched.iter().filter(|w| w.queued).map(|w| w.renew_every).min();
                 if every.is_some_and(|e| last_queue_refresh.elapsed() >= e) {
                     last_queue_refresh = Instant::now();
-                    conn.refresh_queue().await;
+                    Box::pin(conn.refresh_queue()).await;
                 }
-                if !conn.tick(&mut ws).await || !conn.relist_stash(&mut ws).await {
+                if !Box::pin(conn.tick(&mut ws)).await || !Box::pin(conn.relist_stash(&mut ws)).await {
                     break;
                 }
             }
         }
     }
-    conn.start_grace().await;
-    conn.leave_queues().await;
+    Box::pin(conn.start_grace()).await;
+    Box::pin(conn.leave_queues()).await;
     let _ = ws.close(None).await;
     // Read what the client still sends until it answers the close or goes quiet: closing a
     // connection with unread bytes in it resets it, and the reset can destroy the close frame
