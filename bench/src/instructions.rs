@@ -3,7 +3,8 @@
 //! the 100 KB page, Latch with and without the banner, so the banner's cost is a number that
 //! does not move from run to run, and the 100 KB page whose head is new on every request, on
 //! which the banner's place cannot be remembered. Latch's held cases are compared with bare
-//! pingora forwarding the same request, the user's token included.
+//! pingora forwarding the same request, the user's token included. The 1.4 KB cases are also
+//! counted over TLS (HTTP/1.1), against bare pingora listening with the same certificate.
 //!
 //! Throughput on a small shared VM moves by a quarter from one round to the next; an
 //! instruction count does not move at all for the same binary and load, whatever else the
@@ -30,6 +31,7 @@ const SCENARIO: &str = "instructions per request (callgrind), 1.4 KB";
 const SCENARIO_BIG: &str = "instructions per request (callgrind), 100 KB HTML";
 const SCENARIO_FRESH: &str =
     "instructions per request (callgrind), 100 KB HTML, head new on every request";
+const SCENARIO_TLS: &str = "instructions per request (callgrind), 1.4 KB over TLS";
 /// The sign-in cookie secret of the Latch under callgrind, so the bench can seal a session.
 const COOKIE_SECRET: &str = "bench-cookie-secret-of-at-least-32-bytes!";
 const WARMUP: Duration = Duration::from_secs(3);
@@ -205,6 +207,53 @@ pub(crate) async fn rows(
         )
         .await;
     drop(bare);
+
+    // The same over TLS (HTTP/1.1, keep-alive): bare pingora listening with the certificate
+    // Latch uses, so only what Latch adds on top of pingora's TLS is counted.
+    let cert = tokio::task::block_in_place(|| crate::tls::make_certificate(&dir.join("tls")))?;
+    let bare_tls_port = free_port()?;
+    let mut bare_tls = Profiled::start(
+        "bare pingora with TLS under callgrind",
+        &dir.join("bare-tls"),
+        &opts.bin_dir.join("bare-pingora"),
+        &[
+            "--listen".into(),
+            process::loopback(bare_tls_port).to_string(),
+            "--upstream".into(),
+            process::loopback(systems.upstream_port).to_string(),
+            "--threads".into(),
+            opts.proxy_threads.to_string(),
+            "--tls-cert".into(),
+            cert.cert.display().to_string(),
+            "--tls-key".into(),
+            cert.key.display().to_string(),
+        ],
+        opts,
+        &[bare_tls_port],
+    )?;
+    let bare_tls_url = |path: &str| format!("https://127.0.0.1:{bare_tls_port}{path}");
+    let bare_tls_n = bare_tls
+        .per_request(&Load::get(bare_tls_url(&asset), 200), scripts)
+        .await;
+    let bare_tls_held = bare_tls
+        .per_request(
+            &Load::get(bare_tls_url(&held), 200).bearer(&tokens.alice),
+            scripts,
+        )
+        .await;
+    drop(bare_tls);
+    let base_tls = bare_tls_n.as_ref().ok().copied();
+    let base_tls_held = bare_tls_held.as_ref().ok().copied();
+    let mut tls_rows = vec![
+        row(SCENARIO_TLS, "bare pingora", bare_tls_n, None),
+        row(
+            SCENARIO_TLS,
+            "bare pingora, with token",
+            bare_tls_held,
+            None,
+        ),
+    ];
+
     let base = bare_n.as_ref().ok().copied();
     let base_held = bare_held.as_ref().ok().copied();
     let base_big = bare_big.as_ref().ok().copied();
@@ -228,11 +277,15 @@ pub(crate) async fn rows(
 
     let latch_dir = dir.join("latch");
     systems::mkdir(&latch_dir)?;
-    let (port, admin_port) = (free_port()?, free_port()?);
+    let (port, admin_port, tls_port) = (free_port()?, free_port()?, free_port()?);
     let settings = Settings {
         upstream_port: systems.upstream_port,
         pool: Vec::new(),
-        tls: None,
+        tls: Some(latch::TlsListener {
+            port: tls_port,
+            cert_file: cert.cert.clone(),
+            key_file: cert.key.clone(),
+        }),
         threads: opts.proxy_threads,
         auth: Auth::Secret,
         store: "memory".into(),
@@ -259,7 +312,7 @@ pub(crate) async fn rows(
             conf.display().to_string(),
         ],
         opts,
-        &[port, admin_port],
+        &[port, admin_port, tls_port],
     )?;
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let pass = profiled
@@ -294,8 +347,21 @@ pub(crate) async fn rows(
         .per_request(&Load::get(url(&fresh), 200).bearer(&tokens.alice), scripts)
         .await;
     fresh_rows.push(row(SCENARIO_FRESH, "latch, held + banner", n, base_fresh));
+    let tls_url = |path: &str| format!("https://127.0.0.1:{tls_port}{path}");
+    let n = profiled
+        .per_request(&Load::get(tls_url(&asset), 200), scripts)
+        .await;
+    tls_rows.push(row(SCENARIO_TLS, "latch, pass-through", n, base_tls));
+    let n = profiled
+        .per_request(
+            &Load::get(tls_url(&held), 200).bearer(&tokens.alice),
+            scripts,
+        )
+        .await;
+    tls_rows.push(row(SCENARIO_TLS, "latch, held, memory", n, base_tls_held));
     rows.extend(big_rows);
     rows.extend(fresh_rows);
+    rows.extend(tls_rows);
     Ok(rows)
 }
 
