@@ -144,6 +144,42 @@ fn row(
     row
 }
 
+/// Bare pingora under callgrind on `port`, forwarding to the shared upstream, listening with
+/// `tls` when given.
+fn start_bare(
+    name: &str,
+    dir: &Path,
+    opts: &Options,
+    systems: &Systems,
+    port: u16,
+    tls: Option<&crate::tls::Certificate>,
+) -> Result<Profiled, BenchError> {
+    let mut args = vec![
+        "--listen".into(),
+        process::loopback(port).to_string(),
+        "--upstream".into(),
+        process::loopback(systems.upstream_port).to_string(),
+        "--threads".into(),
+        opts.proxy_threads.to_string(),
+    ];
+    if let Some(cert) = tls {
+        args.extend([
+            "--tls-cert".into(),
+            cert.cert.display().to_string(),
+            "--tls-key".into(),
+            cert.key.display().to_string(),
+        ]);
+    }
+    Profiled::start(
+        name,
+        dir,
+        &opts.bin_dir.join("bare-pingora"),
+        &args,
+        opts,
+        &[port],
+    )
+}
+
 /// The rows, or one "not run" row when valgrind is missing.
 pub(crate) async fn rows(
     opts: &Options,
@@ -167,20 +203,13 @@ pub(crate) async fn rows(
     let fresh = site::path("held", FRESH);
 
     let bare_port = free_port()?;
-    let mut bare = Profiled::start(
+    let mut bare = start_bare(
         "bare pingora under callgrind",
         &dir.join("bare"),
-        &opts.bin_dir.join("bare-pingora"),
-        &[
-            "--listen".into(),
-            process::loopback(bare_port).to_string(),
-            "--upstream".into(),
-            process::loopback(systems.upstream_port).to_string(),
-            "--threads".into(),
-            opts.proxy_threads.to_string(),
-        ],
         opts,
-        &[bare_port],
+        systems,
+        bare_port,
+        None,
     )?;
     let bare_url = |path: &str| format!("http://127.0.0.1:{bare_port}{path}");
     let bare_n = bare
@@ -212,24 +241,13 @@ pub(crate) async fn rows(
     // Latch uses, so only what Latch adds on top of pingora's TLS is counted.
     let cert = tokio::task::block_in_place(|| crate::tls::make_certificate(&dir.join("tls")))?;
     let bare_tls_port = free_port()?;
-    let mut bare_tls = Profiled::start(
+    let mut bare_tls = start_bare(
         "bare pingora with TLS under callgrind",
         &dir.join("bare-tls"),
-        &opts.bin_dir.join("bare-pingora"),
-        &[
-            "--listen".into(),
-            process::loopback(bare_tls_port).to_string(),
-            "--upstream".into(),
-            process::loopback(systems.upstream_port).to_string(),
-            "--threads".into(),
-            opts.proxy_threads.to_string(),
-            "--tls-cert".into(),
-            cert.cert.display().to_string(),
-            "--tls-key".into(),
-            cert.key.display().to_string(),
-        ],
         opts,
-        &[bare_tls_port],
+        systems,
+        bare_tls_port,
+        Some(&cert),
     )?;
     let bare_tls_url = |path: &str| format!("https://127.0.0.1:{bare_tls_port}{path}");
     let bare_tls_n = bare_tls
