@@ -526,10 +526,17 @@ impl Conn {
 
     /// Lists the viewer's kept changes again and sends them, if a change is pending and the
     /// last listing is old enough (see [`StashFeed`]); otherwise the renew tick comes back.
+    ///
+    /// It runs on every tick: the check is inline, the listing boxed, so neither the idle
+    /// socket's future nor its tick pays for the listing's room.
     async fn relist_stash(&mut self, ws: &mut Ws) -> bool {
         if !self.stash.due(Instant::now()) {
             return true;
         }
+        Box::pin(self.send_stash(ws)).await
+    }
+
+    async fn send_stash(&mut self, ws: &mut Ws) -> bool {
         match crate::stash::banner_message(&self.latch, &self.identity.user).await {
             Some((message, count)) if self.stash.worth_sending(count) => send(ws, message).await,
             // Unchanged emptiness, or the store could not say: a later change or resync lists
@@ -749,7 +756,7 @@ pub async fn run_socket(
         stash: StashFeed::new(),
     };
     conn.stash.changed();
-    if !Box::pin(conn.relist_stash(&mut ws)).await {
+    if !conn.relist_stash(&mut ws).await {
         return;
     }
     let mut ping = interval(PING_EVERY);
@@ -839,7 +846,7 @@ pub async fn run_socket(
                     last_queue_refresh = Instant::now();
                     Box::pin(conn.refresh_queue()).await;
                 }
-                if !Box::pin(conn.tick(&mut ws)).await || !Box::pin(conn.relist_stash(&mut ws)).await {
+                if !Box::pin(conn.tick(&mut ws)).await || !conn.relist_stash(&mut ws).await {
                     break;
                 }
             }
