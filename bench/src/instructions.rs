@@ -144,6 +144,21 @@ fn row(
     row
 }
 
+/// Instructions per request for the 1.4 KB file on `server` (`url` makes its addresses):
+/// unprotected without a token, then protected (held) with `token`.
+async fn small_pair(
+    server: &mut Profiled,
+    url: impl Fn(&str) -> String,
+    token: &str,
+    scripts: &Path,
+) -> (Result<f64, BenchError>, Result<f64, BenchError>) {
+    let pass = server
+        .per_request(&Load::get(url(&site::path("", ASSET)), 200), scripts)
+        .await;
+    let held = Load::get(url(&site::path("held", ASSET)), 200).bearer(token);
+    (pass, server.per_request(&held, scripts).await)
+}
+
 /// Bare pingora under callgrind on `port`, forwarding to the shared upstream, listening with
 /// `tls` when given.
 fn start_bare(
@@ -197,7 +212,6 @@ pub(crate) async fn rows(
         )]);
     }
     let dir = work.join("callgrind");
-    let asset = site::path("", ASSET);
     let held = site::path("held", ASSET);
     let big = site::path("held", BIG);
     let fresh = site::path("held", FRESH);
@@ -212,17 +226,9 @@ pub(crate) async fn rows(
         None,
     )?;
     let bare_url = |path: &str| format!("http://127.0.0.1:{bare_port}{path}");
-    let bare_n = bare
-        .per_request(&Load::get(bare_url(&asset), 200), scripts)
-        .await;
     // The held cases carry the user's token, and are compared with bare pingora forwarding
     // the same request.
-    let bare_held = bare
-        .per_request(
-            &Load::get(bare_url(&held), 200).bearer(&tokens.alice),
-            scripts,
-        )
-        .await;
+    let (bare_n, bare_held) = small_pair(&mut bare, bare_url, &tokens.alice, scripts).await;
     let bare_big = bare
         .per_request(
             &Load::get(bare_url(&big), 200).bearer(&tokens.alice),
@@ -250,15 +256,8 @@ pub(crate) async fn rows(
         Some(&cert),
     )?;
     let bare_tls_url = |path: &str| format!("https://127.0.0.1:{bare_tls_port}{path}");
-    let bare_tls_n = bare_tls
-        .per_request(&Load::get(bare_tls_url(&asset), 200), scripts)
-        .await;
-    let bare_tls_held = bare_tls
-        .per_request(
-            &Load::get(bare_tls_url(&held), 200).bearer(&tokens.alice),
-            scripts,
-        )
-        .await;
+    let (bare_tls_n, bare_tls_held) =
+        small_pair(&mut bare_tls, bare_tls_url, &tokens.alice, scripts).await;
     drop(bare_tls);
     let base_tls = bare_tls_n.as_ref().ok().copied();
     let base_tls_held = bare_tls_held.as_ref().ok().copied();
@@ -333,13 +332,8 @@ pub(crate) async fn rows(
         &[port, admin_port, tls_port],
     )?;
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let pass = profiled
-        .per_request(&Load::get(url(&asset), 200), scripts)
-        .await;
+    let (pass, held_n) = small_pair(&mut profiled, url, &tokens.alice, scripts).await;
     rows.push(row(SCENARIO, "latch, pass-through", pass, base));
-    let held_n = profiled
-        .per_request(&Load::get(url(&held), 200).bearer(&tokens.alice), scripts)
-        .await;
     let bearer_held = held_n.as_ref().ok().copied();
     rows.push(row(SCENARIO, "latch, held, memory", held_n, base_held));
     let session = session_cookie()?;
@@ -366,17 +360,14 @@ pub(crate) async fn rows(
         .await;
     fresh_rows.push(row(SCENARIO_FRESH, "latch, held + banner", n, base_fresh));
     let tls_url = |path: &str| format!("https://127.0.0.1:{tls_port}{path}");
-    let n = profiled
-        .per_request(&Load::get(tls_url(&asset), 200), scripts)
-        .await;
-    tls_rows.push(row(SCENARIO_TLS, "latch, pass-through", n, base_tls));
-    let n = profiled
-        .per_request(
-            &Load::get(tls_url(&held), 200).bearer(&tokens.alice),
-            scripts,
-        )
-        .await;
-    tls_rows.push(row(SCENARIO_TLS, "latch, held, memory", n, base_tls_held));
+    let (pass, held_n) = small_pair(&mut profiled, tls_url, &tokens.alice, scripts).await;
+    tls_rows.push(row(SCENARIO_TLS, "latch, pass-through", pass, base_tls));
+    tls_rows.push(row(
+        SCENARIO_TLS,
+        "latch, held, memory",
+        held_n,
+        base_tls_held,
+    ));
     rows.extend(big_rows);
     rows.extend(fresh_rows);
     rows.extend(tls_rows);
