@@ -35,11 +35,19 @@ async fn setup() -> Setup {
 }
 
 async fn setup_locks(locks: &str) -> Setup {
+    setup_with(locks, &[]).await
+}
+
+/// The proxy with `[locks]` set to `locks` and the environment variables in `env`.
+async fn setup_with(locks: &str, env: &[(&str, &str)]) -> Setup {
     let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port())
+    let mut builder = LatchBuilder::new(upstream.port())
         .rules(&RULES)
-        .locks(locks)
-        .start();
+        .locks(locks);
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let latch = builder.start();
     Setup {
         latch,
         _upstream: upstream,
@@ -564,16 +572,11 @@ async fn a_handshake_on_a_kept_alive_connection_still_opens_a_socket() {
 /// under `proxy.max_connections_per_client` until it closes, and gives it back then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banner_socket_keeps_its_place_under_the_per_client_limit_until_it_closes() {
-    let upstream = Upstream::start().await;
-    let latch = LatchBuilder::new(upstream.port())
-        .rules(&RULES)
-        .locks("store = \"memory\"")
-        .env("LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT", "2")
-        .start();
-    let s = Setup {
-        latch,
-        _upstream: upstream,
-    };
+    let s = setup_with(
+        "store = \"memory\"",
+        &[("LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT", "2")],
+    )
+    .await;
     let who = alice();
     let mut first = s.connect_retrying(&who).await;
     let mut second = s.connect_retrying(&who).await;
