@@ -8,8 +8,12 @@
 //! which the resource is no longer held by that owner under that fence ends the socket: a
 //! release of any kind, a take-over, an expiry, or a new grant under another fence. The rule
 //! is the lock's state after the event, not the event's kind, so kinds this module does not
-//! know (presence, queue changes) close nothing. If events may have been missed (the
-//! subscription lagged or was lost), every registered resource is read back from the store.
+//! know (presence, queue changes) close nothing. An event that says an owner lost the lock is
+//! confirmed against the store before anything is closed: events reach this task after the
+//! fact, so one applied before a socket registered (a presence change while the resource was
+//! still free, then the claim the socket opened under) would otherwise end it. If events may
+//! have been missed (the subscription lagged or was lost), every registered resource is read
+//! back from the store.
 //!
 //! The end of a sign-in session (`SessionEnded`, a logout on any instance) ends every socket
 //! opened under it, whatever lock it lives under.
@@ -137,10 +141,8 @@ impl AppSockets {
         let Some(entries) = inner.by_resource.get_mut(resource) else {
             return 0;
         };
-        let still_held = |e: &Entry| {
-            current.is_some_and(|lock| lock.fence == e.fence && lock.owner_key() == e.owner)
-        };
-        let (keep, lost): (Vec<Entry>, Vec<Entry>) = entries.drain(..).partition(still_held);
+        let (keep, lost): (Vec<Entry>, Vec<Entry>) =
+            entries.drain(..).partition(|e| still_held(e, current));
         *entries = keep;
         if entries.is_empty() {
             inner.by_resource.remove(resource);
@@ -175,20 +177,37 @@ impl AppSockets {
     }
 
     /// Applies one lock event. Returns how many sockets it closed.
-    pub fn apply(&self, event: &LockEvent) -> usize {
+    ///
+    /// An event after which some registered owner no longer holds the lock under their fence
+    /// is confirmed by reading the lock back: the event may predate a socket registered since,
+    /// which read the lock back as it registered. Only a loss reads the store; presence and
+    /// queue changes cost nothing. If the store cannot be read, the event is trusted, so a
+    /// real loss is never kept open for want of a confirmation.
+    pub async fn apply(&self, event: &LockEvent, store: &dyn LockStore) -> usize {
         if let EventKind::SessionEnded { session, .. } = &event.kind {
             return self.sign_out(session);
         }
         // An event that carries no lock (a stash change) says nothing of who holds it.
-        if !event.kind.carries_lock() || !self.watches(&event.resource) {
+        if !event.kind.carries_lock() || !self.any_lost(&event.resource, event.lock.as_ref()) {
             return 0;
         }
-        self.settle(&event.resource, event.lock.as_ref(), &close_reason(event))
+        let current = match store.get(&event.resource).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::warn!(resource = %event.resource, error = %e, "cannot confirm a lock loss with the store; closing the app sockets the event says lost it");
+                event.lock.clone()
+            }
+        };
+        self.settle(&event.resource, current.as_ref(), &close_reason(event))
     }
 
-    fn watches(&self, resource: &str) -> bool {
+    /// Whether some socket registered on `resource` is not held under its fence in `lock`.
+    fn any_lost(&self, resource: &str, lock: Option<&Lock>) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.by_resource.contains_key(resource)
+        inner
+            .by_resource
+            .get(resource)
+            .is_some_and(|entries| entries.iter().any(|e| !still_held(e, lock)))
     }
 
     /// Reads every registered resource back from the store, for when events may have been
@@ -217,7 +236,7 @@ impl AppSockets {
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    self.apply(&event);
+                    self.apply(&event, store).await;
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
@@ -234,6 +253,11 @@ impl AppSockets {
             }
         }
     }
+}
+
+/// Whether `entry`'s owner holds `lock` under the fence it registered with.
+fn still_held(entry: &Entry, lock: Option<&Lock>) -> bool {
+    lock.is_some_and(|lock| lock.fence == entry.fence && lock.owner_key() == entry.owner)
 }
 
 fn release_slot(per_user: &mut HashMap<String, usize>, user: &str) {
@@ -279,9 +303,41 @@ fn truncate(mut reason: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use store::Holder;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use store::{ClaimOutcome, ClaimRequest, Holder, MemoryLockStore};
 
     use super::*;
+
+    fn claim(user: &str, name: &str) -> ClaimRequest {
+        ClaimRequest {
+            resource: "doc:1".to_owned(),
+            rule: "docs".to_owned(),
+            holder: holder(user, name),
+            lease: Duration::from_secs(60),
+            instance: "a".to_owned(),
+            unsafe_method: false,
+            max_per_user: None,
+        }
+    }
+
+    /// A store where `user` holds doc:1, the fence it holds it under, and the store's events
+    /// from before the claim on.
+    async fn held_by(user: &str) -> (Arc<MemoryLockStore>, u64, broadcast::Receiver<LockEvent>) {
+        let store = MemoryLockStore::new();
+        let events = store.subscribe();
+        let ClaimOutcome::Claimed(lock) = store.claim(&claim(user, user)).await.unwrap() else {
+            panic!("doc:1 was free");
+        };
+        (store, lock.fence, events)
+    }
+
+    /// A store no request reaches: nothing listens on port 1.
+    fn dead_store() -> Arc<store::RedisLockStore> {
+        let options = store::RedisOptions::from_url("redis://127.0.0.1:1").unwrap();
+        store::RedisLockStore::open(options).unwrap()
+    }
 
     fn holder(user: &str, name: &str) -> Holder {
         Holder {
@@ -314,16 +370,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_take_over_closes_the_old_owners_sockets_with_the_new_holders_name() {
+    #[tokio::test]
+    async fn a_take_over_closes_the_old_owners_sockets_with_the_new_holders_name() {
+        let (store, fence, mut events) = held_by("alice").await;
         let sockets = AppSockets::default();
         let mut alice = sockets
-            .register("doc:1", "alice", "alice", 7, None)
+            .register("doc:1", "alice", "alice", fence, None)
             .unwrap();
-        let kind = EventKind::TakenOver {
-            by: holder("bob", "Bob"),
-        };
-        assert_eq!(sockets.apply(&event(kind, Some(lock("bob", 8)))), 1);
+        store.takeover(&claim("bob", "Bob")).await.unwrap();
+        let claimed = events.recv().await.unwrap();
+        assert_eq!(claimed.kind, EventKind::Claimed);
+        assert_eq!(sockets.apply(&claimed, store.as_ref()).await, 0);
+        let taken = events.recv().await.unwrap();
+        assert!(
+            matches!(taken.kind, EventKind::TakenOver { .. }),
+            "{taken:?}"
+        );
+        assert_eq!(sockets.apply(&taken, store.as_ref()).await, 1);
         assert_eq!(
             alice.lost.try_recv().unwrap(),
             Ending::Lost("lock taken over by Bob".into())
@@ -331,30 +394,95 @@ mod tests {
         assert_eq!(sockets.count(), 0);
     }
 
-    #[test]
-    fn events_that_leave_the_owner_holding_under_the_same_fence_close_nothing() {
+    #[tokio::test]
+    async fn events_that_leave_the_owner_holding_under_the_same_fence_close_nothing() {
+        let (store, fence, mut events) = held_by("alice").await;
         let sockets = AppSockets::default();
         let mut alice = sockets
-            .register("doc:1", "alice", "alice", 7, None)
+            .register("doc:1", "alice", "alice", fence, None)
             .unwrap();
-        let asked = EventKind::AccessRequested {
-            by: holder("bob", "Bob"),
+        let claimed = events.recv().await.unwrap();
+        let asked = LockEvent {
+            kind: EventKind::AccessRequested {
+                by: holder("bob", "Bob"),
+            },
+            ..claimed.clone()
         };
-        assert_eq!(sockets.apply(&event(asked, Some(lock("alice", 7)))), 0);
+        assert_eq!(sockets.apply(&asked, store.as_ref()).await, 0);
         assert!(alice.lost.try_recv().is_err());
-        // A grant to the same owner under a newer fence is another lock: the old socket goes.
-        assert_eq!(
-            sockets.apply(&event(EventKind::Claimed, Some(lock("alice", 9)))),
-            1
-        );
+        // A grant to the same owner under a newer fence is another lock: the old socket goes,
+        // even when the release before it was missed.
+        store
+            .release("doc:1", "alice", ReleaseReason::Client)
+            .await
+            .unwrap();
+        store.claim(&claim("alice", "alice")).await.unwrap();
+        let _released = events.recv().await.unwrap();
+        let again = events.recv().await.unwrap();
+        assert_eq!(again.kind, EventKind::Claimed);
+        assert!(again.lock.as_ref().is_some_and(|l| l.fence > fence));
+        assert_eq!(sockets.apply(&again, store.as_ref()).await, 1);
         assert_eq!(
             alice.lost.try_recv().unwrap(),
             Ending::Lost("lock lost".into())
         );
     }
 
-    #[test]
-    fn a_session_end_closes_the_sockets_of_that_sign_in_only() {
+    #[tokio::test]
+    async fn an_event_from_before_a_socket_registered_does_not_close_it() {
+        let store = MemoryLockStore::new();
+        let mut events = store.subscribe();
+        // A tab shows up while doc:1 is free; its event is still on its way when alice claims
+        // it and opens a socket under the claim.
+        store
+            .presence_join(
+                "doc:1",
+                "tab1",
+                &holder("alice", "alice"),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let ClaimOutcome::Claimed(lock) = store.claim(&claim("alice", "alice")).await.unwrap()
+        else {
+            panic!("doc:1 was free");
+        };
+        let sockets = AppSockets::default();
+        let mut alice = sockets
+            .register("doc:1", "alice", "alice", lock.fence, None)
+            .unwrap();
+        let early = events.recv().await.unwrap();
+        assert_eq!(early.kind, EventKind::PresenceChanged);
+        assert_eq!(early.lock, None);
+        assert_eq!(sockets.apply(&early, store.as_ref()).await, 0);
+        let claimed = events.recv().await.unwrap();
+        assert_eq!(sockets.apply(&claimed, store.as_ref()).await, 0);
+        assert!(alice.lost.try_recv().is_err());
+        assert_eq!(sockets.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn with_the_store_unreadable_an_event_that_says_the_lock_was_lost_is_trusted() {
+        let sockets = AppSockets::default();
+        let mut alice = sockets
+            .register("doc:1", "alice", "alice", 7, None)
+            .unwrap();
+        let taken = event(
+            EventKind::TakenOver {
+                by: holder("bob", "Bob"),
+            },
+            Some(lock("bob", 8)),
+        );
+        assert_eq!(sockets.apply(&taken, dead_store().as_ref()).await, 1);
+        assert_eq!(
+            alice.lost.try_recv().unwrap(),
+            Ending::Lost("lock taken over by Bob".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_end_closes_the_sockets_of_that_sign_in_only() {
+        let store = MemoryLockStore::new();
         let sockets = AppSockets::default();
         let mut one = sockets
             .register("doc:1", "alice", "alice", 7, Some("one"))
@@ -372,14 +500,15 @@ mod tests {
                 None,
             )
         };
-        assert_eq!(sockets.apply(&ended), 1);
+        assert_eq!(sockets.apply(&ended, store.as_ref()).await, 1);
         assert_eq!(one.lost.try_recv().unwrap(), Ending::SignedOut);
         assert!(other.lost.try_recv().is_err());
         assert_eq!(sockets.count(), 1);
     }
 
-    #[test]
-    fn a_stash_change_on_the_resource_closes_nothing() {
+    #[tokio::test]
+    async fn a_stash_change_on_the_resource_closes_nothing() {
+        let store = MemoryLockStore::new();
         let sockets = AppSockets::default();
         let mut alice = sockets
             .register("doc:1", "alice", "alice", 7, None)
@@ -387,7 +516,7 @@ mod tests {
         let kept = EventKind::StashChanged {
             user: "alice".to_owned(),
         };
-        assert_eq!(sockets.apply(&event(kept, None)), 0);
+        assert_eq!(sockets.apply(&event(kept, None), store.as_ref()).await, 0);
         assert!(alice.lost.try_recv().is_err());
         assert_eq!(sockets.count(), 1);
     }
@@ -415,8 +544,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_the_resource_and_owner_concerned_are_closed() {
+    #[tokio::test]
+    async fn only_the_resource_and_owner_concerned_are_closed() {
+        let store = MemoryLockStore::new();
         let sockets = AppSockets::default();
         let mut alice = sockets
             .register("doc:1", "alice", "alice", 7, None)
@@ -427,7 +557,10 @@ mod tests {
         let expired = EventKind::Released {
             reason: ReleaseReason::Expired,
         };
-        assert_eq!(sockets.apply(&event(expired, None)), 1);
+        assert_eq!(
+            sockets.apply(&event(expired, None), store.as_ref()).await,
+            1
+        );
         assert_eq!(
             alice.lost.try_recv().unwrap(),
             Ending::Lost("lock expired".into())
