@@ -35,6 +35,7 @@ mod seal;
 mod session;
 mod settings;
 mod trusted;
+mod turns;
 mod verifier;
 
 pub use bearer::{bearer_token, cookie_values, token_from_headers};
@@ -50,4 +51,5 @@ pub use seal::{Sealer, MAX_SEALED_CHARS, MIN_COOKIE_SECRET_BYTES};
 pub use session::{new_session_id, RenewWith, Sessions};
 pub use settings::{AuthSettings, KeyLocation, KeySource, RemoteKeys};
 pub use trusted::{Forwarded, TrustedProxy, TrustedProxySettings, FORWARDED_LIFETIME_SECONDS};
+pub use turns::{RenewalTurns, Turn, TurnError};
 pub use verifier::Verifier;

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::session::{RenewWith, Renewable, Sealed};
+use crate::turns::{RenewalTurns, Turn};
 use crate::{AuthSettings, Identity, KeyError, Provider, Renewal, Sessions, Verifier};
 
 pub use crate::session::SESSION_COOKIE;
@@ -67,6 +68,8 @@ type RenewalCell = OnceCell<Result<Renewed, NotRenewed>>;
 
 /// How long a renewal's outcome is shared with requests that carry the old cookie.
 const RENEWAL_SHARED: Duration = Duration::from_secs(60);
+/// How often an instance waiting for another's renewal of the same session looks again.
+const TURN_POLL: Duration = Duration::from_millis(50);
 /// How long a provider out of reach is not asked again for the same session.
 const UNAVAILABLE_SHARED: Duration = Duration::from_secs(5);
 
@@ -462,9 +465,14 @@ impl RelyingParty {
     /// new ID token, checked as at sign-in (its `nonce` may be absent, or the sign-in's), must
     /// name the same user; it gives the session's new cookie, with the same id and end. The
     /// requests of one session cookie share one renewal, since a provider may rotate refresh
-    /// tokens and take the reuse of an old one for theft. The flag says whether this call
-    /// asked the provider (rather than sharing another request's renewal).
-    pub async fn renew(&self, value: &str) -> (Result<Renewed, NotRenewed>, bool) {
+    /// tokens and take the reuse of an old one for theft; so do the instances sharing `turns`
+    /// (see [`RenewalTurns`]). The flag says whether this call asked the provider (rather than
+    /// sharing another request's renewal).
+    pub async fn renew(
+        &self,
+        value: &str,
+        turns: &dyn RenewalTurns,
+    ) -> (Result<Renewed, NotRenewed>, bool) {
         let now = now_seconds();
         let refused = |code, detail: &str| {
             NotRenewed::Refused(Arc::new(Failure::new(
@@ -511,17 +519,14 @@ impl RelyingParty {
                 }
                 _ => {
                     let cell = Arc::new(OnceCell::new());
-                    renewals.insert(key, (Instant::now(), Arc::clone(&cell)));
+                    renewals.insert(key.clone(), (Instant::now(), Arc::clone(&cell)));
                     cell
                 }
             }
         };
         let mut asked = false;
         let outcome = cell
-            .get_or_init(|| {
-                asked = true;
-                self.renew_now(sealed, renewable, now)
-            })
+            .get_or_init(|| self.renew_in_turn(sealed, renewable, now, turns, &key, &mut asked))
             .await
             .clone();
         match outcome {
@@ -537,6 +542,92 @@ impl RelyingParty {
                 (Err(NotRenewed::Unavailable(Arc::new(stale))), asked)
             }
             outcome => (outcome, asked),
+        }
+    }
+
+    /// Renews once for every instance sharing `turns`: asks the provider with the turn (and
+    /// sets `asked`), or hands out the renewal another instance made. Without the shared
+    /// turns (the store is out of reach), it asks the provider alone.
+    async fn renew_in_turn(
+        &self,
+        sealed: Sealed,
+        renewable: Renewable,
+        now: u64,
+        turns: &dyn RenewalTurns,
+        key: &str,
+        asked: &mut bool,
+    ) -> Result<Renewed, NotRenewed> {
+        let under_way = PROVIDER_TIMEOUT * 2;
+        let give_up = Instant::now() + under_way;
+        loop {
+            let turn = match turns.take_renewal(key, under_way).await {
+                Ok(turn) => turn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot share a session renewal with the other instances; asking the provider alone");
+                    *asked = true;
+                    return self.renew_now(sealed, renewable, now).await;
+                }
+            };
+            match turn {
+                Turn::Mine => {
+                    *asked = true;
+                    let outcome = self.renew_now(sealed, renewable, now).await;
+                    let recorded = match &outcome {
+                        Ok(renewed) => {
+                            let cookie = Some(renewed.session_cookie.as_str());
+                            turns.finish_renewal(key, cookie, RENEWAL_SHARED).await
+                        }
+                        Err(NotRenewed::Refused(_)) => {
+                            turns.finish_renewal(key, None, RENEWAL_SHARED).await
+                        }
+                        Err(NotRenewed::Unavailable(_)) => turns.give_back_renewal(key).await,
+                    };
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "cannot record a session renewal for the other instances");
+                    }
+                    return outcome;
+                }
+                Turn::Renewed(cookie) => return self.adopt(cookie, &sealed, now),
+                Turn::Refused => {
+                    return Err(NotRenewed::Refused(Arc::new(Failure::new(
+                        401,
+                        "Session not renewed",
+                        "renewal_refused",
+                        "the provider refused another instance's renewal of this session",
+                    ))))
+                }
+                Turn::Pending if Instant::now() < give_up => tokio::time::sleep(TURN_POLL).await,
+                Turn::Pending => {
+                    return Err(NotRenewed::Unavailable(Arc::new(Failure::new(
+                        503,
+                        "Session not renewed",
+                        "renewal_pending",
+                        "another instance is renewing this session and has not finished",
+                    ))))
+                }
+            }
+        }
+    }
+
+    /// The renewal another instance made of the session `sealed`: its cookie, checked to be
+    /// this session's, for this session's user.
+    fn adopt(&self, cookie: String, sealed: &Sealed, now: u64) -> Result<Renewed, NotRenewed> {
+        match self.sessions.open(&cookie, now) {
+            Ok(identity)
+                if identity.sign_in.as_deref() == Some(sealed.i.as_str())
+                    && identity.user == sealed.u =>
+            {
+                Ok(Renewed {
+                    identity,
+                    session_cookie: cookie,
+                })
+            }
+            _ => Err(NotRenewed::Unavailable(Arc::new(Failure::new(
+                502,
+                "Session not renewed",
+                "renewal_unusable",
+                "another instance's renewal of this session is not a cookie of this session",
+            )))),
         }
     }
 
@@ -920,6 +1011,109 @@ async fn read_capped(mut answer: reqwest::Response) -> Result<Vec<u8>, Failure> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Turns that always answer the same, as another instance left them.
+    struct Fixed(Turn);
+
+    #[async_trait::async_trait]
+    impl RenewalTurns for Fixed {
+        async fn take_renewal(
+            &self,
+            _: &str,
+            _: Duration,
+        ) -> Result<Turn, crate::turns::TurnError> {
+            Ok(self.0.clone())
+        }
+        async fn finish_renewal(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: Duration,
+        ) -> Result<(), crate::turns::TurnError> {
+            panic!("only the turn's holder finishes it")
+        }
+        async fn give_back_renewal(&self, _: &str) -> Result<(), crate::turns::TurnError> {
+            panic!("only the turn's holder gives it back")
+        }
+    }
+
+    fn party() -> RelyingParty {
+        let client = ClientSettings {
+            issuer: "http://127.0.0.1:1".to_owned(),
+            client_id: "latch".to_owned(),
+            client_secret: "secret".to_owned(),
+            scopes: vec!["openid".to_owned()],
+            session_lifetime: None,
+            renew: true,
+        };
+        RelyingParty::new(client, &AuthSettings::default(), &[7; 32]).unwrap()
+    }
+
+    /// A renewable session cookie of `user` with session id `id`, its ID token ending at `by`.
+    fn session(party: &RelyingParty, user: &str, id: &str, by: u64) -> String {
+        let now = now_seconds();
+        let identity = Identity {
+            user: user.to_owned(),
+            name: user.to_owned(),
+            roles: Vec::new(),
+            expires_at: now + 3600,
+            sign_in: Some(id.to_owned()),
+            renewal: Some(Renewal { from: now, by }),
+        };
+        let with = RenewWith {
+            refresh_token: "rt".to_owned(),
+            nonce: "n".to_owned(),
+        };
+        party.sessions().issue_with_hint(&identity, "", Some(&with))
+    }
+
+    const SESSION: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+    const OTHER_SESSION: &str = "BBBBBBBBBBBBBBBBBBBBBB";
+
+    #[tokio::test]
+    async fn another_instances_renewal_of_this_session_is_handed_out_without_asking() {
+        let party = party();
+        let now = now_seconds();
+        let old = session(&party, "alice", SESSION, now + 60);
+        let new = session(&party, "alice", SESSION, now + 600);
+        let (outcome, asked) = party.renew(&old, &Fixed(Turn::Renewed(new.clone()))).await;
+        let renewed = outcome.expect("the other instance's renewal");
+        assert!(!asked);
+        assert_eq!(renewed.session_cookie, new);
+        assert_eq!(renewed.identity.user, "alice");
+        assert_eq!(renewed.identity.renewal.map(|r| r.by), Some(now + 600));
+    }
+
+    #[tokio::test]
+    async fn a_shared_renewal_of_another_session_or_user_or_no_cookie_at_all_is_not_handed_out() {
+        let party = party();
+        let now = now_seconds();
+        let old = session(&party, "alice", SESSION, now + 60);
+        for shared in [
+            session(&party, "alice", OTHER_SESSION, now + 600),
+            session(&party, "mallory", SESSION, now + 600),
+            "not a cookie".to_owned(),
+        ] {
+            let (outcome, asked) = party.renew(&old, &Fixed(Turn::Renewed(shared))).await;
+            assert!(!asked);
+            match outcome {
+                Err(NotRenewed::Unavailable(failed)) => assert_eq!(failed.code, "renewal_unusable"),
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("a foreign renewal was handed out"),
+            }
+            // Each cookie of a session shares one renewal per process; start afresh.
+            party.renewals.lock().unwrap().clear();
+        }
+    }
+
+    #[tokio::test]
+    async fn another_instances_refused_renewal_refuses_this_one() {
+        let party = party();
+        let old = session(&party, "alice", SESSION, now_seconds() + 60);
+        let (outcome, asked) = party.renew(&old, &Fixed(Turn::Refused)).await;
+        assert!(!asked);
+        assert!(matches!(outcome, Err(NotRenewed::Refused(_))));
+    }
 
     #[test]
     fn only_same_site_paths_are_returned_to() {

@@ -155,7 +155,7 @@ pub async fn renew_session(
     let Some((value, identity)) = due else {
         return next.run(request).await;
     };
-    match party.renew(&value).await.0 {
+    match party.renew(&value, cp.locks.as_ref()).await.0 {
         Ok(renewed) => {
             // The renewed cookie first: the first `latch_oidc` of a request is the one read.
             let headers = request.headers_mut();

@@ -25,6 +25,8 @@ pub use auth::relying_party::SESSION_COOKIE;
 pub trait Proxy {
     fn metrics(&self) -> &Metrics;
     fn ended(&self) -> Option<&EndedSessions>;
+    /// Where the instances sharing a session cookie take turns renewing it.
+    fn renewal_turns(&self) -> &dyn auth::RenewalTurns;
     fn end_session(
         &self,
         ended: &EndedSessions,
@@ -110,7 +112,7 @@ impl SignIn {
         ) else {
             return Ok((identity, None));
         };
-        let (outcome, asked) = self.party.renew(value).await;
+        let (outcome, asked) = self.party.renew(value, latch.renewal_turns()).await;
         let count = |result: &str| {
             if asked {
                 latch

@@ -91,6 +91,10 @@ impl crate::oidc::Proxy for Latch {
         self.ended.as_ref()
     }
 
+    fn renewal_turns(&self) -> &dyn auth::RenewalTurns {
+        self.store.as_ref()
+    }
+
     fn end_session(
         &self,
         ended: &EndedSessions,

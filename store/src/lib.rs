@@ -34,6 +34,7 @@ mod redis_scripts;
 mod redis_wire;
 mod rule_store;
 mod stash;
+mod turns;
 
 pub use atomic_file::write_atomically;
 pub use audit::{
@@ -63,3 +64,4 @@ pub use rule_store::{rule_etag, RuleList, RuleStore, RuleStoreError, StoredRule}
 pub use stash::{
     is_stash_id, new_stash_id, NewStash, StashEntry, StashId, StashLimits, StashMeta, MAX_STASH_TTL,
 };
+pub use turns::{MAX_TURNS, MAX_TURN_COOKIE, MAX_TURN_KEY};

@@ -90,8 +90,11 @@ pub enum ForceReleased {
 ///   already holds [`ClaimRequest::max_per_user`] live locks; renewals are never refused. The
 ///   memory store counts exactly; the Redis store keeps a per-user index whose bounds are
 ///   documented on [`RedisLockStore`](crate::RedisLockStore).
+///
+/// Every store also keeps the turns of sign-in session renewals ([`auth::RenewalTurns`]), so
+/// the instances sharing it renew one session cookie once between them.
 #[async_trait::async_trait]
-pub trait LockStore: Send + Sync + 'static {
+pub trait LockStore: auth::RenewalTurns + Send + Sync + 'static {
     /// Claims `req.resource` for `req.holder`, or renews it if that owner already holds it
     /// (extending, never shortening, the lease). Emits `Claimed` only for a new holder. A new
     /// grant past `req.max_per_user` is refused with [`ClaimOutcome::Limited`] and emits nothing.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use auth::{Turn, TurnError};
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
@@ -29,6 +30,7 @@ use crate::lock_store::{
 use crate::memory_queue::{Join, Queue};
 use crate::memory_stash::Shelves;
 use crate::stash::{NewStash, StashEntry, StashId, StashMeta};
+use crate::turns::{checked, finished, Kept, MAX_TURNS};
 
 /// Room for bursts of events while a slow subscriber catches up.
 const EVENT_CAPACITY: usize = 4096;
@@ -56,6 +58,8 @@ pub struct MemoryLockStore {
     shapes: Mutex<HashMap<String, (Instant, String)>>,
     /// Ended sign-in sessions: id → until (unix ms), at most [`MAX_ENDED_SESSIONS`].
     ended: Mutex<HashMap<String, UnixMillis>>,
+    /// Sign-in session renewal turns: key → turn, and when it lapses.
+    turns: Mutex<HashMap<String, (Kept, Instant)>>,
 }
 
 /// Most instances whose shape summaries the memory store keeps; the oldest goes first.
@@ -85,6 +89,7 @@ impl MemoryLockStore {
             stash: Mutex::new(Shelves::default()),
             shapes: Mutex::new(HashMap::new()),
             ended: Mutex::new(HashMap::new()),
+            turns: Mutex::new(HashMap::new()),
         })
     }
 
@@ -602,6 +607,55 @@ impl LockStore for MemoryLockStore {
             .filter(|(_, end)| **end > at)
             .map(|(id, end)| (id.clone(), *end))
             .collect())
+    }
+}
+
+/// Renewal turns, kept in this process: they serve the proxy and the console sharing it.
+#[async_trait::async_trait]
+impl auth::RenewalTurns for MemoryLockStore {
+    async fn take_renewal(&self, key: &str, ttl: Duration) -> Result<Turn, TurnError> {
+        checked(key)?;
+        let now = Instant::now();
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((kept, until)) = turns.get(key) {
+            if *until > now {
+                return Ok(kept.seen());
+            }
+        }
+        if turns.len() >= MAX_TURNS {
+            turns.retain(|_, (_, until)| *until > now);
+            if turns.len() >= MAX_TURNS {
+                return Err(Box::new(StoreError::Unavailable(format!(
+                    "more than {MAX_TURNS} session renewals under way"
+                ))));
+            }
+        }
+        turns.insert(key.to_owned(), (Kept::UnderWay, now + ttl.min(MAX_LEASE)));
+        Ok(Turn::Mine)
+    }
+
+    async fn finish_renewal(
+        &self,
+        key: &str,
+        cookie: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(), TurnError> {
+        let kept = finished(key, cookie)?;
+        let until = Instant::now() + ttl.min(MAX_LEASE);
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        turns.insert(key.to_owned(), (kept, until));
+        Ok(())
+    }
+
+    async fn give_back_renewal(&self, key: &str) -> Result<(), TurnError> {
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        if turns
+            .get(key)
+            .is_some_and(|(kept, _)| *kept == Kept::UnderWay)
+        {
+            turns.remove(key);
+        }
+        Ok(())
     }
 }
 

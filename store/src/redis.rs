@@ -95,6 +95,8 @@ mod stash;
 /// Ended sign-in sessions, in a key of their own.
 #[path = "redis_ended.rs"]
 mod ended;
+#[path = "redis_turns.rs"]
+mod turns;
 
 /// How long a resource's last fence is remembered after its last grant, so idle resources cost
 /// no memory for ever. Fences also carry the Redis clock, so forgetting one only matters if

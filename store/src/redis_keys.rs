@@ -152,6 +152,11 @@ impl KeyLayout {
         format!("{}:ended", self.prefix)
     }
 
+    /// One sign-in renewal turn (see `crate::redis_turns`).
+    pub fn turn(&self, key: &str) -> String {
+        format!("{}:turn:{key}", self.prefix)
+    }
+
     pub fn channel(&self) -> String {
         format!("{}:events", self.prefix)
     }

@@ -579,17 +579,20 @@ async fn copied_cookie_is_refused(latch: &Latch, cookie: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_logout_on_one_instance_closes_the_sessions_sockets_on_another_and_ends_its_cookie() {
-    let idp = Idp::start();
-    let app = App::start();
-    let redis = RedisServer::start();
+/// Two Latch instances in front of the app on `port`, sharing `redis`, signing users in with
+/// `idp` (which knows both callbacks), under `rules`.
+async fn two_instances(
+    idp: &Idp,
+    redis: &RedisServer,
+    port: u16,
+    rules: &'static str,
+) -> Vec<Latch> {
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let (port, locks, oidc) = (app.port, redis_locks(&redis.url()), oidc_section(&idp));
+        let (locks, oidc) = (redis_locks(&redis.url()), oidc_section(idp));
         let latch = tokio::task::spawn_blocking(move || {
             LatchBuilder::new(port)
-                .rules(LIVE_DOCS)
+                .rules(rules)
                 .locks(&locks)
                 .section(&oidc)
                 .start()
@@ -599,9 +602,22 @@ async fn a_logout_on_one_instance_closes_the_sessions_sockets_on_another_and_end
         wait_ready(&latch, Duration::from_secs(10)).await;
         instances.push(latch);
     }
+    let callbacks: Vec<String> = instances
+        .iter()
+        .map(|l| l.url("/__latch/callback"))
+        .collect();
+    let callbacks: Vec<&str> = callbacks.iter().map(String::as_str).collect();
+    idp.web_client_for(&callbacks).await;
+    instances
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_closes_the_sessions_sockets_on_another_and_ends_its_cookie() {
+    let idp = Idp::start();
+    let app = App::start();
+    let redis = RedisServer::start();
+    let instances = two_instances(&idp, &redis, app.port, LIVE_DOCS).await;
     let (a, b) = (&instances[0], &instances[1]);
-    idp.web_client_for(&[&a.url("/__latch/callback"), &b.url("/__latch/callback")])
-        .await;
 
     // Alice signs in through A; her session cookie works on B too (one cookie secret).
     let alice = Browser::new();
@@ -1250,6 +1266,19 @@ fn renewed_value(hop: &Hop) -> Option<String> {
     hop.cookie("latch_oidc").map(|_| session_value(hop))
 }
 
+/// The one renewed session cookie every answer of `all` carries, each answer a 200.
+fn one_renewal(all: &[Hop]) -> String {
+    let mut cookies = Vec::new();
+    for answer in all {
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        cookies.push(renewed_value(answer).expect("each answer carries the renewed cookie"));
+    }
+    cookies.sort();
+    cookies.dedup();
+    assert_eq!(cookies.len(), 1, "one renewal: {cookies:?}");
+    cookies.remove(0)
+}
+
 /// A GET of `url` with `cookie` alone, as a copy of a cookie would be sent.
 async fn get_with(url: &Url, cookie: &str, accept: &str) -> Hop {
     let resp = client()
@@ -1341,13 +1370,7 @@ async fn parallel_requests_due_for_renewal_share_one_refresh() {
     let all =
         futures::future::join_all((0..8).map(|_| get_with(&page, &cookie, "application/json")))
             .await;
-    let mut cookies = Vec::new();
-    for answer in &all {
-        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        cookies.push(renewed_value(answer).expect("each answer carries the renewed cookie"));
-    }
-    cookies.dedup();
-    assert_eq!(cookies.len(), 1, "one renewal: {cookies:?}");
+    let renewed_cookie = one_renewal(&all);
     assert_eq!(w.idp.refreshes().await, 1);
     assert_eq!(
         w.latch
@@ -1355,9 +1378,52 @@ async fn parallel_requests_due_for_renewal_share_one_refresh() {
             .await,
         1
     );
-    let renewed = format!("latch_oidc={}", cookies[0]);
+    let renewed = format!("latch_oidc={renewed_cookie}");
     let after = get_with(&page, &renewed, "application/json").await;
     assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_renewing_one_cookie_at_once_ask_the_provider_once() {
+    let idp = Idp::start();
+    let upstream = Upstream::start().await;
+    let redis = RedisServer::start();
+    let instances = two_instances(&idp, &redis, upstream.port(), DOC_EDIT).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    idp.id_token_ttl(4).await;
+    let alice = Browser::new();
+    sign_in_on(&idp, a, &alice, PROTECTED, "alice").await;
+    let cookie = session_cookie(&alice, a);
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+
+    // The provider rotates refresh tokens and revokes the whole grant when one is used twice:
+    // a renewal on each instance would end the session. Both instances hand out one renewal.
+    let pages = [a, b].map(|latch| Url::parse(&latch.url(PROTECTED)).unwrap());
+    let all = futures::future::join_all(
+        (0..8).map(|i| get_with(&pages[i % 2], &cookie, "application/json")),
+    )
+    .await;
+    let renewed_cookie = one_renewal(&all);
+    assert_eq!(idp.refreshes().await, 1);
+    let mut asked = 0;
+    for latch in [a, b] {
+        asked += latch
+            .counter("latch_session_renewals_total{result=\"ok\"}")
+            .await;
+    }
+    assert_eq!(asked, 1, "one instance asked the provider");
+
+    // The grant lives on: the renewed cookie works on both, and renews again when due.
+    let renewed = format!("latch_oidc={renewed_cookie}");
+    for page in &pages {
+        let after = get_with(page, &renewed, "application/json").await;
+        assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+    }
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let again = get_with(&pages[1], &renewed, "application/json").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(renewed_value(&again).is_some_and(|c| c != renewed_cookie));
+    assert_eq!(idp.refreshes().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

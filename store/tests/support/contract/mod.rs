@@ -21,6 +21,7 @@
 //! - [`stash`]: kept request bodies per user (`stash_put`/`list`/`get`/`delete`) and the
 //!   events that announce them.
 //! - [`shapes`]: each proxy instance's request-shape summary.
+//! - [`turns`]: sign-in renewal turns (`auth::RenewalTurns`), shared by the instances.
 //!
 //! Adding a section (say `queue` or `stash`): write `support/contract/<section>.rs` with one
 //! `pub async fn case(store: Arc<dyn LockStore>, timing: Timing)` per case, declare it below,
@@ -38,6 +39,7 @@ pub mod presence;
 pub mod queue;
 pub mod shapes;
 pub mod stash;
+pub mod turns;
 
 use std::time::Duration;
 
@@ -172,6 +174,17 @@ macro_rules! lock_store_contract {
                     a_summary_not_replaced_within_its_keep_is_dropped_by_the_next_publication,
                 ],
                 concurrent: [],
+            }
+            $crate::support::contract::section! {
+                turns, #[$test], $timing, $fresh,
+                cases: [
+                    the_first_takes_the_turn_and_the_others_see_it_then_its_cookie,
+                    a_refusal_is_seen_as_refused,
+                    a_turn_given_back_goes_to_the_next_taker,
+                    turns_under_way_and_finished_lapse_on_their_own,
+                    keys_and_cookies_out_of_bounds_are_refused_and_change_nothing,
+                ],
+                concurrent: [concurrent_takers_get_one_turn = 4],
             }
         }
     };
