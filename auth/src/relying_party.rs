@@ -49,6 +49,9 @@ pub struct ClientSettings {
     pub client_secret: String,
     /// Always holds `openid`.
     pub scopes: Vec<String>,
+    /// Extra parameters of the authorization request, none of those [`RelyingParty::begin`]
+    /// sets itself.
+    pub auth_params: Vec<(String, String)>,
     /// How long a session lasts; `None`: until the ID token's `exp`, or
     /// [`RENEWABLE_SESSION`] for a session that renews itself.
     pub session_lifetime: Option<Duration>,
@@ -284,7 +287,8 @@ impl RelyingParty {
             .append_pair("state", &flow.s)
             .append_pair("nonce", &flow.n)
             .append_pair("code_challenge", &challenge)
-            .append_pair("code_challenge_method", "S256");
+            .append_pair("code_challenge_method", "S256")
+            .extend_pairs(&self.client.auth_params);
         let sealed = serde_json::to_vec(&flow).unwrap_or_default();
         Ok(Begun {
             location: target.to_string(),
@@ -1043,6 +1047,7 @@ mod tests {
             client_id: "latch".to_owned(),
             client_secret: "secret".to_owned(),
             scopes: vec!["openid".to_owned()],
+            auth_params: Vec::new(),
             session_lifetime: None,
             renew: true,
         };

@@ -82,6 +82,7 @@ pub(crate) struct OidcDraft {
     pub client_secret: Option<String>,
     pub client_secret_file: Option<String>,
     pub scopes: Vec<String>,
+    pub auth_params: Vec<(String, String)>,
     pub redirect_url: Option<String>,
     pub post_logout_redirect_uri: Option<String>,
     pub cookie_secret: Option<String>,

@@ -286,6 +286,16 @@ fn declare() -> Vec<Key> {
         .default(vec!["openid".to_owned(), "profile".to_owned(), "email".to_owned()])
         .allowed("scope names, including `openid`")
         .doc("Scopes asked for at sign-in."),
+        Key::checked_list("oidc.auth_params", |d, v| {
+            d.oidc.auth_params = v
+                .iter()
+                .map(|entry| auth_param(entry))
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        })
+        .default(Vec::<String>::new())
+        .allowed("`name=value` entries; not a parameter Latch sets itself")
+        .doc("Extra parameters of the authorization request, for providers that want their own: Google gives a refresh token only with `access_type=offline` (and again for a returning user only with `prompt=consent`). Latch's own (`response_type`, `client_id`, `redirect_uri`, `scope`, `state`, `nonce`, `code_challenge`, `code_challenge_method`) cannot be set here."),
         Key::text("oidc.redirect_url", |d, v| d.oidc.redirect_url = Some(v))
         .allowed("an absolute URL whose path is `{prefix}/callback`")
         .doc("The callback URL registered with the provider. Unset: `proxy.public_scheme` + the request's `Host` + `{prefix}/callback`."),
@@ -673,4 +683,42 @@ fn default_instance() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "latch".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// The parameters of the authorization request Latch sets itself: an extra one of the same
+/// name would change the flow or break its checks.
+const OWN_AUTH_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// One `oidc.auth_params` entry, `name=value`, as its name and value.
+fn auth_param(entry: &str) -> Result<(String, String), String> {
+    let (name, value) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("{entry:?} is not name=value"))?;
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !name_ok {
+        return Err(format!(
+            "{name:?} is not a parameter name (letters, digits, '_', '-', '.')"
+        ));
+    }
+    if OWN_AUTH_PARAMS.contains(&name) {
+        return Err(format!(
+            "{name:?} is set by Latch itself and cannot be changed here"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("the value of {name:?} holds a control character"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }

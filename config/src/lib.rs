@@ -105,6 +105,8 @@ pub struct OidcConfig {
     pub client_secret: String,
     /// Always holds `openid`.
     pub scopes: Vec<String>,
+    /// Extra parameters of the authorization request (`oidc.auth_params`), none of Latch's own.
+    pub auth_params: Vec<(String, String)>,
     /// The public URL of `{prefix}/callback`; `None`: built from `proxy.public_scheme` and the
     /// request's `Host`.
     pub redirect_url: Option<String>,
@@ -128,6 +130,7 @@ impl OidcConfig {
             client_id: self.client_id.clone(),
             client_secret: self.client_secret.clone(),
             scopes: self.scopes.clone(),
+            auth_params: self.auth_params.clone(),
             session_lifetime: self.session_lifetime,
             renew: self.renew,
         }
@@ -142,6 +145,7 @@ impl fmt::Debug for OidcConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("scopes", &self.scopes)
+            .field("auth_params", &self.auth_params)
             .field("redirect_url", &self.redirect_url)
             .field("post_logout_redirect_uri", &self.post_logout_redirect_uri)
             .field("cookie_secret", &"<redacted>")

@@ -729,6 +729,7 @@ fn oidc_config(
                 client_id,
                 client_secret,
                 scopes: draft.scopes,
+                auth_params: draft.auth_params,
                 redirect_url: draft.redirect_url,
                 post_logout_redirect_uri: draft.post_logout_redirect_uri,
                 cookie_secret: cookie_secret.into_bytes(),

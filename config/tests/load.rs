@@ -1279,6 +1279,45 @@ fn oidc_settings() {
     );
 }
 
+#[test]
+fn oidc_auth_params_are_name_value_pairs_of_the_providers_own() {
+    let cookie = "c".repeat(32);
+    let section = |params: &str| {
+        minimal(&format!(
+            "[oidc]\nissuer = \"https://accounts.google.com\"\nclient_id = \"latch\"\n\
+             client_secret = \"s\"\ncookie_secret = \"{cookie}\"\nauth_params = {params}"
+        ))
+    };
+    let oidc = good(&section(
+        r#"["access_type=offline", "prompt=consent", "hd="]"#,
+    ))
+    .oidc
+    .unwrap();
+    assert_eq!(
+        oidc.auth_params,
+        [
+            ("access_type".to_owned(), "offline".to_owned()),
+            ("prompt".to_owned(), "consent".to_owned()),
+            ("hd".to_owned(), String::new()),
+        ]
+    );
+    assert_eq!(oidc.client().auth_params, oidc.auth_params);
+    assert!(good(&section("[]")).oidc.unwrap().auth_params.is_empty());
+    for (params, says) in [
+        (r#"["access_type"]"#, "not name=value"),
+        (r#"["=offline"]"#, "not a parameter name"),
+        (r#"["a b=c"]"#, "not a parameter name"),
+        (
+            r#"["redirect_uri=https://evil.example/cb"]"#,
+            "set by Latch itself",
+        ),
+        (r#"["state=x"]"#, "set by Latch itself"),
+        (r#"["prompt=a\nb"]"#, "control character"),
+    ] {
+        bad(&section(params), "oidc.auth_params", says);
+    }
+}
+
 /// `[auth]` with the test secret and the given `[[app]]` entries, without `proxy.upstream`.
 fn apps(entries: &str) -> String {
     format!("[auth]\nsecret = \"{SECRET}\"\n\n{entries}")

@@ -1383,6 +1383,56 @@ async fn parallel_requests_due_for_renewal_share_one_refresh() {
     assert_eq!(after.status, StatusCode::OK, "{}", after.body);
 }
 
+#[tokio::test]
+async fn extra_authorization_parameters_go_to_the_provider_and_the_sign_in_still_works() {
+    let idp = Idp::start();
+    let upstream = Upstream::start().await;
+    // What Google wants for a refresh token; oidc-provider, like most, ignores what it does
+    // not know.
+    let oidc = format!(
+        "{}\nauth_params = [\"access_type=offline\", \"ui_locales=de\"]",
+        oidc_section(&idp)
+    );
+    let latch = LatchBuilder::new(upstream.port())
+        .rules(DOC_EDIT)
+        .section(&oidc)
+        .start();
+    idp.web_client(&latch.url("/__latch/callback")).await;
+
+    let login = client()
+        .get(latch.url("/__latch/login?return_to=%2F"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::FOUND);
+    let to = Url::parse(login.headers()[LOCATION].to_str().unwrap()).unwrap();
+    assert!(to.as_str().starts_with(&idp.issuer()), "{to}");
+    let query: Vec<(String, String)> = to.query_pairs().into_owned().collect();
+    let value = |name: &str| {
+        let all: Vec<&str> = query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(all.len(), 1, "{name} once in {to}");
+        all[0].to_owned()
+    };
+    assert_eq!(value("access_type"), "offline");
+    assert_eq!(value("ui_locales"), "de");
+    assert_eq!(value("response_type"), "code");
+    assert_eq!(value("client_id"), WEB_CLIENT_ID);
+
+    let alice = Browser::new();
+    sign_in_on(&idp, &latch, &alice, PROTECTED, "alice").await;
+    let page = alice
+        .get(
+            &Url::parse(&latch.url(PROTECTED)).unwrap(),
+            "application/json",
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_renewing_one_cookie_at_once_ask_the_provider_once() {
     let idp = Idp::start();
