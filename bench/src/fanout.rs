@@ -3,14 +3,19 @@
 //! same-origin `Origin` on the handshake, then a `watch` for a page's path.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,6 +36,7 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 const CONNECT_CONCURRENCY: usize = 128;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type TlsWs = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// A `lock` message's state, as a watcher saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,44 +74,93 @@ pub(crate) fn check(what: impl Into<String>) -> BenchError {
 /// Opens one banner socket for `token`, watches `path`, and waits for the first state.
 pub async fn connect(port: u16, token: &str, path: &str) -> Result<(Ws, State), BenchError> {
     let attempt = async {
-        let mut request = format!("ws://127.0.0.1:{port}{PREFIX}/ws")
-            .into_client_request()
-            .map_err(|e| check(format!("banner socket request: {e}")))?;
-        let headers = request.headers_mut();
-        let cookie = HeaderValue::from_str(&format!("latch_token={token}"))
-            .map_err(|e| check(format!("cookie header: {e}")))?;
-        headers.insert("cookie", cookie);
-        let origin = HeaderValue::from_str(&format!("http://127.0.0.1:{port}"))
-            .map_err(|e| check(format!("origin header: {e}")))?;
-        headers.insert("origin", origin);
-        // Small buffers, as a browser would hold for a socket that carries a few short messages.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(0);
+        let request = banner_request("ws", port, token)?;
         let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), false)
                 .await
                 .map_err(|e| check(format!("banner socket handshake: {e}")))?;
-        let watch = serde_json::json!({ "type": "watch", "path": path }).to_string();
-        ws.send(Message::Text(watch.into()))
-            .await
-            .map_err(|e| check(format!("sending watch: {e}")))?;
-        while let Some(msg) = ws.next().await {
-            let msg = msg.map_err(|e| check(format!("banner socket: {e}")))?;
-            if let Message::Text(text) = msg {
-                if let Some(state) = lock_state(&text) {
-                    return Ok((ws, state));
-                }
-                if text.contains("\"error\"") {
-                    return Err(check(format!("watch refused: {text}")));
-                }
-            }
-        }
-        Err(check("banner socket closed before the first state"))
+        let state = watch(&mut ws, path).await?;
+        Ok((ws, state))
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .map_err(|_| check("banner socket: no state within the connect timeout"))?
+}
+
+/// [`connect`] over TLS, to Latch's HTTPS listener on `port`, trusting what `tls` trusts.
+pub async fn connect_tls(
+    port: u16,
+    tls: &Arc<rustls::ClientConfig>,
+    token: &str,
+    path: &str,
+) -> Result<(TlsWs, State), BenchError> {
+    let attempt = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| check(format!("connecting to the HTTPS listener: {e}")))?;
+        let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let stream = TlsConnector::from(Arc::clone(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| check(format!("TLS handshake: {e}")))?;
+        let request = banner_request("wss", port, token)?;
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config()))
+                .await
+                .map_err(|e| check(format!("banner socket handshake: {e}")))?;
+        let state = watch(&mut ws, path).await?;
+        Ok((ws, state))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| check("banner socket: no state within the connect timeout"))?
+}
+
+/// The banner socket's handshake request for `token` at `scheme://127.0.0.1:port`, sent from
+/// a page of the same origin.
+fn banner_request(scheme: &str, port: u16, token: &str) -> Result<Request, BenchError> {
+    let mut request = format!("{scheme}://127.0.0.1:{port}{PREFIX}/ws")
+        .into_client_request()
+        .map_err(|e| check(format!("banner socket request: {e}")))?;
+    let headers = request.headers_mut();
+    let cookie = HeaderValue::from_str(&format!("latch_token={token}"))
+        .map_err(|e| check(format!("cookie header: {e}")))?;
+    headers.insert("cookie", cookie);
+    let page = if scheme == "wss" { "https" } else { "http" };
+    let origin = HeaderValue::from_str(&format!("{page}://127.0.0.1:{port}"))
+        .map_err(|e| check(format!("origin header: {e}")))?;
+    headers.insert("origin", origin);
+    Ok(request)
+}
+
+/// Small buffers, as a browser would hold for a socket that carries a few short messages.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Watches `path` on an open banner socket and waits for its first state.
+async fn watch<S>(ws: &mut WebSocketStream<S>, path: &str) -> Result<State, BenchError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let watch = serde_json::json!({ "type": "watch", "path": path }).to_string();
+    ws.send(Message::Text(watch.into()))
+        .await
+        .map_err(|e| check(format!("sending watch: {e}")))?;
+    while let Some(msg) = ws.next().await {
+        let msg = msg.map_err(|e| check(format!("banner socket: {e}")))?;
+        if let Message::Text(text) = msg {
+            if let Some(state) = lock_state(&text) {
+                return Ok(state);
+            }
+            if text.contains("\"error\"") {
+                return Err(check(format!("watch refused: {text}")));
+            }
+        }
+    }
+    Err(check("banner socket closed before the first state"))
 }
 
 /// Opens `tokens.len()` sockets watching `path_of(i)`, a bounded number at a time.
@@ -294,23 +349,39 @@ async fn banner_gauge(admin_port: u16) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-/// Opens one idle banner socket per token (each watching one of 1,000 pages), keeps them open
-/// while `rss` is read, then closes them all.
+/// Opens one idle banner socket per token (each watching one of 1,000 pages), over TLS to the
+/// HTTPS listener on `port` when `tls` is given, keeps them open while `rss` is read, then
+/// closes them all.
 pub async fn idle_sockets(
     port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     admin_port: u16,
     tokens: &[String],
     rss: impl Fn() -> Option<u64>,
 ) -> Result<Idle, BenchError> {
     let rss_before_kib = rss().ok_or_else(|| check("cannot read the proxy's memory"))?;
     let start = Instant::now();
-    let sockets = open_many(port, tokens, |i| format!("/watch/{}/page.html", i % 1000)).await?;
-    let open_seconds = start.elapsed().as_secs_f64();
+    let page = |i: usize| format!("/watch/{}/page.html", i % 1000);
     let mut tasks = JoinSet::new();
-    for mut ws in sockets {
-        // Reading answers the server's pings, as an idle browser tab does.
-        tasks.spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    match tls {
+        None => keep_reading(&mut tasks, open_many(port, tokens, page).await?),
+        Some(tls) => {
+            let results: Vec<Result<(TlsWs, State), BenchError>> =
+                futures::stream::iter(tokens.iter().enumerate().map(|(i, token)| {
+                    let path = page(i);
+                    async move { connect_tls(port, tls, token, &path).await }
+                }))
+                .buffer_unordered(CONNECT_CONCURRENCY)
+                .collect()
+                .await;
+            let sockets = results
+                .into_iter()
+                .map(|r| r.map(|(ws, _)| ws))
+                .collect::<Result<Vec<_>, _>>()?;
+            keep_reading(&mut tasks, sockets);
+        }
     }
+    let open_seconds = start.elapsed().as_secs_f64();
     // Let allocator caches and the sockets' first buffers settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let server_count = banner_gauge(admin_port).await;
@@ -324,6 +395,16 @@ pub async fn idle_sockets(
         server_count,
         open_seconds,
     })
+}
+
+/// Keeps reading every socket, which answers the server's pings, as an idle browser tab does.
+fn keep_reading<S>(tasks: &mut JoinSet<()>, sockets: Vec<WebSocketStream<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    for mut ws in sockets {
+        tasks.spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    }
 }
 
 #[cfg(test)]

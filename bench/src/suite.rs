@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::fanout::{self, Fanout};
-use crate::latch::{self, Auth, Latch, Settings};
+use crate::latch::{self, Auth, Latch, Settings, TlsListener};
 use crate::process::{self, tree_rss_kib};
 use crate::report::{Row, Verdict};
 use crate::stats::percentile;
@@ -225,46 +225,38 @@ async fn socket_rows(
         Err(why) => rows.push(Row::not_run(&presence_s, "latch", "p99 ≤ 50 ms", why)),
     }
 
+    let needed = opts.idle_sockets as u64 + 1_000;
+    let limited = process::open_files_limit()
+        .filter(|limit| *limit < needed)
+        .map(|limit| format!("the open-file limit is {limit}; it needs {needed} (run `ulimit -n {needed}` first, as scripts/bench.sh does)"));
+    rows.push(idle_row(opts, systems, work, false, limited.as_deref()).await);
+    let no_tls = (!process::installed("openssl"))
+        .then_some("openssl is not installed (it makes the certificate)");
+    rows.push(idle_row(opts, systems, work, true, limited.as_deref().or(no_tls)).await);
+    Ok(rows)
+}
+
+/// The memory of `opts.idle_sockets` idle banner sockets on a fresh instance, over its HTTPS
+/// listener with `tls`; not run, for `not_run`'s reason, when given one.
+async fn idle_row(
+    opts: &Options,
+    systems: &Systems,
+    work: &Path,
+    tls: bool,
+    not_run: Option<&str>,
+) -> Row {
     let scenario = format!(
-        "{} idle banner sockets",
-        crate::report::thousands(opts.idle_sockets as f64)
+        "{} idle banner sockets{}",
+        crate::report::thousands(opts.idle_sockets as f64),
+        if tls { ", TLS" } else { "" }
     );
     let target = "≤ 200 MB added";
-    let needed = opts.idle_sockets as u64 + 1_000;
-    match process::open_files_limit() {
-        Some(limit) if limit < needed => {
-            rows.push(Row::not_run(
-                &scenario,
-                "latch",
-                target,
-                &format!("the open-file limit is {limit}; it needs {needed} (run `ulimit -n {needed}` first, as scripts/bench.sh does)"),
-            ));
-            return Ok(rows);
-        }
-        _ => {}
+    if let Some(why) = not_run {
+        return Row::not_run(&scenario, "latch", target, why);
     }
-    let settings = Settings {
-        upstream_port: systems.upstream_port,
-        pool: Vec::new(),
-        tls: None,
-        threads: opts.proxy_threads,
-        auth: Auth::Secret,
-        store: "memory".into(),
-    };
-    let latch = tokio::task::block_in_place(|| {
-        latch::start(
-            "latch idle",
-            &opts.bin_dir.join("latch"),
-            &work.join("latch-idle"),
-            &settings,
-            &opts.cpus,
-        )
-    })?;
-    let tokens = user_tokens("idle", opts.idle_sockets)?;
-    let pid = latch.proc.pid();
     let mut row = Row::new(&scenario, "latch");
     row.target = target.into();
-    match fanout::idle_sockets(latch.port, latch.admin_port, &tokens, || tree_rss_kib(pid)).await {
+    match idle_run(opts, systems, work, tls).await {
         Ok(idle) => {
             let added_kib = idle.rss_after_kib.saturating_sub(idle.rss_before_kib);
             row.rss_kib = Some(idle.rss_after_kib);
@@ -288,8 +280,52 @@ async fn socket_rows(
         }
         Err(e) => row.verdict = Verdict::Failed(e.to_string()),
     }
-    rows.push(row);
-    Ok(rows)
+    row
+}
+
+/// Starts the instance of [`idle_row`] and opens its idle sockets.
+async fn idle_run(
+    opts: &Options,
+    systems: &Systems,
+    work: &Path,
+    tls: bool,
+) -> Result<fanout::Idle, BenchError> {
+    let name = if tls { "latch-idle-tls" } else { "latch-idle" };
+    let (listener, client) = if tls {
+        let cert = tokio::task::block_in_place(|| crate::tls::make_certificate(&work.join(name)))?;
+        let listener = TlsListener {
+            port: process::free_port()?,
+            cert_file: cert.cert.clone(),
+            key_file: cert.key.clone(),
+        };
+        (Some(listener), Some(crate::tls::client_config(&cert.ca)?))
+    } else {
+        (None, None)
+    };
+    let settings = Settings {
+        upstream_port: systems.upstream_port,
+        pool: Vec::new(),
+        tls: listener,
+        threads: opts.proxy_threads,
+        auth: Auth::Secret,
+        store: "memory".into(),
+    };
+    let latch = tokio::task::block_in_place(|| {
+        latch::start(
+            name,
+            &opts.bin_dir.join("latch"),
+            &work.join(name),
+            &settings,
+            &opts.cpus,
+        )
+    })?;
+    let port = settings.tls.as_ref().map_or(latch.port, |l| l.port);
+    let tokens = user_tokens("idle", opts.idle_sockets)?;
+    let pid = latch.proc.pid();
+    fanout::idle_sockets(port, client.as_ref(), latch.admin_port, &tokens, || {
+        tree_rss_kib(pid)
+    })
+    .await
 }
 
 fn jwt_rows(systems: &Systems, tokens: &Tokens) -> Vec<Row> {

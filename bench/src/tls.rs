@@ -51,6 +51,25 @@ pub fn make_certificate(dir: &Path) -> Result<Certificate, BenchError> {
     })
 }
 
+/// A TLS client configuration (rustls) that trusts only the CA in the PEM file `ca`.
+pub fn client_config(ca: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>, BenchError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let unusable = |e: String| BenchError::Check(format!("the run's CA {}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| unusable(e.to_string()))? {
+        let cert = cert.map_err(|e| unusable(e.to_string()))?;
+        roots.add(cert).map_err(|e| unusable(e.to_string()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// The processes of the part, besides the shared ones in [`Systems`].
 struct TlsSystems {
     bare_tls: (Proc, u16),
