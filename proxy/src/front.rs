@@ -32,8 +32,10 @@
 //! completes the TLS handshake itself, by the same deadline as the first head: pingora's own
 //! listener would give a handshake 60 s and count nothing. An HTTP/1.1 connection then runs the
 //! same kept-alive loop, the head put back through pingora's pipelined-request prefix (a TLS
-//! stream cannot be rewound); the banner socket is answered by the proxy's `{prefix}/ws`
-//! endpoint. An HTTP/2 connection (ALPN `h2`) goes to pingora's HTTP/2 server, whose bounds are
+//! stream cannot be rewound). A connection that opens with the banner handshake is served here
+//! too, in a task of its own, as on the plain listener, unless bytes followed the head (a TLS
+//! stream cannot take them back): then the proxy's `{prefix}/ws` endpoint answers it, as it
+//! answers a handshake later on a kept-alive connection. An HTTP/2 connection (ALPN `h2`) goes to pingora's HTTP/2 server, whose bounds are
 //! its own (docs/tls.md).
 //!
 //! One timer per connection serves every deadline: it is moved, not re-armed, and moving a
@@ -63,7 +65,7 @@ use crate::conn_limit::ClientLimit;
 use crate::respond::Reply;
 use crate::service::LatchProxy;
 use crate::state::Latch;
-use crate::ws;
+use crate::ws::{self, Transport};
 
 /// Most headers a banner handshake may carry.
 const MAX_HEADERS: usize = 64;
@@ -152,25 +154,30 @@ impl ServerApp for Front {
             tracing::debug!(?peer, "connection refused: the client has too many open");
             return None;
         };
-        if let Some(acceptor) = &self.tls {
-            // Boxed, so that a plain connection's future keeps no room for a TLS handshake it
-            // never makes.
-            let served = Box::pin(self.serve_tls(acceptor, tcp, peer, shutdown)).await;
+        let banner: (Box<dyn Transport>, ws::Admitted) = match &self.tls {
+            Some(acceptor) => {
+                // Boxed, so that a plain connection's future keeps no room for a TLS handshake
+                // it never makes.
+                match Box::pin(self.serve_tls(acceptor, tcp, peer, shutdown)).await {
+                    TlsEnd::Served(stream) => return stream,
+                    TlsEnd::Banner(tls, admitted) => (Box::new(tls), admitted),
+                }
+            }
+            None => match self.serve_http(tcp, shutdown).await {
+                Some((tcp, admitted)) => (tcp, admitted),
+                None => return None,
+            },
+        };
+        // A banner socket lives as long as its page, mostly idle, so it gets a task of its own
+        // sized to it, and this one ends. The connection's task is pingora's, sized for the
+        // largest thing any connection does first (a TLS handshake, about 9 KB, even on a
+        // plain listener), and this future holds the room of every HTTP request.
+        let (io, admitted) = banner;
+        let latch = Arc::clone(&self.latch);
+        tokio::spawn(async move {
+            ws::serve_connection(&latch, io, admitted).await;
             drop(permit);
-            return served;
-        }
-        let banner = self.serve_http(tcp, shutdown).await;
-        if let Some((tcp, admitted)) = banner {
-            // A banner socket lives as long as its page, mostly idle, so it gets a task of its
-            // own sized to it, and this one ends. The connection's task is pingora's, sized for
-            // the largest thing any connection does first (a TLS handshake, about 9 KB, even on
-            // a plain listener), and this future holds the room of every HTTP request.
-            let latch = Arc::clone(&self.latch);
-            tokio::spawn(async move {
-                ws::serve_tcp(&latch, tcp, admitted).await;
-                drop(permit);
-            });
-        }
+        });
         None
     }
 
@@ -185,6 +192,14 @@ fn peer_ip(tcp: &TcpStream) -> Option<IpAddr> {
     digest.peer_addr()?.as_inet().map(|a| a.ip())
 }
 
+/// How a TLS connection's serving here ended.
+enum TlsEnd {
+    /// It is over, or pingora hands its stream back to be served again.
+    Served(Option<Stream>),
+    /// Its first request is an admitted banner handshake, to serve on the connection itself.
+    Banner(Stream, ws::Admitted),
+}
+
 impl Front {
     /// Makes the TLS handshake within the first head's deadline, then serves HTTP/2 through
     /// pingora or HTTP/1.1 as [`Front::serve_tls_http1`] does.
@@ -194,25 +209,27 @@ impl Front {
         tcp: Box<TcpStream>,
         peer: Option<IpAddr>,
         shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    ) -> TlsEnd {
         let deadline = Instant::now() + self.header_timeout;
         let tls = match tokio::time::timeout_at(deadline, acceptor.tls_handshake(*tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(?peer, error = %e, "TLS handshake failed");
-                return None;
+                return TlsEnd::Served(None);
             }
             Err(_) => {
                 tracing::debug!(?peer, "TLS handshake not finished in time");
-                return None;
+                return TlsEnd::Served(None);
             }
         };
         let stream: Stream = Box::new(tls);
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            return TlsEnd::Served(ServerApp::process_new(&self.proxy, stream, shutdown).await);
         }
-        Box::pin(self.serve_tls_http1(stream, deadline, shutdown)).await;
-        None
+        match Box::pin(self.serve_tls_http1(stream, peer, deadline, shutdown)).await {
+            Some((stream, admitted)) => TlsEnd::Banner(stream, admitted),
+            None => TlsEnd::Served(None),
+        }
     }
 
     /// Serves the connection's HTTP/1 requests one after another, as pingora's HTTP server
@@ -294,15 +311,17 @@ impl Front {
         }
     }
 
-    /// Serves an HTTP/1.1 connection over TLS as [`Front::serve_http`] serves a plain one,
-    /// without the banner socket's own path. `deadline` is when the first head is due (the
-    /// handshake took part of that time).
+    /// Serves an HTTP/1.1 connection over TLS as [`Front::serve_http`] serves a plain one.
+    /// `deadline` is when the first head is due (the handshake took part of that time).
+    /// Returns the connection and its admission when its first request is a banner handshake
+    /// to serve here.
     async fn serve_tls_http1(
         self: &Arc<Self>,
         mut stream: Stream,
+        peer: Option<IpAddr>,
         deadline: Instant,
         shutdown: &ShutdownWatch,
-    ) -> Option<()> {
+    ) -> Option<(Stream, ws::Admitted)> {
         let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
         let mut shutdown_changed = shutdown.clone();
@@ -319,9 +338,22 @@ impl Front {
                     first,
                 )
                 .await;
-            if let Err(missed) = head {
-                self.refuse_missed(stream, missed).await;
-                return None;
+            let head_len = match head {
+                Ok(n) => n,
+                Err(missed) => {
+                    self.refuse_missed(stream, missed).await;
+                    return None;
+                }
+            };
+            // Bytes after the head (frames sent before the 101) could not be put back.
+            if first && head_len == read.len() && self.opens_banner(&read) {
+                if let Head::Complete(headers, _) = parse_head(&read) {
+                    let admitted = ws::admit(&self.latch, &headers, peer, "https");
+                    drop(headers);
+                    if let Ok(admitted) = admitted {
+                        return Some((stream, admitted));
+                    }
+                }
             }
             first = false;
             let mut session = ServerSession::new_http1(stream);

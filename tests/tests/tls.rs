@@ -270,6 +270,50 @@ async fn the_banner_socket_works_over_tls_with_an_https_origin() {
     .expect("a lock message in time");
     assert_eq!(lock["resource"], "doc:7", "{lock}");
     assert_eq!(lock["you"], true, "{lock}");
+    // Served on its own connection, in a task of its own, as on the plain listener.
+    let opened = |via: &str| format!("latch_banner_sockets_opened_total{{via=\"{via}\"}}");
+    assert_eq!(setup.latch.counter(&opened("connection")).await, 1);
+    assert_eq!(setup.latch.counter(&opened("session")).await, 0);
+
+    // After a request on a kept-alive connection, the handshake is answered inside its session.
+    let mut tls = connect(setup.https, "app.test", &config)
+        .await
+        .expect("a TLS connection");
+    let (status, _) = get_on(
+        &mut tls,
+        "app.test",
+        "/echo/doc/7",
+        &format!("cookie: {alice}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut req = format!("wss://app.test:{}/__latch/ws", setup.https)
+        .into_client_request()
+        .expect("a request");
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_str(&setup.origin()).unwrap());
+    req.headers_mut()
+        .insert("cookie", HeaderValue::from_str(&alice).unwrap());
+    let (mut kept, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(req, tls))
+        .await
+        .expect("the handshake came in time")
+        .expect("the banner socket opens on a kept-alive connection");
+    kept.send(Message::Text(
+        json!({"type": "watch", "path": "/echo/doc/7"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    assert!(
+        matches!(
+            tokio::time::timeout(PATIENCE, kept.next()).await,
+            Ok(Some(Ok(_)))
+        ),
+        "the kept-alive banner socket answers"
+    );
+    assert_eq!(setup.latch.counter(&opened("session")).await, 1);
+    assert_eq!(setup.latch.counter(&opened("connection")).await, 1);
 
     // The plain origin is another origin for a page served over TLS.
     let tls = connect(setup.https, "app.test", &config)

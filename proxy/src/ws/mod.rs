@@ -1,7 +1,7 @@
 //! The banner WebSocket (`{prefix}/ws`, docs/banner.md), served by the proxy itself.
 //!
-//! A handshake that opens its own connection is taken by [`crate::front`] and runs on the bare
-//! TCP stream ([`serve_tcp`]). One that arrives inside an HTTP session (a kept-alive
+//! A handshake that opens its own connection is taken by [`crate::front`] and runs on that
+//! connection, bare TCP or TLS ([`serve_connection`]). One that arrives inside an HTTP session (a kept-alive
 //! connection) is answered in `request_filter`: pingora's `ProxyHttp` cannot hand over the
 //! downstream connection, so the upgraded byte stream is bridged into a `tokio::io::duplex`
 //! whose other end runs tokio-tungstenite ([`serve`]). Either way the socket task owns the
@@ -30,14 +30,14 @@ use auth::Identity;
 use http::{header, HeaderMap, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::proxy::Session;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use self::transport::{socket_config, Transport, Ws, WRITE_TIMEOUT};
+pub use self::transport::Transport;
+use self::transport::{socket_config, Ws, WRITE_TIMEOUT};
 use crate::banner::Push;
 use crate::cookies::{cookie, SESSION_COOKIE};
 use crate::origin::check_same_origin;
@@ -123,25 +123,24 @@ pub fn admit(
     })
 }
 
-/// Serves a banner socket whose handshake opened its own connection, on that bare connection:
-/// the 101, then the protocol until either side ends.
-pub async fn serve_tcp(latch: &Arc<Latch>, mut tcp: Box<TcpStream>, admitted: Admitted) {
+/// Serves a banner socket whose handshake opened its own connection, on that connection (bare
+/// TCP, or its TLS stream): the 101, then the protocol until either side ends.
+pub async fn serve_connection(latch: &Arc<Latch>, mut io: Box<dyn Transport>, admitted: Admitted) {
     let accept = tungstenite::handshake::derive_accept_key(admitted.key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-        tcp.write_all(response.as_bytes()).await?;
-        tcp.flush().await
+        io.write_all(response.as_bytes()).await?;
+        io.flush().await
     })
     .await;
     if !matches!(written, Ok(Ok(()))) {
         latch.hub.unregister(admitted.socket_id);
         return;
     }
-    let stream: Box<dyn Transport> = tcp;
-    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(socket_config())).await;
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(socket_config())).await;
     run_admitted(latch, ws, admitted, "connection").await;
 }
 
