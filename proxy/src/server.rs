@@ -224,8 +224,12 @@ fn https_service(
     let front = Front::with_tls(proxy, latch.clone(), settings.build());
     let mut service = Service::new("latch https".into(), front);
     // A plain TCP listener: the front makes the handshake, after the client's limit and under
-    // the first head's deadline.
-    service.add_listener(ListenerConfig::tcp(config.listen.to_string()));
+    // the first head's deadline. No read buffer under rustls, as on the plain listener: rustls
+    // reads records into its own, and an idle banner socket would keep this one too.
+    service.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0)),
+    );
     service
 }
 
