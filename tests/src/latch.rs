@@ -35,6 +35,8 @@ pub struct LatchBuilder {
     rules: String,
     sections: Vec<String>,
     env: Vec<(String, String)>,
+    /// Ports the sections name as `{port:NAME}`, picked anew for every attempt to start.
+    named_ports: Vec<String>,
     locks: String,
     auth_extra: String,
     auth_key: String,
@@ -48,6 +50,7 @@ impl LatchBuilder {
             rules: String::new(),
             sections: Vec::new(),
             env: Vec::new(),
+            named_ports: Vec::new(),
             locks: "store = \"memory\"\nlease_seconds = 30\ngrace_seconds = 10\n".into(),
             auth_extra: String::new(),
             auth_key: format!("secret = \"{SECRET}\""),
@@ -100,6 +103,14 @@ impl LatchBuilder {
         self
     }
 
+    /// A free port for the sections to listen on, written `{port:NAME}` in them; like the
+    /// proxy's own ports it is picked again when a start finds it taken. The started proxy
+    /// says which it got ([`Latch::named_port`]).
+    pub fn named_port(mut self, name: &str) -> Self {
+        self.named_ports.push(name.to_owned());
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -127,6 +138,15 @@ impl LatchBuilder {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = free_port();
         let admin_port = free_port();
+        let named_ports: Vec<(String, u16)> = self
+            .named_ports
+            .iter()
+            .map(|name| (name.clone(), free_port()))
+            .collect();
+        let mut sections = self.sections.join("\n\n");
+        for (name, picked) in &named_ports {
+            sections = sections.replace(&format!("{{port:{name}}}"), &picked.to_string());
+        }
         let upstream = if self.upstream.is_empty() {
             String::new()
         } else {
@@ -137,11 +157,7 @@ impl LatchBuilder {
              [auth]\n{}\n{}\n\n\
              [locks]\n{}\n\n[rules]\nstore = \"rules.toml\"\npoll_seconds = 1\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}\n",
-            upstream,
-            self.auth_key,
-            self.auth_extra,
-            self.locks,
-            self.sections.join("\n\n")
+            upstream, self.auth_key, self.auth_extra, self.locks, sections
         );
         let config_path = dir.path().join("latch.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -164,6 +180,7 @@ impl LatchBuilder {
             child,
             port,
             admin_port,
+            named_ports,
             dir,
             log_path,
         };
@@ -177,11 +194,21 @@ pub struct Latch {
     child: Child,
     pub port: u16,
     pub admin_port: u16,
+    named_ports: Vec<(String, u16)>,
     pub dir: tempfile::TempDir,
     log_path: PathBuf,
 }
 
 impl Latch {
+    /// The port picked for `{port:NAME}` ([`LatchBuilder::named_port`]).
+    pub fn named_port(&self, name: &str) -> u16 {
+        self.named_ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, port)| *port)
+            .unwrap_or_else(|| panic!("no port named {name}"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }

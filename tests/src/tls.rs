@@ -17,6 +17,12 @@ pub fn section(port: u16, lines: &str) -> String {
     format!("[tls]\nlisten = \"127.0.0.1:{port}\"\n{lines}")
 }
 
+/// A `[tls]` section listening on the port the builder picks as `https`
+/// ([`crate::LatchBuilder::named_port`]), with `lines` in it.
+pub fn https_section(lines: &str) -> String {
+    format!("[tls]\nlisten = \"127.0.0.1:{{port:https}}\"\n{lines}")
+}
+
 /// Waits until the HTTPS listener accepts.
 pub fn wait_https(latch: &crate::Latch, port: u16) {
     testkit::wait_for_port(port, Duration::from_secs(20), || latch.log());

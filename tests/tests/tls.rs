@@ -12,8 +12,10 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use testkit::certs::{Issued, TestCa};
 use tests::fixtures::{DOC, TAB};
-use tests::tls::{client_config, connect, get_on, leaf_der, section, served_leaf, wait_https};
-use tests::{eventually, free_port, token, Latch, LatchBuilder, Upstream};
+use tests::tls::{
+    client_config, connect, get_on, https_section, leaf_der, served_leaf, wait_https,
+};
+use tests::{eventually, token, Latch, LatchBuilder, Upstream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -45,11 +47,13 @@ fn install(from: &Path, to: &Path) {
 
 async fn start(rules: &str, ca: TestCa, dir: tempfile::TempDir, tls_lines: &str) -> Setup {
     let upstream = Upstream::start().await;
-    let https = free_port();
     let latch = LatchBuilder::new(upstream.port())
         .rules(rules)
-        .section(&section(https, tls_lines))
+        .named_port("https")
+        .named_port("redirect")
+        .section(&https_section(tls_lines))
         .start();
+    let https = latch.named_port("https");
     wait_https(&latch, https);
     Setup {
         latch,
@@ -421,9 +425,8 @@ async fn an_sni_naming_no_certificate_gets_the_default_one() {
 
 #[tokio::test]
 async fn the_redirect_listener_sends_covered_hosts_to_https_and_refuses_others() {
-    let redirect = free_port();
-    let (setup, _) =
-        start_default("", &format!("redirect_listen = \"127.0.0.1:{redirect}\"\n")).await;
+    let (setup, _) = start_default("", "redirect_listen = \"127.0.0.1:{port:redirect}\"\n").await;
+    let redirect = setup.latch.named_port("redirect");
     testkit::wait_for_port(redirect, PATIENCE, || setup.latch.log());
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -632,18 +635,19 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_head_deadli
     let (ca, dir) = new_ca();
     let issued = ca.issue(&["app.test"]);
     let upstream = Upstream::start().await;
-    let https = free_port();
     let lines = format!(
         "cert_file = \"{}\"\nkey_file = \"{}\"\n",
         issued.cert.display(),
         issued.key.display()
     );
     let latch = LatchBuilder::new(upstream.port())
-        .section(&section(https, &lines))
+        .named_port("https")
+        .section(&https_section(&lines))
         // Long enough that the three handshakes below finish on a loaded machine.
         .env("LATCH_PROXY_HEADER_TIMEOUT_SECONDS", "5")
         .env("LATCH_PROXY_MAX_CONNECTIONS_PER_CLIENT", "3")
         .start();
+    let https = latch.named_port("https");
     wait_https(&latch, https);
     use tokio::io::AsyncReadExt;
     let config = client_config(&ca.cert(), &[]);
