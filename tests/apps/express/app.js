@@ -177,4 +177,5 @@ server.on('upgrade', (req, socket, head) => {
 });
 
 const port = Number.parseInt(process.argv[2], 10);
-server.listen(port, '127.0.0.1');
+// The tests wait for this line: it says this process, not another, holds the port.
+server.listen(port, '127.0.0.1', () => console.log(`listening on ${port}`));
