@@ -1,7 +1,7 @@
 //! The front of the listening socket. It reads every HTTP/1 request head itself, within the
 //! connection's deadlines and size bound, before pingora sees it. A connection that opens with
 //! the banner WebSocket handshake (`GET {prefix}/ws`) is served here, on the bare TCP stream;
-//! every other request goes to pingora's HTTP proxy with its bytes put back, exactly as they
+//! every other request goes to pingora's HTTP proxy with the bytes read handed over, exactly as they
 //! arrived.
 //!
 //! Why the banner socket: a banner socket stays open for as long as its page does, and most of
@@ -31,8 +31,7 @@
 //! Over TLS (`tls.listen`) the front first admits the connection under the client's limit and
 //! completes the TLS handshake itself, by the same deadline as the first head: pingora's own
 //! listener would give a handshake 60 s and count nothing. An HTTP/1.1 connection then runs the
-//! same kept-alive loop, the head put back through pingora's pipelined-request prefix (a TLS
-//! stream cannot be rewound). A connection that opens with the banner handshake is served here
+//! same kept-alive loop. A connection that opens with the banner handshake is served here
 //! too, in a task of its own, as on the plain listener, unless bytes followed the head (a TLS
 //! stream cannot take them back): then the proxy's `{prefix}/ws` endpoint answers it, as it
 //! answers a handshake later on a kept-alive connection. An HTTP/2 connection (ALPN `h2`) goes to pingora's HTTP/2 server, whose bounds are
@@ -40,16 +39,19 @@
 //!
 //! One timer per connection serves every deadline: it is moved, not re-armed, and moving a
 //! tokio timer later costs no more than an atomic update, so a request on a kept-alive
-//! connection pays no timer registration of its own. Pingora then reads the head from the bytes
-//! put back, without waiting.
+//! connection pays no timer registration of its own; likewise one wait for the server's
+//! shutdown serves the connection's life. Each head read here is handed to pingora as its
+//! pipelined-request prefix, the bytes exactly as they arrived, and pingora parses it from
+//! there without waiting or copying.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
@@ -59,6 +61,7 @@ use pingora::protocols::{GetSocketDigest, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch::error::RecvError;
 use tokio::time::{Instant, Sleep};
 
 use crate::conn_limit::ClientLimit;
@@ -121,6 +124,15 @@ impl Front {
             ..Front::new(proxy, latch)
         }
     }
+}
+
+/// A connection's wait for the server's shutdown, armed once for the connection's life: a wait
+/// made anew for every request would register with the watch and leave it again each time.
+struct ShutdownWait<'a, F> {
+    /// The watch's `changed()`. It completes on a shutdown, or when no one can signal one.
+    changed: Pin<&'a mut F>,
+    /// Not yet completed: a completed wait may not be polled again.
+    live: bool,
 }
 
 /// Why no request head came.
@@ -243,18 +255,26 @@ impl Front {
     ) -> Option<(Box<TcpStream>, ws::Admitted)> {
         let deadline = tokio::time::sleep(self.header_timeout);
         tokio::pin!(deadline);
-        let mut shutdown_changed = shutdown.clone();
+        let mut watch = shutdown.clone();
+        let changed = watch.changed();
+        tokio::pin!(changed);
+        let mut shutdown_wait = ShutdownWait {
+            changed: changed.as_mut(),
+            live: true,
+        };
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let mut read = Vec::with_capacity(READ_SIZE);
+            let mut read = BytesMut::with_capacity(READ_SIZE);
+            let stopping = *shutdown.borrow();
             let head_len = match self
                 .read_head(
                     &mut tcp,
                     &mut read,
                     deadline.as_mut(),
-                    &mut shutdown_changed,
+                    &mut shutdown_wait,
                     first,
+                    stopping,
                 )
                 .await
             {
@@ -289,16 +309,15 @@ impl Front {
                 }
             }
             first = false;
-            tcp.rewind(&read);
-            drop(read);
-
             let mut session = ServerSession::new_http1(tcp);
             if let Some(settings) = settings.take() {
                 settings.apply_to_session(&mut session);
             }
-            // The whole head is in the bytes put back, so pingora reads it without waiting; its
-            // own read timeout is kept to a head's deadline all the same. Past the head,
-            // pingora sets keepalive from the request as usual.
+            // The head read here is handed to pingora as the start of the request, exactly as
+            // it arrived, so pingora parses it without waiting or copying; its own read timeout
+            // is kept to a head's deadline all the same. Past the head, pingora sets keepalive
+            // from the request as usual.
+            session.set_pipelined_prefix(read);
             let keepalive = (!*shutdown.borrow()).then_some(self.header_timeout.as_secs().max(1));
             session.set_keepalive(keepalive);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
@@ -324,18 +343,26 @@ impl Front {
     ) -> Option<(Stream, ws::Admitted)> {
         let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
-        let mut shutdown_changed = shutdown.clone();
+        let mut watch = shutdown.clone();
+        let changed = watch.changed();
+        tokio::pin!(changed);
+        let mut shutdown_wait = ShutdownWait {
+            changed: changed.as_mut(),
+            live: true,
+        };
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let mut read = Vec::with_capacity(READ_SIZE);
+            let mut read = BytesMut::with_capacity(READ_SIZE);
+            let stopping = *shutdown.borrow();
             let head = self
                 .read_head(
                     &mut stream,
                     &mut read,
                     deadline.as_mut(),
-                    &mut shutdown_changed,
+                    &mut shutdown_wait,
                     first,
+                    stopping,
                 )
                 .await;
             let head_len = match head {
@@ -362,7 +389,7 @@ impl Front {
             }
             // The head read here is handed to pingora as the start of the request, exactly as
             // it arrived; pingora parses it without waiting for more.
-            session.set_pipelined_prefix(BytesMut::from(Bytes::from(read)));
+            session.set_pipelined_prefix(read);
             let keepalive = (!*shutdown.borrow()).then_some(self.header_timeout.as_secs().max(1));
             session.set_keepalive(keepalive);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
@@ -402,20 +429,21 @@ impl Front {
     /// Reads into `read` until it holds a whole request head, and returns the head's length
     /// (`read` may hold more: the start of a body). `deadline` is when the first byte is due
     /// (for the first request of a connection: the whole head); once a later request's first
-    /// bytes arrived, the rest is due `header_timeout` after them.
+    /// bytes arrived, the rest is due `header_timeout` after them. A server that is `stopping`
+    /// reads no more heads.
     async fn read_head<S: AsyncRead + Unpin>(
         &self,
         tcp: &mut S,
-        read: &mut Vec<u8>,
+        read: &mut BytesMut,
         mut deadline: Pin<&mut Sleep>,
-        shutdown: &mut ShutdownWatch,
+        shutdown: &mut ShutdownWait<'_, impl Future<Output = Result<(), RecvError>>>,
         first: bool,
+        stopping: bool,
     ) -> Result<usize, Missed> {
-        if *shutdown.borrow() {
+        if stopping {
             return Err(Missed::Gone);
         }
         let mut searched = 0;
-        let mut watch_shutdown = true;
         loop {
             if read.capacity() - read.len() < READ_SIZE / 4 {
                 read.reserve(READ_SIZE);
@@ -428,12 +456,13 @@ impl Front {
                     return Err(if idle { Missed::Gone } else { Missed::Late });
                 }
                 // Between requests, as pingora does, a shutdown closes an idle connection.
-                changed = shutdown.changed(), if idle && watch_shutdown => {
+                changed = shutdown.changed.as_mut(), if idle && shutdown.live => {
+                    // Over for this connection either way: the wait cannot be polled again.
+                    shutdown.live = false;
                     if changed.is_ok() {
                         return Err(Missed::Gone);
                     }
                     // No one can signal a shutdown any more: only the deadline is left.
-                    watch_shutdown = false;
                     continue;
                 }
             };

@@ -500,3 +500,36 @@ async fn a_client_past_its_connection_limit_is_refused_until_one_closes() {
     assert!(heads.iter().all(|h| !h.contains("/fourth")), "{heads:?}");
     assert_eq!(heads.len(), 5, "{heads:?}");
 }
+
+/// On SIGTERM the proxy reads no more requests: a kept-alive connection waiting for its next
+/// one, and a connection that has sent nothing yet, are closed at once, not when the 1 s grace
+/// period ends nor at their own deadline.
+#[tokio::test]
+async fn a_graceful_shutdown_closes_waiting_connections_at_once() {
+    let (upstream, latch) = start(&[]).await;
+    let mut kept = connect(latch.port).await;
+    kept.write_all(&get("/first")).await.unwrap();
+    let response = read_response(&mut kept).await.expect("a response");
+    assert_eq!(response.status, 200);
+    let mut fresh = connect(latch.port).await;
+    // Both are now waiting for a head.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &latch.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let (kept_closed, fresh_closed) = tokio::join!(
+        closed_after(&mut kept, signalled),
+        closed_after(&mut fresh, signalled)
+    );
+    for (took, what) in [(kept_closed, "kept-alive"), (fresh_closed, "fresh")] {
+        assert!(
+            took < Duration::from_millis(800),
+            "the {what} connection was closed {took:?} after SIGTERM"
+        );
+    }
+    assert_eq!(upstream.heads().len(), 1, "{:?}", upstream.heads());
+}
