@@ -128,11 +128,21 @@ impl Front {
 
 /// A connection's wait for the server's shutdown, armed once for the connection's life: a wait
 /// made anew for every request would register with the watch and leave it again each time.
-struct ShutdownWait<'a, F> {
+struct ShutdownWait {
     /// The watch's `changed()`. It completes on a shutdown, or when no one can signal one.
-    changed: Pin<&'a mut F>,
+    changed: Pin<Box<dyn Future<Output = Result<(), RecvError>> + Send>>,
     /// Not yet completed: a completed wait may not be polled again.
     live: bool,
+}
+
+impl ShutdownWait {
+    fn new(shutdown: &ShutdownWatch) -> ShutdownWait {
+        let mut watch = shutdown.clone();
+        ShutdownWait {
+            changed: Box::pin(async move { watch.changed().await }),
+            live: true,
+        }
+    }
 }
 
 /// Why no request head came.
@@ -255,13 +265,7 @@ impl Front {
     ) -> Option<(Box<TcpStream>, ws::Admitted)> {
         let deadline = tokio::time::sleep(self.header_timeout);
         tokio::pin!(deadline);
-        let mut watch = shutdown.clone();
-        let changed = watch.changed();
-        tokio::pin!(changed);
-        let mut shutdown_wait = ShutdownWait {
-            changed: changed.as_mut(),
-            live: true,
-        };
+        let mut shutdown_wait = ShutdownWait::new(shutdown);
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
@@ -343,13 +347,7 @@ impl Front {
     ) -> Option<(Stream, ws::Admitted)> {
         let deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(deadline);
-        let mut watch = shutdown.clone();
-        let changed = watch.changed();
-        tokio::pin!(changed);
-        let mut shutdown_wait = ShutdownWait {
-            changed: changed.as_mut(),
-            live: true,
-        };
+        let mut shutdown_wait = ShutdownWait::new(shutdown);
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
@@ -436,7 +434,7 @@ impl Front {
         tcp: &mut S,
         read: &mut BytesMut,
         mut deadline: Pin<&mut Sleep>,
-        shutdown: &mut ShutdownWait<'_, impl Future<Output = Result<(), RecvError>>>,
+        shutdown: &mut ShutdownWait,
         first: bool,
         stopping: bool,
     ) -> Result<usize, Missed> {
