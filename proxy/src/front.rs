@@ -1,8 +1,8 @@
 //! The front of the listening socket. It reads every HTTP/1 request head itself, within the
 //! connection's deadlines and size bound, before pingora sees it. A connection that opens with
 //! the banner WebSocket handshake (`GET {prefix}/ws`) is served here, on the bare TCP stream;
-//! every other request goes to pingora's HTTP proxy with the bytes read handed over, exactly as they
-//! arrived.
+//! every other request goes to pingora's HTTP proxy with the bytes read handed over, exactly
+//! as they arrived.
 //!
 //! Why the banner socket: a banner socket stays open for as long as its page does, and most of
 //! them sit idle. Inside pingora's proxy session each one would keep that session alive for its
@@ -34,8 +34,8 @@
 //! same kept-alive loop. A connection that opens with the banner handshake is served here
 //! too, in a task of its own, as on the plain listener, unless bytes followed the head (a TLS
 //! stream cannot take them back): then the proxy's `{prefix}/ws` endpoint answers it, as it
-//! answers a handshake later on a kept-alive connection. An HTTP/2 connection (ALPN `h2`) goes to pingora's HTTP/2 server, whose bounds are
-//! its own (docs/tls.md).
+//! answers a handshake later on a kept-alive connection. An HTTP/2 connection (ALPN `h2`) goes
+//! to pingora's HTTP/2 server, whose bounds are its own (docs/tls.md).
 //!
 //! One timer per connection serves every deadline: it is moved, not re-armed, and moving a
 //! tokio timer later costs no more than an atomic update, so a request on a kept-alive
@@ -129,6 +129,8 @@ impl Front {
 /// A connection's wait for the server's shutdown, armed once for the connection's life: a wait
 /// made anew for every request would register with the watch and leave it again each time.
 struct ShutdownWait {
+    /// The server's shutdown flag.
+    watch: ShutdownWatch,
     /// The watch's `changed()`. It completes on a shutdown, or when no one can signal one.
     changed: Pin<Box<dyn Future<Output = Result<(), RecvError>> + Send>>,
     /// Not yet completed: a completed wait may not be polled again.
@@ -137,11 +139,17 @@ struct ShutdownWait {
 
 impl ShutdownWait {
     fn new(shutdown: &ShutdownWatch) -> ShutdownWait {
-        let mut watch = shutdown.clone();
+        let mut changes = shutdown.clone();
         ShutdownWait {
-            changed: Box::pin(async move { watch.changed().await }),
+            watch: shutdown.clone(),
+            changed: Box::pin(async move { changes.changed().await }),
             live: true,
         }
+    }
+
+    /// Is the server shutting down?
+    fn stopping(&self) -> bool {
+        *self.watch.borrow()
     }
 }
 
@@ -270,7 +278,6 @@ impl Front {
         let mut first = true;
         loop {
             let mut read = BytesMut::with_capacity(READ_SIZE);
-            let stopping = *shutdown.borrow();
             let head_len = match self
                 .read_head(
                     &mut tcp,
@@ -278,38 +285,24 @@ impl Front {
                     deadline.as_mut(),
                     &mut shutdown_wait,
                     first,
-                    stopping,
                 )
                 .await
             {
                 Ok(n) => n,
-                Err(Missed::Gone) => return None,
-                Err(Missed::Late) => {
-                    refuse(
-                        tcp,
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request head did not arrive in time",
-                    )
-                    .await;
-                    return None;
-                }
-                Err(Missed::TooLarge) => {
-                    let detail = format!("the request head is longer than {} bytes", self.max_head);
-                    refuse(tcp, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &detail).await;
+                Err(missed) => {
+                    self.refuse_missed(tcp, missed).await;
                     return None;
                 }
             };
-            if first && self.opens_banner(&read) {
-                if let Head::Complete(headers, n) = parse_head(&read[..head_len]) {
-                    let scheme = self.latch.config.proxy.public_scheme;
-                    let admitted = ws::admit(&self.latch, &headers, peer_ip(&tcp), scheme);
-                    drop(headers);
-                    if let Ok(admitted) = admitted {
-                        // A client may not send frames before the 101, but anything it did
-                        // send after the head belongs to the WebSocket.
-                        tcp.rewind(&read[n..]);
-                        return Some((tcp, admitted));
-                    }
+            if first {
+                let scheme = self.latch.config.proxy.public_scheme;
+                if let Some((admitted, n)) =
+                    self.admit_banner(&read[..head_len], peer_ip(&tcp), scheme)
+                {
+                    // A client may not send frames before the 101, but anything it did send
+                    // after the head belongs to the WebSocket.
+                    tcp.rewind(&read[n..]);
+                    return Some((tcp, admitted));
                 }
             }
             first = false;
@@ -322,7 +315,8 @@ impl Front {
             // is kept to a head's deadline all the same. Past the head, pingora sets keepalive
             // from the request as usual.
             session.set_pipelined_prefix(read);
-            let keepalive = (!*shutdown.borrow()).then_some(self.header_timeout.as_secs().max(1));
+            let keepalive =
+                (!shutdown_wait.stopping()).then_some(self.header_timeout.as_secs().max(1));
             session.set_keepalive(keepalive);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let (stream, next) = reused.consume();
@@ -352,7 +346,6 @@ impl Front {
         let mut first = true;
         loop {
             let mut read = BytesMut::with_capacity(READ_SIZE);
-            let stopping = *shutdown.borrow();
             let head = self
                 .read_head(
                     &mut stream,
@@ -360,7 +353,6 @@ impl Front {
                     deadline.as_mut(),
                     &mut shutdown_wait,
                     first,
-                    stopping,
                 )
                 .await;
             let head_len = match head {
@@ -371,13 +363,9 @@ impl Front {
                 }
             };
             // Bytes after the head (frames sent before the 101) could not be put back.
-            if first && head_len == read.len() && self.opens_banner(&read) {
-                if let Head::Complete(headers, _) = parse_head(&read) {
-                    let admitted = ws::admit(&self.latch, &headers, peer, "https");
-                    drop(headers);
-                    if let Ok(admitted) = admitted {
-                        return Some((stream, admitted));
-                    }
+            if first && head_len == read.len() {
+                if let Some((admitted, _)) = self.admit_banner(&read, peer, "https") {
+                    return Some((stream, admitted));
                 }
             }
             first = false;
@@ -388,7 +376,8 @@ impl Front {
             // The head read here is handed to pingora as the start of the request, exactly as
             // it arrived; pingora parses it without waiting for more.
             session.set_pipelined_prefix(read);
-            let keepalive = (!*shutdown.borrow()).then_some(self.header_timeout.as_secs().max(1));
+            let keepalive =
+                (!shutdown_wait.stopping()).then_some(self.header_timeout.as_secs().max(1));
             session.set_keepalive(keepalive);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let (next_stream, next) = reused.consume();
@@ -424,11 +413,30 @@ impl Front {
         read.starts_with(&self.line) && matches!(read.get(self.line.len()), Some(b' ' | b'?'))
     }
 
+    /// The admission of a connection's first head when it is a complete banner handshake that
+    /// is admitted, with the head's length; `None` leaves the head to the proxy, which answers
+    /// anything else, a refusal included.
+    fn admit_banner(
+        &self,
+        head: &[u8],
+        peer: Option<IpAddr>,
+        scheme: &str,
+    ) -> Option<(ws::Admitted, usize)> {
+        if !self.opens_banner(head) {
+            return None;
+        }
+        let Head::Complete(headers, n) = parse_head(head) else {
+            return None;
+        };
+        let admitted = ws::admit(&self.latch, &headers, peer, scheme).ok()?;
+        Some((admitted, n))
+    }
+
     /// Reads into `read` until it holds a whole request head, and returns the head's length
     /// (`read` may hold more: the start of a body). `deadline` is when the first byte is due
     /// (for the first request of a connection: the whole head); once a later request's first
-    /// bytes arrived, the rest is due `header_timeout` after them. A server that is `stopping`
-    /// reads no more heads.
+    /// bytes arrived, the rest is due `header_timeout` after them. A server that is shutting
+    /// down reads no more heads.
     async fn read_head<S: AsyncRead + Unpin>(
         &self,
         tcp: &mut S,
@@ -436,9 +444,8 @@ impl Front {
         mut deadline: Pin<&mut Sleep>,
         shutdown: &mut ShutdownWait,
         first: bool,
-        stopping: bool,
     ) -> Result<usize, Missed> {
-        if stopping {
+        if shutdown.stopping() {
             return Err(Missed::Gone);
         }
         let mut searched = 0;

@@ -1,10 +1,10 @@
 //! The banner WebSocket (`{prefix}/ws`, docs/banner.md), served by the proxy itself.
 //!
 //! A handshake that opens its own connection is taken by [`crate::front`] and runs on that
-//! connection, bare TCP or TLS ([`serve_connection`]). One that arrives inside an HTTP session (a kept-alive
-//! connection) is answered in `request_filter`: pingora's `ProxyHttp` cannot hand over the
-//! downstream connection, so the upgraded byte stream is bridged into a `tokio::io::duplex`
-//! whose other end runs tokio-tungstenite ([`serve`]). Either way the socket task owns the
+//! connection, bare TCP or TLS ([`serve_connection`]). One that arrives inside an HTTP session
+//! (a kept-alive connection) is answered in `request_filter`: pingora's `ProxyHttp` cannot hand
+//! over the downstream connection, so the upgraded byte stream is bridged into a
+//! `tokio::io::duplex` whose other end runs tokio-tungstenite ([`serve`]). Either way the socket task owns the
 //! protocol and [`admit`] decides who may open one.
 //!
 //! The parts: this module admits sockets and opens them; [`transport`] is the byte level
