@@ -2,7 +2,6 @@
 //! on a port of its own, and what it reports of the WebSockets and event streams it served.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::header::COOKIE;
@@ -11,16 +10,16 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::instances::Ws;
-use crate::{client, eventually, free_port};
+use crate::node_program::NodeProgram;
+use crate::{client, eventually};
 
 /// How long the tests wait for the app to have seen something.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The Express app on a port of its own; killed when dropped.
 pub struct App {
-    child: Child,
     pub port: u16,
-    log: tempfile::NamedTempFile,
+    _node: NodeProgram,
 }
 
 impl App {
@@ -30,47 +29,10 @@ impl App {
             dir.join("node_modules/ws/package.json").exists(),
             "the Express app's packages are not installed: run `scripts/setup.sh test`"
         );
-        // The port is free when picked, but another test may bind it first; then node exits
-        // with EADDRINUSE and the app is started again on another port.
-        for _ in 0..3 {
-            let port = free_port();
-            let log = tempfile::NamedTempFile::new().expect("a log file");
-            let out = log.reopen().expect("the log file");
-            let child = Command::new("node")
-                .arg(dir.join("app.js"))
-                .arg(port.to_string())
-                .stdin(Stdio::null())
-                // One open file for both, so that neither overwrites what the other wrote.
-                .stdout(out.try_clone().expect("the log file"))
-                .stderr(out)
-                .spawn()
-                .expect("node runs the Express app (scripts/setup.sh test installs it)");
-            let mut app = App { child, port, log };
-            match app.listening(Duration::from_secs(20)) {
-                Ok(()) => return app,
-                Err(log) if log.contains("EADDRINUSE") => continue,
-                Err(log) => panic!("the Express app did not start; its log:\n{log}"),
-            }
-        }
-        panic!("the Express app found every port picked for it taken")
-    }
-
-    /// Waits until the app says it listens on its port; its log if it exits or stays silent.
-    fn listening(&mut self, limit: Duration) -> Result<(), String> {
-        let said = format!("listening on {}", self.port);
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-            if log.contains(&said) {
-                return Ok(());
-            }
-            if self.child.try_wait().ok().flatten().is_some()
-                || std::time::Instant::now() > deadline
-            {
-                return Err(log);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (node, [port]) = NodeProgram::start(&dir.join("app.js"), "the Express app", |[port]| {
+            format!("listening on {port}")
+        });
+        App { port, _node: node }
     }
 
     /// What the app saw over its sockets: `{saves: [...], closes: [...]}`.
@@ -130,11 +92,4 @@ pub async fn open_socket(
         .await
         .expect("the handshake timed out")
         .map(|(ws, _)| ws)
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -3,12 +3,11 @@
 //! bring it back, make it answer garbage, and count the key set fetches it saw.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{client, free_port};
+use crate::client;
+use crate::node_program::NodeProgram;
 
 /// The machine client `idp.js` registers, and the audience of its access tokens.
 pub const CLIENT_ID: &str = "latch-m2m";
@@ -18,79 +17,35 @@ pub const AUDIENCE: &str = "urn:latch";
 pub const WEB_CLIENT_ID: &str = "latch-web";
 pub const WEB_CLIENT_SECRET: &str = "latch-web-secret";
 
-/// How long one start of the provider may take.
-const START_PATIENCE: Duration = Duration::from_secs(20);
-/// How many starts are tried.
-const START_TRIES: usize = 3;
-
 /// The provider; killed when dropped.
 pub struct Idp {
-    child: Child,
     pub port: u16,
     pub admin_port: u16,
-    log: tempfile::NamedTempFile,
+    node: NodeProgram,
 }
 
 impl Idp {
-    /// Starts the provider on free ports. A start that has not come up within
-    /// [`START_PATIENCE`] (node now and then stalls at start on a loaded machine) is killed and
-    /// tried again on new ports, up to [`START_TRIES`] times.
+    /// Starts the provider on free ports (see [`NodeProgram::start`] for the tries).
     pub fn start() -> Idp {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps/idp");
         assert!(
             dir.join("node_modules/oidc-provider/package.json").exists(),
             "the identity provider's packages are not installed: run `scripts/setup.sh test`"
         );
-        let mut last_log = String::new();
-        for _ in 0..START_TRIES {
-            match Idp::try_start(&dir) {
-                Ok(idp) => return idp,
-                Err(log) => last_log = log,
-            }
-        }
-        panic!(
-            "the identity provider did not start in {START_TRIES} tries; its last log:\n{last_log}"
+        let (node, [port, admin_port]) = NodeProgram::start(
+            &dir.join("idp.js"),
+            "the identity provider",
+            |[port, admin_port]| format!("listening {port} {admin_port}"),
         );
-    }
-
-    /// One start; the log of a start that did not come up in time.
-    fn try_start(dir: &std::path::Path) -> Result<Idp, String> {
-        let port = free_port();
-        let admin_port = free_port();
-        let log = tempfile::NamedTempFile::new().expect("a log file");
-        let out = log.reopen().expect("the log file");
-        let child = Command::new("node")
-            .arg(dir.join("idp.js"))
-            .arg(port.to_string())
-            .arg(admin_port.to_string())
-            .stdin(Stdio::null())
-            // One open file for both, so that they share its offset and neither overwrites
-            // what the other wrote (two opens of the file would each write from its start).
-            .stdout(out.try_clone().expect("the log file"))
-            .stderr(out)
-            .spawn()
-            .expect("node runs the identity provider (scripts/setup.sh test installs it)");
-        let mut idp = Idp {
-            child,
+        Idp {
             port,
             admin_port,
-            log,
-        };
-        let deadline = Instant::now() + START_PATIENCE;
-        let ready = format!("listening {port} {admin_port}");
-        while !idp.log().contains(&ready) {
-            let exited = matches!(idp.child.try_wait(), Ok(Some(_)));
-            if exited || Instant::now() >= deadline {
-                // Dropping it kills it.
-                return Err(idp.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            node,
         }
-        Ok(idp)
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.node.log()
     }
 
     /// The provider's issuer identifier (its discovery document says the same).
@@ -234,12 +189,5 @@ impl Idp {
             response.status()
         );
         response.json().await.expect("JSON")
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

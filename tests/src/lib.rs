@@ -28,6 +28,7 @@ pub mod idp;
 pub mod instances;
 pub mod latch;
 pub mod node;
+pub mod node_program;
 pub mod tls;
 pub mod upstream;
 
