@@ -43,8 +43,9 @@ pub struct Parts {
     pub rules: Arc<dyn RuleStore>,
     pub events: Arc<dyn EventLog>,
     pub locks: Arc<dyn LockStore>,
-    /// Verifies admins' tokens; the same settings as the proxy's, so one sign-in serves both.
-    pub verifier: Verifier,
+    /// Verifies admins' tokens; the same settings as the proxy's, so one sign-in serves both
+    /// (in one process, the proxy's own verifier, whose fetched keys the two share).
+    pub verifier: Arc<Verifier>,
     /// The cookie the proxy reads the token from (`auth.cookie`).
     pub cookie: String,
     /// `control_plane.admin_roles`.
@@ -59,7 +60,7 @@ pub struct Parts {
     pub demo_sign_in: Option<String>,
     /// Sign-in with the OpenID Provider of `[oidc]`: the console's `/login`, `/callback` and
     /// `/logout`, and its session cookie accepted like a token.
-    pub sign_in: Option<auth::RelyingParty>,
+    pub sign_in: Option<Arc<auth::RelyingParty>>,
     /// `[[app]]` entries: the apps a rule may name, and the hosts that pick one when testing
     /// a path. Empty: one app, with no name.
     pub apps: Vec<config::AppConfig>,
@@ -73,14 +74,14 @@ pub struct ControlPlane {
     rules: Arc<dyn RuleStore>,
     events: Arc<dyn EventLog>,
     locks: Arc<dyn LockStore>,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     cookie: String,
     admin_roles: Vec<String>,
     public_scheme: &'static str,
     path_parameters: rules::PathParameters,
     reserved_prefix: String,
     demo_sign_in: Option<String>,
-    sign_in: Option<auth::RelyingParty>,
+    sign_in: Option<Arc<auth::RelyingParty>>,
     /// Sign-in sessions ended by a logout here or at any proxy, when `[oidc]` is set.
     ended: Option<Arc<EndedSessions>>,
     apps: Vec<config::AppConfig>,

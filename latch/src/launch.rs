@@ -26,6 +26,8 @@ pub struct ProxyPlan {
     /// a poll succeeds.
     pub problem: Option<String>,
     pub polling: Polling,
+    /// Who checks identities: the proxy's, which a control plane in the same process shares.
+    pub auth: proxy::Auth,
 }
 
 impl ProxyPlan {
@@ -60,11 +62,13 @@ impl ProxyPlan {
             seen: initial.version,
             snapshot,
         };
+        let auth = proxy::Auth::new(&config).map_err(|e| vec![e.to_string()])?;
         Ok(ProxyPlan {
             config,
             rules: initial.rules,
             problem: initial.problem,
             polling,
+            auth,
         })
     }
 }
@@ -84,36 +88,30 @@ pub fn bind_control_plane(config: &Config) -> Result<TcpListener, Vec<String>> {
 }
 
 /// The control plane serving on `listener`, as one task (its server and its audit recorder).
-/// `demo_sign_in` is the sign-in link the UI offers in demo mode.
+/// `demo_sign_in` is the sign-in link the UI offers in demo mode. `proxy_auth` is the proxy's
+/// when both run in this process: the control plane then checks tokens with the proxy's
+/// verifier and relying party, whose keys the proxy keeps current, so they are fetched once.
 pub fn control_plane(
     config: &Config,
     listener: TcpListener,
     stores: &Stores,
     demo_sign_in: Option<String>,
+    proxy_auth: Option<&proxy::Auth>,
 ) -> Result<Task, Vec<String>> {
-    let verifier = auth::Verifier::new(config.auth.settings.clone())
-        .map_err(|e| vec![format!("auth: {e}")])?;
-    // The console signs admins in with the provider of `[oidc]`, as the proxy does.
-    let sign_in = match &config.oidc {
-        Some(oidc) => Some(
-            auth::RelyingParty::new(oidc.client(), &config.auth.settings, &oidc.cookie_secret)
-                .map_err(|e| vec![format!("oidc: {e}")])?,
-        ),
-        None => None,
+    // Alone, it has its own, and keeps their fetched keys current with tasks of its own.
+    let (auth, keys) = match proxy_auth {
+        Some(auth) => (auth.clone(), Vec::new()),
+        None => {
+            let auth = proxy::Auth::new(config).map_err(|e| vec![e.to_string()])?;
+            let keys = auth.key_providers();
+            (auth, keys)
+        }
     };
-    // Fetched keys are kept current by tasks of the control plane's own.
-    let keys: Vec<_> = [
-        verifier.provider().cloned(),
-        sign_in.as_ref().and_then(|s| s.keys().cloned()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
     let (control_plane, recorder) = control_plane::ControlPlane::new(control_plane::Parts {
         rules: stores.rules.clone(),
         events: stores.events.clone(),
         locks: stores.locks.clone(),
-        verifier,
+        verifier: auth.verifier,
         cookie: config.auth.cookie.clone(),
         admin_roles: config.control_plane.admin_roles.clone(),
         public_scheme: config.control_plane.public_scheme,
@@ -122,7 +120,7 @@ pub fn control_plane(
         apps: config.apps.clone(),
         lease: config.locks.lease,
         demo_sign_in,
-        sign_in,
+        sign_in: auth.party,
     });
     let router = control_plane::router(control_plane);
     let listen = config.control_plane.listen;
@@ -148,7 +146,7 @@ pub fn run(
     let mut all = std::mem::take(&mut stores.tasks);
     match proxy {
         Some(plan) => {
-            let latch = proxy::Latch::new(plan.config, stores.locks.clone(), plan.rules)
+            let latch = proxy::Latch::new(plan.config, stores.locks.clone(), plan.rules, plan.auth)
                 .map_err(|e| vec![e.to_string()])?;
             latch.set_rules_problem(plan.problem);
             all.extend(tasks);

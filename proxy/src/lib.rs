@@ -46,5 +46,5 @@ mod ws;
 
 pub use endpoints::BANNER_JS;
 pub use server::{build, run};
-pub use state::{Latch, StartError};
+pub use state::{Auth, Latch, StartError};
 pub use task::Task;

@@ -37,7 +37,7 @@ pub trait Proxy {
 
 /// The relying party, and where the proxy serves its endpoints.
 pub struct SignIn {
-    party: auth::RelyingParty,
+    party: Arc<auth::RelyingParty>,
     /// `oidc.redirect_url`, when set.
     redirect_url: Option<String>,
     /// `oidc.post_logout_redirect_uri`, when set.
@@ -47,19 +47,19 @@ pub struct SignIn {
 }
 
 impl SignIn {
-    pub fn new(config: &config::Config) -> Result<Option<SignIn>, crate::StartError> {
-        let Some(oidc) = &config.oidc else {
-            return Ok(None);
+    /// Sign-in as `[oidc]` configures it, through `party` (see [`crate::Auth`]); `None`
+    /// without `[oidc]`.
+    pub fn new(config: &config::Config, party: Option<Arc<auth::RelyingParty>>) -> Option<SignIn> {
+        let (Some(oidc), Some(party)) = (&config.oidc, party) else {
+            return None;
         };
-        let party =
-            auth::RelyingParty::new(oidc.client(), &config.auth.settings, &oidc.cookie_secret)?;
-        Ok(Some(SignIn {
+        Some(SignIn {
             party,
             redirect_url: oidc.redirect_url.clone(),
             post_logout: oidc.post_logout_redirect_uri.clone(),
             prefix: config.proxy.prefix.clone(),
             public_scheme: config.proxy.public_scheme,
-        }))
+        })
     }
 
     /// Opens session cookies.

@@ -50,7 +50,7 @@ pub enum StartError {
 
 pub struct Latch {
     pub config: Config,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     /// The active rule set, swapped as a whole: a request sees the old set or the new one.
     pub rules: ArcSwap<RuleSet>,
     pub store: Arc<dyn LockStore>,
@@ -105,15 +105,52 @@ impl crate::oidc::Proxy for Latch {
     }
 }
 
+/// What checks who a request comes from: the token verifier of `[auth]` and, with `[oidc]`,
+/// the relying party that signs users in. Built once per process and shared, so that a
+/// control plane in the same process (`latch run`, `latch demo`) checks tokens with the same
+/// keys as the proxy, fetched once: a rotation one of them learns of is known to both.
+#[derive(Clone)]
+pub struct Auth {
+    pub verifier: Arc<Verifier>,
+    pub party: Option<Arc<auth::RelyingParty>>,
+}
+
+impl Auth {
+    pub fn new(config: &Config) -> Result<Auth, StartError> {
+        let verifier = Arc::new(Verifier::new(config.auth.settings.clone())?);
+        let party = match &config.oidc {
+            Some(oidc) => Some(Arc::new(
+                auth::RelyingParty::new(oidc.client(), &config.auth.settings, &oidc.cookie_secret)
+                    .map_err(|e| StartError::Other(format!("oidc: {e}")))?,
+            )),
+            None => None,
+        };
+        Ok(Auth { verifier, party })
+    }
+
+    /// The providers whose keys have to be kept current: the process runs each once.
+    pub fn key_providers(&self) -> Vec<Arc<auth::Provider>> {
+        let party = self.party.as_ref().and_then(|party| party.keys());
+        [self.verifier.provider(), party]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
 impl Latch {
+    /// The proxy's state, checking identities with `auth` (see [`Auth::new`]), which others in
+    /// the process may share.
     pub fn new(
         config: Config,
         store: Arc<dyn LockStore>,
         rules: RuleSet,
+        auth: Auth,
     ) -> Result<Arc<Latch>, StartError> {
         let apps = Apps::new(&config)?;
-        let verifier = Verifier::new(config.auth.settings.clone())?;
-        let sign_in = SignIn::new(&config)?;
+        let verifier = auth.verifier;
+        let sign_in = SignIn::new(&config, auth.party);
         let metrics = Metrics::new();
         metrics.rules_loaded.set(rules.len() as i64);
         let op_latency = TIMED_OPS

@@ -385,9 +385,11 @@ async fn unsigned_and_foreign_algorithm_tokens_stay_refused() {
 }
 
 /// The control plane verifies admins' tokens with the same fetched keys, and a rotation at the
-/// provider needs no restart there either: a token naming the new key refetches the set.
+/// provider needs no restart there either: a token naming the new key refetches the set. In one
+/// process (`latch run`) it shares the proxy's keys: one fetch serves both, and a rotation
+/// either of them learns of is known to the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_plane_follows_a_rotation_with_no_restart() {
+async fn the_control_plane_shares_the_proxys_keys_and_follows_a_rotation() {
     let upstream = Upstream::start().await;
     let idp = Idp::start();
     let cp_port = tests::free_port();
@@ -433,11 +435,24 @@ async fn the_control_plane_follows_a_rotation_with_no_restart() {
         "the admin's token is refused:\n{}",
         latch.log()
     );
+    assert_accepted(&latch, &idp.token().await, "the proxy").await;
+    assert_eq!(
+        idp.jwks_fetches().await,
+        1,
+        "one fetch serves the proxy and the control plane"
+    );
 
     idp.rotate(false).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, body) = locks(idp.token().await).await;
     assert_eq!(status, StatusCode::OK, "signed with the new key: {body}");
+    // The control plane's refetch for the new key was the proxy's too.
+    assert_accepted(&latch, &idp.token().await, "the proxy, after the rotation").await;
+    assert_eq!(
+        idp.jwks_fetches().await,
+        2,
+        "the first fetch and one refetch, for both"
+    );
     let (status, body) = locks(foreign_token("not-published")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a foreign key: {body}");
 }

@@ -12,7 +12,7 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     if config.locks.store == config::LockStoreKind::Memory {
         tracing::warn!("locks.store is \"memory\": this control plane sees only its own process's locks; use Redis to see the proxies' locks");
     }
-    let control_plane = launch::control_plane(&config, listener, &stores, None)?;
+    let control_plane = launch::control_plane(&config, listener, &stores, None, None)?;
     stores.announce_start();
     launch::run(stores, None, vec![control_plane])
 }

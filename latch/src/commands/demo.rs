@@ -80,9 +80,10 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
     stores.events = Arc::new(FileEventLog::new(dir.join("events.jsonl")));
     let listener = launch::bind_control_plane(&config)?;
     let sign_in_admin = format!("http://{}/login?user=admin&next=/", config.proxy.listen);
+    let auth = proxy::Auth::new(&config).map_err(|e| vec![e.to_string()])?;
     let tasks = vec![
         Box::pin(demo_app::serve(app, Arc::new(secret))) as proxy::Task,
-        launch::control_plane(&config, listener, &stores, Some(sign_in_admin))?,
+        launch::control_plane(&config, listener, &stores, Some(sign_in_admin), Some(&auth))?,
     ];
 
     let base = format!("http://{}", config.proxy.listen);
@@ -111,6 +112,7 @@ pub fn run(port: u16) -> Result<(), Vec<String>> {
         rules,
         problem: None,
         polling,
+        auth,
     };
     launch::run(stores, Some(plan), tasks)
 }

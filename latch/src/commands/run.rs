@@ -13,7 +13,8 @@ pub fn run(path: &Path) -> Result<(), Vec<String>> {
     let stores = Stores::open(&config)?;
     stores.announce_start();
     let plan = ProxyPlan::load(config, path, &stores)?;
-    let control_plane = launch::control_plane(&plan.config, listener, &stores, None)?;
+    let control_plane =
+        launch::control_plane(&plan.config, listener, &stores, None, Some(&plan.auth))?;
     tracing::info!(
         listen = %plan.config.proxy.listen,
         control_plane = %plan.config.control_plane.listen,
