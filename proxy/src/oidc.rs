@@ -67,11 +67,6 @@ impl SignIn {
         self.party.sessions()
     }
 
-    /// The provider whose keys check ID tokens; whoever runs the proxy keeps it current.
-    pub fn keys(&self) -> Option<&Arc<auth::Provider>> {
-        self.party.keys()
-    }
-
     /// Serves `login`, `callback` and `logout`; `None` for any other endpoint name.
     pub async fn serve(&self, name: &str, session: &Session, latch: &impl Proxy) -> Option<Reply> {
         let metrics = latch.metrics();

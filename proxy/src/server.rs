@@ -61,10 +61,7 @@ impl BackgroundService for Background {
             let instance = &latch.config.proxy.instance;
             crate::shapes::publish(&latch.shapes, latch.store.as_ref(), instance).await
         });
-        if let Some(provider) = self.latch.verifier.provider() {
-            tokio::spawn(Arc::clone(provider).run());
-        }
-        if let Some(provider) = self.latch.sign_in.as_ref().and_then(|s| s.keys()) {
+        for provider in &self.latch.key_providers {
             tokio::spawn(Arc::clone(provider).run());
         }
         let admin = self.admin.lock().ok().and_then(|mut a| a.take());

@@ -77,6 +77,8 @@ pub struct Latch {
     pub shapes: ShapeBook,
     /// Sign-in with the OpenID Provider, when `[oidc]` is set (see [`SignIn`]).
     pub sign_in: Option<SignIn>,
+    /// The providers whose fetched keys this proxy keeps current ([`Auth::key_providers`]).
+    pub key_providers: Vec<Arc<auth::Provider>>,
     /// Sign-in sessions ended by a logout on any instance, when `[oidc]` is set (see
     /// [`EndedSessions`]).
     pub ended: Option<EndedSessions>,
@@ -149,6 +151,7 @@ impl Latch {
         auth: Auth,
     ) -> Result<Arc<Latch>, StartError> {
         let apps = Apps::new(&config)?;
+        let key_providers = auth.key_providers();
         let verifier = auth.verifier;
         let sign_in = SignIn::new(&config, auth.party);
         let metrics = Metrics::new();
@@ -178,6 +181,7 @@ impl Latch {
             shapes,
             ended: sign_in.as_ref().map(|_| EndedSessions::new(store.clone())),
             sign_in,
+            key_providers,
         }))
     }
 
