@@ -158,6 +158,7 @@ mod tests {
             expires_at: 1_000,
             sign_in: None,
             renewal: None,
+            header_values: Default::default(),
         })
     }
 

@@ -4,6 +4,9 @@
 //! who the token names, never whether to trust it. Values that could not travel safely in an
 //! HTTP header (control characters) are treated as absent.
 
+use std::sync::OnceLock;
+
+use http::HeaderValue;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -25,6 +28,32 @@ pub struct Identity {
     /// For a sign-in session that renews itself with a refresh token: when to renew it.
     #[serde(skip)]
     pub renewal: Option<Renewal>,
+    /// `user` and `name` as HTTP header values, made on first use and kept for the identity's
+    /// life: a cached identity serves many requests, and each sends both upstream.
+    #[serde(skip)]
+    pub header_values: HeaderValues,
+}
+
+/// An identity's user id and display name as header values (see [`Identity::header_values`]).
+/// Not part of what an identity is: any two compare equal.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderValues(OnceLock<[HeaderValue; 2]>);
+
+impl PartialEq for HeaderValues {
+    fn eq(&self, _: &HeaderValues) -> bool {
+        true
+    }
+}
+
+impl Eq for HeaderValues {}
+
+/// `text` as a header value; control characters, which a header may not carry and a display
+/// name could, are left out.
+pub fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| {
+        let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+        HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""))
+    })
 }
 
 /// When a renewable sign-in session is renewed at the provider (see
@@ -50,6 +79,11 @@ impl Renewal {
 }
 
 impl Identity {
+    /// The user id and the display name as header values, made once per identity.
+    pub fn header_values(&self) -> &[HeaderValue; 2] {
+        (self.header_values.0).get_or_init(|| [header_value(&self.user), header_value(&self.name)])
+    }
+
     /// Whether this identity is a renewable session whose ID token ended before unix second
     /// `now`: it holds again only once renewed.
     pub fn must_renew(&self, now: u64) -> bool {
@@ -144,6 +178,7 @@ impl ClaimMap {
             expires_at,
             sign_in: None,
             renewal: None,
+            header_values: Default::default(),
         })
     }
 }
@@ -160,4 +195,38 @@ fn expiry(claims: &Value) -> Option<u64> {
             .filter(|secs| secs.is_finite() && *secs >= 0.0 && *secs < u64::MAX as f64)
             .map(|secs| secs.round() as u64)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(user: &str, name: &str) -> Identity {
+        Identity {
+            user: user.to_owned(),
+            name: name.to_owned(),
+            roles: Vec::new(),
+            expires_at: 1_000,
+            sign_in: None,
+            renewal: None,
+            header_values: Default::default(),
+        }
+    }
+
+    #[test]
+    fn header_values_are_the_user_and_the_name_without_control_characters() {
+        let identity = named("alice", "Alice\r\nX-Latch-User: mallory");
+        let [user, name] = identity.header_values();
+        assert_eq!(user, "alice");
+        assert_eq!(name, "AliceX-Latch-User: mallory");
+    }
+
+    #[test]
+    fn header_values_are_made_once_and_shared_by_every_use() {
+        let identity = named("alice", "Alice");
+        let first = identity.header_values().as_ptr();
+        assert_eq!(identity.header_values().as_ptr(), first);
+        // A clone carries the values made so far; equality ignores them.
+        assert_eq!(identity.clone(), named("alice", "Alice"));
+    }
 }

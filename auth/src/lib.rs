@@ -39,7 +39,7 @@ mod turns;
 mod verifier;
 
 pub use bearer::{bearer_token, cookie_values, token_from_headers};
-pub use claims::{Identity, Renewal};
+pub use claims::{header_value, HeaderValues, Identity, Renewal};
 pub use credential::{credential, Credential, Presented};
 pub use error::{AuthError, FetchError, KeyError, MintError, TrustedProxyError};
 pub use key::MIN_SECRET_BYTES;

@@ -714,6 +714,7 @@ impl RelyingParty {
                     expires_at: now + lasts,
                     sign_in: None,
                     renewal: None,
+                    header_values: Default::default(),
                 };
                 (identity, now + lasts)
             }
@@ -1064,6 +1065,7 @@ mod tests {
             expires_at: now + 3600,
             sign_in: Some(id.to_owned()),
             renewal: Some(Renewal { from: now, by }),
+            header_values: Default::default(),
         };
         let with = RenewWith {
             refresh_token: "rt".to_owned(),

@@ -188,6 +188,7 @@ impl Sessions {
             expires_at: sealed.e,
             sign_in: Some(sealed.i),
             renewal: sealed.t.map(|t| Renewal { from: t.f, by: t.b }),
+            header_values: Default::default(),
         });
         self.opened
             .insert(value, &identity, identity.expires_at, now);
@@ -222,6 +223,7 @@ mod tests {
             expires_at,
             sign_in: Some("AAAAAAAAAAAAAAAAAAAAAA".into()),
             renewal: None,
+            header_values: Default::default(),
         }
     }
 

@@ -214,6 +214,7 @@ impl Forwarded<'_> {
             expires_at: now.saturating_add(FORWARDED_LIFETIME_SECONDS),
             sign_in: None,
             renewal: None,
+            header_values: Default::default(),
         })
     }
 }

@@ -278,6 +278,7 @@ fn has_any_role_matches_exactly() {
         expires_at: 0,
         sign_in: None,
         renewal: None,
+        header_values: Default::default(),
     };
     assert!(identity.has_any_role(&["viewer".into(), "admin".into()]));
     assert!(!identity.has_any_role(&["Admin".into()]));
@@ -293,6 +294,7 @@ fn identity_serializes_with_its_field_names() {
         expires_at: 99,
         sign_in: None,
         renewal: None,
+        header_values: Default::default(),
     };
     assert_eq!(
         serde_json::to_value(&identity).unwrap(),

@@ -388,6 +388,7 @@ fn session_cookie() -> Result<String, BenchError> {
         expires_at: now + 24 * 3600,
         sign_in: Some(auth::new_session_id()),
         renewal: None,
+        header_values: Default::default(),
     }))
 }
 

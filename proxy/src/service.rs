@@ -156,14 +156,6 @@ fn is_latch_header(lowercase_name: &str) -> bool {
             .all(|(&byte, &want)| byte == want || (byte == b'_' && want == b'-'))
 }
 
-/// Header values may not carry control characters; a display name could.
-fn header_value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| {
-        let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-        HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static(""))
-    })
-}
-
 /// A request target the proxy goes on with.
 enum Admitted {
     /// Origin-form, with its path normalized.
@@ -849,11 +841,12 @@ impl ProxyHttp for LatchProxy {
             ..UpstreamHeaders::default()
         };
         if let Some(id) = &ctx.identity {
-            add.user = Some(header_value(&id.user));
-            add.user_name = Some(header_value(&id.name));
+            let [user, name] = id.header_values();
+            add.user = Some(user.clone());
+            add.user_name = Some(name.clone());
         }
         if let Some(granted) = &ctx.granted {
-            add.resource = Some(header_value(&granted.resource));
+            add.resource = Some(auth::header_value(&granted.resource));
             add.fence = granted.fence.map(HeaderValue::from);
             add.access = Some(HeaderValue::from_static(match granted.fence {
                 Some(_) => "exclusive",
