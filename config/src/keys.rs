@@ -142,7 +142,7 @@ fn declare() -> Vec<Key> {
             d.config.proxy.shape_sample_every = v as u32
         })
         .default(DEFAULT_SHAPE_SAMPLE_EVERY)
-        .doc("One request in this many, at random, is noted in the request-shape summary (`/shapes`) and, with its user id, in the sample the rule preview replays (kept 15 minutes); `1`: every one; `0`: none."),
+        .doc("One request in this many, at random, is noted in the request-shape summary (`/shapes`) and, with its user id, in the sample the rule preview replays (kept 15 minutes, at most one every 900 ms after a burst of 250); `1`: every one; `0`: none."),
         // [tls]
         Key::address("tls.listen", |d, v| d.tls.listen = Some(v))
             .doc("Address of the HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN). Unset: no TLS. Needs a certificate: `cert_file` and `key_file`, or `certificates`."),

@@ -7,11 +7,14 @@
 //! Never its query string, body, headers' values or user. Counts are estimates: each sampled
 //! request counts for the sampling interval.
 //!
-//! The same sampled requests are also kept one by one, for the preview of a rule
+//! Sampled requests are also kept one by one, for the preview of a rule
 //! ([`rules::SampledRequest`]): time, app, method, normalized path, kind and, when the request
-//! carries a credential that verifies, its user id. The credential is verified only for
-//! sampled requests, so the others pay nothing. At most [`rules::MAX_SAMPLED`] are kept, none
-//! older than 15 minutes ([`rules::SAMPLED_FOR_MS`]).
+//! carries a credential that verifies, its user id. At most [`rules::MAX_SAMPLED`] are kept,
+//! none older than 15 minutes ([`rules::SAMPLED_FOR_MS`]), so they are kept at the pace that
+//! fills the window and no faster ([`Pace`]): one every 900 ms, after a burst of up to
+//! [`PACE_BURST`]. Kept faster, the newest would push out the oldest and the sample would
+//! cover the last seconds of heavy traffic instead of its 15 minutes. The credential is
+//! verified only for a request that is kept, so the others pay nothing for it.
 //!
 //! Memory is bounded whatever the traffic: at most [`MAX_SHAPES`] entries of at most
 //! [`rules::MAX_SHAPE_LEN`] bytes each. When the book is full, a new shape replaces the least
@@ -20,6 +23,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +43,10 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
 pub const PUBLICATION_KEPT: Duration = Duration::from_secs(60);
 /// How many shapes, the most seen, a publication carries.
 pub const PUBLISHED: usize = 500;
+/// How many sampled requests may be kept back to back before [`Pace`] spaces them out: a
+/// quarter of the book, so a short visit (a few pages, each with its assets and XHRs) is kept
+/// whole.
+pub const PACE_BURST: u64 = 250;
 
 /// What a request asked for, from its own headers (`Sec-Fetch-Dest` first, then
 /// `X-Requested-With` and `Accept`, then the file extension).
@@ -125,6 +133,49 @@ pub struct ShapeBook {
     /// One request in this many is noted; 0: none.
     every: u32,
     book: Mutex<Book>,
+    /// When a noted request is also kept for the preview.
+    pace: Pace,
+}
+
+/// The pace at which noted requests are kept for the preview: the rate that fills the book's
+/// [`rules::MAX_SAMPLED`] requests in [`rules::SAMPLED_FOR_MS`], after a burst of up to
+/// [`PACE_BURST`] (the generic cell rate algorithm, on one atomic: no lock is taken to refuse).
+struct Pace {
+    /// The theoretical arrival time of the next request kept at the steady pace, in
+    /// milliseconds since the epoch.
+    next: AtomicU64,
+}
+
+impl Pace {
+    /// One kept request every this many milliseconds, sustained: 900.
+    const INTERVAL_MS: u64 = rules::SAMPLED_FOR_MS / rules::MAX_SAMPLED as u64;
+
+    fn new() -> Pace {
+        Pace {
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Is a request noted at `now` (milliseconds since the epoch) kept?
+    fn admit(&self, now: u64) -> bool {
+        let tolerance = (PACE_BURST - 1) * Self::INTERVAL_MS;
+        let mut seen = self.next.load(Ordering::Relaxed);
+        loop {
+            let next = seen.max(now);
+            if next - now > tolerance {
+                return false;
+            }
+            match self.next.compare_exchange_weak(
+                seen,
+                next + Self::INTERVAL_MS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => seen = current,
+            }
+        }
+    }
 }
 
 /// A request as [`ShapeBook::note`] takes it.
@@ -211,12 +262,14 @@ impl ShapeBook {
                 seed: 0x9E37_79B9_7F4A_7C15,
                 requests: VecDeque::new(),
             }),
+            pace: Pace::new(),
         }
     }
 
-    /// Notes a request, if it is a sampled one. `path` is the normalized path rules see,
-    /// `app` the `[[app]]` it is for; `user` says who sent it (only called for a sampled
-    /// request, so an unsampled one verifies nothing here).
+    /// Notes a request, if it is a sampled one, and keeps it for the preview when the pace
+    /// allows. `path` is the normalized path rules see, `app` the `[[app]]` it is for; `user`
+    /// says who sent it (only called for a request that is kept, so no other verifies anything
+    /// here).
     pub fn note(
         &self,
         request: Noted<'_>,
@@ -225,11 +278,15 @@ impl ShapeBook {
     ) {
         if self.every != 0 && sampled(self.every) {
             let kind = Kind::of(req, request.path);
-            self.record(&request, kind, user(), now_ms());
+            let now = now_ms();
+            let kept = self.pace.admit(now).then(user);
+            self.record(&request, kind, kept, now);
         }
     }
 
-    fn record(&self, request: &Noted<'_>, kind: Kind, user: Option<String>, now: u64) {
+    /// Counts a noted request in its shape and, when `kept` (with who sent it, if known),
+    /// keeps it for the preview.
+    fn record(&self, request: &Noted<'_>, kind: Kind, kept: Option<Option<String>>, now: u64) {
         let Noted {
             method,
             path,
@@ -240,14 +297,16 @@ impl ShapeBook {
             method: method.clone(),
             shape: rules::shape(path).into_boxed_str(),
         };
-        let sample = (path.len() <= rules::MAX_SAMPLED_PATH).then(|| rules::SampledRequest {
-            at: now,
-            app: app.map(str::to_owned),
-            method: method.to_string(),
-            path: path.to_owned(),
-            kind: rules::SHAPE_KINDS[kind as usize].to_owned(),
-            user: user.filter(|user| user.len() <= rules::MAX_SAMPLED_USER),
-        });
+        let sample = kept
+            .filter(|_| path.len() <= rules::MAX_SAMPLED_PATH)
+            .map(|user| rules::SampledRequest {
+                at: now,
+                app: app.map(str::to_owned),
+                method: method.to_string(),
+                path: path.to_owned(),
+                kind: rules::SHAPE_KINDS[kind as usize].to_owned(),
+                user: user.filter(|user| user.len() <= rules::MAX_SAMPLED_USER),
+            });
         let Ok(mut book) = self.book.lock() else {
             return;
         };
@@ -464,7 +523,7 @@ mod tests {
             app: None,
             rule,
         };
-        book.record(&noted, kind, None, now);
+        book.record(&noted, kind, Some(None), now);
     }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
@@ -672,6 +731,59 @@ mod tests {
     }
 
     #[test]
+    fn the_pace_keeps_a_burst_then_one_request_every_interval() {
+        let pace = Pace::new();
+        let t = 1_000_000;
+        assert!((0..PACE_BURST).all(|_| pace.admit(t)));
+        assert!(!pace.admit(t), "past the burst");
+        assert!(!pace.admit(t + Pace::INTERVAL_MS - 1));
+        assert!(pace.admit(t + Pace::INTERVAL_MS));
+        assert!(!pace.admit(t + Pace::INTERVAL_MS));
+        // Sustained: one per interval, which fills the book's window and no faster.
+        let later = t + 10 * Pace::INTERVAL_MS;
+        let kept = (0..500).filter(|i| pace.admit(later + i)).count();
+        assert_eq!(kept, 9, "nine intervals had passed, each earning one");
+        assert_eq!(
+            Pace::INTERVAL_MS * rules::MAX_SAMPLED as u64,
+            rules::SAMPLED_FOR_MS
+        );
+        // A quiet spell earns back the whole burst, and no more.
+        let quiet = later + 1_000 * Pace::INTERVAL_MS;
+        assert_eq!(
+            (0..1_000).filter(|_| pace.admit(quiet)).count(),
+            PACE_BURST as usize
+        );
+    }
+
+    #[test]
+    fn a_request_past_the_pace_is_counted_but_not_kept_and_its_sender_not_verified() {
+        let book = ShapeBook::new(1);
+        let noted = Noted {
+            method: &Method::GET,
+            path: "/a/1",
+            app: None,
+            rule: None,
+        };
+        let mut asked = 0;
+        for _ in 0..PACE_BURST + 50 {
+            book.note(noted, &request(&[]), || {
+                asked += 1;
+                Some("alice".to_owned())
+            });
+        }
+        // One more is earned if the loop took longer than an interval (900 ms) on a busy host.
+        assert!(
+            (PACE_BURST..=PACE_BURST + 1).contains(&asked),
+            "only a kept request verifies its sender: {asked}"
+        );
+        let requests = book.requests();
+        assert_eq!(requests.len() as u64, asked);
+        assert!(requests.iter().all(|r| r.user.as_deref() == Some("alice")));
+        let report = book.report("", 10);
+        assert_eq!(report.shapes[0].entry.count, PACE_BURST + 50);
+    }
+
+    #[test]
     fn sampled_requests_keep_who_asked_what_at_most_a_thousand_and_fifteen_minutes() {
         let book = ShapeBook::new(1);
         let edit = Noted {
@@ -680,15 +792,15 @@ mod tests {
             app: Some("wiki"),
             rule: None,
         };
-        book.record(&edit, Kind::Xhr, Some("alice".to_owned()), 1_000);
+        book.record(&edit, Kind::Xhr, Some(Some("alice".to_owned())), 1_000);
         let long = "/x/".to_owned() + &"a".repeat(rules::MAX_SAMPLED_PATH);
         let long_path = Noted {
             path: &long,
             ..edit
         };
-        book.record(&long_path, Kind::Page, None, 1_001);
+        book.record(&long_path, Kind::Page, Some(None), 1_001);
         let long_user = "u".repeat(rules::MAX_SAMPLED_USER + 1);
-        book.record(&edit, Kind::Xhr, Some(long_user), 1_002);
+        book.record(&edit, Kind::Xhr, Some(Some(long_user)), 1_002);
         let kept: Vec<rules::SampledRequest> =
             book.book.lock().expect("the book").requests.clone().into();
         assert_eq!(
@@ -714,14 +826,19 @@ mod tests {
         // A thousand at most: the oldest go first.
         let now = 10 * rules::SAMPLED_FOR_MS;
         for i in 0..(rules::MAX_SAMPLED as u64 + 10) {
-            book.record(&edit, Kind::Xhr, None, now + i);
+            book.record(&edit, Kind::Xhr, Some(None), now + i);
         }
         let requests = book.book.lock().expect("the book").requests.clone();
         assert_eq!(requests.len(), rules::MAX_SAMPLED);
         assert_eq!(requests.front().map(|r| r.at), Some(now + 10));
 
         // Fifteen minutes at most: a request noted later drops the ones before.
-        book.record(&edit, Kind::Xhr, None, now + 20 + rules::SAMPLED_FOR_MS);
+        book.record(
+            &edit,
+            Kind::Xhr,
+            Some(None),
+            now + 20 + rules::SAMPLED_FOR_MS,
+        );
         let requests = book.book.lock().expect("the book").requests.clone();
         let oldest = requests.front().map(|r| r.at);
         let newest = requests.back().map(|r| r.at);
