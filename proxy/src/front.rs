@@ -48,6 +48,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -135,6 +136,9 @@ struct ShutdownWait {
     changed: Pin<Box<dyn Future<Output = Result<(), RecvError>> + Send>>,
     /// Not yet completed: a completed wait may not be polled again.
     live: bool,
+    /// `changed` was polled and is waiting: the connection's task is registered with the watch
+    /// and is woken by a shutdown, so the flag alone tells whether one came.
+    armed: bool,
 }
 
 impl ShutdownWait {
@@ -144,12 +148,30 @@ impl ShutdownWait {
             watch: shutdown.clone(),
             changed: Box::pin(async move { changes.changed().await }),
             live: true,
+            armed: false,
         }
     }
 
     /// Is the server shutting down?
     fn stopping(&self) -> bool {
         *self.watch.borrow()
+    }
+
+    /// Ready with `Ok` once the server is shutting down, with `Err` when no one can signal
+    /// that any more. `changed` is polled until it waits; from then on the connection's task
+    /// (the only one that polls this) stays registered with the watch and is woken by a
+    /// shutdown, so a poll reads the flag instead of taking the watch's waiter lock again on
+    /// every request.
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RecvError>> {
+        if self.armed {
+            return match self.stopping() {
+                true => Poll::Ready(Ok(())),
+                false => Poll::Pending,
+            };
+        }
+        let polled = self.changed.as_mut().poll(cx);
+        self.armed = polled.is_pending();
+        polled
     }
 }
 
@@ -461,7 +483,8 @@ impl Front {
                     return Err(if idle { Missed::Gone } else { Missed::Late });
                 }
                 // Between requests, as pingora does, a shutdown closes an idle connection.
-                changed = shutdown.changed.as_mut(), if idle && shutdown.live => {
+                changed = std::future::poll_fn(|cx| shutdown.poll_stop(cx)),
+                    if idle && shutdown.live => {
                     // Over for this connection either way: the wait cannot be polled again.
                     shutdown.live = false;
                     if changed.is_ok() {
