@@ -157,11 +157,12 @@ impl ShutdownWait {
         *self.watch.borrow()
     }
 
-    /// Ready with `Ok` once the server is shutting down, with `Err` when no one can signal
-    /// that any more. `changed` is polled until it waits; from then on the connection's task
-    /// (the only one that polls this) stays registered with the watch and is woken by a
-    /// shutdown, so a poll reads the flag instead of taking the watch's waiter lock again on
-    /// every request.
+    /// Ready with `Ok` once the server is shutting down; with `Err` if, when first polled, no
+    /// one could signal that any more. `changed` is polled until it waits; from then on the
+    /// connection's task (the only one that polls this) stays registered with the watch and is
+    /// woken by a shutdown, so a poll reads the flag instead of taking the watch's waiter lock
+    /// again on every request. Should the signal's sender go later, the wait stays pending, as
+    /// a completed one would have left only the deadline.
     fn poll_stop(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RecvError>> {
         if self.armed {
             return match self.stopping() {
