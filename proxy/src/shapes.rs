@@ -279,7 +279,9 @@ impl ShapeBook {
         if self.every != 0 && sampled(self.every) {
             let kind = Kind::of(req, request.path);
             let now = now_ms();
-            let kept = self.pace.admit(now).then(user);
+            // A path too long to keep spends none of the pace and verifies nothing.
+            let keepable = request.path.len() <= rules::MAX_SAMPLED_PATH;
+            let kept = (keepable && self.pace.admit(now)).then(user);
             self.record(&request, kind, kept, now);
         }
     }
@@ -781,6 +783,20 @@ mod tests {
         assert!(requests.iter().all(|r| r.user.as_deref() == Some("alice")));
         let report = book.report("", 10);
         assert_eq!(report.shapes[0].entry.count, PACE_BURST + 50);
+
+        // A path too long to keep is counted, and neither verifies its sender nor spends the
+        // pace of the requests that can be kept.
+        let fresh = ShapeBook::new(1);
+        let long = "/x/".to_owned() + &"a".repeat(rules::MAX_SAMPLED_PATH);
+        let long_path = Noted {
+            path: &long,
+            ..noted
+        };
+        for _ in 0..PACE_BURST + 50 {
+            fresh.note(long_path, &request(&[]), || panic!("no user is asked for"));
+        }
+        fresh.note(noted, &request(&[]), || Some("alice".to_owned()));
+        assert_eq!(fresh.requests().len(), 1, "the burst is still whole");
     }
 
     #[test]
