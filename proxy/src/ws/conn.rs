@@ -361,6 +361,11 @@ impl Conn {
                 .await;
             }
             let renew_every = (lease / 3).min(grace / 2).max(Duration::from_secs(1));
+            // Most sockets watch one page for their whole life: room for exactly one, where
+            // the first push would make room for four (a kilobyte per idle socket).
+            if self.watched.is_empty() {
+                self.watched.reserve_exact(1);
+            }
             self.watched.push(Watched {
                 resource: resource.clone(),
                 rule: rule_id,
