@@ -55,12 +55,12 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::{GetSocketDigest, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use pingora::tls::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch::error::RecvError;
 use tokio::time::{Instant, Sleep};
@@ -69,6 +69,7 @@ use crate::conn_limit::ClientLimit;
 use crate::respond::Reply;
 use crate::service::LatchProxy;
 use crate::state::Latch;
+use crate::tls_conn::TlsConn;
 use crate::ws::{self, Transport};
 
 /// Most headers a banner handshake may carry.
@@ -98,7 +99,7 @@ pub struct Front {
     /// `proxy.max_connections_per_client`.
     clients: ClientLimit,
     /// The TLS handshake of every connection, on the HTTPS listener.
-    tls: Option<Acceptor>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Front {
@@ -119,7 +120,11 @@ impl Front {
 
     /// The front of the HTTPS listener: every connection is admitted, then its TLS handshake
     /// made with `acceptor`, before any request is read.
-    pub fn with_tls(proxy: HttpProxy<LatchProxy>, latch: Arc<Latch>, acceptor: Acceptor) -> Front {
+    pub fn with_tls(
+        proxy: HttpProxy<LatchProxy>,
+        latch: Arc<Latch>,
+        acceptor: TlsAcceptor,
+    ) -> Front {
         Front {
             tls: Some(acceptor),
             ..Front::new(proxy, latch)
@@ -258,13 +263,14 @@ impl Front {
     /// pingora or HTTP/1.1 as [`Front::serve_tls_http1`] does.
     async fn serve_tls(
         self: &Arc<Self>,
-        acceptor: &Acceptor,
+        acceptor: &TlsAcceptor,
         tcp: Box<TcpStream>,
         peer: Option<IpAddr>,
         shutdown: &ShutdownWatch,
     ) -> TlsEnd {
-        let deadline = Instant::now() + self.header_timeout;
-        let tls = match tokio::time::timeout_at(deadline, acceptor.tls_handshake(*tcp)).await {
+        let start = Instant::now();
+        let deadline = start + self.header_timeout;
+        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(*tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(?peer, error = %e, "TLS handshake failed");
@@ -275,7 +281,10 @@ impl Front {
                 return TlsEnd::Served(None);
             }
         };
-        let stream: Stream = Box::new(tls);
+        // Each connection's SNI is kept when several apps share the listener, so that a request
+        // for another app's host on it gets 421.
+        let names = self.latch.apps.routed().then_some(&self.latch.server_names);
+        let stream: Stream = Box::new(TlsConn::new(tls, start.elapsed(), names));
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return TlsEnd::Served(ServerApp::process_new(&self.proxy, stream, shutdown).await);
         }

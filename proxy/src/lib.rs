@@ -40,6 +40,7 @@ mod state;
 mod task;
 mod time_fmt;
 mod tls;
+mod tls_conn;
 mod upstream;
 mod upstream_headers;
 mod ws;

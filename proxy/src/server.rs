@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
@@ -18,7 +17,7 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use pingora::services::ServiceWithDependents;
-use pingora::tls::ResolvesServerCert;
+use pingora::tls::{version, ResolvesServerCert, ServerConfig, TlsAcceptor};
 
 use crate::front::Front;
 use crate::redirect::Redirect;
@@ -212,13 +211,13 @@ fn https_service(
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(latch.config.proxy.keepalive_timeout);
     proxy.server_options = Some(options);
-    // No files: the certificates come from the resolver, so the paths are never read.
-    // Each connection's SNI is kept, so a request for another app's host on it gets 421.
-    let mut settings = TlsSettings::with_callbacks(Box::new(crate::tls::RememberSni))
-        .expect("TLS settings without files cannot fail");
-    settings.set_cert_resolver(Arc::clone(certs) as Arc<dyn ResolvesServerCert>);
-    settings.enable_h2();
-    let front = Front::with_tls(proxy, latch.clone(), settings.build());
+    // TLS 1.2 and 1.3 on rustls with ring, the certificate chosen by the resolver.
+    pingora::tls::install_default_crypto_provider();
+    let mut tls = ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(certs) as Arc<dyn ResolvesServerCert>);
+    tls.alpn_protocols = crate::tls_conn::alpn_protocols();
+    let front = Front::with_tls(proxy, latch.clone(), TlsAcceptor::from(Arc::new(tls)));
     let mut service = Service::new("latch https".into(), front);
     // A plain TCP listener: the front makes the handshake, after the client's limit and under
     // the first head's deadline. No read buffer under rustls, as on the plain listener: rustls

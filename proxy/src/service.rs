@@ -28,6 +28,7 @@ use crate::peer::{self, peer_ip};
 use crate::respond::{self, Reply};
 use crate::state::Latch;
 use crate::time_fmt::now_ms;
+use crate::tls_conn::ConnName;
 use crate::upstream::Attempt;
 use crate::upstream_headers::UpstreamHeaders;
 use crate::{app_sse, app_ws, endpoints, gate, login, stash};
@@ -264,13 +265,18 @@ impl LatchProxy {
         };
         // Over TLS, a connection opened for one app's name carries requests for that app
         // only: a browser that reused it for another host is told to open a new one.
-        if self.latch.apps.routed()
-            && !self
-                .latch
-                .apps
-                .sni_agrees(crate::tls::sni(session), ctx.app)
-        {
-            return Ok(self.no_app(HostRefusal::OtherConnection));
+        if self.latch.apps.routed() {
+            let digest = session.digest().and_then(|d| d.ssl_digest.as_ref());
+            let agrees = match self.latch.server_names.of(digest) {
+                ConnName::Plain => true,
+                ConnName::Tls(sni) => self.latch.apps.sni_agrees(sni.as_deref(), ctx.app),
+                // The connection is gone: nothing can be answered on it, and nothing is sent
+                // on its behalf.
+                ConnName::Gone => false,
+            };
+            if !agrees {
+                return Ok(self.no_app(HostRefusal::OtherConnection));
+            }
         }
 
         let path = session.req_header().uri.path();

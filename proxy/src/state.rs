@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::oidc::SignIn;
 use crate::recent::RecentClaims;
 use crate::shapes::ShapeBook;
+use crate::tls_conn::ServerNames;
 
 /// Lock store operations whose latency histogram is resolved once at start, so that timing
 /// them costs no label lookup on the request path.
@@ -82,6 +83,9 @@ pub struct Latch {
     /// Sign-in sessions ended by a logout on any instance, when `[oidc]` is set (see
     /// [`EndedSessions`]).
     pub ended: Option<EndedSessions>,
+    /// The SNI of every open HTTPS connection, when several apps share the listener (see
+    /// [`ServerNames`]).
+    pub server_names: Arc<ServerNames>,
 }
 
 impl crate::oidc::Proxy for Latch {
@@ -182,6 +186,7 @@ impl Latch {
             ended: sign_in.as_ref().map(|_| EndedSessions::new(store.clone())),
             sign_in,
             key_providers,
+            server_names: Arc::default(),
         }))
     }
 

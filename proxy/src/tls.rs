@@ -256,30 +256,3 @@ pub async fn watch(certs: Arc<Certificates>, every: Option<Duration>) {
         let _ = tokio::task::spawn_blocking(move || certs.reload()).await;
     }
 }
-
-/// The server name a client sent in its TLS handshake (lower-cased), kept with its connection
-/// so that each request's host can be checked against it (see [`crate::apps::Apps::sni_agrees`]).
-pub struct Sni(Option<String>);
-
-/// Keeps each HTTPS connection's [`Sni`] in its TLS digest, where every request of the
-/// connection (HTTP/1.1 or HTTP/2) finds it.
-pub struct RememberSni;
-
-#[async_trait::async_trait]
-impl pingora::listeners::TlsAccept for RememberSni {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &pingora::protocols::tls::TlsRef,
-    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        Some(Arc::new(Sni(tls
-            .server_name()
-            .map(str::to_ascii_lowercase))))
-    }
-}
-
-/// The SNI of the connection a request came on: `None` over plain HTTP, or when the client
-/// sent none.
-pub fn sni(session: &pingora::proxy::Session) -> Option<&str> {
-    let digest = session.digest()?.ssl_digest.as_ref()?;
-    digest.extension.get::<Sni>()?.0.as_deref()
-}
