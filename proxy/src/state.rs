@@ -88,6 +88,15 @@ pub struct Latch {
     pub server_names: Arc<ServerNames>,
 }
 
+/// The sign-in session cookie of a request, as [`Latch::credential`] leaves it.
+enum SessionCookie<'h> {
+    /// Read with the token cookie, in the same pass: its value, if any.
+    Read(Option<&'h str>),
+    /// Not read yet: the request's bearer token counts, and the session cookie matters only if
+    /// that token is refused.
+    Unread(&'h HeaderMap),
+}
+
 impl crate::oidc::Proxy for Latch {
     fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -277,15 +286,31 @@ impl Latch {
             // A refused token with a good sign-in session counts as the session: a browser
             // that still carries an old token cookie would otherwise go round the sign-in for
             // ever. The session alone grants as much, so the token adds nothing.
-            Credential::Token(token) => self
-                .verifier
-                .verify(token)
-                .or_else(|refused| self.signed_in(session).map_err(|_| refused)),
+            Credential::Token(token) => self.verifier.verify(token).or_else(|refused| {
+                let session = self.session_cookie(session);
+                self.signed_in(session).map_err(|_| refused)
+            }),
             Credential::Assertion(token) => self.verifier.verify(token),
             Credential::Forwarded(forwarded) => forwarded
                 .identity(crate::time_fmt::now_ms() / 1000)
                 .map(Arc::new),
-            Credential::None => self.signed_in(session),
+            Credential::None => self.signed_in(self.session_cookie(session)),
+        }
+    }
+
+    /// The sign-in session cookie's value, read now if [`Latch::credential`] left it unread.
+    fn session_cookie<'h>(&self, cookie: SessionCookie<'h>) -> Option<&'h str> {
+        match cookie {
+            SessionCookie::Read(value) => value,
+            SessionCookie::Unread(_) if self.sign_in.is_none() => None,
+            SessionCookie::Unread(headers) => {
+                let cookies = headers.get_all(http::header::COOKIE).iter();
+                let [value] = auth::cookie_values(
+                    cookies.map(|v| v.as_bytes()),
+                    [crate::oidc::SESSION_COOKIE],
+                );
+                value
+            }
         }
     }
 
@@ -303,15 +328,23 @@ impl Latch {
     }
 
     /// What the request presents, gathered for [`auth::credential`], and the sign-in session
-    /// cookie's value (both cookies found in one pass over the `Cookie` headers). Without
-    /// `[trusted_proxy]` peers, only the token is looked at, as before. A trusted peer's
-    /// identity header sent more than once is refused: which copy would be the auth
-    /// proxy's cannot be told.
+    /// cookie (both cookies found in one pass over the `Cookie` headers). Without
+    /// `[trusted_proxy]` peers, only the token is looked at, as before, and a bearer token
+    /// leaves the cookies unread: it counts over a token cookie, and the session cookie is
+    /// needed only if it is refused. A trusted peer's identity header sent more than once is
+    /// refused: which copy would be the auth proxy's cannot be told.
     fn credential<'h>(
         &self,
         headers: &'h HeaderMap,
         peer: Option<IpAddr>,
-    ) -> Result<(Credential<'h>, Option<&'h str>), auth::AuthError> {
+    ) -> Result<(Credential<'h>, SessionCookie<'h>), auth::AuthError> {
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| auth::bearer_token(v.as_bytes()));
+        let trusted = (self.config.trusted_proxy.as_ref()).filter(|trusted| trusted.trusts(peer));
+        if let (Some(token), None) = (bearer, trusted) {
+            return Ok((Credential::Token(token), SessionCookie::Unread(headers)));
+        }
         let session_cookie = match self.sign_in {
             Some(_) => crate::oidc::SESSION_COOKIE,
             None => "",
@@ -323,13 +356,10 @@ impl Latch {
                 .map(|v| v.as_bytes()),
             [&self.config.auth.cookie, session_cookie],
         );
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| auth::bearer_token(v.as_bytes()));
+        let session = SessionCookie::Read(session);
         let token = bearer.or(token_cookie);
-        let trusted = match &self.config.trusted_proxy {
-            Some(trusted) if trusted.trusts(peer) => trusted,
-            _ => return Ok((token.map_or(Credential::None, Credential::Token), session)),
+        let Some(trusted) = trusted else {
+            return Ok((token.map_or(Credential::None, Credential::Token), session));
         };
         let single = move |name: Option<&str>| -> Result<Option<&'h [u8]>, auth::AuthError> {
             let Some(name) = name else { return Ok(None) };

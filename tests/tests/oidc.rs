@@ -362,6 +362,54 @@ async fn api_clients_get_401_without_a_session_and_bearer_tokens_still_work() {
     assert_eq!(echo["headers"]["x-latch-user"], "carol");
 }
 
+/// A request with both a bearer token and a sign-in session: a good token counts, whoever the
+/// session is; a refused one gives way to the session, as a stale token cookie does.
+#[tokio::test]
+async fn a_bearer_token_counts_over_a_session_and_a_refused_one_gives_way_to_it() {
+    let w = world().await;
+    let alice = Browser::new();
+    sign_in(&w, &alice, PROTECTED, "alice").await;
+    let session = session_cookie(&alice, &w.latch);
+    let user_of = |path: &str, bearer: &str, cookie: Option<&str>| {
+        let mut request = client()
+            .get(w.latch.url(path))
+            .header(ACCEPT, "application/json")
+            .header("authorization", bearer);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status();
+            let echo: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, echo["headers"]["x-latch-user"].clone())
+        }
+    };
+    let carol = format!("Bearer {}", token("carol", "Carol", &[]));
+    let forged = "Bearer not.a.token";
+
+    // A forged token with alice's session: the session counts, and alice takes her lock.
+    let seen = user_of(PROTECTED, forged, Some(&session)).await;
+    assert_eq!(seen, (StatusCode::OK, json!("alice")));
+    // The session cookie among others.
+    let cookies = format!("theme=dark; {session}; lang=en");
+    let seen = user_of(PROTECTED, forged, Some(&cookies)).await;
+    assert_eq!(seen, (StatusCode::OK, json!("alice")));
+
+    // Carol's token with alice's session: the request is carol's.
+    let seen = user_of("/echo/docs/2/edit", &carol, Some(&session)).await;
+    assert_eq!(seen, (StatusCode::OK, json!("carol")));
+    let (status, _) = user_of(PROTECTED, &carol, Some(&session)).await;
+    assert_eq!(status, StatusCode::LOCKED, "alice holds doc:1");
+
+    // A forged token alone, or with a tampered session, is refused.
+    let (status, _) = user_of(PROTECTED, forged, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let tampered = format!("{session}x");
+    let (status, _) = user_of(PROTECTED, forged, Some(&tampered)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn logout_ends_the_session_and_goes_to_the_providers_end_session_endpoint() {
     let w = world().await;
