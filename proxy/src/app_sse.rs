@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderValue, StatusCode, Version};
+use http::{header, HeaderValue, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession;
@@ -68,6 +68,17 @@ const HOP_BY_HOP: [&str; 6] = [
     "trailer",
     "upgrade",
 ];
+
+/// Does the request ask for an event stream? A GET whose `Accept` names `text/event-stream`.
+/// One header lookup, made only for requests a rule granted under a fence.
+pub fn asks_for_event_stream(req: &RequestHeader) -> bool {
+    req.method == Method::GET
+        && req.headers.get_all(header::ACCEPT).iter().any(|v| {
+            v.as_bytes()
+                .windows(b"text/event-stream".len())
+                .any(|w| w.eq_ignore_ascii_case(b"text/event-stream"))
+        })
+}
 
 /// Serves a granted, fenced request for an event stream to its end. `set_cookie` holds the
 /// cookies the answer must carry (a new browser-session id for `owner = "session"` rules, a
@@ -598,5 +609,22 @@ mod tests {
         assert!(out.headers.get("transfer-encoding").is_none());
         let (out, _) = downstream_head(&head(204, &[]), false, false).unwrap();
         assert!(out.headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn an_event_stream_is_asked_for_by_a_get_that_accepts_one() {
+        let ask = |method: &str, accept: &[&str]| {
+            let mut req = RequestHeader::build(method, b"/docs/1/events", None).unwrap();
+            for a in accept {
+                req.append_header("Accept", *a).unwrap();
+            }
+            asks_for_event_stream(&req)
+        };
+        assert!(ask("GET", &["text/event-stream"]));
+        assert!(ask("GET", &["text/html", "Text/Event-Stream;q=0.9"]));
+        assert!(!ask("GET", &["text/html"]));
+        assert!(!ask("GET", &[]));
+        assert!(!ask("POST", &["text/event-stream"]));
+        assert!(!ask("HEAD", &["text/event-stream"]));
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header;
+use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::proxy::Session;
@@ -31,6 +31,28 @@ const RECOMPRESS_LEVEL: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct InjectPlan {
     pub lease: Duration,
+}
+
+/// Whether the response may be shown as a page of its own, the only place a banner belongs.
+///
+/// Browsers say what a request is for in `Sec-Fetch-Dest`. A script, a stylesheet, an image or
+/// a `fetch()` (`empty`) is never shown as a page, and an HTML fragment fetched to be spliced
+/// into the page (htmx, Turbo frames) must not bring a second banner with it. Without the
+/// header (older browsers, other clients) any response may be a page.
+pub fn may_be_a_page(req: &RequestHeader) -> bool {
+    static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    req.headers.get(&SEC_FETCH_DEST).is_none_or(|dest| {
+        [
+            "document",
+            "iframe",
+            "frame",
+            "fencedframe",
+            "embed",
+            "object",
+        ]
+        .iter()
+        .any(|page| dest.as_bytes().eq_ignore_ascii_case(page.as_bytes()))
+    })
 }
 
 /// Whether a `Content-Type` value names HTML: its media type, before any parameter, is

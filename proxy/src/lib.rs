@@ -11,7 +11,6 @@ mod app_sockets;
 mod app_sse;
 mod app_ws;
 mod apps;
-mod asks;
 mod audit;
 mod banner;
 mod claim_rate;

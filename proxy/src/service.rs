@@ -20,7 +20,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use store::{ClaimOutcome, ClaimRequest};
 
 use crate::apps::{AppId, HostRefusal};
-use crate::asks::Asks;
 use crate::cookies::{self, SESSION_COOKIE};
 use crate::fenced::Fenced;
 use crate::inject_body::{self, InjectPlan};
@@ -91,6 +90,14 @@ fn is_safe(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
+}
+
+/// Does the request ask to become a WebSocket? One header lookup, made only for requests a
+/// rule matched.
+fn asks_for_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Does the request carry a body we have not read (so we must not let pingora drain it)?
@@ -410,8 +417,11 @@ impl LatchProxy {
             rules::Owner::Session => Some(self.browser_session(session, ctx)),
         };
         let lease = self.latch.lease_for(ctx.app, rule);
-        let asks = Asks::of(session.req_header());
-        let kind = gate::Kind::of(is_safe(&method), asks.websocket, rule.websocket);
+        let kind = gate::Kind::of(
+            is_safe(&method),
+            asks_for_websocket(session.req_header()),
+            rule.websocket,
+        );
         let safe = kind.is_safe();
         let remembered = if safe {
             self.latch
@@ -489,7 +499,7 @@ impl LatchProxy {
                 // read-only viewer's is an ordinary response.
                 let stream = fence.filter(|_| {
                     rule.websocket == rules::WebSocket::Lock
-                        && asks.event_stream
+                        && app_sse::asks_for_event_stream(session.req_header())
                         && !has_body(session.req_header())
                 });
                 if let Some(fence) = stream {
@@ -501,7 +511,7 @@ impl LatchProxy {
                     fence,
                     fences_streams: rule.websocket == rules::WebSocket::Lock,
                 });
-                if rule.inject && asks.page {
+                if rule.inject && inject_body::may_be_a_page(session.req_header()) {
                     ctx.inject = Some(InjectPlan { lease });
                 }
                 ctx.identity = Some(identity);
