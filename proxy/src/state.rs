@@ -302,15 +302,22 @@ impl Latch {
     fn session_cookie<'h>(&self, cookie: SessionCookie<'h>) -> Option<&'h str> {
         match cookie {
             SessionCookie::Read(value) => value,
-            SessionCookie::Unread(_) if self.sign_in.is_none() => None,
             SessionCookie::Unread(headers) => {
                 let cookies = headers.get_all(http::header::COOKIE).iter();
                 let [value] = auth::cookie_values(
                     cookies.map(|v| v.as_bytes()),
-                    [crate::oidc::SESSION_COOKIE],
+                    [self.session_cookie_name()],
                 );
                 value
             }
+        }
+    }
+
+    /// The sign-in session cookie's name; empty (matching no cookie) without `[oidc]`.
+    fn session_cookie_name(&self) -> &'static str {
+        match self.sign_in {
+            Some(_) => crate::oidc::SESSION_COOKIE,
+            None => "",
         }
     }
 
@@ -345,16 +352,12 @@ impl Latch {
         if let (Some(token), None) = (bearer, trusted) {
             return Ok((Credential::Token(token), SessionCookie::Unread(headers)));
         }
-        let session_cookie = match self.sign_in {
-            Some(_) => crate::oidc::SESSION_COOKIE,
-            None => "",
-        };
         let [token_cookie, session] = auth::cookie_values(
             headers
                 .get_all(http::header::COOKIE)
                 .iter()
                 .map(|v| v.as_bytes()),
-            [&self.config.auth.cookie, session_cookie],
+            [&self.config.auth.cookie, self.session_cookie_name()],
         );
         let session = SessionCookie::Read(session);
         let token = bearer.or(token_cookie);
