@@ -227,7 +227,7 @@ pub async fn poll(
                 if let Some(snapshot) = &snapshot {
                     snapshot.save(set.rules()).await;
                 }
-                latch.rules.store(Arc::new(set));
+                latch.rules.store(Arc::new(set.with_dfa()));
                 latch.set_rules_problem(None);
                 seen = Some(loaded_version);
             }

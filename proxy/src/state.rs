@@ -179,7 +179,7 @@ impl Latch {
         Ok(Arc::new(Latch {
             config,
             verifier,
-            rules: ArcSwap::from_pointee(rules),
+            rules: ArcSwap::from_pointee(rules.with_dfa()),
             store: store.clone(),
             metrics,
             hub: Hub::default(),

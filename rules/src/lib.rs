@@ -63,4 +63,8 @@ pub mod limits {
     /// Largest compiled regex for one pattern, in bytes. It stops patterns such as
     /// `(a{100}){100}` from costing every proxy instance unbounded memory.
     pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+    /// Largest DFA built ahead of time for a whole rule set, in bytes, and the most memory its
+    /// construction may use. Rules that need more are scanned by the meta engine instead, as
+    /// fast to build and slower per request.
+    pub const DFA_SIZE_LIMIT: usize = 4 << 20;
 }

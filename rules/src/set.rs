@@ -9,12 +9,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use regex::{Captures, Regex};
-use regex_automata::meta;
-use regex_automata::util::syntax;
-use regex_automata::{Input, MatchKind, PatternID, PatternSet};
+use std::sync::Arc;
 
-use crate::limits::PATTERN_SIZE_LIMIT;
+use regex::{Captures, Regex};
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::nfa::thompson;
+use regex_automata::util::syntax;
+use regex_automata::{meta, Anchored, Input, MatchKind, PatternID, PatternSet};
+
+use crate::limits::{DFA_SIZE_LIMIT, PATTERN_SIZE_LIMIT};
 use crate::model::{Mode, Rule};
 use crate::pattern::CaptureType;
 use crate::redirect::check_same_site;
@@ -41,6 +44,13 @@ pub struct RuleSet {
     /// One pattern per enabled rule, in `entries` order, reporting every pattern that
     /// matches (the semantics of a `regex::RegexSet`).
     set: meta::Regex,
+    /// The same patterns as one DFA built ahead of time ([`RuleSet::with_dfa`]), which scans
+    /// a path without the meta engine's lazily built states and per-thread cache; `None` when
+    /// not asked for, or when the patterns need what a DFA cannot do (Unicode word boundaries)
+    /// or would make one larger than [`DFA_SIZE_LIMIT`], and then `set` scans.
+    dfa: Option<Arc<dense::DFA<Vec<u32>>>>,
+    /// The anchored source of each pattern of `set`, in its order.
+    sources: Vec<String>,
     /// Enabled rules from the highest priority down, ties by id ascending, so the first
     /// match that accepts the method wins.
     entries: Vec<Entry>,
@@ -77,6 +87,8 @@ impl RuleSet {
             rules: Vec::new(),
             by_id: HashMap::new(),
             set: compile_set(&[], PATTERN_SIZE_LIMIT).expect("a set without patterns compiles"),
+            dfa: None,
+            sources: Vec::new(),
             entries: Vec::new(),
         }
     }
@@ -154,8 +166,22 @@ impl RuleSet {
             rules,
             by_id,
             set,
+            dfa: None,
+            sources,
             entries,
         })
+    }
+
+    /// The same set, with its patterns also built into one DFA ahead of time when they fit
+    /// within [`DFA_SIZE_LIMIT`]: for the set a proxy matches every request against, where
+    /// each scan of a path then costs about half. Building it takes longer than compiling
+    /// (tens of milliseconds for a few hundred rules), so a set made to answer one question
+    /// is left without it. Matching finds the same rules either way.
+    pub fn with_dfa(mut self) -> RuleSet {
+        if self.dfa.is_none() {
+            self.dfa = compile_dfa(&self.sources).map(Arc::new);
+        }
+        self
     }
 
     /// Every rule as given to [`RuleSet::compile`], disabled ones included.
@@ -224,8 +250,25 @@ impl RuleSet {
         } else {
             hits.clear();
         }
-        self.set
-            .which_overlapping_matches(&Input::new(haystack), hits);
+        // Every pattern starts with `^` (see `anchored_source`), so a search anchored at the
+        // start finds exactly what an unanchored one would.
+        let anchored = Input::new(haystack).anchored(Anchored::Yes);
+        let scanned = self
+            .dfa
+            .as_ref()
+            .is_some_and(|dfa| dfa.try_which_overlapping_matches(&anchored, hits).is_ok());
+        if !scanned {
+            // A DFA gives up only on a byte it was built to quit on, and this one quits on
+            // none; the meta engine answers all the same.
+            hits.clear();
+            self.set
+                .which_overlapping_matches(&Input::new(haystack), hits);
+        }
+    }
+
+    /// Whether paths are scanned by the DFA built ahead of time (else by the meta engine).
+    pub fn scans_with_dfa(&self) -> bool {
+        self.dfa.is_some()
     }
 
     /// The first entry, in priority order, whose pattern matched and which accepts `method`.
@@ -282,11 +325,35 @@ fn compile_set(sources: &[String], size_limit: usize) -> Result<meta::Regex, Str
                 .match_kind(MatchKind::All)
                 .utf8_empty(true)
                 .nfa_size_limit(Some(size_limit))
-                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None),
+                .which_captures(thompson::WhichCaptures::None),
         )
         .syntax(syntax::Config::new().utf8(true))
         .build_many(sources)
         .map_err(|err| err.to_string())
+}
+
+/// The patterns of [`compile_set`] as one dense DFA reporting every pattern that matches, or
+/// `None` when they cannot be one within [`DFA_SIZE_LIMIT`]: the meta engine then scans.
+fn compile_dfa(sources: &[String]) -> Option<dense::DFA<Vec<u32>>> {
+    if sources.is_empty() {
+        return None;
+    }
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .dfa_size_limit(Some(DFA_SIZE_LIMIT))
+                .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
+        )
+        .syntax(syntax::Config::new().utf8(true))
+        .thompson(
+            thompson::Config::new()
+                .nfa_size_limit(Some(PATTERN_SIZE_LIMIT.saturating_mul(sources.len())))
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build_many(sources)
+        .ok()
 }
 
 impl Entry {
@@ -349,5 +416,139 @@ impl Entry {
             resource,
             redirect_to,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, pattern: &str, tweak: impl FnOnce(&mut Rule)) -> Rule {
+        let mut rule = Rule::new(id, pattern);
+        tweak(&mut rule);
+        rule
+    }
+
+    /// `set` with its DFA taken away, so the meta engine scans.
+    fn without_dfa(set: &RuleSet) -> RuleSet {
+        RuleSet {
+            dfa: None,
+            ..set.clone()
+        }
+    }
+
+    fn found<'a>(
+        set: &'a RuleSet,
+        app: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Option<(&'a str, String)> {
+        set.find_in(app, method, path)
+            .map(|m| (m.rule.id.as_str(), m.resource))
+    }
+
+    #[test]
+    fn everyday_rules_are_scanned_by_a_dfa_that_finds_what_the_meta_engine_finds() {
+        let set = RuleSet::compile(vec![
+            rule("edit", "/docs/(?P<id>[0-9]+)/edit", |_| {}),
+            rule("save", "/docs/(?P<id>[0-9]+)/save", |r| {
+                r.methods = Some(vec!["POST".into()]);
+                r.resource = Some("doc:{id}".into());
+            }),
+            rule("any-doc", "/docs/.*", |r| r.priority = -5),
+            rule("wiki", "/wiki/(?P<page>[^/]+)/edit", |r| {
+                r.case_insensitive = true
+            }),
+            rule("settings", "/admin/settings(/.*)?", |_| {}),
+            rule(
+                "invoice",
+                "/billing/invoices/(?P<id>[A-Z0-9-]+)/(edit|approve)",
+                |_| {},
+            ),
+            rule("scoped", "/docs/7/edit", |r| {
+                r.app = Some("wiki".into());
+                r.priority = 10;
+            }),
+            rule("off", "/docs/1/edit", |r| r.enabled = false),
+        ])
+        .expect("valid rules");
+        assert!(!set.scans_with_dfa(), "compiled without a DFA unless asked");
+        let set = set.with_dfa();
+        assert!(set.scans_with_dfa());
+        let meta = without_dfa(&set);
+        assert!(!meta.scans_with_dfa());
+
+        let paths = [
+            "/",
+            "/docs/1/edit",
+            "/docs/1/edit/",
+            "/docs/7/edit",
+            "/docs/12/save",
+            "/docs/x/edit",
+            "/docs/",
+            "/docs",
+            "/WIKI/Straße/EDIT",
+            "/wiki/a/b/edit",
+            "/wiki/Ünïcödé/edit/",
+            "/admin/settings",
+            "/admin/settings/",
+            "/admin/settingsx",
+            "/billing/invoices/INV-9/approve",
+            "/billing/invoices/inv-9/approve",
+            "/static/app.css",
+        ];
+        let mut matched = 0;
+        for path in paths {
+            for method in ["GET", "POST"] {
+                for app in [None, Some("wiki")] {
+                    let by_dfa = found(&set, app, method, path);
+                    matched += usize::from(by_dfa.is_some());
+                    assert_eq!(
+                        by_dfa,
+                        found(&meta, app, method, path),
+                        "{method} {path} in {app:?}"
+                    );
+                }
+            }
+        }
+        // Both engines have something to agree on: most paths match, some do not.
+        assert!(
+            (30..paths.len() * 4).contains(&matched),
+            "{matched} matches"
+        );
+        assert_eq!(
+            found(&set, Some("wiki"), "GET", "/docs/7/edit"),
+            Some(("scoped", "wiki/scoped".to_owned()))
+        );
+        assert_eq!(
+            found(&set, None, "POST", "/docs/12/save"),
+            Some(("save", "doc:12".to_owned()))
+        );
+    }
+
+    #[test]
+    fn rules_too_large_for_a_dfa_or_beyond_one_are_scanned_by_the_meta_engine() {
+        // The DFA of "an `a` 20 letters from the end" has over a million states.
+        let exploding = RuleSet::compile(vec![rule("tail", "/(a|b)*a(a|b){20}", |_| {})])
+            .expect("valid rules")
+            .with_dfa();
+        assert!(!exploding.scans_with_dfa());
+        let hit = format!("/bb{}", "a".repeat(21));
+        assert_eq!(
+            found(&exploding, None, "GET", &hit).map(|f| f.0),
+            Some("tail")
+        );
+        let miss = format!("/ba{}", "b".repeat(19));
+        assert_eq!(found(&exploding, None, "GET", &miss), None);
+
+        // A Unicode word boundary is beyond a DFA.
+        let boundary = RuleSet::compile(vec![rule("word", r"/tags/\bé.*", |_| {})])
+            .expect("valid rules")
+            .with_dfa();
+        assert!(!boundary.scans_with_dfa());
+        assert_eq!(
+            found(&boundary, None, "GET", "/tags/été").map(|f| f.0),
+            Some("word")
+        );
     }
 }
