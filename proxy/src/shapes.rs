@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{header, Method};
+use http::{header, HeaderName, Method};
 use indexmap::IndexMap;
 use pingora::http::RequestHeader;
 use serde::Serialize;
@@ -59,6 +59,16 @@ pub enum Kind {
     Other,
 }
 
+// Built when the program is compiled: a lookup by a `&str` name would parse it every time.
+static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+
+/// File extensions of a page's assets, for a request that says nothing of what it wants.
+const ASSET_EXTENSIONS: [&str; 17] = [
+    "js", "mjs", "css", "map", "png", "jpg", "jpeg", "gif", "svg", "ico", "webp", "avif", "woff",
+    "woff2", "ttf", "otf", "eot",
+];
+
 impl Kind {
     const ALL: [Kind; 4] = [Kind::Page, Kind::Xhr, Kind::Asset, Kind::Other];
 
@@ -68,14 +78,14 @@ impl Kind {
 
     fn of(req: &RequestHeader, path: &str) -> Kind {
         let headers = &req.headers;
-        if let Some(dest) = headers.get("sec-fetch-dest") {
+        if let Some(dest) = headers.get(&SEC_FETCH_DEST) {
             return match dest.as_bytes() {
                 b"document" | b"iframe" | b"frame" => Kind::Page,
                 b"empty" => Kind::Xhr,
                 _ => Kind::Asset,
             };
         }
-        if headers.contains_key("x-requested-with") {
+        if headers.contains_key(&X_REQUESTED_WITH) {
             return Kind::Xhr;
         }
         if let Some(accept) = headers.get(header::ACCEPT).map(|v| v.as_bytes()) {
@@ -87,13 +97,15 @@ impl Kind {
             }
         }
         let last = path.rsplit('/').next().unwrap_or_default();
-        let extension = last.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-        match extension.as_deref() {
-            Some(
-                "js" | "mjs" | "css" | "map" | "png" | "jpg" | "jpeg" | "gif" | "svg" | "ico"
-                | "webp" | "avif" | "woff" | "woff2" | "ttf" | "otf" | "eot",
-            ) => Kind::Asset,
-            _ => Kind::Other,
+        let is_asset = last.rsplit_once('.').is_some_and(|(_, extension)| {
+            ASSET_EXTENSIONS
+                .iter()
+                .any(|asset| asset.eq_ignore_ascii_case(extension))
+        });
+        if is_asset {
+            Kind::Asset
+        } else {
+            Kind::Other
         }
     }
 }
