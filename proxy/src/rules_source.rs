@@ -222,12 +222,22 @@ pub async fn poll(
         };
         match loaded {
             Ok((set, loaded_version)) => {
+                // Building the DFA can take a tenth of a second for hundreds of rules: off the
+                // runtime the banner sockets' events run on.
+                let set = match tokio::task::spawn_blocking(move || set.with_dfa()).await {
+                    Ok(set) => set,
+                    Err(e) => {
+                        tracing::error!(error = %e, "rules not reloaded: building them failed");
+                        latch.metrics.rules_reload_errors.inc();
+                        continue;
+                    }
+                };
                 tracing::info!(rules = set.len(), version = %loaded_version, "rules reloaded");
                 latch.metrics.rules_loaded.set(set.len() as i64);
                 if let Some(snapshot) = &snapshot {
                     snapshot.save(set.rules()).await;
                 }
-                latch.rules.store(Arc::new(set.with_dfa()));
+                latch.rules.store(Arc::new(set));
                 latch.set_rules_problem(None);
                 seen = Some(loaded_version);
             }
