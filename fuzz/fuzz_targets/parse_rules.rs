@@ -1,5 +1,6 @@
 //! Parsing a rule file, compiling it and matching paths never panic. A file that parses
-//! compiles, and every match honours the rule's method filter and same-site redirects.
+//! compiles, every match honours the rule's method filter and same-site redirects, and the
+//! set's DFA (the proxy's scan) finds exactly what its meta engine finds.
 //!
 //! Paths to try come from the input itself: a last line `# /some/path`, and every rule's
 //! pattern and id read as a path.
@@ -30,6 +31,9 @@ fuzz_target!(|data: &[u8]| {
         Err(issues) => panic!("a file that parses must compile: {issues:?}"),
     };
 
+    // Without a DFA, when the rules do not fit one: then both sides are the meta engine.
+    let with_dfa = set.clone().with_dfa();
+
     let mut candidates: Vec<String> = Vec::new();
     if let Some(path) = src.lines().last().and_then(|line| line.strip_prefix("# ")) {
         candidates.push(path.to_owned());
@@ -44,7 +48,13 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         for method in METHODS {
-            let Some(found) = set.find(method, &path) else {
+            let found = set.find(method, &path);
+            assert_eq!(
+                with_dfa.find(method, &path),
+                found,
+                "the DFA and the meta engine disagree on {method} {path:?}"
+            );
+            let Some(found) = found else {
                 continue;
             };
             assert!(found.rule.enabled);
