@@ -161,12 +161,30 @@ async fn clean_run(
     options: Options,
     noise: Noise,
 ) -> Result<(Sample, usize, bool), crate::BenchError> {
+    quiet_run(&case.label, noise, || {
+        wrk::run(&case.load, &case.script, options)
+    })
+    .await
+}
+
+/// Runs `run` until other programs took at most `noise.max_foreign` of the machine meanwhile,
+/// or `noise.retries` runs were thrown away; `label` names it in the progress lines. Returns
+/// the kept result, how many runs were thrown away, and whether the kept one was disturbed.
+pub async fn quiet_run<T, E, F, Fut>(
+    label: &str,
+    noise: Noise,
+    mut run: F,
+) -> Result<(T, usize, bool), E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let cores = cpu::cores();
     let mut thrown = 0;
     loop {
         let before = cpu::sample();
         let start = Instant::now();
-        let sample = wrk::run(&case.load, &case.script, options).await?;
+        let sample = run().await?;
         let ticks = start.elapsed().as_secs_f64() * cpu::TICKS_PER_SECOND;
         let foreign = match (before, cpu::sample()) {
             (Some(b), Some(a)) => cpu::foreign_share(&b, &a, ticks, cores),
@@ -180,8 +198,7 @@ async fn clean_run(
         }
         thrown += 1;
         eprintln!(
-            "  (repeating {}: other programs used {:.0}% of the CPU)",
-            case.label,
+            "  (repeating {label}: other programs used {:.0}% of the CPU)",
             foreign * 100.0
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -255,6 +272,43 @@ pub async fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_quiet_run_is_kept_at_once_and_a_disturbed_one_after_every_retry() {
+        let mut calls = 0;
+        let any_load = Noise {
+            max_foreign: f64::INFINITY,
+            retries: 2,
+        };
+        let kept = quiet_run("quiet", any_load, || {
+            calls += 1;
+            std::future::ready(Ok::<_, ()>(calls))
+        })
+        .await;
+        assert_eq!(kept, Ok((1, 0, false)));
+
+        // No share of the CPU is at most a negative one: every run counts as disturbed.
+        let mut calls = 0;
+        let none = Noise {
+            max_foreign: -1.0,
+            retries: 2,
+        };
+        let kept = quiet_run("busy", none, || {
+            calls += 1;
+            std::future::ready(Ok::<_, ()>(calls))
+        })
+        .await;
+        assert_eq!(kept, Ok((3, 2, true)), "three runs, the last one kept");
+
+        let mut calls = 0;
+        let failed = quiet_run("failing", none, || {
+            calls += 1;
+            std::future::ready(Err::<u32, _>("no figure"))
+        })
+        .await;
+        assert_eq!(failed, Err("no figure"));
+        assert_eq!(calls, 1, "a failed run is not repeated");
+    }
 
     fn bracketed(ratios: &[Option<f64>]) -> Measured {
         Measured {

@@ -20,6 +20,7 @@ use crate::latch::{self, Auth, Latch, Settings, TlsListener};
 use crate::options::Options;
 use crate::process::{self, free_port, Proc};
 use crate::report::{Row, Verdict};
+use crate::rounds;
 use crate::site::{self, ASSET};
 use crate::stats::median;
 use crate::systems::{self, Systems, Tokens};
@@ -159,10 +160,15 @@ struct ProtocolRuns {
     /// Per round, HTTP/2's rate over HTTP/1.1's.
     ratios: Vec<f64>,
     failure: Option<String>,
+    /// Runs thrown away because other programs used the CPU meanwhile.
+    repeated: usize,
+    /// Runs kept although other programs still used the CPU after every retry.
+    disturbed: usize,
 }
 
 /// Alternates HTTP/1.1 and HTTP/2 runs against `url`, the first protocol swapping each round
-/// so neither always runs on a warmer machine.
+/// so neither always runs on a warmer machine. A timed run during which other programs used
+/// the CPU is repeated, as the wrk runs are ([`rounds::quiet_run`]).
 async fn protocol_rounds(url: &str, opts: &Options) -> ProtocolRuns {
     let options = |seconds: u64| h2load::Options {
         threads: opts.wrk_threads,
@@ -193,9 +199,17 @@ async fn protocol_rounds(url: &str, opts: &Options) -> ProtocolRuns {
                 opts.rounds,
                 protocol.alpn()
             );
-            match h2load::run(url, protocol, options(opts.seconds)).await {
-                Ok(sample) if protocol == Protocol::H1 => h1 = Some(sample),
-                Ok(sample) => h2 = Some(sample),
+            let label = format!("{} (h2load)", protocol.alpn());
+            let run = || h2load::run(url, protocol, options(opts.seconds));
+            match rounds::quiet_run(&label, opts.noise, run).await {
+                Ok((sample, thrown, disturbed)) => {
+                    runs.repeated += thrown;
+                    runs.disturbed += usize::from(disturbed);
+                    match protocol {
+                        Protocol::H1 => h1 = Some(sample),
+                        Protocol::H2 => h2 = Some(sample),
+                    }
+                }
                 Err(e) => {
                     runs.failure = Some(e.to_string());
                     return runs;
@@ -230,14 +244,27 @@ fn protocol_rows(scenario: &str, runs: &ProtocolRuns) -> Vec<Row> {
     h2.ratio = median(&runs.ratios);
     h2.verdict = match h2.ratio {
         Some(r) => Verdict::Info(format!(
-            "{r:.2}× HTTP/1.1 (median of {} rounds; mean time per request {} vs {})",
+            "{r:.2}× HTTP/1.1 (median of {} rounds; mean time per request {} vs {}{})",
             runs.ratios.len(),
             mean_ms(&runs.h2),
-            mean_ms(&runs.h1)
+            mean_ms(&runs.h1),
+            noise_note(runs)
         )),
         None => Verdict::Failed("no round ran both protocols".into()),
     };
     vec![h1, h2]
+}
+
+/// What the h2load runs' noise control did, when it did anything.
+fn noise_note(runs: &ProtocolRuns) -> String {
+    let mut note = String::new();
+    if runs.repeated > 0 {
+        note.push_str(&format!("; {} runs repeated", runs.repeated));
+    }
+    if runs.disturbed > 0 {
+        note.push_str(&format!("; {} kept disturbed", runs.disturbed));
+    }
+    note
 }
 
 fn mean_ms(samples: &[h2load::Sample]) -> String {
@@ -393,6 +420,9 @@ pub(crate) async fn rows(
     if process::installed("h2load") {
         eprintln!("bench: HTTP/2 against HTTP/1.1 (h2load)");
         let runs = protocol_rounds(&tls.latch_https(&asset), opts).await;
+        tally.repeated += runs.repeated;
+        tally.disturbed += runs.disturbed;
+        tally.runs += runs.h1.len() + runs.h2.len();
         rows.extend(protocol_rows(h2_s, &runs));
     } else {
         rows.push(Row::not_run(
@@ -466,7 +496,7 @@ mod tests {
             h1: vec![sample(100.0, 1.0), sample(200.0, 2.0), sample(120.0, 3.0)],
             h2: vec![sample(90.0, 1.5), sample(220.0, 2.5), sample(96.0, 3.5)],
             ratios: vec![0.9, 1.1, 0.8],
-            failure: None,
+            ..ProtocolRuns::default()
         };
         let [h1, h2] = <[Row; 2]>::try_from(protocol_rows("s", &runs)).unwrap();
         assert_eq!(h1.rps, Some(120.0));
@@ -477,6 +507,27 @@ mod tests {
             h2.verdict,
             Verdict::Info(
                 "0.90× HTTP/1.1 (median of 3 rounds; mean time per request 2.50 ms vs 2.00 ms)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn the_http2_row_says_how_many_runs_were_repeated_or_kept_disturbed() {
+        let runs = ProtocolRuns {
+            h1: vec![sample(100.0, 1.0)],
+            h2: vec![sample(90.0, 1.5)],
+            ratios: vec![0.9],
+            repeated: 3,
+            disturbed: 1,
+            ..ProtocolRuns::default()
+        };
+        let rows = protocol_rows("s", &runs);
+        assert_eq!(
+            rows[1].verdict,
+            Verdict::Info(
+                "0.90× HTTP/1.1 (median of 1 rounds; mean time per request 1.50 ms vs 1.00 ms; \
+                 3 runs repeated; 1 kept disturbed)"
                     .into()
             )
         );
