@@ -15,12 +15,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName};
+use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::proxy::Session;
 
 use crate::decode::{Decoder, Encoding};
+use crate::header_names::SEC_FETCH_DEST;
 use crate::state::Latch;
 
 /// Re-compression level for injected pages (gzip/br), a middle ground between CPU and size.
@@ -40,7 +41,6 @@ pub struct InjectPlan {
 /// into the page (htmx, Turbo frames) must not bring a second banner with it. Without the
 /// header (older browsers, other clients) any response may be a page.
 pub fn may_be_a_page(req: &RequestHeader) -> bool {
-    static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
     req.headers.get(&SEC_FETCH_DEST).is_none_or(|dest| {
         [
             "document",

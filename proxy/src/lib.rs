@@ -21,6 +21,7 @@ mod endpoints;
 mod fenced;
 mod front;
 pub mod gate;
+mod header_names;
 mod inject_body;
 mod login;
 pub mod metrics;

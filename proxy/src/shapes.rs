@@ -27,10 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{header, HeaderName, Method};
+use http::{header, Method};
 use indexmap::IndexMap;
 use pingora::http::RequestHeader;
 use serde::Serialize;
+
+use crate::header_names::{SEC_FETCH_DEST, X_REQUESTED_WITH};
 
 /// Most shapes kept.
 pub const MAX_SHAPES: usize = 2_000;
@@ -58,10 +60,6 @@ pub enum Kind {
     Asset,
     Other,
 }
-
-// Built when the program is compiled: a lookup by a `&str` name would parse it every time.
-static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
-static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
 
 /// File extensions of a page's assets, for a request that says nothing of what it wants.
 const ASSET_EXTENSIONS: [&str; 17] = [
