@@ -82,7 +82,8 @@ pub struct Metrics {
     pub store_latency: HistogramVec,
     pub store_errors: IntCounter,
     pub rules_reload_errors: IntCounter,
-    pub rules_loaded: IntGauge,
+    rules_loaded: IntGauge,
+    rules_dfa: IntGauge,
     pub banner_sockets: IntGauge,
     pub banner_sockets_opened: IntCounterVec,
     pub banner_skipped: IntCounterVec,
@@ -141,6 +142,12 @@ impl Metrics {
         .expect("static metric definition");
         let rules_loaded = IntGauge::new("latch_rules", "Rules in the active rule set.")
             .expect("static metric definition");
+        let rules_dfa = IntGauge::new(
+            "latch_rules_dfa",
+            "1 when the active rules are matched by a DFA built when they loaded; 0 when a \
+             slower engine matches them (no enabled rule, or rules that do not fit one).",
+        )
+        .expect("static metric definition");
         let banner_sockets = IntGauge::new("latch_banner_sockets", "Open banner WebSockets.")
             .expect("static metric definition");
         let banner_sockets_opened = IntCounterVec::new(
@@ -248,6 +255,7 @@ impl Metrics {
             Box::new(store_errors.clone()),
             Box::new(rules_reload_errors.clone()),
             Box::new(rules_loaded.clone()),
+            Box::new(rules_dfa.clone()),
             Box::new(banner_sockets.clone()),
             Box::new(banner_sockets_opened.clone()),
             Box::new(banner_skipped.clone()),
@@ -272,6 +280,7 @@ impl Metrics {
             store_errors,
             rules_reload_errors,
             rules_loaded,
+            rules_dfa,
             banner_sockets,
             banner_sockets_opened,
             banner_skipped,
@@ -288,6 +297,12 @@ impl Metrics {
             stash,
             auth_keys,
         }
+    }
+
+    /// Says what rule set is in force: how many rules, and whether a DFA matches them.
+    pub fn rules_in_force(&self, rules: &rules::RuleSet) {
+        self.rules_loaded.set(rules.len() as i64);
+        self.rules_dfa.set(i64::from(rules.scans_with_dfa()));
     }
 
     pub fn count(&self, outcome: Outcome) {

@@ -233,7 +233,7 @@ pub async fn poll(
                     }
                 };
                 tracing::info!(rules = set.len(), version = %loaded_version, "rules reloaded");
-                latch.metrics.rules_loaded.set(set.len() as i64);
+                latch.metrics.rules_in_force(&set);
                 if let Some(snapshot) = &snapshot {
                     snapshot.save(set.rules()).await;
                 }

@@ -168,7 +168,8 @@ impl Latch {
         let verifier = auth.verifier;
         let sign_in = SignIn::new(&config, auth.party);
         let metrics = Metrics::new();
-        metrics.rules_loaded.set(rules.len() as i64);
+        let rules = rules.with_dfa();
+        metrics.rules_in_force(&rules);
         let op_latency = TIMED_OPS
             .iter()
             .map(|op| (*op, metrics.store_latency.with_label_values(&[op])))
@@ -179,7 +180,7 @@ impl Latch {
         Ok(Arc::new(Latch {
             config,
             verifier,
-            rules: ArcSwap::from_pointee(rules.with_dfa()),
+            rules: ArcSwap::from_pointee(rules),
             store: store.clone(),
             metrics,
             hub: Hub::default(),

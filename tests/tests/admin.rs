@@ -191,6 +191,54 @@ async fn a_broken_rule_reload_is_counted_and_the_last_good_rules_stay() {
     assert_eq!(open(&bob, "/echo/docs/1/edit").await.unwrap().status(), 200);
 }
 
+/// The proxy matches its rules with a DFA built when they load, and says so; rules too large
+/// for one are matched all the same by a slower engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_too_large_for_a_dfa_are_enforced_all_the_same_and_the_metric_says_which_engine() {
+    // An `a` 21 letters from the end of the page name: over a million DFA states.
+    const LARGE: &str = "[[rule]]\nid = \"tail\"\npattern = \"/echo/pages/(a|b)*a(a|b){20}\"\n";
+    let upstream = Upstream::start().await;
+    let latch = LatchBuilder::new(upstream.port()).rules(&RULES).start();
+    let alice = token("alice", "Alice", &[]);
+    let bob = token("bob", "Bob", &[]);
+    let status = |tok: &str, path: &str| {
+        let request = client().get(latch.url(path)).bearer_auth(tok.to_string());
+        async move { request.send().await.unwrap().status() }
+    };
+    let page = format!("/echo/pages/bb{}", "a".repeat(21));
+    assert_eq!(sample(&scrape(&latch).await, "latch_rules_dfa"), 1.0);
+    assert_eq!(status(&alice, "/echo/docs/1/edit").await, 200);
+    assert_eq!(
+        status(&bob, "/echo/docs/1/edit").await,
+        423,
+        "the DFA enforces the rules"
+    );
+
+    latch.write_rules(LARGE);
+    wait_for(&latch, "latch_rules_dfa", |v| v == 0.0).await;
+    assert_eq!(sample(&scrape(&latch).await, "latch_rules"), 1.0);
+    assert_eq!(status(&alice, &page).await, 200);
+    assert_eq!(
+        status(&bob, &page).await,
+        423,
+        "the slower engine enforces the rule"
+    );
+    assert_eq!(
+        status(&bob, "/echo/pages/ab").await,
+        200,
+        "a page it does not match"
+    );
+    assert_eq!(
+        status(&bob, "/echo/docs/1/edit").await,
+        200,
+        "the old rules are gone"
+    );
+
+    latch.write_rules(&RULES);
+    wait_for(&latch, "latch_rules_dfa", |v| v == 1.0).await;
+    assert_eq!(status(&bob, &page).await, 200, "the large rule is gone");
+}
+
 /// Polls `/metrics` until `series` satisfies `done` (rules are polled every second in tests).
 async fn wait_for(latch: &Latch, series: &str, done: impl Fn(f64) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(6);
